@@ -1,0 +1,1 @@
+"""Operator tooling: the `clipline` CLI and the embedded local stack."""

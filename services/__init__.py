@@ -1,0 +1,1 @@
+"""The clipline services: one package per independently deployed process."""

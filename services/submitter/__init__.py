@@ -1,0 +1,1 @@
+"""submitter package."""

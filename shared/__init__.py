@@ -1,0 +1,1 @@
+"""clipline's common library: contracts, config, telemetry, provider port, registry."""

@@ -1,0 +1,40 @@
+"""Settings common to every service, read from CLIPLINE_* environment variables."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Connection details every service needs. OTEL_* variables are read by OpenTelemetry itself."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIPLINE_", extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    log_level: str = "INFO"
+
+
+class S3Settings(BaseSettings):
+    """Where finished assets are stored (SeaweedFS locally, MinIO in compose, any S3)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIPLINE_S3_", extra="ignore")
+
+    endpoint: str = "127.0.0.1:9000"
+    access_key: str = "clipline"
+    secret_key: SecretStr = SecretStr("clipline-secret")
+    secure: bool = False
+    bucket: str = "clipline-assets"
+    region: str = "us-east-1"
+
+
+class UpstreamSettings(BaseSettings):
+    """The OpenAI-videos-compatible upstream: the simulator, a gateway, or the real API."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIPLINE_UPSTREAM_", extra="ignore")
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: SecretStr = SecretStr("sk-clipline-local")
+    timeout_seconds: float = 30.0

@@ -1,0 +1,41 @@
+"""Versioned event contracts and the job record: the only types that cross service boundaries."""
+
+from shared.contracts.events import (
+    EVENT_TYPES,
+    AssetRef,
+    Event,
+    JobAcceptedV1,
+    JobAdmittedV1,
+    JobCompletedV1,
+    JobFailedV1,
+    JobGeneratedV1,
+    JobProgressV1,
+    JobRejectedV1,
+    JobSpec,
+    JobSubmittedV1,
+    JobTimings,
+)
+from shared.contracts.jobs import JobRecordV1, JobStatus, transition
+from shared.contracts.requests import REQUEST_SUBJECT_PREFIX, JobRequestV1, request_subject
+
+__all__ = [
+    "EVENT_TYPES",
+    "REQUEST_SUBJECT_PREFIX",
+    "AssetRef",
+    "Event",
+    "JobAcceptedV1",
+    "JobAdmittedV1",
+    "JobCompletedV1",
+    "JobFailedV1",
+    "JobGeneratedV1",
+    "JobProgressV1",
+    "JobRecordV1",
+    "JobRejectedV1",
+    "JobRequestV1",
+    "JobSpec",
+    "JobStatus",
+    "JobSubmittedV1",
+    "JobTimings",
+    "request_subject",
+    "transition",
+]

@@ -1,0 +1,172 @@
+"""Job events (schema version 1). Subjects: clipline.job.<kind>.v1.<tenant>.<job_id>."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contracts.ids import derived_event_id
+
+SUBJECT_ROOT = "clipline.job"
+
+
+class Contract(BaseModel):
+    """Frozen, tolerant reader: unknown fields are ignored so producers can add fields."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class JobSpec(Contract):
+    """What to generate. Validated by intake against the model registry."""
+
+    model: str
+    size: str
+    seconds: int
+    prompt: str
+
+
+class AssetRef(Contract):
+    """One stored asset variant."""
+
+    variant: Literal["video", "thumbnail", "spritesheet"]
+    bucket: str
+    key: str
+    size_bytes: int
+    sha256: str
+    content_type: str
+
+
+class JobTimings(Contract):
+    """Wall-clock milestones of a job (UTC) and the derived durations in seconds."""
+
+    accepted_at: datetime
+    submitted_at: datetime | None = None
+    generated_at: datetime | None = None
+    completed_at: datetime
+    queue_seconds: float | None = None
+    generation_seconds: float | None = None
+    storage_seconds: float | None = None
+    total_seconds: float
+
+
+class Event(Contract):
+    """Base of every job event. `event_id` is also the Nats-Msg-Id of its publish."""
+
+    kind: ClassVar[str]
+    version: ClassVar[int] = 1
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    occurred_at: datetime
+    job_id: str
+    tenant: str
+
+    @property
+    def subject(self) -> str:
+        return f"{SUBJECT_ROOT}.{self.kind}.v{self.version}.{self.tenant}.{self.job_id}"
+
+    @classmethod
+    def subject_filter(cls, tenant: str = "*", job_id: str = "*") -> str:
+        """Subject filter for this event type, optionally for one tenant or one job."""
+        return f"{SUBJECT_ROOT}.{cls.kind}.v{cls.version}.{tenant}.{job_id}"
+
+    @classmethod
+    def durable(cls, service: str) -> str:
+        """Durable consumer name, `<svc>--<subject-with-dashes>`."""
+        return f"{service}--job-{cls.kind}-v{cls.version}"
+
+    @classmethod
+    def caused_by(cls, cause: Event, *, key: str = "", **fields: Any) -> Self:
+        """The event `cause` leads to; its id derives from the cause (dedup on redelivery)."""
+        return cls(
+            event_id=derived_event_id(cause.event_id, cls.kind, key),
+            occurred_at=datetime.now(UTC),
+            job_id=cause.job_id,
+            tenant=cause.tenant,
+            **fields,
+        )
+
+
+class JobAcceptedV1(Event):
+    """intake: the request is valid and recorded."""
+
+    kind = "accepted"
+    spec: JobSpec
+    idempotency_key: str
+
+
+class JobRejectedV1(Event):
+    """Terminal: the job was refused before any upstream spend (bad request, unpriced, budget)."""
+
+    kind = "rejected"
+    reason: str = Field(description="machine-readable, e.g. invalid_request, unpriced")
+    detail: str
+    stage: str
+
+
+class JobAdmittedV1(Event):
+    """pricing_guard: priced and within budget; may be sent upstream."""
+
+    kind = "admitted"
+    spec: JobSpec
+    cost_micros: int
+
+
+class JobSubmittedV1(Event):
+    """submitter: the upstream job exists."""
+
+    kind = "submitted"
+    spec: JobSpec
+    cost_micros: int
+    upstream_id: str
+
+
+class JobProgressV1(Event):
+    """poller: upstream progress changed."""
+
+    kind = "progress"
+    upstream_id: str
+    upstream_status: str
+    progress: int
+
+
+class JobGeneratedV1(Event):
+    """poller: upstream finished generating; assets can be downloaded."""
+
+    kind = "generated"
+    upstream_id: str
+    cost_micros: int
+
+
+class JobFailedV1(Event):
+    """Terminal: the job failed after admission (upstream failure, retries exhausted)."""
+
+    kind = "failed"
+    reason: str
+    detail: str
+    stage: str
+    upstream_id: str | None = None
+
+
+class JobCompletedV1(Event):
+    """Terminal: all assets are stored."""
+
+    kind = "completed"
+    upstream_id: str
+    assets: list[AssetRef]
+    cost_micros: int
+    timings: JobTimings
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    JobAcceptedV1,
+    JobRejectedV1,
+    JobAdmittedV1,
+    JobSubmittedV1,
+    JobProgressV1,
+    JobGeneratedV1,
+    JobFailedV1,
+    JobCompletedV1,
+)

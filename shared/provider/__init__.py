@@ -1,0 +1,26 @@
+"""The upstream provider port and its OpenAI Videos API adapter."""
+
+from shared.provider.errors import (
+    ProviderError,
+    ProviderMalformedResponse,
+    ProviderNotFound,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from shared.provider.openai_videos import OpenAIVideosProvider
+from shared.provider.port import CreateVideo, VideoProvider
+from shared.provider.wire import UpstreamVideo
+
+__all__ = [
+    "CreateVideo",
+    "OpenAIVideosProvider",
+    "ProviderError",
+    "ProviderMalformedResponse",
+    "ProviderNotFound",
+    "ProviderRateLimited",
+    "ProviderRejected",
+    "ProviderUnavailable",
+    "UpstreamVideo",
+    "VideoProvider",
+]

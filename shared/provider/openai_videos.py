@@ -1,0 +1,175 @@
+"""OpenAI Videos API adapter over httpx: for api.openai.com, compatible gateways, the simulator."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+from pydantic import ValidationError
+
+from shared.provider.errors import (
+    ProviderError,
+    ProviderMalformedResponse,
+    ProviderNotFound,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from shared.provider.port import CreateVideo, Download
+from shared.provider.wire import UpstreamVideo, Variant
+
+CHUNK_BYTES = 1024 * 1024
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    """Delay asked for by the server: retry-after-ms, then retry-after (seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def error_for(response: httpx.Response) -> ProviderError:
+    """Map a non-2xx response to a typed error, reading the {error: {...}} envelope if present."""
+    message, code, param = f"HTTP {response.status_code}", None, None
+    try:
+        body = response.json()
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict):
+            message = str(err.get("message") or message)
+            code = err.get("code") if isinstance(err.get("code"), str) else None
+            param = err.get("param") if isinstance(err.get("param"), str) else None
+    except (ValueError, UnicodeDecodeError):
+        pass
+    status = response.status_code
+    if status == 429:
+        return ProviderRateLimited(
+            message, retry_after_seconds=retry_after_seconds(response.headers), code=code
+        )
+    if status == 404:
+        return ProviderNotFound(message, status=status, code=code)
+    if status in (408, 409) or status >= 500:
+        return ProviderUnavailable(message, status=status, code=code)
+    return ProviderRejected(message, status=status, code=code, param=param)
+
+
+def _video(response: httpx.Response) -> UpstreamVideo:
+    try:
+        return UpstreamVideo.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise ProviderMalformedResponse(
+            f"upstream returned a body that is not a Video: {exc.error_count()} errors",
+            status=response.status_code,
+        ) from exc
+
+
+class OpenAIVideosProvider:
+    """VideoProvider for the `/v1/videos` contract. The client carries base URL and API key."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    @classmethod
+    def client(cls, base_url: str, api_key: str, timeout: float = 30.0) -> httpx.AsyncClient:
+        """An httpx client for `base_url` (e.g. http://host/v1) authenticating with `api_key`."""
+        return httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            follow_redirects=True,
+        )
+
+    async def _send(self, method: str, url: str, **kwargs: object) -> httpx.Response:
+        try:
+            response = await self._client.request(method, url, **kwargs)  # type: ignore[arg-type]
+        except httpx.TransportError as exc:
+            # Includes a connection dropped after the request was sent: the create may exist.
+            raise ProviderUnavailable(f"{method} {url}: {type(exc).__name__}") from exc
+        if response.is_success:
+            return response
+        raise error_for(response)
+
+    async def create(self, request: CreateVideo) -> UpstreamVideo:
+        # JSON create: accepted by every version of the contract (multipart is the SDK's newer
+        # habit; both are valid). seconds is a string on the wire.
+        response = await self._send(
+            "POST",
+            "videos",
+            json={
+                "prompt": request.prompt,
+                "model": request.model,
+                "size": request.size,
+                "seconds": str(request.seconds),
+            },
+            headers={
+                "X-Client-Request-Id": request.client_request_id,
+                "Idempotency-Key": request.client_request_id,
+            },
+        )
+        return _video(response)
+
+    async def retrieve(self, video_id: str) -> tuple[UpstreamVideo, float | None]:
+        response = await self._send("GET", f"videos/{video_id}")
+        poll_after: float | None = None
+        raw = response.headers.get("openai-poll-after-ms")
+        if raw:
+            try:
+                poll_after = max(0.0, float(raw) / 1000.0)
+            except ValueError:
+                poll_after = None
+        return _video(response), poll_after
+
+    @asynccontextmanager
+    async def download(self, video_id: str, variant: Variant) -> AsyncIterator[Download]:
+        request = self._client.build_request(
+            "GET",
+            f"videos/{video_id}/content",
+            params={"variant": variant},
+            headers={"Accept": "application/binary"},
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"download {variant}: {type(exc).__name__}") from exc
+        try:
+            if not response.is_success:
+                await response.aread()
+                raise error_for(response)
+            length = response.headers.get("content-length")
+            yield Download(
+                content_type=response.headers.get("content-type", "application/octet-stream"),
+                content_length=int(length) if length and length.isdigit() else None,
+                chunks=self._chunks(response, variant),
+            )
+        finally:
+            await response.aclose()
+
+    @staticmethod
+    async def _chunks(response: httpx.Response, variant: str) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_bytes(CHUNK_BYTES):
+                yield chunk
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"download {variant} broke: {type(exc).__name__}") from exc
+
+    async def delete(self, video_id: str) -> None:
+        await self._send("DELETE", f"videos/{video_id}")

@@ -1,0 +1,52 @@
+"""Every stream and KV bucket, declared once with its full configuration."""
+
+from __future__ import annotations
+
+from faststream.nats import JStream
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+from shared.contracts.events import SUBJECT_ROOT
+
+JOBS_STREAM_NAME = "CLIPLINE_JOBS"
+JOBS_SUBJECTS = [f"{SUBJECT_ROOT}.>"]
+DUPLICATE_WINDOW_SECONDS = 600.0  # how long a retried publish (same Nats-Msg-Id) is dropped
+JOBS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
+
+JOBS = JStream(
+    JOBS_STREAM_NAME,
+    subjects=list(JOBS_SUBJECTS),
+    storage=StorageType.FILE,
+    duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    max_age=JOBS_MAX_AGE_SECONDS,
+    # Declared by ensure_jetstream before any consumer starts, so FastStream never re-declares
+    # it with a different subject list (which the server would refuse).
+    declare=False,
+)
+
+JOBS_STREAM_CONFIG = StreamConfig(
+    name=JOBS_STREAM_NAME,
+    subjects=list(JOBS_SUBJECTS),
+    storage=StorageType.FILE,
+    duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    max_age=JOBS_MAX_AGE_SECONDS,
+)
+
+JOBS_BUCKET = "clipline_jobs"
+JOBS_BUCKET_CONFIG = KeyValueConfig(
+    bucket=JOBS_BUCKET,
+    description="current state of every job (JobRecordV1), updated with compare-and-set",
+    history=8,
+    storage=StorageType.FILE,
+)
+
+
+async def ensure_jetstream(js: JetStreamContext) -> None:
+    """Create the stream and buckets if missing (idempotent; every service calls it on start)."""
+    try:
+        await js.add_stream(JOBS_STREAM_CONFIG)
+    except BadRequestError:
+        # Already exists with this name: update to the declared configuration.
+        await js.update_stream(JOBS_STREAM_CONFIG)
+    await js.create_key_value(JOBS_BUCKET_CONFIG)
