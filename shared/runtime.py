@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,8 +14,11 @@ from faststream.asgi import AsgiFastStream, make_ping_asgi
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from nats.js.kv import KeyValue
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
+from shared import telemetry
+from shared.config import CommonSettings
 from shared.contracts.events import Event
 from shared.jobstore import KvJobStore
 from shared.messaging import Consumer, Emit, ServiceRouter, broker_emitter, retry_middleware
@@ -101,3 +105,21 @@ def configure_logging(level: str) -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+@asynccontextmanager
+async def service_runtime(service: str, settings: CommonSettings) -> AsyncIterator[Runtime]:
+    """Entry-point set-up for a service process: logging, global tracing, streams, runtime."""
+    configure_logging(settings.log_level)
+    provider = telemetry.make_tracer_provider(service)
+    telemetry.install(provider)
+    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    await provision(settings.nats_url)
+    try:
+        yield make_runtime(service, settings.nats_url, provider)
+    finally:
+        provider.shutdown()
+
+
+async def serve_app(app: Any, settings: CommonSettings) -> None:
+    await serve(app, settings.http_host, settings.http_port, settings.log_level)

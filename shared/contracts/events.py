@@ -72,6 +72,11 @@ class Event(Contract):
         """Subject filter for this event type, optionally for one tenant or one job."""
         return f"{SUBJECT_ROOT}.{cls.kind}.v{cls.version}.{tenant}.{job_id}"
 
+    @staticmethod
+    def subject_filter_any(tenant: str = "*", job_id: str = "*") -> str:
+        """Every event kind (v1) of one tenant or job: what a client follows."""
+        return f"{SUBJECT_ROOT}.*.v1.{tenant}.{job_id}"
+
     @classmethod
     def durable(cls, service: str) -> str:
         """Durable consumer name, `<svc>--<subject-with-dashes>`."""

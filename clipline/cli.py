@@ -1,0 +1,211 @@
+"""The `clipline` command: up | down | status | submit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+
+from clipline.servers import ServerError
+from clipline.stack import StackOptions, StackState, default_home, down, require, up
+from clipline.verify import verify_video
+from shared.contracts import Event, JobRecordV1
+from shared.contracts.ids import job_id_for
+
+TERMINAL_KINDS = {"completed", "failed", "rejected"}
+
+
+def _dollars(micros: int | None) -> str:
+    return "unknown" if micros is None else f"${micros / 1_000_000:.2f} ({micros} micro-dollars)"
+
+
+class Progress:
+    """A one-line progress bar on a terminal; plain lines otherwise."""
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.last = -1
+
+    def show(self, percent: int, label: str) -> None:
+        if percent == self.last:
+            return
+        self.last = percent
+        filled = percent * 30 // 100
+        line = f"[{'#' * filled}{'.' * (30 - filled)}] {percent:3d}% {label}"
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+async def _submit(args: argparse.Namespace) -> int:
+    state = require(args.home)
+    key = args.idempotency_key or f"cli:{uuid.uuid4().hex}"
+    job_id = job_id_for(args.tenant, key)
+    body = {"model": args.model, "size": args.size, "seconds": args.seconds, "prompt": args.prompt}
+    nc = await nats.connect(state.nats_url)
+    events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+
+    async def on_event(msg: Any) -> None:
+        kind = msg.subject.split(".")[2]
+        events.put_nowait((kind, json.loads(msg.data)))
+
+    try:
+        # Subscribe before submitting, so no event of this job can be missed.
+        await nc.subscribe(Event.subject_filter_any(args.tenant, job_id), cb=on_event)
+        async with httpx.AsyncClient(base_url=state.intake_url, timeout=30) as http:
+            response = await http.post(
+                "/v1/jobs",
+                json=body,
+                headers={"Idempotency-Key": key, "X-Clipline-Tenant": args.tenant},
+            )
+            if response.status_code != 202:
+                print(f"rejected by intake ({response.status_code}): {response.text}")
+                return 2
+            print(f"job {job_id} submitted (tenant {args.tenant})")
+            if not args.wait:
+                return 0
+            outcome = await _follow(events, http, job_id, args.timeout)
+            record = JobRecordV1.model_validate(
+                (await http.get(f"/v1/jobs/{job_id}")).json()
+            ) if outcome is not None else None  # fmt: skip
+    finally:
+        await nc.close()
+    if outcome is None:
+        print(f"timed out after {args.timeout:.0f}s; `clipline status` shows the stack")
+        return 3
+    return _report(outcome, record, state, args)
+
+
+async def _follow(
+    events: asyncio.Queue[tuple[str, dict[str, Any]]],
+    http: httpx.AsyncClient,
+    job_id: str,
+    limit_seconds: float,
+) -> tuple[str, dict[str, Any]] | None:
+    bar = Progress()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_seconds
+    try:
+        while (left := deadline - loop.time()) > 0:
+            try:
+                kind, data = await asyncio.wait_for(events.get(), timeout=min(left, 5.0))
+            except TimeoutError:
+                # Quiet for a while: the job may have ended before we subscribed (a resubmit).
+                got = await http.get(f"/v1/jobs/{job_id}")
+                if got.status_code == 200 and got.json()["status"] in TERMINAL_KINDS:
+                    return got.json()["status"], got.json()
+                continue
+            if kind in TERMINAL_KINDS:
+                if kind == "completed":
+                    bar.show(100, "stored")
+                return kind, data
+            percent = {"accepted": 0, "admitted": 0, "submitted": 1, "generated": 99}.get(
+                kind, int(data.get("progress", 0))
+            )
+            bar.show(percent, kind if kind != "progress" else data.get("upstream_status", ""))
+    finally:
+        bar.done()
+    return None
+
+
+def _report(
+    outcome: tuple[str, dict[str, Any]],
+    record: JobRecordV1 | None,
+    state: StackState,
+    args: argparse.Namespace,
+) -> int:
+    kind, data = outcome
+    trace_id = record.trace_id if record else None
+    if kind != "completed" or record is None:
+        print(f"job {kind}: {data.get('reason')}: {data.get('detail')}")
+        print(f"trace id: {trace_id}")
+        return 1
+    print(f"job {record.job_id} completed in {data.get('timings', {}).get('total_seconds')}s")
+    for asset in record.assets:
+        print(
+            f"  {asset.variant:<11} s3://{asset.bucket}/{asset.key} "
+            f"({asset.size_bytes} bytes, sha256 {asset.sha256[:16]}...)"
+        )
+    print(f"cost: {_dollars(record.cost_micros)}")
+    print(f"trace id: {trace_id}")
+    if args.verify:
+        video = next(a for a in record.assets if a.variant == "video")
+        report = verify_video(state, video.bucket, video.key, args.size, args.seconds)
+        print(f"verified: {report}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    state = StackState.load(args.home)
+    if state is None:
+        print(f"no stack under {args.home}")
+        return 1
+    alive = {p.pid for p in state.alive()}
+    for p in state.processes:
+        where = f"127.0.0.1:{p.port}" if p.port else "-"
+        print(f"{p.name:<14} pid {p.pid:<8} {'up' if p.pid in alive else 'DOWN':<5} {where}")
+    print(f"nats: {state.nats_url}  s3: {state.s3_endpoint}  intake: {state.intake_url}")
+    return 0 if len(alive) == len(state.processes) else 1
+
+
+def _up(args: argparse.Namespace) -> int:
+    state = up(args.home, StackOptions(generation_seconds=args.generation_seconds))
+    print(f"clipline stack is up under {state.home}")
+    return _status(args)
+
+
+def _down(args: argparse.Namespace) -> int:
+    survivors = down(args.home)
+    if survivors:
+        print("still running: " + ", ".join(f"{p.name}({p.pid})" for p in survivors))
+        return 1
+    print("clipline stack is down")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clipline", description=__doc__)
+    p.add_argument("--home", type=Path, default=None, help="stack folder (default ./.clipline)")
+    sub = p.add_subparsers(dest="command", required=True)
+    u = sub.add_parser("up", help="start the embedded stack")
+    u.add_argument("--generation-seconds", type=float, default=4.0, help="simulated render time")
+    u.set_defaults(func=_up)
+    sub.add_parser("down", help="stop everything `up` started").set_defaults(func=_down)
+    sub.add_parser("status", help="show the stack's processes").set_defaults(func=_status)
+    s = sub.add_parser("submit", help="submit a job through intake's HTTP API")
+    s.add_argument("--prompt", required=True)
+    s.add_argument("--model", default="sora-2")
+    s.add_argument("--size", default="1280x720")
+    s.add_argument("--seconds", type=int, default=4)
+    s.add_argument("--tenant", default="demo")
+    s.add_argument("--idempotency-key", default=None)
+    s.add_argument("--wait", action="store_true", help="follow the job to the end")
+    s.add_argument("--verify", action="store_true", help="with --wait: decode the stored MP4")
+    s.add_argument("--timeout", type=float, default=600.0)
+    s.set_defaults(func=lambda a: asyncio.run(_submit(a)))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.home = (args.home or default_home()).resolve()
+    try:
+        return int(args.func(args))
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

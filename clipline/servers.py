@@ -1,0 +1,227 @@
+"""Start, probe and stop the real servers (nats-server, SeaweedFS) and our own processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServerError(RuntimeError):
+    """A server binary is missing, or a process did not become healthy in time."""
+
+
+def free_port(avoid: set[int] | None = None) -> int:
+    """A currently free loopback TCP port (below 55000, so port+10000 gRPC offsets stay valid)."""
+    avoid = avoid or set()
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind((LOOPBACK, 0))
+            port = int(s.getsockname()[1])
+        if port < 55000 and port not in avoid and _is_free(port + 10000):
+            avoid.add(port)
+            return port
+    raise ServerError("no free loopback port found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def binary(name: str) -> str:
+    """Path of a server binary installed into this environment (venv bin/ first)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise ServerError(f"{name} not found: run `make install` (it comes from PyPI)")
+    return found
+
+
+@dataclass
+class Proc:
+    """A process we started in its own session, so stopping it takes its children too."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Proc:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )
+    return Proc(name, popen, log_path)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as gone.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM the process group led by `pid`, then SIGKILL it if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if not pid_alive(pid):
+                return
+            time.sleep(0.05)
+
+
+def wait_until(
+    check: Callable[[], bool], what: str, timeout: float, proc: Proc | None = None
+) -> None:
+    """Poll `check` until it is true; fail early with the log tail if `proc` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            raise ServerError(f"{what}: process exited ({proc.popen.returncode})\n{tail(proc)}")
+        if check():
+            return
+        time.sleep(0.1)
+    raise ServerError(f"{what}: not healthy after {timeout:.0f}s\n{tail(proc) if proc else ''}")
+
+
+def tail(proc: Proc, lines: int = 30) -> str:
+    try:
+        return "\n".join(proc.log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=1.0).status_code < 400
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+@dataclass(frozen=True)
+class NatsServer:
+    proc: Proc
+    port: int
+    monitor_port: int
+
+    @property
+    def url(self) -> str:
+        return f"nats://{LOOPBACK}:{self.port}"
+
+
+def start_nats(data_dir: Path, log_dir: Path, timeout: float = 30.0) -> NatsServer:
+    port, monitor = free_port(), free_port()
+    argv = [
+        binary("nats-server"), "-a", LOOPBACK, "-p", str(port), "-m", str(monitor),
+        "-js", "-sd", str(data_dir), "--server_name", f"clipline-{port}",
+    ]  # fmt: skip
+    proc = spawn("nats", argv, log_dir / "nats.log")
+    wait_until(
+        http_ok(f"http://{LOOPBACK}:{monitor}/healthz?js-enabled-only=true"),
+        "nats-server",
+        timeout,
+        proc,
+    )
+    return NatsServer(proc, port, monitor)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    proc: Proc
+    port: int
+    access_key: str
+    secret_key: str
+
+    @property
+    def endpoint(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+
+def start_seaweed(
+    data_dir: Path,
+    log_dir: Path,
+    access_key: str = "clipline",
+    secret_key: str = "clipline-secret",  # noqa: S107 - local embedded server only
+    timeout: float = 60.0,
+) -> S3Server:
+    """SeaweedFS `weed mini` on loopback, every port chosen free, telemetry off."""
+    used: set[int] = set()
+    p = {k: free_port(used) for k in ("master", "volume", "filer", "s3", "admin")}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        binary("weed"), "mini", f"-dir={data_dir}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+        f"-master.port={p['master']}", f"-volume.port={p['volume']}",
+        f"-filer.port={p['filer']}", f"-s3.port={p['s3']}", f"-admin.port={p['admin']}",
+        "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
+        f"-filer.localSocket={data_dir}/filer.sock", f"-s3.localSocket={data_dir}/s3.sock",
+    ]  # fmt: skip
+    env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    proc = spawn("seaweedfs", argv, log_dir / "seaweedfs.log", env=env, cwd=data_dir)
+
+    def s3_answers() -> bool:
+        try:
+            # An unsigned request gets 403 once the S3 gateway (and its IAM) is up.
+            return httpx.get(f"http://{LOOPBACK}:{p['s3']}/", timeout=1.0).status_code in (
+                200,
+                403,
+            )
+        except httpx.HTTPError:
+            return False
+
+    wait_until(s3_answers, "seaweedfs s3", timeout, proc)
+    return S3Server(proc, p["s3"], access_key, secret_key)

@@ -1,0 +1,153 @@
+"""Request validation and idempotency decisions. Pure: no I/O, no clock, no logging."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.contracts.ids import is_valid_tenant
+from shared.registry import Registry
+
+PROMPT_MAX_CHARS = 32_000
+KEY_MAX_CHARS = 255
+KNOWN_FIELDS = frozenset(
+    {"schema_version", "tenant", "idempotency_key", "model", "size", "seconds", "prompt"}
+)
+DEFAULTS: Mapping[str, Any] = {"model": "sora-2", "size": "720x1280", "seconds": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    model: str
+    size: str
+    seconds: int
+    prompt: str
+
+
+@dataclass(frozen=True, slots=True)
+class Valid:
+    tenant: str
+    spec: Spec
+    idempotency_key: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        """Normalised request text: equal for retries, different for a reused key."""
+        s = self.spec
+        return json.dumps([self.tenant, s.model, s.size, s.seconds, s.prompt])
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    reason: str  # machine-readable: invalid_request, unknown_model, ...
+    detail: str  # one human sentence
+    field: str | None = None
+
+
+def _seconds(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _check_fields(body: Mapping[str, Any]) -> Invalid | None:
+    unknown = sorted(set(body) - KNOWN_FIELDS)
+    if unknown:
+        return Invalid("invalid_request", f"unknown field(s): {', '.join(unknown)}", unknown[0])
+    version = body.get("schema_version", 1)
+    if version != 1:
+        return Invalid("unsupported_version", f"schema_version {version!r} is not supported (1)")
+    key = body.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= KEY_MAX_CHARS):
+        return Invalid(
+            "invalid_request",
+            f"idempotency_key must be a string of 1..{KEY_MAX_CHARS} chars",
+            "idempotency_key",
+        )
+    return None
+
+
+def _check_tenant(body: Mapping[str, Any], tenant: str) -> Invalid | None:
+    if not is_valid_tenant(tenant):
+        return Invalid("invalid_tenant", f"tenant {tenant!r} must match [a-z0-9][a-z0-9_-]*")
+    named = body.get("tenant")
+    if named is not None and named != tenant:
+        return Invalid("invalid_tenant", f"body names tenant {named!r} but was sent as {tenant!r}")
+    return None
+
+
+def _check_spec(body: Mapping[str, Any], registry: Registry) -> Spec | Invalid:
+    model = body.get("model", DEFAULTS["model"])
+    size = body.get("size", DEFAULTS["size"])
+    prompt = body.get("prompt")
+    seconds = _seconds(body.get("seconds", DEFAULTS["seconds"]))
+    if not isinstance(prompt, str) or not prompt.strip():
+        return Invalid("invalid_request", "prompt is required and must be non-empty", "prompt")
+    if len(prompt) > PROMPT_MAX_CHARS:
+        return Invalid("invalid_request", f"prompt exceeds {PROMPT_MAX_CHARS} chars", "prompt")
+    spec = registry.model(model) if isinstance(model, str) else None
+    if spec is None:
+        known = ", ".join(sorted(registry.models))
+        return Invalid("unknown_model", f"model {model!r} is not one of: {known}", "model")
+    if not isinstance(size, str) or size not in spec.sizes:
+        allowed = ", ".join(sorted(spec.sizes))
+        return Invalid("invalid_size", f"size {size!r} is not valid for {model}: {allowed}", "size")
+    if seconds is None or seconds not in spec.seconds:
+        allowed = ", ".join(str(s) for s in sorted(spec.seconds))
+        shown = body.get("seconds")
+        return Invalid(
+            "invalid_seconds", f"seconds {shown!r} is not valid for {model}: {allowed}", "seconds"
+        )
+    return Spec(model=model, size=size, seconds=seconds, prompt=prompt)
+
+
+def validate(body: Any, tenant: str, registry: Registry) -> Valid | Invalid:
+    """Decide whether a decoded request body is a job clipline can take, and normalise it."""
+    if not isinstance(body, Mapping):
+        return Invalid("invalid_request", "request body must be a JSON object")
+    problem = _check_fields(body) or _check_tenant(body, tenant)
+    if problem is not None:
+        return problem
+    spec = _check_spec(body, registry)
+    if isinstance(spec, Invalid):
+        return spec
+    return Valid(tenant=tenant, spec=spec, idempotency_key=body.get("idempotency_key"))
+
+
+def decode(raw: bytes) -> Any:
+    """JSON-decode a payload; None for bytes that are not JSON (validate() then rejects it)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class New:
+    """First sight of this job: record it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """The same request again (a retry): answer with the existing job."""
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """The idempotency key was reused for a different request."""
+
+    detail: str
+
+
+def dedupe(existing_fingerprint: str | None, fingerprint: str) -> New | Repeat | Conflict:
+    if existing_fingerprint is None:
+        return New()
+    if existing_fingerprint == fingerprint:
+        return Repeat()
+    return Conflict("idempotency_key was already used for a different request")

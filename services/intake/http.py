@@ -1,0 +1,78 @@
+"""Intake's HTTP API: POST /v1/jobs (validate, then publish the request), GET /v1/jobs/{id}."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+
+from services.intake.domain import Invalid, decode, validate
+from services.intake.handlers import job_id_of
+from shared.contracts import request_subject
+from shared.jobstore import JobStore, request_hash
+from shared.registry import Registry
+from shared.runtime import Runtime
+from shared.streams import JOBS_STREAM_NAME
+
+MAX_BODY_BYTES = 256 * 1024
+
+
+def _error(status: int, reason: str, detail: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"reason": reason, "detail": detail, "field": field}}, status)
+
+
+def _job_view(record: Any) -> dict[str, Any]:
+    return record.model_dump(mode="json", exclude={"request_hash"})  # type: ignore[no-any-return]
+
+
+def build_http(rt: Runtime, registry: Registry, default_tenant: str) -> FastAPI:
+    api = FastAPI(title="clipline intake", openapi_url="/v1/openapi.json", docs_url=None)
+    jobs: JobStore = rt.jobs
+
+    @api.post("/v1/jobs", status_code=202)
+    async def create_job(
+        request: Request,
+        idempotency_key: str | None = Header(default=None),
+        x_clipline_tenant: str | None = Header(default=None),
+    ) -> JSONResponse:
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            return _error(413, "invalid_request", f"body exceeds {MAX_BODY_BYTES} bytes")
+        body = decode(raw)
+        tenant = x_clipline_tenant or (
+            body.get("tenant") if isinstance(body, dict) and body.get("tenant") else default_tenant
+        )
+        if isinstance(body, dict) and idempotency_key and "idempotency_key" not in body:
+            body["idempotency_key"] = idempotency_key
+        decision = validate(body, str(tenant), registry)
+        if isinstance(decision, Invalid):
+            return _error(422, decision.reason, decision.detail, decision.field)
+        key = decision.idempotency_key or f"http:{uuid.uuid4().hex}"
+        job_id = job_id_of(decision.tenant, key, "")
+        existing = await jobs.get(job_id)
+        if existing is not None and existing.request_hash != request_hash(decision.fingerprint):
+            return _error(409, "idempotency_conflict", "idempotency key reused for another request")
+        assert isinstance(body, dict)
+        body["idempotency_key"] = key
+        await rt.broker.publish(
+            json.dumps(body).encode(),
+            subject=request_subject(decision.tenant),
+            headers={"Nats-Msg-Id": f"http:{job_id}", "content-type": "application/json"},
+            stream=JOBS_STREAM_NAME,
+        )
+        status = existing.status.value if existing else "requested"
+        return JSONResponse(
+            {"job_id": job_id, "tenant": decision.tenant, "status": status}, status_code=202
+        )
+
+    @api.get("/v1/jobs/{job_id}")
+    async def get_job(job_id: str) -> JSONResponse:
+        record = await jobs.get(job_id)
+        if record is None:
+            return _error(404, "not_found", f"no job {job_id}")
+        return JSONResponse(_job_view(record))
+
+    return api

@@ -1,0 +1,35 @@
+"""Run poller: python -m services.poller."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.poller.app import build_app
+from services.poller.domain import PollPolicy
+from services.poller.settings import PollerSettings
+from shared.config import UpstreamSettings
+from shared.provider import OpenAIVideosProvider
+from shared.runtime import serve_app, service_runtime
+
+SERVICE = "poller"
+
+
+async def main() -> None:
+    settings, upstream = PollerSettings(), UpstreamSettings()
+    policy = PollPolicy(
+        default_delay=settings.poll_default_seconds,
+        min_delay=settings.poll_min_seconds,
+        max_delay=settings.poll_max_seconds,
+        deadline=settings.deadline_seconds,
+    )
+    async with (
+        service_runtime(SERVICE, settings) as rt,
+        OpenAIVideosProvider.client(
+            upstream.base_url, upstream.api_key.get_secret_value(), upstream.timeout_seconds
+        ) as http,
+    ):
+        await serve_app(build_app(rt, OpenAIVideosProvider(http), policy), settings)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,58 @@
+"""Polling decisions. Pure: no I/O, no clock, no logging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PollPolicy:
+    default_delay: float
+    min_delay: float
+    max_delay: float
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    progress: int
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    reason: str
+    detail: str
+
+
+def next_poll_delay(policy: PollPolicy, server_hint: float | None) -> float:
+    """The server's openai-poll-after-ms when given, else the default; clamped to the policy."""
+    delay = policy.default_delay if server_hint is None else server_hint
+    return min(policy.max_delay, max(policy.min_delay, delay))
+
+
+def assess(
+    policy: PollPolicy,
+    *,
+    status: str,
+    progress: int,
+    error: tuple[str, str] | None,
+    waited: float,
+    server_hint: float | None,
+) -> Pending | Generated | Failed:
+    """What an upstream status means for the job, `waited` seconds after submission."""
+    if status == "completed":
+        return Generated()
+    if status == "failed":
+        code, message = error or ("upstream_failed", "upstream reported failure without detail")
+        return Failed(code, message)
+    if status not in ("queued", "in_progress"):
+        return Failed("upstream_protocol", f"unknown upstream status {status!r}")
+    if waited > policy.deadline:
+        return Failed("upstream_timeout", f"not finished {waited:.0f}s after submission")
+    return Pending(max(0, min(99, progress)), next_poll_delay(policy, server_hint))

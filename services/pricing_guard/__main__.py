@@ -1,0 +1,22 @@
+"""Run pricing_guard: python -m services.pricing_guard."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.pricing_guard.app import build_app
+from services.pricing_guard.settings import PricingSettings
+from shared.registry import load_registry
+from shared.runtime import serve_app, service_runtime
+
+SERVICE = "pricing_guard"
+
+
+async def main() -> None:
+    settings = PricingSettings()
+    async with service_runtime(SERVICE, settings) as rt:
+        await serve_app(build_app(rt, load_registry(settings.registry_path)), settings)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

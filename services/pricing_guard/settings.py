@@ -1,0 +1,12 @@
+"""pricing_guard settings (CLIPLINE_* environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.config import CommonSettings
+
+
+class PricingSettings(CommonSettings):
+    http_port: int = 8081
+    registry_path: Path | None = None

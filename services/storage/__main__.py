@@ -1,0 +1,40 @@
+"""Run storage: python -m services.storage."""
+
+from __future__ import annotations
+
+import asyncio
+
+from minio import Minio
+
+from services.storage.adapters import S3AssetStore
+from services.storage.app import build_app
+from services.storage.settings import StorageSettings
+from shared.config import S3Settings, UpstreamSettings
+from shared.provider import OpenAIVideosProvider
+from shared.runtime import serve_app, service_runtime
+
+SERVICE = "storage"
+
+
+async def main() -> None:
+    settings, upstream, s3 = StorageSettings(), UpstreamSettings(), S3Settings()
+    client = Minio(
+        s3.endpoint,
+        access_key=s3.access_key,
+        secret_key=s3.secret_key.get_secret_value(),
+        secure=s3.secure,
+        region=s3.region,
+    )
+    store = S3AssetStore(client, s3.bucket, settings.part_size_bytes)
+    async with (
+        service_runtime(SERVICE, settings) as rt,
+        OpenAIVideosProvider.client(
+            upstream.base_url, upstream.api_key.get_secret_value(), upstream.timeout_seconds
+        ) as http,
+    ):
+        app = build_app(rt, OpenAIVideosProvider(http), store, settings.max_attempts)
+        await serve_app(app, settings)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,92 @@
+"""S3 asset store on the minio SDK (SeaweedFS, MinIO or AWS): streamed multipart uploads."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import queue
+from collections.abc import AsyncIterator
+from typing import BinaryIO, cast
+
+from minio import Minio
+
+from services.storage.ports import Stored
+
+_END = b""
+
+
+class _QueueReader:
+    """A blocking file-like `read(n)` over chunks fed from the event loop (bounded queue)."""
+
+    def __init__(self, q: queue.Queue[bytes | BaseException]) -> None:
+        self._q = q
+        self._buf = bytearray()
+        self._done = False
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._done and (n < 0 or len(self._buf) < n):
+            item = self._q.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item == _END:
+                self._done = True
+                break
+            self._buf += item
+        size = len(self._buf) if n < 0 else min(n, len(self._buf))
+        out = bytes(self._buf[:size])
+        del self._buf[:size]
+        return out
+
+
+class S3AssetStore:
+    def __init__(self, client: Minio, bucket: str, part_size: int) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._part_size = max(part_size, 5 * 1024 * 1024)  # S3's minimum part size
+
+    async def ensure_bucket(self) -> None:
+        def make() -> None:
+            if not self._client.bucket_exists(self._bucket):
+                self._client.make_bucket(self._bucket)
+
+        await asyncio.to_thread(make)
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
+        q: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=4)
+        digest = hashlib.sha256()
+        size = 0
+        upload = asyncio.create_task(
+            asyncio.to_thread(
+                self._client.put_object,
+                self._bucket,
+                key,
+                cast("BinaryIO", _QueueReader(q)),
+                length=-1,
+                part_size=self._part_size,
+                content_type=content_type,
+            )
+        )
+
+        async def feed(item: bytes | BaseException) -> None:
+            while True:
+                if upload.done():
+                    return  # the upload failed; its exception is raised below
+                try:
+                    q.put_nowait(item)
+                    return
+                except queue.Full:
+                    await asyncio.sleep(0.005)  # backpressure from a slower S3, not a sync wait
+
+        try:
+            async for chunk in chunks:
+                if chunk:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    await feed(chunk)
+        except BaseException as exc:
+            await feed(exc)
+            await asyncio.gather(upload, return_exceptions=True)
+            raise
+        await feed(_END)
+        await upload
+        return Stored(self._bucket, key, size, digest.hexdigest())

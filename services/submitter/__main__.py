@@ -1,0 +1,29 @@
+"""Run submitter: python -m services.submitter."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.submitter.app import build_app
+from services.submitter.settings import SubmitterSettings
+from shared.config import UpstreamSettings
+from shared.provider import OpenAIVideosProvider
+from shared.runtime import serve_app, service_runtime
+
+SERVICE = "submitter"
+
+
+async def main() -> None:
+    settings, upstream = SubmitterSettings(), UpstreamSettings()
+    async with (
+        service_runtime(SERVICE, settings) as rt,
+        OpenAIVideosProvider.client(
+            upstream.base_url, upstream.api_key.get_secret_value(), upstream.timeout_seconds
+        ) as http,
+    ):
+        app = build_app(rt, OpenAIVideosProvider(http), settings.max_attempts)
+        await serve_app(app, settings)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""clipline tests."""

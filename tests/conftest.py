@@ -1,0 +1,56 @@
+"""Session fixtures: real nats-server and SeaweedFS on free loopback ports, stopped by PID."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from clipline.servers import NatsServer, S3Server, start_nats, start_seaweed, stop_pid
+from shared.streams import ensure_jetstream
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    root = tmp_path_factory.mktemp("nats")
+    server = start_nats(root / "data", root)
+    try:
+        yield server
+    finally:
+        stop_pid(server.proc.pid)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    root = tmp_path_factory.mktemp("s3")
+    server = start_seaweed(root / "data", root)
+    try:
+        yield server
+    finally:
+        stop_pid(server.proc.pid)
+
+
+@pytest.fixture(scope="session")
+async def provisioned(nats_server: NatsServer) -> str:
+    nc = await nats.connect(nats_server.url)
+    try:
+        await ensure_jetstream(nc.jetstream())
+    finally:
+        await nc.close()
+    return nats_server.url
+
+
+@pytest.fixture
+async def nc(provisioned: str) -> AsyncIterator[Client]:
+    client = await nats.connect(provisioned)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

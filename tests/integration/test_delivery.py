@@ -1,0 +1,124 @@
+"""House delivery policy on a real nats-server: delayed retries, exhaustion, poison, dedup."""
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+from opentelemetry.sdk.trace import TracerProvider
+
+from shared.contracts import JobAdmittedV1, JobSpec
+from shared.runtime import Runtime, make_runtime
+from shared.streams import JOBS_STREAM_NAME
+
+pytestmark = pytest.mark.integration
+
+
+def admitted(tenant: str) -> JobAdmittedV1:
+    return JobAdmittedV1(
+        event_id=f"evt_{uuid.uuid4().hex}", occurred_at=datetime.now(UTC),
+        job_id=f"job_{uuid.uuid4().hex}", tenant=tenant, cost_micros=1,
+        spec=JobSpec(model="sora-2", size="1280x720", seconds=4, prompt="p"),
+    )  # fmt: skip
+
+
+async def collect(nc: Client, subject: str) -> asyncio.Queue[dict[str, Any]]:
+    q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def cb(msg: Any) -> None:
+        q.put_nowait(json.loads(msg.data))
+
+    await nc.subscribe(subject, cb=cb)
+    return q
+
+
+@pytest.fixture
+async def runtime(provisioned: str) -> AsyncIterator[Runtime]:
+    rt = make_runtime("testsvc", provisioned, TracerProvider())
+    yield rt
+    await rt.broker.stop()
+
+
+async def test_failure_is_retried_later_not_at_once(runtime: Runtime, nc: Client) -> None:
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    seen: list[float] = []
+    done = asyncio.Event()
+    router = runtime.router()
+
+    @router.on_subject(JobAdmittedV1.subject_filter(tenant), f"test--{tenant}", max_deliver=5)
+    async def handler(event: JobAdmittedV1) -> None:
+        seen.append(time.monotonic())
+        if len(seen) < 3:
+            raise RuntimeError("transient")
+        done.set()
+
+    runtime.broker.include_router(router)
+    await runtime.broker.start()
+    await runtime.emit(admitted(tenant))
+    await asyncio.wait_for(done.wait(), 20)
+    gaps = [b - a for a, b in zip(seen, seen[1:], strict=False)]
+    assert len(seen) == 3
+    # retry_delay(1) = 0.5 s, retry_delay(2) = 1 s: delayed naks, not a hot loop
+    assert gaps[0] >= 0.4
+    assert gaps[1] >= 0.9
+
+
+async def test_exhausted_retries_fail_the_job_visibly(runtime: Runtime, nc: Client) -> None:
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    failed = await collect(nc, f"clipline.job.failed.v1.{tenant}.*")
+    router = runtime.router()
+    calls: list[int] = []
+
+    @router.on_subject(JobAdmittedV1.subject_filter(tenant), f"test--{tenant}", max_deliver=2)
+    async def handler(event: JobAdmittedV1) -> None:
+        calls.append(1)
+        raise RuntimeError("always broken")
+
+    runtime.broker.include_router(router)
+    await runtime.broker.start()
+    event = admitted(tenant)
+    await runtime.emit(event)
+    got = await asyncio.wait_for(failed.get(), 20)
+    assert got["job_id"] == event.job_id
+    assert got["reason"] == "retries_exhausted"
+    assert "always broken" in got["detail"]
+    assert len(calls) == 2
+
+
+async def test_poison_message_fails_job_with_reason(runtime: Runtime, nc: Client) -> None:
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    failed = await collect(nc, f"clipline.job.failed.v1.{tenant}.*")
+    router = runtime.router()
+
+    @router.on_subject(JobAdmittedV1.subject_filter(tenant), f"test--{tenant}")
+    async def handler(event: JobAdmittedV1) -> None:
+        raise AssertionError("a poison message must not reach the handler")
+
+    runtime.broker.include_router(router)
+    await runtime.broker.start()
+    js = nc.jetstream()
+    job_id = f"job_{uuid.uuid4().hex}"
+    body = {"job_id": job_id, "tenant": tenant, "cost_micros": "lots"}
+    await js.publish(f"clipline.job.admitted.v1.{tenant}.{job_id}", json.dumps(body).encode())
+    got = await asyncio.wait_for(failed.get(), 20)
+    assert got["job_id"] == job_id
+    assert got["reason"] == "poison_message"
+
+
+async def test_republished_event_is_stored_once(runtime: Runtime, nc: Client) -> None:
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    await runtime.broker.start()
+    event = admitted(tenant)
+    await runtime.emit(event)
+    await runtime.emit(event)  # a retried publish after a lost ack
+    js = nc.jetstream()
+    sub = await js.subscribe(event.subject, ordered_consumer=True, stream=JOBS_STREAM_NAME)
+    first = await sub.next_msg(timeout=5)
+    assert json.loads(first.data)["event_id"] == event.event_id
+    info = await js.stream_info(JOBS_STREAM_NAME, subjects_filter=event.subject)
+    assert info.state.subjects == {event.subject: 1}

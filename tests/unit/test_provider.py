@@ -1,0 +1,121 @@
+"""The OpenAI-videos adapter: wire format, typed errors, retry hints (httpx MockTransport)."""
+
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from shared.provider import (
+    CreateVideo,
+    OpenAIVideosProvider,
+    ProviderMalformedResponse,
+    ProviderNotFound,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+
+VIDEO = {
+    "id": "video_" + "a" * 48, "object": "video", "model": "sora-2", "status": "queued",
+    "progress": 0, "created_at": 1, "size": "1280x720", "seconds": "4",
+}  # fmt: skip
+
+
+def provider(handler: Callable[[httpx.Request], httpx.Response]) -> OpenAIVideosProvider:
+    client = httpx.AsyncClient(
+        base_url="http://up.test/v1/",
+        headers={"Authorization": "Bearer sk-test"},
+        transport=httpx.MockTransport(handler),
+    )
+    return OpenAIVideosProvider(client)
+
+
+async def test_create_sends_the_documented_json_and_ids() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=VIDEO)
+
+    video = await provider(handler).create(CreateVideo("sora-2", "1280x720", 4, "a cat", "job_1"))
+    assert video.id == VIDEO["id"]
+    req = seen[0]
+    assert req.url.path == "/v1/videos"
+    assert json.loads(req.content) == {
+        "prompt": "a cat",
+        "model": "sora-2",
+        "size": "1280x720",
+        "seconds": "4",
+    }
+    assert req.headers["X-Client-Request-Id"] == "job_1"
+    assert req.headers["Idempotency-Key"] == "job_1"
+    assert req.headers["Authorization"] == "Bearer sk-test"
+
+
+async def test_retrieve_reads_poll_hint_and_tolerates_missing_nullable_keys() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=VIDEO, headers={"openai-poll-after-ms": "1500"})
+
+    video, hint = await provider(handler).retrieve(str(VIDEO["id"]))
+    assert video.completed_at is None
+    assert video.error is None
+    assert hint == 1.5
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "error", "check"),
+    [
+        (
+            429,
+            {"retry-after-ms": "250"},
+            ProviderRateLimited,
+            lambda e: e.retry_after_seconds == 0.25,
+        ),
+        (429, {"retry-after": "3"}, ProviderRateLimited, lambda e: e.retry_after_seconds == 3.0),
+        (429, {}, ProviderRateLimited, lambda e: e.retry_after_seconds is None),
+        (503, {}, ProviderUnavailable, lambda e: e.retryable),
+        (404, {}, ProviderNotFound, lambda e: not e.retryable),
+        (400, {}, ProviderRejected, lambda e: e.param == "seconds" and e.code == "invalid_value"),
+    ],
+)
+async def test_errors_are_typed(
+    status: int, headers: dict[str, str], error: type[Exception], check: Callable[..., bool]
+) -> None:
+    body = {"error": {"message": "nope", "type": "invalid_request_error",
+                      "param": "seconds", "code": "invalid_value"}}  # fmt: skip
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json=body, headers=headers)
+
+    with pytest.raises(error) as info:
+        await provider(handler).retrieve("video_x")
+    assert check(info.value)
+    assert "nope" in str(info.value)
+
+
+async def test_malformed_and_network_failures() -> None:
+    def bad_body(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"id": "video_x", "status": "weird"})
+
+    with pytest.raises(ProviderMalformedResponse):
+        await provider(bad_body).retrieve("video_x")
+
+    def dropped(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("server disconnected", request=request)
+
+    with pytest.raises(ProviderUnavailable):
+        await provider(dropped).create(CreateVideo("sora-2", "1280x720", 4, "p", "job_2"))
+
+
+async def test_download_streams_chunks_with_content_type() -> None:
+    payload = bytes(range(256)) * 10_000
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.params["variant"] == "thumbnail"
+        return httpx.Response(200, content=payload, headers={"content-type": "image/webp"})
+
+    async with provider(handler).download("video_x", "thumbnail") as dl:
+        assert dl.content_type == "image/webp"
+        got = b"".join([c async for c in dl.chunks])
+    assert got == payload
