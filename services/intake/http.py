@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
@@ -22,10 +21,6 @@ MAX_BODY_BYTES = 256 * 1024
 
 def _error(status: int, reason: str, detail: str, field: str | None = None) -> JSONResponse:
     return JSONResponse({"error": {"reason": reason, "detail": detail, "field": field}}, status)
-
-
-def _job_view(record: Any) -> dict[str, Any]:
-    return record.model_dump(mode="json", exclude={"request_hash"})  # type: ignore[no-any-return]
 
 
 def build_http(rt: Runtime, registry: Registry, default_tenant: str) -> FastAPI:
@@ -73,6 +68,6 @@ def build_http(rt: Runtime, registry: Registry, default_tenant: str) -> FastAPI:
         record = await jobs.get(job_id)
         if record is None:
             return _error(404, "not_found", f"no job {job_id}")
-        return JSONResponse(_job_view(record))
+        return JSONResponse(record.model_dump(mode="json"))
 
     return api

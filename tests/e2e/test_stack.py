@@ -1,0 +1,226 @@
+"""End to end: the embedded stack as separate processes, driven as outside systems would."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from minio import Minio
+
+from clipline.servers import pid_alive
+from clipline.stack import StackOptions, StackState, down, up
+from shared.contracts.ids import job_id_for
+from tests.otlp_sink import OtlpSink, start_sink
+
+pytestmark = pytest.mark.e2e
+SERVICES = {"intake", "pricing_guard", "submitter", "poller", "storage"}
+DEADLINE = 90.0
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StackState, OtlpSink]]:
+    sink, server = start_sink()
+    overrides = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)
+    home = tmp_path_factory.mktemp("stack")
+    try:
+        state = up(home, StackOptions(generation_seconds=1.5, poll_after_ms=200))
+        yield state, sink
+    finally:
+        survivors = down(home)
+        server.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        assert not survivors, survivors
+
+
+def s3(state: StackState) -> Minio:
+    return Minio(
+        state.s3_endpoint,
+        access_key=state.s3_access_key,
+        secret_key=state.s3_secret_key,
+        secure=False,
+    )
+
+
+async def test_raw_nats_request_completes_on_tenant_filtered_subscription(
+    stack: tuple[StackState, OtlpSink],
+) -> None:
+    state, _ = stack
+    mine, other = f"acme{uuid.uuid4().hex[:6]}", f"other{uuid.uuid4().hex[:6]}"
+    # Only plain nats-py and JSON below: what an outside system has.
+    nc = await nats.connect(state.nats_url)
+    try:
+        done: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def on_done(msg: Any) -> None:
+            done.put_nowait(msg)
+
+        await nc.subscribe(f"clipline.job.completed.v1.{mine}.*", cb=on_done)
+        js = nc.jetstream()
+        for tenant, prompt in ((other, "a red kite"), (mine, "a paper boat in the rain")):
+            body = {"model": "sora-2", "size": "1280x720", "seconds": "4", "prompt": prompt}
+            await js.publish(
+                f"clipline.job.requested.v1.{tenant}",
+                json.dumps(body).encode(),
+                headers={"Nats-Msg-Id": uuid.uuid4().hex},
+            )
+        msg = await asyncio.wait_for(done.get(), DEADLINE)
+    finally:
+        await nc.close()
+    event = json.loads(msg.data)
+    assert msg.subject == f"clipline.job.completed.v1.{mine}.{event['job_id']}"
+    assert event["tenant"] == mine
+    assert event["cost_micros"] == 400_000  # sora-2 720p: $0.10/s x 4 s
+    assert event["timings"]["total_seconds"] > 0
+    assets = {a["variant"]: a for a in event["assets"]}
+    assert set(assets) == {"video", "thumbnail", "spritesheet"}
+    assert assets["video"]["content_type"] == "video/mp4"
+    client = s3(state)
+    for asset in assets.values():
+        obj = client.get_object(asset["bucket"], asset["key"])
+        try:
+            data = obj.read()
+        finally:
+            obj.close()
+            obj.release_conn()
+        assert len(data) == asset["size_bytes"] > 0
+        assert hashlib.sha256(data).hexdigest() == asset["sha256"]
+    assert done.empty()  # the other tenant's completion never reached this subscription
+
+
+def test_cli_submit_one_trace_across_all_services(
+    stack: tuple[StackState, OtlpSink],
+) -> None:
+    state, sink = stack
+    out = subprocess.run(
+        [sys.executable, "-m", "clipline.cli", "--home", state.home, "submit", "--wait",
+         "--verify", "--prompt", "a lighthouse in a storm", "--seconds", "4",
+         "--size", "1280x720", "--timeout", str(DEADLINE)],
+        capture_output=True, text=True, timeout=DEADLINE + 30, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "cost: $0.40 (400000 micro-dollars)" in out.stdout
+    assert "verified: h264 1280x720, 4.00s" in out.stdout
+    match = re.search(r"trace id: ([0-9a-f]{32})", out.stdout)
+    assert match, out.stdout
+    trace_id = match.group(1)
+    seen = sink.wait_for_services(trace_id, SERVICES, timeout=30)
+    assert seen >= SERVICES, f"services in trace {trace_id}: {seen}"
+    upstream_calls = {s.name for s in sink.spans if s.trace_id == trace_id}
+    assert any(name.startswith("POST") for name in upstream_calls), upstream_calls
+
+
+async def follow(
+    state: StackState, tenant: str, key: str, post: Callable[[], httpx.Response]
+) -> tuple[httpx.Response, dict[str, Any]]:
+    """Subscribe to a job's events (its id follows from tenant and key), run `post`, and return
+    the response and the job's terminal event."""
+    job_id = job_id_for(tenant, key)
+    nc = await nats.connect(state.nats_url)
+    try:
+        ended: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def on_event(msg: Any) -> None:
+            if msg.subject.split(".")[2] in ("completed", "failed", "rejected"):
+                ended.put_nowait(json.loads(msg.data) | {"kind": msg.subject.split(".")[2]})
+
+        await nc.subscribe(f"clipline.job.*.v1.{tenant}.{job_id}", cb=on_event)
+        response = await asyncio.to_thread(post)
+        return response, await asyncio.wait_for(ended.get(), DEADLINE)
+    finally:
+        await nc.close()
+
+
+async def test_rejections_carry_a_reason(stack: tuple[StackState, OtlpSink]) -> None:
+    state, _ = stack
+    with httpx.Client(base_url=state.intake_url, timeout=10) as http:
+        bad = http.post("/v1/jobs", json={"prompt": "x", "seconds": 5})
+        assert bad.status_code == 422
+        assert bad.json()["error"]["reason"] == "invalid_seconds"
+        key = uuid.uuid4().hex
+        body = {"model": "sora-2-pro", "size": "1920x1080", "seconds": 4, "prompt": "p"}
+        headers = {"X-Clipline-Tenant": "acme", "Idempotency-Key": key}
+        created, event = await follow(
+            state, "acme", key, lambda: http.post("/v1/jobs", json=body, headers=headers)
+        )
+        assert created.status_code == 202
+        record = http.get(f"/v1/jobs/{event['job_id']}").json()
+    assert event["kind"] == "rejected"
+    assert (event["reason"], event["stage"]) == ("unpriced", "pricing_guard")
+    assert record["status"] == "rejected"
+    assert record["cost_micros"] is None
+
+
+async def test_same_idempotency_key_creates_one_upstream_job(
+    stack: tuple[StackState, OtlpSink],
+) -> None:
+    state, _ = stack
+    key = uuid.uuid4().hex
+    body = {"model": "sora-2", "size": "720x1280", "seconds": 4, "prompt": "one job only"}
+    headers = {"Idempotency-Key": key}
+    with httpx.Client(base_url=state.intake_url, timeout=10) as http:
+
+        def post_three_times() -> httpx.Response:
+            answers = [http.post("/v1/jobs", json=body, headers=headers) for _ in range(3)]
+            assert len({a.json()["job_id"] for a in answers}) == 1
+            return answers[0]
+
+        first, event = await follow(state, "default", key, post_three_times)
+        assert event["kind"] == "completed"
+        reuse = http.post("/v1/jobs", json={**body, "prompt": "another"}, headers=headers)
+        assert reuse.status_code == 409
+    job_id = first.json()["job_id"]
+    creates = httpx.get(f"{state.simulator_url}/control/creates", timeout=10).json()
+    assert len([c for c in creates if c["client_request_id"] == job_id]) == 1
+
+
+def test_down_stops_every_process(tmp_path: Path) -> None:
+    home = tmp_path / "stack"
+    cli = [sys.executable, "-m", "clipline.cli", "--home", str(home)]
+    started = subprocess.run([*cli, "up"], capture_output=True, text=True, check=False)
+    assert started.returncode == 0, started.stdout + started.stderr
+    state = StackState.load(home)
+    assert state is not None
+    pids = [p.pid for p in state.processes]
+    assert len(pids) == 8  # nats, seaweedfs, simulator, five services
+    assert all(pid_alive(pid) for pid in pids)
+    stopped = subprocess.run([*cli, "down"], capture_output=True, text=True, check=False)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert [pid for pid in pids if pid_alive(pid)] == []
+    assert processes_under(home) == []
+
+
+def processes_under(home: Path) -> list[int]:
+    """Any live process whose working directory or command line points into `home`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or not pid_alive(int(entry.name)):
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if cwd.startswith(str(home)) or str(home) in cmdline:
+            found.append(int(entry.name))
+    return found
