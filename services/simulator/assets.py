@@ -1,0 +1,200 @@
+"""Asset production (H.264 MP4, WebP thumbnail, JPEG spritesheet) and their shared cache."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import av
+from PIL import Image, UnidentifiedImageError
+
+from services.simulator.domain import Upload, Variant
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPES: Final[dict[Variant, str]] = {
+    "video": "video/mp4",
+    "thumbnail": "image/webp",
+    "spritesheet": "image/jpeg",
+}
+EXTENSIONS: Final[dict[Variant, str]] = {"video": "mp4", "thumbnail": "webp", "spritesheet": "jpg"}
+PATTERN_VERSION = "p1"  # bump when the picture changes, so stale files in asset_dir are ignored
+SPRITE_TILES, SPRITE_COLUMNS, SPRITE_LONG_SIDE = 10, 5, 256
+STRIPE_PERIOD = 128
+STRIPE_SPEED = 8  # pixels per frame
+BAND_FRACTION = 8  # the sweeping band is 1/8 of the height
+
+
+@dataclass(frozen=True, slots=True)
+class AssetKey:
+    variant: Variant
+    width: int
+    height: int
+    seconds: int
+    fps: int
+
+    @property
+    def filename(self) -> str:
+        return (
+            f"{PATTERN_VERSION}-{self.variant}-{self.width}x{self.height}-{self.seconds}s-"
+            f"{self.fps}fps.{EXTENSIONS[self.variant]}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    data: bytes
+    media_type: str
+
+
+Renderer = Callable[[AssetKey], bytes]
+
+
+def sniff_image(data: bytes) -> Upload:
+    """Format and size of an uploaded image, from its header only; format None if not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return Upload(image.format, image.width, image.height)
+    except (UnidentifiedImageError, OSError, ValueError):
+        return Upload(None)
+
+
+def render(key: AssetKey) -> bytes:
+    """Produce one asset's bytes. CPU-bound: call it from a worker thread."""
+    if key.variant == "video":
+        return render_video(key.width, key.height, key.seconds, key.fps)
+    if key.variant == "thumbnail":
+        return render_thumbnail(key.width, key.height, key.fps)
+    return render_spritesheet(key.width, key.height, key.seconds, key.fps)
+
+
+def render_video(width: int, height: int, seconds: int, fps: int) -> bytes:
+    """A playable H.264/yuv420p MP4 of exactly width x height and seconds * fps frames."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        for index in range(seconds * fps):
+            frame = av.VideoFrame(width, height, "yuv420p")
+            for plane, data in zip(frame.planes, _planes(width, height, index, fps), strict=True):
+                plane.update(_pad(data, plane.width, plane.line_size, plane.height))
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def render_thumbnail(width: int, height: int, fps: int) -> bytes:
+    """The first frame as WebP, at the video's size."""
+    out = io.BytesIO()
+    _picture(width, height, 0, fps).save(out, format="WEBP", quality=80)
+    return out.getvalue()
+
+
+def render_spritesheet(width: int, height: int, seconds: int, fps: int) -> bytes:
+    """SPRITE_TILES frames spread over the clip, scaled down, in a JPEG grid."""
+    scale = SPRITE_LONG_SIDE / max(width, height)
+    tile_w, tile_h = max(1, round(width * scale)), max(1, round(height * scale))
+    rows = math.ceil(SPRITE_TILES / SPRITE_COLUMNS)
+    sheet = Image.new("RGB", (tile_w * SPRITE_COLUMNS, tile_h * rows))
+    frames = seconds * fps
+    for tile in range(SPRITE_TILES):
+        picture = _picture(width, height, tile * frames // SPRITE_TILES, fps)
+        thumb = picture.resize((tile_w, tile_h), Image.Resampling.BILINEAR)
+        sheet.paste(thumb, ((tile % SPRITE_COLUMNS) * tile_w, (tile // SPRITE_COLUMNS) * tile_h))
+    out = io.BytesIO()
+    sheet.save(out, format="JPEG", quality=80)
+    return out.getvalue()
+
+
+def _planes(width: int, height: int, index: int, fps: int) -> tuple[bytes, bytes, bytes]:
+    """Unpadded Y, U, V planes of frame `index`: moving stripes, a sweeping band, drifting hue."""
+    period = STRIPE_PERIOD
+    ramp = bytes(16 + (x % period) * 219 // period for x in range(width + period))
+    offset = (index * STRIPE_SPEED) % period
+    row = ramp[offset : offset + width]
+    bright = bytes(235 - (x % period) * 100 // period for x in range(offset, offset + width))
+    band = max(1, height // BAND_FRACTION)
+    top = (index * max(1, height // (2 * fps))) % height
+    lit = {(top + y) % height for y in range(band)}
+    luma = b"".join(bright if y in lit else row for y in range(height))
+    phase = 2 * math.pi * index / (4 * fps)
+    cb, cr = 128 + round(70 * math.sin(phase)), 128 + round(70 * math.cos(phase))
+    chroma = (width // 2) * (height // 2)
+    return luma, bytes([cb]) * chroma, bytes([cr]) * chroma
+
+
+def _pad(data: bytes, width: int, line_size: int, height: int) -> bytes:
+    if line_size == width:
+        return data
+    filler = bytes(line_size - width)
+    return b"".join(data[y * width : (y + 1) * width] + filler for y in range(height))
+
+
+def _picture(width: int, height: int, index: int, fps: int) -> Image.Image:
+    luma, cb, cr = _planes(width, height, index, fps)
+    half = (width // 2, height // 2)
+    return Image.merge(
+        "YCbCr",
+        (
+            Image.frombytes("L", (width, height), luma),
+            Image.frombytes("L", half, cb).resize((width, height)),
+            Image.frombytes("L", half, cr).resize((width, height)),
+        ),
+    ).convert("RGB")
+
+
+class AssetCache:
+    """Each asset is produced once per key, in a worker thread; concurrent askers share the work.
+
+    Kept in memory always, and as files in `asset_dir` when one is given (survives restarts).
+    """
+
+    def __init__(self, *, fps: int, asset_dir: Path | None = None, renderer: Renderer = render):
+        self._fps = fps
+        self._dir = asset_dir
+        self._render = renderer
+        self._ready: dict[AssetKey, Asset] = {}
+        self._pending: dict[AssetKey, asyncio.Task[Asset]] = {}
+
+    async def get(self, variant: Variant, width: int, height: int, seconds: int) -> Asset:
+        key = AssetKey(variant, width, height, seconds, self._fps)
+        ready = self._ready.get(key)
+        if ready is not None:
+            return ready
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.create_task(self._produce(key), name=f"asset {key.filename}")
+            self._pending[key] = task
+            task.add_done_callback(lambda _: self._pending.pop(key, None))
+        # shield: one caller giving up (client disconnect) must not cancel the others' work.
+        return await asyncio.shield(task)
+
+    async def _produce(self, key: AssetKey) -> Asset:
+        data = await asyncio.to_thread(self._load_or_render, key)
+        asset = Asset(data, MEDIA_TYPES[key.variant])
+        self._ready[key] = asset
+        return asset
+
+    def _load_or_render(self, key: AssetKey) -> bytes:
+        path = self._dir / key.filename if self._dir is not None else None
+        if path is not None and path.is_file():
+            return path.read_bytes()
+        data = self._render(key)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                temporary = path.with_suffix(f".{os.getpid()}.tmp")
+                temporary.write_bytes(data)
+                temporary.replace(path)  # atomic: a concurrent reader never sees half a file
+            except OSError:
+                log.warning("could not write %s to the asset cache", path, exc_info=True)
+        return data
