@@ -17,6 +17,7 @@ class SpanSeen:
     service: str
     trace_id: str
     name: str
+    attributes: str = ""
 
 
 @dataclass
@@ -45,7 +46,10 @@ class OtlpSink:
             attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
             service = attrs.get("service.name", "?")
             for scope in resource_spans.scope_spans:
-                seen.extend(SpanSeen(service, s.trace_id.hex(), s.name) for s in scope.spans)
+                seen.extend(
+                    SpanSeen(service, s.trace_id.hex(), s.name, str(s.attributes))
+                    for s in scope.spans
+                )
         with self.changed:
             self.spans.extend(seen)
             self.changed.notify_all()

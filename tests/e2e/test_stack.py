@@ -20,7 +20,7 @@ import pytest
 from minio import Minio
 
 from clipline.servers import pid_alive
-from clipline.stack import StackOptions, StackState, down, up
+from clipline.stack import LOCAL_API_KEY, StackOptions, StackState, down, up
 from shared.contracts.ids import job_id_for
 from tests.otlp_sink import OtlpSink, start_sink
 
@@ -192,6 +192,20 @@ async def test_same_idempotency_key_creates_one_upstream_job(
     job_id = first.json()["job_id"]
     creates = httpx.get(f"{state.simulator_url}/control/creates", timeout=10).json()
     assert len([c for c in creates if c["client_request_id"] == job_id]) == 1
+
+
+def test_secrets_stay_out_of_logs_and_spans(stack: tuple[StackState, OtlpSink]) -> None:
+    state, sink = stack
+    secrets = [LOCAL_API_KEY, state.s3_secret_key]
+    assert sink.spans, "no spans exported"
+    for span in sink.spans:
+        for secret in secrets:
+            assert secret not in span.attributes, span
+    for proc in state.processes:
+        if proc.name in SERVICES or proc.name == "simulator":
+            text = Path(proc.log).read_text(errors="replace")
+            for secret in secrets:
+                assert secret not in text, f"{proc.name} log leaks a secret"
 
 
 def test_down_stops_every_process(tmp_path: Path) -> None:
