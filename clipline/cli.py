@@ -33,11 +33,13 @@ class Progress:
         self.stream = stream
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.last = -1
+        self.label = ""
 
     def show(self, percent: int, label: str) -> None:
-        if percent == self.last:
+        percent = max(percent, self.last, 0)  # never draw the bar going backwards
+        if percent == self.last and label == self.label:
             return
-        self.last = percent
+        self.last, self.label = percent, label
         filled = percent * 30 // 100
         line = f"[{'#' * filled}{'.' * (30 - filled)}] {percent:3d}% {label}"
         self.stream.write(("\r" + line) if self.tty else line + "\n")
