@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import sys
 import uuid
@@ -24,6 +25,20 @@ TERMINAL_KINDS = {"completed", "failed", "rejected"}
 
 def _dollars(micros: int | None) -> str:
     return "unknown" if micros is None else f"${micros / 1_000_000:.2f} ({micros} micro-dollars)"
+
+
+def image_data_url(path: Path) -> str:
+    """A local JPEG/PNG/WebP file as the data URL intake expects."""
+    types = {
+        ".jpg": "image/jpeg",
+        ".jpeg": "image/jpeg",
+        ".png": "image/png",
+        ".webp": "image/webp",
+    }
+    mime = types.get(path.suffix.lower())
+    if mime is None:
+        raise SystemExit(f"--image must be .jpg, .png or .webp: {path}")
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
 class Progress:
@@ -55,6 +70,8 @@ async def _submit(args: argparse.Namespace) -> int:
     key = args.idempotency_key or f"cli:{uuid.uuid4().hex}"
     job_id = job_id_for(args.tenant, key)
     body = {"model": args.model, "size": args.size, "seconds": args.seconds, "prompt": args.prompt}
+    if args.image is not None:
+        body["input_reference"] = image_data_url(args.image)
     nc = await nats.connect(state.nats_url)
     events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
@@ -192,6 +209,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seconds", type=int, default=4)
     s.add_argument("--tenant", default="demo")
     s.add_argument("--idempotency-key", default=None)
+    s.add_argument("--image", type=Path, default=None, help="first frame (must match --size)")
     s.add_argument("--wait", action="store_true", help="follow the job to the end")
     s.add_argument("--verify", action="store_true", help="with --wait: decode the stored MP4")
     s.add_argument("--timeout", type=float, default=600.0)

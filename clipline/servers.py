@@ -163,10 +163,17 @@ class NatsServer:
         return f"nats://{LOOPBACK}:{self.port}"
 
 
-def start_nats(data_dir: Path, log_dir: Path, timeout: float = 30.0) -> NatsServer:
+def start_nats(
+    data_dir: Path, log_dir: Path, timeout: float = 30.0, max_payload: int = 8 * 1024 * 1024
+) -> NatsServer:
+    """nats-server with JetStream on loopback; `max_payload` lets a request carry an image."""
     port, monitor = free_port(), free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir.parent / f"nats-{port}.conf"
+    config.write_text(f"max_payload: {max_payload}\n")
     argv = [
-        binary("nats-server"), "-a", LOOPBACK, "-p", str(port), "-m", str(monitor),
+        binary("nats-server"), "-c", str(config),
+        "-a", LOOPBACK, "-p", str(port), "-m", str(monitor),
         "-js", "-sd", str(data_dir), "--server_name", f"clipline-{port}",
     ]  # fmt: skip
     proc = spawn("nats", argv, log_dir / "nats.log")

@@ -21,6 +21,7 @@ from clipline.servers import (
     stop_pid,
     wait_until,
 )
+from shared.streams import MAX_PAYLOAD_BYTES
 
 SERVICES = ("intake", "pricing_guard", "submitter", "poller", "storage")
 STATE_FILE = "stack.json"
@@ -105,7 +106,7 @@ def up(home: Path, options: StackOptions | None = None) -> StackState:
 
 def _start(home: Path, options: StackOptions, started: list[tuple[Proc, int | None]]) -> StackState:
     logs = home / "logs"
-    nats = start_nats(home / "nats", logs)
+    nats = start_nats(home / "nats", logs, max_payload=MAX_PAYLOAD_BYTES)
     started.append((nats.proc, nats.port))
     s3 = start_seaweed(home / "s3", logs)
     started.append((s3.proc, s3.port))

@@ -14,15 +14,17 @@ from faststream.asgi import AsgiFastStream, make_ping_asgi
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
 from shared import telemetry
 from shared.config import CommonSettings
 from shared.contracts.events import Event
-from shared.jobstore import KvJobStore
+from shared.inputs import InputStore, ObjectInputStore
+from shared.jobstore import JobStore, KvJobStore
 from shared.messaging import Consumer, Emit, ServiceRouter, broker_emitter, retry_middleware
-from shared.streams import JOBS_BUCKET, ensure_jetstream
+from shared.streams import INPUTS_BUCKET, JOBS_BUCKET, ensure_jetstream
 
 log = logging.getLogger("clipline.runtime")
 
@@ -34,7 +36,8 @@ class Runtime:
     service: str
     broker: NatsBroker
     emit: Emit
-    jobs: KvJobStore
+    jobs: JobStore
+    inputs: InputStore
     consumers: dict[str, Consumer] = field(default_factory=dict)
 
     def router(self) -> ServiceRouter:
@@ -67,7 +70,16 @@ def make_runtime(service: str, nats_url: str, tracer_provider: TracerProvider) -
             kv_cache.append(await broker.key_value(JOBS_BUCKET, declare=False))
         return kv_cache[0]
 
-    return Runtime(service, broker, emit, KvJobStore(jobs_kv), consumers)
+    obs_cache: list[ObjectStore] = []
+
+    async def inputs_obs() -> ObjectStore:
+        if not obs_cache:
+            obs_cache.append(await broker.object_storage(INPUTS_BUCKET, declare=False))
+        return obs_cache[0]
+
+    return Runtime(
+        service, broker, emit, KvJobStore(jobs_kv), ObjectInputStore(inputs_obs), consumers
+    )
 
 
 async def provision(nats_url: str) -> None:

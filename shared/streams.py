@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faststream.nats import JStream
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
 from shared.contracts.events import SUBJECT_ROOT
@@ -42,11 +42,24 @@ JOBS_BUCKET_CONFIG = KeyValueConfig(
 )
 
 
+INPUTS_BUCKET = "clipline_inputs"
+INPUTS_BUCKET_CONFIG = ObjectStoreConfig(
+    bucket=INPUTS_BUCKET,
+    description="input_reference images of jobs, by job id (kept for the stream's max age)",
+    ttl=JOBS_MAX_AGE_SECONDS,
+    storage=StorageType.FILE,
+)
+MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+"""nats-server max_payload clipline runs with: a request may carry an input image (data URL)."""
+
+
 async def ensure_jetstream(js: JetStreamContext) -> None:
-    """Create the stream and buckets if missing (idempotent; every service calls it on start)."""
+    """Create the stream, KV bucket and object store if missing (idempotent; run on start)."""
     try:
         await js.add_stream(JOBS_STREAM_CONFIG)
     except BadRequestError:
         # Already exists with this name: update to the declared configuration.
         await js.update_stream(JOBS_STREAM_CONFIG)
     await js.create_key_value(JOBS_BUCKET_CONFIG)
+    # nats-py overwrites config.bucket with the `bucket` argument, so pass both.
+    await js.create_object_store(INPUTS_BUCKET, config=INPUTS_BUCKET_CONFIG)

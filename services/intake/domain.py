@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,9 +17,33 @@ from shared.registry import Registry
 PROMPT_MAX_CHARS = 32_000
 KEY_MAX_CHARS = 255
 KNOWN_FIELDS = frozenset(
-    {"schema_version", "tenant", "idempotency_key", "model", "size", "seconds", "prompt"}
-)
+    {
+        "schema_version", "tenant", "idempotency_key", "model", "size", "seconds", "prompt",
+        "input_reference",
+    }
+)  # fmt: skip
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w/+.-]+);base64,(?P<data>.*)$", re.DOTALL)
 DEFAULTS: Mapping[str, Any] = {"model": "sora-2", "size": "720x1280", "seconds": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """A decoded input_reference, not yet checked for format and dimensions."""
+
+    declared_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    """What the image bytes really are (read by an adapter)."""
+
+    format: str  # Pillow's name: JPEG, PNG, WEBP, ...
+    width: int
+    height: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +52,7 @@ class Spec:
     size: str
     seconds: int
     prompt: str
+    image: Image | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +65,8 @@ class Valid:
     def fingerprint(self) -> str:
         """Normalised request text: equal for retries, different for a reused key."""
         s = self.spec
-        return json.dumps([self.tenant, s.model, s.size, s.seconds, s.prompt])
+        image = hashlib.sha256(s.image.data).hexdigest() if s.image else None
+        return json.dumps([self.tenant, s.model, s.size, s.seconds, s.prompt, image])
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +134,51 @@ def _check_spec(body: Mapping[str, Any], registry: Registry) -> Spec | Invalid:
         return Invalid(
             "invalid_seconds", f"seconds {shown!r} is not valid for {model}: {allowed}", "seconds"
         )
-    return Spec(model=model, size=size, seconds=seconds, prompt=prompt)
+    image = parse_image(body.get("input_reference"))
+    if isinstance(image, Invalid):
+        return image
+    return Spec(model=model, size=size, seconds=seconds, prompt=prompt, image=image)
+
+
+def parse_image(value: Any) -> Image | Invalid | None:
+    """An input_reference is a base64 data URL of a JPEG, PNG or WebP image."""
+    if value is None:
+        return None
+    field = "input_reference"
+    match = _DATA_URL.match(value) if isinstance(value, str) else None
+    if match is None:
+        return Invalid("invalid_image", "input_reference must be a base64 data URL", field)
+    mime = match["mime"].lower()
+    if mime not in IMAGE_TYPES:
+        allowed = ", ".join(sorted(IMAGE_TYPES))
+        return Invalid(
+            "invalid_image", f"input_reference type {mime} is not one of {allowed}", field
+        )
+    try:
+        data = base64.b64decode(match["data"], validate=True)
+    except (binascii.Error, ValueError):
+        return Invalid("invalid_image", "input_reference is not valid base64", field)
+    if not data or len(data) > MAX_IMAGE_BYTES:
+        return Invalid(
+            "invalid_image", f"input_reference must be 1..{MAX_IMAGE_BYTES} bytes", field
+        )
+    return Image(mime, data)
+
+
+def check_image(image: Image, facts: ImageFacts | None, size: str) -> Invalid | None:
+    """The image must really be of its declared type and exactly `size` (it is the first frame)."""
+    field = "input_reference"
+    if facts is None or IMAGE_FORMATS.get(facts.format) != image.declared_type:
+        return Invalid(
+            "invalid_image", f"input_reference is not a valid {image.declared_type}", field
+        )
+    if f"{facts.width}x{facts.height}" != size:
+        return Invalid(
+            "invalid_image",
+            f"input_reference is {facts.width}x{facts.height}; it must match size {size}",
+            field,
+        )
+    return None
 
 
 def validate(body: Any, tenant: str, registry: Registry) -> Valid | Invalid:

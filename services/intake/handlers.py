@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from datetime import UTC, datetime
 
 from faststream.nats.annotations import NatsMessage
 
-from services.intake.domain import Conflict, Invalid, New, Repeat, Valid, decode, dedupe, validate
+from services.intake.adapters import probe_image
+from services.intake.domain import (
+    Conflict,
+    Invalid,
+    New,
+    Repeat,
+    Valid,
+    check_image,
+    decode,
+    dedupe,
+    validate,
+)
 from shared.contracts import (
     REQUEST_SUBJECT_PREFIX,
+    InputReference,
     JobAcceptedV1,
     JobRecordV1,
     JobRejectedV1,
@@ -47,7 +61,11 @@ async def take_request(
         await reject(rt, tenant or "unknown", job_id_of(tenant, None, cause), decision, cause)
         return
     job_id = job_id_of(tenant, decision.idempotency_key, cause)
-    spec = _spec(decision)
+    image = await check_input_image(decision)
+    if image is not None:
+        await reject(rt, tenant, job_id, image, cause)
+        return
+    spec = await _spec(rt, decision, job_id)
     fingerprint = request_hash(decision.fingerprint)
     outcome: list[New | Repeat | Conflict] = []
 
@@ -84,9 +102,30 @@ async def take_request(
             await reject(rt, tenant, job_id_of(tenant, None, cause), conflict, cause)
 
 
-def _spec(valid: Valid) -> JobSpec:
+async def check_input_image(valid: Valid) -> Invalid | None:
+    """Decoding is done by validate(); here the bytes are checked to be what they claim."""
+    image = valid.spec.image
+    if image is None:
+        return None
+    facts = await asyncio.to_thread(probe_image, image.data)
+    return check_image(image, facts, valid.spec.size)
+
+
+async def _spec(rt: Runtime, valid: Valid, job_id: str) -> JobSpec:
+    """The contract spec; an input image goes to the object store and the spec references it."""
     s = valid.spec
-    return JobSpec(model=s.model, size=s.size, seconds=s.seconds, prompt=s.prompt)
+    reference = None
+    if s.image is not None:
+        await rt.inputs.put(job_id, s.image.data)  # same name on redelivery: idempotent
+        reference = InputReference(
+            object_name=job_id,
+            content_type=s.image.declared_type,
+            size_bytes=len(s.image.data),
+            sha256=hashlib.sha256(s.image.data).hexdigest(),
+        )
+    return JobSpec(
+        model=s.model, size=s.size, seconds=s.seconds, prompt=s.prompt, input_reference=reference
+    )
 
 
 async def reject(rt: Runtime, tenant: str, job_id: str, why: Invalid, cause: str) -> None:

@@ -8,15 +8,15 @@ import uuid
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
-from services.intake.domain import Invalid, decode, validate
-from services.intake.handlers import job_id_of
+from services.intake.domain import Invalid, Valid, decode, validate
+from services.intake.handlers import check_input_image, job_id_of
 from shared.contracts import request_subject
 from shared.jobstore import JobStore, request_hash
 from shared.registry import Registry
 from shared.runtime import Runtime
-from shared.streams import JOBS_STREAM_NAME
+from shared.streams import JOBS_STREAM_NAME, MAX_PAYLOAD_BYTES
 
-MAX_BODY_BYTES = 256 * 1024
+MAX_BODY_BYTES = MAX_PAYLOAD_BYTES - 64 * 1024  # the request is republished on NATS
 
 
 def _error(status: int, reason: str, detail: str, field: str | None = None) -> JSONResponse:
@@ -43,6 +43,8 @@ def build_http(rt: Runtime, registry: Registry, default_tenant: str) -> FastAPI:
         if isinstance(body, dict) and idempotency_key and "idempotency_key" not in body:
             body["idempotency_key"] = idempotency_key
         decision = validate(body, str(tenant), registry)
+        if isinstance(decision, Valid):
+            decision = await check_input_image(decision) or decision
         if isinstance(decision, Invalid):
             return _error(422, decision.reason, decision.detail, decision.field)
         key = decision.idempotency_key or f"http:{uuid.uuid4().hex}"

@@ -7,10 +7,19 @@ from datetime import UTC, datetime
 from faststream.exceptions import NackMessage
 
 from services.submitter.domain import Resend, Skip, Submit, plan, rate_limit_delay
-from shared.contracts import JobAdmittedV1, JobFailedV1, JobStatus, JobSubmittedV1, transition
+from shared.contracts import (
+    InputReference,
+    JobAdmittedV1,
+    JobFailedV1,
+    JobStatus,
+    JobSubmittedV1,
+    transition,
+)
+from shared.inputs import InputMissingError
 from shared.messaging import ServiceRouter
 from shared.provider import (
     CreateVideo,
+    InputImage,
     ProviderRateLimited,
     ProviderRejected,
     VideoProvider,
@@ -37,7 +46,12 @@ def build_router(rt: Runtime, provider: VideoProvider, max_attempts: int) -> Ser
             case Submit():
                 pass
         spec = event.spec
-        request = CreateVideo(spec.model, spec.size, spec.seconds, spec.prompt, event.job_id)
+        try:
+            image = await input_image(rt, spec.input_reference)
+        except InputMissingError:
+            await fail(rt, event, "input_missing", "the job's input_reference image is gone")
+            return
+        request = CreateVideo(spec.model, spec.size, spec.seconds, spec.prompt, event.job_id, image)
         try:
             video = await provider.create(request)
         except ProviderRateLimited as exc:
@@ -53,6 +67,14 @@ def build_router(rt: Runtime, provider: VideoProvider, max_attempts: int) -> Ser
         await rt.emit(submitted(event, video.id))
 
     return router
+
+
+async def input_image(rt: Runtime, ref: InputReference | None) -> InputImage | None:
+    if ref is None:
+        return None
+    data = await rt.inputs.get(ref.object_name)
+    extension = ref.content_type.split("/")[1].replace("jpeg", "jpg")
+    return InputImage(data, ref.content_type, f"input_reference.{extension}")
 
 
 def submitted(event: JobAdmittedV1, upstream_id: str) -> JobSubmittedV1:

@@ -18,6 +18,15 @@ class Contract(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+class InputReference(Contract):
+    """An input image (the video's first frame), kept in the clipline_inputs object store."""
+
+    object_name: str
+    content_type: Literal["image/jpeg", "image/png", "image/webp"]
+    size_bytes: int
+    sha256: str
+
+
 class JobSpec(Contract):
     """What to generate. Validated by intake against the model registry."""
 
@@ -25,6 +34,7 @@ class JobSpec(Contract):
     size: str
     seconds: int
     prompt: str
+    input_reference: InputReference | None = None
 
 
 class AssetRef(Contract):

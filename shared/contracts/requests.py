@@ -30,3 +30,8 @@ class JobRequestV1(BaseModel):
     size: str = "720x1280"
     seconds: int | str = 4
     prompt: str
+    input_reference: str | None = Field(
+        default=None,
+        description="optional first frame: a data URL (data:image/png;base64,...) of a JPEG, "
+        "PNG or WebP image whose dimensions equal `size`",
+    )

@@ -9,11 +9,12 @@ from shared.provider.errors import (
     ProviderUnavailable,
 )
 from shared.provider.openai_videos import OpenAIVideosProvider
-from shared.provider.port import CreateVideo, VideoProvider
+from shared.provider.port import CreateVideo, InputImage, VideoProvider
 from shared.provider.wire import UpstreamVideo
 
 __all__ = [
     "CreateVideo",
+    "InputImage",
     "OpenAIVideosProvider",
     "ProviderError",
     "ProviderMalformedResponse",

@@ -109,22 +109,24 @@ class OpenAIVideosProvider:
         raise error_for(response)
 
     async def create(self, request: CreateVideo) -> UpstreamVideo:
-        # JSON create: accepted by every version of the contract (multipart is the SDK's newer
-        # habit; both are valid). seconds is a string on the wire.
-        response = await self._send(
-            "POST",
-            "videos",
-            json={
-                "prompt": request.prompt,
-                "model": request.model,
-                "size": request.size,
-                "seconds": str(request.seconds),
-            },
-            headers={
-                "X-Client-Request-Id": request.client_request_id,
-                "Idempotency-Key": request.client_request_id,
-            },
-        )
+        fields = {
+            "prompt": request.prompt,
+            "model": request.model,
+            "size": request.size,
+            "seconds": str(request.seconds),  # a string on the wire
+        }
+        headers = {
+            "X-Client-Request-Id": request.client_request_id,
+            "Idempotency-Key": request.client_request_id,
+        }
+        image = request.input_reference
+        if image is None:
+            # JSON: accepted by every version of the contract.
+            response = await self._send("POST", "videos", json=fields, headers=headers)
+        else:
+            # An image file can only travel as multipart (the file part `input_reference`).
+            files = {"input_reference": (image.filename, image.data, image.content_type)}
+            response = await self._send("POST", "videos", data=fields, files=files, headers=headers)
         return _video(response)
 
     async def retrieve(self, video_id: str) -> tuple[UpstreamVideo, float | None]:

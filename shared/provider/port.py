@@ -11,6 +11,15 @@ from shared.provider.wire import UpstreamVideo, Variant
 
 
 @dataclass(frozen=True, slots=True)
+class InputImage:
+    """The first frame, sent as the multipart file part `input_reference`."""
+
+    data: bytes
+    content_type: str
+    filename: str
+
+
+@dataclass(frozen=True, slots=True)
 class CreateVideo:
     """One create call. `client_request_id` identifies the job upstream (X-Client-Request-Id and
     Idempotency-Key), so an upstream that honours either never creates it twice."""
@@ -20,6 +29,7 @@ class CreateVideo:
     seconds: int
     prompt: str
     client_request_id: str
+    input_reference: InputImage | None = None
 
 
 @dataclass(frozen=True, slots=True)

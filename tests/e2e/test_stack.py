@@ -22,6 +22,7 @@ from minio import Minio
 from clipline.servers import pid_alive
 from clipline.stack import LOCAL_API_KEY, StackOptions, StackState, down, up
 from shared.contracts.ids import job_id_for
+from tests.images import data_url, image_bytes
 from tests.otlp_sink import OtlpSink, start_sink
 
 pytestmark = pytest.mark.e2e
@@ -192,6 +193,41 @@ async def test_same_idempotency_key_creates_one_upstream_job(
     job_id = first.json()["job_id"]
     creates = httpx.get(f"{state.simulator_url}/control/creates", timeout=10).json()
     assert len([c for c in creates if c["client_request_id"] == job_id]) == 1
+
+
+async def test_input_image_travels_to_upstream_as_first_frame(
+    stack: tuple[StackState, OtlpSink],
+) -> None:
+    state, _ = stack
+    tenant = f"img{uuid.uuid4().hex[:6]}"
+    nc = await nats.connect(state.nats_url)
+    try:
+        ended: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def on_end(msg: Any) -> None:
+            ended.put_nowait(msg)
+
+        for kind in ("completed", "rejected", "failed"):
+            await nc.subscribe(f"clipline.job.{kind}.v1.{tenant}.*", cb=on_end)
+        js = nc.jetstream()
+        outcomes = {}
+        for key, size in (("fits", "1280x720"), ("wrong", "720x1280")):
+            body = {
+                "size": size, "seconds": "4", "prompt": "animate this", "idempotency_key": key,
+                "input_reference": data_url(image_bytes(1280, 720)),
+            }  # fmt: skip
+            await js.publish(f"clipline.job.requested.v1.{tenant}", json.dumps(body).encode())
+            msg = await asyncio.wait_for(ended.get(), DEADLINE)
+            outcomes[key] = (msg.subject.split(".")[2], json.loads(msg.data))
+    finally:
+        await nc.close()
+    kind, event = outcomes["fits"]
+    assert kind == "completed", event
+    assert {a["variant"] for a in event["assets"]} == {"video", "thumbnail", "spritesheet"}
+    kind, event = outcomes["wrong"]
+    assert kind == "rejected"
+    assert (event["reason"], event["stage"]) == ("invalid_image", "intake")
+    assert "must match size 720x1280" in event["detail"]
 
 
 def test_secrets_stay_out_of_logs_and_spans(stack: tuple[StackState, OtlpSink]) -> None:

@@ -4,8 +4,21 @@ from typing import Any
 
 import pytest
 
-from services.intake.domain import Conflict, Invalid, New, Repeat, Valid, decode, dedupe, validate
+from services.intake.adapters import probe_image
+from services.intake.domain import (
+    Conflict,
+    Image,
+    Invalid,
+    New,
+    Repeat,
+    Valid,
+    check_image,
+    decode,
+    dedupe,
+    validate,
+)
 from shared.registry import load_registry
+from tests.images import data_url, image_bytes
 
 REG = load_registry()
 
@@ -77,3 +90,47 @@ def test_dedupe() -> None:
     assert dedupe(None, "h") == New()
     assert dedupe("h", "h") == Repeat()
     assert isinstance(dedupe("h", "other"), Conflict)
+
+
+def test_input_reference_is_decoded_and_fingerprinted() -> None:
+    image = image_bytes(1280, 720)
+    d = validate(ok(input_reference=data_url(image)), "acme", REG)
+    assert isinstance(d, Valid)
+    assert d.spec.image is not None
+    assert d.spec.image.data == image
+    other = validate(
+        ok(input_reference=data_url(image_bytes(1280, 720, "JPEG"), "image/jpeg")), "acme", REG
+    )
+    plain = validate(ok(), "acme", REG)
+    assert isinstance(other, Valid)
+    assert isinstance(plain, Valid)
+    assert len({d.fingerprint, other.fingerprint, plain.fingerprint}) == 3
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://example.com/cat.png",
+        "data:image/gif;base64,R0lGODlhAQABAAAAACw=",
+        "data:image/png;base64,@@@not-base64@@@",
+        "data:image/png;base64,",
+        42,
+    ],
+)
+def test_bad_input_reference_is_rejected(value: object) -> None:
+    d = validate(ok(input_reference=value), "acme", REG)
+    assert isinstance(d, Invalid)
+    assert (d.reason, d.field) == ("invalid_image", "input_reference")
+
+
+def test_image_must_be_what_it_claims_and_match_size() -> None:
+    good = image_bytes(1280, 720)
+    assert check_image(Image("image/png", good), probe_image(good), "1280x720") is None
+    wrong_size = check_image(Image("image/png", good), probe_image(good), "720x1280")
+    assert isinstance(wrong_size, Invalid)
+    assert "must match size 720x1280" in wrong_size.detail
+    as_jpeg = check_image(Image("image/jpeg", good), probe_image(good), "1280x720")
+    assert isinstance(as_jpeg, Invalid)
+    assert probe_image(b"\x89PNG\r\n\x1a\n garbage") is None
+    webp = image_bytes(720, 1280, "WEBP")
+    assert check_image(Image("image/webp", webp), probe_image(webp), "720x1280") is None

@@ -8,6 +8,7 @@ import pytest
 
 from shared.provider import (
     CreateVideo,
+    InputImage,
     OpenAIVideosProvider,
     ProviderMalformedResponse,
     ProviderNotFound,
@@ -119,3 +120,22 @@ async def test_download_streams_chunks_with_content_type() -> None:
         assert dl.content_type == "image/webp"
         got = b"".join([c async for c in dl.chunks])
     assert got == payload
+
+
+async def test_create_with_image_is_multipart_with_a_file_part() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=VIDEO)
+
+    image = InputImage(b"\x89PNG-bytes", "image/png", "input_reference.png")
+    await provider(handler).create(CreateVideo("sora-2", "1280x720", 8, "a cat", "job_3", image))
+    req = seen[0]
+    assert req.headers["content-type"].startswith("multipart/form-data; boundary=")
+    body = req.content
+    assert b'name="input_reference"; filename="input_reference.png"' in body
+    assert b"Content-Type: image/png" in body
+    assert b"\x89PNG-bytes" in body
+    assert b'name="seconds"\r\n\r\n8' in body
+    assert req.headers["Idempotency-Key"] == "job_3"
