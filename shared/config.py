@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from typing import TypeVar
+
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S = TypeVar("S", bound=BaseSettings)
 
 
 class CommonSettings(BaseSettings):
@@ -38,3 +42,20 @@ class UpstreamSettings(BaseSettings):
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key: SecretStr = SecretStr("sk-clipline-local")
     timeout_seconds: float = 30.0
+
+
+class ConfigError(SystemExit):
+    """Invalid configuration: the process exits with one clear message per bad variable."""
+
+
+def load_settings(cls: type[S]) -> S:
+    """Read settings from the environment, turning validation errors into a ConfigError."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        problems = "; ".join(
+            f"{prefix}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"configuration error: {problems}") from None

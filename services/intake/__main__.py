@@ -6,18 +6,18 @@ import asyncio
 
 from services.intake.app import build_app
 from services.intake.settings import IntakeSettings
-from shared.registry import load_registry
+from shared.config import load_settings
+from shared.registry import load_registry_or_exit
 from shared.runtime import serve_app, service_runtime
 
 SERVICE = "intake"
 
 
 async def main() -> None:
-    settings = IntakeSettings()
+    settings = load_settings(IntakeSettings)
+    registry = load_registry_or_exit(settings.registry_path)
     async with service_runtime(SERVICE, settings) as rt:
-        await serve_app(
-            build_app(rt, load_registry(settings.registry_path), settings.default_tenant), settings
-        )
+        await serve_app(build_app(rt, registry, settings.default_tenant), settings)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import asyncio
 from services.poller.app import build_app
 from services.poller.domain import PollPolicy
 from services.poller.settings import PollerSettings
-from shared.config import UpstreamSettings
+from shared.config import UpstreamSettings, load_settings
 from shared.provider import OpenAIVideosProvider
 from shared.runtime import serve_app, service_runtime
 
@@ -15,7 +15,7 @@ SERVICE = "poller"
 
 
 async def main() -> None:
-    settings, upstream = PollerSettings(), UpstreamSettings()
+    settings, upstream = load_settings(PollerSettings), load_settings(UpstreamSettings)
     policy = PollPolicy(
         default_delay=settings.poll_default_seconds,
         min_delay=settings.poll_min_seconds,

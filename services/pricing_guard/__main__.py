@@ -6,16 +6,18 @@ import asyncio
 
 from services.pricing_guard.app import build_app
 from services.pricing_guard.settings import PricingSettings
-from shared.registry import load_registry
+from shared.config import load_settings
+from shared.registry import load_registry_or_exit
 from shared.runtime import serve_app, service_runtime
 
 SERVICE = "pricing_guard"
 
 
 async def main() -> None:
-    settings = PricingSettings()
+    settings = load_settings(PricingSettings)
+    registry = load_registry_or_exit(settings.registry_path)
     async with service_runtime(SERVICE, settings) as rt:
-        await serve_app(build_app(rt, load_registry(settings.registry_path)), settings)
+        await serve_app(build_app(rt, registry), settings)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from minio import Minio
 from services.storage.adapters import S3AssetStore
 from services.storage.app import build_app
 from services.storage.settings import StorageSettings
-from shared.config import S3Settings, UpstreamSettings
+from shared.config import S3Settings, UpstreamSettings, load_settings
 from shared.provider import OpenAIVideosProvider
 from shared.runtime import serve_app, service_runtime
 
@@ -17,7 +17,11 @@ SERVICE = "storage"
 
 
 async def main() -> None:
-    settings, upstream, s3 = StorageSettings(), UpstreamSettings(), S3Settings()
+    settings, upstream, s3 = (
+        load_settings(StorageSettings),
+        load_settings(UpstreamSettings),
+        load_settings(S3Settings),
+    )
     client = Minio(
         s3.endpoint,
         access_key=s3.access_key,

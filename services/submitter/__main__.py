@@ -6,7 +6,7 @@ import asyncio
 
 from services.submitter.app import build_app
 from services.submitter.settings import SubmitterSettings
-from shared.config import UpstreamSettings
+from shared.config import UpstreamSettings, load_settings
 from shared.provider import OpenAIVideosProvider
 from shared.runtime import serve_app, service_runtime
 
@@ -14,7 +14,7 @@ SERVICE = "submitter"
 
 
 async def main() -> None:
-    settings, upstream = SubmitterSettings(), UpstreamSettings()
+    settings, upstream = load_settings(SubmitterSettings), load_settings(UpstreamSettings)
     async with (
         service_runtime(SERVICE, settings) as rt,
         OpenAIVideosProvider.client(

@@ -98,3 +98,11 @@ def load_registry(path: Path | None = None) -> Registry:
         return parse_registry(path.read_text(encoding="utf-8"))
     text = resources.files(__package__).joinpath("models.toml").read_text(encoding="utf-8")
     return parse_registry(text)
+
+
+def load_registry_or_exit(path: Path | None = None) -> Registry:
+    """For process entry points: a bad registry file stops the process with one clear line."""
+    try:
+        return load_registry(path)
+    except (RegistryError, OSError) as exc:
+        raise SystemExit(f"configuration error: registry {path or '(built-in)'}: {exc}") from None

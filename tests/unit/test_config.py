@@ -1,0 +1,40 @@
+"""Bad configuration stops a process with one clear line naming the variable."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.config import CommonSettings, ConfigError, S3Settings, load_settings
+from shared.registry import load_registry_or_exit
+
+
+def test_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIPLINE_HTTP_PORT", "eighty")
+    with pytest.raises(ConfigError, match="CLIPLINE_HTTP_PORT: Input should be a valid integer"):
+        load_settings(CommonSettings)
+
+
+def test_secret_values_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIPLINE_S3_SECRET_KEY", "s3cr3t-value")
+    settings = load_settings(S3Settings)
+    assert "s3cr3t-value" not in repr(settings)
+    assert settings.secret_key.get_secret_value() == "s3cr3t-value"
+
+
+def test_missing_registry_file_is_a_clear_exit(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="configuration error: registry"):
+        load_registry_or_exit(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("service", ["intake", "pricing_guard", "submitter", "poller", "storage"])
+def test_service_exits_cleanly_on_bad_config(service: str) -> None:
+    env = {"CLIPLINE_HTTP_PORT": "not-a-port", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-m", f"services.{service}"],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "configuration error: CLIPLINE_HTTP_PORT" in out.stderr
+    assert "Traceback" not in out.stderr
