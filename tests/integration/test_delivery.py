@@ -123,3 +123,49 @@ async def test_republished_event_is_stored_once(runtime: Runtime, nc: Client) ->
     assert json.loads(first.data)["event_id"] == event.event_id
     info = await js.stream_info(JOBS_STREAM_NAME, subjects_filter=event.subject)
     assert info.state.subjects == {event.subject: 1}
+
+
+async def test_replicas_share_one_durable_consumer(provisioned: str) -> None:
+    """Two processes' worth of brokers on one durable: each event handled once, both work."""
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    durable = f"test--{tenant}"
+    handled: dict[str, list[str]] = {"a": [], "b": []}
+    b_started = asyncio.Event()
+    all_done = asyncio.Event()
+    total = 12
+    replicas = [make_runtime("testsvc", provisioned, TracerProvider()) for _ in range(2)]
+
+    def subscribe(name: str, rt: Runtime) -> None:
+        router = rt.router()
+
+        @router.on_subject(
+            JobAdmittedV1.subject_filter(tenant), durable, batch_size=1, max_workers=1
+        )
+        async def handler(event: JobAdmittedV1) -> None:
+            handled[name].append(event.job_id)
+            if name == "b":
+                b_started.set()
+            elif len(handled["a"]) == 1:
+                # Replica a holds its first message until b has taken one: the work is shared.
+                await asyncio.wait_for(b_started.wait(), 20)
+            if sum(map(len, handled.values())) == total:
+                all_done.set()
+
+        rt.broker.include_router(router)
+
+    for name, rt in zip(("a", "b"), replicas, strict=True):
+        subscribe(name, rt)
+    try:
+        for rt in replicas:
+            await rt.broker.start()
+        events = [admitted(tenant) for _ in range(total)]
+        for event in events:
+            await replicas[0].emit(event)
+        await asyncio.wait_for(all_done.wait(), 30)
+    finally:
+        for rt in replicas:
+            await rt.broker.stop()
+    seen = handled["a"] + handled["b"]
+    assert sorted(seen) == sorted(e.job_id for e in events)  # each exactly once
+    assert handled["a"]
+    assert handled["b"]
