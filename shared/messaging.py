@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from faststream import AckPolicy
@@ -18,20 +20,45 @@ from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import DeliverPolicy
 from pydantic import ValidationError
 
-from shared.contracts.events import Event, JobFailedV1
-from shared.contracts.ids import derived_event_id
+from shared.contracts.events import (
+    EVENT_TYPES,
+    AssetRef,
+    Event,
+    InputReference,
+    JobSpec,
+    JobTimings,
+)
+from shared.contracts.jobs import JobRecordV1
 from shared.streams import JOBS, JOBS_STREAM_NAME
 
 log = logging.getLogger("clipline.messaging")
+CONTRACT_MODEL_NAMES = frozenset(
+    [e.__name__ for e in EVENT_TYPES]
+    + [m.__name__ for m in (JobRecordV1, JobSpec, AssetRef, JobTimings, InputReference)]
+)
 
-DEFAULT_MAX_DELIVER = 8
+DEFAULT_MAX_ERRORS = 8
 DEFAULT_ACK_WAIT_SECONDS = 60.0
 RETRY_BASE_SECONDS = 0.5
 RETRY_CAP_SECONDS = 30.0
+HEARTBEAT_SECONDS = 15.0
+UNLIMITED = -1
 
 
 class Emit(Protocol):
     async def __call__(self, event: Event) -> None: ...
+
+
+class Failures(Protocol):
+    """What the retry policy needs from the job store (implemented by shared.runtime.Runtime)."""
+
+    async def count_error(self, job_id: str, stage: str) -> int | None:
+        """Record one more handling error of `stage` for the job; the new count (None: no job)."""
+        ...
+
+    async def fail(
+        self, *, job_id: str, tenant: str, cause_id: str, reason: str, detail: str, stage: str
+    ) -> None: ...
 
 
 def broker_emitter(broker: NatsBroker) -> Emit:
@@ -55,19 +82,19 @@ def retry_delay(attempt: int) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Consumer:
-    """A durable consumer's delivery limits, known to the retry middleware by durable name."""
+    """A durable consumer's error budget, known to the retry middleware by durable name."""
 
     durable: str
-    max_deliver: int
+    max_errors: int
 
 
 class ServiceRouter(NatsRouter):
     """A router whose subscribers follow the house rules (durable pull, explicit limits, ack)."""
 
     def __init__(self, service: str, consumers: dict[str, Consumer] | None = None) -> None:
-        # Ack after the handler; errors become delayed naks in RetryMiddleware, never a silent
-        # terminate (REJECT_ON_ERROR) nor an immediate hot-loop redelivery (NACK_ON_ERROR).
-        super().__init__(ack_policy=AckPolicy.ACK)
+        # RetryMiddleware turns every handler error into a delayed nak or a recorded failure;
+        # NACK_ON_ERROR is only the backstop should anything escape it (never ack on error).
+        super().__init__(ack_policy=AckPolicy.NACK_ON_ERROR)
         self.service = service
         self.consumers: dict[str, Consumer] = {} if consumers is None else consumers
 
@@ -75,7 +102,7 @@ class ServiceRouter(NatsRouter):
         self,
         event: type[Event],
         *,
-        max_deliver: int = DEFAULT_MAX_DELIVER,
+        max_errors: int = DEFAULT_MAX_ERRORS,
         ack_wait: float = DEFAULT_ACK_WAIT_SECONDS,
         batch_size: int = 8,
         max_workers: int = 8,
@@ -84,7 +111,7 @@ class ServiceRouter(NatsRouter):
         return self.on_subject(
             event.subject_filter(),
             event.durable(self.service),
-            max_deliver=max_deliver,
+            max_errors=max_errors,
             ack_wait=ack_wait,
             batch_size=batch_size,
             max_workers=max_workers,
@@ -95,24 +122,27 @@ class ServiceRouter(NatsRouter):
         subject: str,
         durable: str,
         *,
-        max_deliver: int = DEFAULT_MAX_DELIVER,
+        max_errors: int = DEFAULT_MAX_ERRORS,
         ack_wait: float = DEFAULT_ACK_WAIT_SECONDS,
         batch_size: int = 8,
         max_workers: int = 8,
     ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
-        self.consumers[durable] = Consumer(durable, max_deliver)
+        """`max_errors` bounds handler errors per job; deliveries themselves are unlimited, so
+        JetStream never drops a message on its own (waits such as 429s or polls are not errors).
+        """
+        self.consumers[durable] = Consumer(durable, max_errors)
         return self.subscriber(
             subject,
             stream=JOBS,
             durable=durable,
-            pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
+            pull_sub=PullSub(batch_size=min(batch_size, max_workers), timeout=1.0),
             max_workers=max_workers,
             config=ConsumerConfig(
                 durable_name=durable,
                 ack_policy=JsAckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 ack_wait=ack_wait,
-                max_deliver=max_deliver,
+                max_deliver=UNLIMITED,
             ),
         )
 
@@ -130,39 +160,59 @@ def _job_of(body: bytes) -> tuple[str, str] | None:
     return None
 
 
+def _is_decode_error(exc: ValidationError) -> bool:
+    """FastStream validates the incoming body against a model named after the handler
+    (`on_<event>`); errors from clipline's own models (corrupt state, a bug) are not poison."""
+    return exc.title not in CONTRACT_MODEL_NAMES
+
+
 def retry_middleware(
-    service: str, consumers: dict[str, Consumer], emit: Emit
+    service: str, consumers: dict[str, Consumer], failures: Failures
 ) -> Callable[..., BaseMiddleware]:
     """Broker middleware for the house delivery policy.
 
-    - handler error: nak with exponential delay (the message comes back later);
-    - last allowed delivery fails, or the payload is undecodable (poison): the job is failed
-      with a reason (so no job silently disappears), then the message is terminated.
+    - handler error: counted on the job record, then a nak with exponential delay;
+    - the job's error budget is spent, or the body is undecodable (poison): the job is failed
+      with a reason (record and event, so no job silently disappears), then the message is
+      terminated. If even that fails, the message is nak'ed and the decision is retried.
     """
 
-    async def fail_job(msg: NatsMessage, reason: str, detail: str) -> None:
+    async def give_up(msg: NatsMessage, reason: str, detail: str) -> None:
         ids = _job_of(msg.body)
         if ids is None:
-            log.error(
-                "%s: dropping undecodable message on %s: %s",
-                service,
-                msg.raw_message.subject,
-                detail,
-            )
+            log.error("%s: undecodable message dropped: %s", service, detail)
             return
         job_id, tenant = ids
         cause = msg.headers.get("Nats-Msg-Id") or f"{msg.raw_message.subject}:{msg.message_id}"
-        await emit(
-            JobFailedV1(
-                event_id=derived_event_id(cause, "failed", service),
-                occurred_at=datetime.now(UTC),
-                job_id=job_id,
-                tenant=tenant,
-                reason=reason,
-                detail=detail[:500],
-                stage=service,
-            )
-        )
+        await failures.fail(
+            job_id=job_id, tenant=tenant, cause_id=cause, reason=reason, detail=detail[:500],
+            stage=service,
+        )  # fmt: skip
+
+    async def attempt_count(msg: NatsMessage) -> int:
+        ids = _job_of(msg.body)
+        counted = await failures.count_error(ids[0], service) if ids else None
+        return counted if counted is not None else int(msg.raw_message.metadata.num_delivered)
+
+    async def decide(msg: NatsMessage, exc: Exception) -> HandlerException:
+        subject = msg.raw_message.subject
+        if isinstance(exc, ValidationError) and _is_decode_error(exc):
+            log.error("%s: poison message on %s: %s", service, subject, exc)
+            await give_up(msg, "poison_message", f"undecodable event: {exc}")
+            return RejectMessage()
+        attempt = await attempt_count(msg)
+        consumer = consumers.get(msg.raw_message.metadata.consumer or "")
+        limit = consumer.max_errors if consumer else DEFAULT_MAX_ERRORS
+        if attempt >= limit:
+            log.error("%s: gave up on %s after %d errors: %r", service, subject, attempt, exc)
+            await give_up(msg, "retries_exhausted", f"{type(exc).__name__}: {exc}")
+            return RejectMessage()
+        delay = retry_delay(attempt)
+        log.warning(
+            "%s: error %d on %s (%s: %s); retry in %.1fs",
+            service, attempt, subject, type(exc).__name__, exc, delay,
+        )  # fmt: skip
+        return NackMessage(delay=delay)
 
     class RetryMiddleware(BaseMiddleware):
         async def consume_scope(self, call_next: Any, msg: Any) -> Any:
@@ -170,37 +220,33 @@ def retry_middleware(
                 return await call_next(msg)
             except HandlerException:
                 raise
-            except ValidationError as exc:
-                log.error("%s: poison message on %s: %s", service, msg.raw_message.subject, exc)
-                await fail_job(msg, "poison_message", f"undecodable event: {exc}")
-                raise RejectMessage from exc
             except Exception as exc:
-                meta = msg.raw_message.metadata
-                attempt = int(meta.num_delivered)
-                consumer = consumers.get(meta.consumer)
-                limit = consumer.max_deliver if consumer else DEFAULT_MAX_DELIVER
-                if limit > 0 and attempt >= limit:
-                    log.exception(
-                        "%s: giving up on %s after %d attempts",
-                        service,
-                        msg.raw_message.subject,
-                        attempt,
-                    )
-                    await fail_job(msg, "retries_exhausted", f"{type(exc).__name__}: {exc}")
-                    raise RejectMessage from exc
-                delay = retry_delay(attempt)
-                log.warning(
-                    "%s: attempt %d on %s failed (%s: %s); retry in %.1fs",
-                    service,
-                    attempt,
-                    msg.raw_message.subject,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                raise NackMessage(delay=delay) from exc
+                try:
+                    outcome = await decide(msg, exc)
+                except Exception as inner:
+                    log.exception("%s: could not record the failure; retrying later", service)
+                    raise NackMessage(delay=RETRY_CAP_SECONDS) from inner
+                raise outcome from exc
 
     def factory(msg: Any, /, *, context: Any) -> BaseMiddleware:
         return RetryMiddleware(msg, context=context)
 
     return factory
+
+
+@asynccontextmanager
+async def heartbeat(msg: NatsMessage, every: float = HEARTBEAT_SECONDS) -> AsyncIterator[None]:
+    """Tell JetStream the message is still being worked on, so long work is not redelivered."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)  # a timer, not synchronisation
+            await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import nats
@@ -20,7 +21,9 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from shared import telemetry
 from shared.config import CommonSettings
-from shared.contracts.events import Event
+from shared.contracts.events import JobFailedV1
+from shared.contracts.ids import derived_event_id
+from shared.contracts.jobs import JobRecordV1, JobStatus, count_error, transition
 from shared.inputs import InputStore, ObjectInputStore
 from shared.jobstore import JobStore, KvJobStore
 from shared.messaging import Consumer, Emit, ServiceRouter, broker_emitter, retry_middleware
@@ -31,7 +34,7 @@ log = logging.getLogger("clipline.runtime")
 
 @dataclass
 class Runtime:
-    """What every service's wiring gets: a broker, an emitter and the job store."""
+    """What every service's wiring gets: a broker, an emitter, the job store and input images."""
 
     service: str
     broker: NatsBroker
@@ -44,25 +47,74 @@ class Runtime:
         """A router whose consumer limits the retry middleware knows about."""
         return ServiceRouter(self.service, self.consumers)
 
+    async def advance(self, job_id: str, status: JobStatus, **changes: Any) -> JobRecordV1 | None:
+        """Move the job to `status`. Returns the record when the job is now at `status` (by this
+        call or an earlier delivery of the same event), None when it is elsewhere: then the
+        caller must not announce the step again (the job went on, or ended)."""
+        now = datetime.now(UTC)
+        applied = await self.jobs.update(
+            job_id, lambda r: r and transition(r, status, now, **changes)
+        )
+        if applied is not None:
+            return applied
+        current = await self.jobs.get(job_id)
+        return current if current is not None and current.status == status else None
+
+    async def count_error(self, job_id: str, stage: str) -> int | None:
+        updated = await self.jobs.update(job_id, lambda r: r and count_error(r, stage))
+        return updated.errors[stage] if updated else None
+
+    async def fail(
+        self,
+        *,
+        job_id: str,
+        tenant: str,
+        cause_id: str,
+        reason: str,
+        detail: str,
+        stage: str,
+        upstream_id: str | None = None,
+    ) -> None:
+        """End the job as failed: record first, then the event (unless it already ended)."""
+        record = await self.advance(job_id, JobStatus.FAILED, reason=reason, detail=detail)
+        if record is None and await self.jobs.get(job_id) is not None:
+            return  # completed or rejected meanwhile: nothing to fail
+        await self.emit(
+            JobFailedV1(
+                event_id=derived_event_id(cause_id, "failed", stage),
+                occurred_at=datetime.now(UTC),
+                job_id=job_id,
+                tenant=tenant,
+                reason=reason,
+                detail=detail,
+                stage=stage,
+                upstream_id=upstream_id,
+            )
+        )
+
 
 def make_runtime(service: str, nats_url: str, tracer_provider: TracerProvider) -> Runtime:
     """Build (not connect) the broker with telemetry and the house retry policy."""
     consumers: dict[str, Consumer] = {}
-    emit_ref: list[Emit] = []
+    runtime_ref: list[Runtime] = []
 
-    async def emit_later(event: Event) -> None:
-        await emit_ref[0](event)
+    class LateFailures:
+        """The middleware is built with the broker, before the Runtime that implements it."""
+
+        async def count_error(self, job_id: str, stage: str) -> int | None:
+            return await runtime_ref[0].count_error(job_id, stage)
+
+        async def fail(self, **kwargs: Any) -> None:
+            await runtime_ref[0].fail(**kwargs)
 
     broker = NatsBroker(
         nats_url,
         middlewares=[
             NatsTelemetryMiddleware(tracer_provider=tracer_provider),
-            retry_middleware(service, consumers, emit_later),
+            retry_middleware(service, consumers, LateFailures()),
         ],
         max_reconnect_attempts=-1,
     )
-    emit = broker_emitter(broker)
-    emit_ref.append(emit)
     kv_cache: list[KeyValue] = []
 
     async def jobs_kv() -> KeyValue:
@@ -77,9 +129,16 @@ def make_runtime(service: str, nats_url: str, tracer_provider: TracerProvider) -
             obs_cache.append(await broker.object_storage(INPUTS_BUCKET, declare=False))
         return obs_cache[0]
 
-    return Runtime(
-        service, broker, emit, KvJobStore(jobs_kv), ObjectInputStore(inputs_obs), consumers
+    runtime = Runtime(
+        service,
+        broker,
+        broker_emitter(broker),
+        KvJobStore(jobs_kv),
+        ObjectInputStore(inputs_obs),
+        consumers,
     )
+    runtime_ref.append(runtime)
+    return runtime
 
 
 async def provision(nats_url: str) -> None:

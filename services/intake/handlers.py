@@ -65,8 +65,9 @@ async def take_request(
     if image is not None:
         await reject(rt, tenant, job_id, image, cause)
         return
-    spec = await _spec(rt, decision, job_id)
+    spec = await _spec(rt, decision)
     fingerprint = request_hash(decision.fingerprint)
+    key = decision.idempotency_key or f"auto:{cause}"
     outcome: list[New | Repeat | Conflict] = []
 
     def record(current: JobRecordV1 | None) -> JobRecordV1 | None:
@@ -78,7 +79,7 @@ async def take_request(
             tenant=tenant,
             status=JobStatus.ACCEPTED,
             spec=spec,
-            idempotency_key=decision.idempotency_key or f"auto:{cause}",
+            idempotency_key=key,
             request_hash=fingerprint,
             trace_id=current_trace_id(),
             history={JobStatus.ACCEPTED.value: now},
@@ -87,14 +88,19 @@ async def take_request(
     await rt.jobs.update(job_id, record)
     match outcome[0]:
         case New() | Repeat():
+            # A retry announces the job again only while nothing downstream has taken it yet;
+            # later, the record already tells its state and a re-run would duplicate work.
+            current = await rt.jobs.get(job_id)
+            if current is None or current.status != JobStatus.ACCEPTED:
+                return
             await rt.emit(
                 JobAcceptedV1(
                     event_id=derived_event_id(job_id, "accepted"),
                     occurred_at=now,
                     job_id=job_id,
                     tenant=tenant,
-                    spec=spec,
-                    idempotency_key=decision.idempotency_key or f"auto:{cause}",
+                    spec=current.spec,
+                    idempotency_key=key,
                 )
             )
         case Conflict(detail=detail):
@@ -111,17 +117,22 @@ async def check_input_image(valid: Valid) -> Invalid | None:
     return check_image(image, facts, valid.spec.size)
 
 
-async def _spec(rt: Runtime, valid: Valid, job_id: str) -> JobSpec:
-    """The contract spec; an input image goes to the object store and the spec references it."""
+async def _spec(rt: Runtime, valid: Valid) -> JobSpec:
+    """The contract spec; an input image goes to the object store and the spec references it.
+
+    Images are named by tenant and content hash, so a conflicting request can never replace the
+    image of an existing job, and storing the same image again changes nothing."""
     s = valid.spec
     reference = None
     if s.image is not None:
-        await rt.inputs.put(job_id, s.image.data)  # same name on redelivery: idempotent
+        digest = hashlib.sha256(s.image.data).hexdigest()
+        name = f"{valid.tenant}/{digest}"
+        await rt.inputs.put(name, s.image.data)
         reference = InputReference(
-            object_name=job_id,
+            object_name=name,
             content_type=s.image.declared_type,
             size_bytes=len(s.image.data),
-            sha256=hashlib.sha256(s.image.data).hexdigest(),
+            sha256=digest,
         )
     return JobSpec(
         model=s.model, size=s.size, seconds=s.seconds, prompt=s.prompt, input_reference=reference
@@ -148,7 +159,8 @@ def build_router(rt: Runtime, registry: Registry) -> ServiceRouter:
     @router.on_subject(f"{REQUEST_SUBJECT_PREFIX}.>", DURABLE)
     async def on_job_requested(msg: NatsMessage) -> None:
         raw = msg.raw_message
-        cause = msg.headers.get("Nats-Msg-Id") or f"seq:{raw.metadata.sequence.stream}"
-        await take_request(rt, registry, msg.body, tenant_of(raw.subject), cause)
+        tenant = tenant_of(raw.subject)
+        msg_id = msg.headers.get("Nats-Msg-Id") or f"seq:{raw.metadata.sequence.stream}"
+        await take_request(rt, registry, msg.body, tenant, f"{tenant}:{msg_id}")
 
     return router

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from services.intake.domain import Invalid, Valid, decode, validate
 from services.intake.handlers import check_input_image, job_id_of
 from shared.contracts import request_subject
+from shared.contracts.ids import JOB_ID_RE
 from shared.jobstore import JobStore, request_hash
 from shared.registry import Registry
 from shared.runtime import Runtime
@@ -23,6 +24,19 @@ def _error(status: int, reason: str, detail: str, field: str | None = None) -> J
     return JSONResponse({"error": {"reason": reason, "detail": detail, "field": field}}, status)
 
 
+async def read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it grows past `limit` (never buffers more than that)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 def build_http(rt: Runtime, registry: Registry, default_tenant: str) -> FastAPI:
     api = FastAPI(title="clipline intake", openapi_url="/v1/openapi.json", docs_url=None)
     jobs: JobStore = rt.jobs
@@ -33,8 +47,8 @@ def build_http(rt: Runtime, registry: Registry, default_tenant: str) -> FastAPI:
         idempotency_key: str | None = Header(default=None),
         x_clipline_tenant: str | None = Header(default=None),
     ) -> JSONResponse:
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
+        raw = await read_limited(request, MAX_BODY_BYTES)
+        if raw is None:
             return _error(413, "invalid_request", f"body exceeds {MAX_BODY_BYTES} bytes")
         body = decode(raw)
         tenant = x_clipline_tenant or (
@@ -67,6 +81,8 @@ def build_http(rt: Runtime, registry: Registry, default_tenant: str) -> FastAPI:
 
     @api.get("/v1/jobs/{job_id}")
     async def get_job(job_id: str) -> JSONResponse:
+        if not JOB_ID_RE.match(job_id):
+            return _error(404, "not_found", f"no job {job_id!r}")
         record = await jobs.get(job_id)
         if record is None:
             return _error(404, "not_found", f"no job {job_id}")

@@ -12,6 +12,11 @@ class PollPolicy:
     max_delay: float
     deadline: float
 
+    def clamp(self, delay: float | None) -> float:
+        """A delay (server hint or default) within [min_delay, max_delay]."""
+        chosen = self.default_delay if delay is None else delay
+        return min(self.max_delay, max(self.min_delay, chosen))
+
 
 @dataclass(frozen=True, slots=True)
 class Pending:
@@ -32,8 +37,14 @@ class Failed:
 
 def next_poll_delay(policy: PollPolicy, server_hint: float | None) -> float:
     """The server's openai-poll-after-ms when given, else the default; clamped to the policy."""
-    delay = policy.default_delay if server_hint is None else server_hint
-    return min(policy.max_delay, max(policy.min_delay, delay))
+    return policy.clamp(server_hint)
+
+
+def overdue(policy: PollPolicy, waited: float) -> Failed | None:
+    """A job unfinished `waited` seconds after submission fails once past the deadline."""
+    if waited > policy.deadline:
+        return Failed("upstream_timeout", f"not finished {waited:.0f}s after submission")
+    return None
 
 
 def assess(
@@ -53,6 +64,6 @@ def assess(
         return Failed(code, message)
     if status not in ("queued", "in_progress"):
         return Failed("upstream_protocol", f"unknown upstream status {status!r}")
-    if waited > policy.deadline:
-        return Failed("upstream_timeout", f"not finished {waited:.0f}s after submission")
+    if (late := overdue(policy, waited)) is not None:
+        return late
     return Pending(max(0, min(99, progress)), next_poll_delay(policy, server_hint))

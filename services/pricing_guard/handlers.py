@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from services.pricing_guard.domain import Admitted, Refused, final_charge, price
 from shared.contracts import (
     JobAcceptedV1,
@@ -12,7 +10,6 @@ from shared.contracts import (
     JobFailedV1,
     JobRejectedV1,
     JobStatus,
-    transition,
 )
 from shared.contracts.jobs import settle
 from shared.messaging import ServiceRouter
@@ -28,24 +25,15 @@ def build_router(rt: Runtime, registry: Registry) -> ServiceRouter:
     @router.on(JobAcceptedV1)
     async def on_job_accepted(event: JobAcceptedV1) -> None:
         spec = event.spec
-        now = datetime.now(UTC)
         match price(registry, spec.model, spec.size, spec.seconds):
             case Admitted(cost_micros=cost):
-                await rt.jobs.update(
-                    event.job_id,
-                    lambda r: r and transition(r, JobStatus.ADMITTED, now, cost_micros=cost),
-                )
-                await rt.emit(JobAdmittedV1.caused_by(event, spec=spec, cost_micros=cost))
+                if await rt.advance(event.job_id, JobStatus.ADMITTED, cost_micros=cost):
+                    await rt.emit(JobAdmittedV1.caused_by(event, spec=spec, cost_micros=cost))
             case Refused(reason=reason, detail=detail):
-                await rt.jobs.update(
-                    event.job_id,
-                    lambda r: (
-                        r and transition(r, JobStatus.REJECTED, now, reason=reason, detail=detail)
-                    ),
-                )
-                await rt.emit(
-                    JobRejectedV1.caused_by(event, reason=reason, detail=detail, stage=SERVICE)
-                )
+                if await rt.advance(event.job_id, JobStatus.REJECTED, reason=reason, detail=detail):
+                    await rt.emit(
+                        JobRejectedV1.caused_by(event, reason=reason, detail=detail, stage=SERVICE)
+                    )
 
     @router.on(JobCompletedV1)
     async def on_job_completed(event: JobCompletedV1) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import queue
+import threading
 from collections.abc import AsyncIterator
 from typing import BinaryIO, cast
 
@@ -13,21 +14,35 @@ from minio import Minio
 from services.storage.ports import Stored
 
 _END = b""
+_QUEUE_CHUNKS = 4  # chunks buffered between download and upload: memory stays bounded
+_POLL_SECONDS = 0.5
+
+
+class UploadAbortedError(ConnectionAbortedError):
+    """The source stream failed or was cancelled; minio aborts the multipart upload on it."""
 
 
 class _QueueReader:
     """A blocking file-like `read(n)` over chunks fed from the event loop (bounded queue)."""
 
-    def __init__(self, q: queue.Queue[bytes | BaseException]) -> None:
+    def __init__(self, q: queue.Queue[bytes], aborted: threading.Event) -> None:
         self._q = q
+        self._aborted = aborted
         self._buf = bytearray()
         self._done = False
 
+    def _next(self) -> bytes:
+        while True:
+            if self._aborted.is_set():
+                raise UploadAbortedError("source stream failed")
+            try:
+                return self._q.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                continue
+
     def read(self, n: int = -1) -> bytes:
         while not self._done and (n < 0 or len(self._buf) < n):
-            item = self._q.get()
-            if isinstance(item, BaseException):
-                raise item
+            item = self._next()
             if item == _END:
                 self._done = True
                 break
@@ -52,7 +67,8 @@ class S3AssetStore:
         await asyncio.to_thread(make)
 
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
-        q: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=4)
+        q: queue.Queue[bytes] = queue.Queue(maxsize=_QUEUE_CHUNKS)
+        aborted = threading.Event()
         digest = hashlib.sha256()
         size = 0
         upload = asyncio.create_task(
@@ -60,17 +76,18 @@ class S3AssetStore:
                 self._client.put_object,
                 self._bucket,
                 key,
-                cast("BinaryIO", _QueueReader(q)),
+                cast("BinaryIO", _QueueReader(q, aborted)),
                 length=-1,
                 part_size=self._part_size,
                 content_type=content_type,
             )
         )
 
-        async def feed(item: bytes | BaseException) -> None:
+        async def feed(item: bytes) -> None:
             while True:
                 if upload.done():
-                    return  # the upload failed; its exception is raised below
+                    await upload  # the upload ended early: raise its error, stop downloading
+                    raise UploadAbortedError("upload ended before its input")
                 try:
                     q.put_nowait(item)
                     return
@@ -83,10 +100,12 @@ class S3AssetStore:
                     digest.update(chunk)
                     size += len(chunk)
                     await feed(chunk)
-        except BaseException as exc:
-            await feed(exc)
-            await asyncio.gather(upload, return_exceptions=True)
+            await feed(_END)
+            await upload
+        except BaseException:
+            # Failure or cancellation: stop the thread (it aborts the multipart upload) and
+            # wait for it, so no thread outlives the handler.
+            aborted.set()
+            await asyncio.shield(asyncio.gather(upload, return_exceptions=True))
             raise
-        await feed(_END)
-        await upload
         return Stored(self._bucket, key, size, digest.hexdigest())

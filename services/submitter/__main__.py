@@ -21,7 +21,12 @@ async def main() -> None:
             upstream.base_url, upstream.api_key.get_secret_value(), upstream.timeout_seconds
         ) as http,
     ):
-        app = build_app(rt, OpenAIVideosProvider(http), settings.max_attempts)
+        app = build_app(
+            rt,
+            OpenAIVideosProvider(http),
+            settings.max_attempts,
+            settings.submit_deadline_seconds,
+        )
         await serve_app(app, settings)
 
 

@@ -9,6 +9,8 @@ from shared.provider import VideoProvider
 from shared.runtime import Runtime, make_asgi
 
 
-def build_app(rt: Runtime, provider: VideoProvider, max_attempts: int) -> AsgiFastStream:
-    rt.broker.include_router(build_router(rt, provider, max_attempts))
+def build_app(
+    rt: Runtime, provider: VideoProvider, max_attempts: int, deadline: float
+) -> AsgiFastStream:
+    rt.broker.include_router(build_router(rt, provider, max_attempts, deadline))
     return make_asgi(rt)

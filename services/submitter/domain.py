@@ -15,7 +15,7 @@ class Submit:
 
 @dataclass(frozen=True, slots=True)
 class Resend:
-    """Already created upstream (a redelivery): announce it again, create nothing."""
+    """Already created upstream and not yet picked up: announce it again, create nothing."""
 
     upstream_id: str
 
@@ -25,12 +25,30 @@ class Skip:
     """The job ended or moved on meanwhile; nothing to do."""
 
 
-def plan(status: str | None, upstream_id: str | None, terminal: bool) -> Submit | Resend | Skip:
-    """What to do with an admitted job given its recorded state."""
-    if upstream_id:
-        return Resend(upstream_id)
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """Admitted too long ago without getting upstream (a rate limit that never lifted)."""
+
+    detail: str
+
+
+def plan(
+    status: str | None,
+    upstream_id: str | None,
+    terminal: bool,
+    *,
+    waited: float,
+    deadline: float,
+) -> Submit | Resend | Skip | Expired:
+    """What to do with an admitted job given its recorded state, `waited` s after admission."""
     if status is None or terminal:
         return Skip()
+    if upstream_id:
+        return Resend(upstream_id) if status == "submitted" else Skip()
+    if status != "admitted":
+        return Skip()
+    if waited > deadline:
+        return Expired(f"not submitted within {deadline:.0f}s of admission")
     return Submit()
 
 

@@ -8,4 +8,6 @@ from shared.config import CommonSettings
 class SubmitterSettings(CommonSettings):
     http_port: int = 8082
     max_attempts: int = 10
-    """Deliveries of one admitted job before it fails with retries_exhausted."""
+    """Handling errors (5xx, timeouts) of one job before it fails with retries_exhausted."""
+    submit_deadline_seconds: float = 6 * 3600.0
+    """A job still waiting for upstream capacity (429s) this long after admission fails."""

@@ -56,6 +56,8 @@ class JobRecordV1(BaseModel):
     reason: str | None = None
     detail: str | None = None
     history: dict[str, datetime] = {}
+    errors: dict[str, int] = {}
+    """Handling errors so far, per stage: the retry budget survives redeliveries and crashes."""
 
     @property
     def terminal(self) -> bool:
@@ -88,3 +90,10 @@ def settle(record: JobRecordV1, charged_micros: int) -> JobRecordV1 | None:
     if not record.terminal or record.charged_micros is not None:
         return None
     return record.model_copy(update={"charged_micros": charged_micros})
+
+
+def count_error(record: JobRecordV1, stage: str) -> JobRecordV1:
+    """The record with one more handling error counted for `stage`."""
+    errors = dict(record.errors)
+    errors[stage] = errors.get(stage, 0) + 1
+    return record.model_copy(update={"errors": errors})

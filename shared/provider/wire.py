@@ -6,7 +6,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
 Variant = Literal["video", "thumbnail", "spritesheet"]
 VARIANTS: tuple[Variant, ...] = ("video", "thumbnail", "spritesheet")
 
@@ -19,21 +18,23 @@ class UpstreamError(BaseModel):
 
 
 class UpstreamVideo(BaseModel):
-    """The `Video` object. Guide examples omit nullable keys, so they default to None."""
+    """The `Video` object, read tolerantly: guide examples omit keys, so only `id` and `status`
+    are required, and `status` is any string (gateways report e.g. `expired`): what an
+    unknown status means is the poller's decision, not a parse error."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: str
-    object: Literal["video"] = "video"
-    model: str
-    status: VideoStatus
+    object: str = "video"
+    model: str | None = None
+    status: str
     progress: int = 0
-    created_at: int
+    created_at: int | None = None
     completed_at: int | None = None
     expires_at: int | None = None
     prompt: str | None = None
-    size: str
-    seconds: str
+    size: str | None = None
+    seconds: str | None = None
     remixed_from_video_id: str | None = None
     error: UpstreamError | None = None
 

@@ -10,14 +10,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from faststream.exceptions import NackMessage
 from nats.aio.client import Client
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared.contracts import JobAdmittedV1, JobSpec
+from shared.contracts import JobAdmittedV1, JobRecordV1, JobSpec, JobStatus
 from shared.runtime import Runtime, make_runtime
 from shared.streams import JOBS_STREAM_NAME
 
 pytestmark = pytest.mark.integration
+
+
+def record_for(event: JobAdmittedV1) -> JobRecordV1:
+    return JobRecordV1(
+        job_id=event.job_id, tenant=event.tenant, status=JobStatus.ADMITTED, spec=event.spec,
+        idempotency_key="k", request_hash="h", cost_micros=event.cost_micros,
+    )  # fmt: skip
 
 
 def admitted(tenant: str) -> JobAdmittedV1:
@@ -51,7 +59,7 @@ async def test_failure_is_retried_later_not_at_once(runtime: Runtime, nc: Client
     done = asyncio.Event()
     router = runtime.router()
 
-    @router.on_subject(JobAdmittedV1.subject_filter(tenant), f"test--{tenant}", max_deliver=5)
+    @router.on_subject(JobAdmittedV1.subject_filter(tenant), f"test--{tenant}", max_errors=5)
     async def handler(event: JobAdmittedV1) -> None:
         seen.append(time.monotonic())
         if len(seen) < 3:
@@ -75,7 +83,7 @@ async def test_exhausted_retries_fail_the_job_visibly(runtime: Runtime, nc: Clie
     router = runtime.router()
     calls: list[int] = []
 
-    @router.on_subject(JobAdmittedV1.subject_filter(tenant), f"test--{tenant}", max_deliver=2)
+    @router.on_subject(JobAdmittedV1.subject_filter(tenant), f"test--{tenant}", max_errors=2)
     async def handler(event: JobAdmittedV1) -> None:
         calls.append(1)
         raise RuntimeError("always broken")
@@ -89,6 +97,36 @@ async def test_exhausted_retries_fail_the_job_visibly(runtime: Runtime, nc: Clie
     assert got["reason"] == "retries_exhausted"
     assert "always broken" in got["detail"]
     assert len(calls) == 2
+
+
+async def test_error_budget_is_kept_on_the_record_and_the_record_ends_failed(
+    runtime: Runtime, nc: Client
+) -> None:
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    failed = await collect(nc, f"clipline.job.failed.v1.{tenant}.*")
+    router = runtime.router()
+    waits: list[int] = []
+
+    @router.on_subject(JobAdmittedV1.subject_filter(tenant), f"test--{tenant}", max_errors=2)
+    async def handler(event: JobAdmittedV1) -> None:
+        if len(waits) < 3:
+            waits.append(1)  # e.g. a 429: waiting is not an error and spends no budget
+            raise NackMessage(delay=0.05)
+        raise RuntimeError("upstream 503")
+
+    runtime.broker.include_router(router)
+    event = admitted(tenant)
+    await runtime.broker.start()
+    await runtime.jobs.update(event.job_id, lambda _: record_for(event))
+    await runtime.emit(event)
+    got = await asyncio.wait_for(failed.get(), 20)
+    assert got["reason"] == "retries_exhausted"
+    record = await runtime.jobs.get(event.job_id)
+    assert record is not None
+    assert record.status == JobStatus.FAILED
+    assert record.reason == "retries_exhausted"
+    assert record.errors == {"testsvc": 2}
+    assert len(waits) == 3
 
 
 async def test_poison_message_fails_job_with_reason(runtime: Runtime, nc: Client) -> None:

@@ -54,6 +54,16 @@ async def test_create_sends_the_documented_json_and_ids() -> None:
     assert req.headers["Authorization"] == "Bearer sk-test"
 
 
+async def test_unknown_status_and_missing_keys_still_parse() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"id": "video_x", "status": "expired"})
+
+    video, hint = await provider(handler).retrieve("video_x")
+    assert video.status == "expired"
+    assert not video.terminal
+    assert hint is None
+
+
 async def test_retrieve_reads_poll_hint_and_tolerates_missing_nullable_keys() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=VIDEO, headers={"openai-poll-after-ms": "1500"})
@@ -97,10 +107,16 @@ async def test_errors_are_typed(
 
 async def test_malformed_and_network_failures() -> None:
     def bad_body(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"id": "video_x", "status": "weird"})
+        return httpx.Response(200, json={"id": "video_x", "progress": "lots"})
 
     with pytest.raises(ProviderMalformedResponse):
         await provider(bad_body).retrieve("video_x")
+
+    def not_json(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"<html>gateway error</html>")
+
+    with pytest.raises(ProviderMalformedResponse):
+        await provider(not_json).retrieve("video_x")
 
     def dropped(request: httpx.Request) -> httpx.Response:
         raise httpx.RemoteProtocolError("server disconnected", request=request)

@@ -4,10 +4,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.poller.domain import Failed, Generated, Pending, PollPolicy, assess, next_poll_delay
+from services.poller.domain import (
+    Failed,
+    Generated,
+    Pending,
+    PollPolicy,
+    assess,
+    next_poll_delay,
+    overdue,
+)
 from services.pricing_guard.domain import Admitted, Refused, final_charge, price
 from services.storage.domain import object_key, timings
-from services.submitter.domain import Resend, Skip, Submit, plan, rate_limit_delay
+from services.submitter.domain import Expired, Resend, Skip, Submit, plan, rate_limit_delay
 from shared.registry import load_registry
 
 REG = load_registry()
@@ -39,16 +47,31 @@ def test_final_charge() -> None:
 
 
 def test_submit_plan() -> None:
-    assert plan("admitted", None, False) == Submit()
-    assert plan("submitted", "video_1", False) == Resend("video_1")
-    assert plan("failed", None, True) == Skip()
-    assert plan(None, None, False) == Skip()
+    kw = {"waited": 10.0, "deadline": 60.0}
+    assert plan("admitted", None, False, **kw) == Submit()
+    assert plan("submitted", "video_1", False, **kw) == Resend("video_1")
+    # Picked up by the poller already: announcing "submitted" again would re-run polling.
+    assert plan("generating", "video_1", False, **kw) == Skip()
+    assert plan("failed", None, True, **kw) == Skip()
+    assert plan(None, None, False, **kw) == Skip()
+    assert plan("accepted", None, False, **kw) == Skip()
+    expired = plan("admitted", None, False, waited=61.0, deadline=60.0)
+    assert isinstance(expired, Expired)
 
 
 def test_rate_limit_delay_is_bounded() -> None:
     assert rate_limit_delay(None) == 1.0
     assert rate_limit_delay(2.5) == 2.5
     assert rate_limit_delay(10_000) == 120.0
+
+
+def test_overdue_and_clamp() -> None:
+    assert overdue(POLICY, 3600.0) is None
+    late = overdue(POLICY, 3600.5)
+    assert isinstance(late, Failed)
+    assert late.reason == "upstream_timeout"
+    assert POLICY.clamp(86_400.0) == 30.0
+    assert POLICY.clamp(None) == 5.0
 
 
 def test_poll_delay_prefers_server_hint_within_bounds() -> None:
