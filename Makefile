@@ -8,7 +8,7 @@ MODEL ?= sora-2
 SIZE ?= 1280x720
 DURATION ?= 4
 
-.PHONY: install system-deps run up down status test unit integration e2e lint typecheck format schemas bench clean
+.PHONY: install system-deps run up down status test unit integration e2e lint typecheck format schemas clean
 
 install: $(VENV)/.installed system-deps
 
@@ -65,9 +65,6 @@ typecheck: install
 
 schemas: install
 	$(BIN)/python -m shared.contracts.schema_files
-
-bench: install
-	$(BIN)/python -m bench.simulator
 
 clean:
 	-$(BIN)/clipline down

@@ -15,8 +15,8 @@ import httpx
 import nats
 
 from clipline.servers import ServerError
-from clipline.stack import StackOptions, StackState, default_home, down, require, up
-from clipline.verify import verify_video
+from clipline.stack import ProcInfo, StackOptions, StackState, default_home, down, require, up
+from clipline.verify import VerificationError, verify_video
 from shared.contracts import Event, JobRecordV1
 from shared.contracts.ids import job_id_for
 
@@ -160,7 +160,11 @@ def _report(
     print(f"trace id: {trace_id}")
     if args.verify:
         video = next(a for a in record.assets if a.variant == "video")
-        report = verify_video(state, video.bucket, video.key, args.size, args.seconds)
+        try:
+            report = verify_video(state, video.bucket, video.key, args.size, args.seconds)
+        except VerificationError as exc:
+            print(f"verification FAILED: {exc}")
+            return 4
         print(f"verified: {report}")
     return 0
 
@@ -171,11 +175,24 @@ def _status(args: argparse.Namespace) -> int:
         print(f"no stack under {args.home}")
         return 1
     alive = {p.pid for p in state.alive()}
+    healthy = 0
     for p in state.processes:
         where = f"127.0.0.1:{p.port}" if p.port else "-"
-        print(f"{p.name:<14} pid {p.pid:<8} {'up' if p.pid in alive else 'DOWN':<5} {where}")
+        ok = p.pid in alive and _healthy(p)
+        healthy += ok
+        print(f"{p.name:<14} pid {p.pid:<8} {'up' if ok else 'DOWN':<5} {where}")
     print(f"nats: {state.nats_url}  s3: {state.s3_endpoint}  intake: {state.intake_url}")
-    return 0 if len(alive) == len(state.processes) else 1
+    return 0 if healthy == len(state.processes) else 1
+
+
+def _healthy(p: ProcInfo) -> bool:
+    """Services and the simulator answer /healthz; nats and S3 are judged by their process."""
+    if p.name in ("nats", "seaweedfs") or p.port is None:
+        return True
+    try:
+        return httpx.get(f"http://127.0.0.1:{p.port}/healthz", timeout=2).status_code < 300
+    except httpx.HTTPError:
+        return False
 
 
 def _up(args: argparse.Namespace) -> int:

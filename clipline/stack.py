@@ -29,6 +29,16 @@ LOCAL_API_KEY = "sk-clipline-local"
 BUCKET = "clipline-assets"
 
 
+def is_ours(pid: int, home: str) -> bool:
+    """True when `pid` runs in (or on) this stack's folder: every process `up` starts does."""
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    return cwd.startswith(home) or home in cmdline
+
+
 def default_home() -> Path:
     return Path(os.environ.get("CLIPLINE_HOME", Path.cwd() / ".clipline")).resolve()
 
@@ -57,8 +67,11 @@ class StackState:
 
     def save(self) -> None:
         path = Path(self.home) / STATE_FILE
-        path.write_text(json.dumps(asdict(self), indent=2))
-        path.chmod(0o600)  # holds the local S3 secret
+        path.unlink(missing_ok=True)
+        # Created 0600 from the start: it holds the local S3 secret and API key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, home: Path) -> StackState | None:
@@ -70,7 +83,8 @@ class StackState:
         return cls(**data, processes=procs)
 
     def alive(self) -> list[ProcInfo]:
-        return [p for p in self.processes if pid_alive(p.pid)]
+        """Processes of this stack still running (a reused PID of another program is not ours)."""
+        return [p for p in self.processes if pid_alive(p.pid) and is_ours(p.pid, self.home)]
 
 
 @dataclass(frozen=True)
@@ -165,7 +179,7 @@ def down(home: Path) -> list[ProcInfo]:
     state = StackState.load(home)
     if state is None:
         return []
-    for proc in reversed(state.processes):
+    for proc in reversed(state.alive()):
         stop_pid(proc.pid)
     survivors = state.alive()
     if not survivors:

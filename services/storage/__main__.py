@@ -9,7 +9,7 @@ from minio import Minio
 from services.storage.adapters import S3AssetStore
 from services.storage.app import build_app
 from services.storage.settings import StorageSettings
-from shared.config import S3Settings, UpstreamSettings, load_settings
+from shared.config import ConfigError, S3Settings, UpstreamSettings, load_settings
 from shared.provider import OpenAIVideosProvider
 from shared.runtime import serve_app, service_runtime
 
@@ -22,13 +22,16 @@ async def main() -> None:
         load_settings(UpstreamSettings),
         load_settings(S3Settings),
     )
-    client = Minio(
-        s3.endpoint,
-        access_key=s3.access_key,
-        secret_key=s3.secret_key.get_secret_value(),
-        secure=s3.secure,
-        region=s3.region,
-    )
+    try:
+        client = Minio(
+            s3.endpoint,
+            access_key=s3.access_key,
+            secret_key=s3.secret_key.get_secret_value(),
+            secure=s3.secure,
+            region=s3.region,
+        )
+    except ValueError as exc:  # e.g. an endpoint with a scheme or path
+        raise ConfigError(f"configuration error: CLIPLINE_S3_ENDPOINT: {exc}") from None
     store = S3AssetStore(client, s3.bucket, settings.part_size_bytes)
     async with (
         service_runtime(SERVICE, settings) as rt,

@@ -77,6 +77,12 @@ async def test_raw_nats_request_completes_on_tenant_filtered_subscription(
             done.put_nowait(msg)
 
         await nc.subscribe(f"clipline.job.completed.v1.{mine}.*", cb=on_done)
+        theirs: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def on_theirs(msg: Any) -> None:
+            theirs.put_nowait(msg)
+
+        await nc.subscribe(f"clipline.job.completed.v1.{other}.*", cb=on_theirs)
         js = nc.jetstream()
         for tenant, prompt in ((other, "a red kite"), (mine, "a paper boat in the rain")):
             body = {"model": "sora-2", "size": "1280x720", "seconds": "4", "prompt": prompt}
@@ -86,6 +92,8 @@ async def test_raw_nats_request_completes_on_tenant_filtered_subscription(
                 headers={"Nats-Msg-Id": uuid.uuid4().hex},
             )
         msg = await asyncio.wait_for(done.get(), DEADLINE)
+        await asyncio.wait_for(theirs.get(), DEADLINE)  # the other tenant's job finished too
+        await nc.flush()
     finally:
         await nc.close()
     event = json.loads(msg.data)
@@ -106,7 +114,7 @@ async def test_raw_nats_request_completes_on_tenant_filtered_subscription(
             obj.release_conn()
         assert len(data) == asset["size_bytes"] > 0
         assert hashlib.sha256(data).hexdigest() == asset["sha256"]
-    assert done.empty()  # the other tenant's completion never reached this subscription
+    assert done.empty()  # ...and its completion never reached this tenant's subscription
 
 
 def test_cli_submit_one_trace_across_all_services(

@@ -38,3 +38,21 @@ def test_service_exits_cleanly_on_bad_config(service: str) -> None:
     assert out.returncode == 1
     assert "configuration error: CLIPLINE_HTTP_PORT" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_log_level_is_checked_and_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIPLINE_LOG_LEVEL", "debug")
+    assert load_settings(CommonSettings).log_level == "DEBUG"
+    monkeypatch.setenv("CLIPLINE_LOG_LEVEL", "chatty")
+    with pytest.raises(ConfigError, match="CLIPLINE_LOG_LEVEL"):
+        load_settings(CommonSettings)
+
+
+def test_storage_rejects_an_endpoint_url_with_a_path() -> None:
+    env = {"CLIPLINE_S3_ENDPOINT": "http://minio:9000/bucket", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-m", "services.storage"],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "configuration error: CLIPLINE_S3_ENDPOINT" in out.stderr
