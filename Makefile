@@ -8,7 +8,7 @@ MODEL ?= sora-2
 SIZE ?= 1280x720
 DURATION ?= 4
 
-.PHONY: install system-deps run up down status test unit integration e2e lint typecheck format schemas clean
+.PHONY: install system-deps run up down status test unit component integration e2e lint typecheck format schemas clean
 
 install: $(VENV)/.installed system-deps
 
@@ -45,6 +45,9 @@ test: install lint typecheck
 
 unit: install
 	$(BIN)/pytest -q tests/unit
+
+component: install
+	$(BIN)/pytest -q tests/component
 
 integration: install
 	$(BIN)/pytest -q tests/integration

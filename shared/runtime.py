@@ -79,6 +79,8 @@ class Runtime:
         record = await self.advance(job_id, JobStatus.FAILED, reason=reason, detail=detail)
         if record is None and await self.jobs.get(job_id) is not None:
             return  # completed or rejected meanwhile: nothing to fail
+        if record is not None and record.reason != reason:
+            return  # it had already failed for another reason, which was announced then
         await self.emit(
             JobFailedV1(
                 event_id=derived_event_id(cause_id, "failed", stage),

@@ -1,0 +1,207 @@
+"""Run one service's router under TestNatsBroker with fake ports; record publishes and acks.
+
+TestNatsBroker delivers a publish synchronously to every matching subscriber, so when `send`
+returns, the handler has run and everything it emitted is recorded: no waiting needed. It has
+no JetStream (no redelivery, dedup or KV), so acks and naks are recorded instead of acted on,
+and a redelivery is simply the same event sent again with a higher delivery count. Inputs carry
+a JetStream ack subject as their reply, so handlers and the retry middleware read real delivery
+metadata (consumer name, delivery count, stream sequence) as they do in production.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from unittest.mock import patch
+
+from faststream import AckPolicy
+from faststream.nats import NatsBroker, NatsRouter, TestNatsBroker
+from faststream.nats.annotations import NatsMessage
+from faststream.nats.testing import PatchedMessage
+from opentelemetry.sdk.trace import TracerProvider
+
+from shared.contracts import Event, JobRecordV1, JobSpec, JobStatus
+from shared.runtime import Runtime, make_runtime
+from shared.streams import JOBS, JOBS_STREAM_NAME
+from tests.fakes import InMemoryInputStore, InMemoryJobStore
+
+UNREACHABLE_NATS = "nats://127.0.0.1:1"  # never dialled under TestNatsBroker
+TENANT = "acme"
+SPEC = JobSpec(model="sora-2", size="1280x720", seconds=4, prompt="a paper boat in the rain")
+LIFECYCLE = (
+    JobStatus.ACCEPTED,
+    JobStatus.ADMITTED,
+    JobStatus.SUBMITTED,
+    JobStatus.GENERATING,
+    JobStatus.GENERATED,
+)
+
+E = TypeVar("E", bound=Event)
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    subject: str
+    msg_id: str | None
+    body: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How the handler finished a delivery: ack, nak (with delay), term; or a heartbeat."""
+
+    subject: str
+    action: str
+    delay: float | None = None
+
+
+@dataclass
+class Bus:
+    published: list[Published] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def events(self, kind: type[E]) -> list[E]:
+        """Every published event of `kind`, decoded with its contract."""
+        prefix = kind.subject_filter().removesuffix("*.*")
+        return [kind.model_validate(p.body) for p in self.published if p.subject.startswith(prefix)]
+
+    def one(self, kind: type[E]) -> E:
+        found = self.events(kind)
+        assert len(found) == 1, f"expected one {kind.__name__}, got {found}"
+        return found[0]
+
+    def kinds(self) -> list[str]:
+        return [p.subject.split(".")[2] for p in self.published]
+
+    def actions(self, subject: str) -> list[Outcome]:
+        return [o for o in self.outcomes if o.subject == subject]
+
+    def watch(self, broker: NatsBroker) -> None:
+        """Record every message on the jobs stream (manual ack: never changes an outcome)."""
+
+        @broker.subscriber("clipline.job.>", stream=JOBS, ack_policy=AckPolicy.MANUAL)
+        async def record(msg: NatsMessage) -> None:
+            try:
+                body = json.loads(msg.body)
+            except ValueError:
+                body = None  # a raw request that is not JSON
+            msg_id = msg.headers.get("Nats-Msg-Id")
+            self.published.append(Published(msg.raw_message.subject, msg_id, body))
+
+
+@dataclass
+class Harness:
+    rt: Runtime
+    jobs: InMemoryJobStore
+    inputs: InMemoryInputStore
+    bus: Bus
+
+    _seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def send(self, event: Event, *, delivery: int = 1) -> None:
+        """Deliver an event, published as emit() does, to the service's durable consumer."""
+        body = event.model_dump(mode="json")
+        await self.send_raw(
+            event.subject, body, event.event_id, type(event).durable(self.rt.service), delivery
+        )
+
+    async def send_raw(
+        self,
+        subject: str,
+        body: bytes | dict[str, Any],
+        msg_id: str | None,
+        durable: str,
+        delivery: int = 1,
+    ) -> None:
+        """Deliver bytes or JSON; `msg_id` is the Nats-Msg-Id header (None: no header)."""
+        seq = next(self._seq)
+        await self.rt.broker.publish(
+            body,
+            subject=subject,
+            headers={"Nats-Msg-Id": msg_id} if msg_id else None,
+            stream=JOBS_STREAM_NAME,
+            reply_to=js_ack_subject(durable, delivery, seq),
+        )
+
+    def outcomes(self, event: Event) -> list[Outcome]:
+        return self.bus.actions(event.subject)
+
+
+@asynccontextmanager
+async def running(
+    service: str,
+    build: Callable[[Runtime], NatsRouter],
+    *,
+    jobs: InMemoryJobStore | None = None,
+    inputs: InMemoryInputStore | None = None,
+) -> AsyncIterator[Harness]:
+    """The service's runtime with in-memory stores, its router included, under TestNatsBroker."""
+    rt = make_runtime(service, UNREACHABLE_NATS, TracerProvider())
+    jobs = InMemoryJobStore() if jobs is None else jobs
+    inputs = InMemoryInputStore() if inputs is None else inputs
+    rt.jobs, rt.inputs = jobs, inputs
+    bus = Bus()
+    bus.watch(rt.broker)
+    rt.broker.include_router(build(rt))
+
+    def recorder(action: str) -> Callable[..., Any]:
+        async def record(self: PatchedMessage, delay: float | None = None) -> None:
+            bus.outcomes.append(Outcome(self.subject, action, delay))
+
+        return record
+
+    with (
+        patch.object(PatchedMessage, "ack", recorder("ack")),
+        patch.object(PatchedMessage, "nak", recorder("nak")),
+        patch.object(PatchedMessage, "term", recorder("term")),
+        patch.object(PatchedMessage, "in_progress", recorder("in_progress")),
+    ):
+        async with TestNatsBroker(rt.broker):
+            yield Harness(rt, jobs, inputs, bus)
+
+
+def js_ack_subject(durable: str, delivery: int, seq: int) -> str:
+    """The reply subject of a JetStream delivery: $JS.ACK.<stream>.<consumer>.<delivered>...."""
+    return f"$JS.ACK.{JOBS_STREAM_NAME}.{durable}.{delivery}.{seq}.{seq}.{time.time_ns()}.0"
+
+
+def new_job_id() -> str:
+    return f"job_{uuid.uuid4().hex}"
+
+
+def new_event_id() -> str:
+    return f"evt_{uuid.uuid4().hex}"
+
+
+def job_record(
+    job_id: str,
+    status: JobStatus,
+    *,
+    spec: JobSpec = SPEC,
+    since: datetime | None = None,
+    step: timedelta = timedelta(seconds=1),
+    **changes: Any,
+) -> JobRecordV1:
+    """A record in `status`, with a history of every earlier lifecycle step, `step` apart."""
+    at = since or datetime.now(UTC) - 10 * step
+    steps = [*LIFECYCLE[: LIFECYCLE.index(status) + 1]] if status in LIFECYCLE else LIFECYCLE
+    history = {s.value: at + i * step for i, s in enumerate(steps)}
+    if status not in LIFECYCLE:
+        history[status.value] = at + len(steps) * step
+    return JobRecordV1(
+        job_id=job_id,
+        tenant=TENANT,
+        status=status,
+        spec=spec,
+        idempotency_key=f"key-{job_id}",
+        request_hash="0" * 64,
+        history=history,
+        **changes,
+    )

@@ -1,0 +1,276 @@
+"""poller under TestNatsBroker: progress with delayed naks (durable timers), then the outcome."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.poller.domain import PollPolicy
+from services.poller.handlers import build_router
+from shared.contracts import (
+    JobFailedV1,
+    JobGeneratedV1,
+    JobProgressV1,
+    JobStatus,
+    JobSubmittedV1,
+)
+from shared.contracts.ids import derived_event_id
+from shared.provider import (
+    ProviderMalformedResponse,
+    ProviderNotFound,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from tests.component.harness import (
+    SPEC,
+    TENANT,
+    Harness,
+    job_record,
+    new_event_id,
+    new_job_id,
+    running,
+)
+from tests.fakes import FakeProvider, upstream_video
+
+POLICY = PollPolicy(default_delay=5.0, min_delay=0.2, max_delay=30.0, deadline=3 * 3600.0)
+VIDEO = "video_abc"
+
+
+@dataclass
+class Poller:
+    h: Harness
+    provider: FakeProvider
+
+
+@pytest.fixture
+async def poller() -> AsyncIterator[Poller]:
+    provider = FakeProvider()
+    async with running("poller", lambda rt: build_router(rt, provider, POLICY)) as h:
+        yield Poller(h, provider)
+
+
+def submitted(job_id: str) -> JobSubmittedV1:
+    return JobSubmittedV1(
+        event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id, tenant=TENANT,
+        spec=SPEC, cost_micros=400_000, upstream_id=VIDEO,
+    )  # fmt: skip
+
+
+def submitted_job(p: Poller, *, ago: timedelta = timedelta(seconds=10)) -> JobSubmittedV1:
+    job_id = new_job_id()
+    since = datetime.now(UTC) - ago - 2 * timedelta(seconds=1)
+    record = job_record(job_id, JobStatus.SUBMITTED, since=since, upstream_id=VIDEO)
+    p.h.jobs.put(record)
+    return submitted(job_id)
+
+
+async def test_in_progress_reports_progress_and_polls_again_later(poller: Poller) -> None:
+    h, provider = poller.h, poller.provider
+    event = submitted_job(poller)
+    provider.retrieves.append((upstream_video(VIDEO, "in_progress", progress=42), 2.5))
+    await h.send(event)
+
+    assert provider.retrieved == [VIDEO]
+    progress = h.bus.one(JobProgressV1)
+    assert progress.progress == 42
+    assert progress.upstream_status == "in_progress"
+    assert progress.upstream_id == VIDEO
+    assert progress.event_id == derived_event_id(event.event_id, "progress", "42")
+    # "not ready yet": a nak delayed by the server's poll-after hint, never an ack
+    assert [(o.action, o.delay) for o in h.outcomes(event)] == [("nak", 2.5)]
+    record = h.jobs.records()[event.job_id]
+    assert record.status == JobStatus.GENERATING
+    assert record.progress == 42
+
+
+@pytest.mark.parametrize(
+    ("hint", "delay"), [(None, POLICY.default_delay), (0.0, 0.2), (600.0, 30.0)]
+)
+async def test_poll_delay_is_the_clamped_hint_or_default(
+    poller: Poller, hint: float | None, delay: float
+) -> None:
+    event = submitted_job(poller)
+    poller.provider.retrieves.append((upstream_video(VIDEO, "queued"), hint))
+    await poller.h.send(event)
+
+    assert [(o.action, o.delay) for o in poller.h.outcomes(event)] == [("nak", delay)]
+
+
+async def test_progress_is_reported_only_when_it_rises(poller: Poller) -> None:
+    h, provider = poller.h, poller.provider
+    event = submitted_job(poller)
+    provider.retrieves += [
+        (upstream_video(VIDEO, "in_progress", progress=10), 1.0),
+        (upstream_video(VIDEO, "in_progress", progress=10), 1.0),
+        (upstream_video(VIDEO, "in_progress", progress=5), 1.0),
+        (upstream_video(VIDEO, "in_progress", progress=60), 1.0),
+    ]
+    for delivery in range(1, 5):
+        await h.send(event, delivery=delivery)  # each poll is a redelivery of one message
+
+    assert [p.progress for p in h.bus.events(JobProgressV1)] == [10, 60]
+    assert [o.action for o in h.outcomes(event)] == ["nak"] * 4
+    assert h.jobs.records()[event.job_id].progress == 60
+
+
+async def test_completed_upstream_is_generated(poller: Poller) -> None:
+    h, provider = poller.h, poller.provider
+    event = submitted_job(poller)
+    provider.retrieves.append((upstream_video(VIDEO, "completed", progress=100), None))
+    await h.send(event)
+
+    generated = h.bus.one(JobGeneratedV1)
+    assert generated.upstream_id == VIDEO
+    assert generated.cost_micros == 400_000
+    assert generated.event_id == derived_event_id(event.event_id, "generated", "")
+    assert [o.action for o in h.outcomes(event)] == ["ack"]
+    record = h.jobs.records()[event.job_id]
+    assert record.status == JobStatus.GENERATED
+    assert record.progress == 100
+
+
+async def test_generated_job_is_announced_again_without_polling(poller: Poller) -> None:
+    h = poller.h
+    job_id = new_job_id()
+    h.jobs.put(job_record(job_id, JobStatus.GENERATED, upstream_id=VIDEO))
+    event = submitted(job_id)
+    await h.send(event)
+
+    assert poller.provider.retrieved == []
+    assert h.bus.one(JobGeneratedV1).event_id == derived_event_id(event.event_id, "generated", "")
+
+
+@pytest.mark.parametrize("status", [JobStatus.COMPLETED, JobStatus.FAILED])
+async def test_ended_job_is_not_polled(poller: Poller, status: JobStatus) -> None:
+    job_id = new_job_id()
+    poller.h.jobs.put(job_record(job_id, status, upstream_id=VIDEO))
+    event = submitted(job_id)
+    await poller.h.send(event)
+
+    assert poller.provider.retrieved == []
+    assert poller.h.bus.kinds() == ["submitted"]
+    assert [o.action for o in poller.h.outcomes(event)] == ["ack"]
+
+
+async def test_upstream_failure_fails_the_job_with_its_code(poller: Poller) -> None:
+    h, provider = poller.h, poller.provider
+    event = submitted_job(poller)
+    error = ("moderation_blocked", "the prompt was blocked")
+    provider.retrieves.append((upstream_video(VIDEO, "failed", error=error), None))
+    await h.send(event)
+
+    failed = h.bus.one(JobFailedV1)
+    assert failed.reason == "moderation_blocked"
+    assert failed.detail == "the prompt was blocked"
+    assert failed.stage == "poller"
+    assert failed.upstream_id == VIDEO
+    assert h.bus.events(JobGeneratedV1) == []
+    assert [o.action for o in h.outcomes(event)] == ["ack"]
+    record = h.jobs.records()[event.job_id]
+    assert record.status == JobStatus.FAILED
+    assert record.reason == "moderation_blocked"
+
+
+async def test_vanished_upstream_job_is_lost(poller: Poller) -> None:
+    h, provider = poller.h, poller.provider
+    event = submitted_job(poller)
+    provider.retrieves.append(ProviderNotFound("no such video", status=404))
+    await h.send(event)
+
+    failed = h.bus.one(JobFailedV1)
+    assert failed.reason == "upstream_lost"
+    assert failed.detail == "no such video"
+    assert h.jobs.records()[event.job_id].status == JobStatus.FAILED
+    assert [o.action for o in h.outcomes(event)] == ["ack"]
+
+
+async def test_job_past_deadline_times_out(poller: Poller) -> None:
+    h, provider = poller.h, poller.provider
+    event = submitted_job(poller, ago=timedelta(seconds=POLICY.deadline + 60))
+    provider.retrieves.append((upstream_video(VIDEO, "in_progress", progress=50), 1.0))
+    await h.send(event)
+
+    assert h.bus.one(JobFailedV1).reason == "upstream_timeout"
+    assert h.bus.events(JobProgressV1) == []
+    assert h.jobs.records()[event.job_id].status == JobStatus.FAILED
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "delay"), [(12.0, 12.0), (None, POLICY.default_delay), (3600.0, 30.0)]
+)
+async def test_rate_limit_polls_again_later_without_spending_budget(
+    poller: Poller, retry_after: float | None, delay: float
+) -> None:
+    h, provider = poller.h, poller.provider
+    event = submitted_job(poller)
+    provider.retrieves.append(ProviderRateLimited("slow down", retry_after_seconds=retry_after))
+    await h.send(event)
+
+    assert [(o.action, o.delay) for o in h.outcomes(event)] == [("nak", delay)]
+    assert h.bus.kinds() == ["submitted"]
+    assert h.jobs.writes == []
+
+
+@pytest.mark.parametrize(
+    "error", [ProviderUnavailable("503", status=503), ProviderMalformedResponse("bad json")]
+)
+async def test_transient_upstream_error_is_counted_and_retried(
+    poller: Poller, error: Exception
+) -> None:
+    h, provider = poller.h, poller.provider
+    event = submitted_job(poller)
+    provider.retrieves.append(error)
+    await h.send(event)
+
+    assert [(o.action, o.delay) for o in h.outcomes(event)] == [("nak", 0.5)]  # retry_delay(1)
+    assert h.bus.kinds() == ["submitted"]
+    assert h.jobs.records()[event.job_id].errors == {"poller": 1}
+
+
+async def test_job_past_deadline_times_out_even_while_upstream_errors(poller: Poller) -> None:
+    h, provider = poller.h, poller.provider
+    event = submitted_job(poller, ago=timedelta(seconds=POLICY.deadline + 60))
+    provider.retrieves.append(ProviderUnavailable("503", status=503))
+    await h.send(event, delivery=10_000)
+
+    assert provider.retrieved == []  # the deadline is checked before asking upstream
+    assert h.bus.one(JobFailedV1).reason == "upstream_timeout"
+    assert h.jobs.records()[event.job_id].status == JobStatus.FAILED
+
+
+async def test_unknown_upstream_status_fails_the_job(poller: Poller) -> None:
+    event = submitted_job(poller)
+    poller.provider.retrieves.append((upstream_video(VIDEO, "expired"), None))
+    await poller.h.send(event)
+
+    assert poller.h.bus.one(JobFailedV1).reason == "upstream_protocol"
+
+
+async def test_upstream_rejection_fails_the_job(poller: Poller) -> None:
+    event = submitted_job(poller)
+    poller.provider.retrieves.append(ProviderRejected("bad id", status=400))
+    await poller.h.send(event)
+
+    failed = poller.h.bus.one(JobFailedV1)
+    assert failed.reason == "upstream_rejected"
+    assert failed.detail == "400: bad id"
+
+
+async def test_spent_error_budget_fails_the_job(poller: Poller) -> None:
+    h, provider = poller.h, poller.provider
+    job_id = new_job_id()
+    record = job_record(job_id, JobStatus.GENERATING, upstream_id=VIDEO, errors={"poller": 59})
+    h.jobs.put(record)
+    event = submitted(job_id)
+    provider.retrieves.append(ProviderUnavailable("503", status=503))
+    await h.send(event, delivery=200)
+
+    failed = h.bus.one(JobFailedV1)
+    assert failed.reason == "retries_exhausted"
+    assert failed.stage == "poller"
+    assert h.jobs.records()[job_id].status == JobStatus.FAILED
+    assert [o.action for o in h.outcomes(event)] == ["term"]

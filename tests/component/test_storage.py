@@ -1,0 +1,180 @@
+"""storage under TestNatsBroker: every variant streamed to the asset store, then completed."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.storage.handlers import build_router
+from shared.contracts import JobCompletedV1, JobFailedV1, JobGeneratedV1, JobStatus
+from shared.contracts.ids import derived_event_id
+from shared.provider import ProviderNotFound, ProviderUnavailable
+from shared.provider.wire import Variant
+from tests.component.harness import TENANT, Harness, job_record, new_event_id, new_job_id, running
+from tests.fakes import FakeProvider, InMemoryAssetStore
+
+VIDEO = "video_abc"
+ASSETS: dict[Variant, bytes] = {
+    "video": b"\x00\x00\x00\x18ftypmp42 pretend this is H.264",
+    "thumbnail": b"RIFF\x10\x00\x00\x00WEBPVP8 thumb",
+    "spritesheet": b"\xff\xd8\xff\xe0 sprites",
+}
+EXPECTED: dict[Variant, tuple[str, str]] = {
+    "video": ("video.mp4", "video/mp4"),
+    "thumbnail": ("thumbnail.webp", "image/webp"),
+    "spritesheet": ("spritesheet.jpg", "image/jpeg"),
+}
+STEP = timedelta(seconds=2)
+
+
+@dataclass
+class Storage:
+    h: Harness
+    provider: FakeProvider
+    store: InMemoryAssetStore
+
+
+@pytest.fixture
+async def storage() -> AsyncIterator[Storage]:
+    provider = FakeProvider(assets=dict(ASSETS), chunk_size=5)
+    store = InMemoryAssetStore("clipline-assets")
+    async with running("storage", lambda rt: build_router(rt, provider, store, 3)) as h:
+        yield Storage(h, provider, store)
+
+
+def generated(job_id: str) -> JobGeneratedV1:
+    return JobGeneratedV1(
+        event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id, tenant=TENANT,
+        upstream_id=VIDEO, cost_micros=400_000,
+    )  # fmt: skip
+
+
+def generated_job(s: Storage, status: JobStatus = JobStatus.GENERATED) -> JobGeneratedV1:
+    job_id = new_job_id()
+    record = job_record(job_id, status, step=STEP, upstream_id=VIDEO, cost_micros=400_000)
+    s.h.jobs.put(record)
+    return generated(job_id)
+
+
+async def test_generated_job_is_stored_and_completed(storage: Storage) -> None:
+    h, store = storage.h, storage.store
+    event = generated_job(storage)
+    before = await h.rt.jobs.get(event.job_id)
+    assert before is not None
+    await h.send(event)
+
+    prefix = f"{TENANT}/{event.job_id}/"
+    assert set(store.objects) == {prefix + name for name, _ in EXPECTED.values()}
+    for variant, (name, content_type) in EXPECTED.items():
+        stored = store.objects[prefix + name]
+        assert stored.data == ASSETS[variant]
+        assert stored.content_type == content_type
+    assert storage.provider.downloaded == [(VIDEO, v) for v in EXPECTED]
+
+    completed = h.bus.one(JobCompletedV1)
+    assert completed.event_id == derived_event_id(event.event_id, "completed", "")
+    assert completed.upstream_id == VIDEO
+    assert completed.cost_micros == 400_000
+    assert [a.variant for a in completed.assets] == list(EXPECTED)
+    for asset in completed.assets:
+        data = ASSETS[asset.variant]
+        assert asset.bucket == "clipline-assets"
+        assert asset.key == prefix + EXPECTED[asset.variant][0]
+        assert asset.content_type == EXPECTED[asset.variant][1]
+        assert asset.size_bytes == len(data)
+        assert asset.sha256 == hashlib.sha256(data).hexdigest()
+
+    record = h.jobs.records()[event.job_id]
+    assert record.status == JobStatus.COMPLETED
+    assert record.assets == completed.assets
+    timings = completed.timings
+    assert timings.accepted_at == before.history["accepted"]
+    assert timings.submitted_at == before.history["submitted"]
+    assert timings.generated_at == before.history["generated"]
+    assert timings.completed_at == record.history["completed"]
+    assert timings.queue_seconds == (2 * STEP).total_seconds()  # accepted -> admitted -> submitted
+    assert timings.generation_seconds == (2 * STEP).total_seconds()
+    assert timings.storage_seconds is not None
+    assert timings.storage_seconds > 0
+    assert [o.action for o in h.outcomes(event)] == ["ack"]
+
+
+async def test_redelivered_generated_reemits_the_same_completion(storage: Storage) -> None:
+    h = storage.h
+    event = generated_job(storage)
+    await h.send(event)
+    await h.send(event, delivery=2)
+
+    first, second = h.bus.events(JobCompletedV1)
+    # same id, assets and timings (only occurred_at differs): JetStream drops the duplicate
+    assert first.model_dump(exclude={"occurred_at"}) == second.model_dump(exclude={"occurred_at"})
+    assert h.jobs.writes == [event.job_id]  # completed once
+    assert len(storage.provider.downloaded) == 3  # nothing downloaded or stored again
+
+
+async def test_missing_upstream_assets_fail_the_job(storage: Storage) -> None:
+    h = storage.h
+    storage.provider.download_errors["thumbnail"] = ProviderNotFound("expired", status=404)
+    event = generated_job(storage)
+    await h.send(event)
+
+    failed = h.bus.one(JobFailedV1)
+    assert failed.reason == "assets_unavailable"
+    assert failed.detail == "expired"
+    assert failed.stage == "storage"
+    assert failed.upstream_id == VIDEO
+    assert failed.event_id == derived_event_id(event.event_id, "failed", "storage")
+    assert h.bus.events(JobCompletedV1) == []
+    assert h.jobs.records()[event.job_id].status == JobStatus.FAILED
+    assert h.outcomes(event)[-1].action == "ack"
+
+
+async def test_transient_download_error_is_retried_not_failed(storage: Storage) -> None:
+    h = storage.h
+    storage.provider.download_errors["thumbnail"] = ProviderUnavailable("reset", status=None)
+    event = generated_job(storage)
+    await h.send(event)
+
+    assert [(o.action, o.delay) for o in h.outcomes(event)] == [("nak", 0.5)]
+    assert h.bus.events(JobFailedV1) == []
+    assert h.bus.events(JobCompletedV1) == []
+    record = h.jobs.records()[event.job_id]
+    assert record.status == JobStatus.GENERATED
+    assert record.errors == {"storage": 1}
+
+
+async def test_spent_error_budget_fails_the_job(storage: Storage) -> None:
+    h = storage.h
+    storage.provider.download_errors["video"] = ProviderUnavailable("reset", status=None)
+    job_id = new_job_id()
+    h.jobs.put(job_record(job_id, JobStatus.GENERATED, upstream_id=VIDEO, errors={"storage": 2}))
+    event = generated(job_id)
+    await h.send(event, delivery=3)
+
+    failed = h.bus.one(JobFailedV1)
+    assert failed.reason == "retries_exhausted"
+    assert failed.stage == "storage"
+    assert h.jobs.records()[job_id].status == JobStatus.FAILED
+    assert [o.action for o in h.outcomes(event)] == ["term"]
+
+
+@pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.REJECTED])
+async def test_ended_job_is_not_stored(storage: Storage, status: JobStatus) -> None:
+    h = storage.h
+    event = generated_job(storage, status)
+    await h.send(event)
+
+    assert storage.provider.downloaded == []
+    assert storage.store.objects == {}
+    assert h.bus.kinds() == ["generated"]
+
+
+async def test_unknown_job_is_not_stored(storage: Storage) -> None:
+    await storage.h.send(generated(new_job_id()))
+
+    assert storage.provider.downloaded == []
+    assert storage.h.bus.kinds() == ["generated"]

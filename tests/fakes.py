@@ -1,0 +1,174 @@
+"""In-memory fakes of the ports (JobStore, VideoProvider, AssetStore, InputStore) for tests."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from services.storage.ports import Stored
+from shared.contracts import JobRecordV1
+from shared.inputs import InputMissingError
+from shared.jobstore import Change
+from shared.provider import CreateVideo, UpstreamVideo
+from shared.provider.port import Download
+from shared.provider.wire import UpstreamError, Variant
+
+
+class InMemoryJobStore:
+    """JobStore in a dict. Records round-trip through JSON, as they do through the KV bucket."""
+
+    def __init__(self, records: Iterable[JobRecordV1] = ()) -> None:
+        self._data: dict[str, str] = {}
+        self.writes: list[str] = []
+        for record in records:
+            self.put(record)
+
+    def put(self, record: JobRecordV1) -> None:
+        """Seed a record directly (test set-up; not counted as a write)."""
+        self._data[record.job_id] = record.model_dump_json()
+
+    def records(self) -> dict[str, JobRecordV1]:
+        return {k: JobRecordV1.model_validate_json(v) for k, v in self._data.items()}
+
+    async def get(self, job_id: str) -> JobRecordV1 | None:
+        data = self._data.get(job_id)
+        return None if data is None else JobRecordV1.model_validate_json(data)
+
+    async def update(self, job_id: str, change: Change) -> JobRecordV1 | None:
+        new = change(await self.get(job_id))
+        if new is None:
+            return None
+        self._data[job_id] = new.model_dump_json()
+        self.writes.append(job_id)
+        return new
+
+
+class InMemoryInputStore:
+    """InputStore in a dict; a missing name raises InputMissingError like the object store."""
+
+    def __init__(self, objects: dict[str, bytes] | None = None) -> None:
+        self.objects: dict[str, bytes] = dict(objects or {})
+
+    async def put(self, name: str, data: bytes) -> None:
+        self.objects[name] = data
+
+    async def get(self, name: str) -> bytes:
+        try:
+            return self.objects[name]
+        except KeyError:
+            raise InputMissingError(name) from None
+
+
+def upstream_video(
+    video_id: str = "video_123",
+    status: str = "queued",
+    *,
+    progress: int = 0,
+    error: tuple[str, str] | None = None,
+    model: str = "sora-2",
+    size: str = "1280x720",
+    seconds: str = "4",
+) -> UpstreamVideo:
+    """An upstream Video object as the provider returns it."""
+    return UpstreamVideo(
+        id=video_id,
+        model=model,
+        status=status,
+        progress=progress,
+        created_at=int(datetime.now(UTC).timestamp()),
+        size=size,
+        seconds=seconds,
+        error=UpstreamError(code=error[0], message=error[1]) if error else None,
+    )
+
+
+@dataclass
+class FakeProvider:
+    """VideoProvider with scripted answers (consumed in order; an exception is raised)."""
+
+    creates: list[UpstreamVideo | Exception] = field(default_factory=list)
+    retrieves: list[tuple[UpstreamVideo, float | None] | Exception] = field(default_factory=list)
+    assets: dict[Variant, bytes] = field(default_factory=dict)
+    download_errors: dict[Variant, Exception] = field(default_factory=dict)
+    chunk_size: int = 4
+    created: list[CreateVideo] = field(default_factory=list)
+    retrieved: list[str] = field(default_factory=list)
+    downloaded: list[tuple[str, Variant]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    async def create(self, request: CreateVideo) -> UpstreamVideo:
+        self.created.append(request)
+        if not self.creates:
+            raise AssertionError(f"unexpected create: {request}")
+        result = self.creates.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def retrieve(self, video_id: str) -> tuple[UpstreamVideo, float | None]:
+        self.retrieved.append(video_id)
+        if not self.retrieves:
+            raise AssertionError(f"unexpected retrieve of {video_id}")
+        result = self.retrieves.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    @asynccontextmanager
+    async def download(self, video_id: str, variant: Variant) -> AsyncIterator[Download]:
+        self.downloaded.append((video_id, variant))
+        if variant in self.download_errors:
+            raise self.download_errors[variant]
+        data = self.assets[variant]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(data), self.chunk_size):
+                yield data[start : start + self.chunk_size]
+
+        yield Download("application/octet-stream", len(data), chunks())
+
+    async def delete(self, video_id: str) -> None:
+        self.deleted.append(video_id)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    data: bytes
+    content_type: str
+
+
+class InMemoryAssetStore:
+    """AssetStore in a dict; size and sha256 are computed from the streamed chunks."""
+
+    def __init__(self, bucket: str = "clipline-test") -> None:
+        self.bucket = bucket
+        self.objects: dict[str, StoredObject] = {}
+        self.bucket_ensured = False
+
+    async def ensure_bucket(self) -> None:
+        self.bucket_ensured = True
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
+        digest = hashlib.sha256()
+        data = bytearray()
+        async for chunk in chunks:
+            digest.update(chunk)
+            data += chunk
+        self.objects[key] = StoredObject(bytes(data), content_type)
+        return Stored(bucket=self.bucket, key=key, size_bytes=len(data), sha256=digest.hexdigest())
+
+
+if TYPE_CHECKING:  # mypy checks that each fake satisfies its port
+    from services.storage.ports import AssetStore
+    from shared.inputs import InputStore
+    from shared.jobstore import JobStore
+    from shared.provider import VideoProvider
+
+    _jobs: JobStore = InMemoryJobStore()
+    _inputs: InputStore = InMemoryInputStore()
+    _provider: VideoProvider = FakeProvider()
+    _assets: AssetStore = InMemoryAssetStore()
