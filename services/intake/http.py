@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 from fastapi import FastAPI, Header, Request
@@ -17,6 +18,7 @@ from shared.registry import Registry
 from shared.runtime import Runtime
 from shared.streams import JOBS_STREAM_NAME, MAX_PAYLOAD_BYTES
 
+log = logging.getLogger("clipline.intake.http")
 MAX_BODY_BYTES = MAX_PAYLOAD_BYTES - 64 * 1024  # the request is republished on NATS
 
 
@@ -66,14 +68,20 @@ def build_http(rt: Runtime, registry: Registry, default_tenant: str) -> FastAPI:
         existing = await jobs.get(job_id)
         if existing is not None and existing.request_hash != request_hash(decision.fingerprint):
             return _error(409, "idempotency_conflict", "idempotency key reused for another request")
-        assert isinstance(body, dict)
-        body["idempotency_key"] = key
-        await rt.broker.publish(
-            json.dumps(body).encode(),
-            subject=request_subject(decision.tenant),
-            headers={"Nats-Msg-Id": f"http:{job_id}", "content-type": "application/json"},
-            stream=JOBS_STREAM_NAME,
-        )
+        request_body = {**dict(body), "idempotency_key": key}
+        try:
+            # Recorded by the same consumer as NATS requests: one path, one set of rules.
+            await rt.broker.publish(
+                json.dumps(request_body).encode(),
+                subject=request_subject(decision.tenant),
+                headers={"Nats-Msg-Id": f"http:{job_id}", "content-type": "application/json"},
+                stream=JOBS_STREAM_NAME,
+            )
+        except Exception:  # NATS unreachable or no stream ack: nothing was taken
+            log.exception("intake: could not publish request for %s", job_id)
+            return _error(
+                503, "unavailable", "the job could not be queued; retry with the same key"
+            )
         status = existing.status.value if existing else "requested"
         return JSONResponse(
             {"job_id": job_id, "tenant": decision.tenant, "status": status}, status_code=202
