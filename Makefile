@@ -15,7 +15,7 @@ install: $(VENV)/.installed system-deps
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,embedded]"
 	touch $@
 
 # Debian's docker-compose validates docker-compose.yml without a Docker daemon (tests use it).

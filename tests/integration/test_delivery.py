@@ -3,6 +3,7 @@
 import asyncio
 import itertools
 import json
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -207,3 +208,50 @@ async def test_replicas_share_one_durable_consumer(provisioned: str) -> None:
     assert sorted(seen) == sorted(e.job_id for e in events)  # each exactly once
     assert handled["a"]
     assert handled["b"]
+
+
+async def marker(stream: asyncio.StreamReader, prefix: bytes) -> bytes:
+    """The next line the replica prints that starts with `prefix` (it also logs to stdout)."""
+    while line := await stream.readline():
+        if line.startswith(prefix):
+            return line.strip()
+    raise AssertionError(f"replica exited before printing {prefix!r}")
+
+
+async def test_work_in_flight_when_a_replica_dies_is_resumed_by_another(provisioned: str) -> None:
+    """A replica is killed (SIGKILL) inside its handler, before acking: after ack_wait the
+    durable consumer hands the same event to the replica that takes over."""
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    durable = f"test--{tenant}"
+    subject = JobAdmittedV1.subject_filter(tenant)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.integration.stuck_replica", provisioned, subject, durable,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        assert await asyncio.wait_for(marker(proc.stdout, b"ready"), 30) == b"ready"
+        sender = make_runtime("testsvc", provisioned, TracerProvider())
+        await sender.broker.start()
+        event = admitted(tenant)
+        await sender.emit(event)
+        await sender.broker.stop()
+        line = await asyncio.wait_for(marker(proc.stdout, b"got "), 10)
+        assert line == f"got {event.event_id}".encode()
+    finally:
+        proc.kill()  # SIGKILL: no ack, no graceful shutdown
+        await proc.wait()
+    got: asyncio.Queue[str] = asyncio.Queue()
+    heir = make_runtime("testsvc", provisioned, TracerProvider())
+    router = heir.router()
+
+    @router.on_subject(subject, durable, ack_wait=2.0)
+    async def handler(event: JobAdmittedV1) -> None:
+        got.put_nowait(event.event_id)
+
+    heir.broker.include_router(router)
+    await heir.broker.start()
+    try:
+        assert await asyncio.wait_for(got.get(), 15) == event.event_id
+    finally:
+        await heir.broker.stop()
