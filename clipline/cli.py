@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import nats
+import nats.errors
 
 from clipline.servers import ServerError
 from clipline.stack import ProcInfo, StackOptions, StackState, default_home, down, require, up
@@ -241,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (httpx.HTTPError, OSError, nats.errors.Error) as exc:
+        print(f"error: cannot reach the stack ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 2
 
 
