@@ -24,9 +24,7 @@ async def main() -> None:
     )
     async with (
         service_runtime(SERVICE, settings) as rt,
-        OpenAIVideosProvider.client(
-            upstream.base_url, upstream.api_key.get_secret_value(), upstream.timeout_seconds
-        ) as http,
+        OpenAIVideosProvider.client_for(upstream) as http,
     ):
         await serve_app(build_app(rt, OpenAIVideosProvider(http), policy), settings)
 

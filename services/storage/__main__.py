@@ -35,9 +35,7 @@ async def main() -> None:
     store = S3AssetStore(client, s3.bucket, settings.part_size_bytes)
     async with (
         service_runtime(SERVICE, settings) as rt,
-        OpenAIVideosProvider.client(
-            upstream.base_url, upstream.api_key.get_secret_value(), upstream.timeout_seconds
-        ) as http,
+        OpenAIVideosProvider.client_for(upstream) as http,
     ):
         app = build_app(rt, OpenAIVideosProvider(http), store, settings.max_attempts)
         await serve_app(app, settings)

@@ -17,9 +17,7 @@ async def main() -> None:
     settings, upstream = load_settings(SubmitterSettings), load_settings(UpstreamSettings)
     async with (
         service_runtime(SERVICE, settings) as rt,
-        OpenAIVideosProvider.client(
-            upstream.base_url, upstream.api_key.get_secret_value(), upstream.timeout_seconds
-        ) as http,
+        OpenAIVideosProvider.client_for(upstream) as http,
     ):
         app = build_app(
             rt,

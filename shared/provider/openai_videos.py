@@ -10,6 +10,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 from pydantic import ValidationError
 
+from shared.config import UpstreamSettings
 from shared.provider.errors import (
     ProviderError,
     ProviderMalformedResponse,
@@ -87,6 +88,13 @@ class OpenAIVideosProvider:
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
+
+    @classmethod
+    def client_for(cls, upstream: UpstreamSettings) -> httpx.AsyncClient:
+        """The client for the configured upstream (CLIPLINE_UPSTREAM_*)."""
+        return cls.client(
+            upstream.base_url, upstream.api_key.get_secret_value(), upstream.timeout_seconds
+        )
 
     @classmethod
     def client(cls, base_url: str, api_key: str, timeout: float = 30.0) -> httpx.AsyncClient:
