@@ -172,3 +172,24 @@ if TYPE_CHECKING:  # mypy checks that each fake satisfies its port
     _inputs: InputStore = InMemoryInputStore()
     _provider: VideoProvider = FakeProvider()
     _assets: AssetStore = InMemoryAssetStore()
+
+
+START_WALL = 1_760_000_000.25
+
+
+class FakeClock:
+    """Both clocks of the simulator, moved forward only by the test."""
+
+    def __init__(self) -> None:
+        self.mono = 5_000.0
+        self.wall = START_WALL
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return self.wall
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds

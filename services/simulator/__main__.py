@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
+from pydantic import ValidationError
 
 from services.simulator.app import build_app
 from services.simulator.settings import SimulatorSettings
 
 
 def main() -> None:
-    settings = SimulatorSettings()
-    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_level="info")
+    try:
+        settings = SimulatorSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        variable, *path = [str(part) for part in first["loc"]] or [""]
+        where = f"CLIPLINE_SIM_{variable.upper()}: " if variable else ""
+        inner = f"{'.'.join(path)}: " if path else ""
+        sys.exit(f"configuration error: {where}{inner}{first['msg']}")
+    # uvloop + httptools: the simulator must be much faster than the pipeline it serves.
+    uvicorn.run(
+        build_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+    )
 
 
 if __name__ == "__main__":

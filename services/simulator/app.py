@@ -1,53 +1,58 @@
-"""Composition root and HTTP surface of the simulator: `/v1/videos` over an in-memory job table."""
+"""Composition root and HTTP surface of the simulator: the Videos API over an in-memory job table.
 
-# Routes live here rather than in a handlers module: each is a thin shell over one domain
-# decision and they share the job table, so the file reads best as one piece.
-#
-# Choices where the reference leaves real behaviour UNCONFIRMED:
-# - Content of a job that is not completed, and deleting a job that is neither completed nor
-#   failed: 409 with the error envelope (code `video_not_ready` / `video_not_finished`). 409
-#   reads as "retry later", which is what it is: the job will finish.
-# - Unknown video id: 404, type `invalid_request_error`, code `not_found`, param null.
-# - Unknown route: 404 (405 for a known path with another method), message "Invalid URL (GET …)".
-# - Assets never expire: `expires_at` is reported (completed_at + 3600) but not enforced.
+A plain ASGI app rather than a framework: the simulator must stay far faster than the pipeline
+it serves, and some faults (a connection dropped after a create, a truncated download) need
+control over exactly what is sent. Each route is a thin shell over one decision in `domain`,
+`limits` or `faults`. The choices made where the reference says UNCONFIRMED are listed in
+services/simulator/README.md.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import logging
+import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Protocol, TypeVar
+from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.datastructures import MutableHeaders, UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
+import httpx
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.requests import Request as StarletteRequest
+from starlette.types import Message, Receive, Scope, Send
 
-from services.simulator import domain
+from services.simulator import domain, limits
 from services.simulator.assets import AssetCache, sniff_image
-from services.simulator.domain import BodyKind, CreateRequest, Invalid, Phase, Timeline
+from services.simulator.domain import BodyKind, Invalid, JobError, Phase, Timeline
+from services.simulator.faults import FaultPlan, Faults, Operation
 from services.simulator.settings import SimulatorSettings
+from services.simulator.webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
 MAX_FIELD_BYTES = 21 * 1024 * 1024  # an input_reference[image_url] data URL may be 20 MiB
+MAX_BODY_BYTES = 64 * 1024 * 1024
 JSON_UNPARSABLE = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
     "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
     "sent was not valid JSON.)"
 )
 UNSUPPORTED_MEDIA = (
-    "Unsupported content type: '{0}'. This API method only accepts 'application/json' and "
-    "'multipart/form-data' requests, but you specified the header 'Content-Type: {0}'. "
-    "Please try again with a supported content type."
+    "Unsupported content type: '{0}'. This API method only accepts {1} requests, but you "
+    "specified the header 'Content-Type: {0}'. Please try again with a supported content type."
 )
+SERVER_ERROR = "The server had an error while processing your request. Sorry about that!"
+JSON_OR_FORM = "'application/json' and 'multipart/form-data'"
+FORM_ONLY = "'multipart/form-data'"
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -69,10 +74,26 @@ class SystemClock:
 @dataclass(frozen=True, slots=True)
 class Job:
     id: str
-    request: CreateRequest
+    model: str
+    base_model: str
+    prompt: str
+    size: str
+    seconds: str  # for extensions, the stitched total
     created_at: int
     started: float  # Clock.monotonic() at creation; the timeline runs from here
+    timeline: Timeline
     completed_at: int
+    remixed_from: str | None = None
+    extensions: int = 0
+    first_frame: bytes | None = field(default=None, repr=False)  # the input_reference image
+
+    @property
+    def width(self) -> int:
+        return domain.dimensions(self.size)[0]
+
+    @property
+    def height(self) -> int:
+        return domain.dimensions(self.size)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,19 +101,47 @@ class CreateRecord:
     """One accepted create, with the client's dedup headers: proof of exactly-once upstream."""
 
     video_id: str
+    kind: str
     client_request_id: str | None
     idempotency_key: str | None
+    content_type: str
     model: str
     size: str
     seconds: str
     created_at: int
+    source_video_id: str | None
+    dropped: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Character:
+    id: str
+    name: str
+    created_at: int
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: Invalid) -> None:
+    def __init__(self, status: int, error: Invalid, headers: Mapping[str, str] | None = None):
         super().__init__(error.message)
         self.status = status
         self.error = error
+        self.headers = dict(headers or {})
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    stream: AsyncIterator[bytes] | None = None
+    length: int | None = None  # Content-Length announced for a stream
+    drop: bool = False  # send the headers, then cut the connection
+
+
+def json_response(status: int, payload: object, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return Response(status, body, headers=headers or {})
 
 
 def envelope(error: Invalid) -> dict[str, object]:
@@ -106,8 +155,84 @@ def envelope(error: Invalid) -> dict[str, object]:
     }
 
 
+class Request:
+    """The bits of an ASGI request the routes read."""
+
+    __slots__ = ("headers", "method", "path", "query", "receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        raw_query: bytes = scope.get("query_string", b"")
+        self.query: dict[str, str] = (
+            dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else {}
+        )
+        self.headers: dict[str, str] = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+        }
+
+    @property
+    def media_type(self) -> str:
+        return self.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+    async def body(self) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionResetError("client disconnected")
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ApiError(413, Invalid("Request body too large."))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def params(self, *, form_only: bool = False) -> tuple[dict[str, object], BodyKind]:
+        """A JSON object, or a (multipart or urlencoded) form folded into nested params."""
+        media = self.media_type
+        if media in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            try:
+                request = StarletteRequest(self.scope, self.receive)
+                async with request.form(max_part_size=MAX_FIELD_BYTES) as form:
+                    fields = [
+                        (name, await _form_value(value)) for name, value in form.multi_items()
+                    ]
+            except MultiPartException as exc:
+                raise ApiError(
+                    400, Invalid(f"Could not parse the multipart form: {exc.message}")
+                ) from exc
+            return _raise_invalid(domain.fold_form(fields)), "form"
+        if form_only or (media and media != "application/json" and not media.endswith("+json")):
+            allowed = FORM_ONLY if form_only else JSON_OR_FORM
+            raise ApiError(400, Invalid(UNSUPPORTED_MEDIA.format(media or "none", allowed)))
+        raw = await self.body()
+        try:
+            parsed = json.loads(raw) if raw.strip() else {}
+        except ValueError as exc:
+            raise ApiError(400, Invalid(JSON_UNPARSABLE)) from exc
+        if not isinstance(parsed, dict):
+            raise ApiError(400, Invalid("Invalid request body: expected a JSON object."))
+        return parsed, "json"
+
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    operation: Operation | None  # None: not part of the API (health, control)
+    handler: Handler
+    args: tuple[str, ...] = ()
+
+
 class Simulator:
-    """The job table and the endpoints over it. Status is computed on read from the clock."""
+    """The job table, the endpoints over it, and the ASGI entry point. Status is computed on
+    read from the clock, so no timer runs per job."""
 
     def __init__(
         self,
@@ -115,85 +240,438 @@ class Simulator:
         clock: Clock,
         random_bytes: Callable[[int], bytes],
         cache: AssetCache,
+        webhooks: WebhookDispatcher | None,
     ) -> None:
         self._settings = settings
         self._clock = clock
         self._random_bytes = random_bytes
         self._cache = cache
-        self._timeline = Timeline(settings.queue_seconds, settings.generation_seconds)
+        self._webhooks = webhooks
+        self._contract = domain.CONTRACTS[settings.contract]
         self._key = settings.api_key.get_secret_value() if settings.api_key else None
-        self.jobs: dict[str, Job] = {}
-        self.creates: list[CreateRecord] = []
+        self._rpm = limits.limits_for(settings.rate_limit_tier, settings.rpm)
+        self._patterns = [re.compile(p, re.IGNORECASE) for p in settings.moderation_patterns]
+        self.plan = FaultPlan(settings.faults)
+        self._reset_state()
 
-    async def authenticate(self, request: Request) -> None:
+    def _reset_state(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self._order: list[str] = []  # every id ever created, deleted ones included
+        self._position: dict[str, int] = {}
+        self.characters: dict[str, Character] = {}
+        self.creates: list[CreateRecord] = []
+        self._buckets: dict[str, limits.Bucket] = {}
+
+    # --- ASGI -------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request_id = "req_" + secrets.token_hex(16)
+        request = Request(scope, receive)
+        started = False
+
+        async def send_started(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            response = await self._dispatch(request)
+        except ApiError as exc:
+            response = json_response(exc.status, envelope(exc.error), exc.headers)
+        except ConnectionResetError:
+            return
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            error = Invalid(SERVER_ERROR, type="server_error")
+            response = json_response(500, envelope(error))
+        try:
+            await _send(send_started, response, request_id)
+        except Exception:
+            if started:
+                raise
+            log.exception("could not send the response to %s %s", request.method, request.path)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def aclose(self) -> None:
+        if self._webhooks is not None:
+            await self._webhooks.aclose()
+
+    async def _dispatch(self, request: Request) -> Response:
+        route = self._route(request.method, request.path)
+        if route.operation is None:
+            return await route.handler(request, *route.args)
         refused = domain.authorize(request.headers.get("authorization"), self._key)
         if refused is not None:
             raise ApiError(401, refused)
+        fault = self.plan.on_request(route.operation)
+        if fault.delay_seconds:
+            await asyncio.sleep(fault.delay_seconds)
+        if fault.error_status is not None:
+            raise ApiError(fault.error_status, Invalid(SERVER_ERROR, type="server_error"))
+        if fault.rate_limited:
+            retry = self.plan.faults.rate_limit_retry_after_ms / 1000
+            raise ApiError(429, limits.injected(route.operation), limits.retry_headers(retry))
+        return await route.handler(request, *route.args)
 
-    async def healthz(self) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+    def _route(self, method: str, path: str) -> Route:
+        parts = path.strip("/").split("/")
+        if parts in (["healthz"], ["v1", "healthz"]):
+            return self._pick(method, path, {"GET": Route(None, self.healthz)})
+        if parts[0] == "control" and len(parts) == 2:
+            control = {
+                "creates": {"GET": Route(None, self.list_creates)},
+                "faults": {
+                    "GET": Route(None, self.get_faults),
+                    "PUT": Route(None, self.put_faults),
+                },
+                "webhooks": {"GET": Route(None, self.list_webhooks)},
+                "reset": {"POST": Route(None, self.reset)},
+            }.get(parts[1])
+            if control is not None:
+                return self._pick(method, path, control)
+        if parts[:2] == ["v1", "videos"]:
+            routes = self._video_routes(parts[2:])
+            if routes is not None:
+                return self._pick(method, path, routes)
+        raise ApiError(404, _invalid_url(method, path))
 
-    async def list_creates(self) -> JSONResponse:
-        return JSONResponse([asdict(record) for record in self.creates])
+    def _video_routes(self, rest: list[str]) -> dict[str, Route] | None:
+        edits = self._contract.edits
+        match rest:
+            case []:
+                return {"GET": Route("list", self.list), "POST": Route("create", self.create)}
+            case ["edits"] if edits:
+                return {"POST": Route("edit", self.edit)}
+            case ["extensions"] if edits:
+                return {"POST": Route("extend", self.extend)}
+            case ["characters"] if edits:
+                return {"POST": Route("character_create", self.create_character)}
+            case ["characters", character_id] if edits:
+                return {"GET": Route("character_get", self.get_character, (character_id,))}
+            case ["edits" | "extensions" | "characters"] if not edits:
+                return None  # not part of the launch contract: an unknown URL
+            case [video_id]:
+                return {
+                    "GET": Route("retrieve", self.retrieve, (video_id,)),
+                    "DELETE": Route("delete", self.delete, (video_id,)),
+                }
+            case [video_id, "content"]:
+                return {"GET": Route("content", self.content, (video_id,))}
+            case [video_id, "remix"]:
+                return {"POST": Route("remix", self.remix, (video_id,))}
+        return None
 
-    async def create(self, request: Request) -> JSONResponse:
-        params, body = await _read_create_body(request)
-        decided = params if isinstance(params, Invalid) else domain.validate_create(params, body)
-        if isinstance(decided, Invalid):
-            raise ApiError(400, decided)
-        now = self._clock.time()
-        job = Job(
-            id=domain.new_video_id(self._random_bytes(domain.VIDEO_ID_BYTES)),
-            request=decided,
-            created_at=int(now),
-            started=self._clock.monotonic(),
-            completed_at=domain.completed_at(now, self._timeline),
+    @staticmethod
+    def _pick(method: str, path: str, routes: dict[str, Route]) -> Route:
+        route = routes.get(method)
+        if route is None:
+            raise ApiError(405, _invalid_url(method, path))
+        return route
+
+    # --- the API ----------------------------------------------------------------------------
+
+    async def healthz(self, _: Request) -> Response:
+        return json_response(200, {"status": "ok"})
+
+    async def create(self, request: Request) -> Response:
+        params, body = await request.params()
+        params = _inline_data_url(params) if body == "json" else params
+        decided = _raise_invalid(
+            domain.validate_create(params, body, self._contract, self.characters)
         )
-        self.jobs[job.id] = job
-        self.creates.append(
-            CreateRecord(
-                video_id=job.id,
-                client_request_id=request.headers.get("x-client-request-id"),
-                idempotency_key=request.headers.get("idempotency-key"),
-                model=decided.model,
-                size=decided.size,
-                seconds=decided.seconds,
-                created_at=job.created_at,
-            )
+        reference = params.get("input_reference")
+        first_frame = reference.data if isinstance(reference, domain.Upload) else None
+        rate = self._take(decided.base_model)
+        job, dropped = self._start_job(
+            request,
+            "create",
+            model=decided.model,
+            base_model=decided.base_model,
+            prompt=decided.prompt,
+            size=decided.size,
+            seconds=decided.seconds,
+            first_frame=first_frame,
         )
-        return JSONResponse(_video_json(job, Phase("queued", 0)))
+        return self._created(job, rate, dropped)
 
-    async def retrieve(self, video_id: str) -> JSONResponse:
+    async def remix(self, request: Request, video_id: str) -> Response:
+        params, _ = await request.params()
+        decided = _raise_invalid(domain.validate_remix(params, video_id))
+        source = self._source(video_id, "only completed videos can be remixed")
+        rate = self._take(source.base_model)
+        job, dropped = self._start_job(
+            request,
+            "remix",
+            model=source.model,
+            base_model=source.base_model,
+            prompt=decided.prompt,
+            size=source.size,
+            seconds=source.seconds,
+            source=source,
+            remixed_from=source.id,
+            extensions=source.extensions,
+        )
+        return self._created(job, rate, dropped)
+
+    async def edit(self, request: Request) -> Response:
+        params, body = await request.params()
+        decided = _raise_invalid(domain.validate_edit(params, body))
+        source = self._source(decided.video_id, "only completed videos can be edited")
+        rate = self._take(source.base_model)
+        job, dropped = self._start_job(
+            request,
+            "edit",
+            model=source.model,
+            base_model=source.base_model,
+            prompt=decided.prompt,
+            size=source.size,
+            seconds=source.seconds,
+            source=source,
+            extensions=source.extensions,
+        )
+        return self._created(job, rate, dropped)
+
+    async def extend(self, request: Request) -> Response:
+        params, body = await request.params()
+        decided = _raise_invalid(domain.validate_extension(params, body, self._contract))
+        source = self._source(decided.video_id, "only completed videos can be extended")
+        added = int(decided.seconds or 0)
+        _raise_invalid_or_none(
+            domain.check_extension(source.id, int(source.seconds), source.extensions, added)
+        )
+        rate = self._take(source.base_model)
+        job, dropped = self._start_job(
+            request,
+            "extension",
+            model=source.model,
+            base_model=source.base_model,
+            prompt=decided.prompt,
+            size=source.size,
+            seconds=str(int(source.seconds) + added),
+            source=source,
+            extensions=source.extensions + 1,
+        )
+        return self._created(job, rate, dropped)
+
+    async def retrieve(self, _: Request, video_id: str) -> Response:
         job = self._job(video_id)
         phase = self._phase(job)
         headers = (
             {} if phase.terminal else {"openai-poll-after-ms": str(self._settings.poll_after_ms)}
         )
-        return JSONResponse(_video_json(job, phase), headers=headers)
+        return json_response(200, self._video_json(job, phase), headers)
 
-    async def content(self, video_id: str, variant: str = "video") -> Response:
-        chosen = domain.parse_variant(variant)
-        if isinstance(chosen, Invalid):
-            raise ApiError(400, chosen)
-        job = self._job(video_id)
-        refused = domain.check_downloadable(job.id, self._phase(job))
-        if refused is not None:
-            raise ApiError(409, refused)
-        request = job.request
-        asset = await self._cache.get(chosen, request.width, request.height, int(request.seconds))
-        return StreamingResponse(
-            _chunks(asset.data),
-            media_type=asset.media_type,
-            headers={"content-length": str(len(asset.data))},
+    async def list(self, request: Request) -> Response:
+        query = _raise_invalid(domain.parse_list_query(request.query))
+        page = _raise_invalid(domain.paginate(self._order, self._position, self.jobs, query))
+        data = [
+            self._video_json(job, self._phase(job)) for job in map(self.jobs.__getitem__, page.ids)
+        ]
+        return json_response(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "first_id": page.ids[0] if page.ids else None,
+                "last_id": page.ids[-1] if page.ids else None,
+                "has_more": page.has_more,
+            },
         )
 
-    async def delete(self, video_id: str) -> JSONResponse:
+    async def delete(self, _: Request, video_id: str) -> Response:
         job = self._job(video_id)
         refused = domain.check_deletable(job.id, self._phase(job))
         if refused is not None:
             raise ApiError(409, refused)
-        self.jobs.pop(job.id, None)
-        return JSONResponse({"id": job.id, "object": "video.deleted", "deleted": True})
+        del self.jobs[job.id]  # its cursor position stays valid for list
+        return json_response(200, {"id": job.id, "object": "video.deleted", "deleted": True})
+
+    async def content(self, request: Request, video_id: str) -> Response:
+        variant: domain.Variant = _raise_invalid(
+            domain.parse_variant(request.query.get("variant", "video"))
+        )
+        job = self._job(video_id)
+        phase = self._phase(job)
+        refused = domain.check_downloadable(job.id, phase)
+        if refused is not None:
+            raise ApiError(_source_status(refused), refused)
+        expires = domain.expires_at(job.completed_at, self._settings.expires_after_seconds)
+        if self._clock.time() >= expires:
+            raise ApiError(404, domain.expired(job.id))
+        asset = await self._cache.get(
+            variant, job.width, job.height, int(job.seconds), job.first_frame
+        )
+        fault = self.plan.on_download(len(asset.data))
+        if fault.bytes_per_second is None and fault.truncate_at is None:
+            return Response(200, asset.data, asset.media_type)
+        stream = _chunks(asset.data, fault.bytes_per_second, fault.truncate_at)
+        return Response(200, content_type=asset.media_type, stream=stream, length=len(asset.data))
+
+    async def create_character(self, request: Request) -> Response:
+        params, _ = await request.params(form_only=True)
+        decided = _raise_invalid(domain.validate_character(params))
+        character = Character(
+            id="char_" + self._random_bytes(domain.VIDEO_ID_BYTES).hex(),
+            name=decided.name,
+            created_at=int(self._clock.time()),
+        )
+        self.characters[character.id] = character
+        return json_response(200, asdict(character))
+
+    async def get_character(self, _: Request, character_id: str) -> Response:
+        character = self.characters.get(character_id)
+        if character is None:
+            raise ApiError(
+                404,
+                Invalid(f"Character with id '{character_id}' not found.", code="not_found"),
+            )
+        return json_response(200, asdict(character))
+
+    # --- control ----------------------------------------------------------------------------
+
+    async def list_creates(self, request: Request) -> Response:
+        wanted = request.query.get("client_request_id")
+        return json_response(
+            200,
+            [
+                asdict(record)
+                for record in self.creates
+                if wanted is None or record.client_request_id == wanted
+            ],
+        )
+
+    async def get_faults(self, _: Request) -> Response:
+        return json_response(200, self.plan.faults.model_dump(mode="json"))
+
+    async def put_faults(self, request: Request) -> Response:
+        try:
+            faults = Faults.model_validate_json(await request.body() or b"{}")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(part) for part in first["loc"]) or None
+            raise ApiError(400, Invalid(f"Invalid faults: {first['msg']}", param)) from exc
+        self.plan = FaultPlan(faults)
+        return json_response(200, faults.model_dump(mode="json"))
+
+    async def list_webhooks(self, _: Request) -> Response:
+        deliveries = self._webhooks.log() if self._webhooks is not None else []
+        return json_response(200, [delivery.to_dict() for delivery in deliveries])
+
+    async def reset(self, _: Request) -> Response:
+        self._reset_state()
+        self.plan = FaultPlan(self.plan.faults)
+        if self._webhooks is not None:
+            self._webhooks.reset()
+        return json_response(200, {"reset": True})
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _start_job(
+        self,
+        request: Request,
+        kind: str,
+        *,
+        model: str,
+        base_model: str,
+        prompt: str,
+        size: str,
+        seconds: str,
+        source: Job | None = None,
+        remixed_from: str | None = None,
+        extensions: int = 0,
+        first_frame: bytes | None = None,
+    ) -> tuple[Job, bool]:
+        queue, generation = self.plan.durations(
+            self._settings.queue_seconds, self._settings.generation_seconds
+        )
+        error: JobError | None = domain.moderate(prompt, self._patterns)
+        if error is not None:
+            generation = 0.0  # blocked as soon as it leaves the queue
+        elif self.plan.job_fails():
+            error = domain.INTERNAL
+        timeline = Timeline(queue, generation, error)
+        now = self._clock.time()
+        job = Job(
+            id=domain.new_video_id(self._random_bytes(domain.VIDEO_ID_BYTES)),
+            model=model,
+            base_model=base_model,
+            prompt=prompt,
+            size=size,
+            seconds=seconds,
+            created_at=int(now),
+            started=self._clock.monotonic(),
+            timeline=timeline,
+            completed_at=domain.completed_at(now, timeline),
+            remixed_from=remixed_from,
+            extensions=extensions,
+            first_frame=first_frame,
+        )
+        self.jobs[job.id] = job
+        self._position[job.id] = len(self._order)
+        self._order.append(job.id)
+        dropped = self.plan.drop_after_create()
+        self.creates.append(
+            CreateRecord(
+                video_id=job.id,
+                kind=kind,
+                client_request_id=request.headers.get("x-client-request-id"),
+                idempotency_key=request.headers.get("idempotency-key"),
+                content_type=request.media_type,
+                model=model,
+                size=size,
+                seconds=seconds,
+                created_at=job.created_at,
+                source_video_id=source.id if source is not None else None,
+                dropped=dropped,
+            )
+        )
+        if self._webhooks is not None:
+            due = job.started + timeline.total_seconds
+            if error is not None:
+                self._webhooks.schedule(job.id, "video.failed", due)
+            else:
+                self._webhooks.schedule(job.id, "video.completed", due)
+        return job, dropped
+
+    def _created(self, job: Job, rate: limits.Verdict | None, dropped: bool) -> Response:
+        headers = limits.headers(rate) if rate is not None else {}
+        response = json_response(200, self._video_json(job, Phase("queued", 0)), headers)
+        response.drop = dropped
+        return response
+
+    def _take(self, base_model: str) -> limits.Verdict | None:
+        """One request from the model's bucket; 429 when it is empty."""
+        if self._rpm is None or base_model not in self._rpm:
+            return None
+        now = self._clock.monotonic()
+        bucket = self._buckets.get(base_model)
+        if bucket is None:
+            bucket = self._buckets[base_model] = limits.Bucket(self._rpm[base_model], now)
+        verdict = bucket.take(now)
+        if not verdict.allowed:
+            raise ApiError(429, limits.exceeded(base_model, verdict), limits.headers(verdict))
+        return verdict
+
+    def _source(self, video_id: str, purpose: str) -> Job:
+        job = self._job(video_id)
+        refused = domain.check_source(job.id, self._phase(job), purpose)
+        if refused is not None:
+            raise ApiError(_source_status(refused), refused)
+        return job
 
     def _job(self, video_id: str) -> Job:
         job = self.jobs.get(video_id)
@@ -202,7 +680,32 @@ class Simulator:
         return job
 
     def _phase(self, job: Job) -> Phase:
-        return domain.phase_at(self._clock.monotonic() - job.started, self._timeline)
+        return domain.phase_at(self._clock.monotonic() - job.started, job.timeline)
+
+    def _video_json(self, job: Job, phase: Phase) -> dict[str, object]:
+        """The full 13-key Video object (reference §2.1): absent values are null, never omitted."""
+        completed = phase.status == "completed"
+        failed = phase.status == "failed"
+        error = job.timeline.error
+        return {
+            "id": job.id,
+            "object": "video",
+            "model": job.model,
+            "status": phase.status,
+            "progress": phase.progress,
+            "created_at": job.created_at,
+            "completed_at": job.completed_at if phase.terminal else None,
+            "expires_at": (
+                domain.expires_at(job.completed_at, self._settings.expires_after_seconds)
+                if completed
+                else None
+            ),
+            "prompt": job.prompt,
+            "size": job.size,
+            "seconds": job.seconds,
+            "remixed_from_video_id": job.remixed_from,
+            "error": ({"code": error.code, "message": error.message} if failed and error else None),
+        }
 
 
 def build_app(
@@ -211,134 +714,126 @@ def build_app(
     clock: Clock | None = None,
     random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     cache: AssetCache | None = None,
-) -> FastAPI:
-    """The simulator's ASGI app. Tests pass a fake clock; the simulator is on `app.state`."""
-    simulator = Simulator(
+    webhook_client: httpx.AsyncClient | None = None,
+) -> Simulator:
+    """The simulator as an ASGI app. Tests pass a fake clock, and an httpx client for webhooks."""
+    clock = clock or SystemClock()
+    webhooks = None
+    if settings.webhook_url is not None:
+        assert settings.webhook_secret is not None  # the settings insist on one
+        webhooks = WebhookDispatcher(
+            settings.webhook_url,
+            settings.webhook_secret.get_secret_value(),
+            max_attempts=settings.webhook_max_attempts,
+            backoff_seconds=settings.webhook_backoff_seconds,
+            backoff_max_seconds=settings.webhook_backoff_max_seconds,
+            client=webhook_client,
+            clock=clock,
+            random_bytes=random_bytes,
+        )
+    return Simulator(
         settings,
-        clock or SystemClock(),
+        clock,
         random_bytes,
-        cache or AssetCache(fps=settings.fps, asset_dir=settings.asset_dir),
-    )
-    app = FastAPI(title="clipline Sora 2 simulator", version="1")
-    app.state.simulator = simulator
-    for path in ("/healthz", "/v1/healthz"):
-        app.add_api_route(path, simulator.healthz, methods=["GET"])
-    app.add_api_route("/control/creates", simulator.list_creates, methods=["GET"])
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(simulator.authenticate)])
-    v1.add_api_route("/videos", simulator.create, methods=["POST"])
-    v1.add_api_route("/videos/{video_id}", simulator.retrieve, methods=["GET"])
-    v1.add_api_route("/videos/{video_id}", simulator.delete, methods=["DELETE"])
-    v1.add_api_route("/videos/{video_id}/content", simulator.content, methods=["GET"])
-    app.include_router(v1)
-    app.add_exception_handler(ApiError, _on_api_error)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
-    app.add_middleware(RequestIdMiddleware)
-    return app
-
-
-async def _on_api_error(_: Request, exc: ApiError) -> Response:
-    return JSONResponse(envelope(exc.error), status_code=exc.status)
-
-
-async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    if exc.status_code in (404, 405):
-        message = f"Invalid URL ({request.method} {request.url.path})"
-    else:
-        message = str(exc.detail)
-    return JSONResponse(
-        envelope(Invalid(message)), status_code=exc.status_code, headers=exc.headers
+        cache
+        or AssetCache(fps=settings.fps, asset_dir=settings.asset_dir, small=settings.small_assets),
+        webhooks,
     )
 
 
-async def _on_validation_error(_: Request, exc: RequestValidationError) -> Response:
-    first = exc.errors()[0] if exc.errors() else {}
-    location = first.get("loc", ())
-    param = str(location[-1]) if location else None
-    return JSONResponse(envelope(Invalid(str(first.get("msg", "Invalid request.")), param)), 400)
+def _raise_invalid(decided: T | Invalid) -> T:
+    if isinstance(decided, Invalid):
+        raise ApiError(400, decided)
+    return decided
 
 
-async def _read_create_body(request: Request) -> tuple[dict[str, object] | Invalid, BodyKind]:
-    """The create parameters from a JSON object or a (multipart or urlencoded) form."""
-    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        try:
-            async with request.form(max_part_size=MAX_FIELD_BYTES) as form:
-                fields = [(name, await _form_value(value)) for name, value in form.multi_items()]
-        except MultiPartException as exc:
-            return Invalid(f"Could not parse the multipart form: {exc.message}"), "form"
-        return domain.fold_form(fields), "form"
-    if media and media != "application/json" and not media.endswith("+json"):
-        return Invalid(UNSUPPORTED_MEDIA.format(media)), "json"
-    raw = await request.body()
-    try:
-        parsed = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        return Invalid(JSON_UNPARSABLE), "json"
-    if not isinstance(parsed, dict):
-        return Invalid("Invalid request body: expected a JSON object."), "json"
-    return parsed, "json"
+def _raise_invalid_or_none(refused: Invalid | None) -> None:
+    if refused is not None:
+        raise ApiError(400, refused)
+
+
+def _source_status(refused: Invalid) -> int:
+    return 409 if refused.code == "video_not_ready" else 400
+
+
+def _invalid_url(method: str, path: str) -> Invalid:
+    return Invalid(f"Invalid URL ({method} {path})")
 
 
 async def _form_value(value: str | UploadFile) -> object:
     if isinstance(value, str):
         return value
-    return sniff_image(await value.read())
+    data = await value.read()
+    return replace(sniff_image(data), data=data)
 
 
-def _video_json(job: Job, phase: Phase) -> dict[str, object]:
-    """The full 13-key Video object (reference §2.1): absent values are null, never omitted."""
-    done = phase.status == "completed"
-    return {
-        "id": job.id,
-        "object": "video",
-        "model": job.request.model,
-        "status": phase.status,
-        "progress": phase.progress,
-        "created_at": job.created_at,
-        "completed_at": job.completed_at if done else None,
-        "expires_at": domain.expires_at(job.completed_at) if done else None,
-        "prompt": job.request.prompt,
-        "size": job.request.size,
-        "seconds": job.request.seconds,
-        "remixed_from_video_id": None,
-        "error": None,
-    }
+def _inline_data_url(params: dict[str, object]) -> dict[str, object]:
+    """A JSON `input_reference: {image_url: "data:image/...;base64,..."}` is checked like an
+    uploaded file (format and size) and becomes the first frame; remote URLs are not fetched."""
+    reference = params.get("input_reference")
+    if not isinstance(reference, dict) or set(reference) != {"image_url"}:
+        return params
+    url = reference["image_url"]
+    if not isinstance(url, str) or not url.startswith("data:"):
+        return params
+    header, comma, encoded = url.partition(",")
+    if not comma or not header.endswith(";base64"):
+        return params
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except ValueError:
+        return params
+    return {**params, "input_reference": replace(sniff_image(data), data=data)}
 
 
-async def _chunks(data: bytes) -> AsyncIterator[bytes]:
-    view = memoryview(data)
-    for start in range(0, len(data), CHUNK_BYTES):
-        yield bytes(view[start : start + CHUNK_BYTES])
+async def _send(send: Send, response: Response, request_id: str) -> None:
+    length = response.length if response.stream is not None else len(response.body)
+    headers = [
+        (b"content-type", response.content_type.encode()),
+        (b"content-length", str(length).encode()),
+        (b"x-request-id", request_id.encode()),
+        *((k.encode(), v.encode()) for k, v in response.headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    if response.drop:
+        return  # the server closes a connection whose response never completed
+    if response.stream is None:
+        await send({"type": "http.response.body", "body": response.body})
+        return
+    async for chunk in response.stream:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    if response.length is not None and response.length != _sent(response):
+        return  # truncated on purpose: leave the response incomplete
+    await send({"type": "http.response.body", "body": b""})
 
 
-class RequestIdMiddleware:
-    """Adds `x-request-id` to every response, the 500s it writes for unhandled errors included."""
+def _sent(response: Response) -> int:
+    stream = response.stream
+    return stream.sent if isinstance(stream, _Chunks) else response.length or 0
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = "req_" + secrets.token_hex(16)
-        started = False
+class _Chunks:
+    """The asset in chunks, optionally throttled to `rate` bytes/s and cut at `stop` bytes."""
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                MutableHeaders(scope=message).append("x-request-id", request_id)
-            await send(message)
+    def __init__(self, data: bytes, rate: int | None, stop: int | None) -> None:
+        self._data = memoryview(data)
+        self._rate = rate
+        self._stop = len(data) if stop is None else stop
+        self.sent = 0
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
-            if started:
-                raise
-            error = Invalid(
-                "The server had an error while processing your request.", type="server_error"
-            )
-            await JSONResponse(envelope(error), status_code=500)(scope, receive, send_with_id)
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.sent >= self._stop:
+            raise StopAsyncIteration
+        size = CHUNK_BYTES if self._rate is None else max(1, min(CHUNK_BYTES, self._rate // 10))
+        chunk = bytes(self._data[self.sent : min(self.sent + size, self._stop)])
+        if self._rate is not None:
+            await asyncio.sleep(len(chunk) / self._rate)
+        self.sent += len(chunk)
+        return chunk
+
+
+def _chunks(data: bytes, rate: int | None, stop: int | None) -> _Chunks:
+    return _Chunks(data, rate, stop)

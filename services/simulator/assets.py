@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -27,6 +28,7 @@ MEDIA_TYPES: Final[dict[Variant, str]] = {
 EXTENSIONS: Final[dict[Variant, str]] = {"video": "mp4", "thumbnail": "webp", "spritesheet": "jpg"}
 PATTERN_VERSION = "p1"  # bump when the picture changes, so stale files in asset_dir are ignored
 SPRITE_TILES, SPRITE_COLUMNS, SPRITE_LONG_SIDE = 10, 5, 256
+SMALL_LONG_SIDE, SMALL_FPS = 64, 1  # small-asset mode: a few KB per asset, for throughput runs
 STRIPE_PERIOD = 128
 STRIPE_SPEED = 8  # pixels per frame
 BAND_FRACTION = 8  # the sweeping band is 1/8 of the height
@@ -34,18 +36,39 @@ BAND_FRACTION = 8  # the sweeping band is 1/8 of the height
 
 @dataclass(frozen=True, slots=True)
 class AssetKey:
+    """One asset: `width`x`height` is the requested size; small mode renders less of it."""
+
     variant: Variant
     width: int
     height: int
     seconds: int
     fps: int
+    small: bool = False
+    first_frame: bytes | None = field(default=None, repr=False)  # an input_reference image
 
     @property
     def filename(self) -> str:
+        mode = "-small" if self.small else ""
+        frame = ""
+        if self.first_frame is not None:
+            frame = "-f" + hashlib.sha256(self.first_frame).hexdigest()[:16]
         return (
             f"{PATTERN_VERSION}-{self.variant}-{self.width}x{self.height}-{self.seconds}s-"
-            f"{self.fps}fps.{EXTENSIONS[self.variant]}"
+            f"{self.fps}fps{mode}{frame}.{EXTENSIONS[self.variant]}"
         )
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """The rendered frame size: the requested one, or at most SMALL_LONG_SIDE in small mode
+        (same aspect, even sides, as H.264 4:2:0 needs)."""
+        if not self.small:
+            return self.width, self.height
+        scale = SMALL_LONG_SIDE / max(self.width, self.height)
+        return _even(self.width * scale), _even(self.height * scale)
+
+    @property
+    def frame_rate(self) -> int:
+        return SMALL_FPS if self.small else self.fps
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +91,21 @@ def sniff_image(data: bytes) -> Upload:
 
 def render(key: AssetKey) -> bytes:
     """Produce one asset's bytes. CPU-bound: call it from a worker thread."""
+    width, height = key.frame_size
+    fps = key.frame_rate
+    first = _first_frame(key.first_frame, width, height)
     if key.variant == "video":
-        return render_video(key.width, key.height, key.seconds, key.fps)
+        return render_video(width, height, key.seconds, fps, first)
     if key.variant == "thumbnail":
-        return render_thumbnail(key.width, key.height, key.fps)
-    return render_spritesheet(key.width, key.height, key.seconds, key.fps)
+        return render_thumbnail(width, height, fps, first)
+    return render_spritesheet(width, height, key.seconds, fps, first)
 
 
-def render_video(width: int, height: int, seconds: int, fps: int) -> bytes:
-    """A playable H.264/yuv420p MP4 of exactly width x height and seconds * fps frames."""
+def render_video(
+    width: int, height: int, seconds: int, fps: int, first: Image.Image | None = None
+) -> bytes:
+    """A playable H.264/yuv420p MP4 of exactly width x height and seconds * fps frames; `first`,
+    when given, is frame 0 (the input_reference image)."""
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
@@ -84,7 +113,11 @@ def render_video(width: int, height: int, seconds: int, fps: int) -> bytes:
         stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
         for index in range(seconds * fps):
             frame = av.VideoFrame(width, height, "yuv420p")
-            for plane, data in zip(frame.planes, _planes(width, height, index, fps), strict=True):
+            if index == 0 and first is not None:
+                planes = _image_planes(first)
+            else:
+                planes = _planes(width, height, index, fps)
+            for plane, data in zip(frame.planes, planes, strict=True):
                 plane.update(_pad(data, plane.width, plane.line_size, plane.height))
             frame.pts = index
             container.mux(stream.encode(frame))
@@ -92,27 +125,51 @@ def render_video(width: int, height: int, seconds: int, fps: int) -> bytes:
     return buffer.getvalue()
 
 
-def render_thumbnail(width: int, height: int, fps: int) -> bytes:
+def render_thumbnail(width: int, height: int, fps: int, first: Image.Image | None = None) -> bytes:
     """The first frame as WebP, at the video's size."""
     out = io.BytesIO()
-    _picture(width, height, 0, fps).save(out, format="WEBP", quality=80)
+    (first or _picture(width, height, 0, fps)).save(out, format="WEBP", quality=80)
     return out.getvalue()
 
 
-def render_spritesheet(width: int, height: int, seconds: int, fps: int) -> bytes:
+def render_spritesheet(
+    width: int, height: int, seconds: int, fps: int, first: Image.Image | None = None
+) -> bytes:
     """SPRITE_TILES frames spread over the clip, scaled down, in a JPEG grid."""
-    scale = SPRITE_LONG_SIDE / max(width, height)
+    scale = min(1.0, SPRITE_LONG_SIDE / max(width, height))
     tile_w, tile_h = max(1, round(width * scale)), max(1, round(height * scale))
     rows = math.ceil(SPRITE_TILES / SPRITE_COLUMNS)
     sheet = Image.new("RGB", (tile_w * SPRITE_COLUMNS, tile_h * rows))
     frames = seconds * fps
     for tile in range(SPRITE_TILES):
-        picture = _picture(width, height, tile * frames // SPRITE_TILES, fps)
+        index = tile * frames // SPRITE_TILES
+        picture = first if index == 0 and first is not None else _picture(width, height, index, fps)
         thumb = picture.resize((tile_w, tile_h), Image.Resampling.BILINEAR)
         sheet.paste(thumb, ((tile % SPRITE_COLUMNS) * tile_w, (tile // SPRITE_COLUMNS) * tile_h))
     out = io.BytesIO()
     sheet.save(out, format="JPEG", quality=80)
     return out.getvalue()
+
+
+def _even(value: float) -> int:
+    return max(2, round(value / 2) * 2)
+
+
+def _first_frame(data: bytes | None, width: int, height: int) -> Image.Image | None:
+    """The input_reference image as RGB at the frame size (it already matches the requested size;
+    small mode scales it down)."""
+    if data is None:
+        return None
+    with Image.open(io.BytesIO(data)) as image:
+        rgb = image.convert("RGB")
+    return rgb if rgb.size == (width, height) else rgb.resize((width, height))
+
+
+def _image_planes(image: Image.Image) -> tuple[bytes, bytes, bytes]:
+    """Unpadded Y, U, V (4:2:0) planes of an RGB image."""
+    luma, cb, cr = image.convert("YCbCr").split()
+    half = (image.width // 2, image.height // 2)
+    return luma.tobytes(), cb.resize(half).tobytes(), cr.resize(half).tobytes()
 
 
 def _planes(width: int, height: int, index: int, fps: int) -> tuple[bytes, bytes, bytes]:
@@ -158,15 +215,30 @@ class AssetCache:
     Kept in memory always, and as files in `asset_dir` when one is given (survives restarts).
     """
 
-    def __init__(self, *, fps: int, asset_dir: Path | None = None, renderer: Renderer = render):
+    def __init__(
+        self,
+        *,
+        fps: int,
+        asset_dir: Path | None = None,
+        renderer: Renderer = render,
+        small: bool = False,
+    ) -> None:
         self._fps = fps
+        self._small = small
         self._dir = asset_dir
         self._render = renderer
         self._ready: dict[AssetKey, Asset] = {}
         self._pending: dict[AssetKey, asyncio.Task[Asset]] = {}
 
-    async def get(self, variant: Variant, width: int, height: int, seconds: int) -> Asset:
-        key = AssetKey(variant, width, height, seconds, self._fps)
+    async def get(
+        self,
+        variant: Variant,
+        width: int,
+        height: int,
+        seconds: int,
+        first_frame: bytes | None = None,
+    ) -> Asset:
+        key = AssetKey(variant, width, height, seconds, self._fps, self._small, first_frame)
         ready = self._ready.get(key)
         if ready is not None:
             return ready

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.simulator.faults import Faults
+
+# Prompt patterns that end a job `failed` / `moderation_blocked`, as the real API did for real
+# people and copyrighted characters (reference §3.3). Case-insensitive Python regexes.
+DEFAULT_MODERATION_PATTERNS: tuple[str, ...] = (
+    r"\b(taylor swift|barack obama|donald trump|elon musk|beyonc[eé]|tom cruise)\b",
+    r"\b(mickey mouse|darth vader|spider-?man|pikachu|harry potter|super mario)\b",
+    r"\bmoderation[-_ ]?test\b",
+)
 
 
 class SimulatorSettings(BaseSettings):
-    """Where the simulator listens, which key it wants, and how long a job takes."""
+    """Where the simulator listens, which key it wants, how jobs behave, and how it misbehaves."""
 
     model_config = SettingsConfigDict(env_prefix="CLIPLINE_SIM_", extra="ignore")
 
@@ -20,12 +31,43 @@ class SimulatorSettings(BaseSettings):
     generation_seconds: float = Field(default=6.0, ge=0)
     fps: int = Field(default=12, ge=1, le=60)
     asset_dir: Path | None = None  # on-disk asset cache in addition to the in-memory one
+    # Throughput runs: tiny assets (a few KB) instead of full-size renders; dimensions differ.
+    small_assets: bool = False
     poll_after_ms: int = Field(default=1000, ge=0)
+    # Which API generation to imitate: "2026-03" adds 16/20 s, 1080p, edits, extensions and
+    # characters; "2025-10" is the launch contract (4/8/12 s, no 1080p).
+    contract: Literal["2025-10", "2026-03"] = "2026-03"
+    # Per-model requests-per-minute on creates (reference §9.5): a tier 1..5, or "off".
+    rate_limit_tier: Literal["1", "2", "3", "4", "5", "off"] = "1"
+    rpm: dict[str, int] = Field(default_factory=dict)  # per-model override, JSON: {"sora-2": 60}
+    expires_after_seconds: int = Field(default=3600, ge=1)
+    moderation_patterns: tuple[str, ...] = DEFAULT_MODERATION_PATTERNS
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None  # "whsec_" + base64 (Standard Webhooks)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_backoff_seconds: float = Field(default=1.0, ge=0)
+    webhook_backoff_max_seconds: float = Field(default=3600.0, ge=0)
+    faults: Faults = Field(default_factory=Faults)  # JSON; changeable via PUT /control/faults
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "webhook_secret", mode="before")
     @classmethod
-    def _blank_key_is_none(cls, value: object) -> object:
+    def _blank_secret_is_none(cls, value: object) -> object:
         # CLIPLINE_SIM_API_KEY= (empty) means "no key configured", not "the empty key".
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _blank_url_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> SimulatorSettings:
+        if self.webhook_url is not None and self.webhook_secret is None:
+            raise ValueError(
+                "CLIPLINE_SIM_WEBHOOK_SECRET is required with CLIPLINE_SIM_WEBHOOK_URL"
+            )
+        return self

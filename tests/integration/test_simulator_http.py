@@ -23,6 +23,7 @@ from services.simulator.app import build_app
 from services.simulator.assets import AssetCache, AssetKey
 from services.simulator.settings import SimulatorSettings
 from shared.provider.wire import UpstreamVideo
+from tests.fakes import START_WALL, FakeClock
 
 API_KEY = "sk-sim-test"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -41,26 +42,7 @@ VIDEO_KEYS = {
     "remixed_from_video_id",
     "error",
 }
-START_WALL = 1_760_000_000.25
 QUEUE, GENERATION = 0.5, 6.0
-
-
-class FakeClock:
-    """Both clocks of the simulator, moved forward only by the test."""
-
-    def __init__(self) -> None:
-        self.mono = 5_000.0
-        self.wall = START_WALL
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def time(self) -> float:
-        return self.wall
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += seconds
 
 
 @pytest.fixture
@@ -594,21 +576,29 @@ async def test_control_creates_records_each_accepted_create(client: httpx.AsyncC
     assert await creates(client) == [
         {
             "video_id": first.json()["id"],
+            "kind": "create",
             "client_request_id": "job_1",
             "idempotency_key": "job_1-key",
+            "content_type": "application/json",
             "model": "sora-2",
             "size": "1280x720",
             "seconds": "8",
             "created_at": int(START_WALL),
+            "source_video_id": None,
+            "dropped": False,
         },
         {
             "video_id": second.json()["id"],
+            "kind": "create",
             "client_request_id": None,
             "idempotency_key": None,
+            "content_type": "multipart/form-data",
             "model": "sora-2-pro",
             "size": "720x1280",
             "seconds": "4",
             "created_at": int(START_WALL),
+            "source_video_id": None,
+            "dropped": False,
         },
     ]
 

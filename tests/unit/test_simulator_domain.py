@@ -341,10 +341,14 @@ def test_unknown_variant_is_the_observed_error() -> None:
 
 def test_only_completed_videos_are_downloadable() -> None:
     assert check_downloadable("video_a", Phase("completed", 100)) is None
-    for phase in (Phase("queued", 0), Phase("in_progress", 50), Phase("failed", 0)):
+    for phase, code in (
+        (Phase("queued", 0), "video_not_ready"),
+        (Phase("in_progress", 50), "video_not_ready"),
+        (Phase("failed", 0), "video_failed"),
+    ):
         refused = check_downloadable("video_a", phase)
         assert isinstance(refused, Invalid)
-        assert refused.code == "video_not_ready"
+        assert refused.code == code
         assert phase.status in refused.message
 
 
