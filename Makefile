@@ -7,15 +7,31 @@ PROMPT ?= A paper boat drifting down a rain-soaked street at dusk, cinematic
 MODEL ?= sora-2
 SIZE ?= 1280x720
 DURATION ?= 4
+# tests/sdk runs twice: with the openai SDK pinned in pyproject (the latest, multipart create) and
+# with this 2.x release (JSON create), installed beside the venv and put first on PYTHONPATH.
+OPENAI_LEGACY := 2.14.0
+SDK_LEGACY := $(VENV)/sdk/openai-$(OPENAI_LEGACY)
+SDK_LEGACY_PYTEST = PYTHONPATH=$(SDK_LEGACY) CLIPLINE_EXPECT_OPENAI=$(OPENAI_LEGACY) \
+  $(BIN)/pytest -q tests/sdk
 
-.PHONY: install system-deps run up down status test unit component integration e2e lint typecheck format schemas clean
+.PHONY: install system-deps run up down status test unit component integration e2e sdk lint typecheck format schemas clean
 
-install: $(VENV)/.installed system-deps
+install: $(VENV)/.installed $(SDK_LEGACY)/.installed system-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev,embedded]"
+	touch $@
+
+# --no-deps: everything 2.x needs is already in the venv (httpx, pydantic, anyio, jiter, sniffio,
+# typing-extensions) except distro and tqdm, which come along pinned. The import proves it works.
+$(SDK_LEGACY)/.installed: | $(VENV)/.installed
+	rm -rf $(SDK_LEGACY)
+	$(BIN)/python -m pip install -q --no-deps --target $(SDK_LEGACY) \
+	  openai==$(OPENAI_LEGACY) distro==1.9.0 tqdm==4.70.1
+	PYTHONPATH=$(SDK_LEGACY) $(BIN)/python -c \
+	  'import openai; assert openai.__version__ == "$(OPENAI_LEGACY)", openai.__version__'
 	touch $@
 
 # Debian's docker-compose validates docker-compose.yml without a Docker daemon (tests use it).
@@ -40,8 +56,10 @@ down:
 status:
 	$(BIN)/clipline status
 
+# Everything under the latest SDK, then tests/sdk again under the 2.x one; both always run.
 test: install lint typecheck
-	$(BIN)/pytest -q
+	status=0; $(BIN)/pytest -q || status=$$?; \
+	  $(SDK_LEGACY_PYTEST) || status=$$?; exit $$status
 
 unit: install
 	$(BIN)/pytest -q tests/unit
@@ -54,6 +72,11 @@ integration: install
 
 e2e: install
 	$(BIN)/pytest -q tests/e2e
+
+# The openai-SDK suite alone, under both SDKs.
+sdk: install
+	status=0; $(BIN)/pytest -q tests/sdk || status=$$?; \
+	  $(SDK_LEGACY_PYTEST) || status=$$?; exit $$status
 
 lint: install
 	$(BIN)/ruff check .
