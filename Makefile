@@ -7,6 +7,7 @@ PROMPT ?= A paper boat drifting down a rain-soaked street at dusk, cinematic
 MODEL ?= sora-2
 SIZE ?= 1280x720
 DURATION ?= 4
+BENCH_SECONDS ?= 8
 # tests/sdk runs twice: with the openai SDK pinned in pyproject (the latest, multipart create) and
 # with this 2.x release (JSON create), installed beside the venv and put first on PYTHONPATH.
 OPENAI_LEGACY := 2.14.0
@@ -14,7 +15,7 @@ SDK_LEGACY := $(VENV)/sdk/openai-$(OPENAI_LEGACY)
 SDK_LEGACY_PYTEST = PYTHONPATH=$(SDK_LEGACY) CLIPLINE_EXPECT_OPENAI=$(OPENAI_LEGACY) \
   $(BIN)/pytest -q tests/sdk
 
-.PHONY: install system-deps run up down status test unit component integration e2e sdk lint typecheck format schemas clean
+.PHONY: install system-deps run up down status test unit component integration e2e sdk bench lint typecheck format schemas clean
 
 install: $(VENV)/.installed $(SDK_LEGACY)/.installed system-deps
 
@@ -77,6 +78,10 @@ e2e: install
 sdk: install
 	status=0; $(BIN)/pytest -q tests/sdk || status=$$?; \
 	  $(SDK_LEGACY_PYTEST) || status=$$?; exit $$status
+
+# Speed goals live here, not in tests: figures and ratios against a baseline measured in the same run.
+bench: install
+	$(BIN)/python -m bench.simulator $(BENCH_SECONDS)
 
 lint: install
 	$(BIN)/ruff check .
