@@ -8,6 +8,8 @@ run against a real uvicorn server on a free loopback port, served from the test'
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +20,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
+from PIL import Image
 from pydantic import SecretStr
 
 from services.simulator.app import Simulator, build_app
@@ -631,3 +634,74 @@ async def test_image_reference_in_multipart_brackets(client: httpx.AsyncClient) 
         headers=AUTH,
     )
     assert response.status_code == 200, response.text
+
+
+# --- input_reference becomes the first frame ----------------------------------------------------
+
+
+def png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def mean_colour(data: bytes) -> tuple[int, ...]:
+    with Image.open(io.BytesIO(data)) as image:
+        pixel = image.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
+    assert isinstance(pixel, tuple)
+    return pixel
+
+
+async def test_uploaded_and_inline_images_become_the_first_frame(clock: FakeClock) -> None:
+    red, green = (220, 20, 30), (20, 200, 40)
+    app = build_app(settings(small_assets=True), clock=clock)
+    async with asgi_client(app) as http:
+        uploaded = await http.post(
+            "/v1/videos",
+            files={
+                "prompt": (None, "p"),
+                "size": (None, "1280x720"),
+                "input_reference": ("first.png", png(1280, 720, red), "image/png"),
+            },
+            headers=AUTH,
+        )
+        inline_url = "data:image/png;base64," + base64.b64encode(png(720, 1280, green)).decode()
+        inline = await http.post(
+            "/v1/videos",
+            json={"prompt": "p", "input_reference": {"image_url": inline_url}},
+            headers=AUTH,
+        )
+        plain = await create(http)
+        clock.advance(DONE)
+        colours = []
+        for response in (uploaded, inline):
+            assert response.status_code == 200, response.text
+            url = f"/v1/videos/{response.json()['id']}/content"
+            thumb = await http.get(url, params={"variant": "thumbnail"}, headers=AUTH)
+            colours.append(mean_colour(thumb.content))
+        plain_thumb = await http.get(
+            f"/v1/videos/{plain}/content", params={"variant": "thumbnail"}, headers=AUTH
+        )
+    assert all(abs(a - b) < 25 for a, b in zip(colours[0], red, strict=True))
+    assert all(abs(a - b) < 25 for a, b in zip(colours[1], green, strict=True))
+    assert mean_colour(plain_thumb.content) not in colours
+
+
+async def test_inline_data_url_is_checked_like_a_file(client: httpx.AsyncClient) -> None:
+    wrong_size = "data:image/png;base64," + base64.b64encode(png(64, 64, (1, 2, 3))).decode()
+    response = await client.post(
+        "/v1/videos",
+        json={"prompt": "p", "input_reference": {"image_url": wrong_size}},
+        headers=AUTH,
+    )
+    assert response.status_code == 400
+    assert error_of(response)["param"] == "input_reference"
+    not_an_image = "data:image/png;base64," + base64.b64encode(b"hello").decode()
+    response = await client.post(
+        "/v1/videos",
+        json={"prompt": "p", "input_reference": {"image_url": not_an_image}},
+        headers=AUTH,
+    )
+    assert response.status_code == 400
+    assert error_of(response)["message"].startswith("Invalid file format for 'input_reference'")
+    assert await creates(client) == []
