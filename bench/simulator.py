@@ -61,7 +61,18 @@ BASELINE_APP = textwrap.dedent(
                 access_log=False, loop="uvloop", http="httptools", lifespan="off")
     """
 )
-CREATE_BODY = json.dumps({"prompt": "a paper boat", "size": "1280x720", "seconds": "4"}).encode()
+CREATE_FIELDS = {"prompt": "a paper boat", "size": "1280x720", "seconds": "4"}
+CREATE_BODY = json.dumps(CREATE_FIELDS).encode()
+BOUNDARY = "clipline-bench-boundary"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+# What openai-python >= 2.27 sends for every create (reference §3.2).
+MULTIPART_BODY = (
+    "".join(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in CREATE_FIELDS.items()
+    )
+    + f"--{BOUNDARY}--\r\n"
+).encode()
 
 
 @dataclass(frozen=True)
@@ -94,10 +105,12 @@ class Connection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         return cls(reader, writer)
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {API_KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         self.writer.write(head.encode() + body)
         status_line = await self.reader.readline()
@@ -114,7 +127,15 @@ class Connection:
 
 
 async def simulator_job(connection: Connection) -> None:
-    status, body = await connection.request("POST", "/v1/videos", CREATE_BODY)
+    await _simulator_job(connection, CREATE_BODY, "application/json")
+
+
+async def simulator_multipart_job(connection: Connection) -> None:
+    await _simulator_job(connection, MULTIPART_BODY, MULTIPART)
+
+
+async def _simulator_job(connection: Connection, create: bytes, content_type: str) -> None:
+    status, body = await connection.request("POST", "/v1/videos", create, content_type)
     assert status == 200, body
     video_id = json.loads(body)["id"]
     status, body = await connection.request("GET", f"/v1/videos/{video_id}")
@@ -278,18 +299,17 @@ async def main(seconds: float) -> list[Result]:
             port,
         )
     )
-    port = free_port()
-    sim_env = SIM_ENV | {"CLIPLINE_SIM_HOST": "127.0.0.1", "CLIPLINE_SIM_PORT": str(port)}
-    results.append(
-        await over_http(
-            "simulator over HTTP",
-            [sys.executable, "-m", "services.simulator"],
-            sim_env,
-            simulator_job,
-            seconds,
-            port,
+    for name, job in (
+        ("simulator over HTTP, JSON create (SDK 2.x)", simulator_job),
+        ("simulator over HTTP, multipart create (SDK 3.x)", simulator_multipart_job),
+    ):
+        port = free_port()
+        sim_env = SIM_ENV | {"CLIPLINE_SIM_HOST": "127.0.0.1", "CLIPLINE_SIM_PORT": str(port)}
+        results.append(
+            await over_http(
+                name, [sys.executable, "-m", "services.simulator"], sim_env, job, seconds, port
+            )
         )
-    )
     return results
 
 
@@ -305,18 +325,17 @@ def report(results: list[Result]) -> None:
             f"{r.name:52} {r.jobs:>8} {r.rate:>9,.0f} {per_cpu:>18} "
             f"{r.rate / GOAL_JOBS_PER_SECOND:>7.2f}"
         )
-    inproc, baseline, http = results
+    inproc, baseline, *over_http_results = results
     print()
-    print(f"simulator / baseline over HTTP (wall rate):      {http.rate / baseline.rate:.2f}")
-    if http.per_cpu_second and baseline.per_cpu_second:
-        print(
-            "simulator / baseline per server CPU-second:     "
-            f"{http.per_cpu_second / baseline.per_cpu_second:.2f}"
-        )
-        print(
-            "simulator capacity per core / goal:             "
-            f"{http.per_cpu_second / GOAL_JOBS_PER_SECOND:.2f}x"
-        )
+    for http in over_http_results:
+        print(http.name)
+        print(f"  / baseline over HTTP (wall rate):   {http.rate / baseline.rate:.2f}")
+        if http.per_cpu_second and baseline.per_cpu_second:
+            ratio = http.per_cpu_second / baseline.per_cpu_second
+            print(f"  / baseline per server CPU-second:   {ratio:.2f}")
+            capacity = http.per_cpu_second / GOAL_JOBS_PER_SECOND
+            print(f"  capacity per core / goal:           {capacity:.2f}x")
+        print(f"  wall rate / goal:                   {http.rate / GOAL_JOBS_PER_SECOND:.2f}x")
     inproc_ratio = inproc.rate / GOAL_JOBS_PER_SECOND
     print(f"in-process simulator / goal:                     {inproc_ratio:.2f}x")
 

@@ -53,6 +53,8 @@ SERVER_ERROR = "The server had an error while processing your request. Sorry abo
 JSON_OR_FORM = "'application/json' and 'multipart/form-data'"
 FORM_ONLY = "'multipart/form-data'"
 T = TypeVar("T")
+CREATE_OPERATIONS = frozenset({"create", "remix", "edit", "extend"})
+MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
 class Clock(Protocol):
@@ -114,6 +116,17 @@ class CreateRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """Every create-like request that reached the API, refused or not (401, 429, 5xx, 400)."""
+
+    operation: str
+    status: int
+    client_request_id: str | None
+    idempotency_key: str | None
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Character:
     id: str
     name: str
@@ -167,7 +180,9 @@ class Request:
         self.path: str = scope["path"]
         raw_query: bytes = scope.get("query_string", b"")
         self.query: dict[str, str] = (
-            dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else {}
+            dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True))
+            if raw_query
+            else {}
         )
         self.headers: dict[str, str] = {
             k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
@@ -260,6 +275,7 @@ class Simulator:
         self._position: dict[str, int] = {}
         self.characters: dict[str, Character] = {}
         self.creates: list[CreateRecord] = []
+        self.attempts: list[Attempt] = []
         self._buckets: dict[str, limits.Bucket] = {}
 
     # --- ASGI -------------------------------------------------------------------------------
@@ -314,6 +330,18 @@ class Simulator:
         route = self._route(request.method, request.path)
         if route.operation is None:
             return await route.handler(request, *route.args)
+        if route.operation not in CREATE_OPERATIONS:
+            return await self._serve(route, request)
+        try:
+            response = await self._serve(route, request)
+        except ApiError as exc:
+            self._attempted(route.operation, request, exc.status)
+            raise
+        self._attempted(route.operation, request, response.status)
+        return response
+
+    async def _serve(self, route: Route, request: Request) -> Response:
+        assert route.operation is not None
         refused = domain.authorize(request.headers.get("authorization"), self._key)
         if refused is not None:
             raise ApiError(401, refused)
@@ -327,13 +355,27 @@ class Simulator:
             raise ApiError(429, limits.injected(route.operation), limits.retry_headers(retry))
         return await route.handler(request, *route.args)
 
+    def _attempted(self, operation: Operation, request: Request, status: int) -> None:
+        self.attempts.append(
+            Attempt(
+                operation=operation,
+                status=status,
+                client_request_id=request.headers.get("x-client-request-id"),
+                idempotency_key=request.headers.get("idempotency-key"),
+                at=int(self._clock.time()),
+            )
+        )
+
     def _route(self, method: str, path: str) -> Route:
-        parts = path.strip("/").split("/")
+        parts = path.split("/")[1:]
+        if not path.startswith("/") or "" in parts:
+            raise ApiError(404, _invalid_url(method, path))
         if parts in (["healthz"], ["v1", "healthz"]):
             return self._pick(method, path, {"GET": Route(None, self.healthz)})
         if parts[0] == "control" and len(parts) == 2:
             control = {
                 "creates": {"GET": Route(None, self.list_creates)},
+                "attempts": {"GET": Route(None, self.list_attempts)},
                 "faults": {
                     "GET": Route(None, self.get_faults),
                     "PUT": Route(None, self.put_faults),
@@ -378,8 +420,8 @@ class Simulator:
     @staticmethod
     def _pick(method: str, path: str, routes: dict[str, Route]) -> Route:
         route = routes.get(method)
-        if route is None:
-            raise ApiError(405, _invalid_url(method, path))
+        if route is None:  # the API answers a known path with another method like any bad URL
+            raise ApiError(404, _invalid_url(method, path))
         return route
 
     # --- the API ----------------------------------------------------------------------------
@@ -389,7 +431,7 @@ class Simulator:
 
     async def create(self, request: Request) -> Response:
         params, body = await request.params()
-        params = _inline_data_url(params) if body == "json" else params
+        params = _raise_invalid(_inline_data_url(params))
         decided = _raise_invalid(
             domain.validate_create(params, body, self._contract, self.characters)
         )
@@ -554,6 +596,17 @@ class Simulator:
             ],
         )
 
+    async def list_attempts(self, request: Request) -> Response:
+        wanted = request.query.get("client_request_id")
+        return json_response(
+            200,
+            [
+                asdict(attempt)
+                for attempt in self.attempts
+                if wanted is None or attempt.client_request_id == wanted
+            ],
+        )
+
     async def get_faults(self, _: Request) -> Response:
         return json_response(200, self.plan.faults.model_dump(mode="json"))
 
@@ -595,13 +648,14 @@ class Simulator:
         extensions: int = 0,
         first_frame: bytes | None = None,
     ) -> tuple[Job, bool]:
-        queue, generation = self.plan.durations(
-            self._settings.queue_seconds, self._settings.generation_seconds
+        fate = self.plan.for_job(
+            len(self.creates), self._settings.queue_seconds, self._settings.generation_seconds
         )
+        queue, generation = fate.queue_seconds, fate.generation_seconds
         error: JobError | None = domain.moderate(prompt, self._patterns)
         if error is not None:
             generation = 0.0  # blocked as soon as it leaves the queue
-        elif self.plan.job_fails():
+        elif fate.fails:
             error = domain.INTERNAL
         timeline = Timeline(queue, generation, error)
         now = self._clock.time()
@@ -623,7 +677,7 @@ class Simulator:
         self.jobs[job.id] = job
         self._position[job.id] = len(self._order)
         self._order.append(job.id)
-        dropped = self.plan.drop_after_create()
+        dropped = fate.dropped
         self.creates.append(
             CreateRecord(
                 video_id=job.id,
@@ -763,13 +817,18 @@ def _invalid_url(method: str, path: str) -> Invalid:
 async def _form_value(value: str | UploadFile) -> object:
     if isinstance(value, str):
         return value
+    if value.size is not None and value.size > MAX_FILE_BYTES:
+        raise ApiError(
+            400, Invalid(f"File too large: at most {MAX_FILE_BYTES} bytes per file.", "file")
+        )
     data = await value.read()
     return replace(sniff_image(data), data=data)
 
 
-def _inline_data_url(params: dict[str, object]) -> dict[str, object]:
-    """A JSON `input_reference: {image_url: "data:image/...;base64,..."}` is checked like an
-    uploaded file (format and size) and becomes the first frame; remote URLs are not fetched."""
+def _inline_data_url(params: dict[str, object]) -> dict[str, object] | Invalid:
+    """`input_reference: {image_url: "data:image/...;base64,..."}` (JSON, or the bracket field
+    `input_reference[image_url]`) is checked like an uploaded file (format and size) and becomes
+    the first frame. Remote URLs are accepted as they are, never fetched."""
     reference = params.get("input_reference")
     if not isinstance(reference, dict) or set(reference) != {"image_url"}:
         return params
@@ -777,12 +836,16 @@ def _inline_data_url(params: dict[str, object]) -> dict[str, object]:
     if not isinstance(url, str) or not url.startswith("data:"):
         return params
     header, comma, encoded = url.partition(",")
-    if not comma or not header.endswith(";base64"):
-        return params
     try:
+        if not comma or not header.endswith(";base64"):
+            raise ValueError("not base64")
         data = base64.b64decode(encoded, validate=True)
     except ValueError:
-        return params
+        return Invalid(
+            "Invalid 'input_reference.image_url': expected a base64-encoded data URL.",
+            param="input_reference.image_url",
+            code="invalid_value",
+        )
     return {**params, "input_reference": replace(sniff_image(data), data=data)}
 
 

@@ -81,11 +81,18 @@ Renderer = Callable[[AssetKey], bytes]
 
 
 def sniff_image(data: bytes) -> Upload:
-    """Format and size of an uploaded image, from its header only; format None if not an image."""
+    """Format and size of an uploaded image; format None if it is not a whole, decodable image.
+
+    The image is decoded in full (it may become a first frame later), and Pillow's
+    decompression-bomb guard refuses absurd sizes before any pixel is allocated.
+    """
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return Upload(image.format, image.width, image.height)
-    except (UnidentifiedImageError, OSError, ValueError):
+            image.load()
+            # Pillow names camera JPEGs with extra frames "MPO"; on the wire they are image/jpeg.
+            image_format = "JPEG" if image.format == "MPO" else image.format
+            return Upload(image_format, image.width, image.height)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return Upload(None)
 
 

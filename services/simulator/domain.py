@@ -35,17 +35,22 @@ class Contract:
     """One generation of the API: what `seconds`/`size` allow and which endpoints exist."""
 
     name: str
+    models: tuple[str, ...]
     seconds: tuple[str, ...]
-    sizes: Mapping[str, tuple[str, ...]]
+    sizes: Mapping[str, tuple[str, ...]]  # per base model; the pro list is the whole enum
     edits: bool  # edits, extensions, characters and the `characters` create parameter
 
 
 # Reference §6: the launch contract, and the March 2026 expansion (16/20 s, 1080p on pro).
 CONTRACTS: dict[str, Contract] = {
     "2025-10": Contract(
-        "2025-10", LAUNCH_SECONDS, {"sora-2": SORA_2_SIZES, "sora-2-pro": LAUNCH_PRO_SIZES}, False
+        "2025-10",
+        ("sora-2", "sora-2-pro"),  # the dated slugs came in December 2025
+        LAUNCH_SECONDS,
+        {"sora-2": SORA_2_SIZES, "sora-2-pro": LAUNCH_PRO_SIZES},
+        False,
     ),
-    "2026-03": Contract("2026-03", SECONDS, SIZES, True),
+    "2026-03": Contract("2026-03", tuple(MODELS), SECONDS, SIZES, True),
 }
 LATEST = CONTRACTS["2026-03"]
 DEFAULT_MODEL, DEFAULT_SECONDS, DEFAULT_SIZE = "sora-2", "4", "720x1280"
@@ -253,7 +258,7 @@ def authorize(authorization: str | None, expected_key: str | None) -> Invalid | 
     scheme, _, token = (authorization or "").strip().partition(" ")
     token = token.strip()
     if not authorization or scheme.lower() != "bearer" or not token:
-        return Invalid(MISSING_KEY, code="invalid_api_key")
+        return Invalid(MISSING_KEY)  # the API's missing-key 401 carries code null
     if expected_key is not None and not hmac.compare_digest(
         token.encode("utf-8"), expected_key.encode("utf-8")
     ):
@@ -333,13 +338,13 @@ def validate_create(
     prompt = _prompt(params.get("prompt", _ABSENT))
     if isinstance(prompt, Invalid):
         return prompt
-    model = _choice(params, "model", tuple(MODELS), DEFAULT_MODEL)
+    model = _choice(params, "model", contract.models, DEFAULT_MODEL)
     if isinstance(model, Invalid):
         return model
     seconds = _choice(params, "seconds", contract.seconds, DEFAULT_SECONDS)
     if isinstance(seconds, Invalid):
         return seconds
-    size = _choice(params, "size", contract.sizes[MODELS[model]], DEFAULT_SIZE)
+    size = _size(params, contract, MODELS[model])
     if isinstance(size, Invalid):
         return size
     reference = _reference(params.get("input_reference"), body, size)
@@ -468,10 +473,9 @@ def parse_list_query(query: Mapping[str, str]) -> ListQuery | Invalid:
     limit = LIST_DEFAULT_LIMIT
     raw_limit = query.get("limit")
     if raw_limit is not None:
-        try:
-            limit = int(raw_limit)
-        except ValueError:
+        if not re.fullmatch(r"-?[0-9]{1,9}", raw_limit):
             return _invalid_type("limit", "an integer", raw_limit)
+        limit = int(raw_limit)
         if limit < 0:
             return Invalid(
                 f"Invalid 'limit': integer below minimum value. Expected a value >= 0, but got "
@@ -634,6 +638,20 @@ def _choice(
     if value not in allowed:
         return _invalid_value(value, name, allowed)
     return value
+
+
+def _size(params: Mapping[str, object], contract: Contract, base_model: str) -> str | Invalid:
+    """The whole size enum is checked first, with the observed message (reference §6); a size
+    that exists but not for this model gets its own message (UNCONFIRMED in the reference)."""
+    size = _choice(params, "size", contract.sizes["sora-2-pro"], DEFAULT_SIZE)
+    if isinstance(size, Invalid) or size in contract.sizes[base_model]:
+        return size
+    return Invalid(
+        f"Invalid value: '{size}' for model '{base_model}'. Supported values are: "
+        f"{_quoted(contract.sizes[base_model], 'and')}.",
+        param="size",
+        code="invalid_value",
+    )
 
 
 def _reference(value: object, body: BodyKind, size: str) -> Reference | Invalid | None:

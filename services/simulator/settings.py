@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.simulator.faults import Faults
+from services.simulator.faults import MAX_SECONDS, Faults
+from services.simulator.webhooks import signing_key
 
 # Prompt patterns that end a job `failed` / `moderation_blocked`, as the real API did for real
 # people and copyrighted characters (reference §3.3). Case-insensitive Python regexes.
@@ -22,13 +23,15 @@ DEFAULT_MODERATION_PATTERNS: tuple[str, ...] = (
 class SimulatorSettings(BaseSettings):
     """Where the simulator listens, which key it wants, how jobs behave, and how it misbehaves."""
 
-    model_config = SettingsConfigDict(env_prefix="CLIPLINE_SIM_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CLIPLINE_SIM_", extra="ignore", allow_inf_nan=False
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_key: SecretStr | None = None  # None: any non-empty Bearer token is accepted
-    queue_seconds: float = Field(default=0.5, ge=0)
-    generation_seconds: float = Field(default=6.0, ge=0)
+    queue_seconds: float = Field(default=0.5, ge=0, le=MAX_SECONDS)
+    generation_seconds: float = Field(default=6.0, ge=0, le=MAX_SECONDS)
     fps: int = Field(default=12, ge=1, le=60)
     asset_dir: Path | None = None  # on-disk asset cache in addition to the in-memory one
     # Throughput runs: tiny assets (a few KB) instead of full-size renders; dimensions differ.
@@ -39,14 +42,16 @@ class SimulatorSettings(BaseSettings):
     contract: Literal["2025-10", "2026-03"] = "2026-03"
     # Per-model requests-per-minute on creates (reference §9.5): a tier 1..5, or "off".
     rate_limit_tier: Literal["1", "2", "3", "4", "5", "off"] = "1"
-    rpm: dict[str, int] = Field(default_factory=dict)  # per-model override, JSON: {"sora-2": 60}
-    expires_after_seconds: int = Field(default=3600, ge=1)
+    rpm: dict[str, PositiveInt] = Field(
+        default_factory=dict
+    )  # per-model override, JSON: {"sora-2": 60}
+    expires_after_seconds: int = Field(default=3600, ge=1, le=int(MAX_SECONDS))
     moderation_patterns: tuple[str, ...] = DEFAULT_MODERATION_PATTERNS
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None  # "whsec_" + base64 (Standard Webhooks)
     webhook_max_attempts: int = Field(default=8, ge=1)
-    webhook_backoff_seconds: float = Field(default=1.0, ge=0)
-    webhook_backoff_max_seconds: float = Field(default=3600.0, ge=0)
+    webhook_backoff_seconds: float = Field(default=1.0, ge=0, le=MAX_SECONDS)
+    webhook_backoff_max_seconds: float = Field(default=3600.0, ge=0, le=MAX_SECONDS)
     faults: Faults = Field(default_factory=Faults)  # JSON; changeable via PUT /control/faults
 
     @field_validator("api_key", "webhook_secret", mode="before")
@@ -55,6 +60,16 @@ class SimulatorSettings(BaseSettings):
         # CLIPLINE_SIM_API_KEY= (empty) means "no key configured", not "the empty key".
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_is_usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                signing_key(value.get_secret_value())
+            except ValueError:
+                raise ValueError("must be 'whsec_' followed by base64") from None
         return value
 
     @field_validator("webhook_url", mode="before")

@@ -11,10 +11,12 @@ import asyncio
 import base64
 import io
 import json
+import struct
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from zlib import crc32
 
 import httpx
 import openai
@@ -705,3 +707,129 @@ async def test_inline_data_url_is_checked_like_a_file(client: httpx.AsyncClient)
     assert response.status_code == 400
     assert error_of(response)["message"].startswith("Invalid file format for 'input_reference'")
     assert await creates(client) == []
+
+
+# --- strictness: routes, queries, images, settings ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/v1/videos"),
+        ("POST", "/v1/videos/video_1"),
+        ("HEAD", "/v1/videos"),
+        ("GET", "/v1/videos/"),
+        ("GET", "/v1/videos//content"),
+    ],
+)
+async def test_other_methods_and_odd_paths_are_invalid_urls(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(method, path, headers=AUTH)
+    assert response.status_code == 404
+    if method != "HEAD":
+        assert error_of(response)["message"] == f"Invalid URL ({method} {path})"
+
+
+async def test_blank_and_loose_query_values_are_refused(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    video_id = await create(client)
+    clock.advance(DONE)
+    blank = await client.get(f"/v1/videos/{video_id}/content?variant=", headers=AUTH)
+    assert error_of(blank)["message"] == (
+        "Invalid value: ''. Supported values are: 'video', 'thumbnail', and 'spritesheet'."
+    )
+    for query in ("limit=", "limit=1_0", "limit=2.0"):
+        response = await client.get(f"/v1/videos?{query}", headers=AUTH)
+        assert response.status_code == 400, query
+        assert error_of(response)["code"] == "invalid_type"
+
+
+async def test_bracket_data_urls_are_checked_too(client: httpx.AsyncClient) -> None:
+    small = "data:image/png;base64," + base64.b64encode(png(10, 10, (1, 2, 3))).decode()
+    wrong_size = await client.post(
+        "/v1/videos",
+        files={"prompt": (None, "p"), "input_reference[image_url]": (None, small)},
+        headers=AUTH,
+    )
+    assert wrong_size.status_code == 400
+    assert error_of(wrong_size)["param"] == "input_reference"
+    garbled = await client.post(
+        "/v1/videos",
+        json={"prompt": "p", "input_reference": {"image_url": "data:image/png;base64,@@@"}},
+        headers=AUTH,
+    )
+    assert garbled.status_code == 400
+    assert error_of(garbled)["param"] == "input_reference.image_url"
+    assert await creates(client) == []
+
+
+def bomb_png() -> bytes:
+    """A PNG header claiming 100000 x 100000 pixels, with no pixel data."""
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + header
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", crc32(chunk))
+
+
+@pytest.mark.parametrize(
+    "image", [bomb_png(), png(720, 1280, (9, 9, 9))[:200]], ids=["bomb", "truncated"]
+)
+async def test_images_that_do_not_decode_are_refused(
+    client: httpx.AsyncClient, image: bytes
+) -> None:
+    response = await client.post(
+        "/v1/videos",
+        files={"prompt": (None, "p"), "input_reference": ("x.png", image, "image/png")},
+        headers=AUTH,
+    )
+    assert response.status_code == 400
+    assert error_of(response)["message"].startswith("Invalid file format for 'input_reference'")
+
+
+async def test_camera_jpegs_are_jpegs(client: httpx.AsyncClient) -> None:
+    out = io.BytesIO()
+    frames = [Image.new("RGB", (720, 1280), (10, 10, 10)), Image.new("RGB", (720, 1280))]
+    frames[0].save(out, format="MPO", save_all=True, append_images=frames[1:])
+    with Image.open(io.BytesIO(out.getvalue())) as probe:
+        assert probe.format == "MPO"
+    response = await client.post(
+        "/v1/videos",
+        files={"prompt": (None, "p"), "input_reference": ("c.jpg", out.getvalue(), "image/jpeg")},
+        headers=AUTH,
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_attempts_record_refused_creates_too(clock: FakeClock) -> None:
+    async with asgi_client(make_app(clock, rate_limit_tier="1", rpm={"sora-2": 1})) as http:
+        for _ in range(2):
+            await http.post(
+                "/v1/videos",
+                json={"prompt": "p"},
+                headers=AUTH | {"X-Client-Request-Id": "job-9", "Idempotency-Key": "job-9"},
+            )
+        await http.post("/v1/videos", json={"prompt": "p"})
+        await http.get("/v1/videos", headers=AUTH)
+        attempts = (await http.get("/control/attempts")).json()
+        mine = (await http.get("/control/attempts?client_request_id=job-9")).json()
+    assert [(a["operation"], a["status"]) for a in attempts] == [
+        ("create", 200),
+        ("create", 429),
+        ("create", 401),
+    ]
+    assert [a["idempotency_key"] for a in mine] == ["job-9", "job-9"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"rpm": {"sora-2": 0}},
+        {"webhook_url": "https://x.test/h", "webhook_secret": SecretStr("whsec_abc")},
+        {"generation_seconds": float("inf")},
+        {"faults": {"generation": {"seconds": 1e309}}},
+    ],
+)
+def test_unusable_settings_are_refused(overrides: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - pydantic's ValidationError
+        settings(**overrides)

@@ -347,7 +347,7 @@ def test_missing_api_key_is_an_authentication_error(client: openai.OpenAI) -> No
     assert caught.value.status_code == 401
     body = error_body(caught.value)
     assert body["message"].startswith("You didn't provide an API key.")
-    assert body["code"] == "invalid_api_key"
+    assert body["code"] is None
 
 
 def test_unsupported_seconds_is_refused(client: openai.OpenAI, simulator: Simulator) -> None:

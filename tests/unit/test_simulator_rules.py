@@ -19,7 +19,14 @@ from services.simulator.domain import (
     Timeline,
     Upload,
 )
-from services.simulator.faults import FaultPlan, Faults, Generation
+from services.simulator.faults import (
+    MAX_SECONDS,
+    DownloadFault,
+    FaultPlan,
+    Faults,
+    Generation,
+    JobFate,
+)
 
 # --- multipart folding -------------------------------------------------------------------------
 
@@ -92,12 +99,36 @@ def test_launch_contract_has_no_characters_parameter() -> None:
     assert refused.code == "unknown_parameter"
 
 
+def test_unknown_size_lists_the_whole_enum_as_observed() -> None:
+    refused = domain.validate_create(
+        {"prompt": "p", "size": "1920x1080"}, "json", domain.CONTRACTS["2025-10"]
+    )
+    assert refused == Invalid(
+        "Invalid value: '1920x1080'. Supported values are: '720x1280', '1280x720', "
+        "'1024x1792', and '1792x1024'.",
+        param="size",
+        code="invalid_value",
+    )
+
+
 def test_sora_2_refuses_a_pro_size() -> None:
     refused = domain.validate_create({"prompt": "p", "size": "1792x1024"}, "json")
     assert refused == Invalid(
-        "Invalid value: '1792x1024'. Supported values are: '720x1280' and '1280x720'.",
+        "Invalid value: '1792x1024' for model 'sora-2'. Supported values are: '720x1280' and "
+        "'1280x720'.",
         param="size",
         code="invalid_value",
+    )
+
+
+def test_launch_contract_has_no_dated_slugs() -> None:
+    refused = domain.validate_create(
+        {"prompt": "p", "model": "sora-2-2025-12-08"}, "json", domain.CONTRACTS["2025-10"]
+    )
+    assert isinstance(refused, Invalid)
+    assert (
+        refused.message == "Invalid value: 'sora-2-2025-12-08'. Supported values are: "
+        "'sora-2' and 'sora-2-pro'."
     )
 
 
@@ -389,27 +420,51 @@ def test_operations_filter_limits_request_faults() -> None:
 def test_no_faults_by_default() -> None:
     plan = FaultPlan(Faults())
     assert decisions(plan, 50) == [(0.0, None, False)] * 50
-    assert not plan.drop_after_create()
-    assert not plan.job_fails()
-    assert plan.on_download(1000) == type(plan.on_download(1000))(None, None)
-    assert plan.durations(0.5, 6.0) == (0.5, 6.0)
+    assert plan.for_job(0, 0.5, 6.0) == JobFate(0.5, 6.0, fails=False, dropped=False)
+    assert plan.on_download(1000) == DownloadFault(None, None)
+
+
+def generation_seconds(plan: FaultPlan, count: int) -> list[float]:
+    return [plan.for_job(n, 0.5, 6.0).generation_seconds for n in range(count)]
 
 
 def test_generation_distributions() -> None:
-    uniform = FaultPlan(
-        Faults(seed=3, generation=Generation(distribution="uniform", seconds=10, spread=2))
-    )
-    samples = [uniform.durations(0.5, 6.0)[1] for _ in range(500)]
+    uniform = Faults(seed=3, generation=Generation(distribution="uniform", seconds=10, spread=2))
+    samples = generation_seconds(FaultPlan(uniform), 500)
     assert min(samples) >= 8
     assert max(samples) <= 12
     assert max(samples) - min(samples) > 3
-    lognormal = FaultPlan(
-        Faults(seed=3, generation=Generation(distribution="lognormal", seconds=10, spread=0.5))
+    lognormal = Faults(
+        seed=3, generation=Generation(distribution="lognormal", seconds=10, spread=0.5)
     )
-    values = sorted(lognormal.durations(0.5, 6.0)[1] for _ in range(999))
+    values = sorted(generation_seconds(FaultPlan(lognormal), 999))
     assert 8 < values[499] < 12  # the median
     fixed = FaultPlan(Faults(generation=Generation(queue_seconds=0, seconds=0)))
-    assert fixed.durations(0.5, 6.0) == (0.0, 0.0)
+    fate = fixed.for_job(0, 0.5, 6.0)
+    assert (fate.queue_seconds, fate.generation_seconds) == (0.0, 0.0)
+
+
+def test_extreme_distributions_stay_finite() -> None:
+    wild = Faults(
+        seed=1, generation=Generation(distribution="lognormal", seconds=MAX_SECONDS, spread=50)
+    )
+    assert all(0 <= s <= MAX_SECONDS for s in generation_seconds(FaultPlan(wild), 200))
+    wide = Faults(seed=1, generation=Generation(distribution="uniform", seconds=1, spread=100))
+    assert all(0 <= s <= 101 for s in generation_seconds(FaultPlan(wide), 200))
+
+
+def test_a_jobs_fate_depends_on_its_ordinal_not_on_other_traffic() -> None:
+    faults = Faults(seed=5, job_failure_rate=0.5, drop_after_create_rate=0.5)
+    quiet, busy = FaultPlan(faults), FaultPlan(faults.model_copy(update={"error_rate": 0.5}))
+    for _ in range(37):  # polls and other requests draw from their own streams
+        busy.on_request("retrieve")
+        busy.on_download(100)
+    fates = [quiet.for_job(n, 0, 1) for n in range(100)]
+    assert fates == [busy.for_job(n, 0, 1) for n in range(100)]
+    assert {fate.fails for fate in fates} == {True, False}
+    assert {fate.dropped for fate in fates} == {True, False}
+    reseeded = FaultPlan(faults.model_copy(update={"seed": 6}))
+    assert fates != [reseeded.for_job(n, 0, 1) for n in range(100)]
 
 
 def test_download_faults() -> None:
@@ -429,6 +484,9 @@ def test_download_faults() -> None:
         {"operations": ["fly"]},
         {"surprise": True},
         {"generation": {"distribution": "pareto"}},
+        {"generation": {"seconds": float("inf")}},
+        {"generation": {"seconds": 1e300}},
+        {"latency_ms": 1e308},
     ],
 )
 def test_bad_faults_are_refused(body: dict[str, object]) -> None:
