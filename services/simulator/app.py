@@ -15,10 +15,9 @@ import json
 import logging
 import re
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import TypeVar
 from urllib.parse import parse_qsl
 
 import httpx
@@ -30,6 +29,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from services.simulator import domain, limits
 from services.simulator.assets import AssetCache, sniff_image
+from services.simulator.clock import Clock, SystemClock
 from services.simulator.domain import BodyKind, Invalid, JobError, Phase, Timeline
 from services.simulator.faults import FaultPlan, Faults, Operation
 from services.simulator.settings import SimulatorSettings
@@ -57,22 +57,6 @@ CREATE_OPERATIONS = frozenset({"create", "remix", "edit", "extend"})
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
-class Clock(Protocol):
-    """Both clocks the simulator reads: monotonic for the timeline, wall for timestamps."""
-
-    def monotonic(self) -> float: ...
-
-    def time(self) -> float: ...
-
-
-class SystemClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
-
-
 @dataclass(frozen=True, slots=True)
 class Job:
     id: str
@@ -96,6 +80,46 @@ class Job:
     @property
     def height(self) -> int:
         return domain.dimensions(self.size)[1]
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What an accepted create, remix, edit or extension asks for."""
+
+    kind: str
+    model: str
+    base_model: str
+    prompt: str
+    size: str
+    seconds: str
+    source_video_id: str | None = None
+    remixed_from: str | None = None
+    extensions: int = 0
+    first_frame: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_source(
+        cls,
+        kind: str,
+        source: Job,
+        prompt: str,
+        *,
+        seconds: str | None = None,
+        remixed_from: str | None = None,
+        extensions: int | None = None,
+    ) -> NewJob:
+        """A job made from a completed video: its model and size, the same length by default."""
+        return cls(
+            kind=kind,
+            model=source.model,
+            base_model=source.base_model,
+            prompt=prompt,
+            size=source.size,
+            seconds=source.seconds if seconds is None else seconds,
+            source_video_id=source.id,
+            remixed_from=remixed_from,
+            extensions=source.extensions if extensions is None else extensions,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,56 +460,30 @@ class Simulator:
             domain.validate_create(params, body, self._contract, self.characters)
         )
         reference = params.get("input_reference")
-        first_frame = reference.data if isinstance(reference, domain.Upload) else None
-        rate = self._take(decided.base_model)
-        job, dropped = self._start_job(
-            request,
-            "create",
+        spec = NewJob(
+            kind="create",
             model=decided.model,
             base_model=decided.base_model,
             prompt=decided.prompt,
             size=decided.size,
             seconds=decided.seconds,
-            first_frame=first_frame,
+            first_frame=reference.data if isinstance(reference, domain.Upload) else None,
         )
-        return self._created(job, rate, dropped)
+        return self._accept(request, spec)
 
     async def remix(self, request: Request, video_id: str) -> Response:
         params, _ = await request.params()
         decided = _raise_invalid(domain.validate_remix(params, video_id))
         source = self._source(video_id, "only completed videos can be remixed")
-        rate = self._take(source.base_model)
-        job, dropped = self._start_job(
-            request,
-            "remix",
-            model=source.model,
-            base_model=source.base_model,
-            prompt=decided.prompt,
-            size=source.size,
-            seconds=source.seconds,
-            source=source,
-            remixed_from=source.id,
-            extensions=source.extensions,
+        return self._accept(
+            request, NewJob.from_source("remix", source, decided.prompt, remixed_from=source.id)
         )
-        return self._created(job, rate, dropped)
 
     async def edit(self, request: Request) -> Response:
         params, body = await request.params()
         decided = _raise_invalid(domain.validate_edit(params, body))
         source = self._source(decided.video_id, "only completed videos can be edited")
-        rate = self._take(source.base_model)
-        job, dropped = self._start_job(
-            request,
-            "edit",
-            model=source.model,
-            base_model=source.base_model,
-            prompt=decided.prompt,
-            size=source.size,
-            seconds=source.seconds,
-            source=source,
-            extensions=source.extensions,
-        )
-        return self._created(job, rate, dropped)
+        return self._accept(request, NewJob.from_source("edit", source, decided.prompt))
 
     async def extend(self, request: Request) -> Response:
         params, body = await request.params()
@@ -495,19 +493,14 @@ class Simulator:
         _raise_invalid_or_none(
             domain.check_extension(source.id, int(source.seconds), source.extensions, added)
         )
-        rate = self._take(source.base_model)
-        job, dropped = self._start_job(
-            request,
+        spec = NewJob.from_source(
             "extension",
-            model=source.model,
-            base_model=source.base_model,
-            prompt=decided.prompt,
-            size=source.size,
+            source,
+            decided.prompt,
             seconds=str(int(source.seconds) + added),
-            source=source,
             extensions=source.extensions + 1,
         )
-        return self._created(job, rate, dropped)
+        return self._accept(request, spec)
 
     async def retrieve(self, _: Request, video_id: str) -> Response:
         job = self._job(video_id)
@@ -586,26 +579,10 @@ class Simulator:
     # --- control ----------------------------------------------------------------------------
 
     async def list_creates(self, request: Request) -> Response:
-        wanted = request.query.get("client_request_id")
-        return json_response(
-            200,
-            [
-                asdict(record)
-                for record in self.creates
-                if wanted is None or record.client_request_id == wanted
-            ],
-        )
+        return _accounting(self.creates, request)
 
     async def list_attempts(self, request: Request) -> Response:
-        wanted = request.query.get("client_request_id")
-        return json_response(
-            200,
-            [
-                asdict(attempt)
-                for attempt in self.attempts
-                if wanted is None or attempt.client_request_id == wanted
-            ],
-        )
+        return _accounting(self.attempts, request)
 
     async def get_faults(self, _: Request) -> Response:
         return json_response(200, self.plan.faults.model_dump(mode="json"))
@@ -633,26 +610,18 @@ class Simulator:
 
     # --- internals --------------------------------------------------------------------------
 
-    def _start_job(
-        self,
-        request: Request,
-        kind: str,
-        *,
-        model: str,
-        base_model: str,
-        prompt: str,
-        size: str,
-        seconds: str,
-        source: Job | None = None,
-        remixed_from: str | None = None,
-        extensions: int = 0,
-        first_frame: bytes | None = None,
-    ) -> tuple[Job, bool]:
+    def _accept(self, request: Request, spec: NewJob) -> Response:
+        """Take a rate-limit token, start the job, answer with the queued Video."""
+        rate = self._take(spec.base_model)
+        job, dropped = self._start_job(request, spec)
+        return self._created(job, rate, dropped)
+
+    def _start_job(self, request: Request, spec: NewJob) -> tuple[Job, bool]:
         fate = self.plan.for_job(
             len(self.creates), self._settings.queue_seconds, self._settings.generation_seconds
         )
         queue, generation = fate.queue_seconds, fate.generation_seconds
-        error: JobError | None = domain.moderate(prompt, self._patterns)
+        error: JobError | None = domain.moderate(spec.prompt, self._patterns)
         if error is not None:
             generation = 0.0  # blocked as soon as it leaves the queue
         elif fate.fails:
@@ -661,18 +630,18 @@ class Simulator:
         now = self._clock.time()
         job = Job(
             id=domain.new_video_id(self._random_bytes(domain.VIDEO_ID_BYTES)),
-            model=model,
-            base_model=base_model,
-            prompt=prompt,
-            size=size,
-            seconds=seconds,
+            model=spec.model,
+            base_model=spec.base_model,
+            prompt=spec.prompt,
+            size=spec.size,
+            seconds=spec.seconds,
             created_at=int(now),
             started=self._clock.monotonic(),
             timeline=timeline,
             completed_at=domain.completed_at(now, timeline),
-            remixed_from=remixed_from,
-            extensions=extensions,
-            first_frame=first_frame,
+            remixed_from=spec.remixed_from,
+            extensions=spec.extensions,
+            first_frame=spec.first_frame,
         )
         self.jobs[job.id] = job
         self._position[job.id] = len(self._order)
@@ -681,15 +650,15 @@ class Simulator:
         self.creates.append(
             CreateRecord(
                 video_id=job.id,
-                kind=kind,
+                kind=spec.kind,
                 client_request_id=request.headers.get("x-client-request-id"),
                 idempotency_key=request.headers.get("idempotency-key"),
                 content_type=request.media_type,
-                model=model,
-                size=size,
-                seconds=seconds,
+                model=spec.model,
+                size=spec.size,
+                seconds=spec.seconds,
                 created_at=job.created_at,
-                source_video_id=source.id if source is not None else None,
+                source_video_id=spec.source_video_id,
                 dropped=dropped,
             )
         )
@@ -792,6 +761,19 @@ def build_app(
         cache
         or AssetCache(fps=settings.fps, asset_dir=settings.asset_dir, small=settings.small_assets),
         webhooks,
+    )
+
+
+def _accounting(records: list[CreateRecord] | list[Attempt], request: Request) -> Response:
+    """Accounting records as JSON, optionally only those of one `client_request_id`."""
+    wanted = request.query.get("client_request_id")
+    return json_response(
+        200,
+        [
+            asdict(record)
+            for record in records
+            if wanted is None or record.client_request_id == wanted
+        ],
     )
 
 

@@ -27,18 +27,6 @@ Operation = Literal[
     "character_create",
     "character_get",
 ]
-OPERATIONS: tuple[Operation, ...] = (
-    "create",
-    "retrieve",
-    "list",
-    "delete",
-    "content",
-    "remix",
-    "edit",
-    "extend",
-    "character_create",
-    "character_get",
-)
 MAX_SECONDS = 7 * 24 * 3600.0  # no duration or latency beyond a week: keeps timestamps finite
 
 

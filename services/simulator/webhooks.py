@@ -17,12 +17,13 @@ import hmac
 import json
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Literal
 
 import httpx
+
+from services.simulator.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +34,6 @@ WHSEC_PREFIX = "whsec_"
 # A test clock may jump forward without waking the worker; re-read it at least this often.
 MAX_IDLE_WAIT_SECONDS = 1.0
 DEFAULT_TIMEOUT_SECONDS = 10.0
-
-
-class Clock(Protocol):
-    """Monotonic time for due times, wall time for `created_at` and `webhook-timestamp`."""
-
-    def monotonic(self) -> float: ...
-
-    def time(self) -> float: ...
-
-
-class _SystemClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
 
 
 def new_secret(random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> str:
@@ -153,7 +138,7 @@ class WebhookDispatcher:
         self._backoff_max_seconds = backoff_max_seconds
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=DEFAULT_TIMEOUT_SECONDS)
-        self._clock: Clock = clock or _SystemClock()
+        self._clock: Clock = clock or SystemClock()
         self._random_bytes = random_bytes
         self._max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency)
