@@ -27,7 +27,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request as StarletteRequest
 from starlette.types import Message, Receive, Scope, Send
 
-from services.simulator import domain, limits
+from services.simulator import domain, forms, limits
 from services.simulator.assets import AssetCache, sniff_image
 from services.simulator.clock import Clock, SystemClock
 from services.simulator.domain import BodyKind, Invalid, JobError, Phase, Timeline
@@ -231,12 +231,24 @@ class Request:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
+    def _small_body(self) -> bool:
+        length = self.headers.get("content-length", "")
+        return length.isdigit() and int(length) <= forms.MAX_FAST_BYTES
+
     async def params(self, *, form_only: bool = False) -> tuple[dict[str, object], BodyKind]:
         """A JSON object, or a (multipart or urlencoded) form folded into nested params."""
         media = self.media_type
         if media in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            receive = self.receive
+            boundary = forms.boundary_of(self.headers.get("content-type", ""))
+            if media == "multipart/form-data" and boundary and self._small_body():
+                raw = await self.body()
+                simple = forms.text_fields(raw, boundary)
+                if simple is not None:
+                    return _raise_invalid(domain.fold_form(simple)), "form"
+                receive = _replay(raw)
             try:
-                request = StarletteRequest(self.scope, self.receive)
+                request = StarletteRequest(self.scope, receive)
                 async with request.form(max_part_size=MAX_FIELD_BYTES) as form:
                     fields = [
                         (name, await _form_value(value)) for name, value in form.multi_items()
@@ -790,6 +802,20 @@ def _raise_invalid_or_none(refused: Invalid | None) -> None:
 
 def _source_status(refused: Invalid) -> int:
     return 409 if refused.code == "video_not_ready" else 400
+
+
+def _replay(body: bytes) -> Receive:
+    """A `receive` that hands the already-read body to a second parser."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 def _invalid_url(method: str, path: str) -> Invalid:
