@@ -20,7 +20,9 @@ def main() -> None:
         where = f"CLIPLINE_SIM_{variable.upper()}: " if variable else ""
         inner = f"{'.'.join(path)}: " if path else ""
         sys.exit(f"configuration error: {where}{inner}{first['msg']}")
-    # uvloop + httptools: the simulator must be much faster than the pipeline it serves.
+    # uvloop + httptools, no access log, no proxy-header middleware (it wraps every request and
+    # the simulator is never behind a proxy), no `server: uvicorn` header (the real API sends
+    # none): the simulator must be much faster than the pipeline it serves (make bench).
     uvicorn.run(
         build_app(settings),
         host=settings.host,
@@ -30,6 +32,8 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         lifespan="on",
+        proxy_headers=False,
+        server_header=False,
     )
 
 

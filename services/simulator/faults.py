@@ -140,9 +140,11 @@ class FaultPlan:
     def for_job(self, ordinal: int, queue_default: float, generation_default: float) -> JobFate:
         """The fate of the `ordinal`-th accepted create (0-based): same seed, same fates."""
         f = self.faults
-        seed = None if f.seed is None else f"{f.seed}:job:{ordinal}"
-        dice = random.Random(seed)  # noqa: S311 - reproducible dice, not crypto
         g = f.generation
+        # Unseeded: one shared stream (reseeding from urandom for every job is costly).
+        dice = (
+            self._stream("job") if f.seed is None else random.Random(f"{f.seed}:job:{ordinal}")  # noqa: S311 - reproducible dice
+        )
         queue = queue_default if g.queue_seconds is None else g.queue_seconds
         seconds = generation_default if g.seconds is None else g.seconds
         if g.distribution == "uniform" and g.spread:

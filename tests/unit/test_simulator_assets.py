@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import av
 import pytest
@@ -51,17 +52,33 @@ def test_small_video_is_a_few_kilobytes_and_plays() -> None:
     assert len(data) < 20_000
     frames = decode(data)
     assert len(frames) == 8  # 1 fps
-    assert frames[0].size == (64, 36)
+    assert {frame.size for frame in frames} == {(64, 36)}
+    with av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert container.duration is not None
+        assert container.duration / av.time_base == pytest.approx(8, abs=1)
     full = render(AssetKey("video", 1280, 720, 8, 12))
     assert len(full) > 20 * len(data)
 
 
-def test_small_thumbnail_and_spritesheet() -> None:
-    for variant, image_format in (("thumbnail", "WEBP"), ("spritesheet", "JPEG")):
-        data = render(AssetKey(variant, 1280, 720, 4, 12, small=True))  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("size", "thumbnail", "spritesheet"),
+    [((1280, 720), (64, 36), (320, 72)), ((720, 1280), (36, 64), (180, 128))],
+)
+def test_small_thumbnail_and_spritesheet_are_tiny(
+    size: tuple[int, int], thumbnail: tuple[int, int], spritesheet: tuple[int, int]
+) -> None:
+    """The thumbnail is one tiny frame; the spritesheet 5 x 2 tiny frames."""
+    for variant, image_format, expected in (
+        ("thumbnail", "WEBP", thumbnail),
+        ("spritesheet", "JPEG", spritesheet),
+    ):
+        data = render(AssetKey(variant, *size, 4, 12, small=True))  # type: ignore[arg-type]
         with Image.open(io.BytesIO(data)) as image:
+            image.load()  # a whole, decodable image
             assert image.format == image_format
-            assert max(image.size) <= 64 * 5
+            assert image.size == expected
         assert len(data) < 10_000
 
 
@@ -80,7 +97,16 @@ def test_input_reference_becomes_the_first_frame() -> None:
         assert close_to(mean(thumb), RED)
 
 
-async def test_cache_keys_separate_modes_and_first_frames(tmp_path: object) -> None:
+def test_the_mode_is_part_of_the_key_and_the_file_name() -> None:
+    small = AssetKey("video", 1280, 720, 4, 12, small=True)
+    full = AssetKey("video", 1280, 720, 4, 12)
+    assert small != full
+    assert small.filename != full.filename
+    assert "-small" in small.filename
+    assert "-small" not in full.filename
+
+
+async def test_cache_keys_separate_modes_and_first_frames() -> None:
     rendered: list[AssetKey] = []
 
     def renderer(key: AssetKey) -> bytes:
@@ -91,8 +117,34 @@ async def test_cache_keys_separate_modes_and_first_frames(tmp_path: object) -> N
     plain = await cache.get("video", 1280, 720, 4)
     red = await cache.get("video", 1280, 720, 4, png(1280, 720, RED))
     again = await cache.get("video", 1280, 720, 4, png(1280, 720, RED))
+    plain_again = await cache.get("video", 1280, 720, 4)
     assert plain.data != red.data
     assert again.data == red.data
-    assert len(rendered) == 2
+    assert plain_again is plain
+    assert len(rendered) == 2  # once per distinct asset, reused after
     assert all(key.small for key in rendered)
     assert b"-small" in plain.data
+
+
+async def test_small_and_full_caches_never_share_files_in_an_asset_dir(tmp_path: Path) -> None:
+    rendered: list[AssetKey] = []
+
+    def renderer(key: AssetKey) -> bytes:
+        rendered.append(key)
+        return b"small" if key.small else b"full"
+
+    small = await AssetCache(fps=12, asset_dir=tmp_path, renderer=renderer, small=True).get(
+        "video", 1280, 720, 4
+    )
+    full = await AssetCache(fps=12, asset_dir=tmp_path, renderer=renderer).get(
+        "video", 1280, 720, 4
+    )
+    assert (small.data, full.data) == (b"small", b"full")
+    assert len(rendered) == 2
+    assert len(list(tmp_path.iterdir())) == 2
+
+    def must_not_render(key: AssetKey) -> bytes:
+        raise AssertionError(f"rendered {key} again")
+
+    restarted = AssetCache(fps=12, asset_dir=tmp_path, renderer=must_not_render, small=True)
+    assert (await restarted.get("video", 1280, 720, 4)).data == b"small"
