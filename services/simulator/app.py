@@ -656,6 +656,8 @@ class Simulator:
             first_frame=spec.first_frame,
         )
         self.jobs[job.id] = job
+        if len(self.jobs) > self._settings.max_jobs:  # long runs: forget the oldest job
+            del self.jobs[next(iter(self.jobs))]
         self._position[job.id] = len(self._order)
         self._order.append(job.id)
         dropped = fate.dropped

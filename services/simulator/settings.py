@@ -45,6 +45,8 @@ class SimulatorSettings(BaseSettings):
     rpm: dict[str, PositiveInt] = Field(
         default_factory=dict
     )  # per-model override, JSON: {"sora-2": 60}
+    # Jobs kept in memory; beyond it the oldest are forgotten (404). Accounting is never trimmed.
+    max_jobs: int = Field(default=200_000, ge=1)
     expires_after_seconds: int = Field(default=3600, ge=1, le=int(MAX_SECONDS))
     moderation_patterns: tuple[str, ...] = DEFAULT_MODERATION_PATTERNS
     webhook_url: str | None = None

@@ -833,3 +833,13 @@ async def test_attempts_record_refused_creates_too(clock: FakeClock) -> None:
 def test_unusable_settings_are_refused(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - pydantic's ValidationError
         settings(**overrides)
+
+
+async def test_oldest_jobs_are_forgotten_beyond_max_jobs(clock: FakeClock) -> None:
+    async with asgi_client(make_app(clock, max_jobs=3)) as http:
+        ids = [await create(http, f"clip {n}") for n in range(5)]
+        listed = (await http.get("/v1/videos", params={"order": "asc"}, headers=AUTH)).json()
+        gone = await http.get(f"/v1/videos/{ids[0]}", headers=AUTH)
+        assert len(await creates(http)) == 5
+    assert [item["id"] for item in listed["data"]] == ids[2:]
+    assert gone.status_code == 404
