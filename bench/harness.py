@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
-import subprocess
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from clipline.servers import LOOPBACK, http_ok, spawn, stop_pid, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -170,34 +170,11 @@ async def drive(
     return done, client_cpu
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, all its threads (/proc/<pid>/stat utime, stime)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
-
-
-async def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)  # polling a port that is not open yet
-            continue
-        writer.close()
-        return
 
 
 async def over_http(
@@ -212,25 +189,19 @@ async def over_http(
     api_key: str,
 ) -> Result:
     """Start the server `argv` (it must listen on `port`), drive it, stop it by its PID."""
-    process = subprocess.Popen(  # noqa: ASYNC220 - started once, before the measurement
-        argv,
-        cwd=ROOT,
-        env=os.environ | env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        await wait_listening(port, process)
-        before = cpu_seconds(process.pid)
-        started = time.perf_counter()
-        jobs, client_cpu = await drive(port, job, seconds, connections=connections, api_key=api_key)
-        elapsed = time.perf_counter() - started
-        used = cpu_seconds(process.pid) - before
-    finally:
-        process.send_signal(signal.SIGTERM)  # by PID: the server we started, nothing else
+    with tempfile.TemporaryDirectory(prefix="clipline-bench-") as logs:
+        proc = spawn(name, argv, Path(logs) / "server.log", env=env, cwd=ROOT)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            await asyncio.to_thread(
+                wait_until, http_ok(f"http://{LOOPBACK}:{port}/healthz"), name, 30, proc
+            )
+            before = cpu_seconds(proc.pid)
+            started = time.perf_counter()
+            jobs, client_cpu = await drive(
+                port, job, seconds, connections=connections, api_key=api_key
+            )
+            elapsed = time.perf_counter() - started
+            used = cpu_seconds(proc.pid) - before
+        finally:
+            stop_pid(proc.pid)  # by PID: the server we started, nothing else
     return Result(name, jobs, elapsed, used, client_cpu)

@@ -25,7 +25,8 @@ import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from bench.harness import AsgiApp, Call, Result, free_port, in_process, over_http
+from bench.harness import AsgiApp, Call, Result, in_process, over_http
+from clipline.servers import free_port
 
 GOAL_JOBS_PER_SECOND = 1500  # 3 x the pipeline's 500 jobs/s
 API_KEY = "sk-bench"

@@ -61,6 +61,8 @@ def load_settings(cls: type[S]) -> S:
         prefix = str(cls.model_config.get("env_prefix", ""))
         problems = "; ".join(
             f"{prefix}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else err["msg"]  # a check across variables names them in its message
             for err in exc.errors()
         )
         raise ConfigError(f"configuration error: {problems}") from None

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
 import uvicorn
-from pydantic import ValidationError
 
 from services.simulator.app import build_app
 from services.simulator.settings import SimulatorSettings
+from shared.config import load_settings
 
 
 def main() -> None:
-    try:
-        settings = SimulatorSettings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        variable, *path = [str(part) for part in first["loc"]] or [""]
-        where = f"CLIPLINE_SIM_{variable.upper()}: " if variable else ""
-        inner = f"{'.'.join(path)}: " if path else ""
-        sys.exit(f"configuration error: {where}{inner}{first['msg']}")
+    settings = load_settings(SimulatorSettings)
     # uvloop + httptools, no access log, no proxy-header middleware (it wraps every request and
     # the simulator is never behind a proxy), no `server: uvicorn` header (the real API sends
     # none): the simulator must be much faster than the pipeline it serves (make bench).

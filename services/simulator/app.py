@@ -15,8 +15,8 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
@@ -171,8 +171,7 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
-    stream: AsyncIterator[bytes] | None = None
-    length: int | None = None  # Content-Length announced for a stream
+    stream: Chunks | None = None  # a throttled or truncated download
     drop: bool = False  # send the headers, then cut the connection
 
 
@@ -565,8 +564,8 @@ class Simulator:
         fault = self.plan.on_download(len(asset.data))
         if fault.bytes_per_second is None and fault.truncate_at is None:
             return Response(200, asset.data, asset.media_type)
-        stream = _chunks(asset.data, fault.bytes_per_second, fault.truncate_at)
-        return Response(200, content_type=asset.media_type, stream=stream, length=len(asset.data))
+        stream = Chunks(asset.data, fault.bytes_per_second, fault.truncate_at)
+        return Response(200, content_type=asset.media_type, stream=stream)
 
     async def create_character(self, request: Request) -> Response:
         params, _ = await request.params(form_only=True)
@@ -831,8 +830,7 @@ async def _form_value(value: str | UploadFile) -> object:
         raise ApiError(
             400, Invalid(f"File too large: at most {MAX_FILE_BYTES} bytes per file.", "file")
         )
-    data = await value.read()
-    return replace(sniff_image(data), data=data)
+    return sniff_image(await value.read())
 
 
 def _inline_data_url(params: dict[str, object]) -> dict[str, object] | Invalid:
@@ -856,11 +854,12 @@ def _inline_data_url(params: dict[str, object]) -> dict[str, object] | Invalid:
             param="input_reference.image_url",
             code="invalid_value",
         )
-    return {**params, "input_reference": replace(sniff_image(data), data=data)}
+    return {**params, "input_reference": sniff_image(data)}
 
 
 async def _send(send: Send, response: Response, request_id: str) -> None:
-    length = response.length if response.stream is not None else len(response.body)
+    stream = response.stream
+    length = stream.total if stream is not None else len(response.body)
     headers = [
         (b"content-type", response.content_type.encode()),
         (b"content-length", str(length).encode()),
@@ -870,31 +869,28 @@ async def _send(send: Send, response: Response, request_id: str) -> None:
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     if response.drop:
         return  # the server closes a connection whose response never completed
-    if response.stream is None:
+    if stream is None:
         await send({"type": "http.response.body", "body": response.body})
         return
-    async for chunk in response.stream:
+    async for chunk in stream:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    if response.length is not None and response.length != _sent(response):
+    if stream.sent < stream.total:
         return  # truncated on purpose: leave the response incomplete
     await send({"type": "http.response.body", "body": b""})
 
 
-def _sent(response: Response) -> int:
-    stream = response.stream
-    return stream.sent if isinstance(stream, _Chunks) else response.length or 0
-
-
-class _Chunks:
-    """The asset in chunks, optionally throttled to `rate` bytes/s and cut at `stop` bytes."""
+class Chunks:
+    """The asset in chunks, optionally throttled to `rate` bytes/s and cut at `stop` bytes;
+    `total` (the whole asset) is what Content-Length announces."""
 
     def __init__(self, data: bytes, rate: int | None, stop: int | None) -> None:
         self._data = memoryview(data)
         self._rate = rate
-        self._stop = len(data) if stop is None else stop
+        self.total = len(data)
+        self._stop = self.total if stop is None else stop
         self.sent = 0
 
-    def __aiter__(self) -> _Chunks:
+    def __aiter__(self) -> Chunks:
         return self
 
     async def __anext__(self) -> bytes:
@@ -906,7 +902,3 @@ class _Chunks:
             await asyncio.sleep(len(chunk) / self._rate)
         self.sent += len(chunk)
         return chunk
-
-
-def _chunks(data: bytes, rate: int | None, stop: int | None) -> _Chunks:
-    return _Chunks(data, rate, stop)

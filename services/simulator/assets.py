@@ -91,9 +91,9 @@ def sniff_image(data: bytes) -> Upload:
             image.load()
             # Pillow names camera JPEGs with extra frames "MPO"; on the wire they are image/jpeg.
             image_format = "JPEG" if image.format == "MPO" else image.format
-            return Upload(image_format, image.width, image.height)
+            return Upload(image_format, image.width, image.height, data)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return Upload(None)
+        return Upload(None, data=data)
 
 
 def render(key: AssetKey) -> bytes:

@@ -56,9 +56,9 @@ class SimulatorSettings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(default=3600.0, ge=0, le=MAX_SECONDS)
     faults: Faults = Field(default_factory=Faults)  # JSON; changeable via PUT /control/faults
 
-    @field_validator("api_key", "webhook_secret", mode="before")
+    @field_validator("api_key", "webhook_secret", "webhook_url", mode="before")
     @classmethod
-    def _blank_secret_is_none(cls, value: object) -> object:
+    def _blank_is_none(cls, value: object) -> object:
         # CLIPLINE_SIM_API_KEY= (empty) means "no key configured", not "the empty key".
         if isinstance(value, str) and not value.strip():
             return None
@@ -72,13 +72,6 @@ class SimulatorSettings(BaseSettings):
                 signing_key(value.get_secret_value())
             except ValueError:
                 raise ValueError("must be 'whsec_' followed by base64") from None
-        return value
-
-    @field_validator("webhook_url", mode="before")
-    @classmethod
-    def _blank_url_is_none(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
-            return None
         return value
 
     @model_validator(mode="after")

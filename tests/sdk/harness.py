@@ -7,9 +7,7 @@ first on PYTHONPATH, naming it in CLIPLINE_EXPECT_OPENAI.
 
 from __future__ import annotations
 
-import base64
 import os
-import secrets
 import sys
 import time
 import tomllib
@@ -23,6 +21,7 @@ import openai
 import pytest
 
 from clipline.servers import LOOPBACK, Proc, free_port, http_ok, spawn, stop_pid, wait_until
+from services.simulator.webhooks import new_secret
 from tests.conftest import repo_root
 
 EXPECT_ENV = "CLIPLINE_EXPECT_OPENAI"
@@ -67,11 +66,6 @@ def expected_sdk() -> tuple[str, str]:
     raise AssertionError("pyproject.toml's dev extra pins no openai version")
 
 
-def new_webhook_secret() -> str:
-    """`whsec_` + base64 of 32 random bytes: what the platform hands out (reference §8.2)."""
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
-
-
 @dataclass(frozen=True)
 class Simulator:
     proc: Proc
@@ -99,7 +93,7 @@ class Simulator:
 def start_simulator(log_dir: Path, webhook_url: str) -> Simulator:
     """`python -m services.simulator` on a free loopback port, fast timings, no rate limits."""
     port = free_port()
-    secret = new_webhook_secret()
+    secret = new_secret()
     env = {
         "CLIPLINE_SIM_HOST": LOOPBACK,
         "CLIPLINE_SIM_PORT": str(port),

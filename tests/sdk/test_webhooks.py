@@ -9,7 +9,8 @@ import openai
 import pytest
 from openai.types import Video
 
-from tests.sdk.harness import MARKS, new_webhook_secret, unique
+from services.simulator.webhooks import new_secret
+from tests.sdk.harness import MARKS, unique
 from tests.sdk.webhook_receiver import Received, WebhookReceiver
 
 pytestmark = list(MARKS)
@@ -52,7 +53,7 @@ def test_unwrap_refuses_a_tampered_body_or_another_secret(
     with pytest.raises(openai.InvalidWebhookSignatureError):
         client.webhooks.unwrap(forged, received.headers)
     with pytest.raises(openai.InvalidWebhookSignatureError):
-        client.webhooks.unwrap(received.body, received.headers, secret=new_webhook_secret())
+        client.webhooks.unwrap(received.body, received.headers, secret=new_secret())
 
 
 def test_moderation_fails_the_job_and_sends_video_failed(
