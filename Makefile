@@ -96,6 +96,7 @@ typecheck: install
 
 schemas: install
 	$(BIN)/python -m shared.contracts.schema_files
+	$(BIN)/python -m clipline.docs
 
 clean:
 	-$(BIN)/clipline down

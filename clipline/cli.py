@@ -18,10 +18,8 @@ import nats.errors
 from clipline.servers import ServerError
 from clipline.stack import ProcInfo, StackOptions, StackState, default_home, down, require, up
 from clipline.verify import VerificationError, verify_video
-from shared.contracts import Event, JobRecordV1
+from shared.contracts import TERMINAL_KINDS, Event, JobRecordV1
 from shared.contracts.ids import job_id_for
-
-TERMINAL_KINDS = {"completed", "failed", "rejected"}
 
 
 def _dollars(micros: int | None) -> str:
@@ -89,7 +87,7 @@ async def _submit(args: argparse.Namespace) -> int:
                 json=body,
                 headers={"Idempotency-Key": key, "X-Clipline-Tenant": args.tenant},
             )
-            if response.status_code != 202:
+            if response.status_code not in (200, 202):  # 200: this key's job already exists
                 print(f"rejected by intake ({response.status_code}): {response.text}")
                 return 2
             print(f"job {job_id} submitted (tenant {args.tenant})")

@@ -19,6 +19,8 @@ class CommonSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object a line, with trace_id, span_id and job_id."""
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -1,25 +1,49 @@
-"""The job record store: JetStream KV with compare-and-set, so no concurrent update is lost."""
+"""Job records and the upstream-id index in JetStream KV, changed only by compare-and-set."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Concatenate, ParamSpec, Protocol
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from shared.contracts.jobs import JobRecordV1
+from shared.contracts.events import JobRef
+from shared.contracts.jobs import JobRecordV1, record_key
+from shared.contracts.lifecycle import IllegalTransition
 
 Change = Callable[[JobRecordV1 | None], JobRecordV1 | None]
 """Given the current record (None if absent), the new record, or None to leave it unchanged."""
+P = ParamSpec("P")
 
 
 class JobStore(Protocol):
-    async def get(self, job_id: str) -> JobRecordV1 | None: ...
+    async def get(self, tenant: str, job_id: str) -> JobRecordV1 | None: ...
 
-    async def update(self, job_id: str, change: Change) -> JobRecordV1 | None:
+    async def update(self, tenant: str, job_id: str, change: Change) -> JobRecordV1 | None:
         """Apply `change` atomically; returns the stored record, or None if nothing was written."""
+        ...
+
+    async def find(self, job_id: str) -> JobRecordV1 | None:
+        """The job with this id in any tenant (job ids are unique across tenants)."""
+        ...
+
+    async def list(self, tenant: str) -> list[JobRecordV1]:
+        """Every job of one tenant, read from that tenant's keys only."""
+        ...
+
+
+class UpstreamIndex(Protocol):
+    """Upstream video id -> job (webhooks and reconciliation carry only the video id)."""
+
+    async def link(self, upstream_id: str, job: JobRef) -> None:
+        """Record the owner of `upstream_id`; refuses (UpstreamOwnedError) another job's id."""
+        ...
+
+    async def owner(self, upstream_id: str) -> tuple[str, str] | None:
+        """(tenant, job_id) owning `upstream_id`, or None."""
         ...
 
 
@@ -27,28 +51,68 @@ class StoreConflictError(RuntimeError):
     """Too many concurrent writers on one key; the caller's message will be redelivered."""
 
 
+class UpstreamOwnedError(RuntimeError):
+    """An upstream id is already linked to a different job."""
+
+
+async def advance(
+    jobs: JobStore,
+    job: JobRef,
+    step: Callable[Concatenate[JobRecordV1, datetime, P], JobRecordV1],
+    *args: P.args,
+    **fields: P.kwargs,
+) -> JobRecordV1 | None:
+    """Apply a lifecycle step (`advance(jobs, event, admit, cost_micros=c)`) by compare-and-set.
+
+    Returns the record when the job is now in the step's target state, by this call or an
+    earlier delivery of the same event (so the caller may announce the step again, which the
+    fact's event id deduplicates); None when the job is absent or elsewhere (it went on, or
+    ended): then the caller must not announce the step."""
+    now = datetime.now(UTC)
+    refused: list[IllegalTransition] = []
+
+    def change(record: JobRecordV1 | None) -> JobRecordV1 | None:
+        if record is None:
+            return None
+        try:
+            return step(record, now, *args, **fields)
+        except IllegalTransition as exc:
+            refused[:] = [exc]
+            return None
+
+    applied = await jobs.update(job.tenant, job.job_id, change)
+    if applied is not None or not refused:
+        return applied
+    current = await jobs.get(job.tenant, job.job_id)
+    return current if current is not None and current.status == refused[0].target else None
+
+
 class KvJobStore:
-    """JobStore on a JetStream KV bucket. Keys are job ids."""
+    """JobStore on a JetStream KV bucket. Keys are `<tenant>.<job_id>`."""
 
     def __init__(self, kv: Callable[[], Awaitable[KeyValue]], max_attempts: int = 32) -> None:
         self._kv = kv
         self._max_attempts = max_attempts
 
-    async def get(self, job_id: str) -> JobRecordV1 | None:
+    async def get(self, tenant: str, job_id: str) -> JobRecordV1 | None:
+        return await self._get(record_key(tenant, job_id))
+
+    async def _get(self, key: str) -> JobRecordV1 | None:
         kv = await self._kv()
         try:
-            entry = await kv.get(job_id)
+            entry = await kv.get(key)
         except KeyNotFoundError:
             return None
         if entry.value is None:
             return None
         return JobRecordV1.model_validate_json(entry.value)
 
-    async def update(self, job_id: str, change: Change) -> JobRecordV1 | None:
+    async def update(self, tenant: str, job_id: str, change: Change) -> JobRecordV1 | None:
         kv = await self._kv()
+        key = record_key(tenant, job_id)
         for _ in range(self._max_attempts):
             try:
-                entry = await kv.get(job_id)
+                entry = await kv.get(key)
                 current = JobRecordV1.model_validate_json(entry.value) if entry.value else None
                 revision: int | None = entry.revision
             except KeyNotFoundError:
@@ -59,13 +123,71 @@ class KvJobStore:
             data = new.model_dump_json().encode()
             try:
                 if revision is None:
-                    await kv.create(job_id, data)
+                    await kv.create(key, data)
                 else:
-                    await kv.update(job_id, data, last=revision)
+                    await kv.update(key, data, last=revision)
             except KeyWrongLastSequenceError:
                 continue  # someone else wrote first: re-read and decide again
             return new
-        raise StoreConflictError(f"could not update {job_id} after {self._max_attempts} attempts")
+        raise StoreConflictError(f"could not update {key} after {self._max_attempts} attempts")
+
+    async def _keys(self, pattern: str) -> list[str]:
+        """Keys matching a subject pattern, filtered by the server (nats-py's `keys(filters=)`
+        reads every key of the bucket and matches substrings on the client)."""
+        kv = await self._kv()
+        watcher = await kv.watch(pattern, meta_only=True, ignore_deletes=True)
+        keys: list[str] = []
+        try:
+            async for entry in watcher:
+                if entry is None:  # the initial values are all delivered
+                    break
+                keys.append(entry.key)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return keys
+
+    async def find(self, job_id: str) -> JobRecordV1 | None:
+        for key in await self._keys(f"*.{job_id}"):
+            return await self._get(key)
+        return None
+
+    async def list(self, tenant: str) -> list[JobRecordV1]:
+        records = [await self._get(key) for key in await self._keys(f"{tenant}.*")]
+        return [r for r in records if r is not None]
+
+
+class KvUpstreamIndex:
+    """UpstreamIndex on a KV bucket: key = upstream video id, value = `<tenant>.<job_id>`."""
+
+    def __init__(self, kv: Callable[[], Awaitable[KeyValue]]) -> None:
+        self._kv = kv
+
+    async def link(self, upstream_id: str, job: JobRef) -> None:
+        kv = await self._kv()
+        value = record_key(job.tenant, job.job_id).encode()
+        try:
+            await kv.create(_index_key(upstream_id), value)
+        except KeyWrongLastSequenceError:
+            existing = await self.owner(upstream_id)
+            if existing != (job.tenant, job.job_id):
+                raise UpstreamOwnedError(f"{upstream_id} belongs to {existing}") from None
+
+    async def owner(self, upstream_id: str) -> tuple[str, str] | None:
+        kv = await self._kv()
+        try:
+            entry = await kv.get(_index_key(upstream_id))
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        tenant, _, job_id = entry.value.decode().partition(".")
+        return tenant, job_id
+
+
+def _index_key(upstream_id: str) -> str:
+    """KV keys allow [-/_=.a-zA-Z0-9]; upstream ids are `video_<hex>` but are not ours to trust."""
+    safe = all(c.isalnum() or c in "-_=" for c in upstream_id) and upstream_id
+    return upstream_id if safe else "h_" + hashlib.sha256(upstream_id.encode()).hexdigest()
 
 
 def request_hash(payload: str) -> str:

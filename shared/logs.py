@@ -82,3 +82,5 @@ def configure_logging(level: str, fmt: LogFormat = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # One line per upstream request is per-message detail: DEBUG, unless DEBUG is asked for.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if level.upper() == "DEBUG" else "WARNING")

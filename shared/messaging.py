@@ -1,78 +1,69 @@
-"""House messaging: emit with Nats-Msg-Id, durable pull subscribers, retry and poison policy."""
+"""House messaging: declared publishers, decode-time poison, durable pull consumers, one
+delivery middleware (heartbeats, error budgets, poison), and the job outcomes it records."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
 
+import nats.errors
 from faststream import AckPolicy
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from faststream.middlewares import BaseMiddleware
-from faststream.nats import ConsumerConfig, NatsBroker, NatsRouter, PullSub
+from faststream.nats import ConsumerConfig, NatsRouter, PullSub
 from faststream.nats.message import NatsMessage
+from nats.aio.msg import Msg
+from nats.errors import NotJSMessageError
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import DeliverPolicy
 from pydantic import ValidationError
 
 from shared.contracts.events import (
-    EVENT_TYPES,
-    AssetRef,
     Event,
-    InputReference,
-    JobSpec,
-    JobTimings,
+    JobFailedV1,
+    JobRef,
+    JobTimedOutV1,
+    parse_event_subject,
 )
 from shared.contracts.jobs import JobRecordV1
-from shared.streams import JOBS, JOBS_STREAM_NAME
+from shared.contracts.lifecycle import count_error, fail, time_out
+from shared.jobstore import JobStore, advance
+from shared.logs import job_context
+from shared.streams import JOBS, JOBS_STREAM_NAME, MAX_PAYLOAD_BYTES
 
 log = logging.getLogger("clipline.messaging")
-CONTRACT_MODEL_NAMES = frozenset(
-    [e.__name__ for e in EVENT_TYPES]
-    + [m.__name__ for m in (JobRecordV1, JobSpec, AssetRef, JobTimings, InputReference)]
-)
 
 DEFAULT_MAX_ERRORS = 8
-DEFAULT_ACK_WAIT_SECONDS = 60.0
+DEFAULT_ACK_WAIT_SECONDS = 10.0
+"""Short, so a message held by a killed process is redelivered within seconds; live handlers
+keep theirs with `in_progress` heartbeats (every third of ack_wait), however long they run."""
 RETRY_BASE_SECONDS = 0.5
 RETRY_CAP_SECONDS = 30.0
-HEARTBEAT_SECONDS = 15.0
 UNLIMITED = -1
+NO_TENANT = "_unknown"
+"""Tenant token of rejections of requests that named no (valid) tenant: never a real tenant."""
+
+E = TypeVar("E", bound=Event)
 
 
 class Emit(Protocol):
     async def __call__(self, event: Event) -> None: ...
 
 
-class Failures(Protocol):
-    """What the retry policy needs from the job store (implemented by shared.runtime.Runtime)."""
+class Poison(Exception):
+    """A payload that can never be handled (undecodable, invalid, oversize): decided at decode."""
 
-    async def count_error(self, job_id: str, stage: str) -> int | None:
-        """Record one more handling error of `stage` for the job; the new count (None: no job)."""
-        ...
-
-    async def fail(
-        self, *, job_id: str, tenant: str, cause_id: str, reason: str, detail: str, stage: str
-    ) -> None: ...
-
-
-def broker_emitter(broker: NatsBroker) -> Emit:
-    """Publish events to the jobs stream; `event_id` is the Nats-Msg-Id, so retries are dropped."""
-
-    async def emit(event: Event) -> None:
-        await broker.publish(
-            event.model_dump(mode="json"),
-            subject=event.subject,
-            headers={"Nats-Msg-Id": event.event_id},
-            stream=JOBS_STREAM_NAME,
-        )
-
-    return emit
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 def retry_delay(attempt: int) -> float:
@@ -80,23 +71,138 @@ def retry_delay(attempt: int) -> float:
     return float(min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1)))
 
 
+def decode_event(model: type[E], body: bytes) -> E:
+    """The event in `body`, or Poison with the reason it can never be one."""
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise Poison("poison_message", f"{len(body)} bytes exceed {MAX_PAYLOAD_BYTES}")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise Poison("poison_message", f"not a valid {model.__name__}: {problems}") from None
+    except (ValueError, RecursionError) as exc:  # jiter's limits, or a nesting bomb
+        raise Poison("poison_message", f"undecodable {model.__name__}: {exc}") from None
+
+
+def event_decoder(model: type[E]) -> Callable[[NatsMessage], E]:
+    """A FastStream decoder: decoding is the one place a payload is judged poison."""
+
+    def decode(msg: NatsMessage) -> E:
+        return decode_event(model, msg.body)
+
+    return decode
+
+
+# -- job outcomes ---------------------------------------------------------------------------
+
+
+async def end_job(
+    jobs: JobStore,
+    emit: Emit,
+    job: JobRef,
+    *,
+    reason: str,
+    detail: str,
+    stage: str,
+    upstream_id: str | None = None,
+    how: Literal["fail", "time_out"] = "fail",
+) -> None:
+    """End a job as failed (or timed out): the record first, then the fact (unless it ended
+    otherwise meanwhile). A job with no record (poison about an unknown job) is announced too,
+    so every refusal is visible."""
+    detail = detail[:1000]
+    step = fail if how == "fail" else time_out
+    record = await advance(jobs, job, step, reason=reason, detail=detail, stage=stage)
+    if record is None and await jobs.get(job.tenant, job.job_id) is not None:
+        return  # completed, rejected or ended otherwise meanwhile: nothing to announce
+    if record is not None and record.reason != reason:
+        return  # it had already ended for another reason, which was announced then
+    kind = JobFailedV1 if how == "fail" else JobTimedOutV1
+    await emit(kind.fact(job, reason=reason, detail=detail, stage=stage, upstream_id=upstream_id))
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    job_id: str
+    tenant: str
+
+
 @dataclass(frozen=True, slots=True)
 class Consumer:
-    """A durable consumer's error budget, known to the retry middleware by durable name."""
+    """A durable consumer's limits, known to the delivery middleware by durable name."""
 
     durable: str
     max_errors: int
+    ack_wait: float
+
+
+@dataclass
+class Delivery:
+    """What the delivery middleware needs: the service's consumers, job store and emitter.
+    Put in the broker context as "delivery" by the composition root."""
+
+    service: str
+    jobs: JobStore
+    emit: Emit
+    consumers: dict[str, Consumer] = field(default_factory=dict)
+
+    async def count_error(self, job: JobRef) -> int | None:
+        def change(record: JobRecordV1 | None) -> JobRecordV1 | None:
+            if record is None or record.terminal:
+                return None
+            return count_error(record, self.service)
+
+        updated = await self.jobs.update(job.tenant, job.job_id, change)
+        return updated.errors[self.service] if updated else None
+
+    async def give_up(self, job: JobRef, reason: str, detail: str) -> None:
+        await end_job(self.jobs, self.emit, job, reason=reason, detail=detail, stage=self.service)
+
+
+# -- the router -----------------------------------------------------------------------------
 
 
 class ServiceRouter(NatsRouter):
-    """A router whose subscribers follow the house rules (durable pull, explicit limits, ack)."""
+    """A service's router: every event it emits is a declared publisher (so the AsyncAPI
+    document lists it), every subscriber is a durable pull consumer with explicit limits."""
 
-    def __init__(self, service: str, consumers: dict[str, Consumer] | None = None) -> None:
-        # RetryMiddleware turns every handler error into a delayed nak or a recorded failure;
-        # NACK_ON_ERROR is only the backstop should anything escape it (never ack on error).
+    def __init__(self, service: str, emits: Sequence[type[Event]] = ()) -> None:
+        # The delivery middleware turns every handler error into a delayed nak or a recorded
+        # outcome; NACK_ON_ERROR is only the backstop should anything escape it (never ack an
+        # error, never terminate one: REJECT_ON_ERROR, the default, would).
         super().__init__(ack_policy=AckPolicy.NACK_ON_ERROR)
         self.service = service
-        self.consumers: dict[str, Consumer] = {} if consumers is None else consumers
+        self.consumers: dict[str, Consumer] = {}
+        # Any service may fail a job (error budget spent, poison), so each can emit `failed`.
+        kinds: dict[type[Event], None] = dict.fromkeys([*emits, JobFailedV1])
+        self._event_publishers = {
+            kind: self.publisher(
+                kind.subject_filter(),
+                stream=JOBS,
+                schema=kind,
+                title=f"{service} emits {kind.subject_filter()}",
+                description=(kind.__doc__ or "").strip().splitlines()[0],
+            )
+            for kind in kinds
+        }
+
+    async def emit(self, event: Event) -> None:
+        """Publish `event` on its subject; its id is the Nats-Msg-Id, so repeats are dropped."""
+        publisher = self._event_publishers.get(type(event))
+        if publisher is None:
+            raise TypeError(f"{self.service} does not declare {type(event).__name__}")
+        await publisher.publish(
+            event.model_dump(mode="json"),
+            subject=event.subject,
+            headers={"Nats-Msg-Id": event.event_id},
+            stream=JOBS_STREAM_NAME,
+        )
+        # One line per lifecycle step at INFO; progress is per poll, so DEBUG.
+        level = logging.DEBUG if event.kind == "progress" else logging.INFO
+        with job_context(event.job_id):  # also from outside a delivery (intake's HTTP API)
+            log.log(level, "%s: job %s %s", self.service, event.job_id, event.kind)
 
     def on(
         self,
@@ -104,17 +210,18 @@ class ServiceRouter(NatsRouter):
         *,
         max_errors: int = DEFAULT_MAX_ERRORS,
         ack_wait: float = DEFAULT_ACK_WAIT_SECONDS,
-        batch_size: int = 8,
         max_workers: int = 8,
     ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
-        """Subscribe to every `event` of every tenant through one shared durable consumer."""
+        """Subscribe to every `event` of every tenant through one shared durable consumer; the
+        payload is decoded (or judged poison) by the event's contract before the handler runs."""
         return self.on_subject(
             event.subject_filter(),
             event.durable(self.service),
             max_errors=max_errors,
             ack_wait=ack_wait,
-            batch_size=batch_size,
             max_workers=max_workers,
+            decoder=event_decoder(event),
+            title=f"{self.service} consumes {event.subject_filter()}",
         )
 
     def on_subject(
@@ -124,19 +231,23 @@ class ServiceRouter(NatsRouter):
         *,
         max_errors: int = DEFAULT_MAX_ERRORS,
         ack_wait: float = DEFAULT_ACK_WAIT_SECONDS,
-        batch_size: int = 8,
         max_workers: int = 8,
+        decoder: Callable[[NatsMessage], Any] | None = None,
+        title: str | None = None,
     ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
         """`max_errors` bounds handler errors per job; deliveries themselves are unlimited, so
         JetStream never drops a message on its own (waits such as 429s or polls are not errors).
+        A batch never exceeds the workers, so a fetched message starts (and heartbeats) at once.
         """
-        self.consumers[durable] = Consumer(durable, max_errors)
+        self.consumers[durable] = Consumer(durable, max_errors, ack_wait)
         return self.subscriber(
             subject,
             stream=JOBS,
             durable=durable,
-            pull_sub=PullSub(batch_size=min(batch_size, max_workers), timeout=1.0),
+            pull_sub=PullSub(batch_size=max_workers, timeout=5.0),
             max_workers=max_workers,
+            decoder=decoder,
+            title=title,
             config=ConsumerConfig(
                 durable_name=durable,
                 ack_policy=JsAckPolicy.EXPLICIT,
@@ -147,101 +258,91 @@ class ServiceRouter(NatsRouter):
         )
 
 
-def _job_of(body: bytes) -> tuple[str, str] | None:
+# -- the delivery middleware ----------------------------------------------------------------
+
+
+def _metadata(msg: Any) -> Msg.Metadata | None:
+    if not isinstance(msg, NatsMessage):
+        return None
     try:
-        data = json.loads(body)
-    except ValueError:
+        return msg.raw_message.metadata
+    except NotJSMessageError:
         return None
-    if not isinstance(data, dict):
-        return None
-    job_id, tenant = data.get("job_id"), data.get("tenant")
-    if isinstance(job_id, str) and isinstance(tenant, str) and job_id and tenant:
-        return job_id, tenant
-    return None
 
 
-def _is_decode_error(exc: ValidationError) -> bool:
-    """FastStream validates the incoming body against a model named after the handler
-    (`on_<event>`); errors from clipline's own models (corrupt state, a bug) are not poison."""
-    return exc.title not in CONTRACT_MODEL_NAMES
+def _job_of(subject: str) -> _Job | None:
+    parsed = parse_event_subject(subject)
+    return _Job(parsed[2], parsed[1]) if parsed else None
 
 
-def retry_middleware(
-    service: str, consumers: dict[str, Consumer], failures: Failures
-) -> Callable[..., BaseMiddleware]:
-    """Broker middleware for the house delivery policy.
+async def _decide(delivery: Delivery, msg: NatsMessage, exc: Exception) -> HandlerException:
+    subject = msg.raw_message.subject
+    job = _job_of(subject)
+    if isinstance(exc, Poison):
+        log.warning("%s: poison message on %s: %s", delivery.service, subject, exc.detail)
+        if job is not None:
+            await delivery.give_up(job, exc.reason, exc.detail)
+        return RejectMessage()
+    counted = await delivery.count_error(job) if job else None
+    attempt = counted if counted is not None else int(msg.raw_message.metadata.num_delivered)
+    consumer = delivery.consumers.get(msg.raw_message.metadata.consumer or "")
+    limit = consumer.max_errors if consumer else DEFAULT_MAX_ERRORS
+    if attempt >= limit:
+        log.error("%s: gave up on %s after %d errors: %r", delivery.service, subject, attempt, exc)
+        if job is not None:
+            await delivery.give_up(job, "retries_exhausted", f"{type(exc).__name__}: {exc}")
+        return RejectMessage()
+    delay = retry_delay(attempt)
+    log.warning(
+        "%s: error %d on %s (%s: %s); retry in %.1fs",
+        delivery.service, attempt, subject, type(exc).__name__, exc, delay,
+    )  # fmt: skip
+    return NackMessage(delay=delay)
 
-    - handler error: counted on the job record, then a nak with exponential delay;
-    - the job's error budget is spent, or the body is undecodable (poison): the job is failed
-      with a reason (record and event, so no job silently disappears), then the message is
-      terminated. If even that fails, the message is nak'ed and the decision is retried.
+
+class DeliveryMiddleware(BaseMiddleware):
+    """The house delivery policy, for every message of a service:
+
+    - while the handler runs, `in_progress` heartbeats keep the message (a short ack_wait then
+      only matters when the process died);
+    - Poison (decided at decode): the job is failed with the reason, the message terminated;
+    - any other error is never poison: it is counted on the job record (the budget survives
+      crashes and replicas) and retried with a delayed nak; when the budget is spent the job is
+      failed with `retries_exhausted`. If even recording fails, the message is nak'ed.
     """
 
-    async def give_up(msg: NatsMessage, reason: str, detail: str) -> None:
-        ids = _job_of(msg.body)
-        if ids is None:
-            log.error("%s: undecodable message dropped: %s", service, detail)
-            return
-        job_id, tenant = ids
-        cause = msg.headers.get("Nats-Msg-Id") or f"{msg.raw_message.subject}:{msg.message_id}"
-        await failures.fail(
-            job_id=job_id, tenant=tenant, cause_id=cause, reason=reason, detail=detail[:500],
-            stage=service,
-        )  # fmt: skip
-
-    async def attempt_count(msg: NatsMessage) -> int:
-        ids = _job_of(msg.body)
-        counted = await failures.count_error(ids[0], service) if ids else None
-        return counted if counted is not None else int(msg.raw_message.metadata.num_delivered)
-
-    async def decide(msg: NatsMessage, exc: Exception) -> HandlerException:
-        subject = msg.raw_message.subject
-        if isinstance(exc, ValidationError) and _is_decode_error(exc):
-            log.error("%s: poison message on %s: %s", service, subject, exc)
-            await give_up(msg, "poison_message", f"undecodable event: {exc}")
-            return RejectMessage()
-        attempt = await attempt_count(msg)
-        consumer = consumers.get(msg.raw_message.metadata.consumer or "")
-        limit = consumer.max_errors if consumer else DEFAULT_MAX_ERRORS
-        if attempt >= limit:
-            log.error("%s: gave up on %s after %d errors: %r", service, subject, attempt, exc)
-            await give_up(msg, "retries_exhausted", f"{type(exc).__name__}: {exc}")
-            return RejectMessage()
-        delay = retry_delay(attempt)
-        log.warning(
-            "%s: error %d on %s (%s: %s); retry in %.1fs",
-            service, attempt, subject, type(exc).__name__, exc, delay,
-        )  # fmt: skip
-        return NackMessage(delay=delay)
-
-    class RetryMiddleware(BaseMiddleware):
-        async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        delivery: Delivery | None = self.context.get("delivery")
+        metadata = _metadata(msg)
+        if delivery is None or metadata is None:
+            return await call_next(msg)  # not a JetStream delivery (e.g. a core request)
+        job = _job_of(msg.raw_message.subject)
+        consumer = delivery.consumers.get(metadata.consumer or "")
+        every = (consumer.ack_wait if consumer else DEFAULT_ACK_WAIT_SECONDS) / 3
+        with job_context(job.job_id if job else None):
             try:
-                return await call_next(msg)
+                async with heartbeat(msg, every):
+                    return await call_next(msg)
             except HandlerException:
                 raise
             except Exception as exc:
                 try:
-                    outcome = await decide(msg, exc)
+                    outcome = await _decide(delivery, msg, exc)
                 except Exception as inner:
-                    log.exception("%s: could not record the failure; retrying later", service)
+                    log.exception("%s: could not record the failure; retrying", delivery.service)
                     raise NackMessage(delay=RETRY_CAP_SECONDS) from inner
                 raise outcome from exc
 
-    def factory(msg: Any, /, *, context: Any) -> BaseMiddleware:
-        return RetryMiddleware(msg, context=context)
-
-    return factory
-
 
 @asynccontextmanager
-async def heartbeat(msg: NatsMessage, every: float = HEARTBEAT_SECONDS) -> AsyncIterator[None]:
-    """Tell JetStream the message is still being worked on, so long work is not redelivered."""
+async def heartbeat(msg: NatsMessage, every: float) -> AsyncIterator[None]:
+    """Tell JetStream the message is still being worked on, so live work is not redelivered."""
 
     async def beat() -> None:
         while True:
             await asyncio.sleep(every)  # a timer, not synchronisation
-            await msg.in_progress()
+            with contextlib.suppress(Exception):  # a lost heartbeat only risks a redelivery
+                await msg.in_progress()
 
     task = asyncio.create_task(beat())
     try:
@@ -250,3 +351,26 @@ async def heartbeat(msg: NatsMessage, every: float = HEARTBEAT_SECONDS) -> Async
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def fix_pull_fetch_timeout() -> None:
+    """Work around nats-py 2.16 + FastStream 0.7.8: an empty pull `fetch` raises a plain
+    `asyncio.TimeoutError` where FastStream's pull loop suppresses only
+    `nats.errors.TimeoutError`, so the loop dies with an ERROR traceback while idle and is
+    restarted. Re-raise it as the nats error. Idempotent; remove once FastStream catches both."""
+    pull = JetStreamContext.PullSubscription
+    if getattr(pull.fetch, "_clipline_fixed", False):
+        return
+    original = pull.fetch
+
+    @functools.wraps(original)
+    async def fetch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(self, *args, **kwargs)
+        except nats.errors.TimeoutError:
+            raise
+        except TimeoutError as exc:
+            raise nats.errors.TimeoutError from exc
+
+    fetch._clipline_fixed = True  # type: ignore[attr-defined]
+    pull.fetch = fetch  # type: ignore[method-assign]

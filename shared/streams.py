@@ -1,4 +1,4 @@
-"""Every stream and KV bucket, declared once with its full configuration."""
+"""Every stream, KV bucket and object store, declared once with its full configuration."""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
-from shared.contracts.events import SUBJECT_ROOT
+from shared.contracts.events import EVENT_TYPES, SUBJECT_ROOT
 
 JOBS_STREAM_NAME = "CLIPLINE_JOBS"
-JOBS_SUBJECTS = [f"{SUBJECT_ROOT}.>"]
+JOBS_SUBJECTS = [
+    # Requests of every version, with or without a tenant token: intake consumes them all and
+    # rejects what it cannot take (no tenant, unknown version) with a reason.
+    f"{SUBJECT_ROOT}.requested.>",
+    # Events only of known kinds: a publish of an unknown kind gets no stream ack (the
+    # publisher sees the error at once) instead of being stored where nobody consumes it.
+    *(e.subject_filter() for e in EVENT_TYPES),
+]
 DUPLICATE_WINDOW_SECONDS = 600.0  # how long a retried publish (same Nats-Msg-Id) is dropped
 JOBS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 
@@ -42,6 +49,14 @@ JOBS_BUCKET_CONFIG = KeyValueConfig(
 )
 
 
+UPSTREAM_BUCKET = "clipline_upstream"
+UPSTREAM_BUCKET_CONFIG = KeyValueConfig(
+    bucket=UPSTREAM_BUCKET,
+    description="upstream video id -> <tenant>.<job_id> (webhooks carry only the video id)",
+    history=1,
+    storage=StorageType.FILE,
+)
+
 INPUTS_BUCKET = "clipline_inputs"
 INPUTS_BUCKET_CONFIG = ObjectStoreConfig(
     bucket=INPUTS_BUCKET,
@@ -61,5 +76,6 @@ async def ensure_jetstream(js: JetStreamContext) -> None:
         # Already exists with this name: update to the declared configuration.
         await js.update_stream(JOBS_STREAM_CONFIG)
     await js.create_key_value(JOBS_BUCKET_CONFIG)
+    await js.create_key_value(UPSTREAM_BUCKET_CONFIG)
     # nats-py overwrites config.bucket with the `bucket` argument, so pass both.
     await js.create_object_store(INPUTS_BUCKET, config=INPUTS_BUCKET_CONFIG)

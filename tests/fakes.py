@@ -10,16 +10,18 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from services.storage.ports import Stored
-from shared.contracts import JobRecordV1
+from shared.contracts import JobRecordV1, record_key
+from shared.contracts.events import JobRef
 from shared.inputs import InputMissingError
-from shared.jobstore import Change
+from shared.jobstore import Change, UpstreamOwnedError
 from shared.provider import CreateVideo, UpstreamVideo
 from shared.provider.port import Download
 from shared.provider.wire import UpstreamError, Variant
 
 
 class InMemoryJobStore:
-    """JobStore in a dict. Records round-trip through JSON, as they do through the KV bucket."""
+    """JobStore in a dict keyed `<tenant>.<job_id>`. Records round-trip through JSON, as they
+    do through the KV bucket."""
 
     def __init__(self, records: Iterable[JobRecordV1] = ()) -> None:
         self._data: dict[str, str] = {}
@@ -29,22 +31,45 @@ class InMemoryJobStore:
 
     def put(self, record: JobRecordV1) -> None:
         """Seed a record directly (test set-up; not counted as a write)."""
-        self._data[record.job_id] = record.model_dump_json()
+        self._data[record_key(record.tenant, record.job_id)] = record.model_dump_json()
 
     def records(self) -> dict[str, JobRecordV1]:
-        return {k: JobRecordV1.model_validate_json(v) for k, v in self._data.items()}
+        """Every record by job id (ids are unique across tenants)."""
+        parsed = (JobRecordV1.model_validate_json(v) for v in self._data.values())
+        return {r.job_id: r for r in parsed}
 
-    async def get(self, job_id: str) -> JobRecordV1 | None:
-        data = self._data.get(job_id)
+    async def get(self, tenant: str, job_id: str) -> JobRecordV1 | None:
+        data = self._data.get(record_key(tenant, job_id))
         return None if data is None else JobRecordV1.model_validate_json(data)
 
-    async def update(self, job_id: str, change: Change) -> JobRecordV1 | None:
-        new = change(await self.get(job_id))
+    async def update(self, tenant: str, job_id: str, change: Change) -> JobRecordV1 | None:
+        new = change(await self.get(tenant, job_id))
         if new is None:
             return None
-        self._data[job_id] = new.model_dump_json()
+        self._data[record_key(tenant, job_id)] = new.model_dump_json()
         self.writes.append(job_id)
         return new
+
+    async def find(self, job_id: str) -> JobRecordV1 | None:
+        return self.records().get(job_id)
+
+    async def list(self, tenant: str) -> list[JobRecordV1]:
+        return [r for r in self.records().values() if r.tenant == tenant]
+
+
+class InMemoryUpstreamIndex:
+    """UpstreamIndex in a dict."""
+
+    def __init__(self) -> None:
+        self.links: dict[str, tuple[str, str]] = {}
+
+    async def link(self, upstream_id: str, job: JobRef) -> None:
+        owner = self.links.setdefault(upstream_id, (job.tenant, job.job_id))
+        if owner != (job.tenant, job.job_id):
+            raise UpstreamOwnedError(f"{upstream_id} belongs to {owner}")
+
+    async def owner(self, upstream_id: str) -> tuple[str, str] | None:
+        return self.links.get(upstream_id)
 
 
 class InMemoryInputStore:
@@ -165,10 +190,11 @@ class InMemoryAssetStore:
 if TYPE_CHECKING:  # mypy checks that each fake satisfies its port
     from services.storage.ports import AssetStore
     from shared.inputs import InputStore
-    from shared.jobstore import JobStore
+    from shared.jobstore import JobStore, UpstreamIndex
     from shared.provider import VideoProvider
 
     _jobs: JobStore = InMemoryJobStore()
+    _index: UpstreamIndex = InMemoryUpstreamIndex()
     _inputs: InputStore = InMemoryInputStore()
     _provider: VideoProvider = FakeProvider()
     _assets: AssetStore = InMemoryAssetStore()

@@ -16,8 +16,8 @@ SERVICE = "intake"
 async def main() -> None:
     settings = load_settings(IntakeSettings)
     registry = load_registry_or_exit(settings.registry_path)
-    async with service_runtime(SERVICE, settings) as rt:
-        await serve_app(build_app(rt, registry, settings.default_tenant), settings)
+    async with service_runtime(SERVICE, settings) as platform:
+        await serve_app(build_app(platform, registry, settings.default_tenant), settings)
 
 
 if __name__ == "__main__":

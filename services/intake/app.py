@@ -6,10 +6,12 @@ from typing import Any
 
 from faststream.asgi import AsgiFastStream
 
+from services.intake.adapters import probe_image
 from services.intake.handlers import build_router
 from services.intake.http import build_http
+from services.intake.ports import Deps
 from shared.registry import Registry
-from shared.runtime import Runtime, make_asgi
+from shared.runtime import Platform, make_asgi, wire
 
 
 class Dispatch:
@@ -26,6 +28,15 @@ class Dispatch:
             await self.stream_app(scope, receive, send)
 
 
-def build_app(rt: Runtime, registry: Registry, default_tenant: str) -> Dispatch:
-    rt.broker.include_router(build_router(rt, registry))
-    return Dispatch(build_http(rt, registry, default_tenant), make_asgi(rt))
+def build_app(platform: Platform, registry: Registry, default_tenant: str) -> Dispatch:
+    router = build_router()
+    deps = Deps(
+        jobs=platform.jobs,
+        inputs=platform.inputs,
+        emit=router.emit,
+        registry=registry,
+        probe=probe_image,
+        default_tenant=default_tenant,
+    )
+    wire(platform.broker, router, deps, platform.jobs)
+    return Dispatch(build_http(deps), make_asgi(platform.broker))

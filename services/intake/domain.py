@@ -195,11 +195,39 @@ def validate(body: Any, tenant: str, registry: Registry) -> Valid | Invalid:
 
 
 def decode(raw: bytes) -> Any:
-    """JSON-decode a payload; None for bytes that are not JSON (validate() then rejects it)."""
+    """JSON-decode a payload; None for bytes that are not JSON, or nested past the parser's
+    recursion limit (a nesting bomb), so validate() rejects it with a reason."""
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSubject:
+    """Where a request was published: clipline.job.requested.<version>.<tenant>[.<more>]."""
+
+    version: str
+    tenant: str
+
+
+def parse_request_subject(subject: str, prefix: str) -> RequestSubject | Invalid:
+    """The version and tenant tokens of a request subject, or why it cannot be taken."""
+    tokens = subject.removeprefix(prefix + ".").split(".") if subject.startswith(prefix) else []
+    if not tokens or not tokens[0]:
+        return Invalid("invalid_request", f"{subject!r} is not a request subject")
+    if tokens[0] != "v1":
+        return Invalid(
+            "unsupported_version", f"request version {tokens[0]!r} is not supported (v1)"
+        )
+    if len(tokens) < 2 or not is_valid_tenant(tokens[1]):
+        named = tokens[1] if len(tokens) > 1 else None
+        return Invalid(
+            "invalid_tenant",
+            f"publish to {prefix}.v1.<tenant>; "
+            + ("no tenant token" if named is None else f"tenant {named!r} is not valid"),
+        )
+    return RequestSubject(tokens[0], tokens[1])
 
 
 @dataclass(frozen=True, slots=True)

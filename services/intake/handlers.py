@@ -1,14 +1,17 @@
-"""Intake handlers: decode -> validate -> record (idempotent) -> emit accepted or rejected."""
+"""Intake: decode -> validate -> record (compare-and-set, idempotent) -> emit accepted or
+rejected. The NATS request consumer and the HTTP API take requests through `take`."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Annotated
 
+from faststream import Context
 from faststream.nats.annotations import NatsMessage
 
-from services.intake.adapters import probe_image
 from services.intake.domain import (
     Conflict,
     Invalid,
@@ -18,32 +21,44 @@ from services.intake.domain import (
     check_image,
     decode,
     dedupe,
+    parse_request_subject,
     validate,
 )
-from shared.contracts import (
-    REQUEST_SUBJECT_PREFIX,
-    InputReference,
-    JobAcceptedV1,
-    JobRecordV1,
-    JobRejectedV1,
-    JobSpec,
-    JobStatus,
-)
-from shared.contracts.ids import derived_event_id, job_id_for
+from services.intake.ports import Deps
+from shared.contracts import InputReference, JobAcceptedV1, JobRecordV1, JobRejectedV1, JobSpec
+from shared.contracts.ids import job_id_for
+from shared.contracts.lifecycle import JobStatus
+from shared.contracts.requests import REQUESTS_ROOT
 from shared.jobstore import request_hash
-from shared.messaging import ServiceRouter
-from shared.registry import Registry
-from shared.runtime import Runtime
+from shared.messaging import NO_TENANT, ServiceRouter
 from shared.telemetry import current_trace_id
 
 SERVICE = "intake"
-DURABLE = "intake--job-requested-v1"
+DURABLE = "intake--job-requested"
+MAX_ERRORS = 1_000_000
+"""A request has no job record yet: giving up would lose it, so errors retry (capped backoff)."""
 
 
-def tenant_of(subject: str) -> str:
-    """clipline.job.requested.v1.<tenant>[.<anything>] -> <tenant> ('' if absent)."""
-    rest = subject.removeprefix(REQUEST_SUBJECT_PREFIX + ".")
-    return "" if rest == subject else rest.split(".", 1)[0]
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """The request is this job (new, or the same request again)."""
+
+    record: JobRecordV1
+    new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The request was rejected (and the rejection announced), with its reason."""
+
+    why: Invalid
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    job_id: str
+    tenant: str
 
 
 def job_id_of(tenant: str, idempotency_key: str | None, cause: str) -> str:
@@ -51,73 +66,58 @@ def job_id_of(tenant: str, idempotency_key: str | None, cause: str) -> str:
     return job_id_for(tenant, idempotency_key or f"auto:{cause}")
 
 
-async def take_request(
-    rt: Runtime, registry: Registry, raw: bytes, tenant: str, cause: str
-) -> None:
-    """The whole intake decision for one request message."""
-    now = datetime.now(UTC)
-    decision = validate(decode(raw), tenant, registry)
+async def take(
+    deps: Deps, body: object, tenant: str, cause: str, *, announce: bool = True
+) -> Taken | Refused:
+    """The whole intake decision for one request: the same rules for NATS and HTTP. A refusal
+    is announced as a `rejected` event unless the caller answers it itself (HTTP)."""
+    decision = validate(body, tenant, deps.registry)
+    if isinstance(decision, Valid):
+        decision = await check_input_image(deps, decision) or decision
     if isinstance(decision, Invalid):
-        await reject(rt, tenant or "unknown", job_id_of(tenant, None, cause), decision, cause)
-        return
-    job_id = job_id_of(tenant, decision.idempotency_key, cause)
-    image = await check_input_image(decision)
-    if image is not None:
-        await reject(rt, tenant, job_id, image, cause)
-        return
-    spec = await _spec(rt, decision)
-    fingerprint = request_hash(decision.fingerprint)
+        return await refuse(deps, tenant, cause, decision, announce=announce)
     key = decision.idempotency_key or f"auto:{cause}"
-    outcome: list[New | Repeat | Conflict] = []
+    job_id = job_id_for(tenant, key)
+    spec = await _spec(deps, decision)
+    fingerprint = request_hash(decision.fingerprint)
+    fresh = JobRecordV1(
+        job_id=job_id, tenant=tenant, status=JobStatus.ACCEPTED, spec=spec,
+        idempotency_key=key, request_hash=fingerprint, trace_id=current_trace_id(),
+        history={JobStatus.ACCEPTED.value: datetime.now(UTC)},
+    )  # fmt: skip
+    seen: list[JobRecordV1 | None] = []
 
-    def record(current: JobRecordV1 | None) -> JobRecordV1 | None:
-        outcome[:] = [dedupe(current.request_hash if current else None, fingerprint)]
-        if current is not None:
-            return None
-        return JobRecordV1(
-            job_id=job_id,
-            tenant=tenant,
-            status=JobStatus.ACCEPTED,
-            spec=spec,
-            idempotency_key=key,
-            request_hash=fingerprint,
-            trace_id=current_trace_id(),
-            history={JobStatus.ACCEPTED.value: now},
-        )
+    def create(current: JobRecordV1 | None) -> JobRecordV1 | None:
+        seen[:] = [current]  # the last read wins: compare-and-set retries re-run this
+        return fresh if current is None else None
 
-    await rt.jobs.update(job_id, record)
-    match outcome[0]:
-        case New() | Repeat():
-            # A retry announces the job again only while nothing downstream has taken it yet;
-            # later, the record already tells its state and a re-run would duplicate work.
-            current = await rt.jobs.get(job_id)
-            if current is None or current.status != JobStatus.ACCEPTED:
-                return
-            await rt.emit(
-                JobAcceptedV1(
-                    event_id=derived_event_id(job_id, "accepted"),
-                    occurred_at=now,
-                    job_id=job_id,
-                    tenant=tenant,
-                    spec=current.spec,
-                    idempotency_key=key,
-                )
-            )
+    created = await deps.jobs.update(tenant, job_id, create)
+    existing = created or seen[0]
+    assert existing is not None  # written by us, or read by us
+    match dedupe(None if created else existing.request_hash, fingerprint):
         case Conflict(detail=detail):
             conflict = Invalid("idempotency_conflict", f"{detail} (job {job_id})")
-            await reject(rt, tenant, job_id_of(tenant, None, cause), conflict, cause)
+            return await refuse(deps, tenant, cause, conflict, announce=announce)
+        case New() | Repeat():
+            # Announced again only while nothing downstream has taken it (the fact's id
+            # deduplicates a repeat); later, the record tells its state.
+            if existing.status == JobStatus.ACCEPTED:
+                await deps.emit(
+                    JobAcceptedV1.fact(existing, spec=existing.spec, idempotency_key=key)
+                )
+            return Taken(existing, new=created is not None)
 
 
-async def check_input_image(valid: Valid) -> Invalid | None:
+async def check_input_image(deps: Deps, valid: Valid) -> Invalid | None:
     """Decoding is done by validate(); here the bytes are checked to be what they claim."""
     image = valid.spec.image
     if image is None:
         return None
-    facts = await asyncio.to_thread(probe_image, image.data)
+    facts = await asyncio.to_thread(deps.probe, image.data)
     return check_image(image, facts, valid.spec.size)
 
 
-async def _spec(rt: Runtime, valid: Valid) -> JobSpec:
+async def _spec(deps: Deps, valid: Valid) -> JobSpec:
     """The contract spec; an input image goes to the object store and the spec references it.
 
     Images are named by tenant and content hash, so a conflicting request can never replace the
@@ -127,7 +127,7 @@ async def _spec(rt: Runtime, valid: Valid) -> JobSpec:
     if s.image is not None:
         digest = hashlib.sha256(s.image.data).hexdigest()
         name = f"{valid.tenant}/{digest}"
-        await rt.inputs.put(name, s.image.data)
+        await deps.inputs.put(name, s.image.data)
         reference = InputReference(
             object_name=name,
             content_type=s.image.declared_type,
@@ -139,28 +139,42 @@ async def _spec(rt: Runtime, valid: Valid) -> JobSpec:
     )
 
 
-async def reject(rt: Runtime, tenant: str, job_id: str, why: Invalid, cause: str) -> None:
-    await rt.emit(
-        JobRejectedV1(
-            event_id=derived_event_id(cause, "rejected"),
-            occurred_at=datetime.now(UTC),
-            job_id=job_id,
-            tenant=tenant,
-            reason=why.reason,
-            detail=why.detail,
-            stage=SERVICE,
+async def refuse(
+    deps: Deps, tenant: str, cause: str, why: Invalid, *, announce: bool = True
+) -> Refused:
+    """A rejected request, under a job id of its own message. Its event's id derives from that
+    message (it is not a fact of any job), so a redelivered request is rejected once."""
+    job = _Job(job_id_of(tenant or NO_TENANT, None, cause), tenant or NO_TENANT)
+    if announce:
+        await deps.emit(
+            JobRejectedV1.caused_by(cause, job, reason=why.reason, detail=why.detail, stage=SERVICE)
         )
-    )
+    return Refused(why, job.job_id)
 
 
-def build_router(rt: Runtime, registry: Registry) -> ServiceRouter:
-    router = rt.router()
+def raw_body(msg: NatsMessage) -> bytes:
+    """The request's bytes, undecoded: FastStream's default decoder lets json.loads'
+    RecursionError (a nesting bomb) escape before the handler runs, which would retry the
+    request forever; `decode` judges the bytes instead, and the request is rejected."""
+    return msg.body
 
-    @router.on_subject(f"{REQUEST_SUBJECT_PREFIX}.>", DURABLE)
-    async def on_job_requested(msg: NatsMessage) -> None:
+
+def build_router() -> ServiceRouter:
+    router = ServiceRouter(SERVICE, emits=[JobAcceptedV1, JobRejectedV1])
+
+    @router.on_subject(
+        f"{REQUESTS_ROOT}.>", DURABLE, max_errors=MAX_ERRORS, decoder=raw_body,
+        title=f"{SERVICE} consumes {REQUESTS_ROOT}.>",
+    )  # fmt: skip
+    async def on_job_requested(msg: NatsMessage, deps: Annotated[Deps, Context("deps")]) -> None:
         raw = msg.raw_message
-        tenant = tenant_of(raw.subject)
+        where = parse_request_subject(raw.subject, REQUESTS_ROOT)
+        tenant = where.tenant if not isinstance(where, Invalid) else ""
         msg_id = msg.headers.get("Nats-Msg-Id") or f"seq:{raw.metadata.sequence.stream}"
-        await take_request(rt, registry, msg.body, tenant, f"{tenant}:{msg_id}")
+        cause = f"{tenant or NO_TENANT}:{msg_id}"
+        if isinstance(where, Invalid):
+            await refuse(deps, NO_TENANT, cause, where)
+            return
+        await take(deps, decode(msg.body), tenant, cause)
 
     return router

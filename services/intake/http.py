@@ -1,25 +1,22 @@
-"""Intake's HTTP API: POST /v1/jobs (validate, then publish the request), GET /v1/jobs/{id}."""
+"""Intake's HTTP API: POST /v1/jobs (taken by the same rules as NATS requests), GET /v1/jobs."""
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
-from services.intake.domain import Invalid, Valid, decode, validate
-from services.intake.handlers import check_input_image, job_id_of
-from shared.contracts import request_subject
-from shared.contracts.ids import JOB_ID_RE
-from shared.jobstore import JobStore, request_hash
-from shared.registry import Registry
-from shared.runtime import Runtime
-from shared.streams import JOBS_STREAM_NAME, MAX_PAYLOAD_BYTES
+from services.intake.domain import decode
+from services.intake.handlers import Refused, take
+from services.intake.ports import Deps
+from shared.contracts.ids import JOB_ID_RE, is_valid_tenant
+from shared.streams import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger("clipline.intake.http")
-MAX_BODY_BYTES = MAX_PAYLOAD_BYTES - 64 * 1024  # the request is republished on NATS
+MAX_BODY_BYTES = MAX_PAYLOAD_BYTES - 64 * 1024  # the same limit as a request over NATS
+STATUS_OF = {"idempotency_conflict": 409}
 
 
 def _error(status: int, reason: str, detail: str, field: str | None = None) -> JSONResponse:
@@ -39,9 +36,8 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-def build_http(rt: Runtime, registry: Registry, default_tenant: str) -> FastAPI:
+def build_http(deps: Deps) -> FastAPI:
     api = FastAPI(title="clipline intake", openapi_url="/v1/openapi.json", docs_url=None)
-    jobs: JobStore = rt.jobs
 
     @api.post("/v1/jobs", status_code=202)
     async def create_job(
@@ -54,46 +50,58 @@ def build_http(rt: Runtime, registry: Registry, default_tenant: str) -> FastAPI:
             return _error(413, "invalid_request", f"body exceeds {MAX_BODY_BYTES} bytes")
         body = decode(raw)
         tenant = x_clipline_tenant or (
-            body.get("tenant") if isinstance(body, dict) and body.get("tenant") else default_tenant
+            body.get("tenant") if isinstance(body, dict) and body.get("tenant") else None
         )
         if isinstance(body, dict) and idempotency_key and "idempotency_key" not in body:
             body["idempotency_key"] = idempotency_key
-        decision = validate(body, str(tenant), registry)
-        if isinstance(decision, Valid):
-            decision = await check_input_image(decision) or decision
-        if isinstance(decision, Invalid):
-            return _error(422, decision.reason, decision.detail, decision.field)
-        key = decision.idempotency_key or f"http:{uuid.uuid4().hex}"
-        job_id = job_id_of(decision.tenant, key, "")
-        existing = await jobs.get(job_id)
-        if existing is not None and existing.request_hash != request_hash(decision.fingerprint):
-            return _error(409, "idempotency_conflict", "idempotency key reused for another request")
-        request_body = {**dict(body), "idempotency_key": key}
         try:
-            # Recorded by the same consumer as NATS requests: one path, one set of rules.
-            await rt.broker.publish(
-                json.dumps(request_body).encode(),
-                subject=request_subject(decision.tenant),
-                headers={"Nats-Msg-Id": f"http:{job_id}", "content-type": "application/json"},
-                stream=JOBS_STREAM_NAME,
+            outcome = await take(
+                deps,
+                body,
+                str(tenant or deps.default_tenant),
+                f"http:{uuid.uuid4().hex}",
+                announce=False,  # answered here, with the reason
             )
-        except Exception:  # NATS unreachable or no stream ack: nothing was taken
-            log.exception("intake: could not publish request for %s", job_id)
+        except Exception:  # NATS or KV unreachable: nothing was taken
+            log.exception("intake: could not take an HTTP request")
             return _error(
                 503, "unavailable", "the job could not be queued; retry with the same key"
             )
-        status = existing.status.value if existing else "requested"
+        if isinstance(outcome, Refused):
+            why = outcome.why
+            return _error(STATUS_OF.get(why.reason, 422), why.reason, why.detail, why.field)
+        record = outcome.record
         return JSONResponse(
-            {"job_id": job_id, "tenant": decision.tenant, "status": status}, status_code=202
+            {"job_id": record.job_id, "tenant": record.tenant, "status": record.status.value},
+            status_code=202 if outcome.new else 200,
         )
 
     @api.get("/v1/jobs/{job_id}")
-    async def get_job(job_id: str) -> JSONResponse:
+    async def get_job(
+        job_id: str, x_clipline_tenant: str | None = Header(default=None)
+    ) -> JSONResponse:
         if not JOB_ID_RE.match(job_id):
             return _error(404, "not_found", f"no job {job_id!r}")
-        record = await jobs.get(job_id)
+        if x_clipline_tenant is not None and not is_valid_tenant(x_clipline_tenant):
+            return _error(422, "invalid_tenant", f"tenant {x_clipline_tenant!r} is not valid")
+        jobs = deps.jobs
+        record = await (
+            jobs.get(x_clipline_tenant, job_id) if x_clipline_tenant else jobs.find(job_id)
+        )
         if record is None:
             return _error(404, "not_found", f"no job {job_id}")
         return JSONResponse(record.model_dump(mode="json"))
+
+    @api.get("/v1/jobs")
+    async def list_jobs(x_clipline_tenant: str | None = Header(default=None)) -> JSONResponse:
+        tenant = x_clipline_tenant or deps.default_tenant
+        if not is_valid_tenant(tenant):
+            return _error(422, "invalid_tenant", f"tenant {tenant!r} is not valid")
+        records = sorted(
+            await deps.jobs.list(tenant), key=lambda r: r.history.get("accepted") or r.job_id
+        )
+        return JSONResponse(
+            {"tenant": tenant, "jobs": [r.model_dump(mode="json") for r in records]}
+        )
 
     return api

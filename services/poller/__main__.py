@@ -23,10 +23,10 @@ async def main() -> None:
         deadline=settings.deadline_seconds,
     )
     async with (
-        service_runtime(SERVICE, settings) as rt,
+        service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
     ):
-        await serve_app(build_app(rt, OpenAIVideosProvider(http), policy), settings)
+        await serve_app(build_app(platform, OpenAIVideosProvider(http), policy), settings)
 
 
 if __name__ == "__main__":

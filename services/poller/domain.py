@@ -35,15 +35,23 @@ class Failed:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """The deadline passed; the upstream job may still finish (and bill)."""
+
+    reason: str
+    detail: str
+
+
 def next_poll_delay(policy: PollPolicy, server_hint: float | None) -> float:
     """The server's openai-poll-after-ms when given, else the default; clamped to the policy."""
     return policy.clamp(server_hint)
 
 
-def overdue(policy: PollPolicy, waited: float) -> Failed | None:
-    """A job unfinished `waited` seconds after submission fails once past the deadline."""
+def overdue(policy: PollPolicy, waited: float) -> TimedOut | None:
+    """A job unfinished `waited` seconds after submission times out once past the deadline."""
     if waited > policy.deadline:
-        return Failed("upstream_timeout", f"not finished {waited:.0f}s after submission")
+        return TimedOut("upstream_timeout", f"not finished {waited:.0f}s after submission")
     return None
 
 
@@ -55,7 +63,7 @@ def assess(
     error: tuple[str, str] | None,
     waited: float,
     server_hint: float | None,
-) -> Pending | Generated | Failed:
+) -> Pending | Generated | Failed | TimedOut:
     """What an upstream status means for the job, `waited` seconds after submission."""
     if status == "completed":
         return Generated()

@@ -3,79 +3,81 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
+from faststream import Context
 from faststream.exceptions import NackMessage
 
-from services.poller.domain import Failed, Generated, Pending, PollPolicy, assess, overdue
+from services.poller.domain import Failed, Generated, Pending, TimedOut, assess, overdue
+from services.poller.ports import Deps
 from shared.contracts import (
     JobGeneratedV1,
     JobProgressV1,
     JobRecordV1,
-    JobStatus,
     JobSubmittedV1,
+    JobTimedOutV1,
 )
-from shared.messaging import ServiceRouter
-from shared.provider import (
-    ProviderNotFound,
-    ProviderRateLimited,
-    ProviderRejected,
-    VideoProvider,
-)
-from shared.runtime import Runtime
+from shared.contracts.lifecycle import JobStatus, mark_generated, report_progress
+from shared.jobstore import advance
+from shared.messaging import ServiceRouter, end_job
+from shared.provider import ProviderNotFound, ProviderRateLimited, ProviderRejected
 
 SERVICE = "poller"
 MAX_ERRORS = 60  # consecutive-ish upstream errors (5xx, timeouts) before a job fails (~30 min)
 
 
-def build_router(rt: Runtime, provider: VideoProvider, policy: PollPolicy) -> ServiceRouter:
-    router = rt.router()
+def build_router() -> ServiceRouter:
+    router = ServiceRouter(SERVICE, emits=[JobProgressV1, JobGeneratedV1, JobTimedOutV1])
 
-    async def fail(event: JobSubmittedV1, why: Failed) -> None:
-        await rt.fail(
-            job_id=event.job_id, tenant=event.tenant, cause_id=event.event_id,
-            reason=why.reason, detail=why.detail, stage=SERVICE, upstream_id=event.upstream_id,
-        )  # fmt: skip
-
-    @router.on(JobSubmittedV1, max_errors=MAX_ERRORS, batch_size=32, max_workers=32)
-    async def on_job_submitted(event: JobSubmittedV1) -> None:
-        record = await rt.jobs.get(event.job_id)
-        if record is None or record.terminal:
-            return
-        if record.status == JobStatus.GENERATED:
-            await rt.emit(generated(event))  # redelivered after a crash: announce again
+    @router.on(JobSubmittedV1, max_errors=MAX_ERRORS, max_workers=32)
+    async def on_job_submitted(
+        event: JobSubmittedV1, deps: Annotated[Deps, Context("deps")]
+    ) -> None:
+        record = await deps.jobs.get(event.tenant, event.job_id)
+        if record is None or record.status not in (JobStatus.SUBMITTED, JobStatus.GENERATING):
+            if record is not None and record.status == JobStatus.GENERATED:
+                await deps.emit(generated(event))  # redelivered after a crash: announce again
             return
         waited = waited_since_submit(record)
-        if (late := overdue(policy, waited)) is not None:
-            await fail(event, late)  # checked first: no upstream trouble extends a job forever
+        if (late := overdue(deps.policy, waited)) is not None:
+            await end(deps, event, late)  # checked first: no upstream trouble extends a job
+
             return
         try:
-            video, hint = await provider.retrieve(event.upstream_id)
+            video, hint = await deps.provider.retrieve(event.upstream_id)
         except ProviderNotFound as exc:
-            await fail(event, Failed("upstream_lost", exc.message))
+            await end(deps, event, Failed("upstream_lost", exc.message))
             return
         except ProviderRejected as exc:
-            await fail(event, Failed("upstream_rejected", f"{exc.status}: {exc.message}"))
+            await end(deps, event, Failed("upstream_rejected", f"{exc.status}: {exc.message}"))
             return
         except ProviderRateLimited as exc:
-            raise NackMessage(delay=policy.clamp(exc.retry_after_seconds)) from exc
-        # Other upstream errors (5xx, timeouts, malformed bodies) propagate: the house retry
+            raise NackMessage(delay=deps.policy.clamp(exc.retry_after_seconds)) from exc
+        # Other upstream errors (5xx, timeouts, malformed bodies) propagate: the house delivery
         # policy counts them against MAX_ERRORS and retries with backoff.
         error = (video.error.code, video.error.message) if video.error else None
         decision = assess(
-            policy, status=video.status, progress=video.progress, error=error, waited=waited,
-            server_hint=hint,
+            deps.policy, status=video.status, progress=video.progress, error=error,
+            waited=waited, server_hint=hint,
         )  # fmt: skip
         match decision:
             case Pending(progress=progress, delay=delay):
-                await report_progress(rt, event, record, video.status, progress)
+                await progressed(deps, event, record, video.status, progress)
                 raise NackMessage(delay=delay)
             case Generated():
-                if await rt.advance(event.job_id, JobStatus.GENERATED, progress=100):
-                    await rt.emit(generated(event))
-            case Failed():
-                await fail(event, decision)
+                if await advance(deps.jobs, event, mark_generated):
+                    await deps.emit(generated(event))
+            case Failed() | TimedOut():
+                await end(deps, event, decision)
 
     return router
+
+
+async def end(deps: Deps, event: JobSubmittedV1, why: Failed | TimedOut) -> None:
+    await end_job(
+        deps.jobs, deps.emit, event, reason=why.reason, detail=why.detail, stage=SERVICE,
+        upstream_id=event.upstream_id, how="time_out" if isinstance(why, TimedOut) else "fail",
+    )  # fmt: skip
 
 
 def waited_since_submit(record: JobRecordV1) -> float:
@@ -85,24 +87,19 @@ def waited_since_submit(record: JobRecordV1) -> float:
     return (datetime.now(UTC) - submitted_at).total_seconds()
 
 
-async def report_progress(
-    rt: Runtime, event: JobSubmittedV1, record: JobRecordV1, status: str, progress: int
+async def progressed(
+    deps: Deps, event: JobSubmittedV1, record: JobRecordV1, status: str, progress: int
 ) -> None:
+    """Progress is announced only when it moved forward (one fact per percentage)."""
     if record.status == JobStatus.GENERATING and progress <= record.progress:
         return
-    if await rt.advance(event.job_id, JobStatus.GENERATING, progress=progress):
-        await rt.emit(
-            JobProgressV1.caused_by(
-                event,
-                key=str(progress),
-                upstream_id=event.upstream_id,
-                upstream_status=status,
-                progress=progress,
-            )
-        )
+    if await advance(deps.jobs, event, report_progress, progress=progress):
+        fact = JobProgressV1.fact(
+            event, key=str(progress), upstream_id=event.upstream_id,
+            upstream_status=status, progress=progress,
+        )  # fmt: skip
+        await deps.emit(fact)
 
 
 def generated(event: JobSubmittedV1) -> JobGeneratedV1:
-    return JobGeneratedV1.caused_by(
-        event, upstream_id=event.upstream_id, cost_micros=event.cost_micros
-    )
+    return JobGeneratedV1.fact(event, upstream_id=event.upstream_id, cost_micros=event.cost_micros)

@@ -16,8 +16,8 @@ SERVICE = "pricing_guard"
 async def main() -> None:
     settings = load_settings(PricingSettings)
     registry = load_registry_or_exit(settings.registry_path)
-    async with service_runtime(SERVICE, settings) as rt:
-        await serve_app(build_app(rt, registry), settings)
+    async with service_runtime(SERVICE, settings) as platform:
+        await serve_app(build_app(platform, registry), settings)
 
 
 if __name__ == "__main__":

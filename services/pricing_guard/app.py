@@ -1,14 +1,16 @@
-"""pricing_guard composition root. No network I/O here."""
+"""pricing_guard composition root: deps in, ASGI app out. No network I/O here."""
 
 from __future__ import annotations
 
 from faststream.asgi import AsgiFastStream
 
 from services.pricing_guard.handlers import build_router
+from services.pricing_guard.ports import Deps
 from shared.registry import Registry
-from shared.runtime import Runtime, make_asgi
+from shared.runtime import Platform, make_asgi, wire
 
 
-def build_app(rt: Runtime, registry: Registry) -> AsgiFastStream:
-    rt.broker.include_router(build_router(rt, registry))
-    return make_asgi(rt)
+def build_app(platform: Platform, registry: Registry) -> AsgiFastStream:
+    router = build_router()
+    wire(platform.broker, router, Deps(platform.jobs, router.emit, registry), platform.jobs)
+    return make_asgi(platform.broker)

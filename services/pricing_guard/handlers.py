@@ -2,46 +2,69 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from faststream import Context
+
 from services.pricing_guard.domain import Admitted, Refused, final_charge, price
 from shared.contracts import (
     JobAcceptedV1,
     JobAdmittedV1,
     JobCompletedV1,
     JobFailedV1,
+    JobRecordV1,
     JobRejectedV1,
-    JobStatus,
 )
-from shared.contracts.jobs import settle
-from shared.messaging import ServiceRouter
+from shared.contracts.events import JobRef
+from shared.contracts.lifecycle import IllegalTransition, admit, reject, settle
+from shared.jobstore import JobStore, advance
+from shared.messaging import Emit, ServiceRouter
 from shared.registry import Registry
-from shared.runtime import Runtime
 
 SERVICE = "pricing_guard"
+Jobs = Annotated[JobStore, Context("deps.jobs")]
+Emitter = Annotated[Emit, Context("deps.emit")]
+Prices = Annotated[Registry, Context("deps.registry")]
 
 
-def build_router(rt: Runtime, registry: Registry) -> ServiceRouter:
-    router = rt.router()
+def build_router() -> ServiceRouter:
+    router = ServiceRouter(SERVICE, emits=[JobAdmittedV1, JobRejectedV1])
 
     @router.on(JobAcceptedV1)
-    async def on_job_accepted(event: JobAcceptedV1) -> None:
+    async def on_job_accepted(
+        event: JobAcceptedV1, jobs: Jobs, emit: Emitter, registry: Prices
+    ) -> None:
         spec = event.spec
         match price(registry, spec.model, spec.size, spec.seconds):
             case Admitted(cost_micros=cost):
-                if await rt.advance(event.job_id, JobStatus.ADMITTED, cost_micros=cost):
-                    await rt.emit(JobAdmittedV1.caused_by(event, spec=spec, cost_micros=cost))
+                if await advance(jobs, event, admit, cost_micros=cost):
+                    await emit(JobAdmittedV1.fact(event, spec=spec, cost_micros=cost))
             case Refused(reason=reason, detail=detail):
-                if await rt.advance(event.job_id, JobStatus.REJECTED, reason=reason, detail=detail):
-                    await rt.emit(
-                        JobRejectedV1.caused_by(event, reason=reason, detail=detail, stage=SERVICE)
+                if await advance(jobs, event, reject, reason=reason, detail=detail, stage=SERVICE):
+                    await emit(
+                        JobRejectedV1.fact(event, reason=reason, detail=detail, stage=SERVICE)
                     )
 
     @router.on(JobCompletedV1)
-    async def on_job_completed(event: JobCompletedV1) -> None:
-        charge = final_charge(True, event.cost_micros)
-        await rt.jobs.update(event.job_id, lambda r: r and settle(r, charge))
+    async def on_job_completed(event: JobCompletedV1, jobs: Jobs) -> None:
+        await settle_job(jobs, event, final_charge(True, event.cost_micros))
 
     @router.on(JobFailedV1)
-    async def on_job_failed(event: JobFailedV1) -> None:
-        await rt.jobs.update(event.job_id, lambda r: r and settle(r, final_charge(False, None)))
+    async def on_job_failed(event: JobFailedV1, jobs: Jobs) -> None:
+        await settle_job(jobs, event, final_charge(False, None))
 
     return router
+
+
+async def settle_job(jobs: JobStore, job: JobRef, charged_micros: int) -> None:
+    """Write the final charge once; a redelivery (already settled) changes nothing."""
+
+    def change(record: JobRecordV1 | None) -> JobRecordV1 | None:
+        if record is None:
+            return None
+        try:
+            return settle(record, charged_micros=charged_micros)
+        except IllegalTransition:
+            return None
+
+    await jobs.update(job.tenant, job.job_id, change)

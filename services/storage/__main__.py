@@ -34,10 +34,10 @@ async def main() -> None:
         raise ConfigError(f"configuration error: CLIPLINE_S3_ENDPOINT: {exc}") from None
     store = S3AssetStore(client, s3.bucket, settings.part_size_bytes)
     async with (
-        service_runtime(SERVICE, settings) as rt,
+        service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
     ):
-        app = build_app(rt, OpenAIVideosProvider(http), store, settings.max_attempts)
+        app = build_app(platform, OpenAIVideosProvider(http), store, settings.max_attempts)
         await serve_app(app, settings)
 
 

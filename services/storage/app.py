@@ -1,19 +1,20 @@
-"""storage composition root. No network I/O here."""
+"""storage composition root: deps in, ASGI app out. No network I/O here."""
 
 from __future__ import annotations
 
 from faststream.asgi import AsgiFastStream
 
 from services.storage.handlers import build_router
-from services.storage.ports import AssetStore
+from services.storage.ports import AssetStore, Deps
 from shared.provider import VideoProvider
-from shared.runtime import Runtime, make_asgi
+from shared.runtime import Platform, make_asgi, wire
 
 
 def build_app(
-    rt: Runtime, provider: VideoProvider, store: AssetStore, max_attempts: int
+    platform: Platform, provider: VideoProvider, store: AssetStore, max_attempts: int
 ) -> AsgiFastStream:
-    rt.broker.include_router(build_router(rt, provider, store, max_attempts))
-    app = make_asgi(rt)
+    router = build_router(max_attempts)
+    wire(platform.broker, router, Deps(platform.jobs, router.emit, provider, store), platform.jobs)
+    app = make_asgi(platform.broker)
     app.on_startup(store.ensure_bucket)
     return app

@@ -4,70 +4,62 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import Annotated
 
-from faststream.nats.annotations import NatsMessage
+from faststream import Context
 
 from services.storage.domain import CONTENT_TYPES, object_key, timings
-from services.storage.ports import AssetStore
-from shared.contracts import (
-    AssetRef,
-    JobCompletedV1,
-    JobGeneratedV1,
-    JobRecordV1,
-    JobStatus,
-    JobTimings,
-)
-from shared.messaging import ServiceRouter, heartbeat
-from shared.provider import ProviderNotFound, ProviderRejected, VideoProvider
+from services.storage.ports import Deps
+from shared.contracts import AssetRef, JobCompletedV1, JobGeneratedV1, JobRecordV1, JobTimings
+from shared.contracts.lifecycle import JobStatus, begin_store, complete
+from shared.jobstore import advance
+from shared.messaging import ServiceRouter, end_job
+from shared.provider import ProviderNotFound, ProviderRejected
 from shared.provider.wire import VARIANTS, Variant
-from shared.runtime import Runtime
 
 SERVICE = "storage"
 
 
-def build_router(
-    rt: Runtime, provider: VideoProvider, store: AssetStore, max_attempts: int
-) -> ServiceRouter:
-    router = rt.router()
+def build_router(max_attempts: int) -> ServiceRouter:
+    router = ServiceRouter(SERVICE, emits=[JobCompletedV1])
 
-    async def store_variant(event: JobGeneratedV1, variant: Variant) -> AssetRef:
-        key = object_key(event.tenant, event.job_id, variant)
-        async with provider.download(event.upstream_id, variant) as download:
-            stored = await store.put_stream(key, download.chunks, CONTENT_TYPES[variant])
-        return AssetRef(variant=variant, content_type=CONTENT_TYPES[variant], **asdict(stored))
-
-    @router.on(JobGeneratedV1, max_errors=max_attempts, ack_wait=120.0, max_workers=4)
-    async def on_job_generated(event: JobGeneratedV1, msg: NatsMessage) -> None:
-        record = await rt.jobs.get(event.job_id)
-        if record is None:
+    @router.on(JobGeneratedV1, max_errors=max_attempts, max_workers=4)
+    async def on_job_generated(
+        event: JobGeneratedV1, deps: Annotated[Deps, Context("deps")]
+    ) -> None:
+        record = await deps.jobs.get(event.tenant, event.job_id)
+        if record is not None and record.status == JobStatus.COMPLETED:
+            await deps.emit(completed(event, record))  # redelivered: announce, store nothing
             return
-        if record.status == JobStatus.COMPLETED:
-            await rt.emit(completed(event, record))  # redelivered: announce, store nothing again
-            return
-        if record.terminal:
-            return
+        if record is None or not await advance(deps.jobs, event, begin_store):
+            return  # absent, or ended otherwise meanwhile
         try:
-            async with heartbeat(msg):  # a long upload must not look like a dead consumer
-                assets = [await store_variant(event, v) for v in VARIANTS]
+            assets = [await store_variant(deps, event, v) for v in VARIANTS]
         except (ProviderNotFound, ProviderRejected) as exc:
-            await rt.fail(
-                job_id=event.job_id, tenant=event.tenant, cause_id=event.event_id,
-                reason="assets_unavailable", detail=exc.message, stage=SERVICE,
-                upstream_id=event.upstream_id,
+            await end_job(
+                deps.jobs, deps.emit, event, reason="assets_unavailable", detail=exc.message,
+                stage=SERVICE, upstream_id=event.upstream_id,
             )  # fmt: skip
             return
-        done = await rt.advance(event.job_id, JobStatus.COMPLETED, assets=assets)
+        done = await advance(deps.jobs, event, complete, assets=assets)
         if done is not None:
-            await rt.emit(completed(event, done))
+            await deps.emit(completed(event, done))
 
     return router
+
+
+async def store_variant(deps: Deps, event: JobGeneratedV1, variant: Variant) -> AssetRef:
+    key = object_key(event.tenant, event.job_id, variant)
+    async with deps.provider.download(event.upstream_id, variant) as download:
+        stored = await deps.store.put_stream(key, download.chunks, CONTENT_TYPES[variant])
+    return AssetRef(variant=variant, content_type=CONTENT_TYPES[variant], **asdict(stored))
 
 
 def completed(event: JobGeneratedV1, record: JobRecordV1) -> JobCompletedV1:
     """The completion event, built from the stored record (the same on every redelivery)."""
     history = record.history
     finished = history.get(JobStatus.COMPLETED.value, datetime.now(UTC))
-    return JobCompletedV1.caused_by(
+    return JobCompletedV1.fact(
         event,
         upstream_id=event.upstream_id,
         assets=record.assets,

@@ -1,10 +1,14 @@
-"""What storage needs besides the provider: somewhere to stream assets to."""
+"""What storage's handlers touch: the job store, its emitter, the provider, the asset store."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
+
+from shared.jobstore import JobStore
+from shared.messaging import Emit
+from shared.provider import VideoProvider
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,3 +25,11 @@ class AssetStore(Protocol):
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
         """Stream `chunks` to `key` in bounded memory; size and sha256 computed on the way."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    jobs: JobStore
+    emit: Emit
+    provider: VideoProvider
+    store: AssetStore

@@ -16,11 +16,11 @@ SERVICE = "submitter"
 async def main() -> None:
     settings, upstream = load_settings(SubmitterSettings), load_settings(UpstreamSettings)
     async with (
-        service_runtime(SERVICE, settings) as rt,
+        service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
     ):
         app = build_app(
-            rt,
+            platform,
             OpenAIVideosProvider(http),
             settings.max_attempts,
             settings.submit_deadline_seconds,

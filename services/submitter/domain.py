@@ -45,8 +45,10 @@ def plan(
         return Skip()
     if upstream_id:
         return Resend(upstream_id) if status == "submitted" else Skip()
-    if status != "admitted":
+    if status not in ("admitted", "submitting"):
         return Skip()
+    # "submitting" with no upstream id: a create may have reached the upstream before a crash
+    # or a dropped response. Until reconciliation lands (list + adopt), it is created again.
     if waited > deadline:
         return Expired(f"not submitted within {deadline:.0f}s of admission")
     return Submit()

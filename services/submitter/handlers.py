@@ -1,30 +1,22 @@
-"""submitter handlers: create admitted jobs upstream, once, within bounded retries."""
+"""submitter handlers: create admitted jobs upstream, recording `submitting` before the POST."""
 
 from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from typing import Annotated
 
+from faststream import Context
 from faststream.exceptions import NackMessage
 
 from services.submitter.domain import Expired, Resend, Skip, Submit, plan, rate_limit_delay
-from shared.contracts import (
-    InputReference,
-    JobAdmittedV1,
-    JobRecordV1,
-    JobStatus,
-    JobSubmittedV1,
-)
-from shared.inputs import InputMissingError
-from shared.messaging import ServiceRouter
-from shared.provider import (
-    CreateVideo,
-    InputImage,
-    ProviderRateLimited,
-    ProviderRejected,
-    VideoProvider,
-)
-from shared.runtime import Runtime
+from services.submitter.ports import Deps
+from shared.contracts import InputReference, JobAdmittedV1, JobRecordV1, JobSubmittedV1
+from shared.contracts.lifecycle import JobStatus, begin_submit, mark_submitted
+from shared.inputs import InputMissingError, InputStore
+from shared.jobstore import advance
+from shared.messaging import ServiceRouter, end_job
+from shared.provider import CreateVideo, InputImage, ProviderRateLimited, ProviderRejected
 
 SERVICE = "submitter"
 
@@ -33,50 +25,55 @@ class InputImageError(Exception):
     """The job's input image is missing or not the one that was validated."""
 
 
-def build_router(
-    rt: Runtime, provider: VideoProvider, max_attempts: int, deadline: float
-) -> ServiceRouter:
-    router = rt.router()
+def build_router(max_attempts: int) -> ServiceRouter:
+    router = ServiceRouter(SERVICE, emits=[JobSubmittedV1])
 
-    async def fail(event: JobAdmittedV1, reason: str, detail: str) -> None:
-        await rt.fail(
-            job_id=event.job_id, tenant=event.tenant, cause_id=event.event_id,
-            reason=reason, detail=detail, stage=SERVICE,
-        )  # fmt: skip
-
-    @router.on(JobAdmittedV1, max_errors=max_attempts, batch_size=16, max_workers=16)
-    async def on_job_admitted(event: JobAdmittedV1) -> None:
-        record = await rt.jobs.get(event.job_id)
-        match decide(record, deadline):
+    @router.on(JobAdmittedV1, max_errors=max_attempts, max_workers=16)
+    async def on_job_admitted(event: JobAdmittedV1, deps: Annotated[Deps, Context("deps")]) -> None:
+        record = await deps.jobs.get(event.tenant, event.job_id)
+        match decide(record, deps.submit_deadline):
             case Skip():
                 return
             case Resend(upstream_id=upstream_id):
-                await rt.emit(submitted(event, upstream_id))
-                return
+                await deps.emit(submitted(event, upstream_id))
             case Expired(detail=detail):
-                await fail(event, "submit_timeout", detail)
-                return
+                await end(deps, event, "submit_timeout", detail, how="time_out")
             case Submit():
-                pass
-        spec = event.spec
-        try:
-            image = await input_image(rt, spec.input_reference)
-        except InputImageError as exc:
-            await fail(event, "input_unavailable", str(exc))
-            return
-        request = CreateVideo(spec.model, spec.size, spec.seconds, spec.prompt, event.job_id, image)
-        try:
-            video = await provider.create(request)
-        except ProviderRateLimited as exc:
-            # Waiting for capacity is not an error: it does not spend the retry budget.
-            raise NackMessage(delay=rate_limit_delay(exc.retry_after_seconds)) from exc
-        except ProviderRejected as exc:
-            await fail(event, "upstream_rejected", f"{exc.status}: {exc.message}")
-            return
-        if await rt.advance(event.job_id, JobStatus.SUBMITTED, upstream_id=video.id):
-            await rt.emit(submitted(event, video.id))
+                await submit(deps, event)
 
     return router
+
+
+async def submit(deps: Deps, event: JobAdmittedV1) -> None:
+    spec = event.spec
+    try:
+        image = await input_image(deps.inputs, spec.input_reference)
+    except InputImageError as exc:
+        await end(deps, event, "input_unavailable", str(exc))
+        return
+    if not await advance(deps.jobs, event, begin_submit):
+        return  # moved on or ended meanwhile (another replica, a cancel)
+    request = CreateVideo(spec.model, spec.size, spec.seconds, spec.prompt, event.job_id, image)
+    try:
+        video = await deps.provider.create(request)
+    except ProviderRateLimited as exc:
+        # Waiting for capacity is not an error: it does not spend the retry budget.
+        raise NackMessage(delay=rate_limit_delay(exc.retry_after_seconds)) from exc
+    except ProviderRejected as exc:
+        await end(deps, event, "upstream_rejected", f"{exc.status}: {exc.message}")
+        return
+    await deps.upstream.link(video.id, event)  # before the record: a webhook may come at once
+    if await advance(deps.jobs, event, mark_submitted, upstream_id=video.id):
+        await deps.emit(submitted(event, video.id))
+
+
+async def end(
+    deps: Deps, event: JobAdmittedV1, reason: str, detail: str, how: str = "fail"
+) -> None:
+    await end_job(
+        deps.jobs, deps.emit, event, reason=reason, detail=detail, stage=SERVICE,
+        how="time_out" if how == "time_out" else "fail",
+    )  # fmt: skip
 
 
 def decide(record: JobRecordV1 | None, deadline: float) -> Submit | Resend | Skip | Expired:
@@ -89,11 +86,11 @@ def decide(record: JobRecordV1 | None, deadline: float) -> Submit | Resend | Ski
     )
 
 
-async def input_image(rt: Runtime, ref: InputReference | None) -> InputImage | None:
+async def input_image(inputs: InputStore, ref: InputReference | None) -> InputImage | None:
     if ref is None:
         return None
     try:
-        data = await rt.inputs.get(ref.object_name)
+        data = await inputs.get(ref.object_name)
     except InputMissingError as exc:
         raise InputImageError(f"input image {ref.object_name} is gone") from exc
     if hashlib.sha256(data).hexdigest() != ref.sha256:
@@ -103,6 +100,6 @@ async def input_image(rt: Runtime, ref: InputReference | None) -> InputImage | N
 
 
 def submitted(event: JobAdmittedV1, upstream_id: str) -> JobSubmittedV1:
-    return JobSubmittedV1.caused_by(
+    return JobSubmittedV1.fact(
         event, spec=event.spec, cost_micros=event.cost_micros, upstream_id=upstream_id
     )

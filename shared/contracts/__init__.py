@@ -2,6 +2,7 @@
 
 from shared.contracts.events import (
     EVENT_TYPES,
+    TERMINAL_KINDS,
     AssetRef,
     Event,
     InputReference,
@@ -14,16 +15,21 @@ from shared.contracts.events import (
     JobRejectedV1,
     JobSpec,
     JobSubmittedV1,
+    JobTimedOutV1,
     JobTimings,
 )
-from shared.contracts.jobs import JobRecordV1, JobStatus, transition
+from shared.contracts.jobs import JobRecordV1, record_key
+from shared.contracts.lifecycle import TERMINAL, IllegalTransition, JobStatus
 from shared.contracts.requests import REQUEST_SUBJECT_PREFIX, JobRequestV1, request_subject
 
 __all__ = [
     "EVENT_TYPES",
     "REQUEST_SUBJECT_PREFIX",
+    "TERMINAL",
+    "TERMINAL_KINDS",
     "AssetRef",
     "Event",
+    "IllegalTransition",
     "InputReference",
     "JobAcceptedV1",
     "JobAdmittedV1",
@@ -37,7 +43,8 @@ __all__ = [
     "JobSpec",
     "JobStatus",
     "JobSubmittedV1",
+    "JobTimedOutV1",
     "JobTimings",
+    "record_key",
     "request_subject",
-    "transition",
 ]

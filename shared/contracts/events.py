@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts.ids import derived_event_id
+from shared.contracts.ids import derived_event_id, fact_event_id
 
 SUBJECT_ROOT = "clipline.job"
+
+
+class JobRef(Protocol):
+    """Anything that names a job: an event or a job record."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def tenant(self) -> str: ...
 
 
 class Contract(BaseModel):
@@ -93,13 +103,27 @@ class Event(Contract):
         return f"{service}--job-{cls.kind}-v{cls.version}"
 
     @classmethod
-    def caused_by(cls, cause: Event, *, key: str = "", **fields: Any) -> Self:
-        """The event `cause` leads to; its id derives from the cause (dedup on redelivery)."""
+    def fact(cls, job: JobRef, *, key: str = "", **fields: Any) -> Self:
+        """The event stating a fact about `job`. Its id derives from (job, kind[, key]) alone,
+        so however many paths reach the same fact (a redelivery, a webhook and a poll, a
+        reconcile and a create), JetStream keeps one."""
         return cls(
-            event_id=derived_event_id(cause.event_id, cls.kind, key),
+            event_id=fact_event_id(job.job_id, cls.kind, key),
             occurred_at=datetime.now(UTC),
-            job_id=cause.job_id,
-            tenant=cause.tenant,
+            job_id=job.job_id,
+            tenant=job.tenant,
+            **fields,
+        )
+
+    @classmethod
+    def caused_by(cls, cause_id: str, job: JobRef, *, key: str = "", **fields: Any) -> Self:
+        """An event that is not a fact of the job (e.g. a refusal of one request message):
+        its id derives from the message that caused it, so a redelivery is dropped."""
+        return cls(
+            event_id=derived_event_id(cause_id, cls.kind, key),
+            occurred_at=datetime.now(UTC),
+            job_id=job.job_id,
+            tenant=job.tenant,
             **fields,
         )
 
@@ -165,6 +189,16 @@ class JobFailedV1(Event):
     upstream_id: str | None = None
 
 
+class JobTimedOutV1(Event):
+    """Terminal: a deadline passed (upstream capacity never came, or generation never ended)."""
+
+    kind = "timed_out"
+    reason: str
+    detail: str
+    stage: str
+    upstream_id: str | None = None
+
+
 class JobCompletedV1(Event):
     """Terminal: all assets are stored."""
 
@@ -183,5 +217,15 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     JobProgressV1,
     JobGeneratedV1,
     JobFailedV1,
+    JobTimedOutV1,
     JobCompletedV1,
 )
+TERMINAL_KINDS = frozenset({"completed", "failed", "rejected", "timed_out", "cancelled"})
+
+
+def parse_event_subject(subject: str) -> tuple[str, str, str] | None:
+    """clipline.job.<kind>.v1.<tenant>.<job_id> -> (kind, tenant, job_id); None otherwise."""
+    parts = subject.split(".")
+    if len(parts) != 6 or ".".join(parts[:2]) != SUBJECT_ROOT or parts[3] != "v1":
+        return None
+    return parts[2], parts[4], parts[5]

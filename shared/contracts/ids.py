@@ -20,6 +20,11 @@ def derived_event_id(cause_id: str, kind: str, *extra: str) -> str:
     return "evt_" + uuid.uuid5(_NAMESPACE, ":".join((cause_id, kind, *extra))).hex
 
 
+def fact_event_id(job_id: str, kind: str, key: str = "") -> str:
+    """The id of a fact about a job (submitted, generated, ...): one id per (job, kind[, key])."""
+    return "evt_" + uuid.uuid5(_NAMESPACE, f"fact:{job_id}:{kind}:{key}").hex
+
+
 def is_valid_tenant(tenant: str) -> bool:
     """Tenants are subject tokens: lowercase letters, digits, '-' and '_'."""
     return bool(TENANT_RE.match(tenant))

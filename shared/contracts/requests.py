@@ -6,7 +6,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.events import SUBJECT_ROOT
 
-REQUEST_SUBJECT_PREFIX = f"{SUBJECT_ROOT}.requested.v1"
+REQUESTS_ROOT = f"{SUBJECT_ROOT}.requested"
+"""Requests of every version: clipline.job.requested.<version>.<tenant>."""
+REQUEST_SUBJECT_PREFIX = f"{REQUESTS_ROOT}.v1"
 
 
 def request_subject(tenant: str) -> str:

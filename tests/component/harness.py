@@ -22,15 +22,16 @@ from typing import Any, TypeVar
 from unittest.mock import patch
 
 from faststream import AckPolicy
-from faststream.nats import NatsBroker, NatsRouter, TestNatsBroker
+from faststream.nats import NatsBroker, TestNatsBroker
 from faststream.nats.annotations import NatsMessage
 from faststream.nats.testing import PatchedMessage
 from opentelemetry.sdk.trace import TracerProvider
 
 from shared.contracts import Event, JobRecordV1, JobSpec, JobStatus
-from shared.runtime import Runtime, make_runtime
+from shared.messaging import Emit, ServiceRouter
+from shared.runtime import make_broker, wire
 from shared.streams import JOBS, JOBS_STREAM_NAME
-from tests.fakes import InMemoryInputStore, InMemoryJobStore
+from tests.fakes import InMemoryInputStore, InMemoryJobStore, InMemoryUpstreamIndex
 
 UNREACHABLE_NATS = "nats://127.0.0.1:1"  # never dialled under TestNatsBroker
 TENANT = "acme"
@@ -96,12 +97,25 @@ class Bus:
             self.published.append(Published(msg.raw_message.subject, msg_id, body))
 
 
-@dataclass
-class Harness:
-    rt: Runtime
+@dataclass(frozen=True)
+class Fakes:
+    """The in-memory ports a service's deps are built from, and the router's emitter."""
+
     jobs: InMemoryJobStore
     inputs: InMemoryInputStore
+    upstream: InMemoryUpstreamIndex
+    emit: Emit
+
+
+@dataclass
+class Harness:
+    service: str
+    broker: NatsBroker
+    jobs: InMemoryJobStore
+    inputs: InMemoryInputStore
+    upstream: InMemoryUpstreamIndex
     bus: Bus
+    deps: Any
 
     _seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -109,7 +123,7 @@ class Harness:
         """Deliver an event, published as emit() does, to the service's durable consumer."""
         body = event.model_dump(mode="json")
         await self.send_raw(
-            event.subject, body, event.event_id, type(event).durable(self.rt.service), delivery
+            event.subject, body, event.event_id, type(event).durable(self.service), delivery
         )
 
     async def send_raw(
@@ -122,7 +136,7 @@ class Harness:
     ) -> None:
         """Deliver bytes or JSON; `msg_id` is the Nats-Msg-Id header (None: no header)."""
         seq = next(self._seq)
-        await self.rt.broker.publish(
+        await self.broker.publish(
             body,
             subject=subject,
             headers={"Nats-Msg-Id": msg_id} if msg_id else None,
@@ -136,20 +150,25 @@ class Harness:
 
 @asynccontextmanager
 async def running(
-    service: str,
-    build: Callable[[Runtime], NatsRouter],
+    router: ServiceRouter,
+    deps: Callable[[Fakes], Any],
     *,
     jobs: InMemoryJobStore | None = None,
     inputs: InMemoryInputStore | None = None,
 ) -> AsyncIterator[Harness]:
-    """The service's runtime with in-memory stores, its router included, under TestNatsBroker."""
-    rt = make_runtime(service, UNREACHABLE_NATS, TracerProvider())
-    jobs = InMemoryJobStore() if jobs is None else jobs
-    inputs = InMemoryInputStore() if inputs is None else inputs
-    rt.jobs, rt.inputs = jobs, inputs
+    """The service's router on a production broker (middlewares and all) with deps built from
+    in-memory fakes, under TestNatsBroker."""
+    broker = make_broker(UNREACHABLE_NATS, TracerProvider())
+    fakes = Fakes(
+        InMemoryJobStore() if jobs is None else jobs,
+        InMemoryInputStore() if inputs is None else inputs,
+        InMemoryUpstreamIndex(),
+        router.emit,
+    )
     bus = Bus()
-    bus.watch(rt.broker)
-    rt.broker.include_router(build(rt))
+    bus.watch(broker)
+    built = deps(fakes)
+    wire(broker, router, built, fakes.jobs)
 
     def recorder(action: str) -> Callable[..., Any]:
         async def record(self: PatchedMessage, delay: float | None = None) -> None:
@@ -163,8 +182,10 @@ async def running(
         patch.object(PatchedMessage, "term", recorder("term")),
         patch.object(PatchedMessage, "in_progress", recorder("in_progress")),
     ):
-        async with TestNatsBroker(rt.broker):
-            yield Harness(rt, jobs, inputs, bus)
+        async with TestNatsBroker(broker):
+            yield Harness(
+                router.service, broker, fakes.jobs, fakes.inputs, fakes.upstream, bus, built
+            )
 
 
 def js_ack_subject(durable: str, delivery: int, seq: int) -> str:

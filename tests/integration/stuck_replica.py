@@ -11,12 +11,13 @@ import sys
 from opentelemetry.sdk.trace import TracerProvider
 
 from shared.contracts import JobAdmittedV1
-from shared.runtime import make_runtime
+from shared.messaging import ServiceRouter
+from shared.runtime import make_platform, wire
 
 
 async def main(nats_url: str, subject: str, durable: str) -> None:
-    rt = make_runtime("testsvc", nats_url, TracerProvider())
-    router = rt.router()
+    platform = make_platform("testsvc", nats_url, TracerProvider())
+    router = ServiceRouter("testsvc")
     hang = asyncio.Event()
 
     @router.on_subject(subject, durable, ack_wait=2.0)
@@ -24,8 +25,8 @@ async def main(nats_url: str, subject: str, durable: str) -> None:
         print(f"got {event.event_id}", flush=True)
         await hang.wait()  # never set: the process is killed mid-handler
 
-    rt.broker.include_router(router)
-    await rt.broker.start()
+    wire(platform.broker, router, None, platform.jobs)
+    await platform.broker.start()
     print("ready", flush=True)
     await hang.wait()
 

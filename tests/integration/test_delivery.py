@@ -16,7 +16,9 @@ from nats.aio.client import Client
 from opentelemetry.sdk.trace import TracerProvider
 
 from shared.contracts import JobAdmittedV1, JobRecordV1, JobSpec, JobStatus
-from shared.runtime import Runtime, make_runtime
+from shared.messaging import ServiceRouter
+from shared.messaging import event_decoder as decoder
+from shared.runtime import Platform, make_platform, wire
 from shared.streams import JOBS_STREAM_NAME
 
 pytestmark = pytest.mark.integration
@@ -47,18 +49,35 @@ async def collect(nc: Client, subject: str) -> asyncio.Queue[dict[str, Any]]:
     return q
 
 
+class Svc:
+    """A test service on a real broker: its router, wired as a service's app wires it."""
+
+    def __init__(self, nats_url: str) -> None:
+        self.platform: Platform = make_platform("testsvc", nats_url, TracerProvider())
+        self.router = ServiceRouter("testsvc", emits=[JobAdmittedV1])
+        self.broker = self.platform.broker
+        self.jobs = self.platform.jobs
+
+    async def start(self) -> None:
+        wire(self.broker, self.router, None, self.jobs)
+        await self.broker.start()
+
+    async def emit(self, event: JobAdmittedV1) -> None:
+        await self.router.emit(event)
+
+
 @pytest.fixture
-async def runtime(provisioned: str) -> AsyncIterator[Runtime]:
-    rt = make_runtime("testsvc", provisioned, TracerProvider())
-    yield rt
-    await rt.broker.stop()
+async def runtime(provisioned: str) -> AsyncIterator[Svc]:
+    svc = Svc(provisioned)
+    yield svc
+    await svc.broker.stop()
 
 
-async def test_failure_is_retried_later_not_at_once(runtime: Runtime, nc: Client) -> None:
+async def test_failure_is_retried_later_not_at_once(runtime: Svc, nc: Client) -> None:
     tenant = f"t{uuid.uuid4().hex[:8]}"
     seen: list[float] = []
     done = asyncio.Event()
-    router = runtime.router()
+    router = runtime.router
 
     @router.on_subject(JobAdmittedV1.subject_filter(tenant), f"test--{tenant}", max_errors=5)
     async def handler(event: JobAdmittedV1) -> None:
@@ -67,8 +86,7 @@ async def test_failure_is_retried_later_not_at_once(runtime: Runtime, nc: Client
             raise RuntimeError("transient")
         done.set()
 
-    runtime.broker.include_router(router)
-    await runtime.broker.start()
+    await runtime.start()
     await runtime.emit(admitted(tenant))
     await asyncio.wait_for(done.wait(), 20)
     gaps = [b - a for a, b in itertools.pairwise(seen)]
@@ -78,10 +96,10 @@ async def test_failure_is_retried_later_not_at_once(runtime: Runtime, nc: Client
     assert gaps[1] >= 0.9
 
 
-async def test_exhausted_retries_fail_the_job_visibly(runtime: Runtime, nc: Client) -> None:
+async def test_exhausted_retries_fail_the_job_visibly(runtime: Svc, nc: Client) -> None:
     tenant = f"t{uuid.uuid4().hex[:8]}"
     failed = await collect(nc, f"clipline.job.failed.v1.{tenant}.*")
-    router = runtime.router()
+    router = runtime.router
     calls: list[int] = []
 
     @router.on_subject(JobAdmittedV1.subject_filter(tenant), f"test--{tenant}", max_errors=2)
@@ -89,8 +107,7 @@ async def test_exhausted_retries_fail_the_job_visibly(runtime: Runtime, nc: Clie
         calls.append(1)
         raise RuntimeError("always broken")
 
-    runtime.broker.include_router(router)
-    await runtime.broker.start()
+    await runtime.start()
     event = admitted(tenant)
     await runtime.emit(event)
     got = await asyncio.wait_for(failed.get(), 20)
@@ -101,11 +118,11 @@ async def test_exhausted_retries_fail_the_job_visibly(runtime: Runtime, nc: Clie
 
 
 async def test_error_budget_is_kept_on_the_record_and_the_record_ends_failed(
-    runtime: Runtime, nc: Client
+    runtime: Svc, nc: Client
 ) -> None:
     tenant = f"t{uuid.uuid4().hex[:8]}"
     failed = await collect(nc, f"clipline.job.failed.v1.{tenant}.*")
-    router = runtime.router()
+    router = runtime.router
     waits: list[int] = []
 
     @router.on_subject(JobAdmittedV1.subject_filter(tenant), f"test--{tenant}", max_errors=2)
@@ -115,14 +132,13 @@ async def test_error_budget_is_kept_on_the_record_and_the_record_ends_failed(
             raise NackMessage(delay=0.05)
         raise RuntimeError("upstream 503")
 
-    runtime.broker.include_router(router)
     event = admitted(tenant)
-    await runtime.broker.start()
-    await runtime.jobs.update(event.job_id, lambda _: record_for(event))
+    await runtime.start()
+    await runtime.jobs.update(event.tenant, event.job_id, lambda _: record_for(event))
     await runtime.emit(event)
     got = await asyncio.wait_for(failed.get(), 20)
     assert got["reason"] == "retries_exhausted"
-    record = await runtime.jobs.get(event.job_id)
+    record = await runtime.jobs.get(event.tenant, event.job_id)
     assert record is not None
     assert record.status == JobStatus.FAILED
     assert record.reason == "retries_exhausted"
@@ -130,17 +146,18 @@ async def test_error_budget_is_kept_on_the_record_and_the_record_ends_failed(
     assert len(waits) == 3
 
 
-async def test_poison_message_fails_job_with_reason(runtime: Runtime, nc: Client) -> None:
+async def test_poison_message_fails_job_with_reason(runtime: Svc, nc: Client) -> None:
     tenant = f"t{uuid.uuid4().hex[:8]}"
     failed = await collect(nc, f"clipline.job.failed.v1.{tenant}.*")
-    router = runtime.router()
+    router = runtime.router
 
-    @router.on_subject(JobAdmittedV1.subject_filter(tenant), f"test--{tenant}")
+    @router.on_subject(
+        JobAdmittedV1.subject_filter(tenant), f"test--{tenant}", decoder=decoder(JobAdmittedV1)
+    )
     async def handler(event: JobAdmittedV1) -> None:
         raise AssertionError("a poison message must not reach the handler")
 
-    runtime.broker.include_router(router)
-    await runtime.broker.start()
+    await runtime.start()
     js = nc.jetstream()
     job_id = f"job_{uuid.uuid4().hex}"
     body = {"job_id": job_id, "tenant": tenant, "cost_micros": "lots"}
@@ -148,11 +165,45 @@ async def test_poison_message_fails_job_with_reason(runtime: Runtime, nc: Client
     got = await asyncio.wait_for(failed.get(), 20)
     assert got["job_id"] == job_id
     assert got["reason"] == "poison_message"
+    assert "cost_micros" in got["detail"]
 
 
-async def test_republished_event_is_stored_once(runtime: Runtime, nc: Client) -> None:
+async def test_validation_error_inside_a_handler_is_retried_not_poison(
+    runtime: Svc, nc: Client
+) -> None:
+    """Only decoding decides poison: a ValidationError from any model inside the handler (a
+    bug, corrupt state, a bad upstream body) is an ordinary error, retried within the budget."""
     tenant = f"t{uuid.uuid4().hex[:8]}"
-    await runtime.broker.start()
+    failed = await collect(nc, f"clipline.job.failed.v1.{tenant}.*")
+    router = runtime.router
+    calls: list[int] = []
+    done = asyncio.Event()
+
+    @router.on_subject(
+        JobAdmittedV1.subject_filter(tenant), f"test--{tenant}", decoder=decoder(JobAdmittedV1)
+    )
+    async def handler(event: JobAdmittedV1) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            JobSpec.model_validate({"model": 1})  # raises pydantic.ValidationError
+        done.set()
+
+    await runtime.start()
+    event = admitted(tenant)
+    await runtime.jobs.update(event.tenant, event.job_id, lambda _: record_for(event))
+    await runtime.emit(event)
+    await asyncio.wait_for(done.wait(), 20)
+    assert len(calls) == 2
+    record = await runtime.jobs.get(event.tenant, event.job_id)
+    assert record is not None
+    assert record.errors == {"testsvc": 1}
+    assert record.status == JobStatus.ADMITTED
+    assert failed.empty()
+
+
+async def test_republished_event_is_stored_once(runtime: Svc, nc: Client) -> None:
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    await runtime.start()
     event = admitted(tenant)
     await runtime.emit(event)
     await runtime.emit(event)  # a retried publish after a lost ack
@@ -172,14 +223,12 @@ async def test_replicas_share_one_durable_consumer(provisioned: str) -> None:
     b_started = asyncio.Event()
     all_done = asyncio.Event()
     total = 12
-    replicas = [make_runtime("testsvc", provisioned, TracerProvider()) for _ in range(2)]
+    replicas = [Svc(provisioned) for _ in range(2)]
 
-    def subscribe(name: str, rt: Runtime) -> None:
-        router = rt.router()
+    def subscribe(name: str, rt: Svc) -> None:
+        router = rt.router
 
-        @router.on_subject(
-            JobAdmittedV1.subject_filter(tenant), durable, batch_size=1, max_workers=1
-        )
+        @router.on_subject(JobAdmittedV1.subject_filter(tenant), durable, max_workers=1)
         async def handler(event: JobAdmittedV1) -> None:
             handled[name].append(event.job_id)
             if name == "b":
@@ -190,13 +239,11 @@ async def test_replicas_share_one_durable_consumer(provisioned: str) -> None:
             if sum(map(len, handled.values())) == total:
                 all_done.set()
 
-        rt.broker.include_router(router)
-
     for name, rt in zip(("a", "b"), replicas, strict=True):
         subscribe(name, rt)
     try:
         for rt in replicas:
-            await rt.broker.start()
+            await rt.start()
         events = [admitted(tenant) for _ in range(total)]
         for event in events:
             await replicas[0].emit(event)
@@ -231,8 +278,8 @@ async def test_work_in_flight_when_a_replica_dies_is_resumed_by_another(provisio
     assert proc.stdout is not None
     try:
         assert await asyncio.wait_for(marker(proc.stdout, b"ready"), 30) == b"ready"
-        sender = make_runtime("testsvc", provisioned, TracerProvider())
-        await sender.broker.start()
+        sender = Svc(provisioned)
+        await sender.start()
         event = admitted(tenant)
         await sender.emit(event)
         await sender.broker.stop()
@@ -242,15 +289,14 @@ async def test_work_in_flight_when_a_replica_dies_is_resumed_by_another(provisio
         proc.kill()  # SIGKILL: no ack, no graceful shutdown
         await proc.wait()
     got: asyncio.Queue[str] = asyncio.Queue()
-    heir = make_runtime("testsvc", provisioned, TracerProvider())
-    router = heir.router()
+    heir = Svc(provisioned)
+    router = heir.router
 
     @router.on_subject(subject, durable, ack_wait=2.0)
     async def handler(event: JobAdmittedV1) -> None:
         got.put_nowait(event.event_id)
 
-    heir.broker.include_router(router)
-    await heir.broker.start()
+    await heir.start()
     try:
         assert await asyncio.wait_for(got.get(), 15) == event.event_id
     finally:

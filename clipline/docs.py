@@ -1,0 +1,54 @@
+"""Generated documents: docs/lifecycle.md and docs/asyncapi.json (`make schemas` rewrites them;
+tests fail when a committed copy drifts from the code)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from faststream.nats import NatsBroker
+from faststream.specification import AsyncAPI
+
+from services.intake.handlers import build_router as intake
+from services.poller.handlers import build_router as poller
+from services.pricing_guard.handlers import build_router as pricing_guard
+from services.storage.handlers import build_router as storage
+from services.submitter.handlers import build_router as submitter
+from shared.contracts.lifecycle import lifecycle_markdown
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+TITLE = "clipline events"
+VERSION = "1"
+
+
+def asyncapi_document() -> str:
+    """The AsyncAPI 3.0 document of every service's subscribers and declared publishers."""
+    broker = NatsBroker("nats://nats:4222")  # never connected: only described
+    for router in (intake(), pricing_guard(), submitter(8), poller(), storage(8)):
+        broker.include_router(router)
+    spec = AsyncAPI(
+        broker,
+        title=TITLE,
+        version=VERSION,
+        description="Job requests and job events of clipline on the NATS JetStream stream "
+        "CLIPLINE_JOBS. Event subjects: clipline.job.<kind>.v1.<tenant>.<job_id>.",
+        schema_version="3.0.0",
+    ).to_specification()
+    return json.dumps(json.loads(spec.to_json()), indent=2, sort_keys=True) + "\n"
+
+
+def rendered() -> dict[Path, str]:
+    return {
+        DOCS / "lifecycle.md": lifecycle_markdown(),
+        DOCS / "asyncapi.json": asyncapi_document(),
+    }
+
+
+def main() -> None:
+    DOCS.mkdir(exist_ok=True)
+    for path, text in rendered().items():
+        path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""What intake's handlers touch: the job store, input images, its emitter, registry, prober."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.intake.domain import ImageFacts
+from shared.inputs import InputStore
+from shared.jobstore import JobStore
+from shared.messaging import Emit
+from shared.registry import Registry
+
+ImageProbe = Callable[[bytes], ImageFacts | None]
+"""Reads what image bytes really are (blocking: run in a thread)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    jobs: JobStore
+    inputs: InputStore
+    emit: Emit
+    registry: Registry
+    probe: ImageProbe
+    default_tenant: str

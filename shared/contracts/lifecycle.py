@@ -1,0 +1,244 @@
+"""The job lifecycle: one state machine, one typed function per step, nothing else moves a job.
+
+Every step names the states it may leave and the state it enters (`STEPS`); the functions below
+are the only way to build a changed record, and each refuses a move its step does not allow
+(`IllegalTransition`). docs/lifecycle.md is generated from `STEPS` (`mermaid()`), and a test keeps
+them equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.contracts.events import AssetRef
+    from shared.contracts.jobs import JobRecordV1
+
+
+class JobStatus(StrEnum):
+    ACCEPTED = "accepted"
+    ADMITTED = "admitted"
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    GENERATING = "generating"
+    GENERATED = "generated"
+    STORING = "storing"
+    COMPLETED = "completed"
+    CANCELLING = "cancelling"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+S = JobStatus
+TERMINAL = frozenset({S.COMPLETED, S.REJECTED, S.FAILED, S.CANCELLED, S.TIMED_OUT})
+LIVE = frozenset(S) - TERMINAL
+UPSTREAM_STARTED = frozenset({S.SUBMITTED, S.GENERATING, S.GENERATED, S.STORING})
+"""States in which an upstream job surely exists (and may be billed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    sources: frozenset[JobStatus]
+    target: JobStatus
+    doc: str
+
+
+def _step(name: str, sources: set[JobStatus] | frozenset[JobStatus], target: S, doc: str) -> Step:
+    return Step(name, frozenset(sources), target, doc)
+
+
+STEPS: dict[str, Step] = {
+    s.name: s
+    for s in (
+        _step("admit", {S.ACCEPTED}, S.ADMITTED, "priced and within budget"),
+        _step("reject", {S.ACCEPTED}, S.REJECTED, "refused before any upstream spend"),
+        _step(
+            "begin_submit",
+            {S.ADMITTED, S.SUBMITTING},
+            S.SUBMITTING,
+            "an upstream create may be in flight (recorded before the POST)",
+        ),
+        _step("mark_submitted", {S.SUBMITTING}, S.SUBMITTED, "the upstream job exists"),
+        _step(
+            "report_progress",
+            {S.SUBMITTED, S.GENERATING},
+            S.GENERATING,
+            "upstream progress moved forward",
+        ),
+        _step("mark_generated", {S.SUBMITTED, S.GENERATING}, S.GENERATED, "upstream finished"),
+        _step("begin_store", {S.GENERATED, S.STORING}, S.STORING, "assets are being stored"),
+        _step("complete", {S.STORING}, S.COMPLETED, "every asset is stored"),
+        _step("request_cancel", LIVE - {S.CANCELLING}, S.CANCELLING, "a client asked to cancel"),
+        _step("cancel", {S.CANCELLING}, S.CANCELLED, "stopped; nothing more is done"),
+        _step("fail", LIVE, S.FAILED, "gave up, with a reason"),
+        _step(
+            "time_out",
+            LIVE - {S.ACCEPTED},
+            S.TIMED_OUT,
+            "a deadline passed (upstream may still bill)",
+        ),
+    )
+}
+
+
+class IllegalTransition(ValueError):
+    """A step asked of a job in a state that step may not leave (or would not move forward)."""
+
+    def __init__(self, message: str, target: JobStatus | None = None) -> None:
+        super().__init__(message)
+        self.target = target
+        """The state the refused step leads to (a caller may find the job already there)."""
+
+
+def _move(record: JobRecordV1, step: str, at: datetime, **fields: Any) -> JobRecordV1:
+    spec = STEPS[step]
+    if record.status not in spec.sources:
+        raise IllegalTransition(f"{step}: {record.job_id} is {record.status.value}", spec.target)
+    history = dict(record.history)
+    history.setdefault(spec.target.value, at)
+    return record.model_copy(update={"status": spec.target, "history": history, **fields})
+
+
+def _end(
+    record: JobRecordV1, step: str, at: datetime, *, reason: str, detail: str, stage: str
+) -> JobRecordV1:
+    return _move(record, step, at, reason=reason, detail=detail[:1000], stage=stage)
+
+
+# -- the steps ----------------------------------------------------------------------------------
+
+
+def admit(record: JobRecordV1, at: datetime, *, cost_micros: int) -> JobRecordV1:
+    return _move(record, "admit", at, cost_micros=cost_micros)
+
+
+def reject(
+    record: JobRecordV1, at: datetime, *, reason: str, detail: str, stage: str
+) -> JobRecordV1:
+    return _end(record, "reject", at, reason=reason, detail=detail, stage=stage)
+
+
+def begin_submit(record: JobRecordV1, at: datetime) -> JobRecordV1:
+    """Recorded (by compare-and-set) before every upstream create attempt."""
+    return _move(
+        record, "begin_submit", at, submit_attempts=record.submit_attempts + 1, last_attempt_at=at
+    )
+
+
+def mark_submitted(record: JobRecordV1, at: datetime, *, upstream_id: str) -> JobRecordV1:
+    return _move(record, "mark_submitted", at, upstream_id=upstream_id)
+
+
+def report_progress(record: JobRecordV1, at: datetime, *, progress: int) -> JobRecordV1:
+    if record.status == S.GENERATING and progress <= record.progress:
+        raise IllegalTransition(
+            f"report_progress: {record.job_id} is at {record.progress}%", S.GENERATING
+        )
+    return _move(record, "report_progress", at, progress=max(0, min(99, progress)))
+
+
+def mark_generated(record: JobRecordV1, at: datetime) -> JobRecordV1:
+    return _move(record, "mark_generated", at, progress=100)
+
+
+def begin_store(record: JobRecordV1, at: datetime) -> JobRecordV1:
+    return _move(record, "begin_store", at)
+
+
+def complete(record: JobRecordV1, at: datetime, *, assets: list[AssetRef]) -> JobRecordV1:
+    return _move(record, "complete", at, assets=list(assets))
+
+
+def request_cancel(record: JobRecordV1, at: datetime) -> JobRecordV1:
+    return _move(record, "request_cancel", at)
+
+
+def cancel(record: JobRecordV1, at: datetime, *, detail: str, stage: str) -> JobRecordV1:
+    return _end(record, "cancel", at, reason="cancelled", detail=detail, stage=stage)
+
+
+def fail(record: JobRecordV1, at: datetime, *, reason: str, detail: str, stage: str) -> JobRecordV1:
+    return _end(record, "fail", at, reason=reason, detail=detail, stage=stage)
+
+
+def time_out(
+    record: JobRecordV1, at: datetime, *, reason: str, detail: str, stage: str
+) -> JobRecordV1:
+    return _end(record, "time_out", at, reason=reason, detail=detail, stage=stage)
+
+
+# -- bookkeeping that is not a move -------------------------------------------------------------
+
+
+def count_error(record: JobRecordV1, stage: str) -> JobRecordV1:
+    """One more handling error of `stage` (the retry budget survives redeliveries and crashes)."""
+    if record.status in TERMINAL:
+        raise IllegalTransition(f"count_error: {record.job_id} is {record.status.value}")
+    errors = dict(record.errors)
+    errors[stage] = errors.get(stage, 0) + 1
+    return record.model_copy(update={"errors": errors})
+
+
+def settle(record: JobRecordV1, *, charged_micros: int) -> JobRecordV1:
+    """The final charge of a terminal job, written once."""
+    if record.status not in TERMINAL or record.charged_micros is not None:
+        raise IllegalTransition(f"settle: {record.job_id} is {record.status.value} / settled")
+    return record.model_copy(update={"charged_micros": charged_micros})
+
+
+# -- documentation ------------------------------------------------------------------------------
+
+
+def mermaid() -> str:
+    """The state diagram of `STEPS`, as a mermaid block (docs/lifecycle.md embeds it)."""
+    lines = ["stateDiagram-v2", f"    [*] --> {S.ACCEPTED.value}"]
+    order = list(S)
+    for step in STEPS.values():
+        for source in sorted(step.sources, key=order.index):
+            lines.append(f"    {source.value} --> {step.target.value}: {step.name}")
+    lines += [f"    {t.value} --> [*]" for t in sorted(TERMINAL, key=order.index)]
+    return "\n".join(lines)
+
+
+def lifecycle_markdown() -> str:
+    """The whole docs/lifecycle.md, generated so that it can never drift from the code."""
+    order = list(S)
+    rows = "\n".join(
+        f"| `{s.name}` | {', '.join(f'`{x.value}`' for x in sorted(s.sources, key=order.index))} "
+        f"| `{s.target.value}` | {s.doc} |"
+        for s in STEPS.values()
+    )
+    terminal = ", ".join(f"`{t.value}`" for t in sorted(TERMINAL, key=order.index))
+    return f"""# Job lifecycle
+
+<!-- Generated by `make schemas` from shared/contracts/lifecycle.py; a test fails on drift. -->
+
+Every job record (KV bucket `clipline_jobs`, key `<tenant>.<job_id>`) moves only through the
+steps below, each a typed function in `shared/contracts/lifecycle.py`, applied with
+compare-and-set. A step asked of a job in any other state is refused (`IllegalTransition`), so a
+redelivered or reordered event can never move a job backwards. Terminal states ({terminal})
+never change again; the record keeps the `reason`, the human `detail` and the `stage` of every
+terminal outcome.
+
+```mermaid
+{mermaid()}
+```
+
+| step | from | to | meaning |
+|---|---|---|---|
+{rows}
+
+Notes:
+- `submitting` is recorded before every upstream create, so after a crash the record tells that
+  a create may have reached the upstream (reconciled before any new create).
+- `report_progress` may repeat only with higher progress; `begin_submit` and `begin_store` may
+  repeat (a retried attempt).
+- Error budgets (`errors` per stage) and the final charge (`charged_micros`) are bookkeeping on
+  the record, not moves.
+"""
