@@ -124,6 +124,9 @@ class FakeProvider:
     retrieved: list[str] = field(default_factory=list)
     downloaded: list[tuple[str, Variant]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    listed: list[UpstreamVideo] = field(default_factory=list)
+    """What `recent` answers (newest first); every create appends its video here too."""
+    list_calls: int = 0
 
     async def create(self, request: CreateVideo) -> UpstreamVideo:
         self.created.append(request)
@@ -132,7 +135,12 @@ class FakeProvider:
         result = self.creates.pop(0)
         if isinstance(result, Exception):
             raise result
+        self.listed.insert(0, result)
         return result
+
+    async def recent(self, limit: int = 100) -> list[UpstreamVideo]:
+        self.list_calls += 1
+        return self.listed[:limit]
 
     async def retrieve(self, video_id: str) -> tuple[UpstreamVideo, float | None]:
         self.retrieved.append(video_id)

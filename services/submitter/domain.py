@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 DEFAULT_RATE_LIMIT_DELAY = 1.0
@@ -26,6 +27,12 @@ class Skip:
 
 
 @dataclass(frozen=True, slots=True)
+class Reconcile:
+    """A create may have reached the upstream (recorded `submitting`, no upstream id): look
+    for it among the upstream's recent videos before any new create."""
+
+
+@dataclass(frozen=True, slots=True)
 class Expired:
     """Admitted too long ago without getting upstream (a rate limit that never lifted)."""
 
@@ -39,7 +46,7 @@ def plan(
     *,
     waited: float,
     deadline: float,
-) -> Submit | Resend | Skip | Expired:
+) -> Submit | Reconcile | Resend | Skip | Expired:
     """What to do with an admitted job given its recorded state, `waited` s after admission."""
     if status is None or terminal:
         return Skip()
@@ -47,11 +54,81 @@ def plan(
         return Resend(upstream_id) if status == "submitted" else Skip()
     if status not in ("admitted", "submitting"):
         return Skip()
-    # "submitting" with no upstream id: a create may have reached the upstream before a crash
-    # or a dropped response. Until reconciliation lands (list + adopt), it is created again.
     if waited > deadline:
         return Expired(f"not submitted within {deadline:.0f}s of admission")
-    return Submit()
+    return Reconcile() if status == "submitting" else Submit()
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What the job asked the upstream to create."""
+
+    model: str
+    size: str
+    seconds: int
+    prompt: str
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An upstream video as listed (fields may be missing from a gateway's answer)."""
+
+    id: str
+    model: str | None
+    size: str | None
+    seconds: str | None
+    prompt: str | None
+    created_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """Exactly one upstream video is this job's lost create: take it, create nothing."""
+
+    upstream_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoMatch:
+    """No upstream video is this job's: the earlier attempt created nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ambiguous:
+    """Several videos could be this job's: creating or adopting could pay twice."""
+
+    detail: str
+
+
+CLOCK_SLACK_SECONDS = 120
+"""Upstream and local clocks may disagree: a video this much older than the first attempt
+still counts as a candidate."""
+
+
+def matching(want: Wanted, first_attempt: float, videos: Iterable[Candidate]) -> list[str]:
+    """Ids of listed videos that could be the job's create: same request, made no earlier than
+    the first attempt (epoch seconds, less clock slack)."""
+    return [
+        v.id
+        for v in videos
+        if v.prompt == want.prompt
+        and v.model in (None, want.model)
+        and v.size in (None, want.size)
+        and v.seconds in (None, str(want.seconds))
+        and (v.created_at is None or v.created_at >= first_attempt - CLOCK_SLACK_SECONDS)
+    ]
+
+
+def reconcile(
+    candidates: list[str], owned_elsewhere: frozenset[str]
+) -> Adopt | NoMatch | Ambiguous:
+    """Which upstream video, if any, is the job's, given the ids other jobs already own."""
+    free = [c for c in candidates if c not in owned_elsewhere]
+    if not free:
+        return NoMatch()
+    if len(free) == 1:
+        return Adopt(free[0])
+    return Ambiguous(f"{len(free)} upstream videos match this job's request: {', '.join(free)}")
 
 
 def rate_limit_delay(retry_after_seconds: float | None) -> float:

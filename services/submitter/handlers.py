@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
 from faststream import Context
 from faststream.exceptions import NackMessage
 
-from services.submitter.domain import Expired, Resend, Skip, Submit, plan, rate_limit_delay
+from services.submitter.domain import (
+    Adopt,
+    Ambiguous,
+    Candidate,
+    Expired,
+    NoMatch,
+    Reconcile,
+    Resend,
+    Skip,
+    Submit,
+    Wanted,
+    matching,
+    plan,
+    rate_limit_delay,
+    reconcile,
+)
 from services.submitter.ports import Deps
-from shared.contracts import InputReference, JobAdmittedV1, JobRecordV1, JobSubmittedV1
+from shared.contracts import (
+    InputReference,
+    JobAdmittedV1,
+    JobRecordV1,
+    JobSubmittedV1,
+    JobTimedOutV1,
+)
 from shared.contracts.lifecycle import JobStatus, begin_submit, mark_submitted
 from shared.inputs import InputMissingError, InputStore
 from shared.jobstore import advance
@@ -19,6 +41,7 @@ from shared.messaging import ServiceRouter, end_job
 from shared.provider import CreateVideo, InputImage, ProviderRateLimited, ProviderRejected
 
 SERVICE = "submitter"
+log = logging.getLogger("clipline.submitter")
 
 
 class InputImageError(Exception):
@@ -26,7 +49,7 @@ class InputImageError(Exception):
 
 
 def build_router(max_attempts: int) -> ServiceRouter:
-    router = ServiceRouter(SERVICE, emits=[JobSubmittedV1])
+    router = ServiceRouter(SERVICE, emits=[JobSubmittedV1, JobTimedOutV1])
 
     @router.on(JobAdmittedV1, max_errors=max_attempts, max_workers=16)
     async def on_job_admitted(event: JobAdmittedV1, deps: Annotated[Deps, Context("deps")]) -> None:
@@ -40,8 +63,34 @@ def build_router(max_attempts: int) -> ServiceRouter:
                 await end(deps, event, "submit_timeout", detail, how="time_out")
             case Submit():
                 await submit(deps, event)
+            case Reconcile():
+                assert record is not None
+                await reconcile_then_submit(deps, event, record)
 
     return router
+
+
+async def reconcile_then_submit(deps: Deps, event: JobAdmittedV1, record: JobRecordV1) -> None:
+    """Before creating again, look for the earlier attempt's video upstream and adopt it."""
+    spec = event.spec
+    first = record.history.get(JobStatus.SUBMITTING.value) or record.last_attempt_at
+    videos = [
+        Candidate(v.id, v.model, v.size, v.seconds, v.prompt, v.created_at)
+        for v in await deps.provider.recent()
+    ]
+    want = Wanted(spec.model, spec.size, spec.seconds, spec.prompt)
+    candidates = matching(want, first.timestamp() if first else 0.0, videos)
+    owners = {c: await deps.upstream.owner(c) for c in candidates}
+    mine = (event.tenant, event.job_id)
+    owned = frozenset(c for c, owner in owners.items() if owner is not None and owner != mine)
+    match reconcile(candidates, owned):
+        case Adopt(upstream_id=upstream_id):
+            log.info("submitter: job %s adopts upstream %s", event.job_id, upstream_id)
+            await recorded(deps, event, upstream_id)
+        case NoMatch():
+            await submit(deps, event)
+        case Ambiguous(detail=detail):
+            await end(deps, event, "create_ambiguous", detail)
 
 
 async def submit(deps: Deps, event: JobAdmittedV1) -> None:
@@ -62,9 +111,14 @@ async def submit(deps: Deps, event: JobAdmittedV1) -> None:
     except ProviderRejected as exc:
         await end(deps, event, "upstream_rejected", f"{exc.status}: {exc.message}")
         return
-    await deps.upstream.link(video.id, event)  # before the record: a webhook may come at once
-    if await advance(deps.jobs, event, mark_submitted, upstream_id=video.id):
-        await deps.emit(submitted(event, video.id))
+    await recorded(deps, event, video.id)
+
+
+async def recorded(deps: Deps, event: JobAdmittedV1, upstream_id: str) -> None:
+    """The upstream job exists: index it, record it, announce it (a fact: one id per job)."""
+    await deps.upstream.link(upstream_id, event)  # first: a webhook may come at once
+    if await advance(deps.jobs, event, mark_submitted, upstream_id=upstream_id):
+        await deps.emit(submitted(event, upstream_id))
 
 
 async def end(
@@ -76,7 +130,9 @@ async def end(
     )  # fmt: skip
 
 
-def decide(record: JobRecordV1 | None, deadline: float) -> Submit | Resend | Skip | Expired:
+def decide(
+    record: JobRecordV1 | None, deadline: float
+) -> Submit | Reconcile | Resend | Skip | Expired:
     if record is None:
         return Skip()
     admitted_at = record.history.get(JobStatus.ADMITTED.value)

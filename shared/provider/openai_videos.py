@@ -20,7 +20,7 @@ from shared.provider.errors import (
     ProviderUnavailable,
 )
 from shared.provider.port import CreateVideo, Download
-from shared.provider.wire import UpstreamVideo, Variant
+from shared.provider.wire import UpstreamVideo, UpstreamVideoPage, Variant
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -136,6 +136,18 @@ class OpenAIVideosProvider:
             files = {"input_reference": (image.filename, image.data, image.content_type)}
             response = await self._send("POST", "videos", data=fields, files=files, headers=headers)
         return _video(response)
+
+    async def recent(self, limit: int = 100) -> list[UpstreamVideo]:
+        response = await self._send(
+            "GET", "videos", params={"limit": str(max(1, min(100, limit))), "order": "desc"}
+        )
+        try:
+            return list(UpstreamVideoPage.model_validate_json(response.content).data)
+        except ValidationError as exc:
+            raise ProviderMalformedResponse(
+                f"upstream returned a body that is not a list of videos: {exc.error_count()}",
+                status=response.status_code,
+            ) from exc
 
     async def retrieve(self, video_id: str) -> tuple[UpstreamVideo, float | None]:
         response = await self._send("GET", f"videos/{video_id}")

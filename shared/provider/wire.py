@@ -17,6 +17,15 @@ class UpstreamError(BaseModel):
     message: str
 
 
+class UpstreamVideoPage(BaseModel):
+    """One page of `GET /videos` (newest first with order=desc)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    data: list[UpstreamVideo] = []
+    has_more: bool = False
+
+
 class UpstreamVideo(BaseModel):
     """The `Video` object, read tolerantly: guide examples omit keys, so only `id` and `status`
     are required, and `status` is any string (gateways report e.g. `expired`): what an
@@ -41,3 +50,6 @@ class UpstreamVideo(BaseModel):
     @property
     def terminal(self) -> bool:
         return self.status in ("completed", "failed")
+
+
+UpstreamVideoPage.model_rebuild()

@@ -1,0 +1,127 @@
+"""submitter under TestNatsBroker: a job left `submitting` is reconciled before any new create."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.submitter.handlers import build_router
+from services.submitter.ports import Deps
+from shared.contracts import JobAdmittedV1, JobFailedV1, JobStatus, JobSubmittedV1
+from shared.provider import UpstreamVideo
+from tests.component.harness import (
+    SPEC,
+    TENANT,
+    Fakes,
+    Harness,
+    job_record,
+    new_event_id,
+    new_job_id,
+    running,
+)
+from tests.fakes import FakeProvider, upstream_video
+
+
+@dataclass
+class Submitter:
+    h: Harness
+    provider: FakeProvider
+
+
+@pytest.fixture
+async def submitter() -> AsyncIterator[Submitter]:
+    provider = FakeProvider()
+
+    def deps(f: Fakes) -> Deps:
+        return Deps(f.jobs, f.inputs, f.upstream, provider, f.emit, 3600.0)
+
+    async with running(build_router(3), deps) as h:
+        yield Submitter(h, provider)
+
+
+def left_submitting(s: Submitter) -> JobAdmittedV1:
+    """A job whose earlier create attempt may have reached the upstream (crash, lost answer)."""
+    job_id = new_job_id()
+    attempt = datetime.now(UTC) - timedelta(seconds=5)
+    record = job_record(job_id, JobStatus.ADMITTED, cost_micros=400_000)
+    history = {**record.history, JobStatus.SUBMITTING.value: attempt}
+    s.h.jobs.put(
+        record.model_copy(
+            update={
+                "status": JobStatus.SUBMITTING,
+                "history": history,
+                "submit_attempts": 1,
+                "last_attempt_at": attempt,
+            }
+        )
+    )
+    return JobAdmittedV1(
+        event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id, tenant=TENANT,
+        spec=SPEC, cost_micros=400_000,
+    )  # fmt: skip
+
+
+def listed(video_id: str, *, prompt: str = SPEC.prompt, age: float = 0.0) -> UpstreamVideo:
+    video = upstream_video(video_id, size=SPEC.size, seconds=str(SPEC.seconds))
+    created = int((datetime.now(UTC) - timedelta(seconds=age)).timestamp())
+    return video.model_copy(update={"prompt": prompt, "created_at": created})
+
+
+async def test_the_lost_create_is_adopted_and_nothing_is_created(submitter: Submitter) -> None:
+    h, provider = submitter.h, submitter.provider
+    event = left_submitting(submitter)
+    provider.listed = [listed("video_other", prompt="not this one"), listed("video_lost")]
+
+    await h.send(event)
+
+    assert provider.created == []
+    assert provider.list_calls == 1
+    record = h.jobs.records()[event.job_id]
+    assert record.status == JobStatus.SUBMITTED
+    assert record.upstream_id == "video_lost"
+    assert await h.upstream.owner("video_lost") == (TENANT, event.job_id)
+    assert h.bus.one(JobSubmittedV1).upstream_id == "video_lost"
+
+
+async def test_no_match_creates_once(submitter: Submitter) -> None:
+    h, provider = submitter.h, submitter.provider
+    event = left_submitting(submitter)
+    provider.listed = [listed("video_old", age=3600.0)]  # before the attempt
+    provider.creates = [upstream_video("video_new")]
+
+    await h.send(event)
+
+    assert len(provider.created) == 1
+    record = h.jobs.records()[event.job_id]
+    assert record.upstream_id == "video_new"
+    assert record.submit_attempts == 2
+
+
+async def test_a_video_owned_by_another_job_is_never_adopted(submitter: Submitter) -> None:
+    h, provider = submitter.h, submitter.provider
+    event = left_submitting(submitter)
+    provider.listed = [listed("video_theirs")]
+    await h.upstream.link("video_theirs", job_record(new_job_id(), JobStatus.SUBMITTED))
+    provider.creates = [upstream_video("video_mine")]
+
+    await h.send(event)
+
+    assert h.jobs.records()[event.job_id].upstream_id == "video_mine"
+    assert len(provider.created) == 1
+
+
+async def test_two_candidates_fail_the_job_as_ambiguous(submitter: Submitter) -> None:
+    h, provider = submitter.h, submitter.provider
+    event = left_submitting(submitter)
+    provider.listed = [listed("video_a"), listed("video_b")]
+
+    await h.send(event)
+
+    assert provider.created == []
+    failed = h.bus.one(JobFailedV1)
+    assert failed.reason == "create_ambiguous"
+    assert "video_a" in failed.detail
+    assert h.jobs.records()[event.job_id].status == JobStatus.FAILED

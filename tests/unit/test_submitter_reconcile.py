@@ -1,0 +1,59 @@
+"""Reconciling a create that may have reached the upstream: which video, if any, is the job's."""
+
+from services.submitter.domain import (
+    CLOCK_SLACK_SECONDS,
+    Adopt,
+    Ambiguous,
+    Candidate,
+    NoMatch,
+    Reconcile,
+    Submit,
+    Wanted,
+    matching,
+    plan,
+    reconcile,
+)
+
+WANT = Wanted("sora-2", "1280x720", 4, "a paper boat")
+T0 = 1_800_000_000.0
+
+
+def video(vid: str, **over: object) -> Candidate:
+    fields: dict[str, object] = {
+        "id": vid, "model": "sora-2", "size": "1280x720", "seconds": "4",
+        "prompt": "a paper boat", "created_at": int(T0) + 1,
+    }  # fmt: skip
+    fields.update(over)
+    return Candidate(**fields)  # type: ignore[arg-type]
+
+
+def test_submitting_job_is_reconciled_before_any_new_create() -> None:
+    kw = {"waited": 1.0, "deadline": 60.0}
+    assert plan("submitting", None, False, **kw) == Reconcile()
+    assert plan("admitted", None, False, **kw) == Submit()
+
+
+def test_only_the_same_request_made_since_the_attempt_matches() -> None:
+    videos = [
+        video("video_same"),
+        video("video_prompt", prompt="another"),
+        video("video_model", model="sora-2-pro"),
+        video("video_size", size="720x1280"),
+        video("video_seconds", seconds="8"),
+        video("video_old", created_at=int(T0) - CLOCK_SLACK_SECONDS - 1),
+        video("video_skewed", created_at=int(T0) - CLOCK_SLACK_SECONDS + 1),
+        video("video_sparse", model=None, size=None, seconds=None, created_at=None),
+        video("video_no_prompt", prompt=None),
+    ]
+    assert matching(WANT, T0, videos) == ["video_same", "video_skewed", "video_sparse"]
+
+
+def test_one_free_match_is_adopted_none_is_created_several_are_ambiguous() -> None:
+    assert reconcile(["video_a"], frozenset()) == Adopt("video_a")
+    assert reconcile([], frozenset()) == NoMatch()
+    assert reconcile(["video_a"], frozenset({"video_a"})) == NoMatch()  # another job's video
+    assert reconcile(["video_a", "video_b"], frozenset({"video_b"})) == Adopt("video_a")
+    both = reconcile(["video_a", "video_b"], frozenset())
+    assert isinstance(both, Ambiguous)
+    assert "video_a" in both.detail
+    assert "video_b" in both.detail
