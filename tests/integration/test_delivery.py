@@ -146,13 +146,24 @@ async def test_error_budget_is_kept_on_the_record_and_the_record_ends_failed(
     assert len(waits) == 3
 
 
-async def test_poison_message_fails_job_with_reason(runtime: Svc, nc: Client) -> None:
+POISON = {
+    "wrong_types": (b'{"cost_micros": "lots", "spec": 7}', "spec"),
+    "garbage": (b"\xff\xfe\x00 not json {", "JSON"),
+    "nesting_bomb": (b"[" * 200_000 + b"]" * 200_000, "JobAdmittedV1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(POISON))
+async def test_poison_message_fails_job_once_and_is_never_redelivered(
+    runtime: Svc, nc: Client, case: str
+) -> None:
     tenant = f"t{uuid.uuid4().hex[:8]}"
+    durable = f"test--{tenant}"
     failed = await collect(nc, f"clipline.job.failed.v1.{tenant}.*")
     router = runtime.router
 
     @router.on_subject(
-        JobAdmittedV1.subject_filter(tenant), f"test--{tenant}", decoder=decoder(JobAdmittedV1)
+        JobAdmittedV1.subject_filter(tenant), durable, decoder=decoder(JobAdmittedV1)
     )
     async def handler(event: JobAdmittedV1) -> None:
         raise AssertionError("a poison message must not reach the handler")
@@ -160,12 +171,25 @@ async def test_poison_message_fails_job_with_reason(runtime: Svc, nc: Client) ->
     await runtime.start()
     js = nc.jetstream()
     job_id = f"job_{uuid.uuid4().hex}"
-    body = {"job_id": job_id, "tenant": tenant, "cost_micros": "lots"}
-    await js.publish(f"clipline.job.admitted.v1.{tenant}.{job_id}", json.dumps(body).encode())
+    payload, mentioned = POISON[case]
+    await js.publish(f"clipline.job.admitted.v1.{tenant}.{job_id}", payload)
     got = await asyncio.wait_for(failed.get(), 20)
     assert got["job_id"] == job_id
+    assert got["tenant"] == tenant  # from the subject: the body could not say
     assert got["reason"] == "poison_message"
-    assert "cost_micros" in got["detail"]
+    assert mentioned in got["detail"]
+    info = await js.consumer_info(JOBS_STREAM_NAME, durable)
+    for _ in range(100):  # the term is acknowledged right after the event (bounded wait)
+        if info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.05)
+        info = await js.consumer_info(JOBS_STREAM_NAME, durable)
+    assert info.num_ack_pending == 0
+    assert info.num_redelivered == 0
+    assert info.delivered.consumer_seq == 1  # delivered once, terminated, never again
+    subject = f"clipline.job.failed.v1.{tenant}.{job_id}"
+    stored = await js.stream_info(JOBS_STREAM_NAME, subjects_filter=subject)
+    assert stored.state.subjects == {subject: 1}
 
 
 async def test_validation_error_inside_a_handler_is_retried_not_poison(
