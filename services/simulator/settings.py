@@ -55,11 +55,15 @@ class SimulatorSettings(BaseSettings):
     webhook_backoff_seconds: float = Field(default=1.0, ge=0, le=MAX_SECONDS)
     webhook_backoff_max_seconds: float = Field(default=3600.0, ge=0, le=MAX_SECONDS)
     faults: Faults = Field(default_factory=Faults)  # JSON; changeable via PUT /control/faults
+    # Journal jobs, deletes, characters and accounting here, so a restart (even a SIGKILL)
+    # forgets nothing; None keeps everything in memory only.
+    state_dir: Path | None = None
 
-    @field_validator("api_key", "webhook_secret", "webhook_url", mode="before")
+    @field_validator("api_key", "webhook_secret", "webhook_url", "state_dir", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
-        # CLIPLINE_SIM_API_KEY= (empty) means "no key configured", not "the empty key".
+        # CLIPLINE_SIM_API_KEY= (empty) means "no key configured", not "the empty key"; an empty
+        # CLIPLINE_SIM_STATE_DIR means no state dir, not the current directory.
         if isinstance(value, str) and not value.strip():
             return None
         return value
