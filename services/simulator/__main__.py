@@ -6,11 +6,14 @@ import uvicorn
 
 from services.simulator.app import build_app
 from services.simulator.journal import JournalError
-from services.simulator.settings import SimulatorSettings
+from services.simulator.settings import LogSettings, SimulatorSettings
 from shared.config import ConfigError, load_settings
+from shared.logs import configure_logging
 
 
 def main() -> None:
+    logs = load_settings(LogSettings)
+    configure_logging(logs.log_level, logs.log_format)
     settings = load_settings(SimulatorSettings)
     try:
         app = build_app(settings)
@@ -21,11 +24,14 @@ def main() -> None:
     # uvloop + httptools, no access log, no proxy-header middleware (it wraps every request and
     # the simulator is never behind a proxy), no `server: uvicorn` header (the real API sends
     # none): the simulator must be much faster than the pipeline it serves (make bench).
+    # log_config=None: uvicorn's loggers go through the root handler set up above (format, file
+    # and size cap), instead of uvicorn installing its own stderr handlers.
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
-        log_level="info",
+        log_config=None,
+        log_level=logs.log_level.lower(),
         access_log=False,
         loop="uvloop",
         http="httptools",

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.simulator.faults import MAX_SECONDS, Faults
 from services.simulator.webhooks import signing_key
+from shared.logs import LogFormat
 
 # Prompt patterns that end a job `failed` / `moderation_blocked`, as the real API did for real
 # people and copyrighted characters (reference §3.3). Case-insensitive Python regexes.
@@ -85,3 +86,24 @@ class SimulatorSettings(BaseSettings):
                 "CLIPLINE_SIM_WEBHOOK_SECRET is required with CLIPLINE_SIM_WEBHOOK_URL"
             )
         return self
+
+
+class LogSettings(BaseSettings):
+    """CLIPLINE_LOG_LEVEL and CLIPLINE_LOG_FORMAT, the names the services use too. The log file
+    and its size cap (CLIPLINE_LOG_FILE, _MAX_BYTES, _BACKUPS) are read by shared.logs."""
+
+    # An empty variable (a blank line in a stack's env template) means the default.
+    model_config = SettingsConfigDict(env_prefix="CLIPLINE_", extra="ignore", env_ignore_empty=True)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: LogFormat = "text"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
