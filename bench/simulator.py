@@ -7,6 +7,7 @@ zero-latency mode), GET /v1/videos/{id}/content (the whole MP4; small-asset mode
 Measured in this run, each next to a baseline driven identically:
 1. in-process: the ASGI app called directly (no sockets): the simulator's own cost per job.
    Baseline: a trivial ASGI app (a tiny JSON body for every request) through the same harness.
+   Then once more with CLIPLINE_SIM_STATE_DIR set: the difference is what the journal costs.
 2. over HTTP: `python -m services.simulator` (uvicorn, uvloop, httptools) on a free loopback port,
    driven by a lean keep-alive HTTP/1.1 client (raw asyncio streams). Baseline: the same trivial
    app under the same uvicorn options: the ceiling of this server + client. On a 2-core machine
@@ -22,7 +23,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from bench.harness import AsgiApp, Call, Result, in_process, over_http
@@ -113,13 +116,13 @@ async def baseline_app(
     await send({"type": "http.response.body", "body": BASELINE_BODY})
 
 
-def simulator_app() -> AsgiApp:
+def simulator_app(state_dir: Path | None = None) -> AsgiApp:
     os.environ.update(SIM_ENV)
     # Imported here: the baseline server imports this module and must not load the simulator.
     from services.simulator.app import build_app  # noqa: PLC0415
     from services.simulator.settings import SimulatorSettings  # noqa: PLC0415
 
-    app: AsgiApp = build_app(SimulatorSettings())
+    app: AsgiApp = build_app(SimulatorSettings(state_dir=state_dir))
     return app
 
 
@@ -144,6 +147,16 @@ async def main(seconds: float) -> list[Result]:
             API_KEY,
         ),
     ]
+    with tempfile.TemporaryDirectory(prefix="clipline-bench-") as state_dir:
+        results.append(
+            await in_process(
+                "in-process simulator, journaled (STATE_DIR)",
+                simulator_app(Path(state_dir)),
+                simulator_job,
+                in_process_seconds,
+                API_KEY,
+            )
+        )
     port = free_port()
     baseline = [sys.executable, "-c", BASELINE_SERVER, str(port)]
     name = "HTTP baseline: trivial ASGI app"
@@ -198,11 +211,13 @@ def report(results: list[Result]) -> None:
             f" {r.server_cpu_seconds / r.seconds:>12.2f} {r.per_cpu_second:>17,.0f}"
             f" {r.micros_per_job:>10,.0f} {client:>12}"
         )
-    in_base, in_sim, http_base, *http_sims = results
+    in_base, in_sim, in_journal, http_base, *http_sims = results
     print("\nin-process (cost of the app itself; harness included in both):")
     print(f"  simulator / baseline rate:                {in_sim.rate / in_base.rate:.2f}")
     own = in_sim.micros_per_job - in_base.micros_per_job
     print(f"  simulator's own CPU per job:              {own:,.0f} µs")
+    journal = in_journal.micros_per_job - in_sim.micros_per_job
+    print(f"  the journal's CPU per job (STATE_DIR):    {journal:,.0f} µs")
     print(f"  simulator / goal:                         {in_sim.rate / GOAL_JOBS_PER_SECOND:.2f}x")
     for http in http_sims:
         print(f"{http.name}:")

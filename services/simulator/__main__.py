@@ -5,20 +5,33 @@ from __future__ import annotations
 import uvicorn
 
 from services.simulator.app import build_app
-from services.simulator.settings import SimulatorSettings
-from shared.config import load_settings
+from services.simulator.journal import JournalError
+from services.simulator.settings import LogSettings, SimulatorSettings
+from shared.config import ConfigError, load_settings
+from shared.logs import configure_logging
 
 
 def main() -> None:
+    logs = load_settings(LogSettings)
+    configure_logging(logs.log_level, logs.log_format)
     settings = load_settings(SimulatorSettings)
+    try:
+        app = build_app(settings)
+    except JournalError as exc:
+        # One line and exit 1, like any other bad setting: a supervisor restarting the process
+        # sees the same clear message each time, never a traceback.
+        raise ConfigError(f"configuration error: CLIPLINE_SIM_STATE_DIR: {exc}") from None
     # uvloop + httptools, no access log, no proxy-header middleware (it wraps every request and
     # the simulator is never behind a proxy), no `server: uvicorn` header (the real API sends
     # none): the simulator must be much faster than the pipeline it serves (make bench).
+    # log_config=None: uvicorn's loggers go through the root handler set up above (format, file
+    # and size cap), instead of uvicorn installing its own stderr handlers.
     uvicorn.run(
-        build_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
-        log_level="info",
+        log_config=None,
+        log_level=logs.log_level.lower(),
         access_log=False,
         loop="uvloop",
         http="httptools",

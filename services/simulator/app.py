@@ -1,4 +1,5 @@
-"""Composition root and HTTP surface of the simulator: the Videos API over an in-memory job table.
+"""Composition root and HTTP surface of the simulator: the Videos API over an in-memory job table
+(optionally journaled to disk, services/simulator/journal.py, so it survives a restart).
 
 A plain ASGI app rather than a framework: the simulator must stay far faster than the pipeline
 it serves, and some faults (a connection dropped after a create, a truncated download) need
@@ -32,8 +33,10 @@ from services.simulator.assets import AssetCache, sniff_image
 from services.simulator.clock import Clock, SystemClock
 from services.simulator.domain import BodyKind, Invalid, JobError, Phase, Timeline
 from services.simulator.faults import FaultPlan, Faults, Operation
+from services.simulator.journal import Journal, State
+from services.simulator.records import Attempt, Character, CreateRecord, Job
 from services.simulator.settings import SimulatorSettings
-from services.simulator.webhooks import WebhookDispatcher
+from services.simulator.webhooks import EventType, WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -55,31 +58,6 @@ FORM_ONLY = "'multipart/form-data'"
 T = TypeVar("T")
 CREATE_OPERATIONS = frozenset({"create", "remix", "edit", "extend"})
 MAX_FILE_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    id: str
-    model: str
-    base_model: str
-    prompt: str
-    size: str
-    seconds: str  # for extensions, the stitched total
-    created_at: int
-    started: float  # Clock.monotonic() at creation; the timeline runs from here
-    timeline: Timeline
-    completed_at: int
-    remixed_from: str | None = None
-    extensions: int = 0
-    first_frame: bytes | None = field(default=None, repr=False)  # the input_reference image
-
-    @property
-    def width(self) -> int:
-        return domain.dimensions(self.size)[0]
-
-    @property
-    def height(self) -> int:
-        return domain.dimensions(self.size)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,41 +98,6 @@ class NewJob:
             remixed_from=remixed_from,
             extensions=source.extensions if extensions is None else extensions,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class CreateRecord:
-    """One accepted create, with the client's dedup headers: proof of exactly-once upstream."""
-
-    video_id: str
-    kind: str
-    client_request_id: str | None
-    idempotency_key: str | None
-    content_type: str
-    model: str
-    size: str
-    seconds: str
-    created_at: int
-    source_video_id: str | None
-    dropped: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """Every create-like request that reached the API, refused or not (401, 429, 5xx, 400)."""
-
-    operation: str
-    status: int
-    client_request_id: str | None
-    idempotency_key: str | None
-    at: int
-
-
-@dataclass(frozen=True, slots=True)
-class Character:
-    id: str
-    name: str
-    created_at: int
 
 
 class ApiError(Exception):
@@ -282,7 +225,8 @@ class Route:
 
 class Simulator:
     """The job table, the endpoints over it, and the ASGI entry point. Status is computed on
-    read from the clock, so no timer runs per job."""
+    read from the clock, so no timer runs per job. With a journal, every change to the tables
+    is written to it before the response goes out, and `state` is what it held at start-up."""
 
     def __init__(
         self,
@@ -291,6 +235,9 @@ class Simulator:
         random_bytes: Callable[[int], bytes],
         cache: AssetCache,
         webhooks: WebhookDispatcher | None,
+        *,
+        journal: Journal | None = None,
+        state: State | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -302,15 +249,22 @@ class Simulator:
         self._rpm = limits.limits_for(settings.rate_limit_tier, settings.rpm)
         self._patterns = [re.compile(p, re.IGNORECASE) for p in settings.moderation_patterns]
         self.plan = FaultPlan(settings.faults)
-        self._reset_state()
+        self._journal = journal
+        self._reset_state(state or State())
+        # Webhooks of restored jobs that finish later; scheduled once the event loop runs.
+        now = clock.monotonic()
+        self._resumed_webhooks = (
+            [job for job in self.jobs.values() if self._due(job) > now] if webhooks else []
+        )
 
-    def _reset_state(self) -> None:
-        self.jobs: dict[str, Job] = {}
-        self._order: list[str] = []  # every id ever created, deleted ones included
-        self._position: dict[str, int] = {}
-        self.characters: dict[str, Character] = {}
-        self.creates: list[CreateRecord] = []
-        self.attempts: list[Attempt] = []
+    def _reset_state(self, state: State) -> None:
+        self.jobs: dict[str, Job] = state.jobs
+        # Every id ever created, deleted ones included: one per accepted create.
+        self._order: list[str] = [record.video_id for record in state.creates]
+        self._position: dict[str, int] = {video_id: n for n, video_id in enumerate(self._order)}
+        self.characters: dict[str, Character] = state.characters
+        self.creates: list[CreateRecord] = state.creates
+        self.attempts: list[Attempt] = state.attempts
         self._buckets: dict[str, limits.Bucket] = {}
 
     # --- ASGI -------------------------------------------------------------------------------
@@ -321,6 +275,8 @@ class Simulator:
             return
         if scope["type"] != "http":
             return
+        if self._resumed_webhooks:
+            self._resume_webhooks()
         request_id = "req_" + secrets.token_hex(16)
         request = Request(scope, receive)
         started = False
@@ -351,6 +307,7 @@ class Simulator:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self._resume_webhooks()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -360,6 +317,8 @@ class Simulator:
     async def aclose(self) -> None:
         if self._webhooks is not None:
             await self._webhooks.aclose()
+        if self._journal is not None:
+            self._journal.close()
 
     async def _dispatch(self, request: Request) -> Response:
         route = self._route(request.method, request.path)
@@ -391,15 +350,16 @@ class Simulator:
         return await route.handler(request, *route.args)
 
     def _attempted(self, operation: Operation, request: Request, status: int) -> None:
-        self.attempts.append(
-            Attempt(
-                operation=operation,
-                status=status,
-                client_request_id=request.headers.get("x-client-request-id"),
-                idempotency_key=request.headers.get("idempotency-key"),
-                at=int(self._clock.time()),
-            )
+        attempt = Attempt(
+            operation=operation,
+            status=status,
+            client_request_id=request.headers.get("x-client-request-id"),
+            idempotency_key=request.headers.get("idempotency-key"),
+            at=int(self._clock.time()),
         )
+        if self._journal is not None:
+            self._journal.attempted(attempt)
+        self.attempts.append(attempt)
 
     def _route(self, method: str, path: str) -> Route:
         parts = path.split("/")[1:]
@@ -543,6 +503,8 @@ class Simulator:
         refused = domain.check_deletable(job.id, self._phase(job))
         if refused is not None:
             raise ApiError(409, refused)
+        if self._journal is not None:
+            self._journal.deleted(job.id)
         del self.jobs[job.id]  # its cursor position stays valid for list
         return json_response(200, {"id": job.id, "object": "video.deleted", "deleted": True})
 
@@ -575,6 +537,8 @@ class Simulator:
             name=decided.name,
             created_at=int(self._clock.time()),
         )
+        if self._journal is not None:
+            self._journal.character(character)
         self.characters[character.id] = character
         return json_response(200, asdict(character))
 
@@ -613,7 +577,10 @@ class Simulator:
         return json_response(200, [delivery.to_dict() for delivery in deliveries])
 
     async def reset(self, _: Request) -> Response:
-        self._reset_state()
+        if self._journal is not None:
+            self._journal.reset()
+        self._reset_state(State())
+        self._resumed_webhooks = []
         self.plan = FaultPlan(self.plan.faults)
         if self._webhooks is not None:
             self._webhooks.reset()
@@ -647,6 +614,7 @@ class Simulator:
             size=spec.size,
             seconds=spec.seconds,
             created_at=int(now),
+            created_wall=now,
             started=self._clock.monotonic(),
             timeline=timeline,
             completed_at=domain.completed_at(now, timeline),
@@ -654,34 +622,46 @@ class Simulator:
             extensions=spec.extensions,
             first_frame=spec.first_frame,
         )
+        record = CreateRecord(
+            video_id=job.id,
+            kind=spec.kind,
+            client_request_id=request.headers.get("x-client-request-id"),
+            idempotency_key=request.headers.get("idempotency-key"),
+            content_type=request.media_type,
+            model=spec.model,
+            size=spec.size,
+            seconds=spec.seconds,
+            created_at=job.created_at,
+            source_video_id=spec.source_video_id,
+            dropped=fate.dropped,
+        )
+        if self._journal is not None:
+            self._journal.created(record, job)
         self.jobs[job.id] = job
         if len(self.jobs) > self._settings.max_jobs:  # long runs: forget the oldest job
             del self.jobs[next(iter(self.jobs))]
         self._position[job.id] = len(self._order)
         self._order.append(job.id)
-        dropped = fate.dropped
-        self.creates.append(
-            CreateRecord(
-                video_id=job.id,
-                kind=spec.kind,
-                client_request_id=request.headers.get("x-client-request-id"),
-                idempotency_key=request.headers.get("idempotency-key"),
-                content_type=request.media_type,
-                model=spec.model,
-                size=spec.size,
-                seconds=spec.seconds,
-                created_at=job.created_at,
-                source_video_id=spec.source_video_id,
-                dropped=dropped,
-            )
-        )
+        self.creates.append(record)
+        self._schedule_webhook(job)
+        return job, fate.dropped
+
+    def _due(self, job: Job) -> float:
+        """When `job` finishes, on this process's monotonic clock."""
+        return job.started + job.timeline.total_seconds
+
+    def _schedule_webhook(self, job: Job) -> None:
         if self._webhooks is not None:
-            due = job.started + timeline.total_seconds
-            if error is not None:
-                self._webhooks.schedule(job.id, "video.failed", due)
-            else:
-                self._webhooks.schedule(job.id, "video.completed", due)
-        return job, dropped
+            kind: EventType = "video.completed" if job.timeline.error is None else "video.failed"
+            self._webhooks.schedule(job.id, kind, self._due(job))
+
+    def _resume_webhooks(self) -> None:
+        """Restored jobs that finish after the restart still announce it. Events that fell due
+        while the simulator was down are not sent: their delivery was never recorded."""
+        resumed, self._resumed_webhooks = self._resumed_webhooks, []
+        for job in resumed:
+            if job.id in self.jobs:
+                self._schedule_webhook(job)
 
     def _created(self, job: Job, rate: limits.Verdict | None, dropped: bool) -> Response:
         headers = limits.headers(rate) if rate is not None else {}
@@ -752,8 +732,12 @@ def build_app(
     cache: AssetCache | None = None,
     webhook_client: httpx.AsyncClient | None = None,
 ) -> Simulator:
-    """The simulator as an ASGI app. Tests pass a fake clock, and an httpx client for webhooks."""
+    """The simulator as an ASGI app. Tests pass a fake clock, and an httpx client for webhooks.
+    With `settings.state_dir`, the state kept there is loaded first (JournalError if unusable)."""
     clock = clock or SystemClock()
+    journal, state = None, None
+    if settings.state_dir is not None:
+        journal, state = Journal.open(settings.state_dir, max_jobs=settings.max_jobs, clock=clock)
     webhooks = None
     if settings.webhook_url is not None:
         assert settings.webhook_secret is not None  # the settings insist on one
@@ -774,6 +758,8 @@ def build_app(
         cache
         or AssetCache(fps=settings.fps, asset_dir=settings.asset_dir, small=settings.small_assets),
         webhooks,
+        journal=journal,
+        state=state,
     )
 
 

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.simulator.faults import MAX_SECONDS, Faults
 from services.simulator.webhooks import signing_key
+from shared.logs import LogFormat
 
 # Prompt patterns that end a job `failed` / `moderation_blocked`, as the real API did for real
 # people and copyrighted characters (reference §3.3). Case-insensitive Python regexes.
@@ -55,11 +56,15 @@ class SimulatorSettings(BaseSettings):
     webhook_backoff_seconds: float = Field(default=1.0, ge=0, le=MAX_SECONDS)
     webhook_backoff_max_seconds: float = Field(default=3600.0, ge=0, le=MAX_SECONDS)
     faults: Faults = Field(default_factory=Faults)  # JSON; changeable via PUT /control/faults
+    # Journal jobs, deletes, characters and accounting here, so a restart (even a SIGKILL)
+    # forgets nothing; None keeps everything in memory only.
+    state_dir: Path | None = None
 
-    @field_validator("api_key", "webhook_secret", "webhook_url", mode="before")
+    @field_validator("api_key", "webhook_secret", "webhook_url", "state_dir", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
-        # CLIPLINE_SIM_API_KEY= (empty) means "no key configured", not "the empty key".
+        # CLIPLINE_SIM_API_KEY= (empty) means "no key configured", not "the empty key"; an empty
+        # CLIPLINE_SIM_STATE_DIR means no state dir, not the current directory.
         if isinstance(value, str) and not value.strip():
             return None
         return value
@@ -81,3 +86,24 @@ class SimulatorSettings(BaseSettings):
                 "CLIPLINE_SIM_WEBHOOK_SECRET is required with CLIPLINE_SIM_WEBHOOK_URL"
             )
         return self
+
+
+class LogSettings(BaseSettings):
+    """CLIPLINE_LOG_LEVEL and CLIPLINE_LOG_FORMAT, the names the services use too. The log file
+    and its size cap (CLIPLINE_LOG_FILE, _MAX_BYTES, _BACKUPS) are read by shared.logs."""
+
+    # An empty variable (a blank line in a stack's env template) means the default.
+    model_config = SettingsConfigDict(env_prefix="CLIPLINE_", extra="ignore", env_ignore_empty=True)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: LogFormat = "text"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value

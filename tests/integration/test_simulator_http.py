@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import math
 import os
 import re
@@ -19,9 +20,10 @@ import pytest
 from PIL import Image
 from pydantic import SecretStr
 
+from clipline.servers import LOOPBACK, free_port, http_ok, spawn, stop_pid, wait_until
 from services.simulator.app import build_app
 from services.simulator.assets import AssetCache, AssetKey
-from services.simulator.settings import SimulatorSettings
+from services.simulator.settings import LogSettings, SimulatorSettings
 from shared.provider.wire import UpstreamVideo
 from tests.fakes import START_WALL, FakeClock
 
@@ -701,3 +703,39 @@ async def test_module_entry_point_serves_healthz(tmp_path: Path) -> None:
         if process.returncode is None:
             process.terminate()
         await asyncio.wait_for(process.wait(), 10)
+
+
+def test_module_entry_point_logs_through_shared_logs(tmp_path: Path) -> None:
+    """JSON lines into the size-capped file of shared.logs, uvicorn's own lines included (it
+    installs no handlers of its own), and nothing left on stderr."""
+    port = free_port()
+    log_file = tmp_path / "simulator.jsonl"
+    env = {
+        "CLIPLINE_SIM_HOST": LOOPBACK,
+        "CLIPLINE_SIM_PORT": str(port),
+        "CLIPLINE_LOG_FORMAT": "json",
+        "CLIPLINE_LOG_FILE": str(log_file),
+        "CLIPLINE_LOG_MAX_BYTES": "100000",
+    }
+    argv = [sys.executable, "-m", "services.simulator"]
+    proc = spawn("simulator", argv, tmp_path / "stderr.log", env, Path(__file__).parents[2])
+    try:
+        wait_until(http_ok(f"http://{LOOPBACK}:{port}/healthz"), "simulator", 30, proc)
+    finally:
+        stop_pid(proc.pid)
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    running = [line for line in lines if line["message"].startswith("Uvicorn running on")]
+    assert [(line["logger"], line["level"]) for line in running] == [("uvicorn.error", "INFO")]
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    assert (tmp_path / "stderr.log").read_text() == ""
+
+
+def test_log_settings_read_the_service_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIPLINE_LOG_LEVEL", "warning")
+    monkeypatch.setenv("CLIPLINE_LOG_FORMAT", " JSON ")
+    assert (LogSettings().log_level, LogSettings().log_format) == ("WARNING", "json")
+    monkeypatch.setenv("CLIPLINE_LOG_FORMAT", "")
+    assert LogSettings().log_format == "text"
+    monkeypatch.setenv("CLIPLINE_LOG_FORMAT", "xml")
+    with pytest.raises(ValueError, match="'text' or 'json'"):
+        LogSettings()
