@@ -29,11 +29,12 @@ from shared.contracts.events import (
     Event,
     JobFailedV1,
     JobRef,
+    JobRejectedV1,
     JobTimedOutV1,
     parse_event_subject,
 )
 from shared.contracts.jobs import JobRecordV1
-from shared.contracts.lifecycle import count_error, fail, time_out
+from shared.contracts.lifecycle import JobStatus, count_error, fail, time_out
 from shared.jobstore import JobStore, advance
 from shared.logs import job_context
 from shared.streams import JOBS, JOBS_STREAM_NAME, MAX_PAYLOAD_BYTES
@@ -121,6 +122,21 @@ async def end_job(
         return  # it had already ended for another reason, which was announced then
     kind = JobFailedV1 if how == "fail" else JobTimedOutV1
     await emit(kind.fact(job, reason=reason, detail=detail, stage=stage, upstream_id=upstream_id))
+
+
+async def announce_end(emit: Emit, record: JobRecordV1, stage: str) -> None:
+    """Announce again how `stage` ended a job, from its record: the process may have died
+    between recording the end and announcing it (the fact's id drops a duplicate). Outcomes of
+    other stages, and jobs not ended, are left alone."""
+    if record.stage != stage or not record.terminal:
+        return
+    common = {"reason": record.reason or "", "detail": record.detail or "", "stage": stage}
+    if record.status == JobStatus.REJECTED:
+        await emit(JobRejectedV1.fact(record, **common))
+    elif record.status == JobStatus.FAILED:
+        await emit(JobFailedV1.fact(record, upstream_id=record.upstream_id, **common))
+    elif record.status == JobStatus.TIMED_OUT:
+        await emit(JobTimedOutV1.fact(record, upstream_id=record.upstream_id, **common))
 
 
 @dataclass(frozen=True, slots=True)

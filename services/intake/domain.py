@@ -213,7 +213,8 @@ class RequestSubject:
 
 def parse_request_subject(subject: str, prefix: str) -> RequestSubject | Invalid:
     """The version and tenant tokens of a request subject, or why it cannot be taken."""
-    tokens = subject.removeprefix(prefix + ".").split(".") if subject.startswith(prefix) else []
+    inside = subject.startswith(prefix + ".")
+    tokens = subject.removeprefix(prefix + ".").split(".") if inside else []
     if not tokens or not tokens[0]:
         return Invalid("invalid_request", f"{subject!r} is not a request subject")
     if tokens[0] != "v1":

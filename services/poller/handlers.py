@@ -19,7 +19,7 @@ from shared.contracts import (
 )
 from shared.contracts.lifecycle import JobStatus, mark_generated, report_progress
 from shared.jobstore import advance
-from shared.messaging import ServiceRouter, end_job
+from shared.messaging import ServiceRouter, announce_end, end_job
 from shared.provider import ProviderNotFound, ProviderRateLimited, ProviderRejected
 
 SERVICE = "poller"
@@ -34,6 +34,9 @@ def build_router() -> ServiceRouter:
         event: JobSubmittedV1, deps: Annotated[Deps, Context("deps")]
     ) -> None:
         record = await deps.jobs.get(event.tenant, event.job_id)
+        if record is not None and record.terminal:
+            await announce_end(deps.emit, record, SERVICE)  # its event may have been lost
+            return
         if record is None or record.status not in (JobStatus.SUBMITTED, JobStatus.GENERATING):
             if record is not None and record.status == JobStatus.GENERATED:
                 await deps.emit(generated(event))  # redelivered after a crash: announce again

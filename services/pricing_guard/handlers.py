@@ -18,7 +18,7 @@ from shared.contracts import (
 from shared.contracts.events import JobRef
 from shared.contracts.lifecycle import IllegalTransition, admit, reject, settle
 from shared.jobstore import JobStore, advance
-from shared.messaging import Emit, ServiceRouter
+from shared.messaging import Emit, ServiceRouter, announce_end
 from shared.registry import Registry
 
 SERVICE = "pricing_guard"
@@ -34,6 +34,10 @@ def build_router() -> ServiceRouter:
     async def on_job_accepted(
         event: JobAcceptedV1, jobs: Jobs, emit: Emitter, registry: Prices
     ) -> None:
+        record = await jobs.get(event.tenant, event.job_id)
+        if record is not None and record.terminal:
+            await announce_end(emit, record, SERVICE)  # a refusal whose event may be lost
+            return
         spec = event.spec
         match price(registry, spec.model, spec.size, spec.seconds):
             case Admitted(cost_micros=cost):

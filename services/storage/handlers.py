@@ -13,7 +13,7 @@ from services.storage.ports import Deps
 from shared.contracts import AssetRef, JobCompletedV1, JobGeneratedV1, JobRecordV1, JobTimings
 from shared.contracts.lifecycle import JobStatus, begin_store, complete
 from shared.jobstore import advance
-from shared.messaging import ServiceRouter, end_job
+from shared.messaging import ServiceRouter, announce_end, end_job
 from shared.provider import ProviderNotFound, ProviderRejected
 from shared.provider.wire import VARIANTS, Variant
 
@@ -30,6 +30,9 @@ def build_router(max_attempts: int) -> ServiceRouter:
         record = await deps.jobs.get(event.tenant, event.job_id)
         if record is not None and record.status == JobStatus.COMPLETED:
             await deps.emit(completed(event, record))  # redelivered: announce, store nothing
+            return
+        if record is not None and record.terminal:
+            await announce_end(deps.emit, record, SERVICE)  # its event may have been lost
             return
         if record is None or not await advance(deps.jobs, event, begin_store):
             return  # absent, or ended otherwise meanwhile

@@ -37,7 +37,7 @@ from shared.contracts import (
 from shared.contracts.lifecycle import JobStatus, begin_submit, mark_submitted
 from shared.inputs import InputMissingError, InputStore
 from shared.jobstore import advance
-from shared.messaging import ServiceRouter, end_job
+from shared.messaging import ServiceRouter, announce_end, end_job
 from shared.provider import CreateVideo, InputImage, ProviderRateLimited, ProviderRejected
 
 SERVICE = "submitter"
@@ -54,6 +54,9 @@ def build_router(max_attempts: int) -> ServiceRouter:
     @router.on(JobAdmittedV1, max_errors=max_attempts, max_workers=16)
     async def on_job_admitted(event: JobAdmittedV1, deps: Annotated[Deps, Context("deps")]) -> None:
         record = await deps.jobs.get(event.tenant, event.job_id)
+        if record is not None and record.terminal:
+            await announce_end(deps.emit, record, SERVICE)  # its event may have been lost
+            return
         match decide(record, deps.submit_deadline):
             case Skip():
                 return

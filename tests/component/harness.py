@@ -63,6 +63,10 @@ class Outcome:
     delay: float | None = None
 
 
+def _raw_body(msg: NatsMessage) -> bytes:
+    return msg.body
+
+
 @dataclass
 class Bus:
     published: list[Published] = field(default_factory=list)
@@ -87,12 +91,16 @@ class Bus:
     def watch(self, broker: NatsBroker) -> None:
         """Record every message on the jobs stream (manual ack: never changes an outcome)."""
 
-        @broker.subscriber("clipline.job.>", stream=JOBS, ack_policy=AckPolicy.MANUAL)
+        # A raw decoder: FastStream's default one raises on a nesting bomb before we see it.
+        @broker.subscriber(
+            "clipline.job.>", stream=JOBS, ack_policy=AckPolicy.MANUAL, decoder=_raw_body
+        )
         async def record(msg: NatsMessage) -> None:
+            body: Any
             try:
                 body = json.loads(msg.body)
-            except ValueError:
-                body = None  # a raw request that is not JSON
+            except (ValueError, RecursionError):
+                body = None  # not JSON (garbage, or nested past the parser's limit)
             msg_id = msg.headers.get("Nats-Msg-Id")
             self.published.append(Published(msg.raw_message.subject, msg_id, body))
 

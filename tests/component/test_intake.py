@@ -9,19 +9,28 @@ from typing import Any
 
 import pytest
 
+from services.intake.adapters import probe_image
 from services.intake.handlers import DURABLE, build_router
+from services.intake.ports import Deps
 from shared.contracts import JobAcceptedV1, JobRejectedV1, JobStatus, request_subject
-from shared.contracts.ids import derived_event_id, job_id_for
+from shared.contracts.ids import derived_event_id, fact_event_id, job_id_for
+from shared.contracts.requests import REQUESTS_ROOT
+from shared.messaging import NO_TENANT
 from shared.registry import load_registry
-from tests.component.harness import TENANT, Harness, running
+from tests.component.harness import TENANT, Fakes, Harness, running
+from tests.component.support import FlakyJobStore, actions, settled, validation_error
 from tests.images import data_url, image_bytes
 
 REGISTRY = load_registry()
 
 
+def deps(f: Fakes) -> Deps:
+    return Deps(f.jobs, f.inputs, f.emit, REGISTRY, probe_image, "default")
+
+
 @pytest.fixture
 async def intake() -> AsyncIterator[Harness]:
-    async with running("intake", lambda rt: build_router(rt, REGISTRY)) as h:
+    async with running(build_router(), deps) as h:
         yield h
 
 
@@ -37,9 +46,11 @@ def request(**over: Any) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
 
-async def submit(h: Harness, body: Any, msg_id: str | None, tenant: str = TENANT) -> None:
+async def submit(
+    h: Harness, body: Any, msg_id: str | None, tenant: str = TENANT, delivery: int = 1
+) -> None:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    await h.send_raw(request_subject(tenant), raw, msg_id, DURABLE)
+    await h.send_raw(request_subject(tenant), raw, msg_id, DURABLE, delivery)
 
 
 async def test_valid_request_is_recorded_and_accepted(intake: Harness) -> None:
@@ -56,7 +67,7 @@ async def test_valid_request_is_recorded_and_accepted(intake: Harness) -> None:
         4,
     )
     assert accepted.spec.prompt == "a paper boat"
-    assert accepted.event_id == derived_event_id(job_id, "accepted")
+    assert accepted.event_id == fact_event_id(job_id, "accepted")
     assert accepted.subject == f"clipline.job.accepted.v1.{TENANT}.{job_id}"
     published = [p for p in intake.bus.published if p.subject == accepted.subject]
     assert [p.msg_id for p in published] == [accepted.event_id]
@@ -68,7 +79,7 @@ async def test_valid_request_is_recorded_and_accepted(intake: Harness) -> None:
     assert record.idempotency_key == "order-42"
     assert set(record.history) == {"accepted"}
     assert intake.jobs.writes == [job_id]
-    assert [o.action for o in intake.bus.actions(request_subject(TENANT))] == ["ack"]
+    assert actions(intake.bus.actions(request_subject(TENANT))) == ["ack"]
 
 
 async def test_invalid_json_is_rejected_without_a_record(intake: Harness) -> None:
@@ -79,11 +90,11 @@ async def test_invalid_json_is_rejected_without_a_record(intake: Harness) -> Non
     assert rejected.stage == "intake"
     assert rejected.tenant == TENANT
     assert rejected.job_id == job_id_for(TENANT, f"auto:{TENANT}:msg-bad")
-    assert rejected.event_id == derived_event_id(f"{TENANT}:msg-bad", "rejected")
+    assert rejected.event_id == derived_event_id(f"{TENANT}:msg-bad", "rejected", "")
     assert intake.bus.events(JobAcceptedV1) == []
     assert intake.jobs.records() == {}
     # a rejection is final: the request is acked, not retried
-    assert [o.action for o in intake.bus.actions(request_subject(TENANT))] == ["ack"]
+    assert actions(intake.bus.actions(request_subject(TENANT))) == ["ack"]
 
 
 @pytest.mark.parametrize(
@@ -116,12 +127,87 @@ async def test_invalid_request_is_rejected_with_reason(
     assert intake.jobs.records() == {}
 
 
-async def test_invalid_tenant_in_subject_is_rejected(intake: Harness) -> None:
+async def test_invalid_tenant_in_subject_is_rejected_under_no_tenant(intake: Harness) -> None:
     await submit(intake, request(), "msg-t", tenant="ACME")
 
     rejected = intake.bus.one(JobRejectedV1)
     assert rejected.reason == "invalid_tenant"
+    assert rejected.tenant == NO_TENANT  # never published under a tenant token it did not earn
+    assert rejected.job_id == job_id_for(NO_TENANT, f"auto:{NO_TENANT}:msg-t")
+    assert rejected.event_id == derived_event_id(f"{NO_TENANT}:msg-t", "rejected", "")
+    assert rejected.subject == f"clipline.job.rejected.v1.{NO_TENANT}.{rejected.job_id}"
     assert intake.jobs.records() == {}
+
+
+@pytest.mark.parametrize(
+    ("subject", "reason"),
+    [
+        (f"{REQUESTS_ROOT}.v1", "invalid_tenant"),  # no tenant token
+        (f"{REQUESTS_ROOT}.v1.Not_A_Tenant!", "invalid_tenant"),
+        (f"{REQUESTS_ROOT}.v2.{TENANT}", "unsupported_version"),
+    ],
+)
+async def test_request_on_a_subject_intake_cannot_take_is_rejected(
+    intake: Harness, subject: str, reason: str
+) -> None:
+    await intake.send_raw(subject, json.dumps(request()).encode(), "msg-s", DURABLE)
+
+    rejected = intake.bus.one(JobRejectedV1)
+    assert (rejected.reason, rejected.tenant, rejected.stage) == (reason, NO_TENANT, "intake")
+    assert rejected.detail
+    assert intake.bus.events(JobAcceptedV1) == []
+    assert intake.jobs.records() == {}
+    assert actions(intake.bus.actions(subject)) == ["ack"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="nesting-bomb"),
+        pytest.param(b"{" + b'"a":{' * 50_000 + b"}" * 50_001, id="object-bomb"),
+        pytest.param(b"\xff\xfe\x00\x01 garbage \xc3\x28", id="garbage-bytes"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b'{"prompt": 7, "seconds": [4], "model": null}', id="wrong-types"),
+        pytest.param(b'"just a string"', id="not-an-object"),
+    ],
+)
+async def test_poison_request_is_rejected_exactly_once_with_a_reason(
+    intake: Harness, raw: bytes
+) -> None:
+    await submit(intake, raw, "msg-poison")
+    await submit(intake, raw, "msg-poison", delivery=2)  # redelivered: the same rejection
+
+    first, again = intake.bus.events(JobRejectedV1)
+    assert first.event_id == again.event_id  # JetStream keeps one
+    assert first.reason == "invalid_request"
+    assert first.detail
+    assert first.tenant == TENANT
+    assert first.event_id == derived_event_id(f"{TENANT}:msg-poison", "rejected", "")
+    assert intake.bus.events(JobAcceptedV1) == []
+    assert intake.jobs.records() == {}
+    # never retried: a request that cannot be taken now never will be
+    assert actions(intake.bus.actions(request_subject(TENANT))) == ["ack", "ack"]
+
+
+@pytest.mark.parametrize(
+    "error", [ConnectionError("kv unreachable"), validation_error()], ids=["io", "validation"]
+)
+async def test_store_failure_is_retried_not_rejected(error: Exception) -> None:
+    async with running(build_router(), deps, jobs=FlakyJobStore(error)) as h:
+        await submit(h, request(), "msg-1")
+
+        assert h.bus.events(JobRejectedV1) == []
+        assert h.bus.events(JobAcceptedV1) == []
+        assert h.jobs.records() == {}
+        [(action, delay)] = settled(h.bus.actions(request_subject(TENANT)))
+        assert action == "nak"
+        assert delay is not None
+        assert delay > 0
+
+        await submit(h, request(), "msg-1", delivery=2)  # the store is back
+
+        assert h.bus.one(JobAcceptedV1).job_id == job_id_for(TENANT, "order-42")
+        assert h.bus.events(JobRejectedV1) == []
 
 
 async def test_same_idempotency_key_twice_is_one_job(intake: Harness) -> None:
@@ -161,7 +247,7 @@ async def test_idempotency_key_reused_for_another_request_is_a_conflict(
     rejected = intake.bus.one(JobRejectedV1)
     assert rejected.reason == "idempotency_conflict"
     assert job_id in rejected.detail
-    assert rejected.event_id == derived_event_id(f"{TENANT}:msg-2", "rejected")
+    assert rejected.event_id == derived_event_id(f"{TENANT}:msg-2", "rejected", "")
     # the refusal is not published as the existing job's outcome
     assert rejected.job_id != job_id
     assert len(intake.bus.events(JobAcceptedV1)) == 1
@@ -210,7 +296,7 @@ async def test_request_without_message_id_is_keyed_by_stream_sequence(intake: Ha
     rejected = intake.bus.one(JobRejectedV1)
     # the harness's first delivery has stream sequence 1
     assert rejected.job_id == job_id_for(TENANT, f"auto:{TENANT}:seq:1")
-    assert rejected.event_id == derived_event_id(f"{TENANT}:seq:1", "rejected")
+    assert rejected.event_id == derived_event_id(f"{TENANT}:seq:1", "rejected", "")
 
 
 async def test_input_image_is_stored_and_referenced(intake: Harness) -> None:

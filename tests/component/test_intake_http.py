@@ -1,132 +1,287 @@
-"""Intake's HTTP API in process: validation answers, limits, conflicts, NATS outages."""
+"""Intake's HTTP API in process: jobs recorded by the same rules as NATS requests, answered
+with the outcome; limits, conflicts, reads per tenant, and outages as 503."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
 
-from services.intake.domain import Valid, validate
+from services.intake.adapters import probe_image
 from services.intake.http import MAX_BODY_BYTES, build_http
-from shared.contracts import JobRecordV1, JobSpec, JobStatus
-from shared.contracts.ids import job_id_for
-from shared.jobstore import request_hash
+from services.intake.ports import Deps
+from shared.contracts import Event, JobAcceptedV1, JobRecordV1, JobStatus
+from shared.contracts.ids import fact_event_id, job_id_for
 from shared.registry import load_registry
-from shared.runtime import Runtime, make_runtime
+from tests.component.support import FlakyJobStore
 from tests.fakes import InMemoryInputStore, InMemoryJobStore
 
 BODY = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": "a paper boat"}
+ACME = {"X-Clipline-Tenant": "acme"}
 
 
-class Publishes:
-    def __init__(self, fail: bool = False) -> None:
-        self.sent: list[dict[str, Any]] = []
-        self.fail = fail
+@dataclass
+class Emitted:
+    """The emitter intake would publish with; fails while `down` (NATS unreachable)."""
 
-    async def __call__(self, message: bytes, **kwargs: Any) -> None:
-        if self.fail:
+    events: list[Event] = field(default_factory=list)
+    down: bool = False
+
+    async def __call__(self, event: Event) -> None:
+        if self.down:
             raise ConnectionError("nats is down")
-        self.sent.append({"body": message, **kwargs})
+        self.events.append(event)
 
 
-def runtime(publish: Publishes) -> Runtime:
-    rt = make_runtime("intake", "nats://127.0.0.1:1", TracerProvider())
-    rt.jobs = InMemoryJobStore()
-    rt.inputs = InMemoryInputStore()
-    rt.broker.publish = publish  # type: ignore[method-assign,assignment]
-    return rt
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    jobs: InMemoryJobStore
+    emitted: Emitted
+
+    async def post(
+        self, body: Any = BODY, key: str | None = None, **headers: str
+    ) -> httpx.Response:
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        return await self.client.post("/v1/jobs", json=body, headers=headers)
+
+
+@asynccontextmanager
+async def serving(jobs: InMemoryJobStore) -> AsyncIterator[Api]:
+    """The HTTP API on in-memory ports, with an emitter that records what it would publish."""
+    emitted = Emitted()
+    deps = Deps(jobs, InMemoryInputStore(), emitted, load_registry(), probe_image, "default")
+    transport = httpx.ASGITransport(app=build_http(deps))
+    async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
+        yield Api(client, jobs, emitted)
 
 
 @pytest.fixture
-async def api() -> AsyncIterator[tuple[httpx.AsyncClient, Runtime, Publishes]]:
-    publish = Publishes()
-    rt = runtime(publish)
-    app = build_http(rt, load_registry(), "default")
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
-        yield client, rt, publish
+async def api() -> AsyncIterator[Api]:
+    async with serving(InMemoryJobStore()) as a:
+        yield a
 
 
-async def test_valid_request_is_queued_with_a_deterministic_job_id(
-    api: tuple[httpx.AsyncClient, Runtime, Publishes],
-) -> None:
-    client, _, publish = api
-    r = await client.post(
-        "/v1/jobs", json=BODY, headers={"Idempotency-Key": "k1", "X-Clipline-Tenant": "acme"}
-    )
+def accepted(api: Api) -> list[JobAcceptedV1]:
+    return [e for e in api.emitted.events if isinstance(e, JobAcceptedV1)]
+
+
+async def test_valid_request_is_recorded_and_announced(api: Api) -> None:
+    r = await api.post(key="k1", **ACME)
+
+    job_id = job_id_for("acme", "k1")
     assert r.status_code == 202
-    assert r.json() == {"job_id": job_id_for("acme", "k1"), "tenant": "acme", "status": "requested"}
-    [sent] = publish.sent
-    assert sent["subject"] == "clipline.job.requested.v1.acme"
-    assert sent["headers"]["Nats-Msg-Id"] == f"http:{job_id_for('acme', 'k1')}"
-
-
-async def test_invalid_request_is_answered_at_once_and_not_queued(
-    api: tuple[httpx.AsyncClient, Runtime, Publishes],
-) -> None:
-    client, _, publish = api
-    r = await client.post("/v1/jobs", json={**BODY, "size": "1792x1024"})
-    assert r.status_code == 422
-    assert r.json()["error"] == {
-        "reason": "invalid_size",
-        "detail": "size '1792x1024' is not valid for sora-2: 1280x720, 720x1280",
-        "field": "size",
-    }
-    assert (await client.post("/v1/jobs", content=b"{not json")).status_code == 422
-    assert publish.sent == []
-
-
-async def test_oversized_body_is_refused(
-    api: tuple[httpx.AsyncClient, Runtime, Publishes],
-) -> None:
-    client, _, publish = api
-    r = await client.post("/v1/jobs", content=b"x" * (MAX_BODY_BYTES + 1))
-    assert r.status_code == 413
-    assert publish.sent == []
-
-
-async def test_key_reused_for_another_request_conflicts(
-    api: tuple[httpx.AsyncClient, Runtime, Publishes],
-) -> None:
-    client, rt, publish = api
-    job_id = job_id_for("default", "k2")
-    first = await client.post("/v1/jobs", json=BODY, headers={"Idempotency-Key": "k2"})
-    assert first.status_code == 202
-    # Intake's consumer records the job; emulate that with the hash it would store.
-    valid = validate({**BODY, "idempotency_key": "k2"}, "default", load_registry())
-    assert isinstance(valid, Valid)
-    record = JobRecordV1(
-        job_id=job_id, tenant="default", status=JobStatus.SUBMITTED,
-        spec=JobSpec.model_validate(BODY), idempotency_key="k2",
-        request_hash=request_hash(valid.fingerprint),
-    )  # fmt: skip
-    await rt.jobs.update(job_id, lambda _: record)
-    again = await client.post("/v1/jobs", json=BODY, headers={"Idempotency-Key": "k2"})
-    assert again.status_code == 202
-    assert again.json()["status"] == "submitted"
-    other = await client.post(
-        "/v1/jobs", json={**BODY, "prompt": "a dog"}, headers={"Idempotency-Key": "k2"}
+    assert r.json() == {"job_id": job_id, "tenant": "acme", "status": "accepted"}
+    record = await api.jobs.get("acme", job_id)
+    assert record is not None
+    assert (record.status, record.idempotency_key, record.spec.prompt) == (
+        JobStatus.ACCEPTED,
+        "k1",
+        "a paper boat",
     )
+    [event] = accepted(api)
+    assert event.event_id == fact_event_id(job_id, "accepted")
+    assert (event.job_id, event.tenant, event.spec) == (job_id, "acme", record.spec)
+    assert api.emitted.events == [event]
+
+
+async def test_same_key_and_body_again_is_the_same_job(api: Api) -> None:
+    first = await api.post(key="k1", **ACME)
+    again = await api.post(key="k1", **ACME)
+
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json() == first.json()
+    assert api.jobs.writes == [job_id_for("acme", "k1")]  # recorded once
+    ids = {e.event_id for e in accepted(api)}
+    assert ids == {fact_event_id(job_id_for("acme", "k1"), "accepted")}  # one fact
+
+
+async def test_key_reused_for_another_request_conflicts(api: Api) -> None:
+    await api.post(key="k2")
+    other = await api.post({**BODY, "prompt": "a dog"}, key="k2")
+
     assert other.status_code == 409
-    assert other.json()["error"]["reason"] == "idempotency_conflict"
-    assert len(publish.sent) == 2
+    error = other.json()["error"]
+    assert error["reason"] == "idempotency_conflict"
+    assert job_id_for("default", "k2") in error["detail"]
+    record = await api.jobs.get("default", job_id_for("default", "k2"))
+    assert record is not None
+    assert record.spec.prompt == "a paper boat"
+    assert len(api.emitted.events) == 1  # the refusal is answered, not announced
 
 
-async def test_get_job_validates_the_id(api: tuple[httpx.AsyncClient, Runtime, Publishes]) -> None:
-    client, _, _ = api
-    assert (await client.get("/v1/jobs/a*b")).status_code == 404
-    missing = await client.get(f"/v1/jobs/{job_id_for('acme', 'none')}")
+async def test_retry_after_the_job_moved_on_reports_its_state_and_announces_nothing(
+    api: Api,
+) -> None:
+    await api.post(key="k3")
+    job_id = job_id_for("default", "k3")
+    record = await api.jobs.get("default", job_id)
+    assert record is not None
+    api.jobs.put(record.model_copy(update={"status": JobStatus.SUBMITTED}))
+    again = await api.post(key="k3")
+
+    assert again.status_code == 200
+    assert again.json()["status"] == "submitted"
+    assert len(api.emitted.events) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "field"),
+    [
+        ({**BODY, "size": "1792x1024"}, "invalid_size", "size"),
+        ({**BODY, "prompt": 7}, "invalid_request", "prompt"),
+        ({**BODY, "colour": "blue"}, "invalid_request", "colour"),
+        ([BODY], "invalid_request", None),
+        ({**BODY, "tenant": "globex"}, "invalid_tenant", None),  # header says acme
+    ],
+)
+async def test_invalid_request_is_answered_at_once_and_never_recorded(
+    api: Api, body: Any, reason: str, field: str | None
+) -> None:
+    r = await api.post(body, key="k4", **ACME)
+
+    assert r.status_code == 422
+    error = r.json()["error"]
+    assert (error["reason"], error["field"]) == (reason, field)
+    assert error["detail"]
+    assert api.jobs.records() == {}
+    assert api.emitted.events == []  # not announced on NATS
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"\xff\xfe garbage", b"[" * 100_000 + b"]" * 100_000],
+    ids=["not-json", "garbage", "nesting-bomb"],
+)
+async def test_undecodable_body_is_a_422(api: Api, raw: bytes) -> None:
+    r = await api.client.post("/v1/jobs", content=raw)
+
+    assert r.status_code == 422
+    assert r.json()["error"]["reason"] == "invalid_request"
+    assert api.jobs.records() == {}
+    assert api.emitted.events == []
+
+
+async def chunks(total: int, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    while total > 0:
+        yield b"x" * min(size, total)
+        total -= size
+
+
+async def test_oversized_body_is_refused_declared_or_streamed(api: Api) -> None:
+    declared = await api.client.post("/v1/jobs", content=b"x" * (MAX_BODY_BYTES + 1))
+    streamed = await api.client.post("/v1/jobs", content=chunks(MAX_BODY_BYTES + 1))
+
+    for r in (declared, streamed):
+        assert r.status_code == 413
+        assert r.json()["error"]["reason"] == "invalid_request"
+    assert api.jobs.records() == {}
+    assert api.emitted.events == []
+
+
+async def test_tenant_comes_from_header_body_or_default(api: Api) -> None:
+    from_body = await api.post({**BODY, "tenant": "globex"}, key="k5")
+    default = await api.post(key="k5")
+    bad = await api.post(key="k5", **{"X-Clipline-Tenant": "Not A Tenant"})
+
+    assert from_body.json()["job_id"] == job_id_for("globex", "k5")
+    assert default.json()["job_id"] == job_id_for("default", "k5")
+    assert bad.status_code == 422
+    assert bad.json()["error"]["reason"] == "invalid_tenant"
+
+
+async def test_idempotency_key_in_the_body_wins_over_the_header(api: Api) -> None:
+    r = await api.post({**BODY, "idempotency_key": "in-body"}, key="in-header")
+
+    assert r.json()["job_id"] == job_id_for("default", "in-body")
+
+
+async def test_request_without_any_key_is_a_new_job_each_time(api: Api) -> None:
+    a, b = await api.post(), await api.post()
+
+    assert (a.status_code, b.status_code) == (202, 202)
+    assert a.json()["job_id"] != b.json()["job_id"]
+    assert len(api.jobs.records()) == 2
+
+
+async def test_get_job_by_id_in_its_tenant(api: Api) -> None:
+    job_id = (await api.post(key="k6", **ACME)).json()["job_id"]
+
+    found = await api.client.get(f"/v1/jobs/{job_id}")
+    scoped = await api.client.get(f"/v1/jobs/{job_id}", headers=ACME)
+    elsewhere = await api.client.get(f"/v1/jobs/{job_id}", headers={"X-Clipline-Tenant": "globex"})
+    bad_tenant = await api.client.get(f"/v1/jobs/{job_id}", headers={"X-Clipline-Tenant": "A!"})
+
+    assert found.status_code == scoped.status_code == 200
+    record = JobRecordV1.model_validate(found.json())
+    assert (record.job_id, record.tenant, record.status) == (job_id, "acme", JobStatus.ACCEPTED)
+    assert scoped.json() == found.json()
+    assert elsewhere.status_code == 404  # another tenant's job is not there for you
+    assert bad_tenant.status_code == 422
+
+
+async def test_get_job_validates_the_id(api: Api) -> None:
+    assert (await api.client.get("/v1/jobs/a*b")).status_code == 404
+    missing = await api.client.get(f"/v1/jobs/{job_id_for('acme', 'none')}")
     assert missing.status_code == 404
     assert missing.json()["error"]["reason"] == "not_found"
 
 
-async def test_nats_outage_is_a_503_not_a_lost_job() -> None:
-    rt = runtime(Publishes(fail=True))
-    transport = httpx.ASGITransport(app=build_http(rt, load_registry(), "default"))
-    async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
-        r = await client.post("/v1/jobs", json=BODY, headers={"Idempotency-Key": "k3"})
-    assert r.status_code == 503
-    assert r.json()["error"]["reason"] == "unavailable"
+async def test_list_shows_one_tenants_jobs_in_order_of_acceptance(api: Api) -> None:
+    for key in ("b", "a", "c"):
+        await api.post(key=key, **ACME)
+    await api.post(key="other", **{"X-Clipline-Tenant": "globex"})
+    await api.post(key="mine")  # the default tenant
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    for i, key in enumerate(("c", "a", "b")):  # accepted in this order
+        record = await api.jobs.get("acme", job_id_for("acme", key))
+        assert record is not None
+        api.jobs.put(record.model_copy(update={"history": {"accepted": t0 + timedelta(i)}}))
+
+    listed = await api.client.get("/v1/jobs", headers=ACME)
+    default = await api.client.get("/v1/jobs")
+    invalid = await api.client.get("/v1/jobs", headers={"X-Clipline-Tenant": "A!"})
+
+    assert listed.json()["tenant"] == "acme"
+    assert [j["job_id"] for j in listed.json()["jobs"]] == [
+        job_id_for("acme", k) for k in ("c", "a", "b")
+    ]
+    assert [j["job_id"] for j in default.json()["jobs"]] == [job_id_for("default", "mine")]
+    assert invalid.status_code == 422
+
+
+async def test_store_outage_is_a_503_and_a_retry_takes_the_job() -> None:
+    jobs = FlakyJobStore(ConnectionError("kv unreachable"))
+    async with serving(jobs) as api:
+        down = await api.post(key="k7")
+        up = await api.post(key="k7")
+
+    assert down.status_code == 503
+    assert down.json()["error"]["reason"] == "unavailable"
+    assert up.status_code == 202
+    assert up.json()["job_id"] == job_id_for("default", "k7")
+
+
+async def test_nats_outage_is_a_503_not_a_lost_job(api: Api) -> None:
+    api.emitted.down = True
+    down = await api.post(key="k8")
+    api.emitted.down = False
+    retried = await api.post(key="k8")
+
+    assert down.status_code == 503
+    assert down.json()["error"]["reason"] == "unavailable"
+    # the record was written before NATS failed: the retry finds it and announces it now
+    assert retried.status_code == 200
+    assert retried.json() == {
+        "job_id": job_id_for("default", "k8"),
+        "tenant": "default",
+        "status": "accepted",
+    }
+    [event] = accepted(api)
+    assert event.event_id == fact_event_id(job_id_for("default", "k8"), "accepted")

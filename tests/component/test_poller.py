@@ -10,14 +10,16 @@ import pytest
 
 from services.poller.domain import PollPolicy
 from services.poller.handlers import build_router
+from services.poller.ports import Deps
 from shared.contracts import (
     JobFailedV1,
     JobGeneratedV1,
     JobProgressV1,
     JobStatus,
     JobSubmittedV1,
+    JobTimedOutV1,
 )
-from shared.contracts.ids import derived_event_id
+from shared.contracts.ids import fact_event_id
 from shared.provider import (
     ProviderMalformedResponse,
     ProviderNotFound,
@@ -34,6 +36,7 @@ from tests.component.harness import (
     new_job_id,
     running,
 )
+from tests.component.support import actions, settled
 from tests.fakes import FakeProvider, upstream_video
 
 POLICY = PollPolicy(default_delay=5.0, min_delay=0.2, max_delay=30.0, deadline=3 * 3600.0)
@@ -49,7 +52,7 @@ class Poller:
 @pytest.fixture
 async def poller() -> AsyncIterator[Poller]:
     provider = FakeProvider()
-    async with running("poller", lambda rt: build_router(rt, provider, POLICY)) as h:
+    async with running(build_router(), lambda f: Deps(f.jobs, f.emit, provider, POLICY)) as h:
         yield Poller(h, provider)
 
 
@@ -79,9 +82,9 @@ async def test_in_progress_reports_progress_and_polls_again_later(poller: Poller
     assert progress.progress == 42
     assert progress.upstream_status == "in_progress"
     assert progress.upstream_id == VIDEO
-    assert progress.event_id == derived_event_id(event.event_id, "progress", "42")
+    assert progress.event_id == fact_event_id(event.job_id, "progress", "42")
     # "not ready yet": a nak delayed by the server's poll-after hint, never an ack
-    assert [(o.action, o.delay) for o in h.outcomes(event)] == [("nak", 2.5)]
+    assert settled(h.outcomes(event)) == [("nak", 2.5)]
     record = h.jobs.records()[event.job_id]
     assert record.status == JobStatus.GENERATING
     assert record.progress == 42
@@ -97,7 +100,7 @@ async def test_poll_delay_is_the_clamped_hint_or_default(
     poller.provider.retrieves.append((upstream_video(VIDEO, "queued"), hint))
     await poller.h.send(event)
 
-    assert [(o.action, o.delay) for o in poller.h.outcomes(event)] == [("nak", delay)]
+    assert settled(poller.h.outcomes(event)) == [("nak", delay)]
 
 
 async def test_progress_is_reported_only_when_it_rises(poller: Poller) -> None:
@@ -113,7 +116,7 @@ async def test_progress_is_reported_only_when_it_rises(poller: Poller) -> None:
         await h.send(event, delivery=delivery)  # each poll is a redelivery of one message
 
     assert [p.progress for p in h.bus.events(JobProgressV1)] == [10, 60]
-    assert [o.action for o in h.outcomes(event)] == ["nak"] * 4
+    assert actions(h.outcomes(event)) == ["nak"] * 4
     assert h.jobs.records()[event.job_id].progress == 60
 
 
@@ -126,8 +129,8 @@ async def test_completed_upstream_is_generated(poller: Poller) -> None:
     generated = h.bus.one(JobGeneratedV1)
     assert generated.upstream_id == VIDEO
     assert generated.cost_micros == 400_000
-    assert generated.event_id == derived_event_id(event.event_id, "generated", "")
-    assert [o.action for o in h.outcomes(event)] == ["ack"]
+    assert generated.event_id == fact_event_id(event.job_id, "generated")
+    assert actions(h.outcomes(event)) == ["ack"]
     record = h.jobs.records()[event.job_id]
     assert record.status == JobStatus.GENERATED
     assert record.progress == 100
@@ -141,11 +144,15 @@ async def test_generated_job_is_announced_again_without_polling(poller: Poller) 
     await h.send(event)
 
     assert poller.provider.retrieved == []
-    assert h.bus.one(JobGeneratedV1).event_id == derived_event_id(event.event_id, "generated", "")
+    # the same fact as the first announcement: JetStream keeps one
+    assert h.bus.one(JobGeneratedV1).event_id == fact_event_id(job_id, "generated")
 
 
-@pytest.mark.parametrize("status", [JobStatus.COMPLETED, JobStatus.FAILED])
-async def test_ended_job_is_not_polled(poller: Poller, status: JobStatus) -> None:
+@pytest.mark.parametrize(
+    "status",
+    [JobStatus.STORING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.TIMED_OUT],
+)
+async def test_moved_on_or_ended_job_is_not_polled(poller: Poller, status: JobStatus) -> None:
     job_id = new_job_id()
     poller.h.jobs.put(job_record(job_id, status, upstream_id=VIDEO))
     event = submitted(job_id)
@@ -153,7 +160,7 @@ async def test_ended_job_is_not_polled(poller: Poller, status: JobStatus) -> Non
 
     assert poller.provider.retrieved == []
     assert poller.h.bus.kinds() == ["submitted"]
-    assert [o.action for o in poller.h.outcomes(event)] == ["ack"]
+    assert actions(poller.h.outcomes(event)) == ["ack"]
 
 
 async def test_upstream_failure_fails_the_job_with_its_code(poller: Poller) -> None:
@@ -168,8 +175,9 @@ async def test_upstream_failure_fails_the_job_with_its_code(poller: Poller) -> N
     assert failed.detail == "the prompt was blocked"
     assert failed.stage == "poller"
     assert failed.upstream_id == VIDEO
+    assert failed.event_id == fact_event_id(event.job_id, "failed")
     assert h.bus.events(JobGeneratedV1) == []
-    assert [o.action for o in h.outcomes(event)] == ["ack"]
+    assert actions(h.outcomes(event)) == ["ack"]
     record = h.jobs.records()[event.job_id]
     assert record.status == JobStatus.FAILED
     assert record.reason == "moderation_blocked"
@@ -185,7 +193,7 @@ async def test_vanished_upstream_job_is_lost(poller: Poller) -> None:
     assert failed.reason == "upstream_lost"
     assert failed.detail == "no such video"
     assert h.jobs.records()[event.job_id].status == JobStatus.FAILED
-    assert [o.action for o in h.outcomes(event)] == ["ack"]
+    assert actions(h.outcomes(event)) == ["ack"]
 
 
 async def test_job_past_deadline_times_out(poller: Poller) -> None:
@@ -194,9 +202,19 @@ async def test_job_past_deadline_times_out(poller: Poller) -> None:
     provider.retrieves.append((upstream_video(VIDEO, "in_progress", progress=50), 1.0))
     await h.send(event)
 
-    assert h.bus.one(JobFailedV1).reason == "upstream_timeout"
+    timed_out = h.bus.one(JobTimedOutV1)
+    assert (timed_out.reason, timed_out.stage) == ("upstream_timeout", "poller")
+    assert timed_out.upstream_id == VIDEO  # the upstream job may still finish, and bill
+    assert timed_out.event_id == fact_event_id(event.job_id, "timed_out")
+    assert h.bus.events(JobFailedV1) == []
     assert h.bus.events(JobProgressV1) == []
-    assert h.jobs.records()[event.job_id].status == JobStatus.FAILED
+    record = h.jobs.records()[event.job_id]
+    assert (record.status, record.reason, record.stage) == (
+        JobStatus.TIMED_OUT,
+        "upstream_timeout",
+        "poller",
+    )
+    assert actions(h.outcomes(event)) == ["ack"]
 
 
 @pytest.mark.parametrize(
@@ -210,7 +228,7 @@ async def test_rate_limit_polls_again_later_without_spending_budget(
     provider.retrieves.append(ProviderRateLimited("slow down", retry_after_seconds=retry_after))
     await h.send(event)
 
-    assert [(o.action, o.delay) for o in h.outcomes(event)] == [("nak", delay)]
+    assert settled(h.outcomes(event)) == [("nak", delay)]
     assert h.bus.kinds() == ["submitted"]
     assert h.jobs.writes == []
 
@@ -226,7 +244,7 @@ async def test_transient_upstream_error_is_counted_and_retried(
     provider.retrieves.append(error)
     await h.send(event)
 
-    assert [(o.action, o.delay) for o in h.outcomes(event)] == [("nak", 0.5)]  # retry_delay(1)
+    assert settled(h.outcomes(event)) == [("nak", 0.5)]  # retry_delay(1)
     assert h.bus.kinds() == ["submitted"]
     assert h.jobs.records()[event.job_id].errors == {"poller": 1}
 
@@ -238,8 +256,8 @@ async def test_job_past_deadline_times_out_even_while_upstream_errors(poller: Po
     await h.send(event, delivery=10_000)
 
     assert provider.retrieved == []  # the deadline is checked before asking upstream
-    assert h.bus.one(JobFailedV1).reason == "upstream_timeout"
-    assert h.jobs.records()[event.job_id].status == JobStatus.FAILED
+    assert h.bus.one(JobTimedOutV1).reason == "upstream_timeout"
+    assert h.jobs.records()[event.job_id].status == JobStatus.TIMED_OUT
 
 
 async def test_unknown_upstream_status_fails_the_job(poller: Poller) -> None:
@@ -273,4 +291,4 @@ async def test_spent_error_budget_fails_the_job(poller: Poller) -> None:
     assert failed.reason == "retries_exhausted"
     assert failed.stage == "poller"
     assert h.jobs.records()[job_id].status == JobStatus.FAILED
-    assert [o.action for o in h.outcomes(event)] == ["term"]
+    assert actions(h.outcomes(event)) == ["term"]

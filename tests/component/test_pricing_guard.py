@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.pricing_guard.handlers import build_router
+from services.pricing_guard.ports import Deps
 from shared.contracts import (
     JobAcceptedV1,
     JobAdmittedV1,
@@ -18,7 +19,7 @@ from shared.contracts import (
     JobStatus,
     JobTimings,
 )
-from shared.contracts.ids import derived_event_id
+from shared.contracts.ids import fact_event_id
 from shared.registry import load_registry
 from tests.component.harness import (
     SPEC,
@@ -29,13 +30,14 @@ from tests.component.harness import (
     new_job_id,
     running,
 )
+from tests.component.support import actions
 
 REGISTRY = load_registry()
 
 
 @pytest.fixture
 async def guard() -> AsyncIterator[Harness]:
-    async with running("pricing_guard", lambda rt: build_router(rt, REGISTRY)) as h:
+    async with running(build_router(), lambda f: Deps(f.jobs, f.emit, REGISTRY)) as h:
         yield h
 
 
@@ -73,13 +75,13 @@ async def test_priced_job_is_admitted_with_integer_cost(guard: Harness) -> None:
     assert isinstance(admitted.cost_micros, int)
     assert admitted.job_id == job_id
     assert admitted.spec == SPEC
-    assert admitted.event_id == derived_event_id(event.event_id, "admitted", "")
+    assert admitted.event_id == fact_event_id(job_id, "admitted")
     assert guard.bus.events(JobRejectedV1) == []
     record = guard.jobs.records()[job_id]
     assert record.status == JobStatus.ADMITTED
     assert record.cost_micros == 400_000
     assert "admitted" in record.history
-    assert [o.action for o in guard.outcomes(event)] == ["ack"]
+    assert actions(guard.outcomes(event)) == ["ack"]
 
 
 @pytest.mark.parametrize(
@@ -112,7 +114,7 @@ async def test_unpriced_size_is_rejected_never_run_free(guard: Harness) -> None:
     rejected = guard.bus.one(JobRejectedV1)
     assert rejected.reason == "unpriced"
     assert rejected.stage == "pricing_guard"
-    assert rejected.event_id == derived_event_id(event.event_id, "rejected", "")
+    assert rejected.event_id == fact_event_id(job_id, "rejected")
     assert guard.bus.events(JobAdmittedV1) == []
     record = guard.jobs.records()[job_id]
     assert record.status == JobStatus.REJECTED
@@ -130,6 +132,17 @@ async def test_redelivered_accepted_is_admitted_again_with_same_id(guard: Harnes
     first, second = guard.bus.events(JobAdmittedV1)
     assert first.event_id == second.event_id  # JetStream drops the duplicate
     assert guard.jobs.writes == [job_id]  # the second transition is refused, nothing rewritten
+
+
+async def test_admission_reached_twice_is_one_fact(guard: Harness) -> None:
+    job_id = new_job_id()
+    guard.jobs.put(job_record(job_id, JobStatus.ACCEPTED))
+    await guard.send(accepted(job_id))
+    await guard.send(accepted(job_id))  # another accepted event of the same job (a new id)
+
+    first, second = guard.bus.events(JobAdmittedV1)
+    assert first.event_id == second.event_id == fact_event_id(job_id, "admitted")
+    assert guard.jobs.writes == [job_id]
 
 
 async def test_accepted_for_a_job_that_moved_on_is_not_announced_again(guard: Harness) -> None:
@@ -192,8 +205,8 @@ async def test_undecodable_accepted_event_fails_the_job(guard: Harness) -> None:
     assert failure.job_id == job_id
     assert failure.reason == "poison_message"
     assert failure.stage == "pricing_guard"
-    assert failure.event_id == derived_event_id("msg-poison", "failed", "pricing_guard")
-    assert [o.action for o in guard.bus.actions(subject)] == ["term"]
+    assert failure.event_id == fact_event_id(job_id, "failed")
+    assert actions(guard.bus.actions(subject)) == ["term"]
     assert guard.bus.events(JobAdmittedV1) == []
     record = guard.jobs.records()[job_id]
     assert record.status == JobStatus.FAILED  # recorded before it is announced

@@ -10,12 +10,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.storage.handlers import build_router
+from services.storage.ports import Deps, Stored
 from shared.contracts import JobCompletedV1, JobFailedV1, JobGeneratedV1, JobStatus
-from shared.contracts.ids import derived_event_id
+from shared.contracts.ids import fact_event_id
 from shared.provider import ProviderNotFound, ProviderUnavailable
 from shared.provider.wire import Variant
 from tests.component.harness import TENANT, Harness, job_record, new_event_id, new_job_id, running
-from tests.fakes import FakeProvider, InMemoryAssetStore
+from tests.component.support import actions, settled
+from tests.fakes import FakeProvider, InMemoryAssetStore, InMemoryJobStore
 
 VIDEO = "video_abc"
 ASSETS: dict[Variant, bytes] = {
@@ -31,18 +33,35 @@ EXPECTED: dict[Variant, tuple[str, str]] = {
 STEP = timedelta(seconds=2)
 
 
+class WatchedAssetStore(InMemoryAssetStore):
+    """InMemoryAssetStore noting the job's recorded status when each upload starts."""
+
+    def __init__(self, bucket: str, jobs: InMemoryJobStore) -> None:
+        super().__init__(bucket)
+        self.jobs = jobs
+        self.status_at_put: list[JobStatus | None] = []
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
+        tenant, job_id, _ = key.split("/")
+        record = await self.jobs.get(tenant, job_id)
+        self.status_at_put.append(record.status if record else None)
+        return await super().put_stream(key, chunks, content_type)
+
+
 @dataclass
 class Storage:
     h: Harness
     provider: FakeProvider
-    store: InMemoryAssetStore
+    store: WatchedAssetStore
 
 
 @pytest.fixture
 async def storage() -> AsyncIterator[Storage]:
     provider = FakeProvider(assets=dict(ASSETS), chunk_size=5)
-    store = InMemoryAssetStore("clipline-assets")
-    async with running("storage", lambda rt: build_router(rt, provider, store, 3)) as h:
+    jobs = InMemoryJobStore()
+    store = WatchedAssetStore("clipline-assets", jobs)
+    router = build_router(3)
+    async with running(router, lambda f: Deps(f.jobs, f.emit, provider, store), jobs=jobs) as h:
         yield Storage(h, provider, store)
 
 
@@ -63,7 +82,7 @@ def generated_job(s: Storage, status: JobStatus = JobStatus.GENERATED) -> JobGen
 async def test_generated_job_is_stored_and_completed(storage: Storage) -> None:
     h, store = storage.h, storage.store
     event = generated_job(storage)
-    before = await h.rt.jobs.get(event.job_id)
+    before = await h.jobs.get(TENANT, event.job_id)
     assert before is not None
     await h.send(event)
 
@@ -76,7 +95,7 @@ async def test_generated_job_is_stored_and_completed(storage: Storage) -> None:
     assert storage.provider.downloaded == [(VIDEO, v) for v in EXPECTED]
 
     completed = h.bus.one(JobCompletedV1)
-    assert completed.event_id == derived_event_id(event.event_id, "completed", "")
+    assert completed.event_id == fact_event_id(event.job_id, "completed")
     assert completed.upstream_id == VIDEO
     assert completed.cost_micros == 400_000
     assert [a.variant for a in completed.assets] == list(EXPECTED)
@@ -91,6 +110,7 @@ async def test_generated_job_is_stored_and_completed(storage: Storage) -> None:
     record = h.jobs.records()[event.job_id]
     assert record.status == JobStatus.COMPLETED
     assert record.assets == completed.assets
+    assert record.history["generated"] < record.history["storing"] <= record.history["completed"]
     timings = completed.timings
     assert timings.accepted_at == before.history["accepted"]
     assert timings.submitted_at == before.history["submitted"]
@@ -100,7 +120,7 @@ async def test_generated_job_is_stored_and_completed(storage: Storage) -> None:
     assert timings.generation_seconds == (2 * STEP).total_seconds()
     assert timings.storage_seconds is not None
     assert timings.storage_seconds > 0
-    assert [o.action for o in h.outcomes(event)] == ["ack"]
+    assert actions(h.outcomes(event)) == ["ack"]
 
 
 async def test_redelivered_generated_reemits_the_same_completion(storage: Storage) -> None:
@@ -112,8 +132,25 @@ async def test_redelivered_generated_reemits_the_same_completion(storage: Storag
     first, second = h.bus.events(JobCompletedV1)
     # same id, assets and timings (only occurred_at differs): JetStream drops the duplicate
     assert first.model_dump(exclude={"occurred_at"}) == second.model_dump(exclude={"occurred_at"})
-    assert h.jobs.writes == [event.job_id]  # completed once
+    assert h.jobs.writes == [event.job_id] * 2  # `storing`, then `completed`, once each
     assert len(storage.provider.downloaded) == 3  # nothing downloaded or stored again
+
+
+async def test_storing_is_recorded_before_any_upload(storage: Storage) -> None:
+    event = generated_job(storage)
+    await storage.h.send(event)
+
+    assert storage.store.status_at_put == [JobStatus.STORING] * 3
+
+
+async def test_job_left_storing_is_stored_again_and_completed(storage: Storage) -> None:
+    h = storage.h
+    event = generated_job(storage, JobStatus.STORING)  # a crash mid-upload
+    await h.send(event, delivery=2)
+
+    assert len(storage.store.objects) == 3
+    assert h.bus.one(JobCompletedV1).event_id == fact_event_id(event.job_id, "completed")
+    assert h.jobs.records()[event.job_id].status == JobStatus.COMPLETED
 
 
 async def test_missing_upstream_assets_fail_the_job(storage: Storage) -> None:
@@ -127,10 +164,10 @@ async def test_missing_upstream_assets_fail_the_job(storage: Storage) -> None:
     assert failed.detail == "expired"
     assert failed.stage == "storage"
     assert failed.upstream_id == VIDEO
-    assert failed.event_id == derived_event_id(event.event_id, "failed", "storage")
+    assert failed.event_id == fact_event_id(event.job_id, "failed")
     assert h.bus.events(JobCompletedV1) == []
     assert h.jobs.records()[event.job_id].status == JobStatus.FAILED
-    assert h.outcomes(event)[-1].action == "ack"
+    assert actions(h.outcomes(event)) == ["ack"]
 
 
 async def test_transient_download_error_is_retried_not_failed(storage: Storage) -> None:
@@ -139,11 +176,11 @@ async def test_transient_download_error_is_retried_not_failed(storage: Storage) 
     event = generated_job(storage)
     await h.send(event)
 
-    assert [(o.action, o.delay) for o in h.outcomes(event)] == [("nak", 0.5)]
+    assert settled(h.outcomes(event)) == [("nak", 0.5)]
     assert h.bus.events(JobFailedV1) == []
     assert h.bus.events(JobCompletedV1) == []
     record = h.jobs.records()[event.job_id]
-    assert record.status == JobStatus.GENERATED
+    assert record.status == JobStatus.STORING  # the next delivery stores again
     assert record.errors == {"storage": 1}
 
 
@@ -159,10 +196,13 @@ async def test_spent_error_budget_fails_the_job(storage: Storage) -> None:
     assert failed.reason == "retries_exhausted"
     assert failed.stage == "storage"
     assert h.jobs.records()[job_id].status == JobStatus.FAILED
-    assert [o.action for o in h.outcomes(event)] == ["term"]
+    assert actions(h.outcomes(event)) == ["term"]
 
 
-@pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.REJECTED])
+@pytest.mark.parametrize(
+    "status",
+    [JobStatus.FAILED, JobStatus.REJECTED, JobStatus.TIMED_OUT, JobStatus.CANCELLED],
+)
 async def test_ended_job_is_not_stored(storage: Storage, status: JobStatus) -> None:
     h = storage.h
     event = generated_job(storage, status)

@@ -1,16 +1,18 @@
-"""submitter under TestNatsBroker: one upstream create per admitted job, typed error handling."""
+"""submitter under TestNatsBroker: `submitting` recorded before each upstream create, the
+upstream id linked before `submitted`, typed error handling, deadlines as timeouts."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from services.submitter.handlers import build_router
+from services.submitter.ports import Deps
 from shared.contracts import (
     InputReference,
     JobAdmittedV1,
@@ -18,48 +20,106 @@ from shared.contracts import (
     JobSpec,
     JobStatus,
     JobSubmittedV1,
+    JobTimedOutV1,
 )
-from shared.contracts.ids import derived_event_id
-from shared.messaging import ServiceRouter
+from shared.contracts.events import JobRef
+from shared.contracts.ids import fact_event_id
 from shared.provider import (
     CreateVideo,
     InputImage,
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
+    UpstreamVideo,
 )
-from shared.runtime import Runtime
 from tests.component.harness import (
     SPEC,
     TENANT,
+    Fakes,
     Harness,
     job_record,
     new_event_id,
     new_job_id,
     running,
 )
-from tests.fakes import FakeProvider, upstream_video
+from tests.component.support import actions, settled
+from tests.fakes import FakeProvider, InMemoryJobStore, InMemoryUpstreamIndex, upstream_video
 
 MAX_ATTEMPTS = 3
 DEADLINE = 3600.0
 DURABLE = JobAdmittedV1.durable("submitter")
 
 
+@dataclass(frozen=True)
+class Seen:
+    """The job as recorded at the moment of a call, and whether its upstream id was linked."""
+
+    status: JobStatus | None
+    submit_attempts: int
+    linked: bool
+
+
+@dataclass
+class Witness:
+    jobs: InMemoryJobStore
+    index: InMemoryUpstreamIndex
+
+    async def see(self, tenant: str, job_id: str) -> Seen:
+        record = await self.jobs.get(tenant, job_id)
+        linked = (tenant, job_id) in self.index.links.values()
+        if record is None:
+            return Seen(None, 0, linked)
+        return Seen(record.status, record.submit_attempts, linked)
+
+
+@dataclass
+class WatchedProvider(FakeProvider):
+    """FakeProvider that notes how the job is recorded when each create is sent."""
+
+    witness: Witness | None = None
+    at_create: list[Seen] = field(default_factory=list)
+
+    async def create(self, request: CreateVideo) -> UpstreamVideo:
+        assert self.witness is not None
+        self.at_create.append(await self.witness.see(TENANT, request.client_request_id))
+        return await super().create(request)
+
+
+@dataclass
+class WatchedIndex:
+    """The upstream index, noting how the job is recorded when its upstream id is linked."""
+
+    inner: InMemoryUpstreamIndex
+    witness: Witness
+    at_link: list[Seen] = field(default_factory=list)
+
+    async def link(self, upstream_id: str, job: JobRef) -> None:
+        self.at_link.append(await self.witness.see(job.tenant, job.job_id))
+        await self.inner.link(upstream_id, job)
+
+    async def owner(self, upstream_id: str) -> tuple[str, str] | None:
+        return await self.inner.owner(upstream_id)
+
+
 @dataclass
 class Submitter:
     h: Harness
-    provider: FakeProvider
+    provider: WatchedProvider
+    index: WatchedIndex
 
 
 @pytest.fixture
 async def submitter() -> AsyncIterator[Submitter]:
-    provider = FakeProvider()
+    provider = WatchedProvider()
 
-    def build(rt: Runtime) -> ServiceRouter:
-        return build_router(rt, provider, MAX_ATTEMPTS, DEADLINE)
+    def deps(f: Fakes) -> Deps:
+        provider.witness = Witness(f.jobs, f.upstream)
+        index = WatchedIndex(f.upstream, provider.witness)
+        return Deps(f.jobs, f.inputs, index, provider, f.emit, DEADLINE)
 
-    async with running("submitter", build) as h:
-        yield Submitter(h, provider)
+    async with running(build_router(MAX_ATTEMPTS), deps) as h:
+        assert isinstance(h.deps.upstream, WatchedIndex)
+        yield Submitter(h, provider, h.deps.upstream)
 
 
 def admitted(job_id: str, spec: JobSpec = SPEC, cost: int = 400_000) -> JobAdmittedV1:
@@ -69,9 +129,14 @@ def admitted(job_id: str, spec: JobSpec = SPEC, cost: int = 400_000) -> JobAdmit
     )  # fmt: skip
 
 
-def admitted_job(s: Submitter, spec: JobSpec = SPEC, **changes: Any) -> JobAdmittedV1:
+def admitted_job(
+    s: Submitter,
+    spec: JobSpec = SPEC,
+    status: JobStatus = JobStatus.ADMITTED,
+    **changes: Any,
+) -> JobAdmittedV1:
     job_id = new_job_id()
-    s.h.jobs.put(job_record(job_id, JobStatus.ADMITTED, spec=spec, cost_micros=400_000, **changes))
+    s.h.jobs.put(job_record(job_id, status, spec=spec, cost_micros=400_000, **changes))
     return admitted(job_id, spec)
 
 
@@ -91,12 +156,46 @@ async def test_admitted_job_is_created_once_upstream(submitter: Submitter) -> No
     assert submitted.upstream_id == "video_abc"
     assert submitted.cost_micros == 400_000
     assert submitted.spec == SPEC
-    assert submitted.event_id == derived_event_id(event.event_id, "submitted", "")
+    assert submitted.event_id == fact_event_id(event.job_id, "submitted")
     record = h.jobs.records()[event.job_id]
     assert record.status == JobStatus.SUBMITTED
     assert record.upstream_id == "video_abc"
-    assert "submitted" in record.history
-    assert [o.action for o in h.outcomes(event)] == ["ack"]
+    assert record.submit_attempts == 1
+    assert record.last_attempt_at == record.history["submitting"]
+    assert record.history["admitted"] < record.history["submitting"] <= record.history["submitted"]
+    assert h.upstream.links == {"video_abc": (TENANT, event.job_id)}
+    assert actions(h.outcomes(event)) == ["ack"]
+
+
+async def test_submitting_is_recorded_before_the_create_and_linked_before_submitted(
+    submitter: Submitter,
+) -> None:
+    h, provider = submitter.h, submitter.provider
+    event = admitted_job(submitter)
+    provider.creates.append(upstream_video("video_abc"))
+    await h.send(event)
+
+    # A crash during the POST leaves `submitting`: the record tells a create may be upstream.
+    assert provider.at_create == [Seen(JobStatus.SUBMITTING, 1, linked=False)]
+    # The link comes first, so a webhook arriving at once finds its job.
+    assert submitter.index.at_link == [Seen(JobStatus.SUBMITTING, 1, linked=False)]
+    assert h.jobs.records()[event.job_id].status == JobStatus.SUBMITTED
+
+
+async def test_job_left_submitting_with_nothing_upstream_is_created_again(
+    submitter: Submitter,
+) -> None:
+    """(Adoption and ambiguity: test_submitter_reconcile.py.)"""
+    h, provider = submitter.h, submitter.provider
+    event = admitted_job(submitter, status=JobStatus.SUBMITTING, submit_attempts=1)
+    provider.creates.append(upstream_video("video_again"))
+    await h.send(event, delivery=2)  # redelivered after a crash during the create
+
+    assert provider.list_calls == 1  # looked upstream before creating again
+    assert provider.at_create == [Seen(JobStatus.SUBMITTING, 2, linked=False)]
+    assert h.bus.one(JobSubmittedV1).upstream_id == "video_again"
+    record = h.jobs.records()[event.job_id]
+    assert (record.status, record.submit_attempts) == (JobStatus.SUBMITTED, 2)
 
 
 async def test_already_created_job_is_announced_again_not_recreated(
@@ -111,16 +210,32 @@ async def test_already_created_job_is_announced_again_not_recreated(
     assert provider.created == []
     submitted = h.bus.one(JobSubmittedV1)
     assert submitted.upstream_id == "video_old"
-    assert submitted.event_id == derived_event_id(event.event_id, "submitted", "")
+    # the same fact as the first announcement: JetStream keeps one
+    assert submitted.event_id == fact_event_id(job_id, "submitted")
     assert h.jobs.writes == []
+
+
+async def test_the_same_submission_reached_twice_is_one_fact(submitter: Submitter) -> None:
+    h, provider = submitter.h, submitter.provider
+    event = admitted_job(submitter)
+    provider.creates.append(upstream_video("video_abc"))
+    await h.send(event)
+    await h.send(admitted(event.job_id))  # another admitted event of the same job
+
+    first, second = h.bus.events(JobSubmittedV1)
+    assert first.event_id == second.event_id
+    assert len(provider.created) == 1
 
 
 @pytest.mark.parametrize(
     ("status", "upstream_id"),
     [
         (JobStatus.GENERATING, "video_old"),  # moved on: the poller has it
+        (JobStatus.STORING, "video_old"),
+        (JobStatus.CANCELLING, None),  # a client asked to cancel before it got upstream
         (JobStatus.FAILED, None),
         (JobStatus.REJECTED, None),
+        (JobStatus.TIMED_OUT, None),
     ],
 )
 async def test_job_that_moved_on_or_ended_is_skipped(
@@ -153,12 +268,14 @@ async def test_upstream_rejection_fails_the_job(submitter: Submitter) -> None:
     assert failed.reason == "upstream_rejected"
     assert failed.stage == "submitter"
     assert failed.detail == "400: prompt is not allowed"
-    assert failed.event_id == derived_event_id(event.event_id, "failed", "submitter")
+    assert failed.event_id == fact_event_id(event.job_id, "failed")
     assert h.bus.events(JobSubmittedV1) == []
     record = h.jobs.records()[event.job_id]
     assert record.status == JobStatus.FAILED
-    assert record.reason == "upstream_rejected"
-    assert [o.action for o in h.outcomes(event)] == ["ack"]
+    assert (record.reason, record.stage) == ("upstream_rejected", "submitter")
+    assert record.submit_attempts == 1
+    assert h.upstream.links == {}
+    assert actions(h.outcomes(event)) == ["ack"]
 
 
 @pytest.mark.parametrize(
@@ -173,9 +290,12 @@ async def test_rate_limit_is_a_delayed_nak_not_an_error(
     provider.creates.append(ProviderRateLimited("slow down", retry_after_seconds=retry_after))
     await h.send(event)
 
-    assert [(o.action, o.delay) for o in h.outcomes(event)] == [("nak", delay)]
+    assert settled(h.outcomes(event)) == [("nak", delay)]
     assert h.bus.kinds() == ["admitted"]  # nothing emitted
-    assert h.jobs.writes == []  # the retry budget is not spent on waiting
+    record = h.jobs.records()[event.job_id]
+    assert record.errors == {}  # the retry budget is not spent on waiting
+    assert (record.status, record.submit_attempts) == (JobStatus.SUBMITTING, 1)
+    assert h.jobs.writes == [event.job_id]  # only `submitting`
 
 
 async def test_rate_limits_beyond_the_error_budget_still_wait(submitter: Submitter) -> None:
@@ -188,20 +308,33 @@ async def test_rate_limits_beyond_the_error_budget_still_wait(submitter: Submitt
         await h.send(event, delivery=delivery)
 
     assert [c.client_request_id for c in provider.created] == [event.job_id] * (attempts + 1)
-    assert [o.action for o in h.outcomes(event)] == ["nak"] * attempts + ["ack"]
+    assert actions(h.outcomes(event)) == ["nak"] * attempts + ["ack"]
     assert h.bus.one(JobSubmittedV1).upstream_id == "video_2"
     assert h.bus.events(JobFailedV1) == []
+    assert h.jobs.records()[event.job_id].submit_attempts == attempts + 1
 
 
-async def test_job_waiting_past_the_deadline_fails(submitter: Submitter) -> None:
+@pytest.mark.parametrize("status", [JobStatus.ADMITTED, JobStatus.SUBMITTING])
+async def test_job_waiting_past_the_deadline_times_out(
+    submitter: Submitter, status: JobStatus
+) -> None:
     h, provider = submitter.h, submitter.provider
     since = datetime.now(UTC) - timedelta(seconds=DEADLINE + 60)
-    event = admitted_job(submitter, since=since)
+    event = admitted_job(submitter, status=status, since=since)
     await h.send(event, delivery=500)
 
     assert provider.created == []
-    assert h.bus.one(JobFailedV1).reason == "submit_timeout"
-    assert h.jobs.records()[event.job_id].status == JobStatus.FAILED
+    timed_out = h.bus.one(JobTimedOutV1)
+    assert (timed_out.reason, timed_out.stage) == ("submit_timeout", "submitter")
+    assert timed_out.event_id == fact_event_id(event.job_id, "timed_out")
+    assert h.bus.events(JobFailedV1) == []
+    record = h.jobs.records()[event.job_id]
+    assert (record.status, record.reason, record.stage) == (
+        JobStatus.TIMED_OUT,
+        "submit_timeout",
+        "submitter",
+    )
+    assert actions(h.outcomes(event)) == ["ack"]
 
 
 async def test_transient_error_is_counted_and_retried_with_backoff(submitter: Submitter) -> None:
@@ -212,10 +345,10 @@ async def test_transient_error_is_counted_and_retried_with_backoff(submitter: Su
     await h.send(event, delivery=2)
 
     # retry_delay(1) = 0.5 s, retry_delay(2) = 1 s
-    assert [(o.action, o.delay) for o in h.outcomes(event)] == [("nak", 0.5), ("nak", 1.0)]
+    assert settled(h.outcomes(event)) == [("nak", 0.5), ("nak", 1.0)]
     record = h.jobs.records()[event.job_id]
     assert record.errors == {"submitter": 2}
-    assert record.status == JobStatus.ADMITTED
+    assert (record.status, record.submit_attempts) == (JobStatus.SUBMITTING, 2)
     assert h.bus.kinds() == ["admitted", "admitted"]
 
 
@@ -232,7 +365,8 @@ async def test_spent_error_budget_fails_the_job(submitter: Submitter) -> None:
     record = h.jobs.records()[event.job_id]
     assert record.status == JobStatus.FAILED
     assert record.reason == "retries_exhausted"
-    assert [o.action for o in h.outcomes(event)] == ["term"]
+    assert record.errors == {"submitter": MAX_ATTEMPTS}
+    assert actions(h.outcomes(event)) == ["term"]
 
 
 async def test_undecodable_admitted_event_fails_the_job(submitter: Submitter) -> None:
@@ -243,10 +377,10 @@ async def test_undecodable_admitted_event_fails_the_job(submitter: Submitter) ->
 
     failed = h.bus.one(JobFailedV1)
     assert failed.reason == "poison_message"
-    assert failed.event_id == derived_event_id("msg-poison", "failed", "submitter")
+    assert failed.event_id == fact_event_id(event.job_id, "failed")
     assert submitter.provider.created == []
     assert h.jobs.records()[event.job_id].status == JobStatus.FAILED
-    assert [o.action for o in h.bus.actions(event.subject)] == ["term"]
+    assert actions(h.bus.actions(event.subject)) == ["term"]
 
 
 def image_ref(name: str, data: bytes) -> InputReference:
@@ -283,4 +417,6 @@ async def test_missing_or_altered_input_image_fails_the_job(
 
     assert provider.created == []
     assert h.bus.one(JobFailedV1).reason == "input_unavailable"
-    assert h.jobs.records()[event.job_id].status == JobStatus.FAILED
+    record = h.jobs.records()[event.job_id]
+    assert record.status == JobStatus.FAILED
+    assert record.submit_attempts == 0  # nothing was sent upstream

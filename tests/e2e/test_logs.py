@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from clipline.stack import StackOptions, StackState, down, up
 from shared.contracts.ids import job_id_for
@@ -58,7 +59,7 @@ async def run_one_job(state: StackState) -> str:
     nc = await nats.connect(state.nats_url)
     done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
-    async def on_end(msg: nats.aio.msg.Msg) -> None:
+    async def on_end(msg: Msg) -> None:
         if not done.done():
             done.set_result(msg.subject.split(".")[2])
 

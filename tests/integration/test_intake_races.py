@@ -129,7 +129,7 @@ async def test_poison_requests_are_rejected_once_with_a_reason(intake: Intake, n
     for name, (subject, payload, _) in cases.items():
         await js.publish(subject, payload, headers={"Nats-Msg-Id": f"{tenant}-{name}"})
     await settled(nc)
-    for name, (subject, _, reason) in cases.items():
+    for name, (_, _, reason) in cases.items():
         owner = tenant if name != "no_tenant" else NO_TENANT
         job_id = job_id_of(owner, None, f"{owner}:{tenant}-{name}")
         rejected = f"clipline.job.rejected.v1.{owner}.{job_id}"
@@ -147,7 +147,7 @@ async def test_unknown_kind_is_refused_at_publish(nc: Client, intake: Intake) ->
     """The stream stores only known kinds: a publish of an unknown one fails at once for the
     publisher instead of being stored where nothing consumes it."""
     js = nc.jetstream()
-    with pytest.raises(Exception, match="no response from stream|no responders"):
+    with pytest.raises(Exception, match=r"no response from stream|no responders"):
         await js.publish("clipline.job.bogus.v1.acme.job_x", b"{}", timeout=2)
 
 

@@ -102,7 +102,7 @@ async def test_dropped_create_responses_are_adopted_not_created_again(
                 tenant=tenant,
                 spec=spec,
                 cost_micros=400_000,
-            )  # fmt: skip
+            )
         )
     # The same prompt twice would be ambiguous by design; each job here has its own.
     for event in events:

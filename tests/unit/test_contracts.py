@@ -10,10 +10,12 @@ from shared.contracts import (
     JobAcceptedV1,
     JobAdmittedV1,
     JobCompletedV1,
+    JobProgressV1,
+    JobRejectedV1,
     JobSpec,
     JobSubmittedV1,
 )
-from shared.contracts.ids import job_id_for
+from shared.contracts.ids import derived_event_id, fact_event_id, job_id_for
 from shared.contracts.schema_files import SCHEMA_DIR, rendered
 
 SPEC = JobSpec(model="sora-2", size="1280x720", seconds=4, prompt="a cat")
@@ -32,13 +34,40 @@ def test_subjects_carry_kind_version_tenant_and_job() -> None:
     assert JobSubmittedV1.durable("poller") == "poller--job-submitted-v1"
 
 
-def test_caused_by_derives_a_stable_id() -> None:
-    a = JobAdmittedV1.caused_by(accepted(), spec=SPEC, cost_micros=1)
-    b = JobAdmittedV1.caused_by(accepted(), spec=SPEC, cost_micros=1)
-    assert a.event_id == b.event_id != "evt_1"
+def test_a_fact_has_one_id_however_it_is_reached() -> None:
+    by_event = JobAdmittedV1.fact(accepted(), spec=SPEC, cost_micros=1)
+    by_other_cause = JobAdmittedV1.fact(
+        accepted().model_copy(update={"event_id": "evt_2"}), spec=SPEC, cost_micros=2
+    )
+    assert by_event.event_id == by_other_cause.event_id == fact_event_id("job_1", "admitted")
+    assert (by_event.job_id, by_event.tenant) == ("job_1", "acme")
+    other_job = accepted().model_copy(update={"job_id": "job_2"})
+    assert JobAdmittedV1.fact(other_job, spec=SPEC, cost_micros=1).event_id != by_event.event_id
+    rejected = JobRejectedV1.fact(accepted(), reason="r", detail="d", stage="s")
+    assert rejected.event_id != by_event.event_id  # one id per (job, kind)
+
+
+def test_keyed_facts_differ_by_key() -> None:
+    def progress(p: int) -> JobProgressV1:
+        return JobProgressV1.fact(
+            accepted(), key=str(p), upstream_id="v", upstream_status="in_progress", progress=p
+        )
+
+    assert (
+        progress(40).event_id == progress(40).event_id == fact_event_id("job_1", "progress", "40")
+    )
+    assert progress(40).event_id != progress(41).event_id
+
+
+def test_caused_by_derives_its_id_from_the_cause() -> None:
+    a = JobRejectedV1.caused_by("acme:msg-1", accepted(), reason="r", detail="d", stage="s")
+    b = JobRejectedV1.caused_by("acme:msg-1", accepted(), reason="r", detail="e", stage="s")
+    assert a.event_id == b.event_id == derived_event_id("acme:msg-1", "rejected", "")
     assert (a.job_id, a.tenant) == ("job_1", "acme")
-    other = JobAdmittedV1.caused_by(accepted(), key="2", spec=SPEC, cost_micros=1)
+    other = JobRejectedV1.caused_by("acme:msg-2", accepted(), reason="r", detail="d", stage="s")
     assert other.event_id != a.event_id
+    # not a fact: a refusal of one message never shares the id of the job's own rejection
+    assert a.event_id != JobRejectedV1.fact(accepted(), reason="r", detail="d", stage="s").event_id
 
 
 def test_job_ids_are_deterministic_per_tenant_and_key() -> None:

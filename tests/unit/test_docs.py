@@ -1,6 +1,7 @@
 """Generated documents match the code: docs/lifecycle.md and docs/asyncapi.json."""
 
 import json
+from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
@@ -10,10 +11,10 @@ from shared.contracts import EVENT_TYPES
 
 
 @pytest.mark.parametrize("path", sorted(rendered()), ids=lambda p: p.name)
-def test_committed_document_matches_the_code(path: object) -> None:
+def test_committed_document_matches_the_code(path: Path) -> None:
     docs = rendered()
     assert path in docs
-    committed = DOCS / path.name  # type: ignore[attr-defined]
+    committed = DOCS / path.name
     assert committed.read_text() == docs[path], f"{committed} drifted: run `make schemas`"
 
 

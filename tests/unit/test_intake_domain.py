@@ -11,10 +11,12 @@ from services.intake.domain import (
     Invalid,
     New,
     Repeat,
+    RequestSubject,
     Valid,
     check_image,
     decode,
     dedupe,
+    parse_request_subject,
     validate,
 )
 from shared.registry import load_registry
@@ -134,3 +136,46 @@ def test_image_must_be_what_it_claims_and_match_size() -> None:
     assert probe_image(b"\x89PNG\r\n\x1a\n garbage") is None
     webp = image_bytes(720, 1280, "WEBP")
     assert check_image(Image("image/webp", webp), probe_image(webp), "720x1280") is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"\xff\xfe\x00garbage", b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000],
+)
+def test_undecodable_bytes_decode_to_nothing_and_are_rejected(raw: bytes) -> None:
+    assert decode(raw) is None
+    refused = validate(decode(raw), "acme", REG)
+    assert isinstance(refused, Invalid)
+    assert refused.reason == "invalid_request"
+
+
+def test_decode_keeps_any_json() -> None:
+    assert decode(b'{"prompt": "x"}') == {"prompt": "x"}
+    assert decode(b"[1]") == [1]  # validate() refuses it, with its own reason
+
+
+PREFIX = "clipline.job.requested"
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected"),
+    [
+        (f"{PREFIX}.v1.acme", RequestSubject("v1", "acme")),
+        (f"{PREFIX}.v1.acme.more", RequestSubject("v1", "acme")),
+        (f"{PREFIX}.v1", "invalid_tenant"),
+        (f"{PREFIX}.v1.ACME", "invalid_tenant"),
+        (f"{PREFIX}.v1.-x", "invalid_tenant"),
+        (f"{PREFIX}.v2.acme", "unsupported_version"),
+        ("clipline.job.accepted.v1.acme", "invalid_request"),
+    ],
+)
+def test_request_subject_names_version_and_tenant(
+    subject: str, expected: RequestSubject | str
+) -> None:
+    parsed = parse_request_subject(subject, PREFIX)
+    if isinstance(expected, RequestSubject):
+        assert parsed == expected
+    else:
+        assert isinstance(parsed, Invalid)
+        assert parsed.reason == expected
+        assert parsed.detail

@@ -9,13 +9,22 @@ from services.poller.domain import (
     Generated,
     Pending,
     PollPolicy,
+    TimedOut,
     assess,
     next_poll_delay,
     overdue,
 )
 from services.pricing_guard.domain import Admitted, Refused, final_charge, price
 from services.storage.domain import object_key, timings
-from services.submitter.domain import Expired, Resend, Skip, Submit, plan, rate_limit_delay
+from services.submitter.domain import (
+    Expired,
+    Reconcile,
+    Resend,
+    Skip,
+    Submit,
+    plan,
+    rate_limit_delay,
+)
 from shared.registry import load_registry
 
 REG = load_registry()
@@ -59,6 +68,16 @@ def test_submit_plan() -> None:
     assert isinstance(expired, Expired)
 
 
+def test_submit_plan_for_a_create_that_may_be_in_flight() -> None:
+    kw = {"waited": 10.0, "deadline": 60.0}
+    # `submitting` without an upstream id: the create may have reached the upstream
+    # (reconciliation itself: tests/unit/test_submitter_reconcile.py)
+    assert plan("submitting", None, False, **kw) == Reconcile()
+    assert isinstance(plan("submitting", None, False, waited=61.0, deadline=60.0), Expired)
+    assert plan("storing", "video_1", False, **kw) == Skip()
+    assert plan("timed_out", None, True, **kw) == Skip()
+
+
 def test_rate_limit_delay_is_bounded() -> None:
     assert rate_limit_delay(None) == 1.0
     assert rate_limit_delay(2.5) == 2.5
@@ -68,7 +87,7 @@ def test_rate_limit_delay_is_bounded() -> None:
 def test_overdue_and_clamp() -> None:
     assert overdue(POLICY, 3600.0) is None
     late = overdue(POLICY, 3600.5)
-    assert isinstance(late, Failed)
+    assert isinstance(late, TimedOut)  # not a failure: the upstream job may still finish
     assert late.reason == "upstream_timeout"
     assert POLICY.clamp(86_400.0) == 30.0
     assert POLICY.clamp(None) == 5.0
@@ -95,8 +114,13 @@ def test_assess_outcomes() -> None:
     assert isinstance(weird, Failed)
     assert weird.reason == "upstream_protocol"
     late = assess(POLICY, status="in_progress", progress=5, error=None, waited=3601, server_hint=1)
-    assert isinstance(late, Failed)
+    assert isinstance(late, TimedOut)
     assert late.reason == "upstream_timeout"
+    # an outcome upstream reached is taken even past the deadline
+    assert (
+        assess(POLICY, status="completed", progress=100, error=None, waited=9e9, server_hint=None)
+        == Generated()
+    )
 
 
 def test_object_keys_are_per_tenant_and_job() -> None:
