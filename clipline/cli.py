@@ -1,4 +1,4 @@
-"""The `clipline` command: up | down | status | submit."""
+"""The `clipline` command: up | down | status | restart | logs | submit."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,18 @@ import httpx
 import nats
 import nats.errors
 
+from clipline.logs import Follower, last_lines
 from clipline.servers import ServerError
-from clipline.stack import ProcInfo, StackOptions, StackState, default_home, down, require, up
+from clipline.stack import (
+    StackOptions,
+    StackState,
+    default_home,
+    down,
+    health_check,
+    require,
+    restart,
+    up,
+)
 from clipline.verify import VerificationError, verify_video
 from shared.contracts import TERMINAL_KINDS, Event, JobRecordV1
 from shared.contracts.ids import job_id_for
@@ -177,27 +188,74 @@ def _status(args: argparse.Namespace) -> int:
     healthy = 0
     for p in state.processes:
         where = f"127.0.0.1:{p.port}" if p.port else "-"
-        ok = p.pid in alive and _healthy(p)
+        ok = p.pid in alive and health_check(p)()
         healthy += ok
         print(f"{p.name:<14} pid {p.pid:<8} {'up' if ok else 'DOWN':<5} {where}")
     print(f"nats: {state.nats_url}  s3: {state.s3_endpoint}  intake: {state.intake_url}")
     return 0 if healthy == len(state.processes) else 1
 
 
-def _healthy(p: ProcInfo) -> bool:
-    """Services and the simulator answer /healthz; nats and S3 are judged by their process."""
-    if p.name in ("nats", "seaweedfs") or p.port is None:
-        return True
-    try:
-        return httpx.get(f"http://127.0.0.1:{p.port}/healthz", timeout=2).status_code < 300
-    except httpx.HTTPError:
-        return False
-
-
 def _up(args: argparse.Namespace) -> int:
+    before = StackState.load(args.home)
+    pids = {p.name: p.pid for p in before.alive()} if before else {}
     state = up(args.home, StackOptions(generation_seconds=args.generation_seconds))
-    print(f"clipline stack is up under {state.home}")
+    started = [p.name for p in state.processes if pids.get(p.name) != p.pid]
+    if not pids:
+        print(f"clipline stack is up under {state.home}")
+    elif started:
+        print(f"started again: {', '.join(started)}; the rest kept running")
+    else:
+        print("everything was already running")
     return _status(args)
+
+
+def _restart(args: argparse.Namespace) -> int:
+    proc = restart(args.home, args.name)
+    where = f" on 127.0.0.1:{proc.port}" if proc.port else ""
+    print(f"{proc.name} restarted: pid {proc.pid}{where}, healthy")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    state = StackState.load(args.home)
+    if state is None:
+        raise ServerError(f"no clipline stack under {args.home}: run `clipline up`")
+    files = state.find(args.name).log_files()
+    written = [f for f in files if f.exists() and f.stat().st_size > 0]
+    # Like tail: a header per file only when more than one has something to show.
+    headers = len(written) > 1
+    for path in written:
+        if headers:
+            print(f"==> {path} <==")
+        for line in last_lines(path, args.lines):
+            print(line)
+    if not written:
+        print(f"(nothing logged yet: {files[0]})", file=sys.stderr)
+    if args.follow:
+        _follow_logs(files, written[-1] if written else None, headers)
+    return 0
+
+
+def _follow_logs(files: list[Path], current: Path | None, headers: bool) -> None:
+    """Print what the files get until Ctrl-C, naming the file whenever the output switches."""
+    followers = [Follower(f) for f in files]
+    try:
+        while True:
+            for follower in followers:
+                lines = follower.read_new()
+                if not lines:
+                    continue
+                if follower.path != current and (headers or current is not None):
+                    print(f"==> {follower.path} <==")
+                    headers = True
+                current = follower.path
+                print("\n".join(lines), flush=True)
+            time.sleep(0.25)  # polling interval of a terminal command, as `tail -F` does
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for follower in followers:
+            follower.close()
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -213,11 +271,22 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clipline", description=__doc__)
     p.add_argument("--home", type=Path, default=None, help="stack folder (default ./.clipline)")
     sub = p.add_subparsers(dest="command", required=True)
-    u = sub.add_parser("up", help="start the embedded stack")
-    u.add_argument("--generation-seconds", type=float, default=4.0, help="simulated render time")
+    u = sub.add_parser("up", help="start the embedded stack, or what of it is not running")
+    u.add_argument(
+        "--generation-seconds", type=float, default=4.0, help="simulated render time (new stack)"
+    )
     u.set_defaults(func=_up)
     sub.add_parser("down", help="stop everything `up` started").set_defaults(func=_down)
     sub.add_parser("status", help="show the stack's processes").set_defaults(func=_status)
+    names = "nats, s3, simulator or a service"
+    r = sub.add_parser("restart", help="restart one process of the stack")
+    r.add_argument("name", help=names)
+    r.set_defaults(func=_restart)
+    lg = sub.add_parser("logs", help="show one process's log")
+    lg.add_argument("name", help=names)
+    lg.add_argument("-n", "--lines", type=int, default=50, help="how many last lines (50)")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing until Ctrl-C")
+    lg.set_defaults(func=_logs)
     s = sub.add_parser("submit", help="submit a job through intake's HTTP API")
     s.add_argument("--prompt", required=True)
     s.add_argument("--model", default="sora-2")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,12 @@ from pathlib import Path
 import httpx
 
 LOOPBACK = "127.0.0.1"
+# Raw stdout/stderr of a process is kept whole while it runs (the process holds the file open);
+# at each (re)start a larger file is moved aside to `<file>.1`, so at most two are kept.
+OUTPUT_KEEP_BYTES = 1024 * 1024
+# The servers' own log files: rotated at this size, with this many older files kept.
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 3
 
 
 class ServerError(RuntimeError):
@@ -58,11 +65,20 @@ def binary(name: str) -> str:
 
 @dataclass
 class Proc:
-    """A process we started in its own session, so stopping it takes its children too."""
+    """A process we started in its own session, so stopping it takes its children too.
+
+    `log_path` gets its raw stdout/stderr; `log_file`, when set, is the log the process writes
+    itself (size-capped); `argv`, `env` (what was set on top of the inherited environment) and
+    `cwd` are what it takes to start it again.
+    """
 
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path | None = None
+    log_file: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -75,8 +91,11 @@ def spawn(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    *,
+    log_file: Path | None = None,
 ) -> Proc:
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    roll_over(log_path, OUTPUT_KEEP_BYTES)
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
             list(argv),
@@ -87,7 +106,14 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
-    return Proc(name, popen, log_path)
+    return Proc(name, popen, log_path, list(argv), dict(env or {}), cwd, log_file)
+
+
+def roll_over(path: Path, keep_bytes: int) -> None:
+    """Move `path` aside to `<path>.1` (replacing an older one) when it is over `keep_bytes`."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size > keep_bytes:
+            path.replace(path.with_name(path.name + ".1"))
 
 
 def pid_alive(pid: int) -> bool:
@@ -136,16 +162,34 @@ def wait_until(
 
 
 def tail(proc: Proc, lines: int = 30) -> str:
-    try:
-        return "\n".join(proc.log_path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+    """The last lines of the process's own log and of its raw output (a crash's traceback)."""
+    out = []
+    for path in (proc.log_file, proc.log_path):
+        if path is None:
+            continue
+        try:
+            out.extend(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            continue
+    return "\n".join(out)
 
 
 def http_ok(url: str) -> Callable[[], bool]:
     def check() -> bool:
         try:
             return httpx.get(url, timeout=1.0).status_code < 400
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def s3_ready(url: str) -> Callable[[], bool]:
+    """SeaweedFS's S3 gateway: an unsigned request gets 403 once the gateway and its IAM are up."""
+
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=1.0).status_code in (200, 403)
         except httpx.HTTPError:
             return False
 
@@ -162,28 +206,45 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://{LOOPBACK}:{self.port}"
 
+    @property
+    def health(self) -> str:
+        return f"http://{LOOPBACK}:{self.monitor_port}/healthz?js-enabled-only=true"
+
 
 def start_nats(
-    data_dir: Path, log_dir: Path, timeout: float = 30.0, max_payload: int = 8 * 1024 * 1024
+    data_dir: Path,
+    log_dir: Path,
+    timeout: float = 30.0,
+    max_payload: int = 8 * 1024 * 1024,
+    *,
+    log_max_bytes: int = LOG_MAX_BYTES,
+    log_backups: int = LOG_BACKUPS,
 ) -> NatsServer:
-    """nats-server with JetStream on loopback; `max_payload` lets a request carry an image."""
+    """nats-server with JetStream on loopback; `max_payload` lets a request carry an image.
+
+    It writes its own log to `<log_dir>/nats.log`, rotated by size (`logfile_size_limit`) with
+    `log_backups` older files kept; stdout/stderr (a crash) go to `nats.stderr`.
+    """
     port, monitor = free_port(), free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / "nats.log"
     config = data_dir.parent / f"nats-{port}.conf"
-    config.write_text(f"max_payload: {max_payload}\n")
+    config.write_text(
+        f"max_payload: {max_payload}\n"
+        f"log_file: {json.dumps(str(log_file))}\n"
+        f"logfile_size_limit: {max(log_max_bytes, 1024)}\n"
+        f"logfile_max_num: {log_backups + 1}\n"  # the current file counts
+    )
     argv = [
         binary("nats-server"), "-c", str(config),
         "-a", LOOPBACK, "-p", str(port), "-m", str(monitor),
         "-js", "-sd", str(data_dir), "--server_name", f"clipline-{port}",
     ]  # fmt: skip
-    proc = spawn("nats", argv, log_dir / "nats.log")
-    wait_until(
-        http_ok(f"http://{LOOPBACK}:{monitor}/healthz?js-enabled-only=true"),
-        "nats-server",
-        timeout,
-        proc,
-    )
-    return NatsServer(proc, port, monitor)
+    proc = spawn("nats", argv, log_dir / "nats.stderr", log_file=log_file)
+    server = NatsServer(proc, port, monitor)
+    wait_until(http_ok(server.health), "nats-server", timeout, proc)
+    return server
 
 
 @dataclass(frozen=True)
@@ -197,6 +258,10 @@ class S3Server:
     def endpoint(self) -> str:
         return f"{LOOPBACK}:{self.port}"
 
+    @property
+    def health(self) -> str:
+        return f"http://{self.endpoint}/"
+
 
 def start_seaweed(
     data_dir: Path,
@@ -204,13 +269,26 @@ def start_seaweed(
     access_key: str = "clipline",
     secret_key: str = "clipline-secret",  # noqa: S107 - local embedded server only
     timeout: float = 60.0,
+    *,
+    log_max_bytes: int = LOG_MAX_BYTES,
+    log_backups: int = LOG_BACKUPS,
 ) -> S3Server:
-    """SeaweedFS `weed mini` on loopback, every port chosen free, telemetry off."""
+    """SeaweedFS `weed mini` on loopback, every port chosen free, telemetry off.
+
+    Its glog files go to `<log_dir>/seaweedfs/` (`weed.INFO` is the current one), rotated by
+    size in whole MiB (glog's unit, so at least 1 MiB); stdout/stderr (the start-up banner, a
+    crash) go to `seaweedfs.stderr`.
+    """
     used: set[int] = set()
     p = {k: free_port(used) for k in ("master", "volume", "filer", "s3", "admin")}
     data_dir.mkdir(parents=True, exist_ok=True)
+    glog_dir = log_dir / "seaweedfs"
+    glog_dir.mkdir(parents=True, exist_ok=True)
     argv = [
-        binary("weed"), "mini", f"-dir={data_dir}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+        binary("weed"), f"-logdir={glog_dir}", "-alsologtostderr=false",
+        f"-log_max_size_mb={max(1, -(-log_max_bytes // (1024 * 1024)))}",
+        f"-log_max_files={log_backups + 1}",
+        "mini", f"-dir={data_dir}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
         f"-master.port={p['master']}", f"-volume.port={p['volume']}",
         f"-filer.port={p['filer']}", f"-s3.port={p['s3']}", f"-admin.port={p['admin']}",
         "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
@@ -218,17 +296,10 @@ def start_seaweed(
         f"-filer.localSocket={data_dir}/filer.sock", f"-s3.localSocket={data_dir}/s3.sock",
     ]  # fmt: skip
     env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
-    proc = spawn("seaweedfs", argv, log_dir / "seaweedfs.log", env=env, cwd=data_dir)
-
-    def s3_answers() -> bool:
-        try:
-            # An unsigned request gets 403 once the S3 gateway (and its IAM) is up.
-            return httpx.get(f"http://{LOOPBACK}:{p['s3']}/", timeout=1.0).status_code in (
-                200,
-                403,
-            )
-        except httpx.HTTPError:
-            return False
-
-    wait_until(s3_answers, "seaweedfs s3", timeout, proc)
-    return S3Server(proc, p["s3"], access_key, secret_key)
+    proc = spawn(
+        "seaweedfs", argv, log_dir / "seaweedfs.stderr", env=env, cwd=data_dir,
+        log_file=glog_dir / "weed.INFO",
+    )  # fmt: skip
+    server = S3Server(proc, p["s3"], access_key, secret_key)
+    wait_until(s3_ready(server.health), "seaweedfs s3", timeout, proc)
+    return server
