@@ -92,7 +92,9 @@ async def _submit(args: argparse.Namespace) -> int:
     try:
         # Subscribe before submitting, so no event of this job can be missed.
         await nc.subscribe(Event.subject_filter_any(args.tenant, job_id), cb=on_event)
-        async with httpx.AsyncClient(base_url=state.intake_url, timeout=30) as http:
+        async with httpx.AsyncClient(
+            base_url=state.intake_url, timeout=30, headers={"X-Clipline-Tenant": args.tenant}
+        ) as http:
             response = await http.post(
                 "/v1/jobs",
                 json=body,

@@ -93,8 +93,17 @@ def spawn(
     cwd: Path | None = None,
     *,
     log_file: Path | None = None,
+    replace_prefixes: tuple[str, ...] = (),
 ) -> Proc:
+    """Start `argv` in its own session, output appended to `log_path`. The environment is this
+    process's, minus variables starting with `replace_prefixes` (so a recorded environment is
+    reproduced exactly, not mixed with the calling shell's settings), plus `env`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not (replace_prefixes and k.startswith(replace_prefixes))
+    }
     roll_over(log_path, OUTPUT_KEEP_BYTES)
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
@@ -102,7 +111,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env={**base, **(env or {})},
             cwd=cwd,
             start_new_session=True,
         )

@@ -198,7 +198,10 @@ def _python_module(name: str, home: Path, env: dict[str, str], options: StackOpt
         **options.env,
     }
     argv = [sys.executable, "-m", f"services.{name}"]
-    return spawn(name, argv, logs / f"{name}.stderr", settings, home, log_file=log_file)
+    return spawn(
+        name, argv, logs / f"{name}.stderr", settings, home, log_file=log_file,
+        replace_prefixes=INHERITED_PREFIXES,
+    )  # fmt: skip
 
 
 def up(home: Path, options: StackOptions | None = None) -> StackState:
@@ -313,7 +316,10 @@ def _respawn(state: StackState, info: ProcInfo, timeout: float) -> None:
             "run `clipline down`, then `clipline up`"
         )
     cwd = None if info.cwd is None else Path(info.cwd)
-    proc = spawn(info.name, info.argv, Path(info.output), info.env, cwd, log_file=Path(info.log))
+    proc = spawn(
+        info.name, info.argv, Path(info.output), info.env, cwd, log_file=Path(info.log),
+        replace_prefixes=INHERITED_PREFIXES,
+    )  # fmt: skip
     try:
         wait_until(health_check(info), info.name, timeout, proc)
     except BaseException:

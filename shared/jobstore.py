@@ -12,7 +12,7 @@ from nats.js.kv import KeyValue
 
 from shared.contracts.events import JobRef
 from shared.contracts.jobs import JobRecordV1, record_key
-from shared.contracts.lifecycle import IllegalTransition
+from shared.contracts.lifecycle import IllegalTransition, check_move
 
 Change = Callable[[JobRecordV1 | None], JobRecordV1 | None]
 """Given the current record (None if absent), the new record, or None to leave it unchanged."""
@@ -24,10 +24,6 @@ class JobStore(Protocol):
 
     async def update(self, tenant: str, job_id: str, change: Change) -> JobRecordV1 | None:
         """Apply `change` atomically; returns the stored record, or None if nothing was written."""
-        ...
-
-    async def find(self, job_id: str) -> JobRecordV1 | None:
-        """The job with this id in any tenant (job ids are unique across tenants)."""
         ...
 
     async def list(self, tenant: str) -> list[JobRecordV1]:
@@ -120,6 +116,7 @@ class KvJobStore:
             new = change(current)
             if new is None:
                 return None
+            check_move(current, new)
             data = new.model_dump_json().encode()
             try:
                 if revision is None:
@@ -145,11 +142,6 @@ class KvJobStore:
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
         return keys
-
-    async def find(self, job_id: str) -> JobRecordV1 | None:
-        for key in await self._keys(f"*.{job_id}"):
-            return await self._get(key)
-        return None
 
     async def list(self, tenant: str) -> list[JobRecordV1]:
         records = [await self._get(key) for key in await self._keys(f"{tenant}.*")]

@@ -42,9 +42,10 @@ from shared.streams import JOBS, JOBS_STREAM_NAME, MAX_PAYLOAD_BYTES
 log = logging.getLogger("clipline.messaging")
 
 DEFAULT_MAX_ERRORS = 8
-DEFAULT_ACK_WAIT_SECONDS = 10.0
-"""Short, so a message held by a killed process is redelivered within seconds; live handlers
-keep theirs with `in_progress` heartbeats (every third of ack_wait), however long they run."""
+DEFAULT_ACK_WAIT_SECONDS = 8.0
+"""Short, so a message held by a killed process is redelivered within seconds (under 10 s of
+the kill); live handlers keep theirs with `in_progress` heartbeats (every third of ack_wait),
+however long they run."""
 RETRY_BASE_SECONDS = 0.5
 RETRY_CAP_SECONDS = 30.0
 UNLIMITED = -1
@@ -253,14 +254,19 @@ class ServiceRouter(NatsRouter):
     ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
         """`max_errors` bounds handler errors per job; deliveries themselves are unlimited, so
         JetStream never drops a message on its own (waits such as 429s or polls are not errors).
-        A batch never exceeds the workers, so a fetched message starts (and heartbeats) at once.
-        """
+
+        Messages are fetched one at a time (a batch fetch waits for the batch to fill, up to
+        the fetch timeout) and each starts, with heartbeats, as soon as one of `max_workers` is
+        free. While every worker is busy, the one message fetched meanwhile waits without
+        heartbeats; should that outlast ack_wait, a second copy goes to another replica: every
+        handler is idempotent, and the submitter's attempt lease keeps that from becoming a
+        second upstream create."""
         self.consumers[durable] = Consumer(durable, max_errors, ack_wait)
         return self.subscriber(
             subject,
             stream=JOBS,
             durable=durable,
-            pull_sub=PullSub(batch_size=max_workers, timeout=5.0),
+            pull_sub=PullSub(batch_size=1, timeout=5.0),
             max_workers=max_workers,
             decoder=decoder,
             title=title,

@@ -18,7 +18,10 @@ JOBS_SUBJECTS = [
     # publisher sees the error at once) instead of being stored where nobody consumes it.
     *(e.subject_filter() for e in EVENT_TYPES),
 ]
-DUPLICATE_WINDOW_SECONDS = 600.0  # how long a retried publish (same Nats-Msg-Id) is dropped
+DUPLICATE_WINDOW_SECONDS = 3600.0
+"""How long a publish repeating a Nats-Msg-Id is dropped: a fact reached again within the hour
+(a late redelivery, a webhook after a poll) is stored once; after that a repeat is stored, and
+every consumer, idempotent by job state, changes nothing for it."""
 JOBS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 
 JOBS = JStream(

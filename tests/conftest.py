@@ -10,7 +10,8 @@ import pytest
 from nats.aio.client import Client
 
 from clipline.servers import NatsServer, S3Server, start_nats, start_seaweed, stop_pid
-from shared.streams import ensure_jetstream
+from shared.contracts import JobRecordV1
+from shared.streams import JOBS_BUCKET, ensure_jetstream
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +51,13 @@ async def nc(provisioned: str) -> AsyncIterator[Client]:
         yield client
     finally:
         await client.close()
+
+
+async def seed_record(nc: Client, record: JobRecordV1) -> None:
+    """Write a record straight into the jobs bucket (test set-up in any state; the store
+    itself only creates `accepted` jobs and moves them by lifecycle steps)."""
+    kv = await nc.jetstream().key_value(JOBS_BUCKET)
+    await kv.put(record.key, record.model_dump_json().encode())
 
 
 def repo_root() -> Path:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from services.storage.ports import Stored
 from shared.contracts import JobRecordV1, record_key
 from shared.contracts.events import JobRef
+from shared.contracts.lifecycle import check_move
 from shared.inputs import InputMissingError
 from shared.jobstore import Change, UpstreamOwnedError
 from shared.provider import CreateVideo, UpstreamVideo
@@ -43,15 +44,14 @@ class InMemoryJobStore:
         return None if data is None else JobRecordV1.model_validate_json(data)
 
     async def update(self, tenant: str, job_id: str, change: Change) -> JobRecordV1 | None:
-        new = change(await self.get(tenant, job_id))
+        current = await self.get(tenant, job_id)
+        new = change(current)
         if new is None:
             return None
+        check_move(current, new)
         self._data[record_key(tenant, job_id)] = new.model_dump_json()
         self.writes.append(job_id)
         return new
-
-    async def find(self, job_id: str) -> JobRecordV1 | None:
-        return self.records().get(job_id)
 
     async def list(self, tenant: str) -> list[JobRecordV1]:
         return [r for r in self.records().values() if r.tenant == tenant]

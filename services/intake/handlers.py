@@ -67,15 +67,24 @@ def job_id_of(tenant: str, idempotency_key: str | None, cause: str) -> str:
 
 
 async def take(
-    deps: Deps, body: object, tenant: str, cause: str, *, announce: bool = True
+    deps: Deps,
+    body: object,
+    tenant: str,
+    cause: str,
+    *,
+    announce: bool = True,
+    request_id: str | None = None,
 ) -> Taken | Refused:
     """The whole intake decision for one request: the same rules for NATS and HTTP. A refusal
-    is announced as a `rejected` event unless the caller answers it itself (HTTP)."""
+    is announced as a `rejected` event (naming `request_id` and the key) unless the caller
+    answers it itself (HTTP)."""
+    named = body.get("idempotency_key") if isinstance(body, dict) else None
+    asked = Asked(request_id, named if isinstance(named, str) and len(named) <= 255 else None)
     decision = validate(body, tenant, deps.registry)
     if isinstance(decision, Valid):
         decision = await check_input_image(deps, decision) or decision
     if isinstance(decision, Invalid):
-        return await refuse(deps, tenant, cause, decision, announce=announce)
+        return await refuse(deps, tenant, cause, decision, asked, announce=announce)
     key = decision.idempotency_key or f"auto:{cause}"
     job_id = job_id_for(tenant, key)
     spec = await _spec(deps, decision)
@@ -97,7 +106,7 @@ async def take(
     match dedupe(None if created else existing.request_hash, fingerprint):
         case Conflict(detail=detail):
             conflict = Invalid("idempotency_conflict", f"{detail} (job {job_id})")
-            return await refuse(deps, tenant, cause, conflict, announce=announce)
+            return await refuse(deps, tenant, cause, conflict, asked, announce=announce)
         case New() | Repeat():
             # Announced again only while nothing downstream has taken it (the fact's id
             # deduplicates a repeat); later, the record tells its state.
@@ -139,15 +148,37 @@ async def _spec(deps: Deps, valid: Valid) -> JobSpec:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """How the requester will look for the answer: its message id and idempotency key."""
+
+    request_id: str | None = None
+    idempotency_key: str | None = None
+
+
 async def refuse(
-    deps: Deps, tenant: str, cause: str, why: Invalid, *, announce: bool = True
+    deps: Deps,
+    tenant: str,
+    cause: str,
+    why: Invalid,
+    asked: Asked = Asked(),
+    *,
+    announce: bool = True,
 ) -> Refused:
     """A rejected request, under a job id of its own message. Its event's id derives from that
     message (it is not a fact of any job), so a redelivered request is rejected once."""
     job = _Job(job_id_of(tenant or NO_TENANT, None, cause), tenant or NO_TENANT)
     if announce:
         await deps.emit(
-            JobRejectedV1.caused_by(cause, job, reason=why.reason, detail=why.detail, stage=SERVICE)
+            JobRejectedV1.caused_by(
+                cause,
+                job,
+                reason=why.reason,
+                detail=why.detail,
+                stage=SERVICE,
+                request_id=asked.request_id,
+                idempotency_key=asked.idempotency_key,
+            )
         )
     return Refused(why, job.job_id)
 
@@ -173,8 +204,8 @@ def build_router() -> ServiceRouter:
         msg_id = msg.headers.get("Nats-Msg-Id") or f"seq:{raw.metadata.sequence.stream}"
         cause = f"{tenant or NO_TENANT}:{msg_id}"
         if isinstance(where, Invalid):
-            await refuse(deps, NO_TENANT, cause, where)
+            await refuse(deps, NO_TENANT, cause, where, Asked(msg_id))
             return
-        await take(deps, decode(msg.body), tenant, cause)
+        await take(deps, decode(msg.body), tenant, cause, request_id=msg_id)
 
     return router

@@ -52,8 +52,11 @@ def build_http(deps: Deps) -> FastAPI:
         tenant = x_clipline_tenant or (
             body.get("tenant") if isinstance(body, dict) and body.get("tenant") else None
         )
-        if isinstance(body, dict) and idempotency_key and "idempotency_key" not in body:
-            body["idempotency_key"] = idempotency_key
+        if isinstance(body, dict) and "idempotency_key" not in body:
+            # A request without a key gets one here, so that even a 503 names a key to retry
+            # with: the job may have been recorded before NATS failed.
+            body["idempotency_key"] = idempotency_key or f"http:{uuid.uuid4().hex}"
+        key = body.get("idempotency_key") if isinstance(body, dict) else None
         try:
             outcome = await take(
                 deps,
@@ -62,11 +65,16 @@ def build_http(deps: Deps) -> FastAPI:
                 f"http:{uuid.uuid4().hex}",
                 announce=False,  # answered here, with the reason
             )
-        except Exception:  # NATS or KV unreachable: nothing was taken
+        except Exception:  # NATS or KV unreachable: the job may or may not be recorded
             log.exception("intake: could not take an HTTP request")
-            return _error(
-                503, "unavailable", "the job could not be queued; retry with the same key"
-            )
+            answer = _error(
+                503, "unavailable",
+                "the job could not be queued; retry with the same Idempotency-Key "
+                "(it is the same job, and is queued then)",
+            )  # fmt: skip
+            if isinstance(key, str):
+                answer.headers["Idempotency-Key"] = key
+            return answer
         if isinstance(outcome, Refused):
             why = outcome.why
             return _error(STATUS_OF.get(why.reason, 422), why.reason, why.detail, why.field)
@@ -80,16 +88,14 @@ def build_http(deps: Deps) -> FastAPI:
     async def get_job(
         job_id: str, x_clipline_tenant: str | None = Header(default=None)
     ) -> JSONResponse:
-        if not JOB_ID_RE.match(job_id):
-            return _error(404, "not_found", f"no job {job_id!r}")
-        if x_clipline_tenant is not None and not is_valid_tenant(x_clipline_tenant):
-            return _error(422, "invalid_tenant", f"tenant {x_clipline_tenant!r} is not valid")
-        jobs = deps.jobs
-        record = await (
-            jobs.get(x_clipline_tenant, job_id) if x_clipline_tenant else jobs.find(job_id)
-        )
+        """A job of the caller's tenant (X-Clipline-Tenant, else the default tenant): another
+        tenant's job is not found, whatever its id."""
+        tenant = x_clipline_tenant or deps.default_tenant
+        if not is_valid_tenant(tenant):
+            return _error(422, "invalid_tenant", f"tenant {tenant!r} is not valid")
+        record = await deps.jobs.get(tenant, job_id) if JOB_ID_RE.match(job_id) else None
         if record is None:
-            return _error(404, "not_found", f"no job {job_id}")
+            return _error(404, "not_found", f"no job {job_id!r} for tenant {tenant!r}")
         return JSONResponse(record.model_dump(mode="json"))
 
     @api.get("/v1/jobs")

@@ -23,7 +23,7 @@ from shared.messaging import ServiceRouter, announce_end, end_job
 from shared.provider import ProviderNotFound, ProviderRateLimited, ProviderRejected
 
 SERVICE = "poller"
-MAX_ERRORS = 60  # consecutive-ish upstream errors (5xx, timeouts) before a job fails (~30 min)
+MAX_ERRORS = 60  # upstream errors (5xx, timeouts) over a job's whole follow-up before it fails
 
 
 def build_router() -> ServiceRouter:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+ATTEMPT_LEASE_SECONDS = 6.0
+"""A create attempt renews its lease every third of this while it runs: a younger one is a
+live attempt elsewhere (never reconciled or repeated), an older one was lost with its process."""
 DEFAULT_RATE_LIMIT_DELAY = 1.0
 MAX_RATE_LIMIT_DELAY = 120.0
 
@@ -33,6 +36,13 @@ class Reconcile:
 
 
 @dataclass(frozen=True, slots=True)
+class InFlight:
+    """Another worker's create attempt is alive: look again when its lease would run out."""
+
+    retry_in: float
+
+
+@dataclass(frozen=True, slots=True)
 class Expired:
     """Admitted too long ago without getting upstream (a rate limit that never lifted)."""
 
@@ -46,7 +56,9 @@ def plan(
     *,
     waited: float,
     deadline: float,
-) -> Submit | Reconcile | Resend | Skip | Expired:
+    attempt_age: float | None = None,
+    lease: float = ATTEMPT_LEASE_SECONDS,
+) -> Submit | Reconcile | InFlight | Resend | Skip | Expired:
     """What to do with an admitted job given its recorded state, `waited` s after admission."""
     if status is None or terminal:
         return Skip()
@@ -54,6 +66,8 @@ def plan(
         return Resend(upstream_id) if status == "submitted" else Skip()
     if status not in ("admitted", "submitting"):
         return Skip()
+    if status == "submitting" and attempt_age is not None and 0 <= attempt_age < lease:
+        return InFlight(lease - attempt_age)
     if waited > deadline:
         return Expired(f"not submitted within {deadline:.0f}s of admission")
     return Reconcile() if status == "submitting" else Submit()

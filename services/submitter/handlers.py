@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -11,10 +15,12 @@ from faststream import Context
 from faststream.exceptions import NackMessage
 
 from services.submitter.domain import (
+    ATTEMPT_LEASE_SECONDS,
     Adopt,
     Ambiguous,
     Candidate,
     Expired,
+    InFlight,
     NoMatch,
     Reconcile,
     Resend,
@@ -34,7 +40,14 @@ from shared.contracts import (
     JobSubmittedV1,
     JobTimedOutV1,
 )
-from shared.contracts.lifecycle import JobStatus, begin_submit, mark_submitted
+from shared.contracts.lifecycle import (
+    JobStatus,
+    begin_submit,
+    end_attempt,
+    mark_submitted,
+    renew_attempt,
+    retry_submit,
+)
 from shared.inputs import InputMissingError, InputStore
 from shared.jobstore import advance
 from shared.messaging import ServiceRouter, announce_end, end_job
@@ -62,6 +75,9 @@ def build_router(max_attempts: int) -> ServiceRouter:
                 return
             case Resend(upstream_id=upstream_id):
                 await deps.emit(submitted(event, upstream_id))
+            case InFlight(retry_in=retry_in):
+                # A live attempt elsewhere (a duplicate delivery): waiting spends no budget.
+                raise NackMessage(delay=retry_in + 0.5)
             case Expired(detail=detail):
                 await end(deps, event, "submit_timeout", detail, how="time_out")
             case Submit():
@@ -107,21 +123,27 @@ async def submit(deps: Deps, event: JobAdmittedV1) -> None:
         return  # moved on or ended meanwhile (another replica, a cancel)
     request = CreateVideo(spec.model, spec.size, spec.seconds, spec.prompt, event.job_id, image)
     try:
-        video = await deps.provider.create(request)
+        async with attempt_lease(deps, event):
+            video = await deps.provider.create(request)
     except ProviderRateLimited as exc:
-        # Waiting for capacity is not an error: it does not spend the retry budget.
+        # Nothing was created, and waiting for capacity is not an error (no budget spent).
+        await advance(deps.jobs, event, retry_submit)
         raise NackMessage(delay=rate_limit_delay(exc.retry_after_seconds)) from exc
     except ProviderRejected as exc:
         await end(deps, event, "upstream_rejected", f"{exc.status}: {exc.message}")
         return
+    except Exception:
+        await advance(deps.jobs, event, end_attempt)  # may exist upstream: reconcile next time
+        raise
     await recorded(deps, event, video.id)
 
 
 async def recorded(deps: Deps, event: JobAdmittedV1, upstream_id: str) -> None:
     """The upstream job exists: index it, record it, announce it (a fact: one id per job)."""
     await deps.upstream.link(upstream_id, event)  # first: a webhook may come at once
-    if await advance(deps.jobs, event, mark_submitted, upstream_id=upstream_id):
-        await deps.emit(submitted(event, upstream_id))
+    record = await advance(deps.jobs, event, mark_submitted, upstream_id=upstream_id)
+    if record is not None:  # announced with the id on record (an earlier delivery's, if any)
+        await deps.emit(submitted(event, record.upstream_id or upstream_id))
 
 
 async def end(
@@ -133,16 +155,39 @@ async def end(
     )  # fmt: skip
 
 
+@asynccontextmanager
+async def attempt_lease(deps: Deps, job: JobAdmittedV1) -> AsyncIterator[None]:
+    """Renew the attempt's lease on the record while the create runs, so a duplicate delivery
+    elsewhere waits instead of reconciling (and creating) under a live attempt."""
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(ATTEMPT_LEASE_SECONDS / 3)  # a timer, not synchronisation
+            with contextlib.suppress(Exception):  # a missed renewal only shortens the lease
+                await advance(deps.jobs, job, renew_attempt)
+
+    task = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def decide(
     record: JobRecordV1 | None, deadline: float
-) -> Submit | Reconcile | Resend | Skip | Expired:
+) -> Submit | Reconcile | InFlight | Resend | Skip | Expired:
     if record is None:
         return Skip()
+    now = datetime.now(UTC)
     admitted_at = record.history.get(JobStatus.ADMITTED.value)
-    waited = (datetime.now(UTC) - admitted_at).total_seconds() if admitted_at else 0.0
+    alive_at = record.attempt_alive_at
     return plan(
-        record.status.value, record.upstream_id, record.terminal, waited=waited, deadline=deadline
-    )
+        record.status.value, record.upstream_id, record.terminal,
+        waited=(now - admitted_at).total_seconds() if admitted_at else 0.0, deadline=deadline,
+        attempt_age=(now - alive_at).total_seconds() if alive_at else None,
+    )  # fmt: skip
 
 
 async def input_image(inputs: InputStore, ref: InputReference | None) -> InputImage | None:

@@ -143,6 +143,14 @@ class JobRejectedV1(Event):
     reason: str = Field(description="machine-readable, e.g. invalid_request, unpriced")
     detail: str
     stage: str
+    request_id: str | None = Field(
+        default=None,
+        description="the refused request message's Nats-Msg-Id (seq:<n> without one): how a "
+        "NATS client finds the answer to its request",
+    )
+    idempotency_key: str | None = Field(
+        default=None, description="the request's idempotency key, when it named a usable one"
+    )
 
 
 class JobAdmittedV1(Event):

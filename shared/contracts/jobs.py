@@ -34,6 +34,9 @@ class JobRecordV1(BaseModel):
     upstream_id: str | None = None
     submit_attempts: int = 0
     last_attempt_at: datetime | None = None
+    attempt_alive_at: datetime | None = None
+    """When the upstream create in flight was last known alive (renewed while it runs): a
+    fresh one is another worker's live attempt, not a lost one to reconcile."""
     progress: int = 0
     assets: list[AssetRef] = []
     reason: str | None = None

@@ -64,6 +64,12 @@ STEPS: dict[str, Step] = {
             S.SUBMITTING,
             "an upstream create may be in flight (recorded before the POST)",
         ),
+        _step(
+            "retry_submit",
+            {S.SUBMITTING},
+            S.ADMITTED,
+            "the create surely did not reach the upstream (429): back in line",
+        ),
         _step("mark_submitted", {S.SUBMITTING}, S.SUBMITTED, "the upstream job exists"),
         _step(
             "report_progress",
@@ -127,8 +133,14 @@ def reject(
 def begin_submit(record: JobRecordV1, at: datetime) -> JobRecordV1:
     """Recorded (by compare-and-set) before every upstream create attempt."""
     return _move(
-        record, "begin_submit", at, submit_attempts=record.submit_attempts + 1, last_attempt_at=at
-    )
+        record, "begin_submit", at, submit_attempts=record.submit_attempts + 1,
+        last_attempt_at=at, attempt_alive_at=at,
+    )  # fmt: skip
+
+
+def retry_submit(record: JobRecordV1, at: datetime) -> JobRecordV1:
+    """The upstream refused the create before making anything (a 429): nothing to reconcile."""
+    return _move(record, "retry_submit", at, attempt_alive_at=None)
 
 
 def mark_submitted(record: JobRecordV1, at: datetime, *, upstream_id: str) -> JobRecordV1:
@@ -185,6 +197,43 @@ def count_error(record: JobRecordV1, stage: str) -> JobRecordV1:
     return record.model_copy(update={"errors": errors})
 
 
+def renew_attempt(record: JobRecordV1, at: datetime) -> JobRecordV1:
+    """The create attempt in flight is still alive (its lease is renewed while it runs)."""
+    if record.status != S.SUBMITTING:
+        raise IllegalTransition(f"renew_attempt: {record.job_id} is {record.status.value}")
+    return record.model_copy(update={"attempt_alive_at": at})
+
+
+def end_attempt(record: JobRecordV1, at: datetime) -> JobRecordV1:
+    """The create attempt ended without an answer (timeout, dropped connection, 5xx): it may
+    have reached the upstream, so the job stays `submitting` and the next delivery reconciles
+    at once instead of waiting out the lease."""
+    if record.status != S.SUBMITTING:
+        raise IllegalTransition(f"end_attempt: {record.job_id} is {record.status.value}")
+    return record.model_copy(update={"attempt_alive_at": None})
+
+
+def check_move(old: JobRecordV1 | None, new: JobRecordV1) -> None:
+    """Refuse a write that changes status by no step of the machine (the stores call this, so
+    an illegal move cannot be written even by code that bypasses the step functions)."""
+    if old is None:
+        if new.status != S.ACCEPTED:
+            raise IllegalTransition(f"a job is created accepted, not {new.status.value}")
+        return
+    if old.status == new.status:
+        if old.status in TERMINAL and new.model_dump(exclude={"charged_micros"}) != old.model_dump(
+            exclude={"charged_micros"}
+        ):
+            raise IllegalTransition(
+                f"{old.job_id} is {old.status.value}: only settled, never changed"
+            )
+        return
+    if not any(old.status in s.sources and s.target == new.status for s in STEPS.values()):
+        raise IllegalTransition(
+            f"{old.job_id}: no step leads {old.status.value} -> {new.status.value}"
+        )
+
+
 def settle(record: JobRecordV1, *, charged_micros: int) -> JobRecordV1:
     """The final charge of a terminal job, written once."""
     if record.status not in TERMINAL or record.charged_micros is not None:
@@ -238,7 +287,10 @@ Notes:
 - `submitting` is recorded before every upstream create, so after a crash the record tells that
   a create may have reached the upstream (reconciled before any new create).
 - `report_progress` may repeat only with higher progress; `begin_submit` and `begin_store` may
-  repeat (a retried attempt).
+  repeat (a retried attempt). While a create runs, its attempt renews a lease on the record
+  (`attempt_alive_at`): a second delivery of the job waits instead of reconciling under a live
+  attempt. An attempt that ended without an answer clears it (reconciled at once); a 429 moves
+  the job back to `admitted` (`retry_submit`).
 - Error budgets (`errors` per stage) and the final charge (`charged_micros`) are bookkeeping on
   the record, not moves.
 """

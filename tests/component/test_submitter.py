@@ -294,8 +294,10 @@ async def test_rate_limit_is_a_delayed_nak_not_an_error(
     assert h.bus.kinds() == ["admitted"]  # nothing emitted
     record = h.jobs.records()[event.job_id]
     assert record.errors == {}  # the retry budget is not spent on waiting
-    assert (record.status, record.submit_attempts) == (JobStatus.SUBMITTING, 1)
-    assert h.jobs.writes == [event.job_id]  # only `submitting`
+    # Refused before anything was made: back in line, no lease held, nothing to reconcile.
+    assert (record.status, record.submit_attempts) == (JobStatus.ADMITTED, 1)
+    assert record.attempt_alive_at is None
+    assert h.jobs.writes == [event.job_id] * 2  # `submitting`, then `retry_submit`
 
 
 async def test_rate_limits_beyond_the_error_budget_still_wait(submitter: Submitter) -> None:

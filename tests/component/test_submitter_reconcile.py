@@ -125,3 +125,22 @@ async def test_two_candidates_fail_the_job_as_ambiguous(submitter: Submitter) ->
     assert failed.reason == "create_ambiguous"
     assert "video_a" in failed.detail
     assert h.jobs.records()[event.job_id].status == JobStatus.FAILED
+
+
+async def test_a_live_attempt_elsewhere_is_waited_for(submitter: Submitter) -> None:
+    """A duplicate delivery while another worker's create runs (its lease is fresh) neither
+    lists nor creates: it comes back when the lease would have run out."""
+    h, provider = submitter.h, submitter.provider
+    event = left_submitting(submitter)
+    record = h.jobs.records()[event.job_id]
+    h.jobs.put(record.model_copy(update={"attempt_alive_at": datetime.now(UTC)}))
+
+    await h.send(event)
+
+    assert provider.created == []
+    assert provider.list_calls == 0
+    (outcome,) = [o for o in h.outcomes(event) if o.action != "in_progress"]
+    assert outcome.action == "nak"
+    assert outcome.delay is not None
+    assert 5.0 < outcome.delay <= 6.5
+    assert h.jobs.records()[event.job_id].errors == {}  # waiting is not an error

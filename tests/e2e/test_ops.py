@@ -116,7 +116,10 @@ async def test_restart_nats_s3_and_simulator_keep_ports_and_data(ops: StackState
     wait_for(lambda: all_healthy(home), "every process healthy", HEALTHY_WITHIN)
     state = current(home)
     with httpx.Client(base_url=state.intake_url, timeout=10) as http:
-        record = http.get(f"/v1/jobs/{earlier['job_id']}")  # JetStream KV kept its data
+        # JetStream KV kept its data
+        record = http.get(
+            f"/v1/jobs/{earlier['job_id']}", headers={"X-Clipline-Tenant": earlier["tenant"]}
+        )
     assert record.status_code == 200
     assert record.json()["status"] == "completed"
     video = next(a for a in earlier["assets"] if a["variant"] == "video")

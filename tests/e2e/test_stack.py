@@ -173,7 +173,11 @@ async def test_rejections_carry_a_reason(stack: tuple[StackState, OtlpSink]) -> 
             state, "acme", key, lambda: http.post("/v1/jobs", json=body, headers=headers)
         )
         assert created.status_code == 202
-        record = http.get(f"/v1/jobs/{event['job_id']}").json()
+        record = http.get(
+            f"/v1/jobs/{event['job_id']}", headers={"X-Clipline-Tenant": "acme"}
+        ).json()
+        other = http.get(f"/v1/jobs/{event['job_id']}", headers={"X-Clipline-Tenant": "zeta"})
+        assert other.status_code == 404  # another tenant's job is not found
     assert event["kind"] == "rejected"
     assert (event["reason"], event["stage"]) == ("unpriced", "pricing_guard")
     assert record["status"] == "rejected"

@@ -20,6 +20,7 @@ from shared.messaging import ServiceRouter
 from shared.messaging import event_decoder as decoder
 from shared.runtime import Platform, make_platform, wire
 from shared.streams import JOBS_STREAM_NAME
+from tests.conftest import seed_record
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +135,7 @@ async def test_error_budget_is_kept_on_the_record_and_the_record_ends_failed(
 
     event = admitted(tenant)
     await runtime.start()
-    await runtime.jobs.update(event.tenant, event.job_id, lambda _: record_for(event))
+    await seed_record(nc, record_for(event))
     await runtime.emit(event)
     got = await asyncio.wait_for(failed.get(), 20)
     assert got["reason"] == "retries_exhausted"
@@ -214,7 +215,7 @@ async def test_validation_error_inside_a_handler_is_retried_not_poison(
 
     await runtime.start()
     event = admitted(tenant)
-    await runtime.jobs.update(event.tenant, event.job_id, lambda _: record_for(event))
+    await seed_record(nc, record_for(event))
     await runtime.emit(event)
     await asyncio.wait_for(done.wait(), 20)
     assert len(calls) == 2

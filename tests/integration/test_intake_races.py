@@ -214,6 +214,8 @@ async def test_concurrent_nats_pairs_with_one_key_make_one_job_and_a_conflict(
         assert await count_on(nc, subject) == 1, key
         (event,) = await rejections(nc, subject, 1)
         assert event["reason"] == "idempotency_conflict"
+        # The requester finds its answer by its own message id and key.
+        assert (event["request_id"], event["idempotency_key"]) == (f"{key}-{loser}", key)
         kept = job_id_of(tenant, None, f"{tenant}:{key}-{winner}")
         assert await count_on(nc, f"clipline.job.rejected.v1.{tenant}.{kept}") == 0
         assert await count_on(nc, f"clipline.job.accepted.v1.{tenant}.{record.job_id}") == 1

@@ -7,9 +7,10 @@ import pytest
 from nats.aio.client import Client
 
 from shared.contracts import JobRecordV1, JobSpec, JobStatus
-from shared.contracts.lifecycle import complete, report_progress
+from shared.contracts.lifecycle import IllegalTransition, complete, report_progress
 from shared.jobstore import KvJobStore, KvUpstreamIndex, UpstreamOwnedError, advance
 from shared.streams import JOBS_BUCKET, UPSTREAM_BUCKET
+from tests.conftest import seed_record
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,7 @@ async def test_concurrent_writers_lose_no_update(nc: Client) -> None:
     jobs = await store(nc)
     tenant, job_id = new_job()
     record = new_record(job_id, tenant)
-    await jobs.update(tenant, job_id, lambda cur: cur or record)
+    await seed_record(nc, record)
     # 40 writers each push their own progress value; CAS retries make the highest one win,
     # and a lower value arriving later is refused by the lifecycle (progress only rises).
     values = list(range(1, 41))
@@ -61,7 +62,7 @@ async def test_create_happens_once(nc: Client) -> None:
     tenant, job_id = new_job()
 
     def create(cur: JobRecordV1 | None) -> JobRecordV1 | None:
-        return new_record(job_id, tenant) if cur is None else None
+        return new_record(job_id, tenant, JobStatus.ACCEPTED) if cur is None else None
 
     results = await asyncio.gather(*(jobs.update(tenant, job_id, create) for _ in range(10)))
     assert sum(r is not None for r in results) == 1
@@ -72,7 +73,7 @@ async def test_terminal_job_does_not_move(nc: Client) -> None:
     jobs = await store(nc)
     tenant, job_id = new_job()
     record = new_record(job_id, tenant, JobStatus.STORING)
-    await jobs.update(tenant, job_id, lambda cur: record)
+    await seed_record(nc, record)
     done = await advance(jobs, record, complete, assets=[])
     assert done is not None
     assert done.status == JobStatus.COMPLETED
@@ -91,16 +92,12 @@ async def test_records_are_keyed_by_tenant_listed_and_found(nc: Client) -> None:
     mine = [f"job_{uuid.uuid4().hex}" for _ in range(3)]
     theirs = f"job_{uuid.uuid4().hex}"
     for job_id in mine:
-        await jobs.update(tenant, job_id, lambda _, j=job_id: new_record(j, tenant))  # type: ignore[misc]
-    await jobs.update(other, theirs, lambda _: new_record(theirs, other))
+        await seed_record(nc, new_record(job_id, tenant))
+    await seed_record(nc, new_record(theirs, other))
     kv = await nc.jetstream().key_value(JOBS_BUCKET)
     assert (await kv.get(f"{tenant}.{mine[0]}")).value is not None
     assert sorted(r.job_id for r in await jobs.list(tenant)) == sorted(mine)
     assert [r.job_id for r in await jobs.list(other)] == [theirs]
-    found = await jobs.find(theirs)
-    assert found is not None
-    assert found.tenant == other
-    assert await jobs.find(f"job_{uuid.uuid4().hex}") is None
     assert await jobs.get(tenant, theirs) is None  # another tenant's job is not under mine
 
 
@@ -123,3 +120,21 @@ async def test_upstream_index_links_once(nc: Client) -> None:
     odd = "video with spaces/and.dots"
     await index.link(odd, record)  # upstream ids are not trusted to be valid KV keys
     assert await index.owner(odd) == (tenant, job_id)
+
+
+async def test_the_store_refuses_a_move_no_step_allows(nc: Client) -> None:
+    """Even code that bypasses the step functions cannot write an illegal move."""
+    jobs = await store(nc)
+    tenant, job_id = new_job()
+    record = new_record(job_id, tenant, JobStatus.SUBMITTED)
+    await seed_record(nc, record)
+    backwards = record.model_copy(update={"status": JobStatus.ADMITTED})
+    with pytest.raises(IllegalTransition):
+        await jobs.update(tenant, job_id, lambda _: backwards)
+    with pytest.raises(IllegalTransition):  # a job is born accepted
+        await jobs.update(tenant, f"job_{uuid.uuid4().hex}", lambda _: record)
+    done = record.model_copy(update={"status": JobStatus.COMPLETED})
+    with pytest.raises(IllegalTransition):  # submitted -> completed skips generation and storage
+        await jobs.update(tenant, job_id, lambda _: done)
+    stored = await jobs.get(tenant, job_id)
+    assert stored == record

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from nats.aio.client import Client
 from opentelemetry.sdk.trace import TracerProvider
 
 from clipline.servers import LOOPBACK, Proc, free_port, http_ok, spawn, stop_pid, wait_until
@@ -21,7 +22,7 @@ from services.submitter.ports import Deps
 from shared.contracts import JobAdmittedV1, JobRecordV1, JobSpec, JobStatus
 from shared.provider import OpenAIVideosProvider
 from shared.runtime import Platform, make_platform, wire
-from tests.conftest import repo_root
+from tests.conftest import repo_root, seed_record
 
 pytestmark = pytest.mark.integration
 API_KEY = "sk-reconcile-test"
@@ -81,7 +82,7 @@ async def wait_submitted(platform: Platform, tenant: str, job_id: str) -> JobRec
 
 
 async def test_dropped_create_responses_are_adopted_not_created_again(
-    submitter: Platform, dropping_simulator: str
+    submitter: Platform, dropping_simulator: str, nc: Client
 ) -> None:
     tenant = f"t{uuid.uuid4().hex[:8]}"
     events = []
@@ -93,7 +94,7 @@ async def test_dropped_create_responses_are_adopted_not_created_again(
             idempotency_key=f"k{i}", request_hash="h", cost_micros=400_000,
             history={"accepted": datetime.now(UTC), "admitted": datetime.now(UTC)},
         )  # fmt: skip
-        await submitter.jobs.update(tenant, job_id, lambda _, r=record: r)  # type: ignore[misc]
+        await seed_record(nc, record)
         events.append(
             JobAdmittedV1(
                 event_id=f"evt_{uuid.uuid4().hex}",

@@ -25,6 +25,7 @@ APPLY: dict[str, Apply] = {
     "admit": lambda r, at: lc.admit(r, at, cost_micros=400_000),
     "reject": lambda r, at: lc.reject(r, at, **END),
     "begin_submit": lc.begin_submit,
+    "retry_submit": lc.retry_submit,
     "mark_submitted": lambda r, at: lc.mark_submitted(r, at, upstream_id="video_1"),
     "report_progress": lambda r, at: lc.report_progress(r, at, progress=r.progress + 1),
     "mark_generated": lc.mark_generated,
@@ -224,3 +225,36 @@ def test_settle_once_and_only_when_terminal(state: JobStatus) -> None:
 def test_a_live_job_is_not_settled(state: JobStatus) -> None:
     with pytest.raises(IllegalTransition):
         lc.settle(record(state), charged_micros=1)
+
+
+def test_attempt_lease_is_renewed_and_ended_only_while_submitting() -> None:
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    submitting = lc.begin_submit(lc.admit(record(S.ACCEPTED), at, cost_micros=1), at)
+    assert submitting.attempt_alive_at == at
+    later = at + timedelta(seconds=2)
+    assert lc.renew_attempt(submitting, later).attempt_alive_at == later
+    ended = lc.end_attempt(submitting, later)
+    assert (ended.status, ended.attempt_alive_at) == (S.SUBMITTING, None)
+    back = lc.retry_submit(submitting, later)
+    assert (back.status, back.attempt_alive_at) == (S.ADMITTED, None)
+    for other in (S.ADMITTED, S.SUBMITTED, S.FAILED):
+        with pytest.raises(IllegalTransition):
+            lc.renew_attempt(record(other), later)
+        with pytest.raises(IllegalTransition):
+            lc.end_attempt(record(other), later)
+
+
+def test_check_move_allows_steps_and_bookkeeping_and_refuses_the_rest() -> None:
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    accepted = record(S.ACCEPTED)
+    lc.check_move(None, accepted)
+    lc.check_move(accepted, lc.admit(accepted, at, cost_micros=1))
+    lc.check_move(accepted, lc.count_error(accepted, "x"))
+    with pytest.raises(IllegalTransition):
+        lc.check_move(None, record(S.SUBMITTED))
+    with pytest.raises(IllegalTransition):
+        lc.check_move(accepted, accepted.model_copy(update={"status": S.COMPLETED}))
+    done = record(S.COMPLETED)
+    lc.check_move(done, lc.settle(done, charged_micros=5))
+    with pytest.raises(IllegalTransition):
+        lc.check_move(done, done.model_copy(update={"reason": "rewritten"}))

@@ -5,6 +5,7 @@ from services.submitter.domain import (
     Adopt,
     Ambiguous,
     Candidate,
+    InFlight,
     NoMatch,
     Reconcile,
     Submit,
@@ -31,6 +32,14 @@ def test_submitting_job_is_reconciled_before_any_new_create() -> None:
     kw = {"waited": 1.0, "deadline": 60.0}
     assert plan("submitting", None, False, **kw) == Reconcile()
     assert plan("admitted", None, False, **kw) == Submit()
+
+
+def test_a_live_attempt_elsewhere_is_waited_for_not_reconciled() -> None:
+    kw = {"waited": 1.0, "deadline": 60.0, "lease": 6.0}
+    assert plan("submitting", None, False, attempt_age=1.5, **kw) == InFlight(4.5)
+    assert plan("submitting", None, False, attempt_age=6.0, **kw) == Reconcile()  # lost
+    assert plan("submitting", None, False, attempt_age=None, **kw) == Reconcile()
+    assert plan("admitted", None, False, attempt_age=1.0, **kw) == Submit()
 
 
 def test_only_the_same_request_made_since_the_attempt_matches() -> None:
