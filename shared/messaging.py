@@ -8,7 +8,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -357,22 +357,30 @@ class DeliveryMiddleware(BaseMiddleware):
 
 
 @asynccontextmanager
-async def heartbeat(msg: NatsMessage, every: float) -> AsyncIterator[None]:
-    """Tell JetStream the message is still being worked on, so live work is not redelivered."""
+async def periodically(
+    every: float, action: Callable[[], Awaitable[object]]
+) -> AsyncIterator[None]:
+    """Run `action` every `every` seconds while the block runs (a failed action is skipped: a
+    lost heartbeat or lease renewal only risks a redelivery, which every handler tolerates)."""
 
-    async def beat() -> None:
+    async def loop() -> None:
         while True:
             await asyncio.sleep(every)  # a timer, not synchronisation
-            with contextlib.suppress(Exception):  # a lost heartbeat only risks a redelivery
-                await msg.in_progress()
+            with contextlib.suppress(Exception):
+                await action()
 
-    task = asyncio.create_task(beat())
+    task = asyncio.create_task(loop())
     try:
         yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def heartbeat(msg: NatsMessage, every: float) -> AbstractAsyncContextManager[None]:
+    """Tell JetStream the message is still being worked on, so live work is not redelivered."""
+    return periodically(every, msg.in_progress)
 
 
 def fix_pull_fetch_timeout() -> None:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -50,7 +47,7 @@ from shared.contracts.lifecycle import (
 )
 from shared.inputs import InputMissingError, InputStore
 from shared.jobstore import advance
-from shared.messaging import ServiceRouter, announce_end, end_job
+from shared.messaging import ServiceRouter, announce_end, end_job, periodically
 from shared.provider import CreateVideo, InputImage, ProviderRateLimited, ProviderRejected
 
 SERVICE = "submitter"
@@ -155,24 +152,10 @@ async def end(
     )  # fmt: skip
 
 
-@asynccontextmanager
-async def attempt_lease(deps: Deps, job: JobAdmittedV1) -> AsyncIterator[None]:
+def attempt_lease(deps: Deps, job: JobAdmittedV1) -> AbstractAsyncContextManager[None]:
     """Renew the attempt's lease on the record while the create runs, so a duplicate delivery
     elsewhere waits instead of reconciling (and creating) under a live attempt."""
-
-    async def renew() -> None:
-        while True:
-            await asyncio.sleep(ATTEMPT_LEASE_SECONDS / 3)  # a timer, not synchronisation
-            with contextlib.suppress(Exception):  # a missed renewal only shortens the lease
-                await advance(deps.jobs, job, renew_attempt)
-
-    task = asyncio.create_task(renew())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return periodically(ATTEMPT_LEASE_SECONDS / 3, lambda: advance(deps.jobs, job, renew_attempt))
 
 
 def decide(

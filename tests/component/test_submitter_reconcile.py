@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,7 @@ import pytest
 from services.submitter.handlers import build_router
 from services.submitter.ports import Deps
 from shared.contracts import JobAdmittedV1, JobFailedV1, JobStatus, JobSubmittedV1
-from shared.provider import UpstreamVideo
+from shared.provider import CreateVideo, UpstreamVideo
 from tests.component.harness import (
     SPEC,
     TENANT,
@@ -144,3 +145,41 @@ async def test_a_live_attempt_elsewhere_is_waited_for(submitter: Submitter) -> N
     assert outcome.delay is not None
     assert 5.0 < outcome.delay <= 6.5
     assert h.jobs.records()[event.job_id].errors == {}  # waiting is not an error
+
+
+async def test_a_running_create_renews_its_lease(
+    submitter: Submitter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the POST is in flight the record's lease is renewed, so it never looks lost."""
+    monkeypatch.setattr("services.submitter.handlers.ATTEMPT_LEASE_SECONDS", 0.3)
+    h, provider = submitter.h, submitter.provider
+    job_id = new_job_id()
+    h.jobs.put(job_record(job_id, JobStatus.ADMITTED, cost_micros=400_000))
+    renewals: list[datetime] = []
+
+    class SlowCreate(FakeProvider):
+        async def create(self, request: CreateVideo) -> UpstreamVideo:
+            first = h.jobs.records()[job_id].attempt_alive_at
+            deadline = asyncio.get_running_loop().time() + 5
+            while (alive := h.jobs.records()[job_id].attempt_alive_at) == first:
+                assert asyncio.get_running_loop().time() < deadline, "the lease was not renewed"
+                await asyncio.sleep(0.02)  # polling the condition, with a deadline
+            assert alive is not None
+            assert first is not None
+            renewals.append(alive)
+            return await super().create(request)
+
+    slow = SlowCreate(creates=[upstream_video("video_slow")])
+    provider.create = slow.create  # type: ignore[method-assign]
+    await h.send(
+        JobAdmittedV1(
+            event_id=new_event_id(),
+            occurred_at=datetime.now(UTC),
+            job_id=job_id,
+            tenant=TENANT,
+            spec=SPEC,
+            cost_micros=400_000,
+        )
+    )
+    assert renewals
+    assert h.jobs.records()[job_id].upstream_id == "video_slow"
