@@ -22,6 +22,7 @@ class PollPolicy:
 class Pending:
     progress: int
     delay: float
+    upstream_status: str = "queued"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,4 +75,4 @@ def assess(
         return Failed("upstream_protocol", f"unknown upstream status {status!r}")
     if (late := overdue(policy, waited)) is not None:
         return late
-    return Pending(max(0, min(99, progress)), next_poll_delay(policy, server_hint))
+    return Pending(max(0, min(99, progress)), next_poll_delay(policy, server_hint), status)

@@ -8,8 +8,7 @@ from typing import Annotated
 from faststream import Context
 from faststream.exceptions import NackMessage
 
-from services.poller.domain import Failed, Generated, Pending, TimedOut, assess, overdue
-from services.poller.ports import Deps
+from services.poller.domain import Failed, Generated, Pending, PollPolicy, TimedOut, assess, overdue
 from shared.contracts import (
     JobGeneratedV1,
     JobProgressV1,
@@ -18,12 +17,22 @@ from shared.contracts import (
     JobTimedOutV1,
 )
 from shared.contracts.lifecycle import JobStatus, mark_generated, report_progress
-from shared.jobstore import advance
-from shared.messaging import ServiceRouter, announce_end, end_job
-from shared.provider import ProviderNotFound, ProviderRateLimited, ProviderRejected
+from shared.jobstore import JobStore, advance
+from shared.messaging import Emit, ServiceRouter, announce_end, end_job
+from shared.provider import (
+    ProviderNotFound,
+    ProviderRateLimited,
+    ProviderRejected,
+    VideoProvider,
+)
 
 SERVICE = "poller"
 MAX_ERRORS = 60  # upstream errors (5xx, timeouts) over a job's whole follow-up before it fails
+FOLLOWED = (JobStatus.SUBMITTED, JobStatus.GENERATING)
+Jobs = Annotated[JobStore, Context("deps.jobs")]
+Emitter = Annotated[Emit, Context("deps.emit")]
+Provider = Annotated[VideoProvider, Context("deps.provider")]
+Policy = Annotated[PollPolicy, Context("deps.policy")]
 
 
 def build_router() -> ServiceRouter:
@@ -31,56 +40,60 @@ def build_router() -> ServiceRouter:
 
     @router.on(JobSubmittedV1, max_errors=MAX_ERRORS, max_workers=32)
     async def on_job_submitted(
-        event: JobSubmittedV1, deps: Annotated[Deps, Context("deps")]
+        event: JobSubmittedV1, jobs: Jobs, emit: Emitter, provider: Provider, policy: Policy
     ) -> None:
-        record = await deps.jobs.get(event.tenant, event.job_id)
-        if record is not None and record.terminal:
-            await announce_end(deps.emit, record, SERVICE)  # its event may have been lost
+        record = await jobs.get(event.tenant, event.job_id)
+        if record is None or record.status not in FOLLOWED:
+            await not_followed(emit, event, record)
             return
-        if record is None or record.status not in (JobStatus.SUBMITTED, JobStatus.GENERATING):
-            if record is not None and record.status == JobStatus.GENERATED:
-                await deps.emit(generated(event))  # redelivered after a crash: announce again
-            return
-        waited = waited_since_submit(record)
-        if (late := overdue(deps.policy, waited)) is not None:
-            await end(deps, event, late)  # checked first: no upstream trouble extends a job
-
-            return
-        try:
-            video, hint = await deps.provider.retrieve(event.upstream_id)
-        except ProviderNotFound as exc:
-            await end(deps, event, Failed("upstream_lost", exc.message))
-            return
-        except ProviderRejected as exc:
-            await end(deps, event, Failed("upstream_rejected", f"{exc.status}: {exc.message}"))
-            return
-        except ProviderRateLimited as exc:
-            raise NackMessage(delay=deps.policy.clamp(exc.retry_after_seconds)) from exc
-        # Other upstream errors (5xx, timeouts, malformed bodies) propagate: the house delivery
-        # policy counts them against MAX_ERRORS and retries with backoff.
-        error = (video.error.code, video.error.message) if video.error else None
-        decision = assess(
-            deps.policy, status=video.status, progress=video.progress, error=error,
-            waited=waited, server_hint=hint,
-        )  # fmt: skip
-        match decision:
-            case Pending(progress=progress, delay=delay):
-                await progressed(deps, event, record, video.status, progress)
-                raise NackMessage(delay=delay)
+        match await look(provider, policy, event, waited_since_submit(record)):
+            case Pending() as pending:
+                await progressed(jobs, emit, event, record, pending)
+                raise NackMessage(delay=pending.delay)  # the durable timer of the next poll
             case Generated():
-                if await advance(deps.jobs, event, mark_generated):
-                    await deps.emit(generated(event))
-            case Failed() | TimedOut():
-                await end(deps, event, decision)
+                if await advance(jobs, event, mark_generated):
+                    await emit(generated(event))
+            case Failed() | TimedOut() as why:
+                await end_job(
+                    jobs, emit, event, reason=why.reason, detail=why.detail, stage=SERVICE,
+                    upstream_id=event.upstream_id,
+                    how="time_out" if isinstance(why, TimedOut) else "fail",
+                )  # fmt: skip
 
     return router
 
 
-async def end(deps: Deps, event: JobSubmittedV1, why: Failed | TimedOut) -> None:
-    await end_job(
-        deps.jobs, deps.emit, event, reason=why.reason, detail=why.detail, stage=SERVICE,
-        upstream_id=event.upstream_id, how="time_out" if isinstance(why, TimedOut) else "fail",
+async def look(
+    provider: VideoProvider, policy: PollPolicy, event: JobSubmittedV1, waited: float
+) -> Pending | Generated | Failed | TimedOut:
+    """One poll of the upstream job, judged. The deadline is checked first, so no upstream
+    trouble extends a job forever; a 429 waits (no budget spent); other upstream errors (5xx,
+    timeouts, malformed bodies) propagate to the house policy's error budget and backoff."""
+    if (late := overdue(policy, waited)) is not None:
+        return late
+    try:
+        video, hint = await provider.retrieve(event.upstream_id)
+    except ProviderNotFound as exc:
+        return Failed("upstream_lost", exc.message)
+    except ProviderRejected as exc:
+        return Failed("upstream_rejected", f"{exc.status}: {exc.message}")
+    except ProviderRateLimited as exc:
+        raise NackMessage(delay=policy.clamp(exc.retry_after_seconds)) from exc
+    error = (video.error.code, video.error.message) if video.error else None
+    return assess(
+        policy, status=video.status, progress=video.progress, error=error, waited=waited,
+        server_hint=hint,
     )  # fmt: skip
+
+
+async def not_followed(emit: Emit, event: JobSubmittedV1, record: JobRecordV1 | None) -> None:
+    """A job past polling: announce what this stage announced, should it have been lost."""
+    if record is None:
+        return
+    if record.terminal:
+        await announce_end(emit, record, SERVICE)
+    elif record.status == JobStatus.GENERATED:
+        await emit(generated(event))  # redelivered after a crash: announce again
 
 
 def waited_since_submit(record: JobRecordV1) -> float:
@@ -91,17 +104,17 @@ def waited_since_submit(record: JobRecordV1) -> float:
 
 
 async def progressed(
-    deps: Deps, event: JobSubmittedV1, record: JobRecordV1, status: str, progress: int
+    jobs: JobStore, emit: Emit, event: JobSubmittedV1, record: JobRecordV1, progress: Pending
 ) -> None:
     """Progress is announced only when it moved forward (one fact per percentage)."""
-    if record.status == JobStatus.GENERATING and progress <= record.progress:
+    if record.status == JobStatus.GENERATING and progress.progress <= record.progress:
         return
-    if await advance(deps.jobs, event, report_progress, progress=progress):
+    if await advance(jobs, event, report_progress, progress=progress.progress):
         fact = JobProgressV1.fact(
-            event, key=str(progress), upstream_id=event.upstream_id,
-            upstream_status=status, progress=progress,
+            event, key=str(progress.progress), upstream_id=event.upstream_id,
+            upstream_status=progress.upstream_status, progress=progress.progress,
         )  # fmt: skip
-        await deps.emit(fact)
+        await emit(fact)
 
 
 def generated(event: JobSubmittedV1) -> JobGeneratedV1:

@@ -9,15 +9,21 @@ from typing import Annotated
 from faststream import Context
 
 from services.storage.domain import CONTENT_TYPES, object_key, timings
-from services.storage.ports import Deps
+from services.storage.ports import AssetStore
 from shared.contracts import AssetRef, JobCompletedV1, JobGeneratedV1, JobRecordV1, JobTimings
 from shared.contracts.lifecycle import JobStatus, begin_store, complete
-from shared.jobstore import advance
-from shared.messaging import ServiceRouter, announce_end, end_job
-from shared.provider import ProviderNotFound, ProviderRejected
+from shared.jobstore import JobStore, advance
+from shared.messaging import Emit, ServiceRouter, announce_end, end_job
+from shared.provider import ProviderNotFound, ProviderRejected, VideoProvider
 from shared.provider.wire import VARIANTS, Variant
 
 SERVICE = "storage"
+
+
+Jobs = Annotated[JobStore, Context("deps.jobs")]
+Emitter = Annotated[Emit, Context("deps.emit")]
+Provider = Annotated[VideoProvider, Context("deps.provider")]
+Assets = Annotated[AssetStore, Context("deps.store")]
 
 
 def build_router(max_attempts: int) -> ServiceRouter:
@@ -25,36 +31,38 @@ def build_router(max_attempts: int) -> ServiceRouter:
 
     @router.on(JobGeneratedV1, max_errors=max_attempts, max_workers=4)
     async def on_job_generated(
-        event: JobGeneratedV1, deps: Annotated[Deps, Context("deps")]
+        event: JobGeneratedV1, jobs: Jobs, emit: Emitter, provider: Provider, store: Assets
     ) -> None:
-        record = await deps.jobs.get(event.tenant, event.job_id)
+        record = await jobs.get(event.tenant, event.job_id)
         if record is not None and record.status == JobStatus.COMPLETED:
-            await deps.emit(completed(event, record))  # redelivered: announce, store nothing
+            await emit(completed(event, record))  # redelivered: announce, store nothing
             return
         if record is not None and record.terminal:
-            await announce_end(deps.emit, record, SERVICE)  # its event may have been lost
+            await announce_end(emit, record, SERVICE)  # its event may have been lost
             return
-        if record is None or not await advance(deps.jobs, event, begin_store):
+        if record is None or not await advance(jobs, event, begin_store):
             return  # absent, or ended otherwise meanwhile
         try:
-            assets = [await store_variant(deps, event, v) for v in VARIANTS]
+            assets = [await store_variant(provider, store, event, v) for v in VARIANTS]
         except (ProviderNotFound, ProviderRejected) as exc:
             await end_job(
-                deps.jobs, deps.emit, event, reason="assets_unavailable", detail=exc.message,
+                jobs, emit, event, reason="assets_unavailable", detail=exc.message,
                 stage=SERVICE, upstream_id=event.upstream_id,
             )  # fmt: skip
             return
-        done = await advance(deps.jobs, event, complete, assets=assets)
+        done = await advance(jobs, event, complete, assets=assets)
         if done is not None:
-            await deps.emit(completed(event, done))
+            await emit(completed(event, done))
 
     return router
 
 
-async def store_variant(deps: Deps, event: JobGeneratedV1, variant: Variant) -> AssetRef:
+async def store_variant(
+    provider: VideoProvider, store: AssetStore, event: JobGeneratedV1, variant: Variant
+) -> AssetRef:
     key = object_key(event.tenant, event.job_id, variant)
-    async with deps.provider.download(event.upstream_id, variant) as download:
-        stored = await deps.store.put_stream(key, download.chunks, CONTENT_TYPES[variant])
+    async with provider.download(event.upstream_id, variant) as download:
+        stored = await store.put_stream(key, download.chunks, CONTENT_TYPES[variant])
     return AssetRef(variant=variant, content_type=CONTENT_TYPES[variant], **asdict(stored))
 
 

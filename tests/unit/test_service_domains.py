@@ -103,7 +103,8 @@ def test_poll_delay_prefers_server_hint_within_bounds() -> None:
 def test_assess_outcomes() -> None:
     kw = {"error": None, "waited": 10.0, "server_hint": None}
     assert assess(POLICY, status="queued", progress=0, **kw) == Pending(0, 5.0)  # type: ignore[arg-type]
-    assert assess(POLICY, status="in_progress", progress=40, **kw) == Pending(40, 5.0)  # type: ignore[arg-type]
+    going = assess(POLICY, status="in_progress", progress=40, **kw)  # type: ignore[arg-type]
+    assert going == Pending(40, 5.0, "in_progress")
     assert assess(POLICY, status="completed", progress=100, **kw) == Generated()  # type: ignore[arg-type]
     failed = assess(
         POLICY, status="failed", progress=0, error=("moderation_blocked", "blocked"),
