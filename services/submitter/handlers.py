@@ -38,6 +38,7 @@ from shared.contracts import (
     JobTimedOutV1,
 )
 from shared.contracts.lifecycle import (
+    IllegalTransition,
     JobStatus,
     begin_submit,
     end_attempt,
@@ -46,7 +47,7 @@ from shared.contracts.lifecycle import (
     retry_submit,
 )
 from shared.inputs import InputMissingError, InputStore
-from shared.jobstore import advance
+from shared.jobstore import JobStore, advance
 from shared.messaging import ServiceRouter, announce_end, end_job, periodically
 from shared.provider import CreateVideo, InputImage, ProviderRateLimited, ProviderRejected
 
@@ -78,7 +79,8 @@ def build_router(max_attempts: int) -> ServiceRouter:
             case Expired(detail=detail):
                 await end(deps, event, "submit_timeout", detail, how="time_out")
             case Submit():
-                await submit(deps, event)
+                assert record is not None
+                await submit(deps, event, record.attempt_alive_at)
             case Reconcile():
                 assert record is not None
                 await reconcile_then_submit(deps, event, record)
@@ -104,20 +106,22 @@ async def reconcile_then_submit(deps: Deps, event: JobAdmittedV1, record: JobRec
             log.info("submitter: job %s adopts upstream %s", event.job_id, upstream_id)
             await recorded(deps, event, upstream_id)
         case NoMatch():
-            await submit(deps, event)
+            await submit(deps, event, record.attempt_alive_at)
         case Ambiguous(detail=detail):
             await end(deps, event, "create_ambiguous", detail)
 
 
-async def submit(deps: Deps, event: JobAdmittedV1) -> None:
+async def submit(deps: Deps, event: JobAdmittedV1, seen: datetime | None) -> None:
+    """Create the job upstream, under an attempt claimed from the state seen (`seen`: the
+    attempt lease read when deciding)."""
     spec = event.spec
     try:
         image = await input_image(deps.inputs, spec.input_reference)
     except InputImageError as exc:
         await end(deps, event, "input_unavailable", str(exc))
         return
-    if not await advance(deps.jobs, event, begin_submit):
-        return  # moved on or ended meanwhile (another replica, a cancel)
+    if not await claim_attempt(deps.jobs, event, seen):
+        return  # another delivery claimed it, or the job moved on or ended meanwhile
     request = CreateVideo(spec.model, spec.size, spec.seconds, spec.prompt, event.job_id, image)
     try:
         async with attempt_lease(deps, event):
@@ -150,6 +154,23 @@ async def end(
         deps.jobs, deps.emit, event, reason=reason, detail=detail, stage=SERVICE,
         how="time_out" if how == "time_out" else "fail",
     )  # fmt: skip
+
+
+async def claim_attempt(jobs: JobStore, job: JobAdmittedV1, seen: datetime | None) -> bool:
+    """Record `submitting` only if no other attempt started since the decision read the record
+    (its lease is still the one `seen`): of two deliveries that both decided to create, one
+    creates and the other stops."""
+    now = datetime.now(UTC)
+
+    def change(record: JobRecordV1 | None) -> JobRecordV1 | None:
+        if record is None or record.attempt_alive_at != seen:
+            return None
+        try:
+            return begin_submit(record, now)
+        except IllegalTransition:
+            return None
+
+    return await jobs.update(job.tenant, job.job_id, change) is not None
 
 
 def attempt_lease(deps: Deps, job: JobAdmittedV1) -> AbstractAsyncContextManager[None]:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.submitter.handlers import build_router
+from services.submitter.handlers import build_router, claim_attempt
 from services.submitter.ports import Deps
 from shared.contracts import JobAdmittedV1, JobFailedV1, JobStatus, JobSubmittedV1
 from shared.provider import CreateVideo, UpstreamVideo
@@ -23,7 +23,7 @@ from tests.component.harness import (
     new_job_id,
     running,
 )
-from tests.fakes import FakeProvider, upstream_video
+from tests.fakes import FakeProvider, InMemoryJobStore, upstream_video
 
 
 @dataclass
@@ -183,3 +183,29 @@ async def test_a_running_create_renews_its_lease(
     )
     assert renewals
     assert h.jobs.records()[job_id].upstream_id == "video_slow"
+
+
+async def test_of_two_deliveries_that_decided_to_create_one_claims_the_attempt() -> None:
+    """Both read the job with the same (expired or absent) lease; the first claim renews it,
+    so the second claim finds another attempt started and does not create."""
+    jobs = InMemoryJobStore()
+    job_id = new_job_id()
+    old = datetime.now(UTC) - timedelta(seconds=60)
+    record = job_record(job_id, JobStatus.ADMITTED, cost_micros=1)
+    record = record.model_copy(
+        update={"status": JobStatus.SUBMITTING, "attempt_alive_at": old, "submit_attempts": 1}
+    )
+    jobs.put(record)
+    event = JobAdmittedV1(
+        event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id, tenant=TENANT,
+        spec=SPEC, cost_micros=1,
+    )  # fmt: skip
+
+    first = await claim_attempt(jobs, event, old)
+    second = await claim_attempt(jobs, event, old)
+
+    assert (first, second) == (True, False)
+    claimed = jobs.records()[job_id]
+    assert claimed.submit_attempts == 2
+    assert claimed.attempt_alive_at is not None
+    assert claimed.attempt_alive_at > old
