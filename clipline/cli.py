@@ -19,6 +19,7 @@ import nats.errors
 from clipline.logs import Follower, last_lines
 from clipline.servers import ServerError
 from clipline.stack import (
+    ALIASES,
     StackOptions,
     StackState,
     default_home,
@@ -103,10 +104,14 @@ async def _submit(args: argparse.Namespace) -> int:
             if response.status_code not in (200, 202):  # 200: this key's job already exists
                 print(f"rejected by intake ({response.status_code}): {response.text}")
                 return 2
-            print(f"job {job_id} submitted (tenant {args.tenant})")
+            if response.status_code == 200:
+                status = response.json().get("status")
+                print(f"job {job_id} already exists (tenant {args.tenant}, {status})")
+            else:
+                print(f"job {job_id} submitted (tenant {args.tenant})")
             if not args.wait:
                 return 0
-            outcome = await _follow(events, http, job_id, args.timeout)
+            outcome = await _follow(events, http, job_id, args.timeout, response.json())
             record = JobRecordV1.model_validate(
                 (await http.get(f"/v1/jobs/{job_id}")).json()
             ) if outcome is not None else None  # fmt: skip
@@ -123,10 +128,14 @@ async def _follow(
     http: httpx.AsyncClient,
     job_id: str,
     limit_seconds: float,
+    answer: dict[str, Any],
 ) -> tuple[str, dict[str, Any]] | None:
     bar = Progress()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_seconds
+    if answer.get("status") in TERMINAL_KINDS:  # a resubmit of a job that already ended
+        got = await http.get(f"/v1/jobs/{job_id}")
+        return got.json()["status"], got.json()
     try:
         while (left := deadline - loop.time()) > 0:
             try:
@@ -162,7 +171,8 @@ def _report(
         print(f"job {kind}: {data.get('reason')}: {data.get('detail')}")
         print(f"trace id: {trace_id}")
         return 1
-    print(f"job {record.job_id} completed in {data.get('timings', {}).get('total_seconds')}s")
+    total = (data.get("timings") or {}).get("total_seconds")  # absent when read from the record
+    print(f"job {record.job_id} completed" + (f" in {total}s" if total is not None else ""))
     for asset in record.assets:
         print(
             f"  {asset.variant:<11} s3://{asset.bucket}/{asset.key} "
@@ -220,9 +230,13 @@ def _restart(args: argparse.Namespace) -> int:
 
 def _logs(args: argparse.Namespace) -> int:
     state = StackState.load(args.home)
-    if state is None:
-        raise ServerError(f"no clipline stack under {args.home}: run `clipline up`")
-    files = state.find(args.name).log_files()
+    if state is not None:
+        files = state.find(args.name).log_files()
+    else:  # the stack is down: its logs are still on disk, where `up` put them
+        name = ALIASES.get(args.name, args.name)
+        files = sorted((args.home / "logs").glob(f"{name}.*[!0-9]"))
+        if not files:
+            raise ServerError(f"no logs of {args.name!r} under {args.home / 'logs'}")
     written = [f for f in files if f.exists() and f.stat().st_size > 0]
     # Like tail: a header per file only when more than one has something to show.
     headers = len(written) > 1
@@ -294,7 +308,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="sora-2")
     s.add_argument("--size", default="1280x720")
     s.add_argument("--seconds", type=int, default=4)
-    s.add_argument("--tenant", default="demo")
+    s.add_argument("--tenant", default="default", help="tenant (default: default)")
     s.add_argument("--idempotency-key", default=None)
     s.add_argument("--image", type=Path, default=None, help="first frame (must match --size)")
     s.add_argument("--wait", action="store_true", help="follow the job to the end")

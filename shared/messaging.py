@@ -218,8 +218,12 @@ class ServiceRouter(NatsRouter):
         )
         # One line per lifecycle step at INFO; progress is per poll, so DEBUG.
         level = logging.DEBUG if event.kind == "progress" else logging.INFO
+        why = getattr(event, "reason", None)  # an end says why, in the same line
         with job_context(event.job_id):  # also from outside a delivery (intake's HTTP API)
-            log.log(level, "%s: job %s %s", self.service, event.job_id, event.kind)
+            log.log(
+                level, "%s: job %s %s%s", self.service, event.job_id, event.kind,
+                f" ({why})" if why else "",
+            )  # fmt: skip
 
     def on(
         self,

@@ -103,9 +103,14 @@ def _check_fields(body: Mapping[str, Any]) -> Invalid | None:
     return None
 
 
+def tenant_problem(tenant: str) -> str:
+    """The one sentence every refusal of an invalid tenant says."""
+    return f"tenant {tenant!r} must match [a-z0-9][a-z0-9_-]{{0,62}}"
+
+
 def _check_tenant(body: Mapping[str, Any], tenant: str) -> Invalid | None:
     if not is_valid_tenant(tenant):
-        return Invalid("invalid_tenant", f"tenant {tenant!r} must match [a-z0-9][a-z0-9_-]*")
+        return Invalid("invalid_tenant", tenant_problem(tenant))
     named = body.get("tenant")
     if named is not None and named != tenant:
         return Invalid("invalid_tenant", f"body names tenant {named!r} but was sent as {tenant!r}")
@@ -183,6 +188,8 @@ def check_image(image: Image, facts: ImageFacts | None, size: str) -> Invalid | 
 
 def validate(body: Any, tenant: str, registry: Registry) -> Valid | Invalid:
     """Decide whether a decoded request body is a job clipline can take, and normalise it."""
+    if isinstance(body, Invalid):  # it did not even decode
+        return body
     if not isinstance(body, Mapping):
         return Invalid("invalid_request", "request body must be a JSON object")
     problem = _check_fields(body) or _check_tenant(body, tenant)
@@ -195,12 +202,14 @@ def validate(body: Any, tenant: str, registry: Registry) -> Valid | Invalid:
 
 
 def decode(raw: bytes) -> Any:
-    """JSON-decode a payload; None for bytes that are not JSON, or nested past the parser's
-    recursion limit (a nesting bomb), so validate() rejects it with a reason."""
+    """JSON-decode a payload. Bytes that are not JSON, or nested past the parser's recursion
+    limit (a nesting bomb), decode to an Invalid saying which, that validate() passes on."""
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
+    except RecursionError:
+        return Invalid("invalid_request", "request body is nested too deeply to be a job request")
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Invalid("invalid_request", f"request body is not JSON: {exc}"[:300])
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +238,13 @@ def parse_request_subject(subject: str, prefix: str) -> RequestSubject | Invalid
             + ("no tenant token" if named is None else f"tenant {named!r} is not valid"),
         )
     return RequestSubject(tokens[0], tokens[1])
+
+
+def tenant_token(subject: str, prefix: str) -> str:
+    """The subject's tenant token when it is a valid tenant (even in a request refused for its
+    version, so the refusal goes where that tenant listens), else ''."""
+    tokens = subject.removeprefix(prefix + ".").split(".")
+    return tokens[1] if len(tokens) > 1 and is_valid_tenant(tokens[1]) else ""
 
 
 @dataclass(frozen=True, slots=True)

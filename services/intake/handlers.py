@@ -22,6 +22,7 @@ from services.intake.domain import (
     decode,
     dedupe,
     parse_request_subject,
+    tenant_token,
     validate,
 )
 from services.intake.ports import Deps
@@ -200,11 +201,11 @@ def build_router() -> ServiceRouter:
     async def on_job_requested(msg: NatsMessage, deps: Annotated[Deps, Context("deps")]) -> None:
         raw = msg.raw_message
         where = parse_request_subject(raw.subject, REQUESTS_ROOT)
-        tenant = where.tenant if not isinstance(where, Invalid) else ""
+        tenant = tenant_token(raw.subject, REQUESTS_ROOT)
         msg_id = msg.headers.get("Nats-Msg-Id") or f"seq:{raw.metadata.sequence.stream}"
         cause = f"{tenant or NO_TENANT}:{msg_id}"
         if isinstance(where, Invalid):
-            await refuse(deps, NO_TENANT, cause, where, Asked(msg_id))
+            await refuse(deps, tenant, cause, where, Asked(msg_id))
             return
         await take(deps, decode(msg.body), tenant, cause, request_id=msg_id)
 

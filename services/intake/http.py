@@ -8,7 +8,7 @@ import uuid
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
-from services.intake.domain import decode
+from services.intake.domain import decode, tenant_problem
 from services.intake.handlers import Refused, take
 from services.intake.ports import Deps
 from shared.contracts.ids import JOB_ID_RE, is_valid_tenant
@@ -21,6 +21,10 @@ STATUS_OF = {"idempotency_conflict": 409}
 
 def _error(status: int, reason: str, detail: str, field: str | None = None) -> JSONResponse:
     return JSONResponse({"error": {"reason": reason, "detail": detail, "field": field}}, status)
+
+
+def _unavailable_read() -> JSONResponse:
+    return _error(503, "unavailable", "job records cannot be read now; retry shortly")
 
 
 async def read_limited(request: Request, limit: int) -> bytes | None:
@@ -92,8 +96,12 @@ def build_http(deps: Deps) -> FastAPI:
         tenant's job is not found, whatever its id."""
         tenant = x_clipline_tenant or deps.default_tenant
         if not is_valid_tenant(tenant):
-            return _error(422, "invalid_tenant", f"tenant {tenant!r} is not valid")
-        record = await deps.jobs.get(tenant, job_id) if JOB_ID_RE.match(job_id) else None
+            return _error(422, "invalid_tenant", tenant_problem(tenant))
+        try:
+            record = await deps.jobs.get(tenant, job_id) if JOB_ID_RE.match(job_id) else None
+        except Exception:  # NATS or KV unreachable
+            log.warning("intake: could not read job %s", job_id, exc_info=True)
+            return _unavailable_read()
         if record is None:
             return _error(404, "not_found", f"no job {job_id!r} for tenant {tenant!r}")
         return JSONResponse(record.model_dump(mode="json"))
@@ -102,10 +110,13 @@ def build_http(deps: Deps) -> FastAPI:
     async def list_jobs(x_clipline_tenant: str | None = Header(default=None)) -> JSONResponse:
         tenant = x_clipline_tenant or deps.default_tenant
         if not is_valid_tenant(tenant):
-            return _error(422, "invalid_tenant", f"tenant {tenant!r} is not valid")
-        records = sorted(
-            await deps.jobs.list(tenant), key=lambda r: r.history.get("accepted") or r.job_id
-        )
+            return _error(422, "invalid_tenant", tenant_problem(tenant))
+        try:
+            found = await deps.jobs.list(tenant)
+        except Exception:  # NATS or KV unreachable
+            log.warning("intake: could not list jobs of %s", tenant, exc_info=True)
+            return _unavailable_read()
+        records = sorted(found, key=lambda r: r.history.get("accepted") or r.job_id)
         return JSONResponse(
             {"tenant": tenant, "jobs": [r.model_dump(mode="json") for r in records]}
         )

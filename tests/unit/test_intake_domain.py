@@ -142,11 +142,15 @@ def test_image_must_be_what_it_claims_and_match_size() -> None:
     "raw",
     [b"{not json", b"\xff\xfe\x00garbage", b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000],
 )
-def test_undecodable_bytes_decode_to_nothing_and_are_rejected(raw: bytes) -> None:
-    assert decode(raw) is None
-    refused = validate(decode(raw), "acme", REG)
-    assert isinstance(refused, Invalid)
+def test_undecodable_bytes_decode_to_a_refusal_saying_why(raw: bytes) -> None:
+    decoded = decode(raw)
+    assert isinstance(decoded, Invalid)
+    refused = validate(decoded, "acme", REG)
+    assert refused == decoded
     assert refused.reason == "invalid_request"
+    nested = raw.startswith((b"[[", b'{"a":{"a"'))
+    expected = "nested too deeply" if nested else "not JSON"
+    assert expected in refused.detail
 
 
 def test_decode_keeps_any_json() -> None:
