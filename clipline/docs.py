@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from faststream.nats import NatsBroker
 from faststream.specification import AsyncAPI
@@ -15,6 +16,7 @@ from services.pricing_guard.handlers import build_router as pricing_guard
 from services.storage.handlers import build_router as storage
 from services.submitter.handlers import build_router as submitter
 from shared.contracts.lifecycle import lifecycle_markdown
+from shared.contracts.requests import REQUESTS_ROOT, JobRequestV1
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 TITLE = "clipline events"
@@ -34,7 +36,26 @@ def asyncapi_document() -> str:
         "CLIPLINE_JOBS. Event subjects: clipline.job.<kind>.v1.<tenant>.<job_id>.",
         schema_version="3.0.0",
     ).to_specification()
-    return json.dumps(json.loads(spec.to_json()), indent=2, sort_keys=True) + "\n"
+    return (
+        json.dumps(with_request_payload(json.loads(spec.to_json())), indent=2, sort_keys=True)
+        + "\n"
+    )
+
+
+def with_request_payload(doc: dict[str, Any]) -> dict[str, Any]:
+    """intake reads a request's raw bytes (every failure to decode is a rejection with a
+    reason), so FastStream sees no payload type: document JobRequestV1, what it accepts."""
+    schema = JobRequestV1.model_json_schema(ref_template="#/components/schemas/{model}")
+    doc["components"]["schemas"]["JobRequestV1"] = schema
+    for name, message in doc["components"]["messages"].items():
+        if name.startswith(f"intake consumes {REQUESTS_ROOT}."):
+            message["payload"] = {"$ref": "#/components/schemas/JobRequestV1"}
+    if not any(
+        m["payload"] == {"$ref": "#/components/schemas/EmptyPayload"}
+        for m in doc["components"]["messages"].values()
+    ):
+        doc["components"]["schemas"].pop("EmptyPayload", None)
+    return doc
 
 
 def rendered() -> dict[Path, str]:

@@ -31,3 +31,14 @@ def test_asyncapi_lists_every_event_published_and_the_request_subject() -> None:
     }
     # Every event kind is declared by some service as a publisher (not a hidden broker.publish).
     assert published == {event.subject_filter() for event in EVENT_TYPES}
+
+
+def test_asyncapi_documents_the_request_payload() -> None:
+    spec = json.loads(asyncapi_document())
+    channel = next(
+        c for c in spec["channels"].values() if c["address"] == "clipline.job.requested.>"
+    )
+    ref = next(iter(channel["messages"].values()))["$ref"]
+    message = spec["components"]["messages"][unquote(ref.rsplit("/", 1)[1])]
+    assert message["payload"] == {"$ref": "#/components/schemas/JobRequestV1"}
+    assert "prompt" in spec["components"]["schemas"]["JobRequestV1"]["properties"]
