@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import signal
 import subprocess
@@ -14,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import pytest
 from minio import Minio
+from nats.aio.msg import Msg
 
 from clipline.stack import SERVICES, StackOptions, StackState
+from shared.contracts.ids import job_id_for
 from tests.e2e.harness import (
     all_healthy,
     clipline,
@@ -185,3 +189,44 @@ def test_status_after_ops_is_healthy(ops: StackState) -> None:
     while (out := clipline(ops.home, "status")).returncode != 0:
         assert time.monotonic() < deadline, out.stdout
     assert out.stdout.count(" up ") == 8, out.stdout
+
+
+async def test_a_job_in_generation_survives_the_simulator_killed_and_restarted(
+    ops: StackState,
+) -> None:
+    """The simulator keeps its jobs in its state folder, as a real upstream would: a job it
+    was generating when it was killed completes after `clipline restart simulator`, created
+    upstream once."""
+    home = ops.home
+    state = current(home)
+    tenant, key = f"sim{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    job_id = job_id_for(tenant, key)
+    seen: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_event(msg: Msg) -> None:
+        seen.put_nowait(msg.subject.split(".")[2])
+
+    async def next_of(kinds: set[str], within: float) -> str:
+        deadline = time.monotonic() + within
+        while True:
+            kind = await asyncio.wait_for(seen.get(), max(0.1, deadline - time.monotonic()))
+            if kind in kinds:
+                return kind
+
+    nc = await nats.connect(state.nats_url)
+    try:
+        await nc.subscribe(f"clipline.job.*.v1.{tenant}.{job_id}", cb=on_event)
+        body = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": "survive me"}
+        headers = {"X-Clipline-Tenant": tenant, "Idempotency-Key": key}
+        with httpx.Client(base_url=state.intake_url, timeout=10) as http:
+            assert http.post("/v1/jobs", json=body, headers=headers).status_code == 202
+        assert await next_of({"submitted"}, 30) == "submitted"
+        kill_hard(state.find("simulator").pid)  # the upstream dies mid-generation
+        out = clipline(home, "restart", "simulator")
+        assert out.returncode == 0, out.stdout + out.stderr
+        ending = await next_of({"completed", "failed", "timed_out"}, 90)
+    finally:
+        await nc.close()
+    assert ending == "completed"
+    creates = httpx.get(f"{current(home).simulator_url}/control/creates", timeout=10).json()
+    assert [c["client_request_id"] for c in creates].count(job_id) == 1
