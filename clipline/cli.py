@@ -234,7 +234,8 @@ def _logs(args: argparse.Namespace) -> int:
         files = state.find(args.name).log_files()
     else:  # the stack is down: its logs are still on disk, where `up` put them
         name = ALIASES.get(args.name, args.name)
-        files = sorted((args.home / "logs").glob(f"{name}.*[!0-9]"))
+        logs = args.home / "logs"
+        files = sorted(logs.glob(f"{name}.*[!0-9]")) + sorted(logs.glob(f"{name}/*.INFO"))
         if not files:
             raise ServerError(f"no logs of {args.name!r} under {args.home / 'logs'}")
     written = [f for f in files if f.exists() and f.stat().st_size > 0]

@@ -94,15 +94,17 @@ def spawn(
     *,
     log_file: Path | None = None,
     replace_prefixes: tuple[str, ...] = (),
+    replace_names: tuple[str, ...] = (),
 ) -> Proc:
     """Start `argv` in its own session, output appended to `log_path`. The environment is this
-    process's, minus variables starting with `replace_prefixes` (so a recorded environment is
-    reproduced exactly, not mixed with the calling shell's settings), plus `env`."""
+    process's, minus `replace_names` and variables starting with `replace_prefixes` (so a
+    recorded environment is reproduced exactly, not mixed with the calling shell's), plus
+    `env`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     base = {
         k: v
         for k, v in os.environ.items()
-        if not (replace_prefixes and k.startswith(replace_prefixes))
+        if not (replace_prefixes and k.startswith(replace_prefixes)) and k not in replace_names
     }
     roll_over(log_path, OUTPUT_KEEP_BYTES)
     with log_path.open("ab") as log:

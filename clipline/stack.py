@@ -200,7 +200,7 @@ def _python_module(name: str, home: Path, env: dict[str, str], options: StackOpt
     argv = [sys.executable, "-m", f"services.{name}"]
     return spawn(
         name, argv, logs / f"{name}.stderr", settings, home, log_file=log_file,
-        replace_prefixes=INHERITED_PREFIXES,
+        replace_prefixes=INHERITED_PREFIXES, replace_names=INHERITED_NAMES,
     )  # fmt: skip
 
 
@@ -318,7 +318,7 @@ def _respawn(state: StackState, info: ProcInfo, timeout: float) -> None:
     cwd = None if info.cwd is None else Path(info.cwd)
     proc = spawn(
         info.name, info.argv, Path(info.output), info.env, cwd, log_file=Path(info.log),
-        replace_prefixes=INHERITED_PREFIXES,
+        replace_prefixes=INHERITED_PREFIXES, replace_names=INHERITED_NAMES,
     )  # fmt: skip
     try:
         wait_until(health_check(info), info.name, timeout, proc)

@@ -79,8 +79,7 @@ async def take(
     """The whole intake decision for one request: the same rules for NATS and HTTP. A refusal
     is announced as a `rejected` event (naming `request_id` and the key) unless the caller
     answers it itself (HTTP)."""
-    named = body.get("idempotency_key") if isinstance(body, dict) else None
-    asked = Asked(request_id, named if isinstance(named, str) and len(named) <= 255 else None)
+    asked = asked_by(body, request_id)
     decision = validate(body, tenant, deps.registry)
     if isinstance(decision, Valid):
         decision = await check_input_image(deps, decision) or decision
@@ -157,6 +156,11 @@ class Asked:
     idempotency_key: str | None = None
 
 
+def asked_by(body: object, request_id: str | None) -> Asked:
+    named = body.get("idempotency_key") if isinstance(body, dict) else None
+    return Asked(request_id, named if isinstance(named, str) and 0 < len(named) <= 255 else None)
+
+
 async def refuse(
     deps: Deps,
     tenant: str,
@@ -204,9 +208,10 @@ def build_router() -> ServiceRouter:
         tenant = tenant_token(raw.subject, REQUESTS_ROOT)
         msg_id = msg.headers.get("Nats-Msg-Id") or f"seq:{raw.metadata.sequence.stream}"
         cause = f"{tenant or NO_TENANT}:{msg_id}"
+        body = decode(msg.body)
         if isinstance(where, Invalid):
-            await refuse(deps, tenant, cause, where, Asked(msg_id))
+            await refuse(deps, tenant, cause, where, asked_by(body, msg_id))
             return
-        await take(deps, decode(msg.body), tenant, cause, request_id=msg_id)
+        await take(deps, body, tenant, cause, request_id=msg_id)
 
     return router

@@ -56,7 +56,7 @@ def build_http(deps: Deps) -> FastAPI:
         tenant = x_clipline_tenant or (
             body.get("tenant") if isinstance(body, dict) and body.get("tenant") else None
         )
-        if isinstance(body, dict) and "idempotency_key" not in body:
+        if isinstance(body, dict) and body.get("idempotency_key") is None:
             # A request without a key gets one here, so that even a 503 names a key to retry
             # with: the job may have been recorded before NATS failed.
             body["idempotency_key"] = idempotency_key or f"http:{uuid.uuid4().hex}"

@@ -66,8 +66,9 @@ def plan(
         return Resend(upstream_id) if status == "submitted" else Skip()
     if status not in ("admitted", "submitting"):
         return Skip()
-    if status == "submitting" and attempt_age is not None and 0 <= attempt_age < lease:
-        return InFlight(lease - attempt_age)
+    if status == "submitting" and attempt_age is not None and attempt_age < lease:
+        # A lease from the future (clocks that differ or stepped back) is still a live one.
+        return InFlight(min(lease, lease - attempt_age))
     if waited > deadline:
         return Expired(f"not submitted within {deadline:.0f}s of admission")
     return Reconcile() if status == "submitting" else Submit()

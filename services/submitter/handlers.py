@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from contextlib import AbstractAsyncContextManager
@@ -80,7 +81,7 @@ def build_router(max_attempts: int) -> ServiceRouter:
                 await end(deps, event, "submit_timeout", detail, how="time_out")
             case Submit():
                 assert record is not None
-                await submit(deps, event, record.attempt_alive_at)
+                await submit(deps, event, record.submit_attempts)
             case Reconcile():
                 assert record is not None
                 await reconcile_then_submit(deps, event, record)
@@ -106,14 +107,15 @@ async def reconcile_then_submit(deps: Deps, event: JobAdmittedV1, record: JobRec
             log.info("submitter: job %s adopts upstream %s", event.job_id, upstream_id)
             await recorded(deps, event, upstream_id)
         case NoMatch():
-            await submit(deps, event, record.attempt_alive_at)
+            await submit(deps, event, record.submit_attempts)
         case Ambiguous(detail=detail):
             await end(deps, event, "create_ambiguous", detail)
 
 
-async def submit(deps: Deps, event: JobAdmittedV1, seen: datetime | None) -> None:
-    """Create the job upstream, under an attempt claimed from the state seen (`seen`: the
-    attempt lease read when deciding)."""
+async def submit(deps: Deps, event: JobAdmittedV1, seen: int) -> None:
+    """Create the job upstream, under the attempt after the `seen` ones (the count its
+    decision read): a delivery that loses that claim to another comes back and decides again
+    (it never acks the message the winner may still need)."""
     spec = event.spec
     try:
         image = await input_image(deps.inputs, spec.input_reference)
@@ -121,20 +123,26 @@ async def submit(deps: Deps, event: JobAdmittedV1, seen: datetime | None) -> Non
         await end(deps, event, "input_unavailable", str(exc))
         return
     if not await claim_attempt(deps.jobs, event, seen):
-        return  # another delivery claimed it, or the job moved on or ended meanwhile
+        raise NackMessage(delay=ATTEMPT_LEASE_SECONDS)  # claimed elsewhere, or moved on
+    attempt = seen + 1
     request = CreateVideo(spec.model, spec.size, spec.seconds, spec.prompt, event.job_id, image)
     try:
-        async with attempt_lease(deps, event):
+        async with attempt_lease(deps, event, attempt):
             video = await deps.provider.create(request)
     except ProviderRateLimited as exc:
         # Nothing was created, and waiting for capacity is not an error (no budget spent).
-        await advance(deps.jobs, event, retry_submit)
+        try:
+            await advance(deps.jobs, event, retry_submit, attempt=attempt)
+        except Exception:  # the lease runs out, and the next delivery reconciles instead
+            log.warning("submitter: could not put %s back in line", event.job_id, exc_info=True)
         raise NackMessage(delay=rate_limit_delay(exc.retry_after_seconds)) from exc
     except ProviderRejected as exc:
         await end(deps, event, "upstream_rejected", f"{exc.status}: {exc.message}")
         return
     except Exception:
-        await advance(deps.jobs, event, end_attempt)  # may exist upstream: reconcile next time
+        # It may exist upstream: reconcile next time (a lost write: after the lease ran out).
+        with contextlib.suppress(Exception):
+            await advance(deps.jobs, event, end_attempt, attempt=attempt)
         raise
     await recorded(deps, event, video.id)
 
@@ -156,14 +164,14 @@ async def end(
     )  # fmt: skip
 
 
-async def claim_attempt(jobs: JobStore, job: JobAdmittedV1, seen: datetime | None) -> bool:
+async def claim_attempt(jobs: JobStore, job: JobAdmittedV1, seen: int) -> bool:
     """Record `submitting` only if no other attempt started since the decision read the record
-    (its lease is still the one `seen`): of two deliveries that both decided to create, one
-    creates and the other stops."""
+    (it still counts `seen` attempts, a number that only grows): of two deliveries that both
+    decided to create, one creates and the other does not."""
     now = datetime.now(UTC)
 
     def change(record: JobRecordV1 | None) -> JobRecordV1 | None:
-        if record is None or record.attempt_alive_at != seen:
+        if record is None or record.submit_attempts != seen:
             return None
         try:
             return begin_submit(record, now)
@@ -173,10 +181,14 @@ async def claim_attempt(jobs: JobStore, job: JobAdmittedV1, seen: datetime | Non
     return await jobs.update(job.tenant, job.job_id, change) is not None
 
 
-def attempt_lease(deps: Deps, job: JobAdmittedV1) -> AbstractAsyncContextManager[None]:
+def attempt_lease(
+    deps: Deps, job: JobAdmittedV1, attempt: int
+) -> AbstractAsyncContextManager[None]:
     """Renew the attempt's lease on the record while the create runs, so a duplicate delivery
     elsewhere waits instead of reconciling (and creating) under a live attempt."""
-    return periodically(ATTEMPT_LEASE_SECONDS / 3, lambda: advance(deps.jobs, job, renew_attempt))
+    return periodically(
+        ATTEMPT_LEASE_SECONDS / 3, lambda: advance(deps.jobs, job, renew_attempt, attempt=attempt)
+    )
 
 
 def decide(

@@ -138,8 +138,19 @@ def begin_submit(record: JobRecordV1, at: datetime) -> JobRecordV1:
     )  # fmt: skip
 
 
-def retry_submit(record: JobRecordV1, at: datetime) -> JobRecordV1:
-    """The upstream refused the create before making anything (a 429): nothing to reconcile."""
+def _own_attempt(record: JobRecordV1, step: str, attempt: int) -> None:
+    """An attempt acts on the record only while it is the latest (a newer one owns it then)."""
+    if record.status == S.SUBMITTING and record.submit_attempts != attempt:
+        raise IllegalTransition(
+            f"{step}: attempt {attempt} of {record.job_id} was overtaken by attempt "
+            f"{record.submit_attempts}"
+        )
+
+
+def retry_submit(record: JobRecordV1, at: datetime, *, attempt: int) -> JobRecordV1:
+    """The upstream refused create `attempt` before making anything (a 429): back in line,
+    nothing to reconcile."""
+    _own_attempt(record, "retry_submit", attempt)
     return _move(record, "retry_submit", at, attempt_alive_at=None)
 
 
@@ -197,19 +208,21 @@ def count_error(record: JobRecordV1, stage: str) -> JobRecordV1:
     return record.model_copy(update={"errors": errors})
 
 
-def renew_attempt(record: JobRecordV1, at: datetime) -> JobRecordV1:
-    """The create attempt in flight is still alive (its lease is renewed while it runs)."""
+def renew_attempt(record: JobRecordV1, at: datetime, *, attempt: int) -> JobRecordV1:
+    """Create `attempt` is still in flight: its lease on the record is renewed."""
     if record.status != S.SUBMITTING:
         raise IllegalTransition(f"renew_attempt: {record.job_id} is {record.status.value}")
+    _own_attempt(record, "renew_attempt", attempt)
     return record.model_copy(update={"attempt_alive_at": at})
 
 
-def end_attempt(record: JobRecordV1, at: datetime) -> JobRecordV1:
-    """The create attempt ended without an answer (timeout, dropped connection, 5xx): it may
+def end_attempt(record: JobRecordV1, at: datetime, *, attempt: int) -> JobRecordV1:
+    """Create `attempt` ended without an answer (timeout, dropped connection, 5xx): it may
     have reached the upstream, so the job stays `submitting` and the next delivery reconciles
     at once instead of waiting out the lease."""
     if record.status != S.SUBMITTING:
         raise IllegalTransition(f"end_attempt: {record.job_id} is {record.status.value}")
+    _own_attempt(record, "end_attempt", attempt)
     return record.model_copy(update={"attempt_alive_at": None})
 
 

@@ -156,7 +156,7 @@ async def test_request_on_a_subject_intake_cannot_take_is_rejected(
     # A valid tenant token is kept (that tenant listens there); otherwise `_unknown`.
     owner = TENANT if reason == "unsupported_version" else NO_TENANT
     assert (rejected.reason, rejected.tenant, rejected.stage) == (reason, owner, "intake")
-    assert rejected.request_id == "msg-s"
+    assert (rejected.request_id, rejected.idempotency_key) == ("msg-s", "order-42")
     assert rejected.detail
     assert intake.bus.events(JobAcceptedV1) == []
     assert intake.jobs.records() == {}

@@ -11,7 +11,8 @@ import pytest
 
 from services.submitter.handlers import build_router, claim_attempt
 from services.submitter.ports import Deps
-from shared.contracts import JobAdmittedV1, JobFailedV1, JobStatus, JobSubmittedV1
+from shared.contracts import JobAdmittedV1, JobFailedV1, JobRecordV1, JobStatus, JobSubmittedV1
+from shared.contracts.lifecycle import begin_submit, end_attempt
 from shared.provider import CreateVideo, UpstreamVideo
 from tests.component.harness import (
     SPEC,
@@ -186,26 +187,54 @@ async def test_a_running_create_renews_its_lease(
 
 
 async def test_of_two_deliveries_that_decided_to_create_one_claims_the_attempt() -> None:
-    """Both read the job with the same (expired or absent) lease; the first claim renews it,
-    so the second claim finds another attempt started and does not create."""
+    """Both read the job with the same attempt count; the first claim raises it, so the second
+    finds another attempt started and does not create, even once that attempt's lease is
+    cleared again (the count only grows: no A-B-A)."""
     jobs = InMemoryJobStore()
     job_id = new_job_id()
-    old = datetime.now(UTC) - timedelta(seconds=60)
-    record = job_record(job_id, JobStatus.ADMITTED, cost_micros=1)
-    record = record.model_copy(
-        update={"status": JobStatus.SUBMITTING, "attempt_alive_at": old, "submit_attempts": 1}
-    )
-    jobs.put(record)
+    jobs.put(job_record(job_id, JobStatus.ADMITTED, cost_micros=1))
     event = JobAdmittedV1(
         event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id, tenant=TENANT,
         spec=SPEC, cost_micros=1,
     )  # fmt: skip
 
-    first = await claim_attempt(jobs, event, old)
-    second = await claim_attempt(jobs, event, old)
+    first = await claim_attempt(jobs, event, 0)
+    claimed = jobs.records()[job_id]
+    cleared = end_attempt(claimed, datetime.now(UTC), attempt=1)  # its create got no answer
+    jobs.put(cleared)
+    second = await claim_attempt(jobs, event, 0)
 
     assert (first, second) == (True, False)
-    claimed = jobs.records()[job_id]
-    assert claimed.submit_attempts == 2
-    assert claimed.attempt_alive_at is not None
-    assert claimed.attempt_alive_at > old
+    final = jobs.records()[job_id]
+    assert (final.status, final.submit_attempts) == (JobStatus.SUBMITTING, 1)
+
+
+async def test_a_delivery_that_loses_the_claim_comes_back_instead_of_acking(
+    submitter: Submitter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Acking would also drop the winner's copy of the message; a nak lets it decide again."""
+    h, provider = submitter.h, submitter.provider
+    job_id = new_job_id()
+    h.jobs.put(job_record(job_id, JobStatus.ADMITTED, cost_micros=1))
+    event = JobAdmittedV1(
+        event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id, tenant=TENANT,
+        spec=SPEC, cost_micros=1,
+    )  # fmt: skip
+
+    real_get = h.jobs.get
+    calls: list[int] = []
+
+    async def stale_get(tenant: str, job_id: str) -> JobRecordV1 | None:
+        seen = await real_get(tenant, job_id)
+        if not calls and seen is not None:  # the handler's first read, then a rival's claim
+            h.jobs.put(begin_submit(seen, datetime.now(UTC)))
+        calls.append(1)
+        return seen
+
+    monkeypatch.setattr(h.jobs, "get", stale_get)
+    await h.send(event)
+
+    assert provider.created == []
+    (outcome,) = [o for o in h.outcomes(event) if o.action != "in_progress"]
+    assert outcome.action == "nak"
+    assert h.jobs.records()[job_id].submit_attempts == 1  # the rival's attempt only

@@ -25,7 +25,7 @@ APPLY: dict[str, Apply] = {
     "admit": lambda r, at: lc.admit(r, at, cost_micros=400_000),
     "reject": lambda r, at: lc.reject(r, at, **END),
     "begin_submit": lc.begin_submit,
-    "retry_submit": lc.retry_submit,
+    "retry_submit": lambda r, at: lc.retry_submit(r, at, attempt=r.submit_attempts),
     "mark_submitted": lambda r, at: lc.mark_submitted(r, at, upstream_id="video_1"),
     "report_progress": lambda r, at: lc.report_progress(r, at, progress=r.progress + 1),
     "mark_generated": lc.mark_generated,
@@ -232,16 +232,22 @@ def test_attempt_lease_is_renewed_and_ended_only_while_submitting() -> None:
     submitting = lc.begin_submit(lc.admit(record(S.ACCEPTED), at, cost_micros=1), at)
     assert submitting.attempt_alive_at == at
     later = at + timedelta(seconds=2)
-    assert lc.renew_attempt(submitting, later).attempt_alive_at == later
-    ended = lc.end_attempt(submitting, later)
+    mine = submitting.submit_attempts
+    assert lc.renew_attempt(submitting, later, attempt=mine).attempt_alive_at == later
+    ended = lc.end_attempt(submitting, later, attempt=mine)
     assert (ended.status, ended.attempt_alive_at) == (S.SUBMITTING, None)
-    back = lc.retry_submit(submitting, later)
+    back = lc.retry_submit(submitting, later, attempt=mine)
     assert (back.status, back.attempt_alive_at) == (S.ADMITTED, None)
+    # An attempt overtaken by a newer one touches nothing of it.
+    newer = lc.begin_submit(submitting, later)
+    for act in (lc.renew_attempt, lc.end_attempt, lc.retry_submit):
+        with pytest.raises(IllegalTransition):
+            act(newer, later, attempt=mine)
     for other in (S.ADMITTED, S.SUBMITTED, S.FAILED):
         with pytest.raises(IllegalTransition):
-            lc.renew_attempt(record(other), later)
+            lc.renew_attempt(record(other), later, attempt=0)
         with pytest.raises(IllegalTransition):
-            lc.end_attempt(record(other), later)
+            lc.end_attempt(record(other), later, attempt=0)
 
 
 def test_check_move_allows_steps_and_bookkeeping_and_refuses_the_rest() -> None:

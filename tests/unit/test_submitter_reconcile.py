@@ -39,6 +39,8 @@ def test_a_live_attempt_elsewhere_is_waited_for_not_reconciled() -> None:
     assert plan("submitting", None, False, attempt_age=1.5, **kw) == InFlight(4.5)
     assert plan("submitting", None, False, attempt_age=6.0, **kw) == Reconcile()  # lost
     assert plan("submitting", None, False, attempt_age=None, **kw) == Reconcile()
+    # A lease from the future (another host's clock ahead, or ours stepped back) is live.
+    assert plan("submitting", None, False, attempt_age=-30.0, **kw) == InFlight(6.0)
     assert plan("admitted", None, False, attempt_age=1.0, **kw) == Submit()
 
 
