@@ -1,5 +1,6 @@
-"""House messaging: declared publishers, decode-time poison, durable pull consumers, one
-delivery middleware (heartbeats, error budgets, poison), and the job outcomes it records."""
+"""House messaging: declared publishers, decode-time poison, durable pull consumers, and the one
+delivery middleware (heartbeats, error budgets, poison). One module over 300 lines on purpose:
+these are the delivery rules, and each only holds together with the others."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import nats.errors
 from faststream import AckPolicy
@@ -29,14 +30,13 @@ from shared.contracts.events import (
     Event,
     JobFailedV1,
     JobRef,
-    JobRejectedV1,
-    JobTimedOutV1,
     parse_event_subject,
 )
 from shared.contracts.jobs import JobRecordV1
-from shared.contracts.lifecycle import JobStatus, count_error, fail, time_out
-from shared.jobstore import JobStore, advance
+from shared.contracts.lifecycle import count_error
+from shared.jobstore import JobStore
 from shared.logs import job_context
+from shared.outcomes import Emit, end_job
 from shared.streams import JOBS, JOBS_STREAM_NAME, MAX_PAYLOAD_BYTES
 
 log = logging.getLogger("clipline.messaging")
@@ -53,10 +53,6 @@ NO_TENANT = "_unknown"
 """Tenant token of rejections of requests that named no (valid) tenant: never a real tenant."""
 
 E = TypeVar("E", bound=Event)
-
-
-class Emit(Protocol):
-    async def __call__(self, event: Event) -> None: ...
 
 
 class Poison(Exception):
@@ -95,49 +91,6 @@ def event_decoder(model: type[E]) -> Callable[[NatsMessage], E]:
         return decode_event(model, msg.body)
 
     return decode
-
-
-# -- job outcomes ---------------------------------------------------------------------------
-
-
-async def end_job(
-    jobs: JobStore,
-    emit: Emit,
-    job: JobRef,
-    *,
-    reason: str,
-    detail: str,
-    stage: str,
-    upstream_id: str | None = None,
-    how: Literal["fail", "time_out"] = "fail",
-) -> None:
-    """End a job as failed (or timed out): the record first, then the fact (unless it ended
-    otherwise meanwhile). A job with no record (poison about an unknown job) is announced too,
-    so every refusal is visible."""
-    detail = detail[:1000]
-    step = fail if how == "fail" else time_out
-    record = await advance(jobs, job, step, reason=reason, detail=detail, stage=stage)
-    if record is None and await jobs.get(job.tenant, job.job_id) is not None:
-        return  # completed, rejected or ended otherwise meanwhile: nothing to announce
-    if record is not None and record.reason != reason:
-        return  # it had already ended for another reason, which was announced then
-    kind = JobFailedV1 if how == "fail" else JobTimedOutV1
-    await emit(kind.fact(job, reason=reason, detail=detail, stage=stage, upstream_id=upstream_id))
-
-
-async def announce_end(emit: Emit, record: JobRecordV1, stage: str) -> None:
-    """Announce again how `stage` ended a job, from its record: the process may have died
-    between recording the end and announcing it (the fact's id drops a duplicate). Outcomes of
-    other stages, and jobs not ended, are left alone."""
-    if record.stage != stage or not record.terminal:
-        return
-    common = {"reason": record.reason or "", "detail": record.detail or "", "stage": stage}
-    if record.status == JobStatus.REJECTED:
-        await emit(JobRejectedV1.fact(record, **common))
-    elif record.status == JobStatus.FAILED:
-        await emit(JobFailedV1.fact(record, upstream_id=record.upstream_id, **common))
-    elif record.status == JobStatus.TIMED_OUT:
-        await emit(JobTimedOutV1.fact(record, upstream_id=record.upstream_id, **common))
 
 
 @dataclass(frozen=True, slots=True)

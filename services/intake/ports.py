@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from services.intake.domain import ImageFacts
 from shared.inputs import InputStore
 from shared.jobstore import JobStore
-from shared.messaging import Emit
+from shared.outcomes import Emit
 from shared.registry import Registry
 
 ImageProbe = Callable[[bytes], ImageFacts | None]

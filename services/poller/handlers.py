@@ -18,7 +18,8 @@ from shared.contracts import (
 )
 from shared.contracts.lifecycle import JobStatus, mark_generated, report_progress
 from shared.jobstore import JobStore, advance
-from shared.messaging import Emit, ServiceRouter, announce_end, end_job
+from shared.messaging import ServiceRouter
+from shared.outcomes import Emit, announce_end, end_job
 from shared.provider import (
     ProviderNotFound,
     ProviderRateLimited,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from services.poller.domain import PollPolicy
 from shared.jobstore import JobStore
-from shared.messaging import Emit
+from shared.outcomes import Emit
 from shared.provider import VideoProvider
 
 

@@ -18,7 +18,8 @@ from shared.contracts import (
 from shared.contracts.events import JobRef
 from shared.contracts.lifecycle import IllegalTransition, admit, reject, settle
 from shared.jobstore import JobStore, advance
-from shared.messaging import Emit, ServiceRouter, announce_end
+from shared.messaging import ServiceRouter
+from shared.outcomes import Emit, announce_end
 from shared.registry import Registry
 
 SERVICE = "pricing_guard"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.jobstore import JobStore
-from shared.messaging import Emit
+from shared.outcomes import Emit
 from shared.registry import Registry
 
 

@@ -13,7 +13,8 @@ from services.storage.ports import AssetStore
 from shared.contracts import AssetRef, JobCompletedV1, JobGeneratedV1, JobRecordV1, JobTimings
 from shared.contracts.lifecycle import JobStatus, begin_store, complete
 from shared.jobstore import JobStore, advance
-from shared.messaging import Emit, ServiceRouter, announce_end, end_job
+from shared.messaging import ServiceRouter
+from shared.outcomes import Emit, announce_end, end_job
 from shared.provider import ProviderNotFound, ProviderRejected, VideoProvider
 from shared.provider.wire import VARIANTS, Variant
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shared.jobstore import JobStore
-from shared.messaging import Emit
+from shared.outcomes import Emit
 from shared.provider import VideoProvider
 
 

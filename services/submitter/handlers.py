@@ -49,7 +49,8 @@ from shared.contracts.lifecycle import (
 )
 from shared.inputs import InputMissingError, InputStore
 from shared.jobstore import JobStore, advance
-from shared.messaging import ServiceRouter, announce_end, end_job, periodically
+from shared.messaging import ServiceRouter, periodically
+from shared.outcomes import announce_end, end_job
 from shared.provider import CreateVideo, InputImage, ProviderRateLimited, ProviderRejected
 
 SERVICE = "submitter"

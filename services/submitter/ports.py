@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from shared.inputs import InputStore
 from shared.jobstore import JobStore, UpstreamIndex
-from shared.messaging import Emit
+from shared.outcomes import Emit
 from shared.provider import VideoProvider
 
 

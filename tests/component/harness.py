@@ -28,7 +28,8 @@ from faststream.nats.testing import PatchedMessage
 from opentelemetry.sdk.trace import TracerProvider
 
 from shared.contracts import Event, JobRecordV1, JobSpec, JobStatus
-from shared.messaging import Emit, ServiceRouter
+from shared.messaging import ServiceRouter
+from shared.outcomes import Emit
 from shared.runtime import make_broker, wire
 from shared.streams import JOBS, JOBS_STREAM_NAME
 from tests.fakes import InMemoryInputStore, InMemoryJobStore, InMemoryUpstreamIndex

@@ -1,0 +1,60 @@
+"""Job outcomes a stage records and announces: ending a job, and announcing an end again."""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from shared.contracts.events import (
+    Event,
+    JobFailedV1,
+    JobRef,
+    JobRejectedV1,
+    JobTimedOutV1,
+)
+from shared.contracts.jobs import JobRecordV1
+from shared.contracts.lifecycle import JobStatus, fail, time_out
+from shared.jobstore import JobStore, advance
+
+
+class Emit(Protocol):
+    async def __call__(self, event: Event) -> None: ...
+
+
+async def end_job(
+    jobs: JobStore,
+    emit: Emit,
+    job: JobRef,
+    *,
+    reason: str,
+    detail: str,
+    stage: str,
+    upstream_id: str | None = None,
+    how: Literal["fail", "time_out"] = "fail",
+) -> None:
+    """End a job as failed (or timed out): the record first, then the fact (unless it ended
+    otherwise meanwhile). A job with no record (poison about an unknown job) is announced too,
+    so every refusal is visible."""
+    detail = detail[:1000]
+    step = fail if how == "fail" else time_out
+    record = await advance(jobs, job, step, reason=reason, detail=detail, stage=stage)
+    if record is None and await jobs.get(job.tenant, job.job_id) is not None:
+        return  # completed, rejected or ended otherwise meanwhile: nothing to announce
+    if record is not None and record.reason != reason:
+        return  # it had already ended for another reason, which was announced then
+    kind = JobFailedV1 if how == "fail" else JobTimedOutV1
+    await emit(kind.fact(job, reason=reason, detail=detail, stage=stage, upstream_id=upstream_id))
+
+
+async def announce_end(emit: Emit, record: JobRecordV1, stage: str) -> None:
+    """Announce again how `stage` ended a job, from its record: the process may have died
+    between recording the end and announcing it (the fact's id drops a duplicate). Outcomes of
+    other stages, and jobs not ended, are left alone."""
+    if record.stage != stage or not record.terminal:
+        return
+    common = {"reason": record.reason or "", "detail": record.detail or "", "stage": stage}
+    if record.status == JobStatus.REJECTED:
+        await emit(JobRejectedV1.fact(record, **common))
+    elif record.status == JobStatus.FAILED:
+        await emit(JobFailedV1.fact(record, upstream_id=record.upstream_id, **common))
+    elif record.status == JobStatus.TIMED_OUT:
+        await emit(JobTimedOutV1.fact(record, upstream_id=record.upstream_id, **common))
