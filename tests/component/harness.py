@@ -27,7 +27,7 @@ from faststream.nats.annotations import NatsMessage
 from faststream.nats.testing import PatchedMessage
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared.contracts import Event, JobRecordV1, JobSpec, JobStatus
+from shared.contracts import Event, JobAdmittedV1, JobRecordV1, JobSpec, JobStatus
 from shared.messaging import ServiceRouter
 from shared.outcomes import Emit
 from shared.runtime import make_broker, wire
@@ -204,6 +204,14 @@ def js_ack_subject(durable: str, delivery: int, seq: int) -> str:
 
 def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex}"
+
+
+def admitted(job_id: str, spec: JobSpec = SPEC, cost: int = 400_000) -> JobAdmittedV1:
+    """The admitted event of a job of TENANT, as pricing_guard emits it."""
+    return JobAdmittedV1(
+        event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id, tenant=TENANT,
+        spec=spec, cost_micros=cost,
+    )  # fmt: skip
 
 
 def new_event_id() -> str:

@@ -11,14 +11,21 @@ from services.poller.ports import Deps as PollerDeps
 from services.submitter.handlers import build_router as submitter_router
 from services.submitter.ports import Deps as SubmitterDeps
 from shared.contracts import (
-    JobAdmittedV1,
     JobFailedV1,
     JobStatus,
     JobSubmittedV1,
     JobTimedOutV1,
 )
 from shared.contracts.ids import fact_event_id
-from tests.component.harness import SPEC, TENANT, job_record, new_event_id, new_job_id, running
+from tests.component.harness import (
+    SPEC,
+    TENANT,
+    admitted,
+    job_record,
+    new_event_id,
+    new_job_id,
+    running,
+)
 from tests.fakes import FakeProvider
 
 POLICY = PollPolicy(default_delay=1.0, min_delay=0.1, max_delay=5.0, deadline=60.0)
@@ -39,10 +46,7 @@ async def test_submitter_announces_its_lost_failure_again() -> None:
                 stage="submitter",
             )
         )
-        event = JobAdmittedV1(
-            event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id,
-            tenant=TENANT, spec=SPEC, cost_micros=1,
-        )  # fmt: skip
+        event = admitted(job_id, cost=1)
         await h.send(event, delivery=2)
         failed = h.bus.one(JobFailedV1)
         assert (failed.reason, failed.detail, failed.stage) == (

@@ -37,8 +37,8 @@ from tests.component.harness import (
     TENANT,
     Fakes,
     Harness,
+    admitted,
     job_record,
-    new_event_id,
     new_job_id,
     running,
 )
@@ -120,13 +120,6 @@ async def submitter() -> AsyncIterator[Submitter]:
     async with running(build_router(MAX_ATTEMPTS), deps) as h:
         assert isinstance(h.deps.upstream, WatchedIndex)
         yield Submitter(h, provider, h.deps.upstream)
-
-
-def admitted(job_id: str, spec: JobSpec = SPEC, cost: int = 400_000) -> JobAdmittedV1:
-    return JobAdmittedV1(
-        event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id, tenant=TENANT,
-        spec=spec, cost_micros=cost,
-    )  # fmt: skip
 
 
 def admitted_job(

@@ -19,8 +19,8 @@ from tests.component.harness import (
     TENANT,
     Fakes,
     Harness,
+    admitted,
     job_record,
-    new_event_id,
     new_job_id,
     running,
 )
@@ -60,10 +60,7 @@ def left_submitting(s: Submitter) -> JobAdmittedV1:
             }
         )
     )
-    return JobAdmittedV1(
-        event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id, tenant=TENANT,
-        spec=SPEC, cost_micros=400_000,
-    )  # fmt: skip
+    return admitted(job_id)
 
 
 def listed(video_id: str, *, prompt: str = SPEC.prompt, age: float = 0.0) -> UpstreamVideo:
@@ -172,16 +169,7 @@ async def test_a_running_create_renews_its_lease(
 
     slow = SlowCreate(creates=[upstream_video("video_slow")])
     provider.create = slow.create  # type: ignore[method-assign]
-    await h.send(
-        JobAdmittedV1(
-            event_id=new_event_id(),
-            occurred_at=datetime.now(UTC),
-            job_id=job_id,
-            tenant=TENANT,
-            spec=SPEC,
-            cost_micros=400_000,
-        )
-    )
+    await h.send(admitted(job_id))
     assert renewals
     assert h.jobs.records()[job_id].upstream_id == "video_slow"
 
@@ -193,10 +181,7 @@ async def test_of_two_deliveries_that_decided_to_create_one_claims_the_attempt()
     jobs = InMemoryJobStore()
     job_id = new_job_id()
     jobs.put(job_record(job_id, JobStatus.ADMITTED, cost_micros=1))
-    event = JobAdmittedV1(
-        event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id, tenant=TENANT,
-        spec=SPEC, cost_micros=1,
-    )  # fmt: skip
+    event = admitted(job_id, cost=1)
 
     first = await claim_attempt(jobs, event, 0)
     claimed = jobs.records()[job_id]
@@ -216,10 +201,7 @@ async def test_a_delivery_that_loses_the_claim_comes_back_instead_of_acking(
     h, provider = submitter.h, submitter.provider
     job_id = new_job_id()
     h.jobs.put(job_record(job_id, JobStatus.ADMITTED, cost_micros=1))
-    event = JobAdmittedV1(
-        event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id, tenant=TENANT,
-        spec=SPEC, cost_micros=1,
-    )  # fmt: skip
+    event = admitted(job_id, cost=1)
 
     real_get = h.jobs.get
     calls: list[int] = []
