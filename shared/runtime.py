@@ -39,7 +39,7 @@ class Platform:
     inputs: InputStore
 
 
-def _cached(make: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+def cached(make: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
     """A lazy handle: opened on first use (after the broker connected), then reused."""
     cache: list[T] = []
 
@@ -67,9 +67,9 @@ def make_broker(nats_url: str, tracer_provider: TracerProvider) -> NatsBroker:
 def make_platform(service: str, nats_url: str, tracer_provider: TracerProvider) -> Platform:
     """Build (not connect) the broker and the KV / object-store adapters on it."""
     broker = make_broker(nats_url, tracer_provider)
-    jobs_kv = _cached(lambda: broker.key_value(JOBS_BUCKET, declare=False))
-    upstream_kv = _cached(lambda: broker.key_value(UPSTREAM_BUCKET, declare=False))
-    inputs_obs = _cached(lambda: broker.object_storage(INPUTS_BUCKET, declare=False))
+    jobs_kv = cached(lambda: broker.key_value(JOBS_BUCKET, declare=False))
+    upstream_kv = cached(lambda: broker.key_value(UPSTREAM_BUCKET, declare=False))
+    inputs_obs = cached(lambda: broker.object_storage(INPUTS_BUCKET, declare=False))
     return Platform(
         service,
         broker,
@@ -105,6 +105,21 @@ def make_asgi(broker: NatsBroker, routes: Sequence[tuple[str, object]] = ()) -> 
         logger=logging.getLogger("clipline.app"),
         asgi_routes=[("/healthz", make_ping_asgi(broker, timeout=2.0)), *routes],  # type: ignore[list-item]
     )
+
+
+class Dispatch:
+    """Routes HTTP under `prefix` to an API; lifespan and /healthz to the FastStream app."""
+
+    def __init__(self, prefix: str, api: Any, stream_app: AsgiFastStream) -> None:
+        self.prefix = prefix
+        self.api = api
+        self.stream_app = stream_app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            await self.api(scope, receive, send)
+        else:
+            await self.stream_app(scope, receive, send)
 
 
 async def serve(app: Any, host: str, port: int, log_level: str = "info") -> None:

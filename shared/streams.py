@@ -60,6 +60,15 @@ UPSTREAM_BUCKET_CONFIG = KeyValueConfig(
     storage=StorageType.FILE,
 )
 
+BUDGETS_BUCKET = "clipline_budgets"
+BUDGETS_BUCKET_CONFIG = KeyValueConfig(
+    bucket=BUDGETS_BUCKET,
+    description="budget limits, window counters, job reservations, spend ledger (pricing_guard)",
+    history=1,
+    storage=StorageType.FILE,
+)
+"""Written only by atomic batches (shared/kvatomic.py): its stream allows atomic publish."""
+
 INPUTS_BUCKET = "clipline_inputs"
 INPUTS_BUCKET_CONFIG = ObjectStoreConfig(
     bucket=INPUTS_BUCKET,
@@ -80,5 +89,10 @@ async def ensure_jetstream(js: JetStreamContext) -> None:
         await js.update_stream(JOBS_STREAM_CONFIG)
     await js.create_key_value(JOBS_BUCKET_CONFIG)
     await js.create_key_value(UPSTREAM_BUCKET_CONFIG)
+    await js.create_key_value(BUDGETS_BUCKET_CONFIG)
+    budgets = (await js.stream_info(f"KV_{BUDGETS_BUCKET}")).config
+    if not budgets.allow_atomic:
+        budgets.allow_atomic = True  # multi-key compare-and-set (nats-server 2.12+)
+        await js.update_stream(budgets)
     # nats-py overwrites config.bucket with the `bucket` argument, so pass both.
     await js.create_object_store(INPUTS_BUCKET, config=INPUTS_BUCKET_CONFIG)

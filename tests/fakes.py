@@ -1,13 +1,14 @@
-"""In-memory fakes of the ports (JobStore, VideoProvider, AssetStore, InputStore) for tests."""
+"""In-memory fakes of the ports (JobStore, VideoProvider, AssetStore, InputStore, AtomicStore)
+for tests."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from services.storage.ports import Stored
 from shared.contracts import JobRecordV1, record_key
@@ -15,9 +16,12 @@ from shared.contracts.events import JobRef
 from shared.contracts.lifecycle import check_move
 from shared.inputs import InputMissingError
 from shared.jobstore import Change, UpstreamOwnedError
+from shared.kvatomic import Decide, Entry
 from shared.provider import CreateVideo, UpstreamVideo
 from shared.provider.port import Download
 from shared.provider.wire import UpstreamError, Variant
+
+T = TypeVar("T")
 
 
 class InMemoryJobStore:
@@ -227,3 +231,54 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.mono += seconds
         self.wall += seconds
+
+
+class InMemoryAtomicStore:
+    """AtomicStore in a dict: per-key revisions from one sequence, as in a KV stream, and the
+    same all-or-nothing compare-and-set of several keys."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes | None] = {}
+        self.revisions: dict[str, int] = {}
+        self._seq = 0
+        self.conflicts = 0
+
+    async def read(self, keys: Sequence[str]) -> dict[str, Entry]:
+        return {k: Entry(self.values.get(k), self.revisions.get(k, 0)) for k in keys}
+
+    async def transact(self, keys: Sequence[str], decide: Decide[T]) -> T:
+        for _ in range(50):
+            entries = await self.read(keys)
+            outcome = decide(entries)
+            expected = {k: entries[k].revision for k in outcome.writes}
+            if not outcome.writes or await self.write(outcome.writes, expected):
+                return outcome.result
+        raise AssertionError("in-memory transaction kept conflicting")
+
+    async def write(self, writes: Mapping[str, bytes | None], expected: Mapping[str, int]) -> bool:
+        if any(self.revisions.get(k, 0) != rev for k, rev in expected.items()):
+            self.conflicts += 1
+            return False
+        for key, value in writes.items():
+            self._seq += 1
+            self.values[key] = value
+            self.revisions[key] = self._seq
+        return True
+
+    async def scan(self, pattern: str) -> list[tuple[str, bytes]]:
+        return [
+            (k, v)
+            for k, v in sorted(self.values.items())
+            if v is not None and subject_matches(pattern, k)
+        ]
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` one token, `>` the rest."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, token in enumerate(p):
+        if token == ">":
+            return len(s) > i
+        if i >= len(s) or token not in ("*", s[i]):
+            return False
+    return len(p) == len(s)

@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from faststream.asgi import AsgiFastStream
-
 from services.intake.adapters import probe_image
 from services.intake.handlers import build_router
 from services.intake.http import build_http
 from services.intake.ports import Deps
 from shared.registry import Registry
-from shared.runtime import Platform, make_asgi, wire
-
-
-class Dispatch:
-    """Routes /v1/* HTTP to the API; lifespan and /healthz to the FastStream app."""
-
-    def __init__(self, api: Any, stream_app: AsgiFastStream) -> None:
-        self.api = api
-        self.stream_app = stream_app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            await self.api(scope, receive, send)
-        else:
-            await self.stream_app(scope, receive, send)
+from shared.runtime import Dispatch, Platform, make_asgi, wire
 
 
 def build_app(platform: Platform, registry: Registry, default_tenant: str) -> Dispatch:
@@ -39,4 +21,4 @@ def build_app(platform: Platform, registry: Registry, default_tenant: str) -> Di
         default_tenant=default_tenant,
     )
     wire(platform.broker, router, deps, platform.jobs)
-    return Dispatch(build_http(deps), make_asgi(platform.broker))
+    return Dispatch("/v1/", build_http(deps), make_asgi(platform.broker))

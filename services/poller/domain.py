@@ -27,7 +27,8 @@ class Pending:
 
 @dataclass(frozen=True, slots=True)
 class Generated:
-    pass
+    produced_seconds: int | None = None
+    """What the upstream says it produced: what the job is billed for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,15 @@ def overdue(policy: PollPolicy, waited: float) -> TimedOut | None:
     return None
 
 
+def produced_seconds(seconds: str | None) -> int | None:
+    """The upstream's `seconds` (a string on the wire); None when absent or not a positive
+    whole number (then the job is billed for the seconds it asked for)."""
+    if seconds is None or not seconds.strip().isdigit():
+        return None
+    value = int(seconds)
+    return value if 0 < value <= 3600 else None
+
+
 def assess(
     policy: PollPolicy,
     *,
@@ -64,10 +74,11 @@ def assess(
     error: tuple[str, str] | None,
     waited: float,
     server_hint: float | None,
+    seconds: str | None = None,
 ) -> Pending | Generated | Failed | TimedOut:
     """What an upstream status means for the job, `waited` seconds after submission."""
     if status == "completed":
-        return Generated()
+        return Generated(produced_seconds(seconds))
     if status == "failed":
         code, message = error or ("upstream_failed", "upstream reported failure without detail")
         return Failed(code, message)

@@ -51,9 +51,9 @@ def build_router() -> ServiceRouter:
             case Pending() as pending:
                 await progressed(jobs, emit, event, record, pending)
                 raise NackMessage(delay=pending.delay)  # the durable timer of the next poll
-            case Generated():
-                if await advance(jobs, event, mark_generated):
-                    await emit(generated(event))
+            case Generated(produced_seconds=produced):
+                if await advance(jobs, event, mark_generated, produced_seconds=produced):
+                    await emit(generated(event, produced))
             case Failed() | TimedOut() as why:
                 await end_job(
                     jobs, emit, event, reason=why.reason, detail=why.detail, stage=SERVICE,
@@ -83,7 +83,7 @@ async def look(
     error = (video.error.code, video.error.message) if video.error else None
     return assess(
         policy, status=video.status, progress=video.progress, error=error, waited=waited,
-        server_hint=hint,
+        server_hint=hint, seconds=video.seconds,
     )  # fmt: skip
 
 
@@ -94,7 +94,7 @@ async def not_followed(emit: Emit, event: JobSubmittedV1, record: JobRecordV1 | 
     if record.terminal:
         await announce_end(emit, record, SERVICE)
     elif record.status == JobStatus.GENERATED:
-        await emit(generated(event))  # redelivered after a crash: announce again
+        await emit(generated(event, record.produced_seconds))  # redelivered after a crash
 
 
 def waited_since_submit(record: JobRecordV1) -> float:
@@ -118,5 +118,10 @@ async def progressed(
         await emit(fact)
 
 
-def generated(event: JobSubmittedV1) -> JobGeneratedV1:
-    return JobGeneratedV1.fact(event, upstream_id=event.upstream_id, cost_micros=event.cost_micros)
+def generated(event: JobSubmittedV1, produced_seconds: int | None) -> JobGeneratedV1:
+    return JobGeneratedV1.fact(
+        event,
+        upstream_id=event.upstream_id,
+        cost_micros=event.cost_micros,
+        produced_seconds=produced_seconds,
+    )

@@ -17,7 +17,8 @@ async def main() -> None:
     settings = load_settings(PricingSettings)
     registry = load_registry_or_exit(settings.registry_path)
     async with service_runtime(SERVICE, settings) as platform:
-        await serve_app(build_app(platform, registry), settings)
+        token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        await serve_app(build_app(platform, registry, token or None), settings)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.pricing_guard.budgets import Charge, Dispute, Release, Settlement
 from shared.registry import Registry
 
 
@@ -28,6 +29,63 @@ def price(registry: Registry, model: str, size: str, seconds: int) -> Admitted |
     return Admitted(per_second * seconds)
 
 
-def final_charge(completed: bool, cost_micros: int | None) -> int:
-    """What a finished job costs: its price when completed; nothing when it failed."""
-    return (cost_micros or 0) if completed else 0
+# -- billing policy (README "Billing policy" is this table in prose) -----------------------------
+
+POLLER_OWN_REASONS = frozenset(
+    {
+        "upstream_lost",
+        "upstream_rejected",
+        "upstream_protocol",
+        "retries_exhausted",
+        "poison_message",
+    }
+)
+"""Reasons the poller ends a job for on its own account while the upstream job may still run;
+any other poller reason is the failure code the upstream reported for the generation."""
+UPSTREAM_EXISTS = frozenset({"submitted", "generating", "generated", "storing"})
+"""Statuses (history keys) in which an upstream job surely exists (lifecycle.UPSTREAM_STARTED)."""
+CREATE_SENT = UPSTREAM_EXISTS | {"submitting"}
+"""Statuses (history keys) after which an upstream create may have been sent."""
+NOTHING_SENT_REASONS = frozenset({"input_unavailable"})
+"""Submitter endings decided before the create request left."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """What settlement needs to know about a job that ended."""
+
+    status: str  # completed, failed, timed_out, cancelled
+    reason: str | None
+    stage: str | None
+    reached: frozenset[str]  # every status the job was ever in (its history)
+    estimate_micros: int
+    requested_seconds: int
+    produced_seconds: int | None
+
+
+def bill(ending: Ending) -> Settlement:
+    """The billing policy: what a job that ended costs, by how it ended."""
+    if ending.status == "completed" or "generated" in ending.reached:
+        # The provider bills a finished video, stored by clipline or not (asset expired).
+        seconds = ending.produced_seconds or ending.requested_seconds
+        per_second = ending.estimate_micros // ending.requested_seconds
+        return Charge(per_second * seconds, f"{seconds} s produced")
+    if not ending.reached & CREATE_SENT:
+        return Release("ended before any upstream create")
+    if ending.reason == "moderation_blocked":
+        return Release("blocked by moderation: unbilled")
+    submitted = bool(ending.reached & UPSTREAM_EXISTS)
+    if ending.status == "cancelled":
+        if submitted:
+            return Charge(ending.estimate_micros, "cancelled after submission: sunk cost")
+        return Dispute("cancelled while a create was in flight")
+    if not submitted:
+        if ending.stage == "submitter" and ending.reason == "upstream_rejected":
+            return Release("the upstream refused the create")
+        if ending.stage == "submitter" and ending.reason in NOTHING_SENT_REASONS:
+            return Release("ended before the create was sent")
+        return Dispute("the create may have reached the upstream")
+    poller_saw_failure = ending.stage == "poller" and ending.reason not in POLLER_OWN_REASONS
+    if ending.status == "failed" and poller_saw_failure:
+        return Release("the upstream reported the generation failed: unbilled")
+    return Dispute("the upstream job may still run and bill")

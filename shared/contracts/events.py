@@ -185,6 +185,9 @@ class JobGeneratedV1(Event):
     kind = "generated"
     upstream_id: str
     cost_micros: int
+    produced_seconds: int | None = Field(
+        default=None, description="seconds of video the upstream reports it produced"
+    )
 
 
 class JobFailedV1(Event):
@@ -217,6 +220,20 @@ class JobCompletedV1(Event):
     timings: JobTimings
 
 
+class BudgetAlertV1(Event):
+    """pricing_guard: admitting this job took a budget window past its soft threshold (once per
+    crossing; the job itself was admitted)."""
+
+    kind = "budget_alert"
+    scope: str = Field(description="global or tenant:<tenant>")
+    period: Literal["daily", "monthly", "lifetime"]
+    window: str = Field(description="2026-12-02, 2026-12 or lifetime (UTC calendar)")
+    soft_micros: int
+    limit_micros: int
+    used_micros: int = Field(description="reserved + charged + disputed after this admission")
+    crossing: int = Field(description="how many times this window has crossed its threshold")
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     JobAcceptedV1,
     JobRejectedV1,
@@ -227,6 +244,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     JobFailedV1,
     JobTimedOutV1,
     JobCompletedV1,
+    BudgetAlertV1,
 )
 TERMINAL_KINDS = frozenset({"completed", "failed", "rejected", "timed_out", "cancelled"})
 

@@ -38,6 +38,8 @@ class JobRecordV1(BaseModel):
     """When the upstream create in flight was last known alive (renewed while it runs): a
     fresh one is another worker's live attempt, not a lost one to reconcile."""
     progress: int = 0
+    produced_seconds: int | None = None
+    """Seconds of video the upstream reports it produced (what a completed job is billed for)."""
     assets: list[AssetRef] = []
     reason: str | None = None
     detail: str | None = None

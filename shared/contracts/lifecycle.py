@@ -166,8 +166,10 @@ def report_progress(record: JobRecordV1, at: datetime, *, progress: int) -> JobR
     return _move(record, "report_progress", at, progress=max(0, min(99, progress)))
 
 
-def mark_generated(record: JobRecordV1, at: datetime) -> JobRecordV1:
-    return _move(record, "mark_generated", at, progress=100)
+def mark_generated(
+    record: JobRecordV1, at: datetime, *, produced_seconds: int | None = None
+) -> JobRecordV1:
+    return _move(record, "mark_generated", at, progress=100, produced_seconds=produced_seconds)
 
 
 def begin_store(record: JobRecordV1, at: datetime) -> JobRecordV1:

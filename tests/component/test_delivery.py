@@ -16,6 +16,7 @@ from services.poller import handlers as poller
 from services.poller.domain import PollPolicy
 from services.poller.ports import Deps as PollerDeps
 from services.pricing_guard import handlers as pricing_guard
+from services.pricing_guard.adapters import KvBudgets
 from services.pricing_guard.ports import Deps as PricingDeps
 from services.storage import handlers as storage
 from services.storage.ports import Deps as StorageDeps
@@ -46,7 +47,7 @@ from tests.component.harness import (
     running,
 )
 from tests.component.support import FlakyJobStore, actions, settled, validation_error
-from tests.fakes import FakeProvider, InMemoryAssetStore, InMemoryJobStore
+from tests.fakes import FakeProvider, InMemoryAssetStore, InMemoryAtomicStore, InMemoryJobStore
 
 POLICY = PollPolicy(default_delay=5.0, min_delay=0.2, max_delay=30.0, deadline=3600.0)
 VIDEO = "video_abc"
@@ -80,7 +81,7 @@ SERVICES = [
         JobStatus.ACCEPTED,
         lambda j: JobAcceptedV1(**common(j), spec=SPEC, idempotency_key="k"),
         pricing_guard.build_router,
-        lambda f, _: PricingDeps(f.jobs, f.emit, load_registry()),
+        lambda f, _: PricingDeps(f.jobs, f.emit, load_registry(), KvBudgets(InMemoryAtomicStore())),
         lambda _: None,  # its job store raises instead (see `harness_for`)
     ),
     Service(

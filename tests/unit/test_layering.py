@@ -36,11 +36,15 @@ def test_shared_does_not_import_services_or_tooling() -> None:
             assert not name.startswith(("services", "clipline")), f"{path} imports {name}"
 
 
+PURE_MODULES = ("domain.py", "budgets.py")  # budgets.py: pricing_guard's budget arithmetic
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
 @pytest.mark.parametrize("service", SERVICES)
-def test_domain_modules_are_pure(service: str) -> None:
-    path = ROOT / "services" / service / "domain.py"
+def test_domain_modules_are_pure(service: str, module: str) -> None:
+    path = ROOT / "services" / service / module
     if not path.exists():
-        pytest.skip(f"{service} has no domain module")
+        pytest.skip(f"{service} has no {module}")
     for name in imports(path):
         top = name.split(".")[0]
         allowed = (

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.pricing_guard.domain import UPSTREAM_EXISTS
 from shared.contracts import AssetRef, IllegalTransition, JobRecordV1, JobSpec, JobStatus
 from shared.contracts import lifecycle as lc
 from shared.contracts.lifecycle import LIVE, STEPS, TERMINAL, UPSTREAM_STARTED
@@ -264,3 +265,7 @@ def test_check_move_allows_steps_and_bookkeeping_and_refuses_the_rest() -> None:
     lc.check_move(done, lc.settle(done, charged_micros=5))
     with pytest.raises(IllegalTransition):
         lc.check_move(done, done.model_copy(update={"reason": "rewritten"}))
+
+
+def test_pricing_guards_copy_of_the_upstream_states_matches_the_lifecycle() -> None:
+    assert {s.value for s in UPSTREAM_STARTED} == UPSTREAM_EXISTS

@@ -14,7 +14,7 @@ from services.poller.domain import (
     next_poll_delay,
     overdue,
 )
-from services.pricing_guard.domain import Admitted, Refused, final_charge, price
+from services.pricing_guard.domain import Admitted, Refused, price
 from services.storage.domain import object_key, timings
 from services.submitter.domain import (
     Expired,
@@ -48,11 +48,6 @@ def test_unpriced_is_refused_never_free() -> None:
     refused = price(REG, "sora-2-pro", "1920x1080", 4)
     assert isinstance(refused, Refused)
     assert refused.reason == "unpriced"
-
-
-def test_final_charge() -> None:
-    assert final_charge(True, 400_000) == 400_000
-    assert final_charge(False, 400_000) == 0
 
 
 def test_submit_plan() -> None:

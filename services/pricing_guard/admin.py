@@ -1,0 +1,225 @@
+"""pricing_guard's admin HTTP API under /v1/admin/: budgets, spend and disputes, behind a bearer
+token (CLIPLINE_ADMIN_TOKEN). `clipline budget` and `clipline spend` drive it."""
+
+from __future__ import annotations
+
+import hmac
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from services.pricing_guard.budgets import (
+    GLOBAL,
+    BudgetInputError,
+    Charge,
+    Limit,
+    Release,
+    Slot,
+    Usage,
+    parse_period,
+    parse_scope,
+    parse_usd,
+    usd,
+    window,
+)
+from services.pricing_guard.ports import BudgetStore
+from services.pricing_guard.records import LimitRecord, ReservationRecord, SpendEntry
+from shared.contracts.ids import is_valid_tenant
+
+By = Literal["tenant", "model", "day"]
+
+
+def _error(status: int, reason: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": {"reason": reason, "detail": detail}}, status)
+
+
+def _money(micros: int | None) -> dict[str, Any]:
+    return {"micros": micros, "usd": usd(micros) if micros is not None else None}
+
+
+def usage_view(usage: Usage, limit: Limit | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "used": _money(usage.used),
+        "admitted": _money(usage.admitted),
+        "reserved": _money(usage.reserved),
+        "settled": _money(usage.settled),
+        "released": _money(usage.released),
+        "disputed": _money(usage.disputed),
+        "jobs": usage.jobs,
+        "balanced": usage.balanced,
+    }
+    if limit is not None:
+        view["left"] = _money(max(0, limit.limit_micros - usage.used))
+    return view
+
+
+def budget_view(record: LimitRecord, current: str, usage: Usage) -> dict[str, Any]:
+    return {
+        "scope": record.scope,
+        "period": record.period,
+        "window": current,
+        "limit": _money(record.limit_micros),
+        "soft": _money(record.soft_micros),
+        "updated_at": record.updated_at.isoformat(),
+        **usage_view(usage, record.limit),
+    }
+
+
+def summarise(entries: Iterable[SpendEntry], by: By) -> list[dict[str, Any]]:
+    """Ledger totals per tenant, model or day (the UTC day each job was admitted)."""
+    rows: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for e in entries:
+        key = {"tenant": e.tenant, "model": e.model, "day": e.day}[by]
+        row = rows[key]
+        row["jobs"] += 1
+        row["charged_jobs"] += e.settlement == "charged"
+        row["released_jobs"] += e.settlement == "released"
+        row["seconds"] += e.seconds if e.settlement == "charged" else 0
+        row["amount_micros"] += e.amount_micros
+    return [
+        {by: key, **row, "amount": _money(row["amount_micros"])}
+        for key, row in sorted(rows.items())
+    ]
+
+
+def dispute_view(record: ReservationRecord) -> dict[str, Any]:
+    return {
+        "tenant": record.tenant,
+        "job_id": record.job_id,
+        "model": record.model,
+        "size": record.size,
+        "seconds": record.seconds,
+        "estimate": _money(record.estimate_micros),
+        "why": record.why,
+        "since": (record.settled_at or record.reserved_at).isoformat(),
+    }
+
+
+def build_admin(budgets: BudgetStore, token: str | None) -> FastAPI:
+    api = FastAPI(title="clipline admin", openapi_url="/v1/admin/openapi.json", docs_url=None)
+
+    @api.middleware("http")
+    async def require_token(request: Request, call_next: Any) -> Response:
+        if token is None:
+            return _error(503, "admin_disabled", "set CLIPLINE_ADMIN_TOKEN to use the admin API")
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
+            return _error(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is needed")
+        response: Response = await call_next(request)
+        return response
+
+    @api.get("/v1/admin/budgets")
+    async def list_budgets() -> JSONResponse:
+        now = datetime.now(UTC)
+        views = []
+        for record in sorted(await budgets.limits(), key=lambda r: (r.scope, r.period)):
+            current = window(record.period, now)
+            usage = await budgets.usage(Slot(record.scope, record.period, current))
+            views.append(budget_view(record, current, usage))
+        return JSONResponse({"budgets": views})
+
+    @api.put("/v1/admin/budgets/{scope}/{period}")
+    async def set_budget(scope: str, period: str, request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise BudgetInputError("the body must be a JSON object")
+            the_scope, the_period = parse_scope(scope), parse_period(period)
+            limit = Limit(_amount(body, "limit"), _optional_amount(body, "soft"))
+        except ValueError as exc:  # BudgetInputError, or a body that is not JSON
+            return _error(422, "invalid_budget", str(exc))
+        now = datetime.now(UTC)
+        await budgets.set_limit(the_scope, the_period, limit, now)
+        current = window(the_period, now)
+        usage = await budgets.usage(Slot(the_scope, the_period, current))
+        record = LimitRecord(
+            scope=the_scope, period=the_period, limit_micros=limit.limit_micros,
+            soft_micros=limit.soft_micros, updated_at=now,
+        )  # fmt: skip
+        return JSONResponse(budget_view(record, current, usage))
+
+    @api.delete("/v1/admin/budgets/{scope}/{period}")
+    async def delete_budget(scope: str, period: str) -> Response:
+        try:
+            the_scope, the_period = parse_scope(scope), parse_period(period)
+        except BudgetInputError as exc:
+            return _error(422, "invalid_budget", str(exc))
+        await budgets.set_limit(the_scope, the_period, None, datetime.now(UTC))
+        return Response(status_code=204)
+
+    @api.get("/v1/admin/spend")
+    async def spend(
+        tenant: str | None = Query(default=None), by: str = Query(default="tenant")
+    ) -> JSONResponse:
+        if tenant is not None and not is_valid_tenant(tenant):
+            return _error(422, "invalid_request", f"not a tenant name: {tenant!r}")
+        if by not in ("tenant", "model", "day"):
+            return _error(422, "invalid_request", "by must be tenant, model or day")
+        entries = await budgets.spend(tenant)
+        scope = f"tenant:{tenant}" if tenant else GLOBAL
+        lifetime = await budgets.usage(Slot(scope, "lifetime", "lifetime"))
+        total = sum(e.amount_micros for e in entries)
+        return JSONResponse(
+            {
+                "scope": scope,
+                "by": by,
+                "rows": summarise(entries, by),  # type: ignore[arg-type]
+                "total": _money(total),
+                "jobs": len(entries),
+                "lifetime": usage_view(lifetime),
+            }
+        )
+
+    @api.get("/v1/admin/disputes")
+    async def disputes() -> JSONResponse:
+        return JSONResponse({"disputes": [dispute_view(r) for r in await budgets.disputes()]})
+
+    @api.post("/v1/admin/disputes/{tenant}/{job_id}")
+    async def resolve(tenant: str, job_id: str, request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+            decision = _resolution(body)
+        except ValueError as exc:
+            return _error(422, "invalid_resolution", str(exc))
+        settled = await budgets.resolve(tenant, job_id, decision, datetime.now(UTC))
+        if settled is None:
+            return _error(404, "not_found", f"no reservation for {tenant}/{job_id}")
+        if not settled.fresh:
+            state = settled.reservation.state
+            return _error(409, "not_disputed", f"{job_id} is {state}, not disputed")
+        return JSONResponse({"job_id": job_id, "state": settled.reservation.state})
+
+    return api
+
+
+def _amount(body: dict[str, Any], name: str) -> int:
+    value = body.get(f"{name}_usd")
+    if value is not None:
+        return parse_usd(str(value))
+    micros = body.get(f"{name}_micros")
+    if isinstance(micros, int) and not isinstance(micros, bool) and micros >= 0:
+        return micros
+    raise BudgetInputError(f"{name}_usd (a string of dollars) or {name}_micros is required")
+
+
+def _optional_amount(body: dict[str, Any], name: str) -> int | None:
+    if body.get(f"{name}_usd") is None and body.get(f"{name}_micros") is None:
+        return None
+    return _amount(body, name)
+
+
+def _resolution(body: Any) -> Charge | Release:
+    if not isinstance(body, dict):
+        raise BudgetInputError("the body must be a JSON object")
+    match body.get("resolution"):
+        case "released":
+            return Release("resolved by an admin: not billed")
+        case "charged":
+            return Charge(_amount(body, "amount"), "resolved by an admin: billed")
+        case other:
+            raise BudgetInputError(f"resolution must be 'charged' or 'released', got {other!r}")

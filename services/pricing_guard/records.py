@@ -1,0 +1,165 @@
+"""What pricing_guard keeps in the clipline_budgets bucket: limits, window counters,
+per-job reservations and spend-ledger entries (JSON), and the keys they live under."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from services.pricing_guard.budgets import (
+    GLOBAL,
+    Alert,
+    Charge,
+    Dispute,
+    Limit,
+    Period,
+    Release,
+    Settlement,
+    Slot,
+    Usage,
+)
+
+ReservationState = Literal["reserved", "charged", "released", "disputed"]
+
+
+class Stored(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class LimitRecord(Stored):
+    scope: str
+    period: Period
+    limit_micros: int
+    soft_micros: int | None = None
+    updated_at: datetime
+
+    @property
+    def limit(self) -> Limit:
+        return Limit(self.limit_micros, self.soft_micros)
+
+
+class UsageRecord(Stored):
+    admitted: int = 0
+    reserved: int = 0
+    settled: int = 0
+    released: int = 0
+    disputed: int = 0
+    jobs: int = 0
+    soft_crossings: int = 0
+
+    @classmethod
+    def of(cls, usage: Usage) -> UsageRecord:
+        return cls(**asdict(usage))
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(**self.model_dump())
+
+
+class SlotRecord(Stored):
+    scope: str
+    period: Period
+    window: str
+
+    @property
+    def slot(self) -> Slot:
+        return Slot(self.scope, self.period, self.window)
+
+
+class AlertRecord(Stored):
+    scope: str
+    period: Period
+    window: str
+    soft_micros: int
+    limit_micros: int
+    used_micros: int
+    crossing: int
+
+    @classmethod
+    def of(cls, alert: Alert) -> AlertRecord:
+        s = alert.slot
+        return cls(
+            scope=s.scope, period=s.period, window=s.window, soft_micros=alert.soft_micros,
+            limit_micros=alert.limit_micros, used_micros=alert.used_micros,
+            crossing=alert.crossing,
+        )  # fmt: skip
+
+
+class ReservationRecord(Stored):
+    """One job's reservation: made with the window counters in one atomic write, and moved
+    (charged, released, disputed) with them in another, so none is ever counted twice."""
+
+    tenant: str
+    job_id: str
+    model: str
+    size: str
+    seconds: int
+    estimate_micros: int
+    slots: list[SlotRecord]
+    state: ReservationState = "reserved"
+    reserved_at: datetime
+    settled_at: datetime | None = None
+    charged_micros: int | None = None
+    why: str | None = None
+    alerts: list[AlertRecord] = []
+
+    def settled(self, outcome: Settlement, at: datetime) -> ReservationRecord:
+        match outcome:
+            case Charge(amount_micros=amount, why=why):
+                update = {"state": "charged", "charged_micros": amount, "why": why}
+            case Release(why=why):
+                update = {"state": "released", "charged_micros": 0, "why": why}
+            case Dispute(why=why):
+                update = {"state": "disputed", "why": why}
+        return self.model_copy(update={**update, "settled_at": at})
+
+
+class SpendEntry(Stored):
+    """One line of the spend ledger: written once, when a job's cost is final."""
+
+    tenant: str
+    job_id: str
+    model: str
+    size: str
+    seconds: int
+    """Seconds billed (what the upstream produced for a charge, else what was asked)."""
+    amount_micros: int
+    estimate_micros: int
+    settlement: Literal["charged", "released"]
+    outcome: str
+    """How the job ended: completed, failed, timed_out, cancelled (or `resolved` by an admin)."""
+    why: str
+    day: str
+    """The UTC day the job was admitted: the daily budget window it counts against."""
+    settled_at: datetime
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+def scope_key(scope: str) -> str:
+    """`global` -> `global`; `tenant:acme` -> `tenant.acme` (KV keys are subject-like)."""
+    return GLOBAL if scope == GLOBAL else "tenant." + scope.removeprefix("tenant:")
+
+
+def limit_key(scope: str, period: Period) -> str:
+    return f"limit.{scope_key(scope)}.{period}"
+
+
+def usage_key(slot: Slot) -> str:
+    return f"use.{scope_key(slot.scope)}.{slot.period}.{slot.window}"
+
+
+def reservation_key(tenant: str, job_id: str) -> str:
+    return f"res.{tenant}.{job_id}"
+
+
+def dispute_key(tenant: str, job_id: str) -> str:
+    return f"dispute.{tenant}.{job_id}"
+
+
+def spend_key(tenant: str, job_id: str) -> str:
+    return f"spend.{tenant}.{job_id}"

@@ -1,0 +1,157 @@
+"""Budgets on a real nats-server: multi-key compare-and-set by atomic batch, no overshoot under
+concurrent writers on separate connections, no leak when a writer dies half-way."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js.api import KeyValueConfig, StorageType
+
+from services.pricing_guard.adapters import KvBudgets
+from services.pricing_guard.budgets import Exceeded, Limit, Slot, window
+from services.pricing_guard.ports import Claim, Reserved
+from shared.kvatomic import AtomicKv, Outcome
+from shared.streams import BUDGETS_BUCKET
+
+pytestmark = pytest.mark.integration
+COST = 400_000
+
+
+async def fresh_bucket(nc: Client) -> str:
+    """A budgets bucket of its own (global counters are shared by every job of a bucket)."""
+    name = f"budgets_{uuid.uuid4().hex[:10]}"
+    js = nc.jetstream()
+    await js.create_key_value(KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE))
+    config = (await js.stream_info(f"KV_{name}")).config
+    config.allow_atomic = True
+    await js.update_stream(config)
+    return name
+
+
+def atomic(nc: Client, bucket: str) -> AtomicKv:
+    handle: list[object] = []
+
+    async def get_kv():  # type: ignore[no-untyped-def]
+        if not handle:
+            handle.append(await nc.jetstream().key_value(bucket))
+        return handle[0]
+
+    return AtomicKv(get_kv, lambda: nc, bucket)
+
+
+@pytest.fixture
+async def bucket(nc: Client) -> str:
+    return await fresh_bucket(nc)
+
+
+@pytest.fixture
+async def clients(provisioned: str) -> AsyncIterator[list[Client]]:
+    """Separate connections, as separate replicas have."""
+    made = [await nats.connect(provisioned) for _ in range(4)]
+    try:
+        yield made
+    finally:
+        for c in made:
+            await c.close()
+
+
+def claim(tenant: str, job_id: str | None = None) -> Claim:
+    return Claim(
+        tenant, job_id or f"job_{uuid.uuid4().hex}", "sora-2", "1280x720", 4, COST,
+        datetime.now(UTC),
+    )  # fmt: skip
+
+
+def today(scope: str) -> Slot:
+    return Slot(scope, "daily", window("daily", datetime.now(UTC)))
+
+
+async def test_the_provisioned_budgets_bucket_allows_atomic_batches(nc: Client) -> None:
+    info = await nc.jetstream().stream_info(f"KV_{BUDGETS_BUCKET}")
+    assert info.config.allow_atomic is True
+
+
+async def test_a_batch_with_one_stale_revision_writes_nothing(nc: Client, bucket: str) -> None:
+    store = atomic(nc, bucket)
+    assert await store.write({"a": b"1", "b": b"1"}, {"a": 0, "b": 0})
+    entries = await store.read(["a", "b"])
+    # b moves on; a batch still expecting b's old revision must leave a unchanged too
+    assert await store.write({"b": b"2"}, {"b": entries["b"].revision})
+    stale = {"a": entries["a"].revision, "b": entries["b"].revision}
+    assert not await store.write({"a": b"3", "b": b"3"}, stale)
+    after = await store.read(["a", "b"])
+    assert (after["a"].value, after["b"].value) == (b"1", b"2")
+
+
+async def test_transact_retries_a_lost_race_and_deletes(nc: Client, bucket: str) -> None:
+    store = atomic(nc, bucket)
+    await store.write({"n": b"0"}, {})
+
+    def bump(entries):  # type: ignore[no-untyped-def]
+        value = int(entries["n"].value or b"0") + 1
+        return Outcome({"n": str(value).encode()}, value)
+
+    results = await asyncio.gather(*(store.transact(["n"], bump) for _ in range(30)))
+    assert sorted(results) == list(range(1, 31))  # every increment applied exactly once
+    await store.write({"n": None}, {})
+    assert (await store.read(["n"]))["n"].value is None
+    assert await store.write({"n": b"again"}, {"n": (await store.read(["n"]))["n"].revision})
+
+
+async def test_replicas_racing_for_a_budget_admit_exactly_what_fits(
+    clients: list[Client], bucket: str
+) -> None:
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    fits = 7
+    replicas = [KvBudgets(atomic(c, bucket)) for c in clients]
+    await replicas[0].set_limit("global", "daily", Limit(fits * COST), datetime.now(UTC))
+    results = await asyncio.gather(
+        *(replicas[i % len(replicas)].reserve(claim(tenant)) for i in range(60))
+    )
+    admitted = sum(isinstance(r, Reserved) for r in results)
+    refused = [r for r in results if isinstance(r, Exceeded)]
+    print(f"admitted {admitted} of 60 for a budget of {fits}: overshoot {admitted - fits}")
+    assert admitted == fits
+    assert len(refused) == 60 - fits
+    assert refused[0].left_micros == 0
+    usage = await replicas[1].usage(today("global"))
+    assert (usage.reserved, usage.jobs) == (fits * COST, fits)
+    assert usage.balanced
+
+
+async def test_a_writer_killed_between_two_scopes_leaks_nothing(
+    provisioned: str, nc: Client, bucket: str
+) -> None:
+    tenant, job_id = f"t{uuid.uuid4().hex[:8]}", f"job_{uuid.uuid4().hex}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.integration.partial_reserver", provisioned, bucket, tenant,
+        job_id, str(COST), stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line.startswith(b"partial "), line
+    finally:
+        proc.kill()  # SIGKILL half-way through the batch: no commit ever comes
+        await proc.wait()
+    budgets = KvBudgets(atomic(nc, bucket))
+    assert await budgets.reservation(tenant, job_id) is None
+    for scope in ("global", f"tenant:{tenant}"):
+        assert (await budgets.usage(today(scope))).admitted == 0
+    # The redelivered admission (another replica) completes it, counted once everywhere.
+    result = await budgets.reserve(claim(tenant, job_id))
+    assert isinstance(result, Reserved)
+    assert result.fresh
+    again = await budgets.reserve(claim(tenant, job_id))
+    assert isinstance(again, Reserved)
+    assert not again.fresh
+    for scope in ("global", f"tenant:{tenant}"):
+        usage = await budgets.usage(today(scope))
+        assert (usage.reserved, usage.jobs) == (COST, 1)
