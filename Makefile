@@ -8,6 +8,7 @@ MODEL ?= sora-2
 SIZE ?= 1280x720
 DURATION ?= 4
 BENCH_SECONDS ?= 8
+BENCH_JOBS ?= 1000
 # tests/sdk runs twice: with the openai SDK pinned in pyproject (the latest, multipart create) and
 # with this 2.x release (JSON create), installed beside the venv and put first on PYTHONPATH.
 OPENAI_LEGACY := 2.14.0
@@ -82,6 +83,7 @@ sdk: install
 # Speed goals live here, not in tests: figures and ratios against a baseline measured in the same run.
 bench: install
 	$(BIN)/python -m bench.simulator $(BENCH_SECONDS)
+	$(BIN)/python -m bench.admission $(BENCH_JOBS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,4 +1,4 @@
-"""The `clipline` command: up | down | status | restart | logs | submit."""
+"""The `clipline` command: up | down | status | restart | logs | submit | budget | spend."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import httpx
 import nats
 import nats.errors
 
+from clipline import budget_cli
 from clipline.logs import Follower, last_lines
 from clipline.servers import ServerError
 from clipline.stack import (
@@ -316,6 +317,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--verify", action="store_true", help="with --wait: decode the stored MP4")
     s.add_argument("--timeout", type=float, default=600.0)
     s.set_defaults(func=lambda a: asyncio.run(_submit(a)))
+    budget_cli.add_commands(sub)
     return p
 
 

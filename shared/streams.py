@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from faststream.nats import JStream
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from shared.contracts.events import EVENT_TYPES, SUBJECT_ROOT
 
@@ -89,10 +91,22 @@ async def ensure_jetstream(js: JetStreamContext) -> None:
         await js.update_stream(JOBS_STREAM_CONFIG)
     await js.create_key_value(JOBS_BUCKET_CONFIG)
     await js.create_key_value(UPSTREAM_BUCKET_CONFIG)
-    await js.create_key_value(BUDGETS_BUCKET_CONFIG)
-    budgets = (await js.stream_info(f"KV_{BUDGETS_BUCKET}")).config
-    if not budgets.allow_atomic:
-        budgets.allow_atomic = True  # multi-key compare-and-set (nats-server 2.12+)
-        await js.update_stream(budgets)
+    await ensure_atomic_bucket(js, BUDGETS_BUCKET_CONFIG)
     # nats-py overwrites config.bucket with the `bucket` argument, so pass both.
     await js.create_object_store(INPUTS_BUCKET, config=INPUTS_BUCKET_CONFIG)
+
+
+async def ensure_atomic_bucket(js: JetStreamContext, config: KeyValueConfig) -> None:
+    """A KV bucket whose stream allows atomic batches (multi-key compare-and-set; nats-server
+    2.12+). nats-py cannot create it so, and re-creating it once it is set fails (the config
+    differs), so: create it if missing, then switch the stream's `allow_atomic` on."""
+    stream = f"KV_{config.bucket}"
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        with contextlib.suppress(BadRequestError):  # another process created it meanwhile
+            await js.create_key_value(config)
+        info = await js.stream_info(stream)
+    if not info.config.allow_atomic:
+        info.config.allow_atomic = True
+        await js.update_stream(info.config)

@@ -5,6 +5,7 @@ reservation."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
@@ -48,40 +49,80 @@ Bill = Callable[[ReservationRecord], Settlement]
 
 
 class KvBudgets:
-    """The BudgetStore on JetStream KV (tests run it on an in-memory AtomicStore)."""
+    """The BudgetStore on JetStream KV (tests run it on an in-memory AtomicStore).
 
-    def __init__(self, atomic: AtomicStore) -> None:
+    Admissions waiting at the same moment are decided together, in arrival order, and written
+    in one atomic batch (group commit): every admission touches the same global counters, so
+    one batch for many beats one batch each, retried against each other."""
+
+    def __init__(self, atomic: AtomicStore, *, max_group: int = 64) -> None:
         self._atomic = atomic
+        self._max_group = max_group
+        self._waiting: list[tuple[Claim, asyncio.Future[Reserved | Exceeded]]] = []
+        self._leader: asyncio.Task[None] | None = None
 
     # -- admission ---------------------------------------------------------------------------
 
     async def reserve(self, claim: Claim) -> Reserved | Exceeded:
         """Reserve the claim's estimate in every window it counts against, or in none."""
-        slots = slots_for(claim.tenant, claim.at)
-        res_key = reservation_key(claim.tenant, claim.job_id)
-        keys = {slot: usage_key(slot) for slot in slots}
-        limits = await self._limits_of(slots)
+        decided: asyncio.Future[Reserved | Exceeded] = asyncio.get_running_loop().create_future()
+        self._waiting.append((claim, decided))
+        if self._leader is None or self._leader.done():
+            self._leader = asyncio.create_task(self._drain())
+        return await asyncio.shield(decided)
 
-        def decide(entries: Mapping[str, Entry]) -> Outcome[Reserved | Exceeded]:
-            existing = entries[res_key].value
-            if existing is not None:  # a redelivery: reserved once already
-                return Outcome({}, Reserved(ReservationRecord.model_validate_json(existing), False))
-            counted = tuple(
-                CountedSlot(slot, _usage(entries[key]), limits.get((slot.scope, slot.period)))
-                for slot, key in keys.items()
-            )
-            decision = reserve(counted, claim.estimate_micros)
-            if isinstance(decision, Exceeded):
-                return Outcome({}, decision)
-            record = _reservation(claim, slots, decision)
-            writes: dict[str, bytes | None] = {
-                key: UsageRecord.of(usage).model_dump_json().encode()
-                for key, usage in zip(keys.values(), decision.usages, strict=True)
-            }
-            writes[res_key] = record.model_dump_json().encode()
-            return Outcome(writes, Reserved(record, True))
+    async def _drain(self) -> None:
+        """Decide and write waiting claims, a group at a time, until none is left."""
+        while self._waiting:
+            group = self._waiting[: self._max_group]
+            del self._waiting[: self._max_group]
+            try:
+                results = await self._reserve_group([claim for claim, _ in group])
+            except Exception as exc:  # each caller of the group gets the error (redelivered)
+                for _, decided in group:
+                    if not decided.done():
+                        decided.set_exception(exc)
+                continue
+            for (_, decided), result in zip(group, results, strict=True):
+                if not decided.done():
+                    decided.set_result(result)
 
-        return await self._atomic.transact([res_key, *keys.values()], decide)
+    async def _reserve_group(self, claims: list[Claim]) -> list[Reserved | Exceeded]:
+        slots = {c.job_id: slots_for(c.tenant, c.at) for c in claims}
+        res_keys = {c.job_id: reservation_key(c.tenant, c.job_id) for c in claims}
+        use_keys = sorted({usage_key(s) for group in slots.values() for s in group})
+        limits = await self._limits_of(tuple({s for group in slots.values() for s in group}))
+
+        def decide(entries: Mapping[str, Entry]) -> Outcome[list[Reserved | Exceeded]]:
+            usages = {key: _usage(entries[key]) for key in use_keys}
+            records = {k: entries[k].value for k in res_keys.values()}
+            writes: dict[str, bytes | None] = {}
+            results: list[Reserved | Exceeded] = []
+            for claim in claims:
+                res_key = res_keys[claim.job_id]
+                existing = records[res_key]
+                if existing is not None:  # a redelivery (or a twin in this group)
+                    found = ReservationRecord.model_validate_json(existing)
+                    results.append(Reserved(found, False))
+                    continue
+                mine = slots[claim.job_id]
+                counted = tuple(
+                    CountedSlot(s, usages[usage_key(s)], limits.get((s.scope, s.period)))
+                    for s in mine
+                )
+                decision = reserve(counted, claim.estimate_micros)
+                if isinstance(decision, Exceeded):
+                    results.append(decision)
+                    continue
+                for slot, usage in zip(mine, decision.usages, strict=True):
+                    usages[usage_key(slot)] = usage
+                    writes[usage_key(slot)] = UsageRecord.of(usage).model_dump_json().encode()
+                record = _reservation(claim, mine, decision)
+                records[res_key] = writes[res_key] = record.model_dump_json().encode()
+                results.append(Reserved(record, True))
+            return Outcome(writes, results)
+
+        return await self._atomic.transact([*res_keys.values(), *use_keys], decide)
 
     async def _limits_of(self, slots: tuple[Slot, ...]) -> dict[tuple[str, Period], Limit]:
         pairs = sorted({(s.scope, s.period) for s in slots})

@@ -18,7 +18,7 @@ from services.pricing_guard.adapters import KvBudgets
 from services.pricing_guard.budgets import Exceeded, Limit, Slot, window
 from services.pricing_guard.ports import Claim, Reserved
 from shared.kvatomic import AtomicKv, Outcome
-from shared.streams import BUDGETS_BUCKET
+from shared.streams import BUDGETS_BUCKET, ensure_jetstream
 
 pytestmark = pytest.mark.integration
 COST = 400_000
@@ -74,6 +74,8 @@ def today(scope: str) -> Slot:
 
 
 async def test_the_provisioned_budgets_bucket_allows_atomic_batches(nc: Client) -> None:
+    # every service provisions on start, several at once: creating the bucket again must work
+    await asyncio.gather(*(ensure_jetstream(nc.jetstream()) for _ in range(3)))
     info = await nc.jetstream().stream_info(f"KV_{BUDGETS_BUCKET}")
     assert info.config.allow_atomic is True
 
