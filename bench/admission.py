@@ -70,8 +70,9 @@ async def added_latency(nc: Client, n: int) -> None:
     await budgets.set_limit(f"tenant:{tenant}", "daily", Limit(10**15), datetime.now(UTC))
 
     async def reserve(i: int) -> object:
-        claim = Claim(tenant, f"job_{uuid.uuid4().hex}", "sora-2", "1280x720", 4, COST,
-                      datetime.now(UTC))  # fmt: skip
+        claim = Claim(
+            tenant, f"job_{uuid.uuid4().hex}", "sora-2", "1280x720", 4, COST, datetime.now(UTC)
+        )
         return await budgets.reserve(claim)
 
     key = f"{tenant}.job_{uuid.uuid4().hex}"
@@ -87,23 +88,37 @@ async def added_latency(nc: Client, n: int) -> None:
     baseline = await timed(n, record_cas)
     print(f"\nadded latency per admission ({n} sequential, one client)")
     print(f"  {'':36} {'p50 ms':>8} {'p99 ms':>8}")
-    print(f"  {'job record CAS (before budgets)':36} {pct(baseline, .5):8.2f} "
-          f"{pct(baseline, .99):8.2f}")  # fmt: skip
-    print(f"  {'budget reservation (atomic batch)':36} {pct(with_budget, .5):8.2f} "
-          f"{pct(with_budget, .99):8.2f}")  # fmt: skip
-    print(f"  added by budgets: p50 {pct(with_budget, .5):.2f} ms, "
-          f"p99 {pct(with_budget, .99):.2f} ms "
-          f"({statistics.median(with_budget) / statistics.median(baseline):.1f}x one CAS)")  # fmt: skip
+    print(
+        f"  {'job record CAS (before budgets)':36} {pct(baseline, 0.5):8.2f} "
+        f"{pct(baseline, 0.99):8.2f}"
+    )
+    print(
+        f"  {'budget reservation (atomic batch)':36} {pct(with_budget, 0.5):8.2f} "
+        f"{pct(with_budget, 0.99):8.2f}"
+    )
+    print(
+        f"  added by budgets: p50 {pct(with_budget, 0.5):.2f} ms, "
+        f"p99 {pct(with_budget, 0.99):.2f} ms "
+        f"({statistics.median(with_budget) / statistics.median(baseline):.1f}x one CAS)"
+    )
 
 
 def start_replicas(n: int, nats_url: str, logs: Path) -> list[Proc]:
     procs = []
     for i in range(n):
         port = free_port()
-        env = {"CLIPLINE_NATS_URL": nats_url, "CLIPLINE_HTTP_PORT": str(port),
-               "CLIPLINE_LOG_LEVEL": "WARNING", "OTEL_SDK_DISABLED": "true"}  # fmt: skip
-        proc = spawn(f"pricing_guard-{i + 1}", [sys.executable, "-m", "services.pricing_guard"],
-                     logs / f"pricing_guard-{i + 1}.log", env)  # fmt: skip
+        env = {
+            "CLIPLINE_NATS_URL": nats_url,
+            "CLIPLINE_HTTP_PORT": str(port),
+            "CLIPLINE_LOG_LEVEL": "WARNING",
+            "OTEL_SDK_DISABLED": "true",
+        }
+        proc = spawn(
+            f"pricing_guard-{i + 1}",
+            [sys.executable, "-m", "services.pricing_guard"],
+            logs / f"pricing_guard-{i + 1}.log",
+            env,
+        )
         procs.append((proc, port))
     for proc, port in procs:
         wait_until(http_ok(f"http://127.0.0.1:{port}/healthz"), proc.name, 60, proc)
@@ -125,13 +140,25 @@ async def throughput(nc: Client, replicas: int, jobs: int, logs: Path) -> None:
     now = datetime.now(UTC)
     ids = [f"job_{uuid.uuid4().hex}" for _ in range(jobs)]
     for chunk in range(0, jobs, 200):  # seed the records intake would have written
-        await asyncio.gather(*(
-            jobs_kv.create(record_key(tenant, j), JobRecordV1(
-                job_id=j, tenant=tenant, status=JobStatus.ACCEPTED, spec=SPEC,
-                idempotency_key=j, request_hash="0" * 64, history={"accepted": now},
-            ).model_dump_json().encode())
-            for j in ids[chunk:chunk + 200]
-        ))  # fmt: skip
+        await asyncio.gather(
+            *(
+                jobs_kv.create(
+                    record_key(tenant, j),
+                    JobRecordV1(
+                        job_id=j,
+                        tenant=tenant,
+                        status=JobStatus.ACCEPTED,
+                        spec=SPEC,
+                        idempotency_key=j,
+                        request_hash="0" * 64,
+                        history={"accepted": now},
+                    )
+                    .model_dump_json()
+                    .encode(),
+                )
+                for j in ids[chunk : chunk + 200]
+            )
+        )
     decided: dict[str, str] = {}
     done = asyncio.Event()
 
@@ -140,20 +167,27 @@ async def throughput(nc: Client, replicas: int, jobs: int, logs: Path) -> None:
         if len(decided) >= jobs:
             done.set()
 
-    sub_a = await nc.subscribe(JobAcceptedV1.subject_filter(tenant).replace("accepted", "admitted"),
-                               cb=on_decision)  # fmt: skip
-    sub_r = await nc.subscribe(JobAcceptedV1.subject_filter(tenant).replace("accepted", "rejected"),
-                               cb=on_decision)  # fmt: skip
+    sub_a = await nc.subscribe(
+        JobAcceptedV1.subject_filter(tenant).replace("accepted", "admitted"), cb=on_decision
+    )
+    sub_r = await nc.subscribe(
+        JobAcceptedV1.subject_filter(tenant).replace("accepted", "rejected"), cb=on_decision
+    )
     procs = start_replicas(replicas, nc.connected_url.geturl() if nc.connected_url else "", logs)
     try:
         start = time.perf_counter()
         for chunk in range(0, jobs, 250):
-            await asyncio.gather(*(
-                js.publish(e.subject, e.model_dump_json().encode(),
-                           headers={"Nats-Msg-Id": e.event_id})
-                for e in (JobAcceptedV1.fact(_Ref(j, tenant), spec=SPEC, idempotency_key=j)
-                          for j in ids[chunk:chunk + 250])
-            ))  # fmt: skip
+            await asyncio.gather(
+                *(
+                    js.publish(
+                        e.subject, e.model_dump_json().encode(), headers={"Nats-Msg-Id": e.event_id}
+                    )
+                    for e in (
+                        JobAcceptedV1.fact(_Ref(j, tenant), spec=SPEC, idempotency_key=j)
+                        for j in ids[chunk : chunk + 250]
+                    )
+                )
+            )
         await asyncio.wait_for(done.wait(), timeout=600)
         elapsed = time.perf_counter() - start
     finally:
@@ -162,9 +196,11 @@ async def throughput(nc: Client, replicas: int, jobs: int, logs: Path) -> None:
         await sub_a.unsubscribe()
         await sub_r.unsubscribe()
     admitted = sum(1 for kind in decided.values() if kind == "admitted")
-    print(f"  {replicas} replica{'s' if replicas > 1 else ' '}  {jobs:6d} jobs  {elapsed:7.2f} s  "
-          f"{jobs / elapsed:8.1f} decisions/s  admitted {admitted} of {fits} that fit  "
-          f"overshoot {admitted - fits}")  # fmt: skip
+    print(
+        f"  {replicas} replica{'s' if replicas > 1 else ' '}  {jobs:6d} jobs  {elapsed:7.2f} s  "
+        f"{jobs / elapsed:8.1f} decisions/s  admitted {admitted} of {fits} that fit  "
+        f"overshoot {admitted - fits}"
+    )
     if admitted != fits:
         raise SystemExit(f"budget overshot or underused: admitted {admitted}, fits {fits}")
 
@@ -181,8 +217,10 @@ async def main(jobs: int) -> None:
         nc = await nats.connect(server.url)
         await ensure_jetstream(nc.jetstream())
         await added_latency(nc, min(jobs, 1000))
-        print(f"\nadmission throughput under contention (budget fits {jobs // 2} of {jobs}; "
-              f"{os.cpu_count()} cores shared)")  # fmt: skip
+        print(
+            f"\nadmission throughput under contention (budget fits {jobs // 2} of {jobs}; "
+            f"{os.cpu_count()} cores shared)"
+        )
         for replicas in (1, 2):
             await throughput(nc, replicas, jobs, root)
         await nc.close()

@@ -33,14 +33,23 @@ def endpoint(home: Path) -> tuple[str, str]:
     return stack_url, token or stack_token
 
 
-def call(home: Path, method: str, path: str, body: dict[str, Any] | None = None,
-         params: dict[str, str] | None = None) -> Any:  # fmt: skip
+def call(
+    home: Path,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    params: dict[str, str] | None = None,
+) -> Any:
     url, token = endpoint(home)
     try:
         response = httpx.request(
-            method, url + path, json=body, params=params, timeout=30.0,
+            method,
+            url + path,
+            json=body,
+            params=params,
+            timeout=30.0,
             headers={"Authorization": f"Bearer {token}"},
-        )  # fmt: skip
+        )
     except httpx.HTTPError as exc:
         raise AdminError(f"admin API at {url} unreachable: {exc}") from None
     if response.status_code == 204:
@@ -48,7 +57,9 @@ def call(home: Path, method: str, path: str, body: dict[str, Any] | None = None,
     try:
         payload = response.json()
     except ValueError:
-        raise AdminError(f"admin API answered {response.status_code}: {response.text[:200]}") from None
+        raise AdminError(
+            f"admin API answered {response.status_code}: {response.text[:200]}"
+        ) from None
     if response.is_error:
         error = payload.get("error", {}) if isinstance(payload, dict) else {}
         reason = error.get("reason", response.status_code)
@@ -61,8 +72,9 @@ def usd(view: dict[str, Any] | None) -> str:
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]  # fmt: skip
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(line.rstrip() for line in lines)
@@ -73,9 +85,11 @@ def _set(args: argparse.Namespace) -> int:
     if args.soft is not None:
         body["soft_usd"] = args.soft
     view = call(args.home, "PUT", _budget_path(args), body)
-    print(f"{view['scope']} {view['period']} budget: limit {usd(view['limit'])}"
-          f"{', soft ' + usd(view['soft']) if view['soft']['micros'] else ''}; "
-          f"{view['window']}: used {usd(view['used'])}, left {usd(view.get('left'))}")  # fmt: skip
+    print(
+        f"{view['scope']} {view['period']} budget: limit {usd(view['limit'])}"
+        f"{', soft ' + usd(view['soft']) if view['soft']['micros'] else ''}; "
+        f"{view['window']}: used {usd(view['used'])}, left {usd(view.get('left'))}"
+    )
     return 0
 
 
@@ -99,13 +113,39 @@ def _show(args: argparse.Namespace) -> int:
         print("no budgets set (clipline budget set --scope global --period daily --limit 50)")
         return 0
     rows = [
-        [b["scope"], b["period"], b["window"], usd(b["limit"]), usd(b["soft"]), usd(b["used"]),
-         usd(b.get("left")), usd(b["reserved"]), usd(b["settled"]), usd(b["disputed"]),
-         str(b["jobs"])]
+        [
+            b["scope"],
+            b["period"],
+            b["window"],
+            usd(b["limit"]),
+            usd(b["soft"]),
+            usd(b["used"]),
+            usd(b.get("left")),
+            usd(b["reserved"]),
+            usd(b["settled"]),
+            usd(b["disputed"]),
+            str(b["jobs"]),
+        ]
         for b in budgets
-    ]  # fmt: skip
-    print(table(["SCOPE", "PERIOD", "WINDOW", "LIMIT", "SOFT", "USED", "LEFT", "RESERVED",
-                 "CHARGED", "DISPUTED", "JOBS"], rows))  # fmt: skip
+    ]
+    print(
+        table(
+            [
+                "SCOPE",
+                "PERIOD",
+                "WINDOW",
+                "LIMIT",
+                "SOFT",
+                "USED",
+                "LEFT",
+                "RESERVED",
+                "CHARGED",
+                "DISPUTED",
+                "JOBS",
+            ],
+            rows,
+        )
+    )
     return 0
 
 
@@ -114,8 +154,19 @@ def _disputes(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(payload, indent=2))
         return 0
-    rows = [[d["tenant"], d["job_id"], d["model"], d["size"], str(d["seconds"]),
-             usd(d["estimate"]), d["since"], d["why"] or ""] for d in payload["disputes"]]  # fmt: skip
+    rows = [
+        [
+            d["tenant"],
+            d["job_id"],
+            d["model"],
+            d["size"],
+            str(d["seconds"]),
+            usd(d["estimate"]),
+            d["since"],
+            d["why"] or "",
+        ]
+        for d in payload["disputes"]
+    ]
     if not rows:
         print("no disputed jobs")
         return 0
@@ -140,13 +191,24 @@ def _spend(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(payload, indent=2))
         return 0
-    rows = [[str(r[args.by]), str(r["jobs"]), str(r["charged_jobs"]), str(r["released_jobs"]),
-             str(r["seconds"]), usd(r["amount"])] for r in payload["rows"]]  # fmt: skip
+    rows = [
+        [
+            str(r[args.by]),
+            str(r["jobs"]),
+            str(r["charged_jobs"]),
+            str(r["released_jobs"]),
+            str(r["seconds"]),
+            usd(r["amount"]),
+        ]
+        for r in payload["rows"]
+    ]
     print(table([args.by.upper(), "JOBS", "CHARGED", "RELEASED", "SECONDS", "AMOUNT"], rows))
     life = payload["lifetime"]
-    print(f"\ntotal {usd(payload['total'])} over {payload['jobs']} settled jobs "
-          f"({payload['scope']}); in flight: reserved {usd(life['reserved'])}, "
-          f"disputed {usd(life['disputed'])}")  # fmt: skip
+    print(
+        f"\ntotal {usd(payload['total'])} over {payload['jobs']} settled jobs "
+        f"({payload['scope']}); in flight: reserved {usd(life['reserved'])}, "
+        f"disputed {usd(life['disputed'])}"
+    )
     return 0
 
 
