@@ -6,11 +6,11 @@ from faststream.asgi import AsgiFastStream
 
 from services.pricing_guard.handlers import build_router
 from services.pricing_guard.ports import Deps
-from shared.registry import Registry
+from shared.registry import ProviderSpec
 from shared.runtime import Platform, make_asgi, wire
 
 
-def build_app(platform: Platform, registry: Registry) -> AsgiFastStream:
+def build_app(platform: Platform, provider: ProviderSpec) -> AsgiFastStream:
     router = build_router()
-    wire(platform.broker, router, Deps(platform.jobs, router.emit, registry), platform.jobs)
+    wire(platform.broker, router, Deps(platform.jobs, router.emit, provider), platform.jobs)
     return make_asgi(platform.broker)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.registry import Registry
+from shared.registry import ProviderSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,9 +18,9 @@ class Refused:
     detail: str  # one human sentence
 
 
-def price(registry: Registry, model: str, size: str, seconds: int) -> Admitted | Refused:
+def price(provider: ProviderSpec, model: str, size: str, seconds: int) -> Admitted | Refused:
     """Cost of a job in integer micro-dollars; a model/size without a price is refused, never $0."""
-    per_second = registry.price_micros_per_second(model, size)
+    per_second = provider.price_micros_per_second(model, size)
     if per_second is None:
         return Refused("unpriced", f"no price for {model} at {size}; refusing to run it unpriced")
     if seconds <= 0:

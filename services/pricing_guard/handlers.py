@@ -20,12 +20,12 @@ from shared.contracts.lifecycle import IllegalTransition, admit, reject, settle
 from shared.jobstore import JobStore, advance
 from shared.messaging import ServiceRouter
 from shared.outcomes import Emit, announce_end
-from shared.registry import Registry
+from shared.registry import ProviderSpec
 
 SERVICE = "pricing_guard"
 Jobs = Annotated[JobStore, Context("deps.jobs")]
 Emitter = Annotated[Emit, Context("deps.emit")]
-Prices = Annotated[Registry, Context("deps.registry")]
+Prices = Annotated[ProviderSpec, Context("deps.provider")]
 
 
 def build_router() -> ServiceRouter:

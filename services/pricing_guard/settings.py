@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from shared.config import CommonSettings
 
 
 class PricingSettings(CommonSettings):
     http_port: int = 8081
-    registry_path: Path | None = None

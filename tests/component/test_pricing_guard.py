@@ -32,12 +32,12 @@ from tests.component.harness import (
 )
 from tests.component.support import actions
 
-REGISTRY = load_registry()
+PROVIDER = load_registry().provider("simulator")
 
 
 @pytest.fixture
 async def guard() -> AsyncIterator[Harness]:
-    async with running(build_router(), lambda f: Deps(f.jobs, f.emit, REGISTRY)) as h:
+    async with running(build_router(), lambda f: Deps(f.jobs, f.emit, PROVIDER)) as h:
         yield h
 
 

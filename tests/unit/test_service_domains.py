@@ -27,7 +27,7 @@ from services.submitter.domain import (
 )
 from shared.registry import load_registry
 
-REG = load_registry()
+REG = load_registry().provider("simulator")
 POLICY = PollPolicy(default_delay=5.0, min_delay=0.2, max_delay=30.0, deadline=3600.0)
 
 
