@@ -100,4 +100,4 @@ schemas: install
 
 clean:
 	-$(BIN)/clipline down
-	rm -rf .clipline .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .clipline .mypy_cache .ruff_cache .pytest_cache .hypothesis

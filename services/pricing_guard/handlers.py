@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from faststream import Context
@@ -40,7 +41,7 @@ def build_router() -> ServiceRouter:
             await announce_end(emit, record, SERVICE)  # a refusal whose event may be lost
             return
         spec = event.spec
-        match price(registry, spec.model, spec.size, spec.seconds):
+        match price(registry, spec.model, spec.size, spec.seconds, today=datetime.now(UTC).date()):
             case Admitted(cost_micros=cost):
                 if await advance(jobs, event, admit, cost_micros=cost):
                     await emit(JobAdmittedV1.fact(event, spec=spec, cost_micros=cost))
