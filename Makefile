@@ -102,4 +102,4 @@ schemas: install
 
 clean:
 	-$(BIN)/clipline down
-	rm -rf .clipline .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .clipline .mypy_cache .ruff_cache .pytest_cache .hypothesis

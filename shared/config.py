@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, TypeVar
 
 from pydantic import SecretStr, ValidationError, field_validator
@@ -21,6 +22,11 @@ class CommonSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     """`json`: one JSON object a line, with trace_id, span_id and job_id."""
+    provider: str = "simulator"
+    """Which provider of the registry this deployment sends its jobs to (its models, prices,
+    limits and lifecycle); the services that read the registry check it when they start."""
+    registry_path: Path | None = None
+    """A registry file of one's own instead of the built-in shared/registry/providers.toml."""
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -7,7 +7,7 @@ import asyncio
 from services.intake.app import build_app
 from services.intake.settings import IntakeSettings
 from shared.config import load_settings
-from shared.registry import load_registry_or_exit
+from shared.registry import load_provider_or_exit
 from shared.runtime import serve_app, service_runtime
 
 SERVICE = "intake"
@@ -15,9 +15,9 @@ SERVICE = "intake"
 
 async def main() -> None:
     settings = load_settings(IntakeSettings)
-    registry = load_registry_or_exit(settings.registry_path)
+    provider = load_provider_or_exit(settings.registry_path, settings.provider)
     async with service_runtime(SERVICE, settings) as platform:
-        await serve_app(build_app(platform, registry, settings.default_tenant), settings)
+        await serve_app(build_app(platform, provider, settings.default_tenant), settings)
 
 
 if __name__ == "__main__":

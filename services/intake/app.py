@@ -6,17 +6,17 @@ from services.intake.adapters import probe_image
 from services.intake.handlers import build_router
 from services.intake.http import build_http
 from services.intake.ports import Deps
-from shared.registry import Registry
+from shared.registry import ProviderSpec
 from shared.runtime import Dispatch, Platform, make_asgi, wire
 
 
-def build_app(platform: Platform, registry: Registry, default_tenant: str) -> Dispatch:
+def build_app(platform: Platform, provider: ProviderSpec, default_tenant: str) -> Dispatch:
     router = build_router()
     deps = Deps(
         jobs=platform.jobs,
         inputs=platform.inputs,
         emit=router.emit,
-        registry=registry,
+        provider=provider,
         probe=probe_image,
         default_tenant=default_tenant,
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.contracts.ids import is_valid_tenant
-from shared.registry import Registry
+from shared.registry import ProviderSpec
 
 PROMPT_MAX_CHARS = 32_000
 KEY_MAX_CHARS = 255
@@ -117,7 +117,7 @@ def _check_tenant(body: Mapping[str, Any], tenant: str) -> Invalid | None:
     return None
 
 
-def _check_spec(body: Mapping[str, Any], registry: Registry) -> Spec | Invalid:
+def _check_spec(body: Mapping[str, Any], provider: ProviderSpec) -> Spec | Invalid:
     model = body.get("model", DEFAULTS["model"])
     size = body.get("size", DEFAULTS["size"])
     prompt = body.get("prompt")
@@ -126,10 +126,12 @@ def _check_spec(body: Mapping[str, Any], registry: Registry) -> Spec | Invalid:
         return Invalid("invalid_request", "prompt is required and must be non-empty", "prompt")
     if len(prompt) > PROMPT_MAX_CHARS:
         return Invalid("invalid_request", f"prompt exceeds {PROMPT_MAX_CHARS} chars", "prompt")
-    spec = registry.model(model) if isinstance(model, str) else None
+    spec = provider.model(model) if isinstance(model, str) else None
     if spec is None:
-        known = ", ".join(sorted(registry.models))
-        return Invalid("unknown_model", f"model {model!r} is not one of: {known}", "model")
+        known = ", ".join(sorted(provider.models))
+        return Invalid(
+            "unknown_model", f"model {model!r} is not one of {provider.name}'s: {known}", "model"
+        )
     if not isinstance(size, str) or size not in spec.sizes:
         allowed = ", ".join(sorted(spec.sizes))
         return Invalid("invalid_size", f"size {size!r} is not valid for {model}: {allowed}", "size")
@@ -186,7 +188,7 @@ def check_image(image: Image, facts: ImageFacts | None, size: str) -> Invalid | 
     return None
 
 
-def validate(body: Any, tenant: str, registry: Registry) -> Valid | Invalid:
+def validate(body: Any, tenant: str, provider: ProviderSpec) -> Valid | Invalid:
     """Decide whether a decoded request body is a job clipline can take, and normalise it."""
     if isinstance(body, Invalid):  # it did not even decode
         return body
@@ -195,7 +197,7 @@ def validate(body: Any, tenant: str, registry: Registry) -> Valid | Invalid:
     problem = _check_fields(body) or _check_tenant(body, tenant)
     if problem is not None:
         return problem
-    spec = _check_spec(body, registry)
+    spec = _check_spec(body, provider)
     if isinstance(spec, Invalid):
         return spec
     return Valid(tenant=tenant, spec=spec, idempotency_key=body.get("idempotency_key"))

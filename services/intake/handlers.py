@@ -80,7 +80,7 @@ async def take(
     is announced as a `rejected` event (naming `request_id` and the key) unless the caller
     answers it itself (HTTP)."""
     asked = asked_by(body, request_id)
-    decision = validate(body, tenant, deps.registry)
+    decision = validate(body, tenant, deps.provider)
     if isinstance(decision, Valid):
         decision = await check_input_image(deps, decision) or decision
     if isinstance(decision, Invalid):

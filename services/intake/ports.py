@@ -1,4 +1,4 @@
-"""What intake's handlers touch: the job store, input images, its emitter, registry, prober."""
+"""What intake's handlers touch: job store, input images, emitter, provider, image prober."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from services.intake.domain import ImageFacts
 from shared.inputs import InputStore
 from shared.jobstore import JobStore
 from shared.outcomes import Emit
-from shared.registry import Registry
+from shared.registry import ProviderSpec
 
 ImageProbe = Callable[[bytes], ImageFacts | None]
 """Reads what image bytes really are (blocking: run in a thread)."""
@@ -20,6 +20,6 @@ class Deps:
     jobs: JobStore
     inputs: InputStore
     emit: Emit
-    registry: Registry
+    provider: ProviderSpec
     probe: ImageProbe
     default_tenant: str

@@ -7,7 +7,7 @@ import asyncio
 from services.pricing_guard.app import build_app
 from services.pricing_guard.settings import PricingSettings
 from shared.config import load_settings
-from shared.registry import load_registry_or_exit
+from shared.registry import load_provider_or_exit
 from shared.runtime import serve_app, service_runtime
 
 SERVICE = "pricing_guard"
@@ -15,10 +15,10 @@ SERVICE = "pricing_guard"
 
 async def main() -> None:
     settings = load_settings(PricingSettings)
-    registry = load_registry_or_exit(settings.registry_path)
+    provider = load_provider_or_exit(settings.registry_path, settings.provider)
     async with service_runtime(SERVICE, settings) as platform:
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
-        await serve_app(build_app(platform, registry, token or None), settings)
+        await serve_app(build_app(platform, provider, token or None), settings)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from services.pricing_guard.admin import build_admin
 from services.pricing_guard.handlers import build_router
 from services.pricing_guard.ports import BudgetStore, Deps
 from shared.kvatomic import AtomicKv
-from shared.registry import Registry
+from shared.registry import ProviderSpec
 from shared.runtime import Dispatch, Platform, cached, make_asgi, wire
 from shared.streams import BUDGETS_BUCKET
 
@@ -21,11 +21,11 @@ def kv_budgets(platform: Platform) -> KvBudgets:
 
 def build_app(
     platform: Platform,
-    registry: Registry,
+    provider: ProviderSpec,
     admin_token: str | None,
     budgets: BudgetStore | None = None,
 ) -> Dispatch:
     router = build_router()
     store = budgets if budgets is not None else kv_budgets(platform)
-    wire(platform.broker, router, Deps(platform.jobs, router.emit, registry, store), platform.jobs)
+    wire(platform.broker, router, Deps(platform.jobs, router.emit, provider, store), platform.jobs)
     return Dispatch("/v1/admin/", build_admin(store, admin_token), make_asgi(platform.broker))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from services.pricing_guard.budgets import Charge, Dispute, Release, Settlement
-from shared.registry import Registry
+from shared.registry import ModelSpec, ProviderSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,9 +20,22 @@ class Refused:
     detail: str  # one human sentence
 
 
-def price(registry: Registry, model: str, size: str, seconds: int) -> Admitted | Refused:
-    """Cost of a job in integer micro-dollars; a model/size without a price is refused, never $0."""
-    per_second = registry.price_micros_per_second(model, size)
+def retired_detail(model: str, spec: ModelSpec, provider: str) -> str:
+    """Why a retired model (as the job named it) is refused, and what to use instead."""
+    when = f" on {spec.shutdown.isoformat()}" if spec.shutdown is not None else ""
+    instead = f"use {spec.replacement}" if spec.replacement else "no replacement was named"
+    return f"{model} was retired by {provider}{when}; {instead}"
+
+
+def price(
+    provider: ProviderSpec, model: str, size: str, seconds: int, today: date
+) -> Admitted | Refused:
+    """Cost of a job in integer micro-dollars. A model its provider has retired by `today` is
+    refused before any price is looked at; a model/size without a price is refused, never $0."""
+    spec = provider.model(model)
+    if spec is not None and spec.retired_on(today):
+        return Refused("model_retired", retired_detail(model, spec, provider.name))
+    per_second = provider.price_micros_per_second(model, size)
     if per_second is None:
         return Refused("unpriced", f"no price for {model} at {size}; refusing to run it unpriced")
     if seconds <= 0:

@@ -27,13 +27,13 @@ from shared.contracts.lifecycle import IllegalTransition, admit, reject, settle
 from shared.jobstore import JobStore, advance
 from shared.messaging import ServiceRouter
 from shared.outcomes import Emit, announce_end
-from shared.registry import Registry
+from shared.registry import ProviderSpec
 
 SERVICE = "pricing_guard"
 log = logging.getLogger("clipline.pricing_guard")
 Jobs = Annotated[JobStore, Context("deps.jobs")]
 Emitter = Annotated[Emit, Context("deps.emit")]
-Prices = Annotated[Registry, Context("deps.registry")]
+Prices = Annotated[ProviderSpec, Context("deps.provider")]
 Budgets = Annotated[BudgetStore, Context("deps.budgets")]
 
 
@@ -42,19 +42,19 @@ def build_router() -> ServiceRouter:
 
     @router.on(JobAcceptedV1)
     async def on_job_accepted(
-        event: JobAcceptedV1, jobs: Jobs, emit: Emitter, registry: Prices, budgets: Budgets
+        event: JobAcceptedV1, jobs: Jobs, emit: Emitter, provider: Prices, budgets: Budgets
     ) -> None:
         record = await jobs.get(event.tenant, event.job_id)
         if record is not None and record.terminal:
             await announce_end(emit, record, SERVICE)  # a refusal whose event may be lost
             return
         spec = event.spec
-        match price(registry, spec.model, spec.size, spec.seconds):
+        now = datetime.now(UTC)
+        match price(provider, spec.model, spec.size, spec.seconds, today=now.date()):
             case Admitted(cost_micros=cost):
                 claim = Claim(
-                    event.tenant, event.job_id, spec.model, spec.size, spec.seconds, cost,
-                    datetime.now(UTC),
-                )  # fmt: skip
+                    event.tenant, event.job_id, spec.model, spec.size, spec.seconds, cost, now
+                )
                 match await budgets.reserve(claim):
                     case Reserved(reservation=reservation) if reservation.state == "reserved":
                         await admitted(jobs, emit, event, reservation)

@@ -1,4 +1,4 @@
-"""What pricing_guard's handlers touch: the job store, its emitter, the model registry, budgets."""
+"""What pricing_guard's handlers touch: the job store, its emitter, its provider, budgets."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from services.pricing_guard.budgets import (
 from services.pricing_guard.records import LimitRecord, ReservationRecord, SpendEntry
 from shared.jobstore import JobStore
 from shared.outcomes import Emit
-from shared.registry import Registry
+from shared.registry import ProviderSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,5 +86,5 @@ class BudgetStore(Protocol):
 class Deps:
     jobs: JobStore
     emit: Emit
-    registry: Registry
+    provider: ProviderSpec
     budgets: BudgetStore

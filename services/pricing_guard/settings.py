@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import SecretStr
 
 from shared.config import CommonSettings
@@ -11,6 +9,5 @@ from shared.config import CommonSettings
 
 class PricingSettings(CommonSettings):
     http_port: int = 8081
-    registry_path: Path | None = None
     admin_token: SecretStr | None = None
     """CLIPLINE_ADMIN_TOKEN: the bearer token of /v1/admin/ (unset: the admin API answers 503)."""

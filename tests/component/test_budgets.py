@@ -36,7 +36,7 @@ from tests.component.harness import (
 )
 from tests.fakes import InMemoryAtomicStore
 
-REGISTRY = load_registry()
+PROVIDER = load_registry().provider("simulator")
 COST = 400_000  # SPEC: sora-2, 4 s at $0.10
 
 
@@ -47,7 +47,7 @@ def budgets() -> KvBudgets:
 
 @pytest.fixture
 async def guard(budgets: KvBudgets) -> AsyncIterator[Harness]:
-    async with running(build_router(), lambda f: Deps(f.jobs, f.emit, REGISTRY, budgets)) as h:
+    async with running(build_router(), lambda f: Deps(f.jobs, f.emit, PROVIDER, budgets)) as h:
         yield h
 
 

@@ -81,7 +81,9 @@ SERVICES = [
         JobStatus.ACCEPTED,
         lambda j: JobAcceptedV1(**common(j), spec=SPEC, idempotency_key="k"),
         pricing_guard.build_router,
-        lambda f, _: PricingDeps(f.jobs, f.emit, load_registry(), KvBudgets(InMemoryAtomicStore())),
+        lambda f, _: PricingDeps(
+            f.jobs, f.emit, load_registry().provider("simulator"), KvBudgets(InMemoryAtomicStore())
+        ),
         lambda _: None,  # its job store raises instead (see `harness_for`)
     ),
     Service(

@@ -21,11 +21,11 @@ from tests.component.harness import TENANT, Fakes, Harness, running
 from tests.component.support import FlakyJobStore, actions, settled, validation_error
 from tests.images import data_url, image_bytes
 
-REGISTRY = load_registry()
+PROVIDER = load_registry().provider("simulator")
 
 
 def deps(f: Fakes) -> Deps:
-    return Deps(f.jobs, f.inputs, f.emit, REGISTRY, probe_image, "default")
+    return Deps(f.jobs, f.inputs, f.emit, PROVIDER, probe_image, "default")
 
 
 @pytest.fixture

@@ -56,7 +56,14 @@ class Api:
 async def serving(jobs: InMemoryJobStore) -> AsyncIterator[Api]:
     """The HTTP API on in-memory ports, with an emitter that records what it would publish."""
     emitted = Emitted()
-    deps = Deps(jobs, InMemoryInputStore(), emitted, load_registry(), probe_image, "default")
+    deps = Deps(
+        jobs,
+        InMemoryInputStore(),
+        emitted,
+        load_registry().provider("simulator"),
+        probe_image,
+        "default",
+    )
     transport = httpx.ASGITransport(app=build_http(deps))
     async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
         yield Api(client, jobs, emitted)

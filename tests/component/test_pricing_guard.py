@@ -34,7 +34,7 @@ from tests.component.harness import (
 from tests.component.support import actions
 from tests.fakes import InMemoryAtomicStore
 
-REGISTRY = load_registry()
+PROVIDER = load_registry().provider("simulator")
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def budgets() -> KvBudgets:
 
 @pytest.fixture
 async def guard(budgets: KvBudgets) -> AsyncIterator[Harness]:
-    async with running(build_router(), lambda f: Deps(f.jobs, f.emit, REGISTRY, budgets)) as h:
+    async with running(build_router(), lambda f: Deps(f.jobs, f.emit, PROVIDER, budgets)) as h:
         yield h
 
 
@@ -127,6 +127,33 @@ async def test_unpriced_size_is_rejected_never_run_free(guard: Harness) -> None:
     assert record.status == JobStatus.REJECTED
     assert record.reason == "unpriced"
     assert record.cost_micros is None
+
+
+async def test_a_model_its_provider_retired_is_rejected_model_retired() -> None:
+    """Under `openai` (shut down 2026-09-24, before this test was written): refused by the
+    clock the handler reads, and before pricing, so even an unpriced size says why."""
+    openai = load_registry().provider("openai")
+    budgets = KvBudgets(InMemoryAtomicStore())
+    async with running(build_router(), lambda f: Deps(f.jobs, f.emit, openai, budgets)) as guard:
+        for size in ("1280x720", "1920x1080"):
+            job_id = new_job_id()
+            spec = JobSpec(model="sora-2-pro", size=size, seconds=4, prompt="p")
+            guard.jobs.put(job_record(job_id, JobStatus.ACCEPTED, spec=spec))
+            await guard.send(accepted(job_id, spec))
+
+            rejected = guard.bus.events(JobRejectedV1)[-1]
+            assert (rejected.job_id, rejected.reason, rejected.stage) == (
+                job_id,
+                "model_retired",
+                "pricing_guard",
+            )
+            assert rejected.detail == (
+                "sora-2-pro was retired by openai on 2026-09-24; no replacement was named"
+            )
+            record = guard.jobs.records()[job_id]
+            assert (record.status, record.reason) == (JobStatus.REJECTED, "model_retired")
+            assert record.cost_micros is None
+        assert guard.bus.events(JobAdmittedV1) == []
 
 
 async def test_redelivered_accepted_is_admitted_again_with_same_id(guard: Harness) -> None:

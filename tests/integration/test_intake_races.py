@@ -32,7 +32,7 @@ from shared.runtime import Platform, make_platform, wire
 from shared.streams import JOBS_STREAM_NAME
 
 pytestmark = pytest.mark.integration
-REGISTRY = load_registry()
+PROVIDER = load_registry().provider("simulator")
 PAIRS = 20
 
 
@@ -50,7 +50,7 @@ async def intake(provisioned: str) -> AsyncIterator[Intake]:
     for _ in range(2):  # two replicas on one durable consumer
         platform = make_platform("intake", provisioned, TracerProvider())
         router = build_router()
-        deps = Deps(platform.jobs, platform.inputs, router.emit, REGISTRY, probe_image, "demo")
+        deps = Deps(platform.jobs, platform.inputs, router.emit, PROVIDER, probe_image, "demo")
         wire(platform.broker, router, deps, platform.jobs)
         await platform.broker.start()
         platforms.append(platform)

@@ -28,6 +28,27 @@ def test_missing_registry_file_is_a_clear_exit(tmp_path: Path) -> None:
         load_registry_or_exit(tmp_path / "nope.toml")
 
 
+def test_provider_defaults_to_the_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLIPLINE_PROVIDER", raising=False)
+    assert load_settings(CommonSettings).provider == "simulator"
+    monkeypatch.setenv("CLIPLINE_PROVIDER", "openai")
+    assert load_settings(CommonSettings).provider == "openai"
+
+
+@pytest.mark.parametrize("service", ["intake", "pricing_guard"])
+def test_unknown_provider_is_a_clear_exit(service: str) -> None:
+    env = {"CLIPLINE_PROVIDER": "sora-cloud", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-m", f"services.{service}"],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        "configuration error: CLIPLINE_PROVIDER: unknown provider 'sora-cloud'; "
+        "known providers: litellm, openai, simulator (registry (built-in))"
+    )
+
+
 @pytest.mark.parametrize("service", ["intake", "pricing_guard", "submitter", "poller", "storage"])
 def test_service_exits_cleanly_on_bad_config(service: str) -> None:
     env = {"CLIPLINE_HTTP_PORT": "not-a-port", "PATH": "/usr/bin:/bin"}

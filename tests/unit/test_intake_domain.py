@@ -22,11 +22,23 @@ from services.intake.domain import (
 from shared.registry import load_registry
 from tests.images import data_url, image_bytes
 
-REG = load_registry()
+REG = load_registry().provider("simulator")
 
 
 def ok(**over: Any) -> dict[str, Any]:
     return {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": "a cat", **over}
+
+
+def test_unknown_model_lists_the_providers_models() -> None:
+    d = validate(ok(model="sora-3"), "acme", REG)
+    assert isinstance(d, Invalid)
+    assert d.detail == "model 'sora-3' is not one of simulator's: sora-2, sora-2-pro"
+
+
+def test_a_retired_model_is_still_a_valid_request_pricing_refuses_it() -> None:
+    """intake checks what a model accepts; whether it still runs is pricing_guard's call."""
+    d = validate(ok(model="sora-2-2025-12-08"), "acme", load_registry().provider("openai"))
+    assert isinstance(d, Valid)
 
 
 def test_valid_request_is_normalised() -> None:

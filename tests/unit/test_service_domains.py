@@ -1,6 +1,6 @@
 """Pure decisions of pricing_guard, submitter, poller and storage."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -27,7 +27,8 @@ from services.submitter.domain import (
 )
 from shared.registry import load_registry
 
-REG = load_registry()
+REG = load_registry().provider("simulator")
+TODAY = date(2026, 12, 2)
 POLICY = PollPolicy(default_delay=5.0, min_delay=0.2, max_delay=30.0, deadline=3600.0)
 
 
@@ -41,11 +42,11 @@ POLICY = PollPolicy(default_delay=5.0, min_delay=0.2, max_delay=30.0, deadline=3
     ],
 )
 def test_price_is_integer_micros(model: str, size: str, seconds: int, cost: int) -> None:
-    assert price(REG, model, size, seconds) == Admitted(cost)
+    assert price(REG, model, size, seconds, TODAY) == Admitted(cost)
 
 
 def test_unpriced_is_refused_never_free() -> None:
-    refused = price(REG, "sora-2-pro", "1920x1080", 4)
+    refused = price(REG, "sora-2-pro", "1920x1080", 4, TODAY)
     assert isinstance(refused, Refused)
     assert refused.reason == "unpriced"
 
