@@ -28,7 +28,7 @@ from services.pricing_guard.budgets import (
 )
 from services.pricing_guard.ports import BudgetStore
 from services.pricing_guard.records import LimitRecord, ReservationRecord, SpendEntry
-from shared.contracts.ids import is_valid_tenant
+from shared.contracts.ids import JOB_ID_RE, is_valid_tenant
 
 By = Literal["tenant", "model", "day"]
 
@@ -181,6 +181,8 @@ def build_admin(budgets: BudgetStore, token: str | None) -> FastAPI:
 
     @api.post("/v1/admin/disputes/{tenant}/{job_id}")
     async def resolve(tenant: str, job_id: str, request: Request) -> JSONResponse:
+        if not is_valid_tenant(tenant) or not JOB_ID_RE.match(job_id):
+            return _error(422, "invalid_request", f"not a tenant and job id: {tenant}/{job_id}")
         try:
             body = await request.json()
             decision = _resolution(body)
