@@ -13,6 +13,7 @@ from services.poller.domain import (
     assess,
     next_poll_delay,
     overdue,
+    produced_seconds,
 )
 from services.pricing_guard.domain import Admitted, Refused, price
 from services.storage.domain import object_key, timings
@@ -118,6 +119,20 @@ def test_assess_outcomes() -> None:
         assess(POLICY, status="completed", progress=100, error=None, waited=9e9, server_hint=None)
         == Generated()
     )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "produced"),
+    [("8", 8), (" 4 ", 4), (None, None), ("", None), ("0", None), ("-4", None), ("4.5", None),
+     ("abc", None), ("99999", None)],
+)  # fmt: skip
+def test_what_the_upstream_produced_is_read_strictly(
+    seconds: str | None, produced: int | None
+) -> None:
+    assert produced_seconds(seconds) == produced
+    done = assess(POLICY, status="completed", progress=100, error=None, waited=1.0,
+                  server_hint=None, seconds=seconds)  # fmt: skip
+    assert done == Generated(produced)
 
 
 def test_object_keys_are_per_tenant_and_job() -> None:
