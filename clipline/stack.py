@@ -1,4 +1,8 @@
-"""The embedded local stack: nats-server, SeaweedFS, the simulator and the five services."""
+"""The embedded local stack: nats-server, SeaweedFS, the simulator and the five services.
+
+Over 300 lines: starting, healing, restarting, scaling and stopping the stack share one record
+(stack.json) and one lock; apart, each would need the other's internals.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from clipline import replicas
+from clipline.replicas import parse_replica, plan, replica_name, scalable
 from clipline.servers import (
     LOG_BACKUPS,
     LOG_MAX_BYTES,
@@ -30,7 +36,7 @@ from clipline.servers import (
 )
 from shared.streams import MAX_PAYLOAD_BYTES
 
-SERVICES = ("intake", "pricing_guard", "submitter", "poller", "storage")
+SERVICES = replicas.SERVICES
 STATE_FILE = "stack.json"
 LOCK_FILE = "stack.lock"
 LOCAL_API_KEY = "sk-clipline-local"
@@ -136,6 +142,15 @@ class StackState:
     def alive(self) -> list[ProcInfo]:
         """Processes of this stack still running."""
         return [p for p in self.processes if self.running(p)]
+
+    def replicas(self, service: str) -> dict[int, ProcInfo]:
+        """The recorded replicas of `service` by number (1 is `<service>` itself)."""
+        out = {}
+        for proc in self.processes:
+            replica = parse_replica(proc.name)
+            if replica is not None and replica[0] == service:
+                out[replica[1]] = proc
+        return out
 
     def find(self, name: str) -> ProcInfo:
         wanted = ALIASES.get(name, name)
@@ -310,6 +325,12 @@ def _healthy_by(proc: ProcInfo, deadline: float) -> bool:
 
 def _respawn(state: StackState, info: ProcInfo, timeout: float) -> None:
     """Start a process again exactly as recorded (same ports, data and log files)."""
+    info.pid = _launch(state, info, timeout)
+    state.save()
+
+
+def _launch(state: StackState, info: ProcInfo, timeout: float) -> int:
+    """Start `info`'s command as recorded; its PID once it is healthy."""
     if not info.argv:
         raise ServerError(
             f"{info.name} was started by an older clipline that did not record how: "
@@ -325,8 +346,7 @@ def _respawn(state: StackState, info: ProcInfo, timeout: float) -> None:
     except BaseException:
         stop_pid(proc.pid)
         raise
-    info.pid = proc.pid
-    state.save()
+    return proc.pid
 
 
 def restart(home: Path, name: str, timeout: float = 60.0) -> ProcInfo:
@@ -339,6 +359,71 @@ def restart(home: Path, name: str, timeout: float = 60.0) -> ProcInfo:
             stop_pid(proc.pid)
         _respawn(state, proc, timeout)
         return proc
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """What `scale` did: the service's replica count now, the replicas started and stopped."""
+
+    service: str
+    replicas: int
+    started: list[ProcInfo]
+    stopped: list[ProcInfo]
+
+
+def scale(
+    home: Path, service: str, n: int, timeout: float = 60.0, stop_timeout: float = 10.0
+) -> Scaled:
+    """Run `n` replicas of `service`: start `<service>-<k>` up to n, each on its own free port
+    with its own logs and otherwise the first replica's recorded command and environment, and
+    wait until it is healthy; or stop those above n, highest first (SIGTERM, SIGKILL after
+    `stop_timeout`). Each change is recorded at once, so `up` keeps the count after a crash."""
+    scalable(service)
+    if n < 1:
+        raise ServerError(f"{service} runs at least 1 replica (`clipline down` stops the stack)")
+    with _locked(home):
+        state = require(home)
+        have = state.replicas(service)
+        if 1 not in have:
+            raise ServerError(f"no {service} recorded under {home}: run `clipline up`")
+        todo = plan(have.keys(), n)
+        stopped = []
+        for k in todo.stop:
+            proc = have[k]
+            if state.running(proc):  # a dead one's PID may be another program's by now
+                stop_pid(proc.pid, stop_timeout)
+                if state.running(proc):
+                    raise ServerError(f"{proc.name} (pid {proc.pid}) did not stop")
+            state.processes.remove(proc)
+            state.save()
+            stopped.append(proc)
+        started = [_add_replica(state, have[1], k, timeout) for k in todo.start]
+        return Scaled(service, len(state.replicas(service)), started, stopped)
+
+
+def _add_replica(state: StackState, first: ProcInfo, k: int, timeout: float) -> ProcInfo:
+    """Start replica `k` of `first`'s service (`first` is replica 1, named as the service) and
+    record it after the service's others."""
+    name = replica_name(first.name, k)
+    logs = Path(state.home) / "logs"
+    port = free_port({p.port for p in state.processes if p.port})  # a dead one's port too
+    log_file = logs / f"{name}.log"
+    info = ProcInfo(
+        name=name,
+        pid=0,
+        port=port,
+        log=str(log_file),
+        output=str(logs / f"{name}.stderr"),
+        argv=first.argv,
+        env={**first.env, "CLIPLINE_HTTP_PORT": str(port), "CLIPLINE_LOG_FILE": str(log_file)},
+        cwd=first.cwd,
+        health=f"http://{LOOPBACK}:{port}/healthz",
+    )
+    info.pid = _launch(state, info, timeout)
+    last = max(state.processes.index(p) for p in state.replicas(first.name).values())
+    state.processes.insert(last + 1, info)
+    state.save()
+    return info
 
 
 def down(home: Path) -> list[ProcInfo]:
