@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from clipline import replicas
+from clipline import admin_token, replicas
 from clipline.replicas import parse_replica, plan, replica_name, scalable
 from clipline.servers import (
     LOG_BACKUPS,
@@ -43,7 +43,8 @@ LOCAL_API_KEY = "sk-clipline-local"
 BUCKET = "clipline-assets"
 ALIASES = {"s3": "seaweedfs"}
 # What the Python processes read from the environment they inherit. It is recorded with them, so
-# a restart from another shell runs them with the same settings (and the same code).
+# a restart from another shell runs them with the same settings (and the same code). The admin
+# token is the exception: it is kept in its own file (clipline/admin_token.py), never recorded.
 INHERITED_PREFIXES = ("CLIPLINE_", "OTEL_")
 INHERITED_NAMES = ("PYTHONPATH",)
 # A live part that does not answer may only be waiting for a part started just before it (a
@@ -75,7 +76,8 @@ class ProcInfo:
     log: str  # the log the process writes itself, size-capped: what `clipline logs` shows
     output: str = ""  # its raw stdout/stderr: output from before its logging was set up, crashes
     argv: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)  # set on top of the inherited environment
+    # Set on top of the inherited environment; holds the local S3 key: out of reprs.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     cwd: str | None = None
     health: str = ""  # a URL that answers once the process is ready
 
@@ -196,12 +198,19 @@ def _inherited() -> dict[str, str]:
     return {
         k: v
         for k, v in os.environ.items()
-        if k.startswith(INHERITED_PREFIXES) or k in INHERITED_NAMES
+        if (k.startswith(INHERITED_PREFIXES) or k in INHERITED_NAMES) and k != admin_token.ENV
     }
 
 
-def _python_module(name: str, home: Path, env: dict[str, str], options: StackOptions) -> Proc:
-    """`python -m services.<name>`, logging to <home>/logs/<name>.log through shared.logs."""
+def _python_module(
+    name: str,
+    home: Path,
+    env: dict[str, str],
+    options: StackOptions,
+    secret_env: dict[str, str] | None = None,
+) -> Proc:
+    """`python -m services.<name>`, logging to <home>/logs/<name>.log through shared.logs;
+    `secret_env` is given to it but not recorded."""
     logs = home / "logs"
     log_file = logs / f"{name}.log"
     settings = {
@@ -212,10 +221,11 @@ def _python_module(name: str, home: Path, env: dict[str, str], options: StackOpt
         "CLIPLINE_LOG_BACKUPS": str(options.log_backups),
         **options.env,
     }
+    settings.pop(admin_token.ENV, None)  # given as a secret, or not at all: never recorded
     argv = [sys.executable, "-m", f"services.{name}"]
     return spawn(
         name, argv, logs / f"{name}.stderr", settings, home, log_file=log_file,
-        replace_prefixes=INHERITED_PREFIXES, replace_names=INHERITED_NAMES,
+        replace_prefixes=INHERITED_PREFIXES, replace_names=INHERITED_NAMES, secret_env=secret_env,
     )  # fmt: skip
 
 
@@ -279,10 +289,12 @@ def _start(
         "CLIPLINE_UPSTREAM_API_KEY": LOCAL_API_KEY,
         "CLIPLINE_POLL_DEFAULT_SECONDS": "1.0",
     }
+    secret = {admin_token.ENV: admin_token.for_fresh_start(home, {**os.environ, **options.env})}
     ports: dict[str, int] = {}
     for name in SERVICES:
         port = ports[name] = free_port()
-        proc = _python_module(name, home, {**common, "CLIPLINE_HTTP_PORT": str(port)}, options)
+        env = {**common, "CLIPLINE_HTTP_PORT": str(port)}
+        proc = _python_module(name, home, env, options, secret)
         started.append((proc, port, f"http://{LOOPBACK}:{port}/healthz"))
     for proc, _, health in started[3:]:
         wait_until(http_ok(health), proc.name, options.startup_timeout, proc)
@@ -330,16 +342,20 @@ def _respawn(state: StackState, info: ProcInfo, timeout: float) -> None:
 
 
 def _launch(state: StackState, info: ProcInfo, timeout: float) -> int:
-    """Start `info`'s command as recorded; its PID once it is healthy."""
+    """Start `info`'s command as recorded (a service with the stack's admin token too); its
+    PID once it is healthy."""
     if not info.argv:
         raise ServerError(
             f"{info.name} was started by an older clipline that did not record how: "
             "run `clipline down`, then `clipline up`"
         )
     cwd = None if info.cwd is None else Path(info.cwd)
+    secret = None
+    if parse_replica(info.name) is not None:
+        secret = {admin_token.ENV: admin_token.kept(Path(state.home))}
     proc = spawn(
         info.name, info.argv, Path(info.output), info.env, cwd, log_file=Path(info.log),
-        replace_prefixes=INHERITED_PREFIXES, replace_names=INHERITED_NAMES,
+        replace_prefixes=INHERITED_PREFIXES, replace_names=INHERITED_NAMES, secret_env=secret,
     )  # fmt: skip
     try:
         wait_until(health_check(info), info.name, timeout, proc)
@@ -424,6 +440,26 @@ def _add_replica(state: StackState, first: ProcInfo, k: int, timeout: float) -> 
     state.processes.insert(last + 1, info)
     state.save()
     return info
+
+
+def admin_endpoint(home: Path) -> tuple[str, str]:
+    """(base URL of the first healthy pricing_guard replica, "http://127.0.0.1:<port>", the
+    stack's admin token): where a command reaches the admin API (/v1/admin/) of the running
+    stack. ServerError when no stack is up or no pricing_guard replica is healthy."""
+    state = require(home)
+    token = admin_token.read(home)
+    if token is None:
+        raise ServerError(
+            f"the stack under {home} has no admin token (started by an older clipline): "
+            "run `clipline down`, then `clipline up`"
+        )
+    for _, proc in sorted(state.replicas("pricing_guard").items()):
+        if proc.port and state.running(proc) and health_check(proc)():
+            return f"http://{LOOPBACK}:{proc.port}", token
+    raise ServerError(
+        f"no pricing_guard replica is healthy under {home}: "
+        "`clipline status` shows the stack, `clipline up` starts what is down"
+    )
 
 
 def down(home: Path) -> list[ProcInfo]:

@@ -1,9 +1,10 @@
-"""Replicas on the embedded stack (`clipline scale`): one stack, its tests in order."""
+"""Replicas on the embedded stack (`clipline scale`), and its admin token: one stack, in order."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,9 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
+from clipline import admin_token
 from clipline.servers import pid_alive
-from clipline.stack import StackOptions, StackState, health_check
+from clipline.stack import StackOptions, StackState, admin_endpoint, health_check
 from shared.contracts.ids import job_id_for
 from tests.e2e.harness import (
     all_healthy,
@@ -40,6 +42,18 @@ def scaled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
         yield state
 
 
+def environ_of(pid: int) -> dict[str, str]:
+    """What a process of ours was given (same user: /proc/<pid>/environ is readable)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def token_of(state: StackState) -> str:
+    token = admin_token.read(Path(state.home))
+    assert token is not None
+    return token
+
+
 async def admitted_job(state: StackState, prompt: str) -> str:
     """Submit a job and wait until it is admitted (not until it ends); its id."""
     tenant, key = f"sc{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
@@ -63,6 +77,22 @@ def admitted_in(log: str, job_ids: list[str]) -> set[str]:
     return {j for j in job_ids if f"job {j} admitted" in text}
 
 
+def test_the_admin_token_is_kept_private_and_given_to_every_service(scaled: StackState) -> None:
+    home = Path(scaled.home)
+    token = token_of(scaled)
+    assert stat.S_IMODE(admin_token.path(home).stat().st_mode) == 0o600
+    for proc in scaled.processes:
+        given = environ_of(proc.pid).get(admin_token.ENV)
+        is_service = proc.name in ("intake", "pricing_guard", "submitter", "poller", "storage")
+        assert given == (token if is_service else None), proc.name
+        assert admin_token.ENV not in proc.env  # never recorded
+    assert token not in (home / "stack.json").read_text()
+    status = clipline(home, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert token not in status.stdout + status.stderr
+    assert admin_endpoint(home) == (f"http://127.0.0.1:{ports(home)['pricing_guard']}", token)
+
+
 async def test_scale_up_runs_a_second_replica_that_shares_the_work(scaled: StackState) -> None:
     home = scaled.home
     before = pids(home)
@@ -83,6 +113,7 @@ async def test_scale_up_runs_a_second_replica_that_shares_the_work(scaled: Stack
         "pricing_guard-2.stderr",
     )
     assert second.env["CLIPLINE_HTTP_PORT"] == str(second.port) != str(first.port)
+    assert environ_of(second.pid)[admin_token.ENV] == token_of(state)
     status = clipline(home, "status")
     assert status.returncode == 0, status.stdout
     assert re.search(rf"^pricing_guard-2 +pid {second.pid} +up +127\.0\.0\.1:{second.port}$",
@@ -109,6 +140,8 @@ async def test_a_killed_replica_leaves_the_other_and_up_brings_it_back(
     state = current(home)
     first, second = state.find("pricing_guard"), state.find("pricing_guard-2")
     kill_hard(first.pid)
+    # The admin API is reached on the replica still healthy.
+    assert admin_endpoint(Path(home)) == (f"http://127.0.0.1:{second.port}", token_of(state))
     await completed_job(state, "with the first pricing_guard killed")
     out = clipline(home, "up")  # starts what is dead, and keeps the scaled count
     assert out.returncode == 0, out.stdout + out.stderr
@@ -119,10 +152,13 @@ async def test_a_killed_replica_leaves_the_other_and_up_brings_it_back(
         "pricing_guard-2",
     ]
     assert again.find("pricing_guard-2").pid == second.pid
+    assert environ_of(again.find("pricing_guard").pid)[admin_token.ENV] == token_of(state)
+    assert admin_endpoint(Path(home))[0] == f"http://127.0.0.1:{first.port}"
 
 
 def test_restart_and_logs_of_a_replica(scaled: StackState) -> None:
     home = scaled.home
+    token = token_of(scaled)
     before, ports_before = pids(home), ports(home)
     out = clipline(home, "restart", "pricing_guard-2")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -132,6 +168,8 @@ def test_restart_and_logs_of_a_replica(scaled: StackState) -> None:
         k: v for k, v in before.items() if k != "pricing_guard-2"
     }
     assert ports(home) == ports_before
+    assert token_of(current(home)) == token  # the same token after a restart...
+    assert environ_of(after["pricing_guard-2"])[admin_token.ENV] == token  # ...and given
     logs = clipline(home, "logs", "pricing_guard-2", "-n", "5")
     assert logs.returncode == 0, logs.stderr
     assert logs.stdout.strip(), "pricing_guard-2 logged nothing"
@@ -156,3 +194,11 @@ def test_scale_down_stops_the_highest_replica(scaled: StackState) -> None:
     assert refused.returncode == 2
     assert "simulator is not scalable" in refused.stderr
     assert len(state.processes) == 8
+
+
+def test_the_admin_token_is_in_no_log(scaled: StackState) -> None:
+    token = token_of(scaled)
+    logs = [p for p in (Path(scaled.home) / "logs").rglob("*") if p.is_file()]
+    assert any(p.name == "pricing_guard-2.log" for p in logs)  # a stopped replica's log stays
+    for path in logs:
+        assert token.encode() not in path.read_bytes(), path
