@@ -1,4 +1,4 @@
-"""The `clipline` command: up | down | status | restart | logs | submit | budget | spend."""
+"""The `clipline` command: up | down | status | restart | scale | logs | submit | budget | spend."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ import nats.errors
 
 from clipline import budget_cli
 from clipline.logs import Follower, last_lines
+from clipline.replicas import parse_replica, scalable
 from clipline.servers import ServerError
 from clipline.stack import (
     ALIASES,
+    Scaled,
     StackOptions,
     StackState,
     default_home,
@@ -28,6 +30,7 @@ from clipline.stack import (
     health_check,
     require,
     restart,
+    scale,
     up,
 )
 from clipline.verify import VerificationError, verify_video
@@ -199,11 +202,12 @@ def _status(args: argparse.Namespace) -> int:
         return 1
     alive = {p.pid for p in state.alive()}
     healthy = 0
+    width = max(14, *(len(p.name) + 1 for p in state.processes))
     for p in state.processes:
         where = f"127.0.0.1:{p.port}" if p.port else "-"
         ok = p.pid in alive and health_check(p)()
         healthy += ok
-        print(f"{p.name:<14} pid {p.pid:<8} {'up' if ok else 'DOWN':<5} {where}")
+        print(f"{p.name:<{width}} pid {p.pid:<8} {'up' if ok else 'DOWN':<5} {where}")
     print(f"nats: {state.nats_url}  s3: {state.s3_endpoint}  intake: {state.intake_url}")
     return 0 if healthy == len(state.processes) else 1
 
@@ -229,16 +233,40 @@ def _restart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scale(args: argparse.Namespace) -> int:
+    print(describe(scale(args.home, args.service, args.n)))
+    return 0
+
+
+def describe(change: Scaled) -> str:
+    """One line: e.g. `pricing_guard: 2 replicas (started pricing_guard-2 on 127.0.0.1:PORT)`."""
+    what = [f"started {p.name} on 127.0.0.1:{p.port}" for p in change.started]
+    what += [f"stopped {p.name} (pid {p.pid})" for p in change.stopped]
+    count = f"{change.replicas} replica{'' if change.replicas == 1 else 's'}"
+    return f"{change.service}: {count} ({', '.join(what) or 'unchanged'})"
+
+
+def _service_arg(name: str) -> str:
+    try:
+        return scalable(name)
+    except ServerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count_arg(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of replicas") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(
+            f"a service runs at least 1 replica, not {n} (`clipline down` stops the stack)"
+        )
+    return n
+
+
 def _logs(args: argparse.Namespace) -> int:
-    state = StackState.load(args.home)
-    if state is not None:
-        files = state.find(args.name).log_files()
-    else:  # the stack is down: its logs are still on disk, where `up` put them
-        name = ALIASES.get(args.name, args.name)
-        logs = args.home / "logs"
-        files = sorted(logs.glob(f"{name}.*[!0-9]")) + sorted(logs.glob(f"{name}/*.INFO"))
-        if not files:
-            raise ServerError(f"no logs of {args.name!r} under {args.home / 'logs'}")
+    files = _log_files(args.home, args.name)
     written = [f for f in files if f.exists() and f.stat().st_size > 0]
     # Like tail: a header per file only when more than one has something to show.
     headers = len(written) > 1
@@ -252,6 +280,25 @@ def _logs(args: argparse.Namespace) -> int:
     if args.follow:
         _follow_logs(files, written[-1] if written else None, headers)
     return 0
+
+
+def _log_files(home: Path, name: str) -> list[Path]:
+    """A recorded process's log files; else (the stack is down, or a replica was scaled away)
+    the ones still on disk, where `up` put them."""
+    state = StackState.load(home)
+    wanted = ALIASES.get(name, name)
+    for proc in state.processes if state else []:
+        if proc.name == wanted:
+            return proc.log_files()
+    logs = home / "logs"
+    files: list[Path] = []
+    if wanted in ("nats", "seaweedfs", "simulator") or parse_replica(wanted):  # no glob pattern
+        files = sorted(logs.glob(f"{wanted}.*[!0-9]")) + sorted(logs.glob(f"{wanted}/*.INFO"))
+    if files:
+        return files
+    if state is not None:
+        state.find(name)  # raises, naming the processes there are
+    raise ServerError(f"no logs of {name!r} under {logs}")
 
 
 def _follow_logs(files: list[Path], current: Path | None, headers: bool) -> None:
@@ -296,10 +343,14 @@ def parser() -> argparse.ArgumentParser:
     u.set_defaults(func=_up)
     sub.add_parser("down", help="stop everything `up` started").set_defaults(func=_down)
     sub.add_parser("status", help="show the stack's processes").set_defaults(func=_status)
-    names = "nats, s3, simulator or a service"
+    names = "nats, s3, simulator, a service or a replica (pricing_guard-2)"
     r = sub.add_parser("restart", help="restart one process of the stack")
     r.add_argument("name", help=names)
     r.set_defaults(func=_restart)
+    sc = sub.add_parser("scale", help="run n replicas of a service (<service>, <service>-2, ...)")
+    sc.add_argument("service", type=_service_arg, help="intake, pricing_guard, submitter, ...")
+    sc.add_argument("n", type=_count_arg, help="how many replicas (1 or more)")
+    sc.set_defaults(func=_scale)
     lg = sub.add_parser("logs", help="show one process's log")
     lg.add_argument("name", help=names)
     lg.add_argument("-n", "--lines", type=int, default=50, help="how many last lines (50)")

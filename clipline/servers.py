@@ -95,11 +95,13 @@ def spawn(
     log_file: Path | None = None,
     replace_prefixes: tuple[str, ...] = (),
     replace_names: tuple[str, ...] = (),
+    secret_env: Mapping[str, str] | None = None,
 ) -> Proc:
     """Start `argv` in its own session, output appended to `log_path`. The environment is this
     process's, minus `replace_names` and variables starting with `replace_prefixes` (so a
     recorded environment is reproduced exactly, not mixed with the calling shell's), plus
-    `env`."""
+    `env`, plus `secret_env`: given to the process but left out of `Proc.env`, so it is never
+    recorded with it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     base = {
         k: v
@@ -113,7 +115,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**base, **(env or {})},
+            env={**base, **(env or {}), **(secret_env or {})},
             cwd=cwd,
             start_new_session=True,
         )

@@ -1,4 +1,8 @@
-"""The embedded local stack: nats-server, SeaweedFS, the simulator and the five services."""
+"""The embedded local stack: nats-server, SeaweedFS, the simulator and the five services.
+
+Over 300 lines: starting, healing, restarting, scaling and stopping the stack share one record
+(stack.json) and one lock; apart, each would need the other's internals.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from clipline import admin_token, replicas
+from clipline.replicas import parse_replica, plan, replica_name, scalable
 from clipline.servers import (
     LOG_BACKUPS,
     LOG_MAX_BYTES,
@@ -30,14 +36,15 @@ from clipline.servers import (
 )
 from shared.streams import MAX_PAYLOAD_BYTES
 
-SERVICES = ("intake", "pricing_guard", "submitter", "poller", "storage")
+SERVICES = replicas.SERVICES
 STATE_FILE = "stack.json"
 LOCK_FILE = "stack.lock"
 LOCAL_API_KEY = "sk-clipline-local"
 BUCKET = "clipline-assets"
 ALIASES = {"s3": "seaweedfs"}
 # What the Python processes read from the environment they inherit. It is recorded with them, so
-# a restart from another shell runs them with the same settings (and the same code).
+# a restart from another shell runs them with the same settings (and the same code). The admin
+# token is the exception: it is kept in its own file (clipline/admin_token.py), never recorded.
 INHERITED_PREFIXES = ("CLIPLINE_", "OTEL_")
 INHERITED_NAMES = ("PYTHONPATH",)
 # A live part that does not answer may only be waiting for a part started just before it (a
@@ -69,7 +76,8 @@ class ProcInfo:
     log: str  # the log the process writes itself, size-capped: what `clipline logs` shows
     output: str = ""  # its raw stdout/stderr: output from before its logging was set up, crashes
     argv: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)  # set on top of the inherited environment
+    # Set on top of the inherited environment; holds the local S3 key: out of reprs.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     cwd: str | None = None
     health: str = ""  # a URL that answers once the process is ready
 
@@ -137,6 +145,15 @@ class StackState:
         """Processes of this stack still running."""
         return [p for p in self.processes if self.running(p)]
 
+    def replicas(self, service: str) -> dict[int, ProcInfo]:
+        """The recorded replicas of `service` by number (1 is `<service>` itself)."""
+        out = {}
+        for proc in self.processes:
+            replica = parse_replica(proc.name)
+            if replica is not None and replica[0] == service:
+                out[replica[1]] = proc
+        return out
+
     def find(self, name: str) -> ProcInfo:
         wanted = ALIASES.get(name, name)
         for proc in self.processes:
@@ -181,12 +198,19 @@ def _inherited() -> dict[str, str]:
     return {
         k: v
         for k, v in os.environ.items()
-        if k.startswith(INHERITED_PREFIXES) or k in INHERITED_NAMES
+        if (k.startswith(INHERITED_PREFIXES) or k in INHERITED_NAMES) and k != admin_token.ENV
     }
 
 
-def _python_module(name: str, home: Path, env: dict[str, str], options: StackOptions) -> Proc:
-    """`python -m services.<name>`, logging to <home>/logs/<name>.log through shared.logs."""
+def _python_module(
+    name: str,
+    home: Path,
+    env: dict[str, str],
+    options: StackOptions,
+    secret_env: dict[str, str] | None = None,
+) -> Proc:
+    """`python -m services.<name>`, logging to <home>/logs/<name>.log through shared.logs;
+    `secret_env` is given to it but not recorded."""
     logs = home / "logs"
     log_file = logs / f"{name}.log"
     settings = {
@@ -197,10 +221,11 @@ def _python_module(name: str, home: Path, env: dict[str, str], options: StackOpt
         "CLIPLINE_LOG_BACKUPS": str(options.log_backups),
         **options.env,
     }
+    settings.pop(admin_token.ENV, None)  # given as a secret, or not at all: never recorded
     argv = [sys.executable, "-m", f"services.{name}"]
     return spawn(
         name, argv, logs / f"{name}.stderr", settings, home, log_file=log_file,
-        replace_prefixes=INHERITED_PREFIXES, replace_names=INHERITED_NAMES,
+        replace_prefixes=INHERITED_PREFIXES, replace_names=INHERITED_NAMES, secret_env=secret_env,
     )  # fmt: skip
 
 
@@ -264,10 +289,12 @@ def _start(
         "CLIPLINE_UPSTREAM_API_KEY": LOCAL_API_KEY,
         "CLIPLINE_POLL_DEFAULT_SECONDS": "1.0",
     }
+    secret = {admin_token.ENV: admin_token.for_fresh_start(home, {**os.environ, **options.env})}
     ports: dict[str, int] = {}
     for name in SERVICES:
         port = ports[name] = free_port()
-        proc = _python_module(name, home, {**common, "CLIPLINE_HTTP_PORT": str(port)}, options)
+        env = {**common, "CLIPLINE_HTTP_PORT": str(port)}
+        proc = _python_module(name, home, env, options, secret)
         started.append((proc, port, f"http://{LOOPBACK}:{port}/healthz"))
     for proc, _, health in started[3:]:
         wait_until(http_ok(health), proc.name, options.startup_timeout, proc)
@@ -310,23 +337,32 @@ def _healthy_by(proc: ProcInfo, deadline: float) -> bool:
 
 def _respawn(state: StackState, info: ProcInfo, timeout: float) -> None:
     """Start a process again exactly as recorded (same ports, data and log files)."""
+    info.pid = _launch(state, info, timeout)
+    state.save()
+
+
+def _launch(state: StackState, info: ProcInfo, timeout: float) -> int:
+    """Start `info`'s command as recorded (a service with the stack's admin token too); its
+    PID once it is healthy."""
     if not info.argv:
         raise ServerError(
             f"{info.name} was started by an older clipline that did not record how: "
             "run `clipline down`, then `clipline up`"
         )
     cwd = None if info.cwd is None else Path(info.cwd)
+    secret = None
+    if parse_replica(info.name) is not None:
+        secret = {admin_token.ENV: admin_token.kept(Path(state.home))}
     proc = spawn(
         info.name, info.argv, Path(info.output), info.env, cwd, log_file=Path(info.log),
-        replace_prefixes=INHERITED_PREFIXES, replace_names=INHERITED_NAMES,
+        replace_prefixes=INHERITED_PREFIXES, replace_names=INHERITED_NAMES, secret_env=secret,
     )  # fmt: skip
     try:
         wait_until(health_check(info), info.name, timeout, proc)
     except BaseException:
         stop_pid(proc.pid)
         raise
-    info.pid = proc.pid
-    state.save()
+    return proc.pid
 
 
 def restart(home: Path, name: str, timeout: float = 60.0) -> ProcInfo:
@@ -339,6 +375,91 @@ def restart(home: Path, name: str, timeout: float = 60.0) -> ProcInfo:
             stop_pid(proc.pid)
         _respawn(state, proc, timeout)
         return proc
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """What `scale` did: the service's replica count now, the replicas started and stopped."""
+
+    service: str
+    replicas: int
+    started: list[ProcInfo]
+    stopped: list[ProcInfo]
+
+
+def scale(
+    home: Path, service: str, n: int, timeout: float = 60.0, stop_timeout: float = 10.0
+) -> Scaled:
+    """Run `n` replicas of `service`: start `<service>-<k>` up to n, each on its own free port
+    with its own logs and otherwise the first replica's recorded command and environment, and
+    wait until it is healthy; or stop those above n, highest first (SIGTERM, SIGKILL after
+    `stop_timeout`). Each change is recorded at once, so `up` keeps the count after a crash."""
+    scalable(service)
+    if n < 1:
+        raise ServerError(f"{service} runs at least 1 replica (`clipline down` stops the stack)")
+    with _locked(home):
+        state = require(home)
+        have = state.replicas(service)
+        if 1 not in have:
+            raise ServerError(f"no {service} recorded under {home}: run `clipline up`")
+        todo = plan(have.keys(), n)
+        stopped = []
+        for k in todo.stop:
+            proc = have[k]
+            if state.running(proc):  # a dead one's PID may be another program's by now
+                stop_pid(proc.pid, stop_timeout)
+                if state.running(proc):
+                    raise ServerError(f"{proc.name} (pid {proc.pid}) did not stop")
+            state.processes.remove(proc)
+            state.save()
+            stopped.append(proc)
+        started = [_add_replica(state, have[1], k, timeout) for k in todo.start]
+        return Scaled(service, len(state.replicas(service)), started, stopped)
+
+
+def _add_replica(state: StackState, first: ProcInfo, k: int, timeout: float) -> ProcInfo:
+    """Start replica `k` of `first`'s service (`first` is replica 1, named as the service) and
+    record it after the service's others."""
+    name = replica_name(first.name, k)
+    logs = Path(state.home) / "logs"
+    port = free_port({p.port for p in state.processes if p.port})  # a dead one's port too
+    log_file = logs / f"{name}.log"
+    info = ProcInfo(
+        name=name,
+        pid=0,
+        port=port,
+        log=str(log_file),
+        output=str(logs / f"{name}.stderr"),
+        argv=first.argv,
+        env={**first.env, "CLIPLINE_HTTP_PORT": str(port), "CLIPLINE_LOG_FILE": str(log_file)},
+        cwd=first.cwd,
+        health=f"http://{LOOPBACK}:{port}/healthz",
+    )
+    info.pid = _launch(state, info, timeout)
+    last = max(state.processes.index(p) for p in state.replicas(first.name).values())
+    state.processes.insert(last + 1, info)
+    state.save()
+    return info
+
+
+def admin_endpoint(home: Path) -> tuple[str, str]:
+    """(base URL of the first healthy pricing_guard replica, "http://127.0.0.1:<port>", the
+    stack's admin token): where a command reaches the admin API (/v1/admin/) of the running
+    stack. ServerError when no stack is up or no pricing_guard replica is healthy."""
+    state = require(home)
+    token = admin_token.read(home)
+    if token is None:
+        raise ServerError(
+            f"the stack under {home} has no admin token (started by an older clipline): "
+            "run `clipline down`, then `clipline up`"
+        )
+    for _, proc in sorted(state.replicas("pricing_guard").items()):
+        if proc.port and state.running(proc) and health_check(proc)():
+            return f"http://{LOOPBACK}:{proc.port}", token
+    raise ServerError(
+        f"no pricing_guard replica is healthy under {home}: "
+        "`clipline status` shows the stack, `clipline up` starts what is down"
+    )
 
 
 def down(home: Path) -> list[ProcInfo]:

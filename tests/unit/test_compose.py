@@ -1,5 +1,6 @@
 """docker-compose.yml is valid (Debian's docker-compose validates it without a daemon)."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,15 +10,23 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "pricing_guard", "submitter", "poller", "storage")
+TOKEN = "compose-test-admin-token"
+
+
+def config(token: str | None) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("docker-compose")
+    assert exe, "docker-compose not installed: `make install` installs it (apt docker-compose)"
+    env = {k: v for k, v in os.environ.items() if k != "CLIPLINE_ADMIN_TOKEN"}
+    if token is not None:
+        env["CLIPLINE_ADMIN_TOKEN"] = token
+    return subprocess.run(
+        [exe, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True, text=True, check=False, cwd=ROOT, env=env,
+    )  # fmt: skip
 
 
 def rendered() -> dict[str, Any]:
-    exe = shutil.which("docker-compose")
-    assert exe, "docker-compose not installed: `make install` installs it (apt docker-compose)"
-    out = subprocess.run(
-        [exe, "-f", str(ROOT / "docker-compose.yml"), "config"],
-        capture_output=True, text=True, check=False, cwd=ROOT,
-    )  # fmt: skip
+    out = config(TOKEN)
     assert out.returncode == 0, out.stderr
     data: dict[str, Any] = yaml.safe_load(out.stdout)
     return data
@@ -45,6 +54,22 @@ def test_each_service_runs_its_module_healthy_and_configured_by_env() -> None:
             assert svc["depends_on"][dep]["condition"] == "service_healthy"
     for infra in ("nats", "minio", "simulator"):
         assert "healthcheck" in services[infra]
+
+
+def test_pricing_guard_gets_the_admin_token_and_publishes_its_port() -> None:
+    services = rendered()["services"]
+    assert services["pricing_guard"]["environment"]["CLIPLINE_ADMIN_TOKEN"] == TOKEN
+    assert services["pricing_guard"]["environment"]["CLIPLINE_NATS_URL"] == "nats://nats:4222"
+    [port] = services["pricing_guard"]["ports"]
+    assert str(port).startswith("127.0.0.1:8081:8080")
+    others = [name for name in services if name != "pricing_guard"]
+    assert all("CLIPLINE_ADMIN_TOKEN" not in (services[n].get("environment") or {}) for n in others)
+
+
+def test_without_an_admin_token_compose_refuses_and_says_which_variable() -> None:
+    out = config(None)
+    assert out.returncode != 0
+    assert "set CLIPLINE_ADMIN_TOKEN" in out.stderr, out.stderr
 
 
 def test_dockerfile_installs_the_project() -> None:
