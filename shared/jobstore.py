@@ -7,12 +7,15 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Concatenate, ParamSpec, Protocol
 
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from shared.contracts.events import JobRef
 from shared.contracts.jobs import JobRecordV1, record_key
 from shared.contracts.lifecycle import IllegalTransition, check_move
+from shared.kvscan import scan
+from shared.streams import JOBS_BUCKET
 
 Change = Callable[[JobRecordV1 | None], JobRecordV1 | None]
 """Given the current record (None if absent), the new record, or None to leave it unchanged."""
@@ -86,8 +89,16 @@ async def advance(
 class KvJobStore:
     """JobStore on a JetStream KV bucket. Keys are `<tenant>.<job_id>`."""
 
-    def __init__(self, kv: Callable[[], Awaitable[KeyValue]], max_attempts: int = 32) -> None:
+    def __init__(
+        self,
+        kv: Callable[[], Awaitable[KeyValue]],
+        jetstream: Callable[[], JetStreamContext],
+        bucket: str = JOBS_BUCKET,
+        max_attempts: int = 32,
+    ) -> None:
         self._kv = kv
+        self._jetstream = jetstream
+        self._bucket = bucket
         self._max_attempts = max_attempts
 
     async def get(self, tenant: str, job_id: str) -> JobRecordV1 | None:
@@ -131,17 +142,8 @@ class KvJobStore:
     async def _keys(self, pattern: str) -> list[str]:
         """Keys matching a subject pattern, filtered by the server (nats-py's `keys(filters=)`
         reads every key of the bucket and matches substrings on the client)."""
-        kv = await self._kv()
-        watcher = await kv.watch(pattern, meta_only=True, ignore_deletes=True)
-        keys: list[str] = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # the initial values are all delivered
-                    break
-                keys.append(entry.key)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        return keys
+        found = await scan(self._jetstream(), self._bucket, pattern, meta_only=True)
+        return [key for key, _ in found]
 
     async def list(self, tenant: str) -> list[JobRecordV1]:
         records = [await self._get(key) for key in await self._keys(f"{tenant}.*")]

@@ -21,6 +21,8 @@ from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from shared.kvscan import scan
+
 T = TypeVar("T")
 
 WRONG_LAST_SEQUENCE = 10071
@@ -74,6 +76,7 @@ class AtomicKv:
     ) -> None:
         self._kv = kv
         self._connection = connection
+        self._bucket = bucket
         self._prefix = f"$KV.{bucket}."
         self._max_attempts = max_attempts
         # A test seam: awaited after each message of a batch but the last (the commit), so a
@@ -148,18 +151,7 @@ class AtomicKv:
 
     async def scan(self, pattern: str) -> list[tuple[str, bytes]]:
         """Current values of the keys matching a subject pattern (filtered by the server)."""
-        kv = await self._kv()
-        watcher = await kv.watch(pattern, ignore_deletes=True)
-        found: list[tuple[str, bytes]] = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # every current value delivered
-                    break
-                if entry.value:
-                    found.append((entry.key, entry.value))
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        return found
+        return await scan(self._connection().jetstream(), self._bucket, pattern)
 
 
 class AtomicStore(Protocol):

@@ -73,7 +73,8 @@ def make_platform(service: str, nats_url: str, tracer_provider: TracerProvider) 
     return Platform(
         service,
         broker,
-        KvJobStore(jobs_kv),
+        # lazily: the broker has no connection until it starts
+        KvJobStore(jobs_kv, lambda: broker.connection.jetstream()),  # noqa: PLW0108
         KvUpstreamIndex(upstream_kv),
         ObjectInputStore(inputs_obs),
     )

@@ -40,7 +40,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
 def budget_of(state: StackState, scope: str) -> dict[str, Any]:
     shown = clipline(state.home, "budget", "show", "--json")
     assert shown.returncode == 0, shown.stderr
-    (budget,) = [b for b in json.loads(shown.stdout)["budgets"] if b["scope"] == scope]
+    found = [b for b in json.loads(shown.stdout)["budgets"] if b["scope"] == scope]
+    assert len(found) == 1, shown.stdout
+    (budget,) = found
     return dict(budget)
 
 

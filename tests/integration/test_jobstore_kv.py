@@ -31,7 +31,7 @@ async def store(nc: Client) -> KvJobStore:
     async def get_kv():  # type: ignore[no-untyped-def]
         return kv
 
-    return KvJobStore(get_kv, max_attempts=200)
+    return KvJobStore(get_kv, nc.jetstream, max_attempts=200)
 
 
 def new_job() -> tuple[str, str]:
@@ -138,3 +138,26 @@ async def test_the_store_refuses_a_move_no_step_allows(nc: Client) -> None:
         await jobs.update(tenant, job_id, lambda _: done)
     stored = await jobs.get(tenant, job_id)
     assert stored == record
+
+
+async def test_listing_a_busy_bucket_misses_no_key(nc: Client) -> None:
+    """The scan stops at the message that says nothing is pending after it, not at a count
+    taken while the server was still pushing (what made nats-py's watch miss keys)."""
+    jobs = await store(nc)
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    ids = [f"job_{uuid.uuid4().hex}" for _ in range(300)]
+    for job_id in ids:
+        await seed_record(nc, new_record(job_id, tenant))
+    other = asyncio.create_task(churn(nc))  # writes to other tenants while we list
+    try:
+        for _ in range(5):
+            assert sorted(r.job_id for r in await jobs.list(tenant)) == sorted(ids)
+    finally:
+        other.cancel()
+    assert await jobs.list(f"t{uuid.uuid4().hex[:8]}") == []
+
+
+async def churn(nc: Client) -> None:
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    while True:
+        await seed_record(nc, new_record(f"job_{uuid.uuid4().hex}", tenant))
