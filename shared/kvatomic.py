@@ -142,7 +142,14 @@ class AtomicKv:
                 # batch (e.g. the stream does not allow atomic publish).
                 first = await nc.request(subject, payload, timeout=5.0, headers=headers)
                 if first.data:
-                    return _committed(first.data)
+                    if not _committed(first.data):
+                        return False
+                    # A plain publish ack: the server stored this message on its own, outside
+                    # any batch. Never go on as if the writes were atomic.
+                    raise AtomicWriteError(
+                        f"{subject} was stored outside an atomic batch: the stream does not "
+                        "allow atomic publish (nats-server 2.12+ with allow_atomic is needed)"
+                    )
             else:
                 await nc.publish(subject, payload, headers=headers)
             if self._between_writes is not None:

@@ -110,3 +110,8 @@ async def ensure_atomic_bucket(js: JetStreamContext, config: KeyValueConfig) -> 
     if not info.config.allow_atomic:
         info.config.allow_atomic = True
         await js.update_stream(info.config)
+        if not (await js.stream_info(stream)).config.allow_atomic:
+            raise RuntimeError(
+                f"stream {stream} cannot allow atomic publish: nats-server 2.12 or newer is "
+                "needed (budgets change several keys at once)"
+            )

@@ -6,7 +6,7 @@ reservation."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
 from services.pricing_guard.budgets import (
@@ -39,6 +39,7 @@ from services.pricing_guard.records import (
     UsageRecord,
     dispute_key,
     limit_key,
+    open_key,
     reservation_key,
     spend_key,
     usage_key,
@@ -72,46 +73,64 @@ class KvBudgets:
         return await asyncio.shield(decided)
 
     async def _drain(self) -> None:
-        """Decide and write waiting claims, a group at a time, until none is left."""
-        while self._waiting:
-            group = self._waiting[: self._max_group]
-            del self._waiting[: self._max_group]
-            try:
-                results = await self._reserve_group([claim for claim, _ in group])
-            except Exception as exc:  # each caller of the group gets the error (redelivered)
-                for _, decided in group:
+        """Decide and write waiting claims, a group at a time, until none is left. A group
+        that fails is tried again claim by claim, so one bad claim fails only itself."""
+        group: list[tuple[Claim, asyncio.Future[Reserved | Exceeded]]] = []
+        try:
+            while self._waiting:
+                group = self._waiting[: self._max_group]
+                del self._waiting[: self._max_group]
+                try:
+                    results = await self._reserve_group([claim for claim, _ in group])
+                except Exception:  # retried one by one just below
+                    for claim, decided in group:
+                        await _settle_future(decided, self._reserve_group([claim]))
+                    continue
+                for (_, decided), result in zip(group, results, strict=True):
                     if not decided.done():
-                        decided.set_exception(exc)
-                continue
-            for (_, decided), result in zip(group, results, strict=True):
+                        decided.set_result(result)
+        finally:
+            # Cancelled (the service stops): nobody may wait forever on an undecided claim.
+            for _, decided in [*group, *self._waiting]:
                 if not decided.done():
-                    decided.set_result(result)
+                    decided.cancel()
 
     async def _reserve_group(self, claims: list[Claim]) -> list[Reserved | Exceeded]:
-        slots = {c.job_id: slots_for(c.tenant, c.at) for c in claims}
-        res_keys = {c.job_id: reservation_key(c.tenant, c.job_id) for c in claims}
-        use_keys = sorted({usage_key(s) for group in slots.values() for s in group})
-        limits = await self._limits_of(tuple({s for group in slots.values() for s in group}))
+        def job(claim: Claim) -> tuple[str, str]:
+            return claim.tenant, claim.job_id
+
+        slots = {job(c): slots_for(c.tenant, c.at) for c in claims}
+        res_keys = {job(c): reservation_key(c.tenant, c.job_id) for c in claims}
+        open_keys = {job(c): open_key(c.tenant, c.job_id) for c in claims}
+        every_slot = {s for group in slots.values() for s in group}
+        use_keys = sorted({usage_key(s) for s in every_slot})
+        pairs = sorted({(s.scope, s.period) for s in every_slot})
+        limit_keys = {pair: limit_key(*pair) for pair in pairs}
 
         def decide(entries: Mapping[str, Entry]) -> Outcome[list[Reserved | Exceeded]]:
+            # Limits are read with the counters, afresh on every attempt.
+            limits = {pair: _limit(entries[key]) for pair, key in limit_keys.items()}
             usages = {key: _usage(entries[key]) for key in use_keys}
             records = {k: entries[k].value for k in res_keys.values()}
             writes: dict[str, bytes | None] = {}
             results: list[Reserved | Exceeded] = []
             for claim in claims:
-                res_key = res_keys[claim.job_id]
+                res_key = res_keys[job(claim)]
                 existing = records[res_key]
                 if existing is not None:  # a redelivery (or a twin in this group)
                     found = ReservationRecord.model_validate_json(existing)
                     results.append(Reserved(found, False))
                     continue
-                mine = slots[claim.job_id]
+                mine = slots[job(claim)]
                 counted = tuple(
-                    CountedSlot(s, usages[usage_key(s)], limits.get((s.scope, s.period)))
-                    for s in mine
+                    CountedSlot(s, usages[usage_key(s)], limits[(s.scope, s.period)]) for s in mine
                 )
                 decision = reserve(counted, claim.estimate_micros)
                 if isinstance(decision, Exceeded):
+                    # Refused for good: a copy of this admission that reads later (when room
+                    # may have opened) finds the refusal instead of reserving.
+                    refused = _refused(claim, decision.detail)
+                    records[res_key] = writes[res_key] = refused.model_dump_json().encode()
                     results.append(decision)
                     continue
                 for slot, usage in zip(mine, decision.usages, strict=True):
@@ -119,28 +138,29 @@ class KvBudgets:
                     writes[usage_key(slot)] = UsageRecord.of(usage).model_dump_json().encode()
                 record = _reservation(claim, mine, decision)
                 records[res_key] = writes[res_key] = record.model_dump_json().encode()
+                writes[open_keys[job(claim)]] = b"{}"  # listed by open_jobs() until settled
                 results.append(Reserved(record, True))
             return Outcome(writes, results)
 
-        return await self._atomic.transact([*res_keys.values(), *use_keys], decide)
-
-    async def _limits_of(self, slots: tuple[Slot, ...]) -> dict[tuple[str, Period], Limit]:
-        pairs = sorted({(s.scope, s.period) for s in slots})
-        entries = await self._atomic.read([limit_key(scope, period) for scope, period in pairs])
-        limits: dict[tuple[str, Period], Limit] = {}
-        for (scope, period), entry in zip(pairs, entries.values(), strict=True):
-            if entry.value is not None:
-                limits[(scope, period)] = LimitRecord.model_validate_json(entry.value).limit
-        return limits
+        keys = [*res_keys.values(), *open_keys.values(), *use_keys, *limit_keys.values()]
+        return await self._atomic.transact(keys, decide)
 
     # -- settlement --------------------------------------------------------------------------
 
     async def settle(
-        self, tenant: str, job_id: str, bill: Bill, outcome: str, at: datetime
-    ) -> Settled:
+        self,
+        tenant: str,
+        job_id: str,
+        bill: Bill,
+        outcome: str,
+        at: datetime,
+        *,
+        admitted: bool = True,
+    ) -> Settled | None:
         """Settle a job's reservation by `bill`: charged or released (with its ledger entry),
-        or disputed. A job that ended before any reservation gets a closed one (released,
-        $0), so an admission still in flight for it can no longer reserve anything."""
+        or disputed. A job that ended before it was ever admitted gets a closed reservation
+        ($0), so an admission still in flight for it can no longer reserve anything; an
+        admitted job without one (admitted before budgets existed) is left alone (None)."""
         res_key = reservation_key(tenant, job_id)
         closed = _closed(tenant, job_id, at)
 
@@ -153,7 +173,7 @@ class KvBudgets:
             settled = await self._close(
                 tenant, job_id, "reserved", bill=bill, outcome=outcome, at=at
             )
-            if settled is not None:
+            if settled is not None or admitted:
                 return settled
             if (done := await self._atomic.transact([res_key], close)) is not None:
                 return done
@@ -176,6 +196,7 @@ class KvBudgets:
         slots = ReservationRecord.model_validate_json(first.value).slots  # fixed at reservation
         use_keys = [usage_key(s.slot) for s in slots]
         ledger, disputed = spend_key(tenant, job_id), dispute_key(tenant, job_id)
+        still_open = open_key(tenant, job_id)
 
         def decide(entries: Mapping[str, Entry]) -> Outcome[Settled]:
             record = ReservationRecord.model_validate_json(entries[res_key].value or b"")
@@ -194,6 +215,8 @@ class KvBudgets:
                     usage = resolve_usage(usage, estimate, decision)
                 writes[key] = UsageRecord.of(usage).model_dump_json().encode()
             writes[res_key] = after.model_dump_json().encode()
+            if state == "reserved":
+                writes[still_open] = None
             if isinstance(decision, Dispute):
                 writes[disputed] = b"{}"  # listed by disputes() until resolved
             else:
@@ -202,7 +225,8 @@ class KvBudgets:
                     writes[disputed] = None
             return Outcome(writes, Settled(after, True))
 
-        return await self._atomic.transact([res_key, ledger, disputed, *use_keys], decide)
+        keys = [res_key, ledger, disputed, still_open, *use_keys]
+        return await self._atomic.transact(keys, decide)
 
     # -- reading and configuring -------------------------------------------------------------
 
@@ -232,6 +256,14 @@ class KvBudgets:
         pattern = f"spend.{tenant}.*" if tenant else "spend.>"
         return [SpendEntry.model_validate_json(v) for _, v in await self._atomic.scan(pattern)]
 
+    async def open_jobs(self) -> list[tuple[str, str]]:
+        """(tenant, job_id) of every reservation still `reserved`."""
+        found = []
+        for key, _ in await self._atomic.scan("open.>"):
+            _, tenant, job_id = key.split(".", 2)
+            found.append((tenant, job_id))
+        return found
+
     async def disputes(self) -> list[ReservationRecord]:
         found = []
         for key, _ in await self._atomic.scan("dispute.>"):
@@ -242,8 +274,35 @@ class KvBudgets:
         return found
 
 
+async def _settle_future(
+    decided: asyncio.Future[Reserved | Exceeded], work: Awaitable[list[Reserved | Exceeded]]
+) -> None:
+    try:
+        (result,) = await work
+    except Exception as exc:  # the waiting handler raises it (redelivered)
+        if not decided.done():
+            decided.set_exception(exc)
+        return
+    if not decided.done():
+        decided.set_result(result)
+
+
+def _limit(entry: Entry) -> Limit | None:
+    return LimitRecord.model_validate_json(entry.value).limit if entry.value else None
+
+
 def _usage(entry: Entry) -> Usage:
     return UsageRecord.model_validate_json(entry.value).usage if entry.value else Usage()
+
+
+def _refused(claim: Claim, detail: str) -> ReservationRecord:
+    """The reservation a job refused for its budget never got: closed at $0 with the why."""
+    return ReservationRecord(
+        tenant=claim.tenant, job_id=claim.job_id, model=claim.model, size=claim.size,
+        seconds=claim.seconds, estimate_micros=claim.estimate_micros, slots=[],
+        reserved_at=claim.at, state="released", settled_at=claim.at, charged_micros=0,
+        refused="budget_exceeded", why=detail,
+    )  # fmt: skip
 
 
 def _closed(tenant: str, job_id: str, at: datetime) -> ReservationRecord:

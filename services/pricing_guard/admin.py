@@ -26,9 +26,11 @@ from services.pricing_guard.budgets import (
     usd,
     window,
 )
+from services.pricing_guard.handlers import write_charge
 from services.pricing_guard.ports import BudgetStore
 from services.pricing_guard.records import LimitRecord, ReservationRecord, SpendEntry
 from shared.contracts.ids import JOB_ID_RE, is_valid_tenant
+from shared.jobstore import JobStore
 
 By = Literal["tenant", "model", "day"]
 
@@ -99,7 +101,7 @@ def dispute_view(record: ReservationRecord) -> dict[str, Any]:
     }
 
 
-def build_admin(budgets: BudgetStore, token: str | None) -> FastAPI:
+def build_admin(budgets: BudgetStore, token: str | None, jobs: JobStore | None = None) -> FastAPI:
     api = FastAPI(title="clipline admin", openapi_url="/v1/admin/openapi.json", docs_url=None)
 
     @api.middleware("http")
@@ -184,19 +186,29 @@ def build_admin(budgets: BudgetStore, token: str | None) -> FastAPI:
         if not is_valid_tenant(tenant) or not JOB_ID_RE.match(job_id):
             return _error(422, "invalid_request", f"not a tenant and job id: {tenant}/{job_id}")
         try:
-            body = await request.json()
-            decision = _resolution(body)
+            decision = _resolution(await request.json())
         except ValueError as exc:
             return _error(422, "invalid_resolution", str(exc))
-        settled = await budgets.resolve(tenant, job_id, decision, datetime.now(UTC))
-        if settled is None:
-            return _error(404, "not_found", f"no reservation for {tenant}/{job_id}")
-        if not settled.fresh:
-            state = settled.reservation.state
-            return _error(409, "not_disputed", f"{job_id} is {state}, not disputed")
-        return JSONResponse({"job_id": job_id, "state": settled.reservation.state})
+        return await resolve_dispute(budgets, jobs, tenant, job_id, decision)
 
     return api
+
+
+async def resolve_dispute(
+    budgets: BudgetStore, jobs: JobStore | None, tenant: str, job_id: str,
+    decision: Charge | Release,
+) -> JSONResponse:  # fmt: skip
+    """Settle a disputed job as the admin says, then write its charge on the job record."""
+    settled = await budgets.resolve(tenant, job_id, decision, datetime.now(UTC))
+    if settled is None:
+        return _error(404, "not_found", f"no reservation for {tenant}/{job_id}")
+    if not settled.fresh:
+        state = settled.reservation.state
+        return _error(409, "not_disputed", f"{job_id} is {state}, not disputed")
+    charged = settled.reservation.charged_micros
+    if jobs is not None and charged is not None:
+        await write_charge(jobs, settled.reservation, charged)
+    return JSONResponse({"job_id": job_id, "state": settled.reservation.state})
 
 
 def _amount(body: dict[str, Any], name: str) -> int:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+from datetime import timedelta
+
 from services.pricing_guard.adapters import KvBudgets
 from services.pricing_guard.admin import build_admin
-from services.pricing_guard.handlers import build_router
+from services.pricing_guard.handlers import build_router, sweep
 from services.pricing_guard.ports import BudgetStore, Deps
 from shared.kvatomic import AtomicKv
+from shared.messaging import periodically
 from shared.registry import ProviderSpec
 from shared.runtime import Dispatch, Platform, cached, make_asgi, wire
 from shared.streams import BUDGETS_BUCKET
+
+SWEEP_GRACE = timedelta(minutes=2)
+"""A job ended this long ago whose reservation is still open lost its settlement: sweep it."""
 
 
 def kv_budgets(platform: Platform) -> KvBudgets:
@@ -23,9 +30,24 @@ def build_app(
     platform: Platform,
     provider: ProviderSpec,
     admin_token: str | None,
+    *,
     budgets: BudgetStore | None = None,
+    sweep_every: float = 60.0,
 ) -> Dispatch:
     router = build_router()
     store = budgets if budgets is not None else kv_budgets(platform)
     wire(platform.broker, router, Deps(platform.jobs, router.emit, provider, store), platform.jobs)
-    return Dispatch("/v1/admin/", build_admin(store, admin_token), make_asgi(platform.broker))
+    stream_app = make_asgi(platform.broker)
+    running = AsyncExitStack()
+
+    @stream_app.after_startup
+    async def start_sweeper() -> None:
+        await running.enter_async_context(
+            periodically(sweep_every, lambda: sweep(platform.jobs, store, SWEEP_GRACE))
+        )
+
+    @stream_app.on_shutdown
+    async def stop_sweeper() -> None:
+        await running.aclose()
+
+    return Dispatch("/v1/admin/", build_admin(store, admin_token, platform.jobs), stream_app)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from faststream import Context
@@ -22,7 +22,7 @@ from shared.contracts import (
     JobRejectedV1,
     JobTimedOutV1,
 )
-from shared.contracts.events import Event
+from shared.contracts.events import Event, JobRef
 from shared.contracts.lifecycle import IllegalTransition, admit, reject, settle
 from shared.jobstore import JobStore, advance
 from shared.messaging import ServiceRouter
@@ -30,6 +30,7 @@ from shared.outcomes import Emit, announce_end
 from shared.registry import ProviderSpec
 
 SERVICE = "pricing_guard"
+SETTLE_FOREVER = 10**9
 log = logging.getLogger("clipline.pricing_guard")
 Jobs = Annotated[JobStore, Context("deps.jobs")]
 Emitter = Annotated[Emit, Context("deps.emit")]
@@ -48,6 +49,10 @@ def build_router() -> ServiceRouter:
         if record is not None and record.terminal:
             await announce_end(emit, record, SERVICE)  # a refusal whose event may be lost
             return
+        earlier = await budgets.reservation(event.tenant, event.job_id)
+        if earlier is not None:  # decided by an earlier delivery: carry that decision out
+            await carry_out(jobs, emit, event, earlier)
+            return
         spec = event.spec
         now = datetime.now(UTC)
         match price(provider, spec.model, spec.size, spec.seconds, today=now.date()):
@@ -56,38 +61,42 @@ def build_router() -> ServiceRouter:
                     event.tenant, event.job_id, spec.model, spec.size, spec.seconds, cost, now
                 )
                 match await budgets.reserve(claim):
-                    case Reserved(reservation=reservation) if reservation.state == "reserved":
-                        await admitted(jobs, emit, event, reservation)
-                    case Reserved():
-                        pass  # the job ended (and was settled) while this admission ran
+                    case Reserved(reservation=reservation):
+                        await carry_out(jobs, emit, event, reservation)
                     case Exceeded() as over:
                         await refuse(jobs, emit, event, "budget_exceeded", over.detail)
             case Refused(reason=reason, detail=detail):
                 await refuse(jobs, emit, event, reason, detail)
 
-    @router.on(JobCompletedV1)
+    # Settling never gives up: money held for a job that ended must come back, so its errors
+    # are retried (backoff capped at 30 s) for as long as they last; the sweeper backs it up.
+    @router.on(JobCompletedV1, max_errors=SETTLE_FOREVER)
     async def on_job_completed(event: JobCompletedV1, jobs: Jobs, budgets: Budgets) -> None:
         await settle_job(jobs, budgets, event)
 
-    @router.on(JobFailedV1)
+    @router.on(JobFailedV1, max_errors=SETTLE_FOREVER)
     async def on_job_failed(event: JobFailedV1, jobs: Jobs, budgets: Budgets) -> None:
         await settle_job(jobs, budgets, event)
 
-    @router.on(JobTimedOutV1)
+    @router.on(JobTimedOutV1, max_errors=SETTLE_FOREVER)
     async def on_job_timed_out(event: JobTimedOutV1, jobs: Jobs, budgets: Budgets) -> None:
         await settle_job(jobs, budgets, event)
 
     return router
 
 
-async def admitted(
+async def carry_out(
     jobs: JobStore, emit: Emit, event: JobAcceptedV1, reservation: ReservationRecord
 ) -> None:
-    """Reserved: record and announce the admission, and any soft threshold it crossed (again
-    on a redelivery: the events' ids make the repeats droppable)."""
+    """Act on the job's reservation: admit a reserved job, refuse one refused for its budget
+    (nothing to do when the job ended meanwhile); announce any soft threshold its admission
+    crossed. Repeated on a redelivery: the events' ids make the repeats droppable."""
     cost = reservation.estimate_micros
-    if await advance(jobs, event, admit, cost_micros=cost):
-        await emit(JobAdmittedV1.fact(event, spec=event.spec, cost_micros=cost))
+    if reservation.state == "reserved":
+        if await advance(jobs, event, admit, cost_micros=cost):
+            await emit(JobAdmittedV1.fact(event, spec=event.spec, cost_micros=cost))
+    elif reservation.refused is not None:
+        await refuse(jobs, emit, event, reservation.refused, reservation.why or "")
     for alert in reservation.alerts:
         cause = f"budget:{alert.scope}:{alert.period}:{alert.window}"
         await emit(
@@ -102,23 +111,55 @@ async def refuse(
         await emit(JobRejectedV1.fact(event, reason=reason, detail=detail, stage=SERVICE))
 
 
+class NotEndedYet(RuntimeError):
+    """An end event came before its record shows the end: retried (never acked unsettled)."""
+
+
 async def settle_job(jobs: JobStore, budgets: BudgetStore, event: Event) -> None:
+    record = await jobs.get(event.tenant, event.job_id)
+    if record is None:
+        return  # no such job: nothing was ever reserved for it
+    if not record.terminal:
+        raise NotEndedYet(f"{event.job_id} is {record.status.value}, not ended")
+    await settle_record(jobs, budgets, record)
+
+
+async def settle_record(jobs: JobStore, budgets: BudgetStore, record: JobRecordV1) -> None:
     """Settle the job's reservation by the billing policy, then write the charge on the job
     record. Both are idempotent, so a redelivery (or a crash between them) changes nothing."""
-    record = await jobs.get(event.tenant, event.job_id)
-    if record is None or not record.terminal:
-        log.warning("%s: %s ended but its record says otherwise", SERVICE, event.job_id)
-        return
 
     def billed(reservation: ReservationRecord) -> Settlement:
         return bill(ending(record, reservation))
 
     settled = await budgets.settle(
-        event.tenant, event.job_id, billed, record.status.value, datetime.now(UTC)
-    )
+        record.tenant, record.job_id, billed, record.status.value, datetime.now(UTC),
+        admitted="admitted" in record.history,
+    )  # fmt: skip
+    if settled is None:
+        log.warning("%s: %s was admitted without a reservation: not settled",
+                    SERVICE, record.job_id)  # fmt: skip
+        return
     if settled.reservation.charged_micros is None:
         return  # disputed: no final charge until it is resolved
-    await write_charge(jobs, event, settled.reservation.charged_micros)
+    await write_charge(jobs, record, settled.reservation.charged_micros)
+
+
+async def sweep(jobs: JobStore, budgets: BudgetStore, grace: timedelta) -> int:
+    """Settle the open reservations of jobs that ended more than `grace` ago (their end event
+    was lost, or arrived before the record showed the end). Returns how many it settled."""
+    now, settled = datetime.now(UTC), 0
+    for tenant, job_id in await budgets.open_jobs():
+        record = await jobs.get(tenant, job_id)
+        if record is None or not record.terminal:
+            continue
+        ended_at = record.history.get(record.status.value)
+        if ended_at is not None and now - ended_at < grace:
+            continue  # its end event is surely still on its way
+        await settle_record(jobs, budgets, record)
+        settled += 1
+    if settled:
+        log.warning("%s: sweeper settled %d reservation(s) of ended jobs", SERVICE, settled)
+    return settled
 
 
 def ending(record: JobRecordV1, reservation: ReservationRecord) -> Ending:
@@ -133,7 +174,7 @@ def ending(record: JobRecordV1, reservation: ReservationRecord) -> Ending:
     )
 
 
-async def write_charge(jobs: JobStore, job: Event | JobRecordV1, charged_micros: int) -> None:
+async def write_charge(jobs: JobStore, job: JobRef, charged_micros: int) -> None:
     """The final charge on the job record, written once."""
 
     def change(record: JobRecordV1 | None) -> JobRecordV1 | None:

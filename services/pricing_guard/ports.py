@@ -61,7 +61,9 @@ class BudgetStore(Protocol):
         bill: Callable[[ReservationRecord], Settlement],
         outcome: str,
         at: datetime,
-    ) -> Settled: ...
+        *,
+        admitted: bool = True,
+    ) -> Settled | None: ...
 
     async def resolve(
         self, tenant: str, job_id: str, decision: Charge | Release, at: datetime
@@ -80,6 +82,10 @@ class BudgetStore(Protocol):
     async def spend(self, tenant: str | None = None) -> list[SpendEntry]: ...
 
     async def disputes(self) -> list[ReservationRecord]: ...
+
+    async def open_jobs(self) -> list[tuple[str, str]]:
+        """(tenant, job_id) of every reservation not settled yet."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,8 @@ class ReservationRecord(Stored):
     settled_at: datetime | None = None
     charged_micros: int | None = None
     why: str | None = None
+    refused: str | None = None
+    """The reason the job was refused instead (e.g. budget_exceeded); `why` says the detail."""
     alerts: list[AlertRecord] = []
 
     def settled(self, outcome: Settlement, at: datetime) -> ReservationRecord:
@@ -159,6 +161,11 @@ def reservation_key(tenant: str, job_id: str) -> str:
 
 def dispute_key(tenant: str, job_id: str) -> str:
     return f"dispute.{tenant}.{job_id}"
+
+
+def open_key(tenant: str, job_id: str) -> str:
+    """Present while a job's reservation is `reserved`: what the sweeper looks at."""
+    return f"open.{tenant}.{job_id}"
 
 
 def spend_key(tenant: str, job_id: str) -> str:

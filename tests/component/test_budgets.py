@@ -3,6 +3,7 @@ soft alerts once per crossing, settlement by the billing policy, the spend ledge
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -10,8 +11,9 @@ import pytest
 
 from services.pricing_guard.adapters import KvBudgets
 from services.pricing_guard.budgets import Charge, Limit, Slot, window
-from services.pricing_guard.handlers import build_router
-from services.pricing_guard.ports import Deps
+from services.pricing_guard.handlers import build_router, sweep
+from services.pricing_guard.ports import Claim, Deps, Reserved
+from services.pricing_guard.records import reservation_key
 from shared.contracts import (
     BudgetAlertV1,
     JobAcceptedV1,
@@ -34,6 +36,7 @@ from tests.component.harness import (
     new_job_id,
     running,
 )
+from tests.component.support import actions
 from tests.fakes import InMemoryAtomicStore
 
 PROVIDER = load_registry().provider("simulator")
@@ -53,9 +56,13 @@ async def guard(budgets: KvBudgets) -> AsyncIterator[Harness]:
 
 def accepted(job_id: str) -> JobAcceptedV1:
     return JobAcceptedV1(
-        event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id, tenant=TENANT,
-        spec=SPEC, idempotency_key=f"key-{job_id}",
-    )  # fmt: skip
+        event_id=new_event_id(),
+        occurred_at=datetime.now(UTC),
+        job_id=job_id,
+        tenant=TENANT,
+        spec=SPEC,
+        idempotency_key=f"key-{job_id}",
+    )
 
 
 async def admit(guard: Harness) -> str:
@@ -158,7 +165,13 @@ async def test_over_budget_is_rejected_naming_scope_period_limit_and_what_is_lef
     assert "$1.00" in rejected.detail
     assert "$0.20 left" in rejected.detail
     assert "$0.40" in rejected.detail
-    assert await budgets.reservation(TENANT, refused) is None
+    refusal = await budgets.reservation(TENANT, refused)  # the refusal is kept, at $0
+    assert refusal is not None
+    assert (refusal.state, refusal.refused, refusal.charged_micros) == (
+        "released",
+        "budget_exceeded",
+        0,
+    )
     usage = await budgets.usage(today(f"tenant:{TENANT}"))
     assert usage.reserved == 2 * COST
     assert guard.jobs.records()[refused].status == JobStatus.REJECTED
@@ -197,8 +210,12 @@ async def test_completed_job_is_charged_the_seconds_produced_and_ledgered_once(
     guard: Harness, budgets: KvBudgets
 ) -> None:
     job_id = await admit(guard)
-    done = ended(job_id, JobStatus.COMPLETED, ["admitted", "submitting", "submitted", "generated"],
-                 produced_seconds=2)  # fmt: skip
+    done = ended(
+        job_id,
+        JobStatus.COMPLETED,
+        ["admitted", "submitting", "submitted", "generated"],
+        produced_seconds=2,
+    )
     await end(guard, done)
     await end(guard, done)  # a redelivery settles nothing twice
 
@@ -221,22 +238,50 @@ async def test_completed_job_is_charged_the_seconds_produced_and_ledgered_once(
 @pytest.mark.parametrize(
     ("status", "reached", "changes", "state"),
     [
-        (JobStatus.FAILED, ["admitted"], {"reason": "retries_exhausted", "stage": "submitter"},
-         "released"),
-        (JobStatus.FAILED, ["admitted", "submitting", "submitted"],
-         {"reason": "moderation_blocked", "stage": "poller"}, "released"),
-        (JobStatus.FAILED, ["admitted", "submitting", "submitted"],
-         {"reason": "internal_error", "stage": "poller"}, "released"),
-        (JobStatus.FAILED, ["admitted", "submitting"],
-         {"reason": "create_ambiguous", "stage": "submitter"}, "disputed"),
-        (JobStatus.FAILED, ["admitted", "submitting", "submitted"],
-         {"reason": "retries_exhausted", "stage": "poller"}, "disputed"),
-        (JobStatus.TIMED_OUT, ["admitted", "submitting", "submitted"],
-         {"reason": "upstream_timeout", "stage": "poller"}, "disputed"),
-        (JobStatus.FAILED, ["admitted", "submitting", "submitted", "generated"],
-         {"reason": "asset_expired", "stage": "storage"}, "charged"),
+        (
+            JobStatus.FAILED,
+            ["admitted"],
+            {"reason": "retries_exhausted", "stage": "submitter"},
+            "released",
+        ),
+        (
+            JobStatus.FAILED,
+            ["admitted", "submitting", "submitted"],
+            {"reason": "moderation_blocked", "stage": "poller"},
+            "released",
+        ),
+        (
+            JobStatus.FAILED,
+            ["admitted", "submitting", "submitted"],
+            {"reason": "internal_error", "stage": "poller"},
+            "released",
+        ),
+        (
+            JobStatus.FAILED,
+            ["admitted", "submitting"],
+            {"reason": "create_ambiguous", "stage": "submitter"},
+            "disputed",
+        ),
+        (
+            JobStatus.FAILED,
+            ["admitted", "submitting", "submitted"],
+            {"reason": "retries_exhausted", "stage": "poller"},
+            "disputed",
+        ),
+        (
+            JobStatus.TIMED_OUT,
+            ["admitted", "submitting", "submitted"],
+            {"reason": "upstream_timeout", "stage": "poller"},
+            "disputed",
+        ),
+        (
+            JobStatus.FAILED,
+            ["admitted", "submitting", "submitted", "generated"],
+            {"reason": "asset_expired", "stage": "storage"},
+            "charged",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_billing_policy_by_outcome(
     guard: Harness,
     budgets: KvBudgets,
@@ -271,8 +316,16 @@ async def test_a_dispute_resolved_as_charged_moves_to_the_ledger(
     guard: Harness, budgets: KvBudgets
 ) -> None:
     job_id = await admit(guard)
-    await end(guard, ended(job_id, JobStatus.TIMED_OUT, ["admitted", "submitting", "submitted"],
-                           reason="upstream_timeout", stage="poller"))  # fmt: skip
+    await end(
+        guard,
+        ended(
+            job_id,
+            JobStatus.TIMED_OUT,
+            ["admitted", "submitting", "submitted"],
+            reason="upstream_timeout",
+            stage="poller",
+        ),
+    )
     resolved = await budgets.resolve(TENANT, job_id, Charge(COST, "billed"), now())
     again = await budgets.resolve(TENANT, job_id, Charge(COST, "billed"), now())
 
@@ -291,10 +344,132 @@ async def test_a_job_ended_before_reserving_closes_its_reservation_at_zero(
     guard: Harness, budgets: KvBudgets
 ) -> None:
     job_id = new_job_id()
-    await end(guard, ended(job_id, JobStatus.FAILED, [], reason="poison_message",
-                           stage="pricing_guard"))  # fmt: skip
+    await end(
+        guard, ended(job_id, JobStatus.FAILED, [], reason="poison_message", stage="pricing_guard")
+    )
     guard.jobs.put(job_record(job_id, JobStatus.ACCEPTED))  # a late admission of the same job
     await guard.send(accepted(job_id))
 
     assert (await budgets.usage(today("global"))).admitted == 0  # nothing reserved late
     assert guard.bus.events(JobAdmittedV1) == []
+
+
+async def test_a_refused_admission_stays_refused_when_room_opens_before_a_redelivery(
+    guard: Harness, budgets: KvBudgets
+) -> None:
+    """Two copies of one accepted event: the first is refused; room opens (the limit is
+    raised); the second must not reserve for a job the first copy is rejecting."""
+    await budgets.set_limit("global", "lifetime", Limit(COST // 2), now())
+    job_id = new_job_id()
+    guard.jobs.put(job_record(job_id, JobStatus.ACCEPTED))
+    event = accepted(job_id)
+    await guard.send(event)
+    guard.jobs.put(job_record(job_id, JobStatus.ACCEPTED))  # as if the rejection were not written
+    await budgets.set_limit("global", "lifetime", Limit(100 * COST), now())
+    await guard.send(event, delivery=2)
+
+    assert guard.bus.events(JobAdmittedV1) == []
+    assert {e.reason for e in guard.bus.events(JobRejectedV1)} == {"budget_exceeded"}
+    assert guard.jobs.records()[job_id].status == JobStatus.REJECTED
+    assert (await budgets.usage(today("global", "lifetime"))).admitted == 0
+
+
+async def test_a_reservation_made_before_a_crash_is_honoured_even_if_the_model_retired_since(
+    budgets: KvBudgets,
+) -> None:
+    job_id = new_job_id()
+    claim = Claim(TENANT, job_id, SPEC.model, SPEC.size, SPEC.seconds, COST, now())
+    await budgets.reserve(claim)  # reserved, then the process died before admitting
+    openai = load_registry().provider("openai")  # the redelivery meets a retired model
+    async with running(build_router(), lambda f: Deps(f.jobs, f.emit, openai, budgets)) as h:
+        h.jobs.put(job_record(job_id, JobStatus.ACCEPTED))
+        await h.send(accepted(job_id), delivery=2)
+        assert h.bus.one(JobAdmittedV1).cost_micros == COST
+        assert h.bus.events(JobRejectedV1) == []
+
+
+async def test_an_end_event_ahead_of_its_record_is_retried_not_acked(guard: Harness) -> None:
+    job_id = await admit(guard)
+    now_ = datetime.now(UTC)
+    event = JobFailedV1(
+        event_id=new_event_id(),
+        occurred_at=now_,
+        job_id=job_id,
+        tenant=TENANT,
+        reason="x",
+        detail="d",
+        stage="poller",
+    )
+    await guard.send(event)  # the record still says admitted
+
+    assert actions(guard.outcomes(event)) == ["nak"]
+
+
+async def test_the_sweeper_settles_reservations_whose_end_event_was_lost(
+    guard: Harness, budgets: KvBudgets
+) -> None:
+    ended_long_ago = await admit(guard)
+    ended_just_now = await admit(guard)
+    still_running = await admit(guard)
+    old = ended(
+        ended_long_ago,
+        JobStatus.FAILED,
+        ["admitted"],
+        reason="retries_exhausted",
+        stage="submitter",
+    )
+    old = old.model_copy(update={"history": {**old.history, "failed": now() - timedelta(hours=1)}})
+    guard.jobs.put(old)
+    guard.jobs.put(
+        ended(
+            ended_just_now,
+            JobStatus.FAILED,
+            ["admitted"],
+            reason="retries_exhausted",
+            stage="submitter",
+        )
+    )
+
+    assert await sweep(guard.jobs, budgets, timedelta(minutes=2)) == 1
+
+    assert sorted(await budgets.open_jobs()) == sorted(
+        [(TENANT, ended_just_now), (TENANT, still_running)]
+    )
+    swept = await budgets.reservation(TENANT, ended_long_ago)
+    assert swept is not None
+    assert swept.state == "released"
+    assert guard.jobs.records()[ended_long_ago].charged_micros == 0
+    assert await sweep(guard.jobs, budgets, timedelta(minutes=2)) == 0  # idempotent
+
+
+async def test_a_job_admitted_before_budgets_existed_is_not_closed_at_zero(
+    guard: Harness, budgets: KvBudgets
+) -> None:
+    job_id = new_job_id()  # no reservation: admitted by a pricing_guard without budgets
+    await end(
+        guard,
+        ended(
+            job_id,
+            JobStatus.TIMED_OUT,
+            ["admitted", "submitting", "submitted"],
+            reason="upstream_timeout",
+            stage="poller",
+        ),
+    )
+
+    assert await budgets.reservation(TENANT, job_id) is None
+    assert guard.jobs.records()[job_id].charged_micros is None
+
+
+async def test_one_bad_claim_in_a_group_fails_alone() -> None:
+    store = InMemoryAtomicStore()
+    budgets = KvBudgets(store)
+    bad, good = new_job_id(), new_job_id()
+    store.values[reservation_key(TENANT, bad)] = b"{not json"  # a corrupt record
+    results = await asyncio.gather(
+        budgets.reserve(Claim(TENANT, bad, "sora-2", "1280x720", 4, COST, now())),
+        budgets.reserve(Claim(TENANT, good, "sora-2", "1280x720", 4, COST, now())),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], ValueError)
+    assert isinstance(results[1], Reserved)

@@ -17,7 +17,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from services.pricing_guard.adapters import KvBudgets
 from services.pricing_guard.budgets import Exceeded, Limit, Slot, window
 from services.pricing_guard.ports import Claim, Reserved
-from shared.kvatomic import AtomicKv, Outcome
+from shared.kvatomic import AtomicKv, AtomicWriteError, Outcome
 from shared.streams import BUDGETS_BUCKET, ensure_jetstream
 
 pytestmark = pytest.mark.integration
@@ -157,3 +157,12 @@ async def test_a_writer_killed_between_two_scopes_leaks_nothing(
     for scope in ("global", f"tenant:{tenant}"):
         usage = await budgets.usage(today(scope))
         assert (usage.reserved, usage.jobs) == (COST, 1)
+
+
+async def test_a_stream_without_atomic_publish_is_refused_loudly(nc: Client) -> None:
+    """A batch the server stores message by message must not pass for an atomic write."""
+    name = f"plain_{uuid.uuid4().hex[:10]}"
+    await nc.jetstream().create_key_value(KeyValueConfig(bucket=name, history=1))
+    store = atomic(nc, name)
+    with pytest.raises(AtomicWriteError, match="atomic"):
+        await store.write({"a": b"1", "b": b"1"}, {"a": 0, "b": 0})
