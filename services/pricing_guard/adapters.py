@@ -31,12 +31,10 @@ from services.pricing_guard.budgets import (
 )
 from services.pricing_guard.ports import Claim, Reserved, Settled
 from services.pricing_guard.records import (
-    AlertRecord,
+    USAGE,
     LimitRecord,
     ReservationRecord,
-    SlotRecord,
     SpendEntry,
-    UsageRecord,
     dispute_key,
     limit_key,
     open_key,
@@ -135,7 +133,7 @@ class KvBudgets:
                     continue
                 for slot, usage in zip(mine, decision.usages, strict=True):
                     usages[usage_key(slot)] = usage
-                    writes[usage_key(slot)] = UsageRecord.of(usage).model_dump_json().encode()
+                    writes[usage_key(slot)] = USAGE.dump_json(usage)
                 record = _reservation(claim, mine, decision)
                 records[res_key] = writes[res_key] = record.model_dump_json().encode()
                 writes[open_keys[job(claim)]] = b"{}"  # listed by open_jobs() until settled
@@ -194,7 +192,7 @@ class KvBudgets:
         if first.value is None:
             return None
         slots = ReservationRecord.model_validate_json(first.value).slots  # fixed at reservation
-        use_keys = [usage_key(s.slot) for s in slots]
+        use_keys = [usage_key(s) for s in slots]
         ledger, disputed = spend_key(tenant, job_id), dispute_key(tenant, job_id)
         still_open = open_key(tenant, job_id)
 
@@ -213,7 +211,7 @@ class KvBudgets:
                     usage = settle_usage(usage, estimate, decision)
                 else:
                     usage = resolve_usage(usage, estimate, decision)
-                writes[key] = UsageRecord.of(usage).model_dump_json().encode()
+                writes[key] = USAGE.dump_json(usage)
             writes[res_key] = after.model_dump_json().encode()
             if state == "reserved":
                 writes[still_open] = None
@@ -292,7 +290,7 @@ def _limit(entry: Entry) -> Limit | None:
 
 
 def _usage(entry: Entry) -> Usage:
-    return UsageRecord.model_validate_json(entry.value).usage if entry.value else Usage()
+    return USAGE.validate_json(entry.value) if entry.value else Usage()
 
 
 def _refused(claim: Claim, detail: str) -> ReservationRecord:
@@ -322,9 +320,9 @@ def _reservation(claim: Claim, slots: tuple[Slot, ...], decision: Reserve) -> Re
         size=claim.size,
         seconds=claim.seconds,
         estimate_micros=claim.estimate_micros,
-        slots=[SlotRecord(scope=s.scope, period=s.period, window=s.window) for s in slots],
+        slots=list(slots),
         reserved_at=claim.at,
-        alerts=[AlertRecord.of(a) for a in decision.alerts],
+        alerts=list(decision.alerts),
     )
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from faststream import Context
 
-from services.pricing_guard.budgets import Exceeded, Settlement
+from services.pricing_guard.budgets import Alert, Exceeded, Settlement
 from services.pricing_guard.domain import Admitted, Ending, Refused, bill, price
 from services.pricing_guard.ports import BudgetStore, Claim, Reserved
 from services.pricing_guard.records import ReservationRecord
@@ -98,10 +98,25 @@ async def carry_out(
     elif reservation.refused is not None:
         await refuse(jobs, emit, event, reservation.refused, reservation.why or "")
     for alert in reservation.alerts:
-        cause = f"budget:{alert.scope}:{alert.period}:{alert.window}"
-        await emit(
-            BudgetAlertV1.caused_by(cause, event, key=str(alert.crossing), **alert.model_dump())
-        )
+        await emit(budget_alert(event, alert))
+
+
+def budget_alert(event: JobAcceptedV1, alert: Alert) -> BudgetAlertV1:
+    """The alert of a soft threshold crossed; its id derives from the window and the crossing
+    count, so however many copies announce it, JetStream keeps one."""
+    slot = alert.slot
+    return BudgetAlertV1.caused_by(
+        f"budget:{slot.scope}:{slot.period}:{slot.window}",
+        event,
+        key=str(alert.crossing),
+        scope=slot.scope,
+        period=slot.period,
+        window=slot.window,
+        soft_micros=alert.soft_micros,
+        limit_micros=alert.limit_micros,
+        used_micros=alert.used_micros,
+        crossing=alert.crossing,
+    )
 
 
 async def refuse(

@@ -3,11 +3,10 @@ per-job reservations and spend-ledger entries (JSON), and the keys they live und
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from services.pricing_guard.budgets import (
     GLOBAL,
@@ -41,51 +40,8 @@ class LimitRecord(Stored):
         return Limit(self.limit_micros, self.soft_micros)
 
 
-class UsageRecord(Stored):
-    admitted: int = 0
-    reserved: int = 0
-    settled: int = 0
-    released: int = 0
-    disputed: int = 0
-    jobs: int = 0
-    soft_crossings: int = 0
-
-    @classmethod
-    def of(cls, usage: Usage) -> UsageRecord:
-        return cls(**asdict(usage))
-
-    @property
-    def usage(self) -> Usage:
-        return Usage(**self.model_dump())
-
-
-class SlotRecord(Stored):
-    scope: str
-    period: Period
-    window: str
-
-    @property
-    def slot(self) -> Slot:
-        return Slot(self.scope, self.period, self.window)
-
-
-class AlertRecord(Stored):
-    scope: str
-    period: Period
-    window: str
-    soft_micros: int
-    limit_micros: int
-    used_micros: int
-    crossing: int
-
-    @classmethod
-    def of(cls, alert: Alert) -> AlertRecord:
-        s = alert.slot
-        return cls(
-            scope=s.scope, period=s.period, window=s.window, soft_micros=alert.soft_micros,
-            limit_micros=alert.limit_micros, used_micros=alert.used_micros,
-            crossing=alert.crossing,
-        )  # fmt: skip
+USAGE = TypeAdapter(Usage)
+"""A window's counters as stored (the domain dataclass itself, validated by pydantic)."""
 
 
 class ReservationRecord(Stored):
@@ -98,7 +54,7 @@ class ReservationRecord(Stored):
     size: str
     seconds: int
     estimate_micros: int
-    slots: list[SlotRecord]
+    slots: list[Slot]
     state: ReservationState = "reserved"
     reserved_at: datetime
     settled_at: datetime | None = None
@@ -106,7 +62,7 @@ class ReservationRecord(Stored):
     why: str | None = None
     refused: str | None = None
     """The reason the job was refused instead (e.g. budget_exceeded); `why` says the detail."""
-    alerts: list[AlertRecord] = []
+    alerts: list[Alert] = []
 
     def settled(self, outcome: Settlement, at: datetime) -> ReservationRecord:
         match outcome:

@@ -27,7 +27,7 @@ from faststream.nats.annotations import NatsMessage
 from faststream.nats.testing import PatchedMessage
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared.contracts import Event, JobAdmittedV1, JobRecordV1, JobSpec, JobStatus
+from shared.contracts import Event, JobAcceptedV1, JobAdmittedV1, JobRecordV1, JobSpec, JobStatus
 from shared.messaging import ServiceRouter
 from shared.outcomes import Emit
 from shared.runtime import make_broker, wire
@@ -204,6 +204,14 @@ def js_ack_subject(durable: str, delivery: int, seq: int) -> str:
 
 def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex}"
+
+
+def accepted(job_id: str, spec: JobSpec = SPEC) -> JobAcceptedV1:
+    """The accepted event of a job of TENANT, as intake emits it."""
+    return JobAcceptedV1(
+        event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id, tenant=TENANT,
+        spec=spec, idempotency_key=f"key-{job_id}",
+    )  # fmt: skip
 
 
 def admitted(job_id: str, spec: JobSpec = SPEC, cost: int = 400_000) -> JobAdmittedV1:

@@ -13,15 +13,9 @@ from services.pricing_guard.adapters import KvBudgets
 from services.pricing_guard.admin import build_admin
 from services.pricing_guard.budgets import Dispute
 from services.pricing_guard.ports import Claim, Reserved
-from tests.fakes import InMemoryAtomicStore
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-def budgets() -> KvBudgets:
-    return KvBudgets(InMemoryAtomicStore())
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ soft alerts once per crossing, settlement by the billing policy, the spend ledge
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +15,6 @@ from services.pricing_guard.ports import Claim, Deps, Reserved
 from services.pricing_guard.records import reservation_key
 from shared.contracts import (
     BudgetAlertV1,
-    JobAcceptedV1,
     JobAdmittedV1,
     JobCompletedV1,
     JobFailedV1,
@@ -31,6 +29,7 @@ from tests.component.harness import (
     SPEC,
     TENANT,
     Harness,
+    accepted,
     job_record,
     new_event_id,
     new_job_id,
@@ -39,30 +38,7 @@ from tests.component.harness import (
 from tests.component.support import actions
 from tests.fakes import InMemoryAtomicStore
 
-PROVIDER = load_registry().provider("simulator")
 COST = 400_000  # SPEC: sora-2, 4 s at $0.10
-
-
-@pytest.fixture
-def budgets() -> KvBudgets:
-    return KvBudgets(InMemoryAtomicStore())
-
-
-@pytest.fixture
-async def guard(budgets: KvBudgets) -> AsyncIterator[Harness]:
-    async with running(build_router(), lambda f: Deps(f.jobs, f.emit, PROVIDER, budgets)) as h:
-        yield h
-
-
-def accepted(job_id: str) -> JobAcceptedV1:
-    return JobAcceptedV1(
-        event_id=new_event_id(),
-        occurred_at=datetime.now(UTC),
-        job_id=job_id,
-        tenant=TENANT,
-        spec=SPEC,
-        idempotency_key=f"key-{job_id}",
-    )
 
 
 async def admit(guard: Harness) -> str:

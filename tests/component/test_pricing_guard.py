@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -26,6 +25,7 @@ from tests.component.harness import (
     SPEC,
     TENANT,
     Harness,
+    accepted,
     job_record,
     new_event_id,
     new_job_id,
@@ -33,26 +33,6 @@ from tests.component.harness import (
 )
 from tests.component.support import actions
 from tests.fakes import InMemoryAtomicStore
-
-PROVIDER = load_registry().provider("simulator")
-
-
-@pytest.fixture
-def budgets() -> KvBudgets:
-    return KvBudgets(InMemoryAtomicStore())
-
-
-@pytest.fixture
-async def guard(budgets: KvBudgets) -> AsyncIterator[Harness]:
-    async with running(build_router(), lambda f: Deps(f.jobs, f.emit, PROVIDER, budgets)) as h:
-        yield h
-
-
-def accepted(job_id: str, spec: JobSpec = SPEC) -> JobAcceptedV1:
-    return JobAcceptedV1(
-        event_id=new_event_id(), occurred_at=datetime.now(UTC), job_id=job_id, tenant=TENANT,
-        spec=spec, idempotency_key=f"key-{job_id}",
-    )  # fmt: skip
 
 
 def completed(job_id: str, cost_micros: int) -> JobCompletedV1:
