@@ -1,7 +1,7 @@
 """`clipline budget ...` and `clipline spend`: the admin API of pricing_guard, from a terminal.
 
-The API is found through the embedded stack's state, or CLIPLINE_ADMIN_URL (any deployment);
-the token is CLIPLINE_ADMIN_TOKEN, or the one `clipline up` keeps in the stack state.
+The API is CLIPLINE_ADMIN_URL with the token CLIPLINE_ADMIN_TOKEN (any deployment), else the
+embedded stack's first healthy pricing_guard with the token `clipline up` keeps for it.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ def endpoint(home: Path) -> tuple[str, str]:
         if not token:
             raise AdminError("CLIPLINE_ADMIN_URL is set: set CLIPLINE_ADMIN_TOKEN too")
         return url.rstrip("/"), token
-    stack_url, stack_token = admin_endpoint(home)
-    return stack_url, token or stack_token
+    # The embedded stack's services run with the token kept in its state, whatever the
+    # calling shell exports.
+    return admin_endpoint(home)
 
 
 def call(
