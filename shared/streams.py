@@ -71,6 +71,16 @@ BUDGETS_BUCKET_CONFIG = KeyValueConfig(
 )
 """Written only by atomic batches (shared/kvatomic.py): its stream allows atomic publish."""
 
+RATES_BUCKET = "clipline_rates"
+RATES_BUCKET_CONFIG = KeyValueConfig(
+    bucket=RATES_BUCKET,
+    description="the submitters' shared rate state per provider/model (tokens, creates in flight)",
+    history=1,
+    # In memory: it is rebuilt from nothing in a second (a full bucket, no slots held), and
+    # every create changes it, so a disk write each time would buy nothing.
+    storage=StorageType.MEMORY,
+)
+
 INPUTS_BUCKET = "clipline_inputs"
 INPUTS_BUCKET_CONFIG = ObjectStoreConfig(
     bucket=INPUTS_BUCKET,
@@ -92,6 +102,7 @@ async def ensure_jetstream(js: JetStreamContext) -> None:
     await js.create_key_value(JOBS_BUCKET_CONFIG)
     await js.create_key_value(UPSTREAM_BUCKET_CONFIG)
     await ensure_atomic_bucket(js, BUDGETS_BUCKET_CONFIG)
+    await js.create_key_value(RATES_BUCKET_CONFIG)
     # nats-py overwrites config.bucket with the `bucket` argument, so pass both.
     await js.create_object_store(INPUTS_BUCKET, config=INPUTS_BUCKET_CONFIG)
 

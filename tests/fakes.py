@@ -11,6 +11,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from services.storage.ports import Stored
+from services.submitter.rates import (
+    Granted,
+    Limits,
+    Priority,
+    RateState,
+    Wait,
+    acquire,
+    fresh,
+    release,
+    throttle,
+)
 from shared.contracts import JobRecordV1, record_key
 from shared.contracts.events import JobRef
 from shared.contracts.lifecycle import check_move
@@ -282,3 +293,33 @@ def subject_matches(pattern: str, subject: str) -> bool:
         if i >= len(s) or token not in ("*", s[i]):
             return False
     return len(p) == len(s)
+
+
+@dataclass
+class InMemoryRates:
+    """RateShaper on the pure decisions with one in-memory state per model and a settable
+    clock; records what the submitter asked of it."""
+
+    limits: Limits
+    now: float = 1000.0
+    states: dict[str, RateState] = field(default_factory=dict)
+    asked: list[tuple[str, str, str]] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+    throttled: list[float | None] = field(default_factory=list)
+
+    async def acquire(
+        self, model: str, job_id: str, priority: Priority, lease: float
+    ) -> Granted | Wait:
+        self.asked.append((model, job_id, priority))
+        state = self.states.get(model) or fresh(self.limits, self.now)
+        decision = acquire(state, self.limits, self.now, job_id, priority=priority, lease=lease)
+        self.states[model] = decision.state
+        return decision
+
+    async def release(self, model: str, job_id: str) -> None:
+        self.released.append(job_id)
+        self.states[model] = release(self.states[model], job_id)
+
+    async def throttle(self, model: str, retry_after: float | None) -> None:
+        self.throttled.append(retry_after)
+        self.states[model] = throttle(self.states[model], self.limits, self.now, retry_after)

@@ -19,10 +19,11 @@ KEY_MAX_CHARS = 255
 KNOWN_FIELDS = frozenset(
     {
         "schema_version", "tenant", "idempotency_key", "model", "size", "seconds", "prompt",
-        "input_reference",
+        "input_reference", "priority",
     }
 )  # fmt: skip
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+PRIORITIES = ("high", "normal", "low")
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w/+.-]+);base64,(?P<data>.*)$", re.DOTALL)
@@ -53,6 +54,7 @@ class Spec:
     seconds: int
     prompt: str
     image: Image | None = None
+    priority: str = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +68,10 @@ class Valid:
         """Normalised request text: equal for retries, different for a reused key."""
         s = self.spec
         image = hashlib.sha256(s.image.data).hexdigest() if s.image else None
-        return json.dumps([self.tenant, s.model, s.size, s.seconds, s.prompt, image])
+        fields = [self.tenant, s.model, s.size, s.seconds, s.prompt, image]
+        if s.priority != "normal":  # absent before priorities existed: old fingerprints hold
+            fields.append(s.priority)
+        return json.dumps(fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +146,16 @@ def _check_spec(body: Mapping[str, Any], provider: ProviderSpec) -> Spec | Inval
         return Invalid(
             "invalid_seconds", f"seconds {shown!r} is not valid for {model}: {allowed}", "seconds"
         )
+    priority = body.get("priority", "normal")
+    if priority not in PRIORITIES:
+        return Invalid(
+            "invalid_priority", f"priority {priority!r} is not one of high, normal, low", "priority"
+        )
     image = parse_image(body.get("input_reference"))
     if isinstance(image, Invalid):
         return image
-    return Spec(model=model, size=size, seconds=seconds, prompt=prompt, image=image)
+    return Spec(model=model, size=size, seconds=seconds, prompt=prompt, image=image,
+                priority=priority)  # fmt: skip
 
 
 def parse_image(value: Any) -> Image | Invalid | None:

@@ -144,8 +144,9 @@ async def _spec(deps: Deps, valid: Valid) -> JobSpec:
             sha256=digest,
         )
     return JobSpec(
-        model=s.model, size=s.size, seconds=s.seconds, prompt=s.prompt, input_reference=reference
-    )
+        model=s.model, size=s.size, seconds=s.seconds, prompt=s.prompt, input_reference=reference,
+        priority=s.priority,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from services.submitter.app import build_app
 from services.submitter.settings import SubmitterSettings
 from shared.config import UpstreamSettings, load_settings
 from shared.provider import OpenAIVideosProvider
+from shared.registry import load_provider_or_exit
 from shared.runtime import serve_app, service_runtime
 
 SERVICE = "submitter"
@@ -15,16 +16,12 @@ SERVICE = "submitter"
 
 async def main() -> None:
     settings, upstream = load_settings(SubmitterSettings), load_settings(UpstreamSettings)
+    registry = load_provider_or_exit(settings.registry_path, settings.provider)
     async with (
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
     ):
-        app = build_app(
-            platform,
-            OpenAIVideosProvider(http),
-            settings.max_attempts,
-            settings.submit_deadline_seconds,
-        )
+        app = build_app(platform, OpenAIVideosProvider(http), registry, settings)
         await serve_app(app, settings)
 
 

@@ -2,25 +2,64 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from faststream.asgi import AsgiFastStream
 
+from services.submitter.adapters import KvRates
 from services.submitter.handlers import build_router
 from services.submitter.ports import Deps
+from services.submitter.rates import Limits
+from services.submitter.settings import SubmitterSettings
 from shared.provider import VideoProvider
-from shared.runtime import Platform, make_asgi, wire
+from shared.registry import ProviderSpec
+from shared.runtime import Platform, cached, make_asgi, wire
+from shared.streams import RATES_BUCKET
+
+
+def model_limits(
+    provider: ProviderSpec, settings: SubmitterSettings
+) -> Callable[[str], tuple[str, Limits]]:
+    """A model name (or alias) -> the model whose limit it shares upstream, and that limit:
+    the registry's, unless CLIPLINE_RATE_* override it."""
+
+    def limit(rpm: int, concurrency: int) -> Limits:
+        return Limits(
+            rpm=settings.rate_rpm or rpm,
+            concurrency=settings.rate_concurrency or concurrency,
+            burst_seconds=settings.rate_burst_seconds,
+        )
+
+    def of(model: str) -> tuple[str, Limits]:
+        spec = provider.model(model)
+        if spec is None:  # intake lets no such job through; a limit anyway, never none
+            return model, limit(provider.rpm, provider.concurrency)
+        return spec.name, limit(spec.rpm, spec.concurrency)
+
+    return of
+
+
+def kv_rates(platform: Platform, provider: ProviderSpec, settings: SubmitterSettings) -> KvRates:
+    broker = platform.broker
+    kv = cached(lambda: broker.key_value(RATES_BUCKET, declare=False))
+    return KvRates(kv, provider.name, model_limits(provider, settings))
 
 
 def build_app(
-    platform: Platform, provider: VideoProvider, max_attempts: int, deadline: float
+    platform: Platform,
+    provider: VideoProvider,
+    registry: ProviderSpec,
+    settings: SubmitterSettings,
 ) -> AsgiFastStream:
-    router = build_router(max_attempts)
+    router = build_router(settings.max_attempts)
     deps = Deps(
         jobs=platform.jobs,
         inputs=platform.inputs,
         upstream=platform.upstream,
         provider=provider,
         emit=router.emit,
-        submit_deadline=deadline,
+        submit_deadline=settings.submit_deadline_seconds,
+        rates=kv_rates(platform, registry, settings),
     )
     wire(platform.broker, router, deps, platform.jobs)
     return make_asgi(platform.broker)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import random
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Annotated
@@ -31,6 +32,7 @@ from services.submitter.domain import (
     reconcile,
 )
 from services.submitter.ports import Deps
+from services.submitter.rates import Wait
 from shared.contracts import (
     InputReference,
     JobAdmittedV1,
@@ -51,9 +53,18 @@ from shared.inputs import InputMissingError, InputStore
 from shared.jobstore import JobStore, advance
 from shared.messaging import ServiceRouter, periodically
 from shared.outcomes import announce_end, end_job
-from shared.provider import CreateVideo, InputImage, ProviderRateLimited, ProviderRejected
+from shared.provider import (
+    CreateVideo,
+    InputImage,
+    ProviderRateLimited,
+    ProviderRejected,
+    UpstreamVideo,
+)
 
 SERVICE = "submitter"
+RATE_SLOT_LEASE = 120.0
+"""How long a create may hold its rate slot should its replica die (the upstream timeout,
+30 s by default, and then some)."""
 log = logging.getLogger("clipline.submitter")
 
 
@@ -123,15 +134,35 @@ async def submit(deps: Deps, event: JobAdmittedV1, seen: int) -> None:
     except InputImageError as exc:
         await end(deps, event, "input_unavailable", str(exc))
         return
-    if not await claim_attempt(deps.jobs, event, seen):
-        raise NackMessage(delay=ATTEMPT_LEASE_SECONDS)  # claimed elsewhere, or moved on
-    attempt = seen + 1
+    slot = await deps.rates.acquire(spec.model, event.job_id, spec.priority, RATE_SLOT_LEASE)
+    if isinstance(slot, Wait):
+        # Above the shared limit: the job waits in the stream (no error, no budget spent).
+        raise NackMessage(delay=slot.seconds * random.uniform(1.0, 1.2) + 0.05)  # noqa: S311
+    try:
+        if not await claim_attempt(deps.jobs, event, seen):
+            raise NackMessage(delay=ATTEMPT_LEASE_SECONDS)  # claimed elsewhere, or moved on
+        video = await create(deps, event, image, seen + 1)
+    finally:
+        with contextlib.suppress(Exception):  # else its lease frees the slot
+            await deps.rates.release(spec.model, event.job_id)
+    if video is not None:
+        await recorded(deps, event, video.id)
+
+
+async def create(
+    deps: Deps, event: JobAdmittedV1, image: InputImage | None, attempt: int
+) -> UpstreamVideo | None:
+    """The POST of attempt `attempt`, under its lease; None when the job was ended for it."""
+    spec = event.spec
     request = CreateVideo(spec.model, spec.size, spec.seconds, spec.prompt, event.job_id, image)
     try:
         async with attempt_lease(deps, event, attempt):
-            video = await deps.provider.create(request)
+            return await deps.provider.create(request)
     except ProviderRateLimited as exc:
-        # Nothing was created, and waiting for capacity is not an error (no budget spent).
+        # Nothing was created, and waiting for capacity is not an error (no budget spent);
+        # every replica slows down, as the upstream asked.
+        with contextlib.suppress(Exception):
+            await deps.rates.throttle(spec.model, exc.retry_after_seconds)
         try:
             await advance(deps.jobs, event, retry_submit, attempt=attempt)
         except Exception:  # the lease runs out, and the next delivery reconciles instead
@@ -139,13 +170,12 @@ async def submit(deps: Deps, event: JobAdmittedV1, seen: int) -> None:
         raise NackMessage(delay=rate_limit_delay(exc.retry_after_seconds)) from exc
     except ProviderRejected as exc:
         await end(deps, event, "upstream_rejected", f"{exc.status}: {exc.message}")
-        return
+        return None
     except Exception:
         # It may exist upstream: reconcile next time (a lost write: after the lease ran out).
         with contextlib.suppress(Exception):
             await advance(deps.jobs, event, end_attempt, attempt=attempt)
         raise
-    await recorded(deps, event, video.id)
 
 
 async def recorded(deps: Deps, event: JobAdmittedV1, upstream_id: str) -> None:

@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
+from services.submitter.rates import Granted, Priority, RateState, Wait
 from shared.inputs import InputStore
 from shared.jobstore import JobStore, UpstreamIndex
 from shared.outcomes import Emit
 from shared.provider import VideoProvider
+
+
+class RateShaper(Protocol):
+    """Slots for upstream creates under the provider's limits, shared by every replica."""
+
+    async def acquire(
+        self, model: str, job_id: str, priority: Priority, lease: float
+    ) -> Granted | Wait: ...
+
+    async def release(self, model: str, job_id: str) -> None: ...
+
+    async def throttle(self, model: str, retry_after: float | None) -> None:
+        """The upstream answered 429 anyway: slow everyone down."""
+        ...
+
+
+class Unshaped:
+    """No shaping: every create may go at once (tests of other behaviour; a provider whose
+    limits are not clipline's business)."""
+
+    async def acquire(
+        self, model: str, job_id: str, priority: Priority, lease: float
+    ) -> Granted | Wait:
+        return Granted(RateState(tokens=0.0, at=0.0))
+
+    async def release(self, model: str, job_id: str) -> None:
+        return None
+
+    async def throttle(self, model: str, retry_after: float | None) -> None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,3 +51,4 @@ class Deps:
     emit: Emit
     submit_deadline: float
     """Seconds after admission after which a job still not created upstream times out."""
+    rates: RateShaper = field(default_factory=Unshaped)

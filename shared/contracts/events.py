@@ -45,6 +45,9 @@ class JobSpec(Contract):
     seconds: int
     prompt: str
     input_reference: InputReference | None = None
+    priority: Literal["high", "normal", "low"] = Field(
+        default="normal", description="who goes first under the upstream's rate limit"
+    )
 
 
 class AssetRef(Contract):

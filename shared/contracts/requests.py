@@ -32,6 +32,10 @@ class JobRequestV1(BaseModel):
     size: str = "720x1280"
     seconds: int | str = 4
     prompt: str
+    priority: str = Field(
+        default="normal",
+        description="high, normal or low: under the upstream's rate limit, higher goes first",
+    )
     input_reference: str | None = Field(
         default=None,
         description="optional first frame: a data URL (data:image/png;base64,...) of a JPEG, "

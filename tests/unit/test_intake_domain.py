@@ -195,3 +195,23 @@ def test_request_subject_names_version_and_tenant(
         assert isinstance(parsed, Invalid)
         assert parsed.reason == expected
         assert parsed.detail
+
+
+@pytest.mark.parametrize("priority", ["high", "normal", "low"])
+def test_a_priority_is_kept_and_tells_requests_apart(priority: str) -> None:
+    valid = validate(ok(priority=priority), "acme", REG)
+    assert isinstance(valid, Valid)
+    assert valid.spec.priority == priority
+    plain = validate(ok(), "acme", REG)
+    assert isinstance(plain, Valid)
+    assert plain.spec.priority == "normal"
+    # normal is the default, and fingerprints made before priorities existed still match
+    assert (valid.fingerprint == plain.fingerprint) == (priority == "normal")
+
+
+@pytest.mark.parametrize("priority", ["urgent", 1, None, ""])
+def test_an_unknown_priority_is_refused(priority: object) -> None:
+    bad = validate(ok(priority=priority), "acme", REG)
+    assert isinstance(bad, Invalid)
+    assert (bad.reason, bad.field) == ("invalid_priority", "priority")
+    assert "high, normal, low" in bad.detail

@@ -1,0 +1,92 @@
+"""The submitter's shared rate state in a KV bucket (clipline_rates), one key per
+provider/model, changed by compare-and-set so every replica shapes one common rate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from pydantic import TypeAdapter
+
+from services.submitter.rates import (
+    Granted,
+    Limits,
+    Priority,
+    RateState,
+    Wait,
+    acquire,
+    fresh,
+    release,
+    throttle,
+)
+from shared.jobstore import StoreConflictError
+
+T = TypeVar("T")
+STATE = TypeAdapter(RateState)
+Decide = Callable[[RateState], tuple[RateState, T]]
+
+
+class KvRates:
+    """Rate slots of one provider's models, shared by all replicas. `limits` maps a model name
+    (or alias) to the model whose limit it shares upstream, and that limit."""
+
+    def __init__(
+        self,
+        kv: Callable[[], Awaitable[KeyValue]],
+        provider: str,
+        limits: Callable[[str], tuple[str, Limits]],
+        *,
+        clock: Callable[[], float] = time.time,
+        max_attempts: int = 64,
+    ) -> None:
+        self._kv = kv
+        self._provider = provider
+        self._limits = limits
+        self._clock = clock
+        self._max_attempts = max_attempts
+
+    async def acquire(
+        self, model: str, job_id: str, priority: Priority, lease: float
+    ) -> Granted | Wait:
+        model, limits = self._limits(model)
+
+        def take(state: RateState) -> tuple[RateState, Granted | Wait]:
+            decision = acquire(state, limits, self._clock(), job_id, priority=priority, lease=lease)
+            return decision.state, decision
+
+        return await self._change(model, limits, take)
+
+    async def release(self, model: str, job_id: str) -> None:
+        model, limits = self._limits(model)
+        await self._change(model, limits, lambda s: (release(s, job_id), None))
+
+    async def throttle(self, model: str, retry_after: float | None) -> None:
+        model, limits = self._limits(model)
+        await self._change(
+            model, limits, lambda s: (throttle(s, limits, self._clock(), retry_after), None)
+        )
+
+    async def _change(self, model: str, limits: Limits, decide: Decide[T]) -> T:
+        kv = await self._kv()
+        key = f"rate.{self._provider}.{model}"
+        for _ in range(self._max_attempts):
+            try:
+                entry = await kv.get(key)
+                revision: int | None = entry.revision
+                current = STATE.validate_json(entry.value) if entry.value else None
+            except KeyNotFoundError:
+                revision, current = None, None
+            new, result = decide(current or fresh(limits, self._clock()))
+            data = STATE.dump_json(new)
+            try:
+                if revision is None:
+                    await kv.create(key, data)
+                else:
+                    await kv.update(key, data, last=revision)
+            except KeyWrongLastSequenceError:
+                continue  # another replica took or gave a slot first: decide again
+            return result
+        raise StoreConflictError(f"{key}: still contended after {self._max_attempts} tries")
