@@ -85,6 +85,8 @@ async def _submit(args: argparse.Namespace) -> int:
     key = args.idempotency_key or f"cli:{uuid.uuid4().hex}"
     job_id = job_id_for(args.tenant, key)
     body = {"model": args.model, "size": args.size, "seconds": args.seconds, "prompt": args.prompt}
+    if args.priority != "normal":
+        body["priority"] = args.priority
     if args.image is not None:
         body["input_reference"] = image_data_url(args.image)
     nc = await nats.connect(state.nats_url)
@@ -362,6 +364,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--size", default="1280x720")
     s.add_argument("--seconds", type=int, default=4)
     s.add_argument("--tenant", default="default", help="tenant (default: default)")
+    s.add_argument("--priority", choices=["high", "normal", "low"], default="normal",
+                   help="under the upstream's rate limit, higher goes first")  # fmt: skip
     s.add_argument("--idempotency-key", default=None)
     s.add_argument("--image", type=Path, default=None, help="first frame (must match --size)")
     s.add_argument("--wait", action="store_true", help="follow the job to the end")

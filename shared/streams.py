@@ -76,9 +76,9 @@ RATES_BUCKET_CONFIG = KeyValueConfig(
     bucket=RATES_BUCKET,
     description="the submitters' shared rate state per provider/model (tokens, creates in flight)",
     history=1,
-    # In memory: it is rebuilt from nothing in a second (a full bucket, no slots held), and
-    # every create changes it, so a disk write each time would buy nothing.
-    storage=StorageType.MEMORY,
+    # On disk, like every bucket: a memory stream would vanish when nats-server restarts, and
+    # the submitters would find no bucket until they restarted too.
+    storage=StorageType.FILE,
 )
 
 INPUTS_BUCKET = "clipline_inputs"

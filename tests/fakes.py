@@ -311,7 +311,7 @@ class InMemoryRates:
         self, model: str, job_id: str, priority: Priority, lease: float
     ) -> Granted | Wait:
         self.asked.append((model, job_id, priority))
-        state = self.states.get(model) or fresh(self.limits, self.now)
+        state = self.states.get(model) or fresh(self.now)
         decision = acquire(state, self.limits, self.now, job_id, priority=priority, lease=lease)
         self.states[model] = decision.state
         return decision
@@ -322,4 +322,4 @@ class InMemoryRates:
 
     async def throttle(self, model: str, retry_after: float | None) -> None:
         self.throttled.append(retry_after)
-        self.states[model] = throttle(self.states[model], self.limits, self.now, retry_after)
+        self.states[model] = throttle(self.states[model], self.now, retry_after, self.limits)

@@ -66,7 +66,7 @@ class KvRates:
     async def throttle(self, model: str, retry_after: float | None) -> None:
         model, limits = self._limits(model)
         await self._change(
-            model, limits, lambda s: (throttle(s, limits, self._clock(), retry_after), None)
+            model, limits, lambda s: (throttle(s, self._clock(), retry_after, limits), None)
         )
 
     async def _change(self, model: str, limits: Limits, decide: Decide[T]) -> T:
@@ -79,7 +79,7 @@ class KvRates:
                 current = STATE.validate_json(entry.value) if entry.value else None
             except KeyNotFoundError:
                 revision, current = None, None
-            new, result = decide(current or fresh(limits, self._clock()))
+            new, result = decide(current or fresh(self._clock()))
             data = STATE.dump_json(new)
             try:
                 if revision is None:

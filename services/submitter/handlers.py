@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
-import random
+import time
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Annotated
@@ -136,9 +137,12 @@ async def submit(deps: Deps, event: JobAdmittedV1, seen: int) -> None:
         return
     slot = await deps.rates.acquire(spec.model, event.job_id, spec.priority, RATE_SLOT_LEASE)
     if isinstance(slot, Wait):
-        # Above the shared limit: the job waits in the stream (no error, no budget spent).
-        raise NackMessage(delay=slot.seconds * random.uniform(1.0, 1.2) + 0.05)  # noqa: S311
+        # No slot near: the job waits in the stream (no error, no budget spent).
+        raise NackMessage(delay=slot.seconds)
     try:
+        # A slot reserved for this job a few seconds ahead: keep the message (heartbeats run)
+        # and go at its moment. A timer, not synchronisation.
+        await asyncio.sleep(max(0.0, slot.at - time.time()))
         if not await claim_attempt(deps.jobs, event, seen):
             raise NackMessage(delay=ATTEMPT_LEASE_SECONDS)  # claimed elsewhere, or moved on
         video = await create(deps, event, image, seen + 1)

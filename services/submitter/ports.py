@@ -33,7 +33,7 @@ class Unshaped:
     async def acquire(
         self, model: str, job_id: str, priority: Priority, lease: float
     ) -> Granted | Wait:
-        return Granted(RateState(tokens=0.0, at=0.0))
+        return Granted(0.0, RateState(tat=0.0))
 
     async def release(self, model: str, job_id: str) -> None:
         return None

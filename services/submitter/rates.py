@@ -1,59 +1,72 @@
 """Rate shaping of upstream creates, shared by every submitter replica: decisions only.
 
-One state per provider/model (kept in KV by the adapter, changed by compare-and-set): a token
-bucket refilled at just under the upstream's RPM (so its own bucket never runs dry in steady
-state), the creates in flight (each with a lease, so a crashed replica's slot comes back), and
-a slow-down after a 429 that recovers over a minute. Work above the limit waits in the stream
-(a delayed redelivery), it is never rejected. Priorities: a `low` job takes a token only while
-the bucket keeps a reserve for `normal` and `high` ones, and `normal` keeps one for `high`.
+One state per provider/model (kept in KV by the adapter, changed by compare-and-set), a
+generic cell rate algorithm (GCRA) that hands out *slots*: each create gets its own moment to
+go, spaced at just under the upstream's RPM, with a burst of up to `capacity` after a quiet
+spell (what a token bucket of that size would allow, so the upstream's own bucket never runs dry
+in steady state). A slot within `horizon` seconds is reserved for the asking job, which waits
+for it where it is; a job further back reserves nothing and comes back later (it waits in the
+stream) at a return time of its own, spaced like the slots, so a backlog of thousands asks
+about once per job, not once per slot.
+
+Also: a cap on creates in flight (each with a lease, so a crashed replica's slot comes back), and
+a slow-down after a 429 that recovers over a minute. Priorities: a `low` job may use less of the
+burst than a `normal` one, and `normal` less than `high`, so when slots are scarce the higher go
+first.
 
 Pure: no I/O, no clock (times are arguments, in seconds since the epoch), no logging.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, replace
 from typing import Literal
 
 Priority = Literal["high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
 MARGIN = 0.99
-"""Refill at 99% of the upstream's RPM: clocks and request timing never make us the faster."""
+"""Slots are spaced for 99% of the upstream's RPM: timing noise never makes us the faster."""
 RECOVERY_SECONDS = 60.0
 """A 429 halves the rate; it grows back to the full rate over this long."""
 MIN_SLOWDOWN = 0.05
+SHARE: dict[Priority, float] = {"high": 1.0, "normal": 0.75, "low": 0.5}
+"""How much of the burst each priority may use."""
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     rpm: int
     concurrency: int
-    burst_seconds: float = 2.0
-    """Bucket capacity in seconds of refill: how much a quiet spell lets through at once."""
+    burst_seconds: float = 60.0
+    """Burst size in seconds of the rate: what a quiet spell lets through at once."""
+    horizon: float = 10.0
+    """A slot at most this far ahead is reserved for the asking job, which waits for it."""
 
     @property
     def capacity(self) -> float:
         return max(1.0, self.rpm / 60.0 * self.burst_seconds)
 
-    def reserve(self, priority: Priority) -> float:
-        """Tokens a job of `priority` must leave in the bucket (a share kept for the higher;
-        never so much that a full bucket could not serve it)."""
-        share = {"high": 0.0, "normal": 0.25, "low": 0.5}[priority]
-        return share * (self.capacity - 1.0)
-
 
 @dataclass(frozen=True, slots=True)
 class RateState:
-    tokens: float
-    at: float
+    tat: float
+    """Theoretical arrival time: when the bucket would be full again."""
+    queue_tat: float = 0.0
+    """When the next job sent back may return: jobs beyond the horizon are given return times
+    spaced like the slots, so they come back about when their turn comes, in order."""
     slowdown: float = 1.0
+    at: float = 0.0
+    """When the state last changed (the slow-down recovers from then)."""
     blocked_until: float = 0.0
     inflight: tuple[tuple[str, float], ...] = ()
-    """(job id, lease expiry) of each create in flight."""
+    """(job id, lease expiry) of each create holding a slot."""
 
 
 @dataclass(frozen=True, slots=True)
 class Granted:
+    at: float
+    """When the create may go (now, or a reserved moment within the horizon)."""
     state: RateState
 
 
@@ -64,23 +77,21 @@ class Wait:
     state: RateState
 
 
-def fresh(limits: Limits, now: float) -> RateState:
-    return RateState(tokens=limits.capacity, at=now)
+def fresh(now: float) -> RateState:
+    return RateState(tat=now, at=now)
 
 
-def rate(limits: Limits, state: RateState) -> float:
-    """Creates per second the bucket refills at now."""
-    return limits.rpm / 60.0 * MARGIN * state.slowdown
+def interval(limits: Limits, state: RateState) -> float:
+    """Seconds between two slots at the current rate."""
+    return 60.0 / (limits.rpm * MARGIN * state.slowdown)
 
 
-def advance(state: RateState, limits: Limits, now: float) -> RateState:
-    """Refill, recover from a slow-down, drop expired leases (a crashed replica's slots)."""
+def advance(state: RateState, now: float) -> RateState:
+    """Recover from a slow-down; drop expired leases (a crashed replica's slots)."""
     elapsed = max(0.0, now - state.at)
-    tokens = min(limits.capacity, state.tokens + elapsed * rate(limits, state))
     slowdown = min(1.0, state.slowdown + elapsed / RECOVERY_SECONDS)
     inflight = tuple((job, until) for job, until in state.inflight if until > now)
-    return replace(state, tokens=tokens, at=max(now, state.at), slowdown=slowdown,
-                   inflight=inflight)  # fmt: skip
+    return replace(state, slowdown=slowdown, at=max(now, state.at), inflight=inflight)
 
 
 def acquire(
@@ -91,24 +102,32 @@ def acquire(
     *,
     priority: Priority,
     lease: float,
+    jitter: float | None = None,
 ) -> Granted | Wait:
-    """A slot for one create of `job_id`, or how long to wait for one."""
-    state = advance(state, limits, now)
-    if any(job == job_id for job, _ in state.inflight):
-        return Granted(state)  # this job holds a slot already (a redelivery): keep it
-    if now < state.blocked_until:
-        return Wait(state.blocked_until - now, "the upstream asked to wait (429)", state)
+    """A slot for one create of `job_id`: now, reserved within the horizon, or a time to come
+    back. `jitter` in [0, 1) spreads jobs sent back at once (random when not given)."""
+    state = advance(state, now)
+    held = next((until for job, until in state.inflight if job == job_id), None)
+    if held is not None:
+        return Granted(max(now, held - lease), state)  # a redelivery keeps its slot
     if len(state.inflight) >= limits.concurrency:
         soonest = min(until for _, until in state.inflight)
         return Wait(max(0.05, soonest - now), f"{limits.concurrency} creates in flight", state)
-    needed = 1.0 + limits.reserve(priority)
-    if state.tokens < needed:
-        wait = (needed - state.tokens) / rate(limits, state)
-        return Wait(wait, f"{limits.rpm} requests per minute reached", state)
+    step = interval(limits, state)
+    tolerance = (limits.capacity - 1.0) * step * SHARE[priority]
+    slot = max(now, state.blocked_until, state.tat - tolerance)
+    if slot - now > limits.horizon:
+        spread = random.random() if jitter is None else jitter  # noqa: S311 - not security
+        turn = max(state.queue_tat, slot - limits.horizon)
+        queued = replace(state, queue_tat=turn + step)
+        why = "the upstream asked to wait (429)" if now < state.blocked_until else "rate limit"
+        return Wait(turn - now + spread * step, f"{why}: next slot in {slot - now:.1f} s", queued)
     taken = replace(
-        state, tokens=state.tokens - 1.0, inflight=(*state.inflight, (job_id, now + lease))
+        state,
+        tat=max(state.tat, slot) + step,
+        inflight=(*state.inflight, (job_id, slot + lease)),
     )
-    return Granted(taken)
+    return Granted(slot, taken)
 
 
 def release(state: RateState, job_id: str) -> RateState:
@@ -116,12 +135,12 @@ def release(state: RateState, job_id: str) -> RateState:
     return replace(state, inflight=tuple((j, u) for j, u in state.inflight if j != job_id))
 
 
-def throttle(state: RateState, limits: Limits, now: float, retry_after: float | None) -> RateState:
-    """The upstream answered 429 anyway: empty the bucket, halve the rate, and wait as long as
-    it asked (or one refill interval)."""
-    state = advance(state, limits, now)
-    slowed = max(MIN_SLOWDOWN, state.slowdown / 2)
-    wait = retry_after if retry_after is not None else 60.0 / max(1, limits.rpm)
-    return replace(
-        state, tokens=0.0, slowdown=slowed, blocked_until=max(state.blocked_until, now + wait)
-    )
+def throttle(state: RateState, now: float, retry_after: float | None, limits: Limits) -> RateState:
+    """The upstream answered 429 anyway: halve the rate, wait as long as it asked (or one slot),
+    and start the schedule over from then with no burst."""
+    state = advance(state, now)
+    slowed = replace(state, slowdown=max(MIN_SLOWDOWN, state.slowdown / 2))
+    wait = retry_after if retry_after is not None else interval(limits, slowed)
+    until = max(state.blocked_until, now + wait)
+    tolerance = (limits.capacity - 1.0) * interval(limits, slowed)
+    return replace(slowed, blocked_until=until, tat=max(state.tat, until + tolerance))

@@ -69,7 +69,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
         queue_seconds=0.2,
         poll_after_ms=200,
         # 100 jobs in a few minutes: no rate limit; tiny assets keep renders cheap.
-        env={"CLIPLINE_SIM_RATE_LIMIT_TIER": "off", "CLIPLINE_SIM_SMALL_ASSETS": "true"},
+        env={
+            "CLIPLINE_SIM_RATE_LIMIT_TIER": "off",  # no upstream limit, so none to shape to
+            "CLIPLINE_RATE_RPM": "100000",
+            "CLIPLINE_RATE_CONCURRENCY": "1000",
+            "CLIPLINE_SIM_SMALL_ASSETS": "true",
+        },
     )
     with running_stack(tmp_path_factory.mktemp("recovery"), options) as state:
         yield state
