@@ -9,6 +9,8 @@ SIZE ?= 1280x720
 DURATION ?= 4
 BENCH_SECONDS ?= 8
 BENCH_JOBS ?= 1000
+BENCH_RPM ?= 600
+BENCH_MINUTES ?= 3
 # tests/sdk runs twice: with the openai SDK pinned in pyproject (the latest, multipart create) and
 # with this 2.x release (JSON create), installed beside the venv and put first on PYTHONPATH.
 OPENAI_LEGACY := 2.14.0
@@ -84,6 +86,7 @@ sdk: install
 bench: install
 	$(BIN)/python -m bench.simulator $(BENCH_SECONDS)
 	$(BIN)/python -m bench.admission $(BENCH_JOBS)
+	$(BIN)/python -m bench.rate_limit $(BENCH_RPM) $(BENCH_MINUTES)
 
 lint: install
 	$(BIN)/ruff check .

@@ -30,6 +30,7 @@ MARGIN = 0.99
 RECOVERY_SECONDS = 60.0
 """A 429 halves the rate; it grows back to the full rate over this long."""
 MIN_SLOWDOWN = 0.05
+CAP_RECHECK_SECONDS = 0.5
 SHARE: dict[Priority, float] = {"high": 1.0, "normal": 0.75, "low": 0.5}
 """How much of the burst each priority may use."""
 
@@ -59,8 +60,9 @@ class RateState:
     at: float = 0.0
     """When the state last changed (the slow-down recovers from then)."""
     blocked_until: float = 0.0
-    inflight: tuple[tuple[str, float], ...] = ()
-    """(job id, lease expiry) of each create holding a slot."""
+    inflight: tuple[tuple[str, float, float], ...] = ()
+    """(job id, slot, lease expiry) of each create holding a slot: in flight from its slot on
+    until released, or until the lease runs out (its replica died)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,7 @@ def advance(state: RateState, now: float) -> RateState:
     """Recover from a slow-down; drop expired leases (a crashed replica's slots)."""
     elapsed = max(0.0, now - state.at)
     slowdown = min(1.0, state.slowdown + elapsed / RECOVERY_SECONDS)
-    inflight = tuple((job, until) for job, until in state.inflight if until > now)
+    inflight = tuple(entry for entry in state.inflight if entry[2] > now)
     return replace(state, slowdown=slowdown, at=max(now, state.at), inflight=inflight)
 
 
@@ -107,12 +109,14 @@ def acquire(
     """A slot for one create of `job_id`: now, reserved within the horizon, or a time to come
     back. `jitter` in [0, 1) spreads jobs sent back at once (random when not given)."""
     state = advance(state, now)
-    held = next((until for job, until in state.inflight if job == job_id), None)
+    held = next((slot for job, slot, _ in state.inflight if job == job_id), None)
     if held is not None:
-        return Granted(max(now, held - lease), state)  # a redelivery keeps its slot
-    if len(state.inflight) >= limits.concurrency:
-        soonest = min(until for _, until in state.inflight)
-        return Wait(max(0.05, soonest - now), f"{limits.concurrency} creates in flight", state)
+        return Granted(max(now, held), state)  # a redelivery keeps its slot
+    started = sum(1 for _, slot, _ in state.inflight if slot <= now)
+    if started >= limits.concurrency:
+        # Creates are answered in seconds: look again shortly (a dead replica's slot comes
+        # back when its lease runs out).
+        return Wait(CAP_RECHECK_SECONDS, f"{limits.concurrency} creates in flight", state)
     step = interval(limits, state)
     tolerance = (limits.capacity - 1.0) * step * SHARE[priority]
     slot = max(now, state.blocked_until, state.tat - tolerance)
@@ -125,14 +129,14 @@ def acquire(
     taken = replace(
         state,
         tat=max(state.tat, slot) + step,
-        inflight=(*state.inflight, (job_id, slot + lease)),
+        inflight=(*state.inflight, (job_id, slot, slot + lease)),
     )
     return Granted(slot, taken)
 
 
 def release(state: RateState, job_id: str) -> RateState:
     """The create of `job_id` is over (answered, failed or abandoned)."""
-    return replace(state, inflight=tuple((j, u) for j, u in state.inflight if j != job_id))
+    return replace(state, inflight=tuple(e for e in state.inflight if e[0] != job_id))
 
 
 def throttle(state: RateState, now: float, retry_after: float | None, limits: Limits) -> RateState:
