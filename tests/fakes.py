@@ -282,3 +282,21 @@ def subject_matches(pattern: str, subject: str) -> bool:
         if i >= len(s) or token not in ("*", s[i]):
             return False
     return len(p) == len(s)
+
+
+class InMemorySeenWebhooks:
+    """SeenWebhooks in a set (the KV bucket's create is the real one's compare-and-set)."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.released: list[str] = []
+
+    async def claim(self, webhook_id: str) -> bool:
+        if webhook_id in self.ids:
+            return False
+        self.ids.add(webhook_id)
+        return True
+
+    async def release(self, webhook_id: str) -> None:
+        self.ids.discard(webhook_id)
+        self.released.append(webhook_id)
