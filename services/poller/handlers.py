@@ -14,6 +14,7 @@ from services.poller.follow import FOLLOWED, SERVICE, Followed, follow, not_foll
 from services.poller.ports import Deps, WebhookDeps
 from shared.contracts import JobGeneratedV1, JobProgressV1, JobSubmittedV1, JobTimedOutV1
 from shared.messaging import ServiceRouter
+from shared.telemetry import in_job_trace
 
 MAX_ERRORS = 60  # upstream errors (5xx, timeouts) over a job's whole follow-up before it fails
 PollerDeps = Annotated[Deps, Context("deps")]
@@ -69,7 +70,9 @@ async def on_video_event(
     job = Followed.of_record(record) if record is not None else None
     if record is None or job is None or record.status not in FOLLOWED:
         return NotFollowed(owner[1], record.status.value if record else "absent")
-    match await follow(deps.follow, job, record):
+    with in_job_trace(record.trace_id, "poller webhook"):
+        looked = await follow(deps.follow, job, record)
+    match looked:
         case Throttled() as throttled:
             return throttled
         case Pending():

@@ -20,6 +20,7 @@ from services.poller.domain import (
 from services.poller.settings import PollerSettings
 from services.poller.webhooks import MAX_BODY_BYTES, Refused, Verified, verify
 from shared.config import ConfigError, load_settings
+from shared.telemetry import current_trace_id, in_job_trace
 from tests.webhook_signing import OTHER_SECRET, SECRET, event_body, signed
 
 VERIFIER = Webhook(SECRET)
@@ -160,3 +161,17 @@ def test_webhook_secret_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings(PollerSettings)
     assert "CLIPLINE_WEBHOOK_SECRET" in str(refused.value)
     assert "not-base64" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("kept", "inside"),
+    [
+        ("322a00e7d2ba6b4f189ad8e8b262de1a", "322a00e7d2ba6b4f189ad8e8b262de1a"),
+        ("not-hex-" * 4, None),
+        (None, None),
+    ],
+)
+def test_a_webhooks_work_runs_in_the_jobs_trace(kept: str | None, inside: str | None) -> None:
+    with in_job_trace(kept, "poller webhook"):
+        assert current_trace_id() == inside
+    assert current_trace_id() is None
