@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from standardwebhooks import Webhook
 
 from shared.config import CommonSettings
@@ -19,7 +19,7 @@ class PollerSettings(CommonSettings):
     webhook_secret: SecretStr | None = None
     """CLIPLINE_WEBHOOK_SECRET (`whsec_` + base64): turns POST /webhooks/videos on (unset: 503,
     and polling alone follows jobs)."""
-    poll_webhook_safety_seconds: float = 60.0
+    poll_webhook_safety_seconds: float = Field(default=60.0, gt=0)
     """With webhooks on, the delay between polls, which are then only the safety net."""
 
     @field_validator("webhook_secret", mode="before")

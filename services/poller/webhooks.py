@@ -91,7 +91,8 @@ def build_webhooks(deps: WebhookDeps | None) -> FastAPI:
     async def receive(request: Request) -> JSONResponse:
         if deps is None:
             return _refuse(503, "webhooks_disabled", "CLIPLINE_WEBHOOK_SECRET is not set")
-        verdict = verify(deps.verifier, await request.body(), request.headers)
+        body = await _read_at_most(request, MAX_BODY_BYTES)
+        verdict = verify(deps.verifier, body, request.headers)
         if isinstance(verdict, Refused):
             log.warning("webhook refused: %s (%s)", verdict.reason, verdict.detail)
             return _refuse(verdict.status, verdict.reason, verdict.detail)
@@ -102,6 +103,16 @@ def build_webhooks(deps: WebhookDeps | None) -> FastAPI:
         return await _take(deps, verdict.webhook_id, verdict.event)
 
     return api
+
+
+async def _read_at_most(request: Request, limit: int) -> bytes:
+    """The body, but never more than `limit` + 1 bytes of it in memory (`verify` refuses it)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            break
+    return bytes(body[: limit + 1])
 
 
 async def _take(deps: WebhookDeps, webhook_id: str, event: VideoEvent) -> JSONResponse:

@@ -199,3 +199,10 @@ async def test_without_a_secret_the_endpoint_is_disabled() -> None:
         response = await client.post(PATH, content=body, headers=signed(body))
     assert response.status_code == 503
     assert response.json()["error"]["reason"] == "webhooks_disabled"
+
+
+async def test_an_oversize_body_is_refused(endpoint: Endpoint) -> None:
+    body = b"x" * (10 * 1024 * 1024)
+    response = await endpoint.post(body, signed(b"{}"))
+    assert response.status_code == 413
+    assert response.json()["error"]["reason"] == "too_large"
