@@ -13,6 +13,7 @@ secret nor a signature is ever logged or answered.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -96,7 +97,12 @@ def build_webhooks(deps: WebhookDeps | None) -> FastAPI:
         if isinstance(verdict, Refused):
             log.warning("webhook refused: %s (%s)", verdict.reason, verdict.detail)
             return _refuse(verdict.status, verdict.reason, verdict.detail)
-        if not await deps.seen.claim(verdict.webhook_id):
+        try:
+            taken = await deps.seen.claim(verdict.webhook_id)
+        except Exception as exc:  # NATS unreachable: nothing was taken, the retry will be
+            log.warning("webhook %r: id not recorded: %r", verdict.event.event_id, exc)
+            return _refuse(503, "retry", "the webhook could not be recorded now; retry later")
+        if not taken:
             log.warning("webhook refused: replayed (event %r)", verdict.event.event_id)
             detail = f"webhook id {verdict.webhook_id!r:.80} was already taken"
             return _refuse(409, "replayed", detail)
@@ -118,6 +124,9 @@ async def _read_at_most(request: Request, limit: int) -> bytes:
 async def _take(deps: WebhookDeps, webhook_id: str, event: VideoEvent) -> JSONResponse:
     try:
         outcome = await on_video_event(deps, event)
+    except asyncio.CancelledError:  # the server stopping: the sender's retry must be taken
+        await asyncio.shield(deps.seen.release(webhook_id))
+        raise
     except Exception as exc:  # the sender retries a 5xx; the poll stays the safety net
         await deps.seen.release(webhook_id)
         log.warning("webhook %r for %r: look failed: %r", event.event_id, event.video_id, exc)

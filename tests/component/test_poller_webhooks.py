@@ -17,13 +17,19 @@ from services.poller.domain import PollPolicy
 from services.poller.handlers import build_router
 from services.poller.ports import Deps, WebhookDeps
 from services.poller.webhooks import PATH, build_webhooks
-from shared.contracts import JobGeneratedV1, JobProgressV1, JobStatus, JobSubmittedV1
+from shared.contracts import Event, JobGeneratedV1, JobProgressV1, JobStatus, JobSubmittedV1
 from shared.contracts.ids import fact_event_id
 from shared.provider import ProviderRateLimited, ProviderUnavailable
 from tests.component.harness import TENANT, Harness, job_record, new_job_id, running
 from tests.component.support import actions
 from tests.component.test_poller import submitted
-from tests.fakes import FakeProvider, InMemorySeenWebhooks, upstream_video
+from tests.fakes import (
+    FakeProvider,
+    InMemoryJobStore,
+    InMemorySeenWebhooks,
+    InMemoryUpstreamIndex,
+    upstream_video,
+)
 from tests.webhook_signing import OTHER_SECRET, SECRET, event_body, signed
 
 POLICY = PollPolicy(default_delay=60.0, min_delay=60.0, max_delay=60.0, deadline=3 * 3600.0)
@@ -206,3 +212,26 @@ async def test_an_oversize_body_is_refused(endpoint: Endpoint) -> None:
     response = await endpoint.post(body, signed(b"{}"))
     assert response.status_code == 413
     assert response.json()["error"]["reason"] == "too_large"
+
+
+class UnreachableSeen(InMemorySeenWebhooks):
+    async def claim(self, webhook_id: str) -> bool:
+        raise ConnectionError("nats: no servers available")
+
+
+async def test_when_ids_cannot_be_recorded_the_sender_is_asked_to_retry() -> None:
+    hooks = WebhookDeps(
+        Deps(InMemoryJobStore(), NoEmit(), FakeProvider(), POLICY),
+        InMemoryUpstreamIndex(), UnreachableSeen(), Webhook(SECRET),
+    )  # fmt: skip
+    transport = httpx.ASGITransport(app=build_webhooks(hooks))
+    async with httpx.AsyncClient(transport=transport, base_url="http://poller") as client:
+        body = event_body(VIDEO)
+        response = await client.post(PATH, content=body, headers=signed(body))
+    assert response.status_code == 503
+    assert response.json()["error"]["reason"] == "retry"
+
+
+class NoEmit:
+    async def __call__(self, event: Event) -> None:
+        raise AssertionError(f"nothing may be emitted: {event}")
