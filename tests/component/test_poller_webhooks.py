@@ -4,6 +4,7 @@ replays and forgeries change nothing, an unknown video is accepted and ignored."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -235,3 +236,22 @@ async def test_when_ids_cannot_be_recorded_the_sender_is_asked_to_retry() -> Non
 class NoEmit:
     async def __call__(self, event: Event) -> None:
         raise AssertionError(f"nothing may be emitted: {event}")
+
+
+async def test_a_webhook_racing_the_jobs_poll_gives_one_outcome(endpoint: Endpoint) -> None:
+    event = generating_job(endpoint)
+    done = (upstream_video(VIDEO, "completed", progress=100), None)
+    endpoint.provider.retrieves += [done, done]
+    body = event_body(VIDEO)
+
+    response, _ = await asyncio.gather(
+        endpoint.post(body, signed(body)), endpoint.h.send(event, delivery=2)
+    )
+
+    assert response.status_code == 202
+    assert endpoint.h.jobs.records()[event.job_id].status == JobStatus.GENERATED
+    # However they interleave: one fact (one event id, which JetStream keeps once), one step.
+    ids = {g.event_id for g in endpoint.h.bus.events(JobGeneratedV1)}
+    assert ids == {fact_event_id(event.job_id, "generated")}
+    assert endpoint.h.jobs.writes == [event.job_id]  # the second mark_generated was refused
+    assert actions(endpoint.h.outcomes(event)) == ["ack"]
