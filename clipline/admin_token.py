@@ -16,31 +16,31 @@ ENV = "CLIPLINE_ADMIN_TOKEN"
 FILE = "admin-token"
 
 
-def path(home: Path) -> Path:
-    return home / FILE
+def path(home: Path, file: str = FILE) -> Path:
+    return home / file
 
 
-def read(home: Path) -> str | None:
-    """The kept token, or None when this stack folder has none yet. A file others may read
-    (one written by hand) is made the user's alone first."""
+def read(home: Path, file: str = FILE) -> str | None:
+    """The kept token (or another secret kept so, in `file`), or None when this stack folder
+    has none yet. A file others may read (one written by hand) is made the user's alone first."""
     try:
-        if path(home).stat().st_mode & 0o077:
-            path(home).chmod(0o600)
-        token = path(home).read_text().rstrip("\n")
+        if path(home, file).stat().st_mode & 0o077:
+            path(home, file).chmod(0o600)
+        token = path(home, file).read_text().rstrip("\n")
     except FileNotFoundError:
         return None
     return token or None
 
 
-def write(home: Path, token: str) -> None:
+def write(home: Path, token: str, file: str = FILE) -> None:
     """Keep `token`, in a file created 0600 and renamed into place (never half written)."""
     home.mkdir(parents=True, exist_ok=True)
-    draft = home / f".{FILE}.{os.getpid()}"
+    draft = home / f".{file}.{os.getpid()}"
     draft.unlink(missing_ok=True)
     fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(token)
-    draft.replace(path(home))
+    draft.replace(path(home, file))
 
 
 def for_fresh_start(home: Path, environ: Mapping[str, str]) -> str:

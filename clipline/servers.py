@@ -32,7 +32,7 @@ class ServerError(RuntimeError):
 
 def free_port(avoid: set[int] | None = None) -> int:
     """A currently free loopback TCP port (below 55000, so port+10000 gRPC offsets stay valid)."""
-    avoid = avoid or set()
+    avoid = set() if avoid is None else avoid
     for _ in range(200):
         with socket.socket() as s:
             s.bind((LOOPBACK, 0))

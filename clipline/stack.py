@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from clipline import admin_token, replicas
+from clipline import admin_token, replicas, webhook_secret
 from clipline.replicas import parse_replica, plan, replica_name, scalable
 from clipline.servers import (
     LOG_BACKUPS,
@@ -44,9 +44,13 @@ BUCKET = "clipline-assets"
 ALIASES = {"s3": "seaweedfs"}
 # What the Python processes read from the environment they inherit. It is recorded with them, so
 # a restart from another shell runs them with the same settings (and the same code). The admin
-# token is the exception: it is kept in its own file (clipline/admin_token.py), never recorded.
+# token and the webhook secret are the exceptions: each is kept in its own file
+# (clipline/admin_token.py, clipline/webhook_secret.py) and never recorded.
 INHERITED_PREFIXES = ("CLIPLINE_", "OTEL_")
 INHERITED_NAMES = ("PYTHONPATH",)
+SECRET_NAMES = (admin_token.ENV, *webhook_secret.NAMES)
+WEBHOOK_PATH = "/webhooks/videos"
+WEBHOOK_URL_ENV = "CLIPLINE_SIM_WEBHOOK_URL"
 # A live part that does not answer may only be waiting for a part started just before it (a
 # service reconnecting to nats); `up` replaces it only when it is still silent after this.
 HEAL_GRACE_SECONDS = 15.0
@@ -174,6 +178,9 @@ class StackOptions:
     # Extra variables for the simulator and the services (faults, rate limits, ...); they win
     # over the stack's own settings.
     env: Mapping[str, str] = field(default_factory=dict)
+    # The simulator's signed webhooks go to the first poller, which then polls only as a safety
+    # net (CLIPLINE_POLL_WEBHOOK_SAFETY_SECONDS apart); False: polling alone, as before.
+    webhooks: bool = True
 
 
 def health_check(proc: ProcInfo) -> Callable[[], bool]:
@@ -198,7 +205,7 @@ def _inherited() -> dict[str, str]:
     return {
         k: v
         for k, v in os.environ.items()
-        if (k.startswith(INHERITED_PREFIXES) or k in INHERITED_NAMES) and k != admin_token.ENV
+        if (k.startswith(INHERITED_PREFIXES) or k in INHERITED_NAMES) and k not in SECRET_NAMES
     }
 
 
@@ -221,7 +228,8 @@ def _python_module(
         "CLIPLINE_LOG_BACKUPS": str(options.log_backups),
         **options.env,
     }
-    settings.pop(admin_token.ENV, None)  # given as a secret, or not at all: never recorded
+    for secret in SECRET_NAMES:
+        settings.pop(secret, None)  # given as a secret, or not at all: never recorded
     argv = [sys.executable, "-m", f"services.{name}"]
     return spawn(
         name, argv, logs / f"{name}.stderr", settings, home, log_file=log_file,
@@ -262,7 +270,13 @@ def _start(
     started.append((nats.proc, nats.port, nats.health))
     s3 = start_seaweed(home / "s3", logs, log_max_bytes=cap, log_backups=backups)
     started.append((s3.proc, s3.port, s3.health))
-    sim_port = free_port()
+    taken: set[int] = set()
+    sim_port = free_port(taken)
+    # The services' ports are chosen now: the simulator is told where the poller will listen.
+    ports = {name: free_port(taken) for name in SERVICES}
+    hook = None
+    if options.webhooks:
+        hook = webhook_secret.for_fresh_start(home, {**os.environ, **options.env})
     sim_env = {
         "CLIPLINE_SIM_HOST": LOOPBACK,
         "CLIPLINE_SIM_PORT": str(sim_port),
@@ -274,7 +288,10 @@ def _start(
         # Where the simulator keeps its jobs, so they survive its restart.
         "CLIPLINE_SIM_STATE_DIR": str(home / "sim-state"),
     }
-    sim = _python_module("simulator", home, sim_env, options)
+    if hook is not None:
+        sim_env[WEBHOOK_URL_ENV] = f"http://{LOOPBACK}:{ports['poller']}{WEBHOOK_PATH}"
+    sim_secret = webhook_secret.for_simulator(hook) if hook else None
+    sim = _python_module("simulator", home, sim_env, options, sim_secret)
     sim_url = f"http://{LOOPBACK}:{sim_port}"
     started.append((sim, sim_port, f"{sim_url}/healthz"))
     wait_until(http_ok(f"{sim_url}/healthz"), "simulator", options.startup_timeout, sim)
@@ -289,11 +306,11 @@ def _start(
         "CLIPLINE_UPSTREAM_API_KEY": LOCAL_API_KEY,
         "CLIPLINE_POLL_DEFAULT_SECONDS": "1.0",
     }
-    secret = {admin_token.ENV: admin_token.for_fresh_start(home, {**os.environ, **options.env})}
-    ports: dict[str, int] = {}
+    token = {admin_token.ENV: admin_token.for_fresh_start(home, {**os.environ, **options.env})}
     for name in SERVICES:
-        port = ports[name] = free_port()
+        port = ports[name]
         env = {**common, "CLIPLINE_HTTP_PORT": str(port)}
+        secret = {**token, **(webhook_secret.for_poller(hook) if hook and name == "poller" else {})}
         proc = _python_module(name, home, env, options, secret)
         started.append((proc, port, f"http://{LOOPBACK}:{port}/healthz"))
     for proc, _, health in started[3:]:
@@ -350,9 +367,7 @@ def _launch(state: StackState, info: ProcInfo, timeout: float) -> int:
             "run `clipline down`, then `clipline up`"
         )
     cwd = None if info.cwd is None else Path(info.cwd)
-    secret = None
-    if parse_replica(info.name) is not None:
-        secret = {admin_token.ENV: admin_token.kept(Path(state.home))}
+    secret = _secrets(state, info)
     proc = spawn(
         info.name, info.argv, Path(info.output), info.env, cwd, log_file=Path(info.log),
         replace_prefixes=INHERITED_PREFIXES, replace_names=INHERITED_NAMES, secret_env=secret,
@@ -363,6 +378,24 @@ def _launch(state: StackState, info: ProcInfo, timeout: float) -> int:
         stop_pid(proc.pid)
         raise
     return proc.pid
+
+
+def _secrets(state: StackState, info: ProcInfo) -> dict[str, str] | None:
+    """What a process is given unrecorded when it starts again: a service the admin token; the
+    poller and the simulator the webhook secret, when the stack was started with webhooks (its
+    simulator's recorded environment names the poller's URL)."""
+    home = Path(state.home)
+    sends = any(p.name == "simulator" and WEBHOOK_URL_ENV in p.env for p in state.processes)
+    hook = webhook_secret.read(home) if sends else None
+    if info.name == "simulator":
+        return webhook_secret.for_simulator(hook) if hook else None
+    replica = parse_replica(info.name)
+    if replica is None:
+        return None
+    secret = {admin_token.ENV: admin_token.kept(home)}
+    if replica[0] == "poller" and hook:
+        secret |= webhook_secret.for_poller(hook)
+    return secret
 
 
 def restart(home: Path, name: str, timeout: float = 60.0) -> ProcInfo:

@@ -62,6 +62,18 @@ UPSTREAM_BUCKET_CONFIG = KeyValueConfig(
     storage=StorageType.FILE,
 )
 
+WEBHOOK_REPLAY_WINDOW_SECONDS = 15 * 60.0
+"""How long a processed webhook id is remembered: longer than the 5-minute timestamp tolerance
+of Standard Webhooks (either way), so a replay is refused as a replay or as stale, never taken."""
+WEBHOOKS_BUCKET = "clipline_webhooks"
+WEBHOOKS_BUCKET_CONFIG = KeyValueConfig(
+    bucket=WEBHOOKS_BUCKET,
+    description="webhook ids the poller accepted (claimed by create), forgotten after the ttl",
+    history=1,
+    ttl=WEBHOOK_REPLAY_WINDOW_SECONDS,
+    storage=StorageType.FILE,
+)
+
 BUDGETS_BUCKET = "clipline_budgets"
 BUDGETS_BUCKET_CONFIG = KeyValueConfig(
     bucket=BUDGETS_BUCKET,
@@ -101,6 +113,7 @@ async def ensure_jetstream(js: JetStreamContext) -> None:
         await js.update_stream(JOBS_STREAM_CONFIG)
     await js.create_key_value(JOBS_BUCKET_CONFIG)
     await js.create_key_value(UPSTREAM_BUCKET_CONFIG)
+    await js.create_key_value(WEBHOOKS_BUCKET_CONFIG)
     await ensure_atomic_bucket(js, BUDGETS_BUCKET_CONFIG)
     await js.create_key_value(RATES_BUCKET_CONFIG)
     # nats-py overwrites config.bucket with the `bucket` argument, so pass both.

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 log = logging.getLogger("clipline.telemetry")
 
@@ -37,3 +41,26 @@ def current_trace_id() -> str | None:
     if not ctx.is_valid:
         return None
     return format(ctx.trace_id, "032x")
+
+
+@contextmanager
+def in_job_trace(trace_id: str | None, name: str) -> Iterator[None]:
+    """A span in a job's trace (its id is kept on the job record) for work on the job that no
+    message of it started, such as a webhook: so one job stays one trace, and the events
+    emitted inside carry it on. The parent span is not known (only the trace id is kept), so
+    the span hangs under a placeholder parent of that trace."""
+    context = None
+    try:
+        trace_number = int(trace_id or "", 16) if len(trace_id or "") == 32 else 0
+    except ValueError:
+        trace_number = 0
+    if trace_number:
+        parent = SpanContext(
+            trace_id=trace_number,
+            span_id=secrets.randbits(64) or 1,
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
+        context = trace.set_span_in_context(NonRecordingSpan(parent))
+    with trace.get_tracer("clipline").start_as_current_span(name, context=context):
+        yield

@@ -323,3 +323,21 @@ class InMemoryRates:
     async def throttle(self, model: str, retry_after: float | None) -> None:
         self.throttled.append(retry_after)
         self.states[model] = throttle(self.states[model], self.now, retry_after, self.limits)
+
+
+class InMemorySeenWebhooks:
+    """SeenWebhooks in a set (the KV bucket's create is the real one's compare-and-set)."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.released: list[str] = []
+
+    async def claim(self, webhook_id: str) -> bool:
+        if webhook_id in self.ids:
+            return False
+        self.ids.add(webhook_id)
+        return True
+
+    async def release(self, webhook_id: str) -> None:
+        self.ids.discard(webhook_id)
+        self.released.append(webhook_id)

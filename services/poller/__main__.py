@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from services.poller.app import build_app
-from services.poller.domain import PollPolicy
+from services.poller.domain import PollPolicy, with_webhooks
 from services.poller.settings import PollerSettings
 from shared.config import UpstreamSettings, load_settings
 from shared.provider import OpenAIVideosProvider
@@ -22,11 +22,15 @@ async def main() -> None:
         max_delay=settings.poll_max_seconds,
         deadline=settings.deadline_seconds,
     )
+    verifier = settings.webhook()
+    if verifier is not None:
+        policy = with_webhooks(policy, settings.poll_webhook_safety_seconds)
     async with (
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
     ):
-        await serve_app(build_app(platform, OpenAIVideosProvider(http), policy), settings)
+        app = build_app(platform, OpenAIVideosProvider(http), policy, verifier)
+        await serve_app(app, settings)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,37 @@
-"""poller composition root: deps in, ASGI app out. No network I/O here."""
+"""poller composition root: deps in, ASGI app (events + webhook endpoint) out. No network I/O."""
 
 from __future__ import annotations
 
-from faststream.asgi import AsgiFastStream
+from standardwebhooks import Webhook
 
+from services.poller.adapters import KvSeenWebhooks
 from services.poller.domain import PollPolicy
 from services.poller.handlers import build_router
-from services.poller.ports import Deps
+from services.poller.ports import Deps, SeenWebhooks, WebhookDeps
+from services.poller.webhooks import build_webhooks
 from shared.provider import VideoProvider
-from shared.runtime import Platform, make_asgi, wire
+from shared.runtime import Dispatch, Platform, cached, make_asgi, wire
+from shared.streams import WEBHOOKS_BUCKET
 
 
-def build_app(platform: Platform, provider: VideoProvider, policy: PollPolicy) -> AsgiFastStream:
+def kv_seen(platform: Platform) -> KvSeenWebhooks:
+    broker = platform.broker
+    return KvSeenWebhooks(cached(lambda: broker.key_value(WEBHOOKS_BUCKET, declare=False)))
+
+
+def build_app(
+    platform: Platform,
+    provider: VideoProvider,
+    policy: PollPolicy,
+    verifier: Webhook | None = None,
+    *,
+    seen: SeenWebhooks | None = None,
+) -> Dispatch:
+    """`verifier` None: webhooks off (the endpoint answers 503)."""
     router = build_router()
-    wire(platform.broker, router, Deps(platform.jobs, router.emit, provider, policy), platform.jobs)
-    return make_asgi(platform.broker)
+    deps = Deps(platform.jobs, router.emit, provider, policy)
+    wire(platform.broker, router, deps, platform.jobs)
+    hooks = None
+    if verifier is not None:
+        hooks = WebhookDeps(deps, platform.upstream, seen or kv_seen(platform), verifier)
+    return Dispatch("/webhooks/", build_webhooks(hooks), make_asgi(platform.broker))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +16,17 @@ class PollPolicy:
         """A delay (server hint or default) within [min_delay, max_delay]."""
         chosen = self.default_delay if delay is None else delay
         return min(self.max_delay, max(self.min_delay, chosen))
+
+
+def with_webhooks(policy: PollPolicy, safety_delay: float) -> PollPolicy:
+    """Polling as the safety net of webhooks: every next poll `safety_delay` away, whatever the
+    upstream hints (its openai-poll-after-ms is meant for clients that poll alone)."""
+    return replace(
+        policy,
+        default_delay=safety_delay,
+        min_delay=safety_delay,
+        max_delay=max(policy.max_delay, safety_delay),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +54,13 @@ class TimedOut:
 
     reason: str
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """The upstream answered 429: look again after `delay` (no error budget spent)."""
+
+    delay: float
 
 
 def next_poll_delay(policy: PollPolicy, server_hint: float | None) -> float:
@@ -87,3 +105,35 @@ def assess(
     if (late := overdue(policy, waited)) is not None:
         return late
     return Pending(max(0, min(99, progress)), next_poll_delay(policy, server_hint), status)
+
+
+MAX_VIDEO_ID_CHARS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class VideoEvent:
+    """What a verified webhook says: only which video to look at (its status is not trusted)."""
+
+    event_id: str
+    type: str
+    video_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    detail: str
+
+
+def video_event(payload: object) -> VideoEvent | Malformed:
+    """The event in a webhook's JSON body (`{"id", "type": "video.*", "data": {"id"}}`)."""
+    if not isinstance(payload, dict):
+        return Malformed("the body is not a JSON object")
+    event_id, kind, data = payload.get("id"), payload.get("type"), payload.get("data")
+    if not isinstance(event_id, str) or not event_id:
+        return Malformed("no event id (`id`)")
+    if not isinstance(kind, str) or not kind.startswith("video."):
+        return Malformed(f"not a video event (`type` {kind!r:.60})")
+    video_id = data.get("id") if isinstance(data, dict) else None
+    if not isinstance(video_id, str) or not 0 < len(video_id) <= MAX_VIDEO_ID_CHARS:
+        return Malformed("no video id (`data.id`, at most 256 characters)")
+    return VideoEvent(event_id, kind, video_id)

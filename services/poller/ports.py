@@ -1,11 +1,15 @@
-"""What the poller's handlers touch: the job store, its emitter, the provider, its policy."""
+"""What the poller's handlers touch: the job store, its emitter, the provider, its policy; and
+what its webhook endpoint adds: the upstream-id index and the ids of webhooks already taken."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+from standardwebhooks import Webhook
 
 from services.poller.domain import PollPolicy
-from shared.jobstore import JobStore
+from shared.jobstore import JobStore, UpstreamIndex
 from shared.outcomes import Emit
 from shared.provider import VideoProvider
 
@@ -16,3 +20,24 @@ class Deps:
     emit: Emit
     provider: VideoProvider
     policy: PollPolicy
+
+
+class SeenWebhooks(Protocol):
+    """Webhook ids taken, each by one receiver only (a replay is refused)."""
+
+    async def claim(self, webhook_id: str) -> bool:
+        """Record `webhook_id` as taken; False when it already was (by any replica)."""
+        ...
+
+    async def release(self, webhook_id: str) -> None:
+        """Forget a claim whose processing failed, so the upstream's retry is taken."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDeps:
+    follow: Deps
+    upstream: UpstreamIndex
+    seen: SeenWebhooks
+    verifier: Webhook
+    """Checks Standard Webhooks signatures with CLIPLINE_WEBHOOK_SECRET."""

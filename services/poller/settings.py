@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pydantic import Field, SecretStr, field_validator
+from standardwebhooks import Webhook
+
 from shared.config import CommonSettings
 
 
@@ -13,3 +16,29 @@ class PollerSettings(CommonSettings):
     poll_max_seconds: float = 30.0
     deadline_seconds: float = 3 * 3600.0
     """A job still not finished this long after submission fails with upstream_timeout."""
+    webhook_secret: SecretStr | None = None
+    """CLIPLINE_WEBHOOK_SECRET (`whsec_` + base64): turns POST /webhooks/videos on (unset: 503,
+    and polling alone follows jobs)."""
+    poll_webhook_safety_seconds: float = Field(default=60.0, gt=0)
+    """With webhooks on, the delay between polls, which are then only the safety net."""
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Webhook(value.get_secret_value())
+            except Exception:  # the library raises several kinds; the message must not echo it
+                raise ValueError("must be 'whsec_' followed by base64 of a key") from None
+        return value
+
+    def webhook(self) -> Webhook | None:
+        """The verifier of CLIPLINE_WEBHOOK_SECRET, or None when webhooks are off."""
+        return (
+            None if self.webhook_secret is None else Webhook(self.webhook_secret.get_secret_value())
+        )

@@ -11,14 +11,20 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "pricing_guard", "submitter", "poller", "storage")
 TOKEN = "compose-test-admin-token"
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SECRETS = ("CLIPLINE_ADMIN_TOKEN", "CLIPLINE_WEBHOOK_SECRET")
 
 
-def config(token: str | None) -> subprocess.CompletedProcess[str]:
+def config(
+    token: str | None, webhook_secret: str | None = WEBHOOK_SECRET
+) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose not installed: `make install` installs it (apt docker-compose)"
-    env = {k: v for k, v in os.environ.items() if k != "CLIPLINE_ADMIN_TOKEN"}
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
     if token is not None:
         env["CLIPLINE_ADMIN_TOKEN"] = token
+    if webhook_secret is not None:
+        env["CLIPLINE_WEBHOOK_SECRET"] = webhook_secret
     return subprocess.run(
         [exe, "-f", str(ROOT / "docker-compose.yml"), "config"],
         capture_output=True, text=True, check=False, cwd=ROOT, env=env,
@@ -70,6 +76,24 @@ def test_without_an_admin_token_compose_refuses_and_says_which_variable() -> Non
     out = config(None)
     assert out.returncode != 0
     assert "set CLIPLINE_ADMIN_TOKEN" in out.stderr, out.stderr
+
+
+def test_the_simulators_webhooks_go_to_the_poller_signed_with_the_shared_secret() -> None:
+    services = rendered()["services"]
+    sim, poller = services["simulator"]["environment"], services["poller"]["environment"]
+    assert sim["CLIPLINE_SIM_WEBHOOK_URL"] == "http://poller:8080/webhooks/videos"
+    assert sim["CLIPLINE_SIM_WEBHOOK_SECRET"] == WEBHOOK_SECRET
+    assert poller["CLIPLINE_WEBHOOK_SECRET"] == WEBHOOK_SECRET
+    assert poller["CLIPLINE_POLL_WEBHOOK_SAFETY_SECONDS"] == "60"
+    assert poller["CLIPLINE_NATS_URL"] == "nats://nats:4222"  # the common settings too
+    others = [name for name in services if name not in ("poller", "simulator")]
+    assert all(WEBHOOK_SECRET not in str(services[n].get("environment") or {}) for n in others)
+
+
+def test_without_a_webhook_secret_compose_refuses_and_says_which_variable() -> None:
+    out = config(TOKEN, None)
+    assert out.returncode != 0
+    assert "set CLIPLINE_WEBHOOK_SECRET" in out.stderr, out.stderr
 
 
 def test_dockerfile_installs_the_project() -> None:

@@ -1,0 +1,143 @@
+"""Following one upstream job: look at its video, judge it, record and announce the result.
+
+The poll (a delayed redelivery of `submitted`) and the webhook (a signed "look now") both come
+through `follow`, so the two paths cannot judge a video differently or record it twice: every
+step is a lifecycle function a repeat is refused by, and every announcement a fact of the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from services.poller.domain import (
+    Failed,
+    Generated,
+    Pending,
+    PollPolicy,
+    Throttled,
+    TimedOut,
+    assess,
+    overdue,
+)
+from services.poller.ports import Deps
+from shared.contracts import JobGeneratedV1, JobProgressV1, JobRecordV1, JobSubmittedV1
+from shared.contracts.lifecycle import JobStatus, mark_generated, report_progress
+from shared.jobstore import JobStore, advance
+from shared.outcomes import Emit, announce_end, end_job
+from shared.provider import (
+    ProviderNotFound,
+    ProviderRateLimited,
+    ProviderRejected,
+    VideoProvider,
+)
+
+SERVICE = "poller"
+FOLLOWED = (JobStatus.SUBMITTED, JobStatus.GENERATING)
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """The upstream job to look at, named by the `submitted` event (a poll) or by the job's
+    record (a webhook, which names only the video)."""
+
+    tenant: str
+    job_id: str
+    upstream_id: str
+    cost_micros: int
+
+    @classmethod
+    def of_submitted(cls, event: JobSubmittedV1) -> Followed:
+        return cls(event.tenant, event.job_id, event.upstream_id, event.cost_micros)
+
+    @classmethod
+    def of_record(cls, record: JobRecordV1) -> Followed | None:
+        if record.upstream_id is None or record.cost_micros is None:
+            return None
+        return cls(record.tenant, record.job_id, record.upstream_id, record.cost_micros)
+
+
+async def follow(deps: Deps, job: Followed, record: JobRecordV1) -> Pending | Throttled | None:
+    """One look at a followed job (`record` in FOLLOWED) and its consequence: progress recorded
+    and announced (Pending: look again later), a 429 (Throttled: look again after its delay),
+    or the job generated, failed or timed out, recorded and announced (None)."""
+    match await look(deps.provider, deps.policy, job.upstream_id, waited_since_submit(record)):
+        case Pending() as pending:
+            await progressed(deps.jobs, deps.emit, job, record, pending)
+            return pending
+        case Throttled() as throttled:
+            return throttled
+        case Generated(produced_seconds=produced):
+            if await advance(deps.jobs, job, mark_generated, produced_seconds=produced):
+                await deps.emit(generated(job, produced))
+        case Failed() | TimedOut() as why:
+            await end_job(
+                deps.jobs, deps.emit, job, reason=why.reason, detail=why.detail, stage=SERVICE,
+                upstream_id=job.upstream_id,
+                how="time_out" if isinstance(why, TimedOut) else "fail",
+            )  # fmt: skip
+    return None
+
+
+async def look(
+    provider: VideoProvider, policy: PollPolicy, upstream_id: str, waited: float
+) -> Pending | Throttled | Generated | Failed | TimedOut:
+    """One retrieve of the upstream job, judged. The deadline is checked first, so no upstream
+    trouble extends a job forever; a 429 waits (no budget spent); other upstream errors (5xx,
+    timeouts, malformed bodies) propagate to the caller (the poll's house error budget and
+    backoff; the webhook's 503, which the sender retries)."""
+    if (late := overdue(policy, waited)) is not None:
+        return late
+    try:
+        video, hint = await provider.retrieve(upstream_id)
+    except ProviderNotFound as exc:
+        return Failed("upstream_lost", exc.message)
+    except ProviderRejected as exc:
+        return Failed("upstream_rejected", f"{exc.status}: {exc.message}")
+    except ProviderRateLimited as exc:
+        return Throttled(policy.clamp(exc.retry_after_seconds))
+    error = (video.error.code, video.error.message) if video.error else None
+    return assess(
+        policy, status=video.status, progress=video.progress, error=error, waited=waited,
+        server_hint=hint, seconds=video.seconds,
+    )  # fmt: skip
+
+
+async def not_followed(emit: Emit, job: Followed, record: JobRecordV1 | None) -> None:
+    """A job past polling: announce what this stage announced, should it have been lost."""
+    if record is None:
+        return
+    if record.terminal:
+        await announce_end(emit, record, SERVICE)
+    elif record.status == JobStatus.GENERATED:
+        await emit(generated(job, record.produced_seconds))  # redelivered after a crash
+
+
+def waited_since_submit(record: JobRecordV1) -> float:
+    submitted_at = record.history.get(JobStatus.SUBMITTED.value)
+    if submitted_at is None:
+        return 0.0
+    return (datetime.now(UTC) - submitted_at).total_seconds()
+
+
+async def progressed(
+    jobs: JobStore, emit: Emit, job: Followed, record: JobRecordV1, progress: Pending
+) -> None:
+    """Progress is announced only when it moved forward (one fact per percentage)."""
+    if record.status == JobStatus.GENERATING and progress.progress <= record.progress:
+        return
+    if await advance(jobs, job, report_progress, progress=progress.progress):
+        fact = JobProgressV1.fact(
+            job, key=str(progress.progress), upstream_id=job.upstream_id,
+            upstream_status=progress.upstream_status, progress=progress.progress,
+        )  # fmt: skip
+        await emit(fact)
+
+
+def generated(job: Followed, produced_seconds: int | None) -> JobGeneratedV1:
+    return JobGeneratedV1.fact(
+        job,
+        upstream_id=job.upstream_id,
+        cost_micros=job.cost_micros,
+        produced_seconds=produced_seconds,
+    )

@@ -1,0 +1,152 @@
+"""The poller's webhook endpoint, `POST /webhooks/videos`: Standard Webhooks signatures checked
+with the `standardwebhooks` library, replays refused, then the named job looked at at once.
+
+Refusals (JSON `{"error": {"reason", "detail"}}`): 503 `webhooks_disabled` (no
+CLIPLINE_WEBHOOK_SECRET), 413 `too_large`, 401 `invalid_signature` (missing, malformed or wrong),
+401 `stale` (timestamp outside the library's 5-minute tolerance), 409 `replayed` (a webhook id
+already taken, by this replica or another), 400 `malformed_event` (signed, but not a video
+event). A verified event is answered 202 whatever it leads to (an unknown video is logged and
+ignored: a retry could not change that), except 503 `retry` when the look failed (the upstream
+or NATS unreachable, a 429): the id is released, so the sender's retry is taken. Neither the
+secret nor a signature is ever logged or answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from services.poller.domain import Malformed, Throttled, VideoEvent, video_event
+from services.poller.handlers import Looked, NotFollowed, UnknownVideo, on_video_event
+from services.poller.ports import WebhookDeps
+from shared.logs import job_context
+
+log = logging.getLogger("clipline.poller.webhooks")
+PATH = "/webhooks/videos"
+MAX_BODY_BYTES = 64 * 1024
+HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    webhook_id: str
+    event: VideoEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    status: int
+    reason: str
+    detail: str
+
+
+def verify(verifier: Webhook, body: bytes, headers: Mapping[str, str]) -> Verified | Refused:
+    """Is this a video event signed with our secret, within the timestamp tolerance?"""
+    if len(body) > MAX_BODY_BYTES:
+        return Refused(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    wanted = {name: headers.get(name, "") for name in HEADERS}
+    try:
+        verifier.verify(body, wanted, json_parse=False)
+    except WebhookVerificationError as exc:
+        # The library's messages are fixed sentences; none holds a header's value.
+        if "timestamp too" in str(exc):
+            return Refused(401, "stale", f"{exc}: outside the 5-minute tolerance")
+        return Refused(401, "invalid_signature", str(exc))
+    except ValueError:  # not UTF-8, a signature without "v1,", bad base64: unverifiable
+        return Refused(401, "invalid_signature", "malformed webhook-signature or body")
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        return Refused(400, "malformed_event", "the signed body is not JSON")
+    match video_event(payload):
+        case Malformed(detail=detail):
+            return Refused(400, "malformed_event", detail)
+        case VideoEvent() as event:
+            return Verified(wanted["webhook-id"], event)
+
+
+def _answer(
+    status: int, body: dict[str, object], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(body, status, headers=headers)
+
+
+def _refuse(status: int, reason: str, detail: str) -> JSONResponse:
+    return _answer(status, {"error": {"reason": reason, "detail": detail}})
+
+
+def build_webhooks(deps: WebhookDeps | None) -> FastAPI:
+    """The endpoint; `deps` None (no secret configured): it answers 503 and polling alone runs."""
+    api = FastAPI(title="clipline poller webhooks", openapi_url=None, docs_url=None)
+
+    @api.post(PATH)
+    async def receive(request: Request) -> JSONResponse:
+        if deps is None:
+            return _refuse(503, "webhooks_disabled", "CLIPLINE_WEBHOOK_SECRET is not set")
+        body = await _read_at_most(request, MAX_BODY_BYTES)
+        verdict = verify(deps.verifier, body, request.headers)
+        if isinstance(verdict, Refused):
+            log.warning("webhook refused: %s (%s)", verdict.reason, verdict.detail)
+            return _refuse(verdict.status, verdict.reason, verdict.detail)
+        try:
+            taken = await deps.seen.claim(verdict.webhook_id)
+        except Exception as exc:  # NATS unreachable: nothing was taken, the retry will be
+            log.warning("webhook %r: id not recorded: %r", verdict.event.event_id, exc)
+            return _refuse(503, "retry", "the webhook could not be recorded now; retry later")
+        if not taken:
+            log.warning("webhook refused: replayed (event %r)", verdict.event.event_id)
+            detail = f"webhook id {verdict.webhook_id!r:.80} was already taken"
+            return _refuse(409, "replayed", detail)
+        return await _take(deps, verdict.webhook_id, verdict.event)
+
+    return api
+
+
+async def _read_at_most(request: Request, limit: int) -> bytes:
+    """The body, but never more than `limit` + 1 bytes of it in memory (`verify` refuses it)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            break
+    return bytes(body[: limit + 1])
+
+
+async def _take(deps: WebhookDeps, webhook_id: str, event: VideoEvent) -> JSONResponse:
+    try:
+        outcome = await on_video_event(deps, event)
+    except asyncio.CancelledError:  # the server stopping: the sender's retry must be taken
+        await asyncio.shield(deps.seen.release(webhook_id))
+        raise
+    except Exception as exc:  # the sender retries a 5xx; the poll stays the safety net
+        await deps.seen.release(webhook_id)
+        log.warning("webhook %r for %r: look failed: %r", event.event_id, event.video_id, exc)
+        return _refuse(503, "retry", "the job could not be looked at now; retry later")
+    match outcome:
+        case Throttled(delay=delay):
+            await deps.seen.release(webhook_id)
+            retry = {"Retry-After": str(max(1, math.ceil(delay)))}
+            detail = {"reason": "retry", "detail": "the upstream is rate limiting"}
+            return _answer(503, {"error": detail}, retry)
+        case UnknownVideo():
+            log.info(
+                "webhook %r: video %r is no job of ours; ignored", event.event_id, event.video_id
+            )
+            return _answer(202, {"accepted": "ignored", "detail": "unknown video"})
+        case NotFollowed(job_id=job_id, status=status):
+            with job_context(job_id):
+                log.info("webhook %r: job %s is %s, not followed", event.event_id, job_id, status)
+            return _answer(202, {"accepted": "not_followed", "job_id": job_id, "status": status})
+        case Looked(job_id=job_id, still_running=running):
+            with job_context(job_id):
+                log.info("webhook %r (%r): job %s looked at", event.event_id, event.type, job_id)
+            return _answer(202, {"accepted": "looked", "job_id": job_id, "running": running})

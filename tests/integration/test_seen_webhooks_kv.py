@@ -1,0 +1,46 @@
+"""Webhook ids in the real clipline_webhooks bucket: one claim wins among many, a released id
+can be claimed again, the bucket forgets after its ttl (longer than the tolerance)."""
+
+import asyncio
+import uuid
+
+import pytest
+from nats.aio.client import Client
+from nats.js.kv import KeyValue
+
+from services.poller.adapters import KvSeenWebhooks
+from shared.streams import WEBHOOK_REPLAY_WINDOW_SECONDS, WEBHOOKS_BUCKET
+
+pytestmark = pytest.mark.integration
+
+
+async def seen(nc: Client) -> KvSeenWebhooks:
+    kv = await nc.jetstream().key_value(WEBHOOKS_BUCKET)
+
+    async def get_kv() -> KeyValue:
+        return kv
+
+    return KvSeenWebhooks(get_kv)
+
+
+async def test_of_concurrent_claims_of_one_id_exactly_one_wins(nc: Client) -> None:
+    # Two KvSeenWebhooks on one connection stand for replicas: only the server decides.
+    a, b = await seen(nc), await seen(nc)
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    wins = await asyncio.gather(*(s.claim(webhook_id) for s in [a, b] * 10))
+    assert wins.count(True) == 1
+    assert await a.claim(f"msg_{uuid.uuid4().hex}")  # another id is its own
+
+
+async def test_a_released_id_is_taken_again_once(nc: Client) -> None:
+    store = await seen(nc)
+    webhook_id = "any id: spaces, dots. and *wildcards* > are fine " + uuid.uuid4().hex
+    assert await store.claim(webhook_id)
+    await store.release(webhook_id)
+    assert await store.claim(webhook_id)
+    assert not await store.claim(webhook_id)
+
+
+async def test_the_bucket_remembers_longer_than_the_tolerance(nc: Client) -> None:
+    status = await (await nc.jetstream().key_value(WEBHOOKS_BUCKET)).status()
+    assert status.ttl == WEBHOOK_REPLAY_WINDOW_SECONDS > 5 * 60
