@@ -14,15 +14,31 @@ from shared.config import UpstreamSettings
 from shared.provider.errors import (
     ProviderError,
     ProviderMalformedResponse,
+    ProviderNoAnswer,
     ProviderNotFound,
+    ProviderNotSent,
     ProviderRateLimited,
     ProviderRejected,
+    ProviderServerError,
     ProviderUnavailable,
 )
 from shared.provider.port import CreateVideo, Download
 from shared.provider.wire import UpstreamVideo, UpstreamVideoPage, Variant
 
 CHUNK_BYTES = 1024 * 1024
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+"""Transport errors raised before any byte of the request left (a connection that could not be
+made or taken from the pool, a URL httpx cannot send). Every other transport error (read or
+write timeout, read or write error, a connection dropped, a protocol error) may come after the
+upstream got the request."""
+
+
+def transport_error(what: str, exc: httpx.TransportError) -> ProviderUnavailable:
+    """The typed error for a request that got no HTTP answer: never sent, or answer lost."""
+    message = f"{what}: {type(exc).__name__}"
+    if isinstance(exc, NOT_SENT):
+        return ProviderNotSent(message)
+    return ProviderNoAnswer(message)
 
 
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
@@ -69,7 +85,7 @@ def error_for(response: httpx.Response) -> ProviderError:
     if status == 404:
         return ProviderNotFound(message, status=status, code=code)
     if status in (408, 409) or status >= 500:
-        return ProviderUnavailable(message, status=status, code=code)
+        return ProviderServerError(message, status=status, code=code)
     return ProviderRejected(message, status=status, code=code, param=param)
 
 
@@ -110,8 +126,7 @@ class OpenAIVideosProvider:
         try:
             response = await self._client.request(method, url, **kwargs)  # type: ignore[arg-type]
         except httpx.TransportError as exc:
-            # Includes a connection dropped after the request was sent: the create may exist.
-            raise ProviderUnavailable(f"{method} {url}: {type(exc).__name__}") from exc
+            raise transport_error(f"{method} {url}", exc) from exc
         if response.is_success:
             return response
         raise error_for(response)
@@ -171,7 +186,7 @@ class OpenAIVideosProvider:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise ProviderUnavailable(f"download {variant}: {type(exc).__name__}") from exc
+            raise transport_error(f"download {variant}", exc) from exc
         try:
             if not response.is_success:
                 await response.aread()
@@ -191,7 +206,7 @@ class OpenAIVideosProvider:
             async for chunk in response.aiter_bytes(CHUNK_BYTES):
                 yield chunk
         except httpx.TransportError as exc:
-            raise ProviderUnavailable(f"download {variant} broke: {type(exc).__name__}") from exc
+            raise ProviderNoAnswer(f"download {variant} broke: {type(exc).__name__}") from exc
 
     async def delete(self, video_id: str) -> None:
         await self._send("DELETE", f"videos/{video_id}")

@@ -1,6 +1,7 @@
 """The OpenAI-videos adapter: wire format, typed errors, retry hints (httpx MockTransport)."""
 
 import json
+import socket
 from collections.abc import Callable
 
 import httpx
@@ -11,9 +12,12 @@ from shared.provider import (
     InputImage,
     OpenAIVideosProvider,
     ProviderMalformedResponse,
+    ProviderNoAnswer,
     ProviderNotFound,
+    ProviderNotSent,
     ProviderRateLimited,
     ProviderRejected,
+    ProviderServerError,
     ProviderUnavailable,
 )
 
@@ -85,7 +89,8 @@ async def test_retrieve_reads_poll_hint_and_tolerates_missing_nullable_keys() ->
         ),
         (429, {"retry-after": "3"}, ProviderRateLimited, lambda e: e.retry_after_seconds == 3.0),
         (429, {}, ProviderRateLimited, lambda e: e.retry_after_seconds is None),
-        (503, {}, ProviderUnavailable, lambda e: e.retryable),
+        (503, {}, ProviderServerError, lambda e: e.retryable and e.status == 503),
+        (500, {}, ProviderServerError, lambda e: isinstance(e, ProviderUnavailable)),
         (404, {}, ProviderNotFound, lambda e: not e.retryable),
         (400, {}, ProviderRejected, lambda e: e.param == "seconds" and e.code == "invalid_value"),
     ],
@@ -118,11 +123,45 @@ async def test_malformed_and_network_failures() -> None:
     with pytest.raises(ProviderMalformedResponse):
         await provider(not_json).retrieve("video_x")
 
-    def dropped(request: httpx.Request) -> httpx.Response:
-        raise httpx.RemoteProtocolError("server disconnected", request=request)
 
-    with pytest.raises(ProviderUnavailable):
-        await provider(dropped).create(CreateVideo("sora-2", "1280x720", 4, "p", "job_2"))
+@pytest.mark.parametrize(
+    ("raised", "error"),
+    [
+        # Nothing left the client: the upstream cannot have acted on it.
+        (httpx.ConnectError("refused"), ProviderNotSent),
+        (httpx.ConnectTimeout("slow handshake"), ProviderNotSent),
+        (httpx.PoolTimeout("no free connection"), ProviderNotSent),
+        # Sent, or partly sent, and the answer lost: a create may exist.
+        (httpx.RemoteProtocolError("server disconnected"), ProviderNoAnswer),
+        (httpx.ReadTimeout("no answer"), ProviderNoAnswer),
+        (httpx.WriteTimeout("stalled upload"), ProviderNoAnswer),
+        (httpx.ReadError("reset by peer"), ProviderNoAnswer),
+        (httpx.WriteError("broken pipe"), ProviderNoAnswer),
+    ],
+)
+async def test_a_failed_exchange_says_whether_the_request_left(
+    raised: httpx.TransportError, error: type[ProviderUnavailable]
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raised.request = request
+        raise raised
+
+    with pytest.raises(ProviderUnavailable) as info:
+        await provider(handler).create(CreateVideo("sora-2", "1280x720", 4, "p", "job_2"))
+    assert type(info.value) is error, type(info.value)
+    assert info.value.retryable
+
+
+async def test_a_refused_connection_to_a_real_port_is_not_sent() -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = OpenAIVideosProvider.client(f"http://127.0.0.1:{port}/v1", "sk-test", 5.0)
+    async with client:
+        with pytest.raises(ProviderNotSent):
+            await OpenAIVideosProvider(client).create(
+                CreateVideo("sora-2", "1280x720", 4, "p", "job_3")
+            )
 
 
 async def test_download_streams_chunks_with_content_type() -> None:
