@@ -14,6 +14,7 @@ from faststream.exceptions import NackMessage
 
 from services.submitter.domain import (
     ATTEMPT_LEASE_SECONDS,
+    CLOCK_SLACK_SECONDS,
     Adopt,
     Ambiguous,
     Candidate,
@@ -106,12 +107,13 @@ async def reconcile_then_submit(
     """Before creating again, look for the earlier attempt's video upstream and adopt it."""
     spec = event.spec
     first = record.history.get(JobStatus.SUBMITTING.value) or record.last_attempt_at
+    since = first.timestamp() if first else 0.0
     videos = [
         Candidate(v.id, v.model, v.size, v.seconds, v.prompt, v.created_at)
-        for v in await deps.provider.recent()
+        for v in await deps.provider.recent(since=int(since - CLOCK_SLACK_SECONDS))
     ]
     want = Wanted(spec.model, spec.size, spec.seconds, spec.prompt)
-    candidates = matching(want, first.timestamp() if first else 0.0, videos)
+    candidates = matching(want, since, videos)
     owners = {c: await deps.upstream.owner(c) for c in candidates}
     mine = (event.tenant, event.job_id)
     owned = frozenset(c for c, owner in owners.items() if owner is not None and owner != mine)

@@ -26,6 +26,8 @@ from shared.provider.port import CreateVideo, Download
 from shared.provider.wire import UpstreamVideo, UpstreamVideoPage, Variant
 
 CHUNK_BYTES = 1024 * 1024
+RECENT_PAGES = 10
+"""`recent(since=...)` reads at most this many pages (of up to 100 videos) back in time."""
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 """Transport errors raised before any byte of the request left (a connection that could not be
 made or taken from the pool, a URL httpx cannot send). Every other transport error (read or
@@ -152,12 +154,24 @@ class OpenAIVideosProvider:
             response = await self._send("POST", "videos", data=fields, files=files, headers=headers)
         return _video(response)
 
-    async def recent(self, limit: int = 100) -> list[UpstreamVideo]:
-        response = await self._send(
-            "GET", "videos", params={"limit": str(max(1, min(100, limit))), "order": "desc"}
-        )
+    async def recent(self, limit: int = 100, since: int | None = None) -> list[UpstreamVideo]:
+        params = {"limit": str(max(1, min(100, limit))), "order": "desc"}
+        videos: list[UpstreamVideo] = []
+        for _ in range(RECENT_PAGES):
+            page = await self._page(params)
+            videos += page.data
+            if since is None or not page.has_more or not page.data:
+                break
+            oldest = page.data[-1].created_at
+            if oldest is not None and oldest < since:
+                break  # everything further back is older still
+            params["after"] = page.data[-1].id
+        return videos
+
+    async def _page(self, params: dict[str, str]) -> UpstreamVideoPage:
+        response = await self._send("GET", "videos", params=params)
         try:
-            return list(UpstreamVideoPage.model_validate_json(response.content).data)
+            return UpstreamVideoPage.model_validate_json(response.content)
         except ValidationError as exc:
             raise ProviderMalformedResponse(
                 f"upstream returned a body that is not a list of videos: {exc.error_count()}",

@@ -202,3 +202,18 @@ async def test_a_refused_create_fails_with_the_upstreams_reason_and_is_never_ret
     assert actions(h.outcomes(event)) == ["ack"]
     assert len(provider.created) == 1
     assert provider.list_calls == 0
+
+
+async def test_reconciling_reads_back_past_the_newest_hundred(submitter: Submitter) -> None:
+    h, provider = submitter.h, submitter.provider
+    event = new_job(submitter)
+    provider.creates = [ProviderNoAnswer("POST videos: RemoteProtocolError")]
+    others = [made_upstream(f"video_other_{n}") for n in range(150)]
+    others = [v.model_copy(update={"prompt": f"another job {n}"}) for n, v in enumerate(others)]
+    provider.listed = [*others, made_upstream("video_dropped")]  # 150 newer creates since
+
+    await h.send(event, delivery=1)
+    await h.send(event, delivery=2)
+
+    assert h.jobs.records()[event.job_id].upstream_id == "video_dropped"
+    assert len(provider.created) == 1

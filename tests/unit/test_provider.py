@@ -194,3 +194,31 @@ async def test_create_with_image_is_multipart_with_a_file_part() -> None:
     assert b"\x89PNG-bytes" in body
     assert b'name="seconds"\r\n\r\n8' in body
     assert req.headers["Idempotency-Key"] == "job_3"
+
+
+def listing(total: int) -> Callable[[httpx.Request], httpx.Response]:
+    """An upstream with `total` videos made one a second (video_<n> at n), listed newest first
+    in pages that follow the `after` cursor."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.params["order"] == "desc"
+        limit = int(request.url.params["limit"])
+        after = request.url.params.get("after")
+        start = int(after.removeprefix("video_")) - 1 if after else total - 1
+        ids = list(range(start, max(-1, start - limit), -1))
+        data = [{**VIDEO, "id": f"video_{n}", "created_at": n} for n in ids]
+        return httpx.Response(200, json={"data": data, "has_more": bool(ids) and ids[-1] > 0})
+
+    return handler
+
+
+async def test_recent_pages_back_to_since_and_no_further() -> None:
+    videos = await provider(listing(1000)).recent(limit=100, since=750)
+    assert len(videos) == 300  # pages of 100 until one reaches back before 750
+    assert [v.id for v in videos[:2]] == ["video_999", "video_998"]
+    assert videos[-1].created_at == 700
+    one_page = await provider(listing(1000)).recent(limit=100)
+    assert len(one_page) == 100
+    assert len(await provider(listing(150)).recent(limit=100, since=0)) == 150  # to the end
+    capped = await provider(listing(5000)).recent(limit=100, since=0)
+    assert len(capped) == 1000  # at most ten pages
