@@ -108,10 +108,11 @@ async def reconcile_then_submit(
     spec = event.spec
     first = record.history.get(JobStatus.SUBMITTING.value) or record.last_attempt_at
     since = first.timestamp() if first else 0.0
-    videos = [
-        Candidate(v.id, v.model, v.size, v.seconds, v.prompt, v.created_at)
-        for v in await deps.provider.recent(since=int(since - CLOCK_SLACK_SECONDS))
-    ]
+    try:
+        listed = await deps.provider.recent(since=int(since - CLOCK_SLACK_SECONDS))
+    except ProviderRateLimited as exc:  # waiting for capacity is not an error
+        raise NackMessage(delay=rate_limit_delay(exc.retry_after_seconds)) from exc
+    videos = [Candidate(v.id, v.model, v.size, v.seconds, v.prompt, v.created_at) for v in listed]
     want = Wanted(spec.model, spec.size, spec.seconds, spec.prompt)
     candidates = matching(want, since, videos)
     owners = {c: await deps.upstream.owner(c) for c in candidates}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from shared.provider.wire import UpstreamVideo, UpstreamVideoPage, Variant
 CHUNK_BYTES = 1024 * 1024
 RECENT_PAGES = 10
 """`recent(since=...)` reads at most this many pages (of up to 100 videos) back in time."""
+PAGE_TRIES = 3
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 """Transport errors raised before any byte of the request left (a connection that could not be
 made or taken from the pool, a URL httpx cannot send). Every other transport error (read or
@@ -169,6 +171,14 @@ class OpenAIVideosProvider:
         return videos
 
     async def _page(self, params: dict[str, str]) -> UpstreamVideoPage:
+        """One page of the list; a read is safe to repeat, so a page that failed (5xx, no
+        connection, no answer) is asked again a few times before the whole listing fails."""
+        for _ in range(PAGE_TRIES - 1):
+            with contextlib.suppress(ProviderUnavailable):
+                return await self._read_page(params)
+        return await self._read_page(params)
+
+    async def _read_page(self, params: dict[str, str]) -> UpstreamVideoPage:
         response = await self._send("GET", "videos", params=params)
         try:
             return UpstreamVideoPage.model_validate_json(response.content)

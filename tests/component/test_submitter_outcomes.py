@@ -22,12 +22,13 @@ from shared.provider import (
     ProviderNoAnswer,
     ProviderNotFound,
     ProviderNotSent,
+    ProviderRateLimited,
     ProviderRejected,
     ProviderServerError,
     UpstreamVideo,
 )
 from tests.component.harness import SPEC, Fakes, Harness, admitted, job_record, new_job_id, running
-from tests.component.support import actions
+from tests.component.support import actions, settled
 from tests.fakes import FakeProvider, upstream_video
 
 
@@ -217,3 +218,24 @@ async def test_reconciling_reads_back_past_the_newest_hundred(submitter: Submitt
 
     assert h.jobs.records()[event.job_id].upstream_id == "video_dropped"
     assert len(provider.created) == 1
+
+
+async def test_a_rate_limited_listing_waits_without_spending_the_error_budget(
+    submitter: Submitter,
+) -> None:
+    h, provider = submitter.h, submitter.provider
+    event = new_job(submitter)
+    provider.creates = [ProviderServerError("boom", status=503)]
+    await h.send(event, delivery=1)
+    limited = ProviderRateLimited("slow down", retry_after_seconds=3.0)
+
+    async def rate_limited(limit: int = 100, since: int | None = None) -> list[UpstreamVideo]:
+        raise limited
+
+    provider.recent = rate_limited  # type: ignore[method-assign]
+    await h.send(event, delivery=2)
+
+    assert settled(h.outcomes(event))[-1] == ("nak", 3.0)
+    record = h.jobs.records()[event.job_id]
+    assert record.errors == {"submitter": 1}  # the 5xx only
+    assert record.status == JobStatus.SUBMITTING

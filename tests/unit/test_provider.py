@@ -222,3 +222,20 @@ async def test_recent_pages_back_to_since_and_no_further() -> None:
     assert len(await provider(listing(150)).recent(limit=100, since=0)) == 150  # to the end
     capped = await provider(listing(5000)).recent(limit=100, since=0)
     assert len(capped) == 1000  # at most ten pages
+
+
+async def test_a_failed_page_is_asked_again_before_the_listing_fails() -> None:
+    answers = [503, 502, 200]
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        status = answers.pop(0) if answers else 503
+        if status != 200:
+            return httpx.Response(status, json={"error": {"message": "busy"}})
+        return httpx.Response(200, json={"data": [VIDEO], "has_more": False})
+
+    assert [v.id for v in await provider(handler).recent(since=0)] == [VIDEO["id"]]
+    assert len(seen) == 3
+    with pytest.raises(ProviderServerError):  # three failures in a row: the listing fails
+        await provider(handler).recent(since=0)
