@@ -318,11 +318,21 @@ async def periodically(
     every: float, action: Callable[[], Awaitable[object]]
 ) -> AsyncIterator[None]:
     """Run `action` every `every` seconds while the block runs (a failed action is skipped: a
-    lost heartbeat or lease renewal only risks a redelivery, which every handler tolerates)."""
+    lost heartbeat or lease renewal only risks a redelivery, which every handler tolerates).
+
+    The loop also stops on a flag, not only by cancellation: nats-py turns a cancellation
+    inside some calls into an ordinary error (a JetStream publish waiting for its slot raises
+    TooManyStalledMsgsError), which the loop would skip and carry on, and the block's exit
+    would then wait for it forever (seen: a create answered just as its lease was renewed
+    left its handler hanging)."""
+    done = asyncio.Event()
 
     async def loop() -> None:
-        while True:
-            await asyncio.sleep(every)  # a timer, not synchronisation
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), every)  # a timer, cut short at the end
+            if done.is_set():
+                return
             with contextlib.suppress(Exception):
                 await action()
 
@@ -330,6 +340,7 @@ async def periodically(
     try:
         yield
     finally:
+        done.set()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

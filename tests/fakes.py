@@ -153,9 +153,9 @@ class FakeProvider:
         self.listed.insert(0, result)
         return result
 
-    async def recent(self, limit: int = 100) -> list[UpstreamVideo]:
+    async def recent(self, limit: int = 100, since: int | None = None) -> list[UpstreamVideo]:
         self.list_calls += 1
-        return self.listed[:limit]
+        return self.listed if since is not None else self.listed[:limit]
 
     async def retrieve(self, video_id: str) -> tuple[UpstreamVideo, float | None]:
         self.retrieved.append(video_id)

@@ -59,7 +59,8 @@ any other poller reason is the failure code the upstream reported for the genera
 UPSTREAM_EXISTS = frozenset({"submitted", "generating", "generated", "storing"})
 """Statuses (history keys) in which an upstream job surely exists (lifecycle.UPSTREAM_STARTED)."""
 CREATE_SENT = UPSTREAM_EXISTS | {"submitting"}
-"""Statuses (history keys) after which an upstream create may have been sent."""
+"""Statuses (history keys) after which an upstream create may have been sent: the evidence
+for a record that does not say itself (`create_may_exist` None, written before it existed)."""
 NOTHING_SENT_REASONS = frozenset({"input_unavailable"})
 """Submitter endings decided before the create request left."""
 
@@ -75,6 +76,19 @@ class Ending:
     estimate_micros: int
     requested_seconds: int
     produced_seconds: int | None
+    create_may_exist: bool | None = None
+    """What the record says of its latest create attempt (JobRecordV1.create_may_exist): False
+    when it never left or the upstream refused it (429, 4xx); None when the record does not
+    say, and then `reached` is the evidence."""
+
+    @property
+    def create_sent(self) -> bool:
+        """Whether an upstream create may exist: the record's own word, else its history."""
+        if self.reached & UPSTREAM_EXISTS:
+            return True
+        if self.create_may_exist is not None:
+            return self.create_may_exist
+        return bool(self.reached & CREATE_SENT)
 
 
 def bill(ending: Ending) -> Settlement:
@@ -84,7 +98,7 @@ def bill(ending: Ending) -> Settlement:
         seconds = ending.produced_seconds or ending.requested_seconds
         per_second = ending.estimate_micros // ending.requested_seconds
         return Charge(per_second * seconds, f"{seconds} s produced")
-    if not ending.reached & CREATE_SENT:
+    if not ending.create_sent:
         return Release("ended before any upstream create")
     if ending.reason == "moderation_blocked":
         return Release("blocked by moderation: unbilled")

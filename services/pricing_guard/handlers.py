@@ -186,6 +186,7 @@ def ending(record: JobRecordV1, reservation: ReservationRecord) -> Ending:
         estimate_micros=reservation.estimate_micros,
         requested_seconds=reservation.seconds,
         produced_seconds=record.produced_seconds,
+        create_may_exist=record.create_may_exist,
     )
 
 

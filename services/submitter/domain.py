@@ -32,7 +32,11 @@ class Skip:
 @dataclass(frozen=True, slots=True)
 class Reconcile:
     """A create may have reached the upstream (recorded `submitting`, no upstream id): look
-    for it among the upstream's recent videos before any new create."""
+    for it among the upstream's recent videos before any new create. `answer_lost`: the
+    request surely reached the upstream and its answer was lost (a timeout, a dropped
+    connection), so finding nothing is no proof that nothing was made."""
+
+    answer_lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,10 @@ class Expired:
     detail: str
 
 
+NOTHING_MADE = frozenset({"not_sent", "refused"})
+"""Attempt outcomes (lifecycle.CreateOutcome values) after which nothing exists upstream."""
+
+
 def plan(
     status: str | None,
     upstream_id: str | None,
@@ -58,8 +66,12 @@ def plan(
     deadline: float,
     attempt_age: float | None = None,
     lease: float = ATTEMPT_LEASE_SECONDS,
+    outcome: str | None = None,
 ) -> Submit | Reconcile | InFlight | Resend | Skip | Expired:
-    """What to do with an admitted job given its recorded state, `waited` s after admission."""
+    """What to do with an admitted job given its recorded state, `waited` s after admission,
+    and what its latest create attempt said (`outcome`, a lifecycle.CreateOutcome value): a
+    request that never left or was refused is sent again, a 5xx or a lost process is
+    reconciled first, a lost answer is reconciled and never sent again."""
     if status is None or terminal:
         return Skip()
     if upstream_id:
@@ -71,7 +83,9 @@ def plan(
         return InFlight(min(lease, lease - attempt_age))
     if waited > deadline:
         return Expired(f"not submitted within {deadline:.0f}s of admission")
-    return Reconcile() if status == "submitting" else Submit()
+    if status == "admitted" or outcome in NOTHING_MADE:
+        return Submit()
+    return Reconcile(answer_lost=outcome == "no_answer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,15 +149,42 @@ def matching(want: Wanted, first_attempt: float, videos: Iterable[Candidate]) ->
 
 
 def reconcile(
-    candidates: list[str], owned_elsewhere: frozenset[str]
+    candidates: list[str], owned_elsewhere: frozenset[str], *, answer_lost: bool = False
 ) -> Adopt | NoMatch | Ambiguous:
-    """Which upstream video, if any, is the job's, given the ids other jobs already own."""
+    """Which upstream video, if any, is the job's, given the ids other jobs already own. When
+    the create surely reached the upstream (`answer_lost`), no match is no proof that nothing
+    was made (more creates since than a listing shows, a video listed late): ambiguous."""
     free = [c for c in candidates if c not in owned_elsewhere]
+    if not free and answer_lost:
+        return Ambiguous(
+            "the create reached the upstream and its answer was lost, and no unowned upstream "
+            "video matches it: creating again could pay twice"
+        )
     if not free:
         return NoMatch()
     if len(free) == 1:
         return Adopt(free[0])
     return Ambiguous(f"{len(free)} upstream videos match this job's request: {', '.join(free)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The upstream refused the create for good (4xx): the job fails with its reason."""
+
+    reason: str
+    detail: str
+
+
+UPSTREAM_OWN_REASONS = frozenset({"moderation_blocked"})
+"""Upstream error codes that are reasons of clipline's own (billing and clients know them)."""
+
+
+def rejection(status: int | None, code: str | None, message: str) -> Rejected:
+    """Why a refused create fails its job: the upstream's code as the reason when clipline
+    knows it (moderation), else `upstream_rejected`; the detail names status and code."""
+    reason = code if code in UPSTREAM_OWN_REASONS else "upstream_rejected"
+    said = " ".join(str(part) for part in (status, code) if part is not None)
+    return Rejected(reason, f"{said}: {message}" if said else message)
 
 
 def rate_limit_delay(retry_after_seconds: float | None) -> float:

@@ -16,6 +16,7 @@ from faststream.exceptions import NackMessage
 
 from services.submitter.domain import (
     ATTEMPT_LEASE_SECONDS,
+    CLOCK_SLACK_SECONDS,
     Adopt,
     Ambiguous,
     Candidate,
@@ -31,6 +32,7 @@ from services.submitter.domain import (
     plan,
     rate_limit_delay,
     reconcile,
+    rejection,
 )
 from services.submitter.ports import Deps
 from services.submitter.rates import Wait
@@ -42,6 +44,7 @@ from shared.contracts import (
     JobTimedOutV1,
 )
 from shared.contracts.lifecycle import (
+    CreateOutcome,
     IllegalTransition,
     JobStatus,
     begin_submit,
@@ -57,8 +60,11 @@ from shared.outcomes import announce_end, end_job
 from shared.provider import (
     CreateVideo,
     InputImage,
+    ProviderNotFound,
+    ProviderNotSent,
     ProviderRateLimited,
     ProviderRejected,
+    ProviderServerError,
     UpstreamVideo,
 )
 
@@ -95,27 +101,31 @@ def build_router(max_attempts: int) -> ServiceRouter:
             case Submit():
                 assert record is not None
                 await submit(deps, event, record.submit_attempts)
-            case Reconcile():
+            case Reconcile(answer_lost=answer_lost):
                 assert record is not None
-                await reconcile_then_submit(deps, event, record)
+                await reconcile_then_submit(deps, event, record, answer_lost=answer_lost)
 
     return router
 
 
-async def reconcile_then_submit(deps: Deps, event: JobAdmittedV1, record: JobRecordV1) -> None:
+async def reconcile_then_submit(
+    deps: Deps, event: JobAdmittedV1, record: JobRecordV1, *, answer_lost: bool
+) -> None:
     """Before creating again, look for the earlier attempt's video upstream and adopt it."""
     spec = event.spec
     first = record.history.get(JobStatus.SUBMITTING.value) or record.last_attempt_at
-    videos = [
-        Candidate(v.id, v.model, v.size, v.seconds, v.prompt, v.created_at)
-        for v in await deps.provider.recent()
-    ]
+    since = first.timestamp() if first else 0.0
+    try:
+        listed = await deps.provider.recent(since=int(since - CLOCK_SLACK_SECONDS))
+    except ProviderRateLimited as exc:  # waiting for capacity is not an error
+        raise NackMessage(delay=rate_limit_delay(exc.retry_after_seconds)) from exc
+    videos = [Candidate(v.id, v.model, v.size, v.seconds, v.prompt, v.created_at) for v in listed]
     want = Wanted(spec.model, spec.size, spec.seconds, spec.prompt)
-    candidates = matching(want, first.timestamp() if first else 0.0, videos)
+    candidates = matching(want, since, videos)
     owners = {c: await deps.upstream.owner(c) for c in candidates}
     mine = (event.tenant, event.job_id)
     owned = frozenset(c for c, owner in owners.items() if owner is not None and owner != mine)
-    match reconcile(candidates, owned):
+    match reconcile(candidates, owned, answer_lost=answer_lost):
         case Adopt(upstream_id=upstream_id):
             log.info("submitter: job %s adopts upstream %s", event.job_id, upstream_id)
             await recorded(deps, event, upstream_id)
@@ -172,14 +182,35 @@ async def create(
         except Exception:  # the lease runs out, and the next delivery reconciles instead
             log.warning("submitter: could not put %s back in line", event.job_id, exc_info=True)
         raise NackMessage(delay=rate_limit_delay(exc.retry_after_seconds)) from exc
-    except ProviderRejected as exc:
-        await end(deps, event, "upstream_rejected", f"{exc.status}: {exc.message}")
+    except (ProviderRejected, ProviderNotFound) as exc:
+        # Refused for good (400/401/403/404/422, moderation, a retired model): never retried.
+        await ended_attempt(deps, event, attempt, CreateOutcome.REFUSED)
+        refused = rejection(exc.status, exc.code, exc.message)
+        await end(deps, event, refused.reason, refused.detail)
         return None
-    except Exception:
-        # It may exist upstream: reconcile next time (a lost write: after the lease ran out).
-        with contextlib.suppress(Exception):
-            await advance(deps.jobs, event, end_attempt, attempt=attempt)
+    except Exception as exc:
+        # Retried (an error counted); the next delivery acts by what the outcome recorded here
+        # says. Unrecorded (a lost write), the lease runs out and it reconciles.
+        await ended_attempt(deps, event, attempt, attempt_outcome(exc))
         raise
+
+
+def attempt_outcome(exc: Exception) -> CreateOutcome:
+    """What a create that raised `exc` says about the upstream. Anything not known to have
+    stopped before the upstream (or to be its explicit 5xx) counts as a lost answer: a body
+    that could not be read, a bug, an error in the lease beside the POST."""
+    if isinstance(exc, ProviderNotSent):
+        return CreateOutcome.NOT_SENT
+    if isinstance(exc, ProviderServerError):
+        return CreateOutcome.SERVER_ERROR
+    return CreateOutcome.NO_ANSWER
+
+
+async def ended_attempt(
+    deps: Deps, event: JobAdmittedV1, attempt: int, outcome: CreateOutcome
+) -> None:
+    with contextlib.suppress(Exception):
+        await advance(deps.jobs, event, end_attempt, attempt=attempt, outcome=outcome)
 
 
 async def recorded(deps: Deps, event: JobAdmittedV1, upstream_id: str) -> None:
@@ -238,6 +269,7 @@ def decide(
         record.status.value, record.upstream_id, record.terminal,
         waited=(now - admitted_at).total_seconds() if admitted_at else 0.0, deadline=deadline,
         attempt_age=(now - alive_at).total_seconds() if alive_at else None,
+        outcome=record.create_outcome.value if record.create_outcome else None,
     )  # fmt: skip
 
 

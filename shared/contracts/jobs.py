@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from shared.contracts.events import AssetRef, JobSpec
-from shared.contracts.lifecycle import TERMINAL, JobStatus
+from shared.contracts.lifecycle import CREATE_MAY_EXIST, TERMINAL, CreateOutcome, JobStatus
 
 
 def record_key(tenant: str, job_id: str) -> str:
@@ -37,6 +37,9 @@ class JobRecordV1(BaseModel):
     attempt_alive_at: datetime | None = None
     """When the upstream create in flight was last known alive (renewed while it runs): a
     fresh one is another worker's live attempt, not a lost one to reconcile."""
+    create_outcome: CreateOutcome | None = None
+    """What the latest create attempt says about the upstream (None: no attempt yet, or a
+    record written before this field existed)."""
     progress: int = 0
     produced_seconds: int | None = None
     """Seconds of video the upstream reports it produced (what a completed job is billed for)."""
@@ -52,6 +55,14 @@ class JobRecordV1(BaseModel):
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def create_may_exist(self) -> bool | None:
+        """Whether an upstream create may exist (and may bill): None when the record does not
+        say (no `create_outcome`); then its history is the evidence."""
+        if self.create_outcome is None:
+            return None
+        return self.create_outcome in CREATE_MAY_EXIST
 
     @property
     def key(self) -> str:

@@ -34,6 +34,43 @@ class JobStatus(StrEnum):
     TIMED_OUT = "timed_out"
 
 
+class CreateOutcome(StrEnum):
+    """What the latest upstream create attempt says about the upstream (`create_outcome`)."""
+
+    IN_FLIGHT = "in_flight"
+    """Recorded before the POST. Still so after the lease ran out: its process died, and the
+    request may or may not have left."""
+    NOT_SENT = "not_sent"
+    """The request never left (no connection): nothing can exist upstream."""
+    REFUSED = "refused"
+    """The upstream answered 429 or another 4xx: it made nothing."""
+    SERVER_ERROR = "server_error"
+    """The upstream answered 5xx: usually nothing was made, but it is reconciled first."""
+    NO_ANSWER = "no_answer"
+    """Sent and the answer lost (timeout, dropped connection, unreadable body): it may exist."""
+    CREATED = "created"
+    """The upstream answered with the video; its id is on the record."""
+
+
+CREATE_MAY_EXIST = frozenset(
+    {
+        CreateOutcome.IN_FLIGHT,
+        CreateOutcome.SERVER_ERROR,
+        CreateOutcome.NO_ANSWER,
+        CreateOutcome.CREATED,
+    }
+)
+"""Outcomes after which an upstream create may exist (and may be billed)."""
+ENDED_ATTEMPT = frozenset(
+    {
+        CreateOutcome.NOT_SENT,
+        CreateOutcome.REFUSED,
+        CreateOutcome.SERVER_ERROR,
+        CreateOutcome.NO_ANSWER,
+    }
+)
+"""Outcomes `end_attempt` records (a created one is `mark_submitted`'s)."""
+
 S = JobStatus
 TERMINAL = frozenset({S.COMPLETED, S.REJECTED, S.FAILED, S.CANCELLED, S.TIMED_OUT})
 LIVE = frozenset(S) - TERMINAL
@@ -68,7 +105,7 @@ STEPS: dict[str, Step] = {
             "retry_submit",
             {S.SUBMITTING},
             S.ADMITTED,
-            "the create surely did not reach the upstream (429): back in line",
+            "the upstream made nothing (429): back in line",
         ),
         _step("mark_submitted", {S.SUBMITTING}, S.SUBMITTED, "the upstream job exists"),
         _step(
@@ -134,7 +171,7 @@ def begin_submit(record: JobRecordV1, at: datetime) -> JobRecordV1:
     """Recorded (by compare-and-set) before every upstream create attempt."""
     return _move(
         record, "begin_submit", at, submit_attempts=record.submit_attempts + 1,
-        last_attempt_at=at, attempt_alive_at=at,
+        last_attempt_at=at, attempt_alive_at=at, create_outcome=CreateOutcome.IN_FLIGHT,
     )  # fmt: skip
 
 
@@ -151,11 +188,16 @@ def retry_submit(record: JobRecordV1, at: datetime, *, attempt: int) -> JobRecor
     """The upstream refused create `attempt` before making anything (a 429): back in line,
     nothing to reconcile."""
     _own_attempt(record, "retry_submit", attempt)
-    return _move(record, "retry_submit", at, attempt_alive_at=None)
+    return _move(
+        record, "retry_submit", at, attempt_alive_at=None, create_outcome=CreateOutcome.REFUSED
+    )
 
 
 def mark_submitted(record: JobRecordV1, at: datetime, *, upstream_id: str) -> JobRecordV1:
-    return _move(record, "mark_submitted", at, upstream_id=upstream_id)
+    return _move(
+        record, "mark_submitted", at, upstream_id=upstream_id,
+        create_outcome=CreateOutcome.CREATED,
+    )  # fmt: skip
 
 
 def report_progress(record: JobRecordV1, at: datetime, *, progress: int) -> JobRecordV1:
@@ -218,14 +260,18 @@ def renew_attempt(record: JobRecordV1, at: datetime, *, attempt: int) -> JobReco
     return record.model_copy(update={"attempt_alive_at": at})
 
 
-def end_attempt(record: JobRecordV1, at: datetime, *, attempt: int) -> JobRecordV1:
-    """Create `attempt` ended without an answer (timeout, dropped connection, 5xx): it may
-    have reached the upstream, so the job stays `submitting` and the next delivery reconciles
-    at once instead of waiting out the lease."""
+def end_attempt(
+    record: JobRecordV1, at: datetime, *, attempt: int, outcome: CreateOutcome
+) -> JobRecordV1:
+    """Create `attempt` ended without a video, as `outcome` says (not sent, refused, a 5xx, no
+    answer). The job stays `submitting` and the lease is released, so the next delivery acts at
+    once by the outcome: sends again what never left or was refused, reconciles the rest."""
     if record.status != S.SUBMITTING:
         raise IllegalTransition(f"end_attempt: {record.job_id} is {record.status.value}")
+    if outcome not in ENDED_ATTEMPT:
+        raise ValueError(f"end_attempt: {outcome.value} is not how an attempt ends unanswered")
     _own_attempt(record, "end_attempt", attempt)
-    return record.model_copy(update={"attempt_alive_at": None})
+    return record.model_copy(update={"attempt_alive_at": None, "create_outcome": outcome})
 
 
 def check_move(old: JobRecordV1 | None, new: JobRecordV1) -> None:
@@ -304,8 +350,16 @@ Notes:
 - `report_progress` may repeat only with higher progress; `begin_submit` and `begin_store` may
   repeat (a retried attempt). While a create runs, its attempt renews a lease on the record
   (`attempt_alive_at`): a second delivery of the job waits instead of reconciling under a live
-  attempt. An attempt that ended without an answer clears it (reconciled at once); a 429 moves
-  the job back to `admitted` (`retry_submit`).
+  attempt. A 429 moves the job back to `admitted` (`retry_submit`); any other attempt that
+  ended without a video clears the lease (`end_attempt`) and records what it says about the
+  upstream in `create_outcome`: `not_sent` (no connection) or `refused` (4xx) is sent again
+  (or fails the job) without reconciling, `server_error` (5xx) is reconciled and created again
+  when nothing matches, `no_answer` (timeout, dropped connection) is reconciled and fails
+  `create_ambiguous` when nothing matches. `in_flight` (set by `begin_submit`) with the lease
+  run out is an attempt whose process died: reconciled, and created again when nothing matches.
+- `create_outcome` is also the billing signal: `in_flight`, `server_error`, `no_answer` and
+  `created` mean an upstream create may exist; a record without it (written before it
+  existed) falls back to its history (`submitting` reached).
 - Error budgets (`errors` per stage) and the final charge (`charged_micros`) are bookkeeping on
   the record, not moves.
 """

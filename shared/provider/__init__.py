@@ -3,9 +3,12 @@
 from shared.provider.errors import (
     ProviderError,
     ProviderMalformedResponse,
+    ProviderNoAnswer,
     ProviderNotFound,
+    ProviderNotSent,
     ProviderRateLimited,
     ProviderRejected,
+    ProviderServerError,
     ProviderUnavailable,
 )
 from shared.provider.openai_videos import OpenAIVideosProvider
@@ -18,9 +21,12 @@ __all__ = [
     "OpenAIVideosProvider",
     "ProviderError",
     "ProviderMalformedResponse",
+    "ProviderNoAnswer",
     "ProviderNotFound",
+    "ProviderNotSent",
     "ProviderRateLimited",
     "ProviderRejected",
+    "ProviderServerError",
     "ProviderUnavailable",
     "UpstreamVideo",
     "VideoProvider",

@@ -16,9 +16,25 @@ class ProviderError(Exception):
 
 
 class ProviderUnavailable(ProviderError):
-    """Network failure, timeout or 5xx: the request may or may not have been processed."""
+    """Network failure, timeout or 5xx: the request may or may not have been processed. The
+    subclasses below say how much is known; a caller that only retries catches this one."""
 
     retryable = True
+
+
+class ProviderNotSent(ProviderUnavailable):
+    """The request never left: no connection (refused, DNS, connect timeout) or no free one in
+    the pool. The upstream cannot have acted on it, so a create may simply be sent again."""
+
+
+class ProviderNoAnswer(ProviderUnavailable):
+    """The request was sent (or partly sent) and its answer lost: a read or write timeout, a
+    connection dropped mid-exchange. A create may exist upstream without clipline knowing."""
+
+
+class ProviderServerError(ProviderUnavailable):
+    """An explicit 5xx (or 408/409) answer: the upstream says it failed, and usually made
+    nothing, but a create is reconciled before it is sent again."""
 
 
 class ProviderRateLimited(ProviderError):

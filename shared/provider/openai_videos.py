@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -14,15 +15,34 @@ from shared.config import UpstreamSettings
 from shared.provider.errors import (
     ProviderError,
     ProviderMalformedResponse,
+    ProviderNoAnswer,
     ProviderNotFound,
+    ProviderNotSent,
     ProviderRateLimited,
     ProviderRejected,
+    ProviderServerError,
     ProviderUnavailable,
 )
 from shared.provider.port import CreateVideo, Download
 from shared.provider.wire import UpstreamVideo, UpstreamVideoPage, Variant
 
 CHUNK_BYTES = 1024 * 1024
+RECENT_PAGES = 10
+"""`recent(since=...)` reads at most this many pages (of up to 100 videos) back in time."""
+PAGE_TRIES = 3
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+"""Transport errors raised before any byte of the request left (a connection that could not be
+made or taken from the pool, a URL httpx cannot send). Every other transport error (read or
+write timeout, read or write error, a connection dropped, a protocol error) may come after the
+upstream got the request."""
+
+
+def transport_error(what: str, exc: httpx.TransportError) -> ProviderUnavailable:
+    """The typed error for a request that got no HTTP answer: never sent, or answer lost."""
+    message = f"{what}: {type(exc).__name__}"
+    if isinstance(exc, NOT_SENT):
+        return ProviderNotSent(message)
+    return ProviderNoAnswer(message)
 
 
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
@@ -69,7 +89,7 @@ def error_for(response: httpx.Response) -> ProviderError:
     if status == 404:
         return ProviderNotFound(message, status=status, code=code)
     if status in (408, 409) or status >= 500:
-        return ProviderUnavailable(message, status=status, code=code)
+        return ProviderServerError(message, status=status, code=code)
     return ProviderRejected(message, status=status, code=code, param=param)
 
 
@@ -110,8 +130,7 @@ class OpenAIVideosProvider:
         try:
             response = await self._client.request(method, url, **kwargs)  # type: ignore[arg-type]
         except httpx.TransportError as exc:
-            # Includes a connection dropped after the request was sent: the create may exist.
-            raise ProviderUnavailable(f"{method} {url}: {type(exc).__name__}") from exc
+            raise transport_error(f"{method} {url}", exc) from exc
         if response.is_success:
             return response
         raise error_for(response)
@@ -137,12 +156,32 @@ class OpenAIVideosProvider:
             response = await self._send("POST", "videos", data=fields, files=files, headers=headers)
         return _video(response)
 
-    async def recent(self, limit: int = 100) -> list[UpstreamVideo]:
-        response = await self._send(
-            "GET", "videos", params={"limit": str(max(1, min(100, limit))), "order": "desc"}
-        )
+    async def recent(self, limit: int = 100, since: int | None = None) -> list[UpstreamVideo]:
+        params = {"limit": str(max(1, min(100, limit))), "order": "desc"}
+        videos: list[UpstreamVideo] = []
+        for _ in range(RECENT_PAGES):
+            page = await self._page(params)
+            videos += page.data
+            if since is None or not page.has_more or not page.data:
+                break
+            oldest = page.data[-1].created_at
+            if oldest is not None and oldest < since:
+                break  # everything further back is older still
+            params["after"] = page.data[-1].id
+        return videos
+
+    async def _page(self, params: dict[str, str]) -> UpstreamVideoPage:
+        """One page of the list; a read is safe to repeat, so a page that failed (5xx, no
+        connection, no answer) is asked again a few times before the whole listing fails."""
+        for _ in range(PAGE_TRIES - 1):
+            with contextlib.suppress(ProviderUnavailable):
+                return await self._read_page(params)
+        return await self._read_page(params)
+
+    async def _read_page(self, params: dict[str, str]) -> UpstreamVideoPage:
+        response = await self._send("GET", "videos", params=params)
         try:
-            return list(UpstreamVideoPage.model_validate_json(response.content).data)
+            return UpstreamVideoPage.model_validate_json(response.content)
         except ValidationError as exc:
             raise ProviderMalformedResponse(
                 f"upstream returned a body that is not a list of videos: {exc.error_count()}",
@@ -171,7 +210,7 @@ class OpenAIVideosProvider:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise ProviderUnavailable(f"download {variant}: {type(exc).__name__}") from exc
+            raise transport_error(f"download {variant}", exc) from exc
         try:
             if not response.is_success:
                 await response.aread()
@@ -191,7 +230,7 @@ class OpenAIVideosProvider:
             async for chunk in response.aiter_bytes(CHUNK_BYTES):
                 yield chunk
         except httpx.TransportError as exc:
-            raise ProviderUnavailable(f"download {variant} broke: {type(exc).__name__}") from exc
+            raise ProviderNoAnswer(f"download {variant} broke: {type(exc).__name__}") from exc
 
     async def delete(self, video_id: str) -> None:
         await self._send("DELETE", f"videos/{video_id}")

@@ -54,6 +54,8 @@ class VideoProvider(Protocol):
 
     async def delete(self, video_id: str) -> None: ...
 
-    async def recent(self, limit: int = 100) -> list[UpstreamVideo]:
-        """The newest videos of this API key, newest first (for reconciling creates)."""
+    async def recent(self, limit: int = 100, since: int | None = None) -> list[UpstreamVideo]:
+        """The newest videos of this API key, newest first (for reconciling creates): one page
+        of `limit`, or with `since` (epoch seconds) page after page until one reaches back
+        before it, the upstream has no more, or a bounded number of pages was read."""
         ...

@@ -24,6 +24,7 @@ from shared.contracts import (
     JobTimedOutV1,
     JobTimings,
 )
+from shared.contracts.lifecycle import CreateOutcome
 from shared.registry import load_registry
 from tests.component.harness import (
     SPEC,
@@ -46,6 +47,10 @@ async def admit(guard: Harness) -> str:
     guard.jobs.put(job_record(job_id, JobStatus.ACCEPTED))
     await guard.send(accepted(job_id))
     return job_id
+
+
+NO_ANSWER, NOT_SENT = CreateOutcome.NO_ANSWER, CreateOutcome.NOT_SENT
+REFUSED, SERVER_ERROR = CreateOutcome.REFUSED, CreateOutcome.SERVER_ERROR
 
 
 def ended(job_id: str, status: JobStatus, reached: list[str], **changes: object) -> JobRecordV1:
@@ -240,6 +245,38 @@ async def test_completed_job_is_charged_the_seconds_produced_and_ledgered_once(
         ),
         (
             JobStatus.FAILED,
+            ["admitted", "submitting"],
+            {"reason": "create_ambiguous", "stage": "submitter", "create_outcome": NO_ANSWER},
+            "disputed",
+        ),
+        # Sent back by a 429 (its history keeps `submitting`), then timed out: nothing exists.
+        (
+            JobStatus.TIMED_OUT,
+            ["admitted", "submitting"],
+            {"reason": "submit_timeout", "stage": "submitter", "create_outcome": REFUSED},
+            "released",
+        ),
+        (
+            JobStatus.FAILED,
+            ["admitted", "submitting"],
+            {"reason": "retries_exhausted", "stage": "submitter", "create_outcome": NOT_SENT},
+            "released",
+        ),
+        (
+            JobStatus.FAILED,
+            ["admitted", "submitting"],
+            {"reason": "retries_exhausted", "stage": "submitter", "create_outcome": SERVER_ERROR},
+            "disputed",
+        ),
+        # A record without the field (written before it existed): its history decides.
+        (
+            JobStatus.TIMED_OUT,
+            ["admitted", "submitting"],
+            {"reason": "submit_timeout", "stage": "submitter"},
+            "disputed",
+        ),
+        (
+            JobStatus.FAILED,
             ["admitted", "submitting", "submitted"],
             {"reason": "retries_exhausted", "stage": "poller"},
             "disputed",
@@ -263,7 +300,7 @@ async def test_billing_policy_by_outcome(
     budgets: KvBudgets,
     status: JobStatus,
     reached: list[str],
-    changes: dict[str, str],
+    changes: dict[str, object],
     state: str,
 ) -> None:
     job_id = await admit(guard)

@@ -29,7 +29,7 @@ from shared.provider import (
     InputImage,
     ProviderRateLimited,
     ProviderRejected,
-    ProviderUnavailable,
+    ProviderServerError,
     UpstreamVideo,
 )
 from tests.component.harness import (
@@ -335,7 +335,7 @@ async def test_job_waiting_past_the_deadline_times_out(
 async def test_transient_error_is_counted_and_retried_with_backoff(submitter: Submitter) -> None:
     h, provider = submitter.h, submitter.provider
     event = admitted_job(submitter)
-    provider.creates += [ProviderUnavailable("502", status=502)] * 2
+    provider.creates += [ProviderServerError("502", status=502)] * 2
     await h.send(event, delivery=1)
     await h.send(event, delivery=2)
 
@@ -350,13 +350,13 @@ async def test_transient_error_is_counted_and_retried_with_backoff(submitter: Su
 async def test_spent_error_budget_fails_the_job(submitter: Submitter) -> None:
     h, provider = submitter.h, submitter.provider
     event = admitted_job(submitter, errors={"submitter": MAX_ATTEMPTS - 1})
-    provider.creates.append(ProviderUnavailable("502", status=502))
+    provider.creates.append(ProviderServerError("502", status=502))
     await h.send(event, delivery=MAX_ATTEMPTS)
 
     failed = h.bus.one(JobFailedV1)
     assert failed.reason == "retries_exhausted"
     assert failed.stage == "submitter"
-    assert "ProviderUnavailable" in failed.detail
+    assert "ProviderServerError" in failed.detail
     record = h.jobs.records()[event.job_id]
     assert record.status == JobStatus.FAILED
     assert record.reason == "retries_exhausted"

@@ -12,7 +12,7 @@ import pytest
 from services.submitter.handlers import build_router, claim_attempt
 from services.submitter.ports import Deps
 from shared.contracts import JobAdmittedV1, JobFailedV1, JobRecordV1, JobStatus, JobSubmittedV1
-from shared.contracts.lifecycle import begin_submit, end_attempt
+from shared.contracts.lifecycle import CreateOutcome, begin_submit, end_attempt
 from shared.provider import CreateVideo, UpstreamVideo
 from tests.component.harness import (
     SPEC,
@@ -185,7 +185,8 @@ async def test_of_two_deliveries_that_decided_to_create_one_claims_the_attempt()
 
     first = await claim_attempt(jobs, event, 0)
     claimed = jobs.records()[job_id]
-    cleared = end_attempt(claimed, datetime.now(UTC), attempt=1)  # its create got no answer
+    # its create got no answer
+    cleared = end_attempt(claimed, datetime.now(UTC), attempt=1, outcome=CreateOutcome.NO_ANSWER)
     jobs.put(cleared)
     second = await claim_attempt(jobs, event, 0)
 

@@ -20,7 +20,7 @@ from clipline.servers import LOOPBACK, Proc, free_port, http_ok, spawn, stop_pid
 from services.submitter.handlers import build_router
 from services.submitter.ports import Deps
 from shared.contracts import JobAdmittedV1, JobRecordV1, JobSpec, JobStatus
-from shared.provider import OpenAIVideosProvider
+from shared.provider import CreateVideo, OpenAIVideosProvider, ProviderNoAnswer, ProviderNotSent
 from shared.runtime import Platform, make_platform, wire
 from tests.conftest import repo_root, seed_record
 
@@ -125,3 +125,20 @@ async def test_dropped_create_responses_are_adopted_not_created_again(
         assert record.upstream_id == create["video_id"]
         assert record.submit_attempts == 1  # adopted on the redelivery, never posted again
         assert await submitter.upstream.owner(str(create["video_id"])) == (tenant, event.job_id)
+
+
+async def test_a_real_dropped_create_is_a_lost_answer_and_a_closed_port_is_not_sent(
+    dropping_simulator: str,
+) -> None:
+    """The adapter's classification against real sockets: the simulator accepts the create and
+    cuts the response (sent, answer lost); nothing listens on a freed port (never sent)."""
+    client_id = f"job_{uuid.uuid4().hex}"
+    request = CreateVideo("sora-2", "1280x720", 4, f"kite {uuid.uuid4()}", client_id)
+    async with OpenAIVideosProvider.client(f"{dropping_simulator}/v1", API_KEY) as http:
+        with pytest.raises(ProviderNoAnswer):
+            await OpenAIVideosProvider(http).create(request)
+        creates = (await http.get(f"{dropping_simulator}/control/creates")).json()
+    assert [c["dropped"] for c in creates if c["client_request_id"] == client_id] == [True]
+    async with OpenAIVideosProvider.client(f"http://{LOOPBACK}:{free_port()}/v1", API_KEY) as http:
+        with pytest.raises(ProviderNotSent):
+            await OpenAIVideosProvider(http).create(request)

@@ -190,8 +190,8 @@ def test_soft_alert_fires_exactly_when_crossing(amount: int, before: int) -> Non
 
 
 def ending(status: str, reached: set[str], reason: str | None = None, stage: str | None = None,
-           produced: int | None = None) -> Ending:  # fmt: skip
-    return Ending(status, reason, stage, frozenset(reached), 1_200_000, 12, produced)
+           produced: int | None = None, may_exist: bool | None = None) -> Ending:  # fmt: skip
+    return Ending(status, reason, stage, frozenset(reached), 1_200_000, 12, produced, may_exist)
 
 
 @given(st.integers(min_value=1, max_value=60))
@@ -213,3 +213,23 @@ def test_nothing_sent_upstream_is_released_and_an_unknown_fate_is_disputed() -> 
     assert isinstance(bill(ending("timed_out", {"submitting"}, "submit_timeout", "submitter")),
                       Dispute)  # fmt: skip
     assert isinstance(bill(ending("cancelled", {"submitting", "submitted"})), Charge)
+
+
+def test_the_records_own_word_on_a_create_decides_before_its_history() -> None:
+    back_in_line = {"admitted", "submitting"}  # a 429 sent it back: `submitting` stays
+    timed_out = ("timed_out", back_in_line, "submit_timeout", "submitter")
+    # The record says nothing could exist (429, not sent, refused): released.
+    assert isinstance(bill(ending(*timed_out, may_exist=False)), Release)
+    # It says a create may exist (in flight, 5xx, answer lost): disputed.
+    assert isinstance(bill(ending(*timed_out, may_exist=True)), Dispute)
+    # A record from before the field: the history decides, as it always did.
+    assert isinstance(bill(ending(*timed_out, may_exist=None)), Dispute)
+    assert isinstance(bill(ending("failed", {"admitted"}, "retries_exhausted", "submitter",
+                                  may_exist=None)), Release)  # fmt: skip
+    # An upstream job that surely exists is never released on the record's say.
+    sunk = ending("cancelled", {"submitting", "submitted"}, may_exist=False)
+    assert isinstance(bill(sunk), Charge)
+    lost = ending("failed", {"submitting", "submitted"}, "upstream_lost", "poller", may_exist=False)
+    assert isinstance(bill(lost), Dispute)
+    assert isinstance(bill(ending("failed", {"submitting"}, "create_ambiguous", "submitter",
+                                  may_exist=True)), Dispute)  # fmt: skip

@@ -235,20 +235,52 @@ def test_attempt_lease_is_renewed_and_ended_only_while_submitting() -> None:
     later = at + timedelta(seconds=2)
     mine = submitting.submit_attempts
     assert lc.renew_attempt(submitting, later, attempt=mine).attempt_alive_at == later
-    ended = lc.end_attempt(submitting, later, attempt=mine)
+    ended = lc.end_attempt(submitting, later, attempt=mine, outcome=lc.CreateOutcome.NO_ANSWER)
     assert (ended.status, ended.attempt_alive_at) == (S.SUBMITTING, None)
     back = lc.retry_submit(submitting, later, attempt=mine)
     assert (back.status, back.attempt_alive_at) == (S.ADMITTED, None)
     # An attempt overtaken by a newer one touches nothing of it.
     newer = lc.begin_submit(submitting, later)
-    for act in (lc.renew_attempt, lc.end_attempt, lc.retry_submit):
+    for act in (lc.renew_attempt, lc.retry_submit):
         with pytest.raises(IllegalTransition):
             act(newer, later, attempt=mine)
+    with pytest.raises(IllegalTransition):
+        lc.end_attempt(newer, later, attempt=mine, outcome=lc.CreateOutcome.NOT_SENT)
     for other in (S.ADMITTED, S.SUBMITTED, S.FAILED):
         with pytest.raises(IllegalTransition):
             lc.renew_attempt(record(other), later, attempt=0)
         with pytest.raises(IllegalTransition):
-            lc.end_attempt(record(other), later, attempt=0)
+            lc.end_attempt(record(other), later, attempt=0, outcome=lc.CreateOutcome.NOT_SENT)
+
+
+def test_the_record_says_whether_a_create_may_exist_after_each_attempt_outcome() -> None:
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    admitted = lc.admit(record(S.ACCEPTED), at, cost_micros=1)
+    assert admitted.create_may_exist is None  # no attempt: the record does not say
+    submitting = lc.begin_submit(admitted, at)
+    assert submitting.create_outcome == lc.CreateOutcome.IN_FLIGHT
+    assert submitting.create_may_exist  # from before the POST: a crash may leave one behind
+    n = submitting.submit_attempts
+    may_exist = {
+        outcome: lc.end_attempt(submitting, at, attempt=n, outcome=outcome).create_may_exist
+        for outcome in lc.ENDED_ATTEMPT
+    }
+    assert may_exist == {
+        lc.CreateOutcome.NOT_SENT: False,
+        lc.CreateOutcome.REFUSED: False,
+        lc.CreateOutcome.SERVER_ERROR: True,
+        lc.CreateOutcome.NO_ANSWER: True,
+    }
+    back = lc.retry_submit(submitting, at, attempt=n)  # a 429
+    assert (back.create_outcome, back.create_may_exist) == (lc.CreateOutcome.REFUSED, False)
+    assert "submitting" in back.history  # what the history alone cannot tell
+    created = lc.mark_submitted(submitting, at, upstream_id="video_1")
+    assert created.create_outcome == lc.CreateOutcome.CREATED
+    assert created.create_may_exist
+    # A newer attempt after a refused one may create again.
+    assert lc.begin_submit(back, at).create_may_exist
+    with pytest.raises(ValueError, match="not how an attempt ends"):
+        lc.end_attempt(submitting, at, attempt=n, outcome=lc.CreateOutcome.CREATED)
 
 
 def test_check_move_allows_steps_and_bookkeeping_and_refuses_the_rest() -> None:

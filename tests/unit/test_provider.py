@@ -1,6 +1,7 @@
 """The OpenAI-videos adapter: wire format, typed errors, retry hints (httpx MockTransport)."""
 
 import json
+import socket
 from collections.abc import Callable
 
 import httpx
@@ -11,9 +12,12 @@ from shared.provider import (
     InputImage,
     OpenAIVideosProvider,
     ProviderMalformedResponse,
+    ProviderNoAnswer,
     ProviderNotFound,
+    ProviderNotSent,
     ProviderRateLimited,
     ProviderRejected,
+    ProviderServerError,
     ProviderUnavailable,
 )
 
@@ -85,7 +89,8 @@ async def test_retrieve_reads_poll_hint_and_tolerates_missing_nullable_keys() ->
         ),
         (429, {"retry-after": "3"}, ProviderRateLimited, lambda e: e.retry_after_seconds == 3.0),
         (429, {}, ProviderRateLimited, lambda e: e.retry_after_seconds is None),
-        (503, {}, ProviderUnavailable, lambda e: e.retryable),
+        (503, {}, ProviderServerError, lambda e: e.retryable and e.status == 503),
+        (500, {}, ProviderServerError, lambda e: isinstance(e, ProviderUnavailable)),
         (404, {}, ProviderNotFound, lambda e: not e.retryable),
         (400, {}, ProviderRejected, lambda e: e.param == "seconds" and e.code == "invalid_value"),
     ],
@@ -118,11 +123,45 @@ async def test_malformed_and_network_failures() -> None:
     with pytest.raises(ProviderMalformedResponse):
         await provider(not_json).retrieve("video_x")
 
-    def dropped(request: httpx.Request) -> httpx.Response:
-        raise httpx.RemoteProtocolError("server disconnected", request=request)
 
-    with pytest.raises(ProviderUnavailable):
-        await provider(dropped).create(CreateVideo("sora-2", "1280x720", 4, "p", "job_2"))
+@pytest.mark.parametrize(
+    ("raised", "error"),
+    [
+        # Nothing left the client: the upstream cannot have acted on it.
+        (httpx.ConnectError("refused"), ProviderNotSent),
+        (httpx.ConnectTimeout("slow handshake"), ProviderNotSent),
+        (httpx.PoolTimeout("no free connection"), ProviderNotSent),
+        # Sent, or partly sent, and the answer lost: a create may exist.
+        (httpx.RemoteProtocolError("server disconnected"), ProviderNoAnswer),
+        (httpx.ReadTimeout("no answer"), ProviderNoAnswer),
+        (httpx.WriteTimeout("stalled upload"), ProviderNoAnswer),
+        (httpx.ReadError("reset by peer"), ProviderNoAnswer),
+        (httpx.WriteError("broken pipe"), ProviderNoAnswer),
+    ],
+)
+async def test_a_failed_exchange_says_whether_the_request_left(
+    raised: httpx.TransportError, error: type[ProviderUnavailable]
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raised.request = request
+        raise raised
+
+    with pytest.raises(ProviderUnavailable) as info:
+        await provider(handler).create(CreateVideo("sora-2", "1280x720", 4, "p", "job_2"))
+    assert type(info.value) is error, type(info.value)
+    assert info.value.retryable
+
+
+async def test_a_refused_connection_to_a_real_port_is_not_sent() -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = OpenAIVideosProvider.client(f"http://127.0.0.1:{port}/v1", "sk-test", 5.0)
+    async with client:
+        with pytest.raises(ProviderNotSent):
+            await OpenAIVideosProvider(client).create(
+                CreateVideo("sora-2", "1280x720", 4, "p", "job_3")
+            )
 
 
 async def test_download_streams_chunks_with_content_type() -> None:
@@ -155,3 +194,48 @@ async def test_create_with_image_is_multipart_with_a_file_part() -> None:
     assert b"\x89PNG-bytes" in body
     assert b'name="seconds"\r\n\r\n8' in body
     assert req.headers["Idempotency-Key"] == "job_3"
+
+
+def listing(total: int) -> Callable[[httpx.Request], httpx.Response]:
+    """An upstream with `total` videos made one a second (video_<n> at n), listed newest first
+    in pages that follow the `after` cursor."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.params["order"] == "desc"
+        limit = int(request.url.params["limit"])
+        after = request.url.params.get("after")
+        start = int(after.removeprefix("video_")) - 1 if after else total - 1
+        ids = list(range(start, max(-1, start - limit), -1))
+        data = [{**VIDEO, "id": f"video_{n}", "created_at": n} for n in ids]
+        return httpx.Response(200, json={"data": data, "has_more": bool(ids) and ids[-1] > 0})
+
+    return handler
+
+
+async def test_recent_pages_back_to_since_and_no_further() -> None:
+    videos = await provider(listing(1000)).recent(limit=100, since=750)
+    assert len(videos) == 300  # pages of 100 until one reaches back before 750
+    assert [v.id for v in videos[:2]] == ["video_999", "video_998"]
+    assert videos[-1].created_at == 700
+    one_page = await provider(listing(1000)).recent(limit=100)
+    assert len(one_page) == 100
+    assert len(await provider(listing(150)).recent(limit=100, since=0)) == 150  # to the end
+    capped = await provider(listing(5000)).recent(limit=100, since=0)
+    assert len(capped) == 1000  # at most ten pages
+
+
+async def test_a_failed_page_is_asked_again_before_the_listing_fails() -> None:
+    answers = [503, 502, 200]
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        status = answers.pop(0) if answers else 503
+        if status != 200:
+            return httpx.Response(status, json={"error": {"message": "busy"}})
+        return httpx.Response(200, json={"data": [VIDEO], "has_more": False})
+
+    assert [v.id for v in await provider(handler).recent(since=0)] == [VIDEO["id"]]
+    assert len(seen) == 3
+    with pytest.raises(ProviderServerError):  # three failures in a row: the listing fails
+        await provider(handler).recent(since=0)

@@ -1,6 +1,7 @@
 """Pure decisions of pricing_guard, submitter, poller and storage."""
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,7 @@ def test_unpriced_is_refused_never_free() -> None:
 
 
 def test_submit_plan() -> None:
-    kw = {"waited": 10.0, "deadline": 60.0}
+    kw: dict[str, Any] = {"waited": 10.0, "deadline": 60.0}
     assert plan("admitted", None, False, **kw) == Submit()
     assert plan("submitted", "video_1", False, **kw) == Resend("video_1")
     # Picked up by the poller already: announcing "submitted" again would re-run polling.
@@ -66,7 +67,7 @@ def test_submit_plan() -> None:
 
 
 def test_submit_plan_for_a_create_that_may_be_in_flight() -> None:
-    kw = {"waited": 10.0, "deadline": 60.0}
+    kw: dict[str, Any] = {"waited": 10.0, "deadline": 60.0}
     # `submitting` without an upstream id: the create may have reached the upstream
     # (reconciliation itself: tests/unit/test_submitter_reconcile.py)
     assert plan("submitting", None, False, **kw) == Reconcile()
