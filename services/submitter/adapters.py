@@ -3,6 +3,9 @@ provider/model, changed by compare-and-set so every replica shapes one common ra
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -25,6 +28,7 @@ from services.submitter.rates import (
 from shared.jobstore import StoreConflictError
 
 T = TypeVar("T")
+log = logging.getLogger("clipline.submitter")
 STATE = TypeAdapter(RateState)
 Decide = Callable[[RateState], tuple[RateState, T]]
 
@@ -72,14 +76,16 @@ class KvRates:
     async def _change(self, model: str, limits: Limits, decide: Decide[T]) -> T:
         kv = await self._kv()
         key = f"rate.{self._provider}.{model}"
-        for _ in range(self._max_attempts):
+        for attempt in range(self._max_attempts):
             try:
                 entry = await kv.get(key)
                 revision: int | None = entry.revision
-                current = STATE.validate_json(entry.value) if entry.value else None
+                current = _state(key, entry.value)
             except KeyNotFoundError:
                 revision, current = None, None
             new, result = decide(current or fresh(self._clock()))
+            if new == current:
+                return result  # nothing changed: no write
             data = STATE.dump_json(new)
             try:
                 if revision is None:
@@ -87,6 +93,20 @@ class KvRates:
                 else:
                     await kv.update(key, data, last=revision)
             except KeyWrongLastSequenceError:
-                continue  # another replica took or gave a slot first: decide again
+                # Another replica took or gave a slot first: decide again, a little later.
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
+                continue
             return result
         raise StoreConflictError(f"{key}: still contended after {self._max_attempts} tries")
+
+
+def _state(key: str, value: bytes | None) -> RateState | None:
+    """The stored state, or None (start afresh) when absent or unreadable: a broken value must
+    not stop every create of a model for good."""
+    if not value:
+        return None
+    try:
+        return STATE.validate_json(value)
+    except ValueError:
+        log.warning("submitter: unreadable rate state %s: starting it afresh", key)
+        return None

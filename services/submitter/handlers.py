@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import random
 import time
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -54,7 +55,7 @@ from shared.contracts.lifecycle import (
     retry_submit,
 )
 from shared.inputs import InputMissingError, InputStore
-from shared.jobstore import JobStore, advance
+from shared.jobstore import JobStore, StoreConflictError, advance
 from shared.messaging import ServiceRouter, periodically
 from shared.outcomes import announce_end, end_job
 from shared.provider import (
@@ -69,9 +70,9 @@ from shared.provider import (
 )
 
 SERVICE = "submitter"
-RATE_SLOT_LEASE = 120.0
-"""How long a create may hold its rate slot should its replica die (the upstream timeout,
-30 s by default, and then some)."""
+RATE_SLOT_LEASE = 300.0
+"""How long a create may hold its rate slot should its replica die: well past the upstream
+timeout (30 s per phase by default) of even a slow upload with an input image."""
 log = logging.getLogger("clipline.submitter")
 
 
@@ -145,7 +146,10 @@ async def submit(deps: Deps, event: JobAdmittedV1, seen: int) -> None:
     except InputImageError as exc:
         await end(deps, event, "input_unavailable", str(exc))
         return
-    slot = await deps.rates.acquire(spec.model, event.job_id, spec.priority, RATE_SLOT_LEASE)
+    try:
+        slot = await deps.rates.acquire(spec.model, event.job_id, spec.priority, RATE_SLOT_LEASE)
+    except StoreConflictError as exc:  # the shared rate is very busy: waiting, not an error
+        raise NackMessage(delay=random.uniform(0.5, 2.0)) from exc  # noqa: S311
     if isinstance(slot, Wait):
         # No slot near: the job waits in the stream (no error, no budget spent).
         raise NackMessage(delay=slot.seconds)
@@ -157,8 +161,11 @@ async def submit(deps: Deps, event: JobAdmittedV1, seen: int) -> None:
             raise NackMessage(delay=ATTEMPT_LEASE_SECONDS)  # claimed elsewhere, or moved on
         video = await create(deps, event, image, seen + 1)
     finally:
-        with contextlib.suppress(Exception):  # else its lease frees the slot
-            await deps.rates.release(spec.model, event.job_id)
+        if slot.taken:  # a second delivery of a job holding a slot leaves it to the first
+            try:
+                await deps.rates.release(spec.model, event.job_id)
+            except Exception:  # its lease frees the slot later
+                log.warning("submitter: slot of %s not released", event.job_id, exc_info=True)
     if video is not None:
         await recorded(deps, event, video.id)
 

@@ -19,6 +19,7 @@ Pure: no I/O, no clock (times are arguments, in seconds since the epoch), no log
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -31,6 +32,9 @@ RECOVERY_SECONDS = 60.0
 """A 429 halves the rate; it grows back to the full rate over this long."""
 MIN_SLOWDOWN = 0.05
 CAP_RECHECK_SECONDS = 0.5
+MAX_BLOCK_SECONDS = 120.0
+"""The longest a 429's retry-after may hold every create back (a broken or hostile header
+must not stop a provider for hours)."""
 SHARE: dict[Priority, float] = {"high": 1.0, "normal": 0.75, "low": 0.5}
 """How much of the burst each priority may use."""
 
@@ -53,16 +57,17 @@ class Limits:
 class RateState:
     tat: float
     """Theoretical arrival time: when the bucket would be full again."""
-    queue_tat: float = 0.0
-    """When the next job sent back may return: jobs beyond the horizon are given return times
-    spaced like the slots, so they come back about when their turn comes, in order."""
+    queue_tat: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """Per priority (high, normal, low): when the next job sent back may return. Jobs beyond
+    the horizon are given return times spaced like the slots, so they come back about when
+    their turn comes, in order, and a high one never queues behind normal ones."""
     slowdown: float = 1.0
     at: float = 0.0
     """When the state last changed (the slow-down recovers from then)."""
     blocked_until: float = 0.0
     inflight: tuple[tuple[str, float, float], ...] = ()
-    """(job id, slot, lease expiry) of each create holding a slot: in flight from its slot on
-    until released, or until the lease runs out (its replica died)."""
+    """(job id, slot, lease expiry) of each create holding a slot, reserved or going: counted
+    against the cap until released, or until the lease runs out (its replica died)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,8 @@ class Granted:
     at: float
     """When the create may go (now, or a reserved moment within the horizon)."""
     state: RateState
+    taken: bool = True
+    """False when the job already held this slot (a second delivery): only the taker releases."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +95,15 @@ def interval(limits: Limits, state: RateState) -> float:
     return 60.0 / (limits.rpm * MARGIN * state.slowdown)
 
 
+def tolerance(limits: Limits, priority: Priority) -> float:
+    """How far ahead of its theoretical time a slot may be taken (the burst), in seconds at the
+    full rate: a slow-down spaces slots out, it never shrinks or grows the burst allowance."""
+    return (limits.capacity - 1.0) * 60.0 / (limits.rpm * MARGIN) * SHARE[priority]
+
+
 def advance(state: RateState, now: float) -> RateState:
-    """Recover from a slow-down; drop expired leases (a crashed replica's slots)."""
-    elapsed = max(0.0, now - state.at)
+    """Recover from a slow-down (not while still blocked); drop expired leases."""
+    elapsed = max(0.0, now - max(state.at, state.blocked_until))
     slowdown = min(1.0, state.slowdown + elapsed / RECOVERY_SECONDS)
     inflight = tuple(entry for entry in state.inflight if entry[2] > now)
     return replace(state, slowdown=slowdown, at=max(now, state.at), inflight=inflight)
@@ -111,21 +124,25 @@ def acquire(
     state = advance(state, now)
     held = next((slot for job, slot, _ in state.inflight if job == job_id), None)
     if held is not None:
-        return Granted(max(now, held), state)  # a redelivery keeps its slot
-    started = sum(1 for _, slot, _ in state.inflight if slot <= now)
-    if started >= limits.concurrency:
-        # Creates are answered in seconds: look again shortly (a dead replica's slot comes
-        # back when its lease runs out).
-        return Wait(CAP_RECHECK_SECONDS, f"{limits.concurrency} creates in flight", state)
+        return Granted(max(now, held), state, taken=False)  # a redelivery: the slot is held
     step = interval(limits, state)
-    tolerance = (limits.capacity - 1.0) * step * SHARE[priority]
-    slot = max(now, state.blocked_until, state.tat - tolerance)
+    spread = random.random() if jitter is None else jitter  # noqa: S311 - not security
+    lane = PRIORITIES.index(priority)
+    if len(state.inflight) >= limits.concurrency:
+        # Every slot is reserved or going: come back in turn, spaced like the slots.
+        turn = max(state.queue_tat[lane], now + CAP_RECHECK_SECONDS)
+        queued = _queue(state, lane, turn + step)
+        why = f"{limits.concurrency} creates in flight or reserved"
+        return Wait(turn - now + spread * step, why, queued)
+    slot = max(now, state.blocked_until, state.tat - tolerance(limits, priority))
     if slot - now > limits.horizon:
-        spread = random.random() if jitter is None else jitter  # noqa: S311 - not security
-        turn = max(state.queue_tat, slot - limits.horizon)
-        queued = replace(state, queue_tat=turn + step)
+        turn = max(state.queue_tat[lane], slot - limits.horizon)
         why = "the upstream asked to wait (429)" if now < state.blocked_until else "rate limit"
-        return Wait(turn - now + spread * step, f"{why}: next slot in {slot - now:.1f} s", queued)
+        return Wait(
+            turn - now + spread * step,
+            f"{why}: next slot in {slot - now:.1f} s",
+            _queue(state, lane, turn + step),
+        )
     taken = replace(
         state,
         tat=max(state.tat, slot) + step,
@@ -134,17 +151,28 @@ def acquire(
     return Granted(slot, taken)
 
 
+def _queue(state: RateState, lane: int, next_turn: float) -> RateState:
+    turns = list(state.queue_tat)
+    turns[lane] = next_turn
+    return replace(state, queue_tat=(turns[0], turns[1], turns[2]))
+
+
 def release(state: RateState, job_id: str) -> RateState:
     """The create of `job_id` is over (answered, failed or abandoned)."""
     return replace(state, inflight=tuple(e for e in state.inflight if e[0] != job_id))
 
 
 def throttle(state: RateState, now: float, retry_after: float | None, limits: Limits) -> RateState:
-    """The upstream answered 429 anyway: halve the rate, wait as long as it asked (or one slot),
-    and start the schedule over from then with no burst."""
+    """The upstream answered 429 anyway: wait as long as it asked (at most MAX_BLOCK_SECONDS;
+    one slot when it did not say), halve the rate (once per block: the 429s of creates already
+    under way count as one), and resume after the block with no burst."""
     state = advance(state, now)
-    slowed = replace(state, slowdown=max(MIN_SLOWDOWN, state.slowdown / 2))
-    wait = retry_after if retry_after is not None else interval(limits, slowed)
+    asked = retry_after if retry_after is not None and math.isfinite(retry_after) else None
+    blocked = now < state.blocked_until
+    slowed = state if blocked else replace(state, slowdown=max(MIN_SLOWDOWN, state.slowdown / 2))
+    wait = (
+        min(MAX_BLOCK_SECONDS, max(0.0, asked)) if asked is not None else interval(limits, slowed)
+    )
     until = max(state.blocked_until, now + wait)
-    tolerance = (limits.capacity - 1.0) * interval(limits, slowed)
-    return replace(slowed, blocked_until=until, tat=max(state.tat, until + tolerance))
+    burst = tolerance(limits, "high")
+    return replace(slowed, blocked_until=until, tat=max(state.tat, until + burst), at=now)

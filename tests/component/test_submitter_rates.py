@@ -69,3 +69,16 @@ async def test_the_model_named_is_what_the_shaper_gets(alias: str) -> None:
         h.jobs.put(job_record(job_id, JobStatus.ADMITTED, spec=spec, cost_micros=400_000))
         await h.send(admitted(job_id, spec))
     assert rates.asked == [(alias, job_id, "normal")]  # KvRates maps an alias to its model
+
+
+async def test_a_second_delivery_leaves_the_slot_to_the_delivery_that_took_it() -> None:
+    rates = InMemoryRates(Limits(rpm=600, concurrency=10))
+    provider = FakeProvider(creates=[upstream_video("video_3")])
+    deps = lambda f: Deps(f.jobs, f.inputs, f.upstream, provider, f.emit, 3600.0, rates)  # noqa: E731
+    async with running(build_router(3), deps) as h:
+        job_id = new_job_id()
+        await rates.acquire("sora-2", job_id, "normal", 300.0)  # the first delivery's slot
+        h.jobs.put(job_record(job_id, JobStatus.ADMITTED, spec=SPEC, cost_micros=400_000))
+        await h.send(admitted(job_id, SPEC), delivery=2)
+    assert rates.released == []  # not this delivery's to give back
+    assert [s[0] for s in rates.states["sora-2"].inflight] == [job_id]
