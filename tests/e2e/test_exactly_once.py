@@ -48,8 +48,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
         generation_seconds=1.0,
         queue_seconds=0.1,
         poll_after_ms=200,
-        # Faults are set per test (PUT /control/faults); rate limits only as injected storms.
-        env={"CLIPLINE_SIM_RATE_LIMIT_TIER": "off", "CLIPLINE_SIM_SMALL_ASSETS": "true"},
+        # Faults are set per test (PUT /control/faults); rate limits only as injected storms,
+        # which the submitters honour (retry-after) though there is no steady limit to shape to.
+        env={
+            "CLIPLINE_SIM_RATE_LIMIT_TIER": "off",
+            "CLIPLINE_RATE_RPM": "100000",
+            "CLIPLINE_RATE_CONCURRENCY": "1000",
+            "CLIPLINE_SIM_SMALL_ASSETS": "true",
+        },
     )
     with running_stack(tmp_path_factory.mktemp("exactly-once"), options) as state:
         yield state
