@@ -1,13 +1,20 @@
-"""Shared bits of the component tests: delivery outcomes without heartbeats, failing fakes."""
+"""Shared bits of the component tests: delivery outcomes without heartbeats, failing fakes,
+the submitter on fakes."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
 from pydantic import ValidationError
 
+from services.submitter.handlers import build_router as build_submitter
+from services.submitter.ports import Deps as SubmitterDeps
 from shared.contracts import JobRecordV1, JobSpec
 from shared.jobstore import Change
-from tests.component.harness import Outcome
-from tests.fakes import InMemoryJobStore
+from tests.component.harness import Fakes, Harness, Outcome, running
+from tests.fakes import FakeProvider, InMemoryJobStore
 
 
 def actions(outcomes: list[Outcome]) -> list[str]:
@@ -42,3 +49,22 @@ class FlakyJobStore(InMemoryJobStore):
             self.failures -= 1
             raise self.error
         return await super().update(tenant, job_id, change)
+
+
+@dataclass
+class Submitter:
+    """The submitter's router on fakes, and the scripted provider it creates with."""
+
+    h: Harness
+    provider: FakeProvider
+
+
+@asynccontextmanager
+async def running_submitter(max_attempts: int) -> AsyncIterator[Submitter]:
+    provider = FakeProvider()
+
+    def deps(f: Fakes) -> SubmitterDeps:
+        return SubmitterDeps(f.jobs, f.inputs, f.upstream, provider, f.emit, 3600.0)
+
+    async with running(build_submitter(max_attempts), deps) as h:
+        yield Submitter(h, provider)

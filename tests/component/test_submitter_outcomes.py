@@ -8,13 +8,10 @@ match. Answer lost (timeout, dropped connection): reconciled, adopted on one mat
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 
-from services.submitter.handlers import build_router
-from services.submitter.ports import Deps
 from shared.contracts import JobAdmittedV1, JobFailedV1, JobStatus, JobSubmittedV1
 from shared.contracts.lifecycle import CreateOutcome
 from shared.provider import (
@@ -27,26 +24,15 @@ from shared.provider import (
     ProviderServerError,
     UpstreamVideo,
 )
-from tests.component.harness import SPEC, Fakes, Harness, admitted, job_record, new_job_id, running
-from tests.component.support import actions, settled
-from tests.fakes import FakeProvider, upstream_video
-
-
-@dataclass
-class Submitter:
-    h: Harness
-    provider: FakeProvider
+from tests.component.harness import SPEC, admitted, job_record, new_job_id
+from tests.component.support import Submitter, actions, running_submitter, settled
+from tests.fakes import upstream_video
 
 
 @pytest.fixture
 async def submitter() -> AsyncIterator[Submitter]:
-    provider = FakeProvider()
-
-    def deps(f: Fakes) -> Deps:
-        return Deps(f.jobs, f.inputs, f.upstream, provider, f.emit, 3600.0)
-
-    async with running(build_router(5), deps) as h:
-        yield Submitter(h, provider)
+    async with running_submitter(5) as s:
+        yield s
 
 
 def new_job(s: Submitter) -> JobAdmittedV1:

@@ -4,44 +4,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.submitter.handlers import build_router, claim_attempt
-from services.submitter.ports import Deps
+from services.submitter.handlers import claim_attempt
 from shared.contracts import JobAdmittedV1, JobFailedV1, JobRecordV1, JobStatus, JobSubmittedV1
 from shared.contracts.lifecycle import CreateOutcome, begin_submit, end_attempt
 from shared.provider import CreateVideo, UpstreamVideo
 from tests.component.harness import (
     SPEC,
     TENANT,
-    Fakes,
-    Harness,
     admitted,
     job_record,
     new_job_id,
-    running,
 )
+from tests.component.support import Submitter, running_submitter
 from tests.fakes import FakeProvider, InMemoryJobStore, upstream_video
-
-
-@dataclass
-class Submitter:
-    h: Harness
-    provider: FakeProvider
 
 
 @pytest.fixture
 async def submitter() -> AsyncIterator[Submitter]:
-    provider = FakeProvider()
-
-    def deps(f: Fakes) -> Deps:
-        return Deps(f.jobs, f.inputs, f.upstream, provider, f.emit, 3600.0)
-
-    async with running(build_router(3), deps) as h:
-        yield Submitter(h, provider)
+    async with running_submitter(3) as s:
+        yield s
 
 
 def left_submitting(s: Submitter) -> JobAdmittedV1:

@@ -15,6 +15,13 @@ from pathlib import Path
 from clipline.servers import pid_alive
 from clipline.stack import StackOptions, StackState, down, health_check, up
 
+NO_RATE_LIMITS = {
+    "CLIPLINE_SIM_RATE_LIMIT_TIER": "off",  # the simulator limits nothing...
+    "CLIPLINE_RATE_RPM": "100000",  # ...so the submitters have no steady limit to shape to
+    "CLIPLINE_RATE_CONCURRENCY": "1000",
+}
+"""Stack settings for tests that push many jobs through fast (injected 429s still count)."""
+
 
 @contextmanager
 def running_stack(home: Path, options: StackOptions) -> Iterator[StackState]:

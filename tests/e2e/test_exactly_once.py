@@ -32,7 +32,7 @@ from nats.aio.msg import Msg
 from clipline.servers import pid_alive
 from clipline.stack import StackOptions, StackState
 from shared.contracts.ids import job_id_for
-from tests.e2e.harness import current, running_stack
+from tests.e2e.harness import NO_RATE_LIMITS, current, running_stack
 
 pytestmark = pytest.mark.e2e
 TERMINAL = {"completed", "failed", "rejected", "timed_out"}
@@ -50,12 +50,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
         poll_after_ms=200,
         # Faults are set per test (PUT /control/faults); rate limits only as injected storms,
         # which the submitters honour (retry-after) though there is no steady limit to shape to.
-        env={
-            "CLIPLINE_SIM_RATE_LIMIT_TIER": "off",
-            "CLIPLINE_RATE_RPM": "100000",
-            "CLIPLINE_RATE_CONCURRENCY": "1000",
-            "CLIPLINE_SIM_SMALL_ASSETS": "true",
-        },
+        env={**NO_RATE_LIMITS, "CLIPLINE_SIM_SMALL_ASSETS": "true"},
     )
     with running_stack(tmp_path_factory.mktemp("exactly-once"), options) as state:
         yield state

@@ -28,7 +28,7 @@ import pytest
 from clipline.servers import pid_alive
 from clipline.stack import SERVICES, StackOptions, StackState
 from shared.contracts.ids import job_id_for
-from tests.e2e.harness import current, running_stack
+from tests.e2e.harness import NO_RATE_LIMITS, current, running_stack
 
 pytestmark = pytest.mark.e2e
 JOBS = 20
@@ -69,12 +69,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
         queue_seconds=0.2,
         poll_after_ms=200,
         # 100 jobs in a few minutes: no rate limit; tiny assets keep renders cheap.
-        env={
-            "CLIPLINE_SIM_RATE_LIMIT_TIER": "off",  # no upstream limit, so none to shape to
-            "CLIPLINE_RATE_RPM": "100000",
-            "CLIPLINE_RATE_CONCURRENCY": "1000",
-            "CLIPLINE_SIM_SMALL_ASSETS": "true",
-        },
+        env={**NO_RATE_LIMITS, "CLIPLINE_SIM_SMALL_ASSETS": "true"},
     )
     with running_stack(tmp_path_factory.mktemp("recovery"), options) as state:
         yield state
