@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Concatenate, ParamSpec, Protocol
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -20,6 +22,7 @@ from shared.streams import JOBS_BUCKET
 Change = Callable[[JobRecordV1 | None], JobRecordV1 | None]
 """Given the current record (None if absent), the new record, or None to leave it unchanged."""
 P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class JobStore(Protocol):
@@ -48,6 +51,37 @@ class UpstreamIndex(Protocol):
 
 class StoreConflictError(RuntimeError):
     """Too many concurrent writers on one key; the caller's message will be redelivered."""
+
+
+async def update_key(
+    kv: KeyValue,
+    key: str,
+    decide: Callable[[bytes | None], tuple[bytes | None, T]],
+    *,
+    max_attempts: int,
+) -> T:
+    """Compare-and-set of one key: read it, `decide` (the value to write, or None to write
+    nothing, and a result), write expecting the revision read; on a lost race back off a
+    little (with jitter, so contenders do not retry in lockstep) and decide again."""
+    for attempt in range(max_attempts):
+        try:
+            entry = await kv.get(key)
+            value, revision = entry.value or None, entry.revision
+        except KeyNotFoundError:
+            value, revision = None, None
+        data, result = decide(value)
+        if data is None:
+            return result
+        try:
+            if revision is None:
+                await kv.create(key, data)
+            else:
+                await kv.update(key, data, last=revision)
+        except KeyWrongLastSequenceError:
+            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
+            continue
+        return result
+    raise StoreConflictError(f"could not update {key} after {max_attempts} attempts")
 
 
 class UpstreamOwnedError(RuntimeError):
@@ -115,29 +149,16 @@ class KvJobStore:
         return JobRecordV1.model_validate_json(entry.value)
 
     async def update(self, tenant: str, job_id: str, change: Change) -> JobRecordV1 | None:
-        kv = await self._kv()
-        key = record_key(tenant, job_id)
-        for _ in range(self._max_attempts):
-            try:
-                entry = await kv.get(key)
-                current = JobRecordV1.model_validate_json(entry.value) if entry.value else None
-                revision: int | None = entry.revision
-            except KeyNotFoundError:
-                current, revision = None, None
+        def decide(value: bytes | None) -> tuple[bytes | None, JobRecordV1 | None]:
+            current = JobRecordV1.model_validate_json(value) if value else None
             new = change(current)
             if new is None:
-                return None
+                return None, None
             check_move(current, new)
-            data = new.model_dump_json().encode()
-            try:
-                if revision is None:
-                    await kv.create(key, data)
-                else:
-                    await kv.update(key, data, last=revision)
-            except KeyWrongLastSequenceError:
-                continue  # someone else wrote first: re-read and decide again
-            return new
-        raise StoreConflictError(f"could not update {key} after {self._max_attempts} attempts")
+            return new.model_dump_json().encode(), new
+
+        key = record_key(tenant, job_id)
+        return await update_key(await self._kv(), key, decide, max_attempts=self._max_attempts)
 
     async def _keys(self, pattern: str) -> list[str]:
         """Keys matching a subject pattern, filtered by the server (nats-py's `keys(filters=)`

@@ -256,20 +256,20 @@ class KvBudgets:
 
     async def open_jobs(self) -> list[tuple[str, str]]:
         """(tenant, job_id) of every reservation still `reserved`."""
-        found = []
-        for key, _ in await self._atomic.scan("open.>"):
-            _, tenant, job_id = key.split(".", 2)
-            found.append((tenant, job_id))
-        return found
+        return await self._jobs_marked("open")
 
     async def disputes(self) -> list[ReservationRecord]:
         found = []
-        for key, _ in await self._atomic.scan("dispute.>"):
-            _, tenant, job_id = key.split(".", 2)
+        for tenant, job_id in await self._jobs_marked("dispute"):
             record = await self.reservation(tenant, job_id)
             if record is not None and record.state == "disputed":
                 found.append(record)
         return found
+
+    async def _jobs_marked(self, marker: str) -> list[tuple[str, str]]:
+        """(tenant, job_id) of every `<marker>.<tenant>.<job_id>` key."""
+        keys = [key for key, _ in await self._atomic.scan(f"{marker}.>")]
+        return [(tenant, job_id) for _, tenant, job_id in (k.split(".", 2) for k in keys)]
 
 
 async def _settle_future(

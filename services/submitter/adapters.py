@@ -3,14 +3,11 @@ provider/model, changed by compare-and-set so every replica shapes one common ra
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import TypeAdapter
 
@@ -25,7 +22,7 @@ from services.submitter.rates import (
     release,
     throttle,
 )
-from shared.jobstore import StoreConflictError
+from shared.jobstore import update_key
 
 T = TypeVar("T")
 log = logging.getLogger("clipline.submitter")
@@ -74,30 +71,14 @@ class KvRates:
         )
 
     async def _change(self, model: str, limits: Limits, decide: Decide[T]) -> T:
-        kv = await self._kv()
         key = f"rate.{self._provider}.{model}"
-        for attempt in range(self._max_attempts):
-            try:
-                entry = await kv.get(key)
-                revision: int | None = entry.revision
-                current = _state(key, entry.value)
-            except KeyNotFoundError:
-                revision, current = None, None
+
+        def change(value: bytes | None) -> tuple[bytes | None, T]:
+            current = _state(key, value)
             new, result = decide(current or fresh(self._clock()))
-            if new == current:
-                return result  # nothing changed: no write
-            data = STATE.dump_json(new)
-            try:
-                if revision is None:
-                    await kv.create(key, data)
-                else:
-                    await kv.update(key, data, last=revision)
-            except KeyWrongLastSequenceError:
-                # Another replica took or gave a slot first: decide again, a little later.
-                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
-                continue
-            return result
-        raise StoreConflictError(f"{key}: still contended after {self._max_attempts} tries")
+            return (None if new == current else STATE.dump_json(new)), result  # same: no write
+
+        return await update_key(await self._kv(), key, change, max_attempts=self._max_attempts)
 
 
 def _state(key: str, value: bytes | None) -> RateState | None:
