@@ -49,6 +49,8 @@ however long they run."""
 RETRY_BASE_SECONDS = 0.5
 RETRY_CAP_SECONDS = 30.0
 UNLIMITED = -1
+DEFAULT_MAX_ACK_PENDING = 1000
+"""JetStream's own default: messages a consumer may hold delivered and not yet acked."""
 NO_TENANT = "_unknown"
 """Tenant token of rejections of requests that named no (valid) tenant: never a real tenant."""
 
@@ -185,6 +187,7 @@ class ServiceRouter(NatsRouter):
         max_errors: int = DEFAULT_MAX_ERRORS,
         ack_wait: float = DEFAULT_ACK_WAIT_SECONDS,
         max_workers: int = 8,
+        max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
     ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
         """Subscribe to every `event` of every tenant through one shared durable consumer; the
         payload is decoded (or judged poison) by the event's contract before the handler runs."""
@@ -194,6 +197,7 @@ class ServiceRouter(NatsRouter):
             max_errors=max_errors,
             ack_wait=ack_wait,
             max_workers=max_workers,
+            max_ack_pending=max_ack_pending,
             decoder=event_decoder(event),
             title=f"{self.service} consumes {event.subject_filter()}",
         )
@@ -206,11 +210,16 @@ class ServiceRouter(NatsRouter):
         max_errors: int = DEFAULT_MAX_ERRORS,
         ack_wait: float = DEFAULT_ACK_WAIT_SECONDS,
         max_workers: int = 8,
+        max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
         decoder: Callable[[NatsMessage], Any] | None = None,
         title: str | None = None,
     ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
         """`max_errors` bounds handler errors per job; deliveries themselves are unlimited, so
         JetStream never drops a message on its own (waits such as 429s or polls are not errors).
+
+        `max_ack_pending` bounds the messages delivered and not yet acked, and a message waiting
+        out a delayed nak (a durable timer: a poll, a rate-limit wait) counts: it is how many
+        jobs one consumer can hold waiting at once; the rest wait in the stream.
 
         Messages are fetched one at a time (a batch fetch waits for the batch to fill, up to
         the fetch timeout) and each starts, with heartbeats, as soon as one of `max_workers` is
@@ -233,6 +242,7 @@ class ServiceRouter(NatsRouter):
                 deliver_policy=DeliverPolicy.ALL,
                 ack_wait=ack_wait,
                 max_deliver=UNLIMITED,
+                max_ack_pending=max_ack_pending,
             ),
         )
 

@@ -93,6 +93,14 @@ RATES_BUCKET_CONFIG = KeyValueConfig(
     storage=StorageType.FILE,
 )
 
+DURATIONS_BUCKET = "clipline_durations"
+DURATIONS_BUCKET_CONFIG = KeyValueConfig(
+    bucket=DURATIONS_BUCKET,
+    description="recent upstream generation times per provider/model/size/seconds (poller)",
+    history=1,
+    storage=StorageType.FILE,
+)
+
 INPUTS_BUCKET = "clipline_inputs"
 INPUTS_BUCKET_CONFIG = ObjectStoreConfig(
     bucket=INPUTS_BUCKET,
@@ -116,6 +124,7 @@ async def ensure_jetstream(js: JetStreamContext) -> None:
     await js.create_key_value(WEBHOOKS_BUCKET_CONFIG)
     await ensure_atomic_bucket(js, BUDGETS_BUCKET_CONFIG)
     await js.create_key_value(RATES_BUCKET_CONFIG)
+    await js.create_key_value(DURATIONS_BUCKET_CONFIG)
     # nats-py overwrites config.bucket with the `bucket` argument, so pass both.
     await js.create_object_store(INPUTS_BUCKET, config=INPUTS_BUCKET_CONFIG)
 

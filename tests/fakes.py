@@ -22,7 +22,7 @@ from services.submitter.rates import (
     release,
     throttle,
 )
-from shared.contracts import JobRecordV1, record_key
+from shared.contracts import JobRecordV1, JobSpec, record_key
 from shared.contracts.events import JobRef
 from shared.contracts.lifecycle import check_move
 from shared.inputs import InputMissingError
@@ -112,14 +112,18 @@ def upstream_video(
     model: str = "sora-2",
     size: str = "1280x720",
     seconds: str = "4",
+    took: int | None = None,
 ) -> UpstreamVideo:
-    """An upstream Video object as the provider returns it."""
+    """An upstream Video object as the provider returns it (`took`: completed that many
+    seconds after it was created)."""
+    created = int(datetime.now(UTC).timestamp()) - (took or 0)
     return UpstreamVideo(
         id=video_id,
         model=model,
         status=status,
         progress=progress,
-        created_at=int(datetime.now(UTC).timestamp()),
+        created_at=created,
+        completed_at=None if took is None else created + took,
         size=size,
         seconds=seconds,
         error=UpstreamError(code=error[0], message=error[1]) if error else None,
@@ -341,3 +345,18 @@ class InMemorySeenWebhooks:
     async def release(self, webhook_id: str) -> None:
         self.ids.discard(webhook_id)
         self.released.append(webhook_id)
+
+
+@dataclass
+class FixedExpectations:
+    """Expectations: every job expected done `seconds` after submission; what was learned is
+    kept in `learned` (spec, took)."""
+
+    seconds: float
+    learned: list[tuple[JobSpec, float]] = field(default_factory=list)
+
+    async def expected(self, spec: JobSpec) -> float:
+        return self.seconds
+
+    async def finished(self, spec: JobSpec, took: float) -> None:
+        self.learned.append((spec, took))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from services.poller.app import build_app
+from services.poller.app import build_app, kv_expectations
 from services.poller.domain import PollPolicy, with_webhooks
 from services.poller.settings import PollerSettings
 from shared.config import UpstreamSettings, load_settings
 from shared.provider import OpenAIVideosProvider
+from shared.registry import load_provider_or_exit
 from shared.runtime import serve_app, service_runtime
 
 SERVICE = "poller"
@@ -16,6 +17,7 @@ SERVICE = "poller"
 
 async def main() -> None:
     settings, upstream = load_settings(PollerSettings), load_settings(UpstreamSettings)
+    registry = load_provider_or_exit(settings.registry_path, settings.provider)
     policy = PollPolicy(
         default_delay=settings.poll_default_seconds,
         min_delay=settings.poll_min_seconds,
@@ -29,7 +31,10 @@ async def main() -> None:
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
     ):
-        app = build_app(platform, OpenAIVideosProvider(http), policy, verifier)
+        expectations = kv_expectations(platform, registry)
+        app = build_app(
+            platform, OpenAIVideosProvider(http), policy, verifier, expectations=expectations
+        )
         await serve_app(app, settings)
 
 

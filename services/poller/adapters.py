@@ -1,13 +1,25 @@
-"""poller adapters: webhook ids taken, in a JetStream KV bucket (compare-and-set create)."""
+"""poller adapters, in JetStream KV buckets: webhook ids taken (compare-and-set create) and
+the generation times learned per kind of job (compare-and-set update, read through a cache)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import logging
+import re
+import time
 from collections.abc import Awaitable, Callable
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+
+from services.poller.schedule import Durations, expected_seconds, observe
+from shared.contracts import JobSpec
+from shared.jobstore import update_key
+from shared.registry import ProviderSpec
+
+log = logging.getLogger("clipline.poller")
 
 
 class KvSeenWebhooks:
@@ -34,3 +46,76 @@ class KvSeenWebhooks:
 def _key(webhook_id: str) -> str:
     """The id is the sender's, of any length and alphabet: keyed by its digest."""
     return hashlib.sha256(webhook_id.encode()).hexdigest()
+
+
+class KvExpectations:
+    """Expectations on the clipline_durations bucket: one key per provider, model, size and
+    seconds, holding the recent durations; every replica learns from every finished job. Reads
+    go through a cache of `ttl` seconds (the expectation moves slowly; a poll must not cost a
+    KV read). The registry's generation time is the guess until enough jobs have finished."""
+
+    def __init__(
+        self,
+        kv: Callable[[], Awaitable[KeyValue]],
+        provider: ProviderSpec,
+        *,
+        ttl: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._kv = kv
+        self._provider = provider
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Durations]] = {}
+
+    async def expected(self, spec: JobSpec) -> float:
+        key = self._key(spec)
+        cached = self._cache.get(key)
+        if cached is None or self._clock() - cached[0] > self._ttl:
+            try:
+                entry = await (await self._kv()).get(key)
+                durations = _durations(key, entry.value)
+            except KeyNotFoundError:
+                durations = Durations()
+            except Exception as exc:  # the store unreachable: keep what was known, or guess
+                log.warning("poller: could not read durations %s: %s", key, exc)
+                durations = cached[1] if cached is not None else Durations()
+            cached = (self._clock(), durations)
+            self._cache[key] = cached
+        return expected_seconds(cached[1], self._seed(spec))
+
+    async def finished(self, spec: JobSpec, took: float) -> None:
+        key = self._key(spec)
+
+        def add(value: bytes | None) -> tuple[bytes | None, Durations]:
+            learned = observe(_durations(key, value), took)
+            return json.dumps({"samples": learned.samples}).encode(), learned
+
+        learned = await update_key(await self._kv(), key, add, max_attempts=16)
+        self._cache[key] = (self._clock(), learned)
+
+    def _seed(self, spec: JobSpec) -> float:
+        model = self._provider.model(spec.model)
+        generation = model.generation if model is not None else self._provider.generation
+        return generation.expected_seconds(spec.seconds)
+
+    def _key(self, spec: JobSpec) -> str:
+        model = self._provider.model(spec.model)
+        name = model.name if model is not None else spec.model
+        parts = (self._provider.name, name, spec.size, str(spec.seconds))
+        return "took." + ".".join(_KEY_UNSAFE.sub("_", part) for part in parts)
+
+
+_KEY_UNSAFE = re.compile(r"[^-\w]")
+
+
+def _durations(key: str, value: bytes | None) -> Durations:
+    """The stored durations; none when absent or unreadable (the registry's guess serves)."""
+    if not value:
+        return Durations()
+    try:
+        samples = json.loads(value)["samples"]
+        return Durations(tuple(float(s) for s in samples if 0 <= float(s) < 86400 * 7))
+    except (ValueError, KeyError, TypeError):
+        log.warning("poller: unreadable durations %s: starting afresh", key)
+        return Durations()

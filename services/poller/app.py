@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from standardwebhooks import Webhook
 
-from services.poller.adapters import KvSeenWebhooks
+from services.poller.adapters import KvExpectations, KvSeenWebhooks
 from services.poller.domain import PollPolicy
 from services.poller.handlers import build_router
-from services.poller.ports import Deps, SeenWebhooks, WebhookDeps
+from services.poller.ports import Deps, Expectations, SeenWebhooks, WebhookDeps
 from services.poller.webhooks import build_webhooks
 from shared.provider import VideoProvider
+from shared.registry import ProviderSpec
 from shared.runtime import Dispatch, Platform, cached, make_asgi, wire
-from shared.streams import WEBHOOKS_BUCKET
+from shared.streams import DURATIONS_BUCKET, WEBHOOKS_BUCKET
 
 
 def kv_seen(platform: Platform) -> KvSeenWebhooks:
     broker = platform.broker
     return KvSeenWebhooks(cached(lambda: broker.key_value(WEBHOOKS_BUCKET, declare=False)))
+
+
+def kv_expectations(platform: Platform, registry: ProviderSpec) -> KvExpectations:
+    broker = platform.broker
+    return KvExpectations(
+        cached(lambda: broker.key_value(DURATIONS_BUCKET, declare=False)), registry
+    )
 
 
 def build_app(
@@ -25,11 +33,12 @@ def build_app(
     policy: PollPolicy,
     verifier: Webhook | None = None,
     *,
+    expectations: Expectations,
     seen: SeenWebhooks | None = None,
 ) -> Dispatch:
     """`verifier` None: webhooks off (the endpoint answers 503)."""
     router = build_router()
-    deps = Deps(platform.jobs, router.emit, provider, policy)
+    deps = Deps(platform.jobs, router.emit, provider, policy, expectations)
     wire(platform.broker, router, deps, platform.jobs)
     hooks = None
     if verifier is not None:

@@ -8,9 +8,14 @@ from dataclasses import dataclass, replace
 @dataclass(frozen=True, slots=True)
 class PollPolicy:
     default_delay: float
+    """The longest first step of the backoff past a job's expected completion."""
     min_delay: float
     max_delay: float
+    """The cap of the backoff (with webhooks: at least the safety interval)."""
     deadline: float
+    safety_delay: float | None = None
+    """Webhooks on: polling is their safety net, this far past the expected completion and
+    then at this interval (None: polling alone follows jobs)."""
 
     def clamp(self, delay: float | None) -> float:
         """A delay (server hint or default) within [min_delay, max_delay]."""
@@ -19,20 +24,16 @@ class PollPolicy:
 
 
 def with_webhooks(policy: PollPolicy, safety_delay: float) -> PollPolicy:
-    """Polling as the safety net of webhooks: every next poll `safety_delay` away, whatever the
-    upstream hints (its openai-poll-after-ms is meant for clients that poll alone)."""
-    return replace(
-        policy,
-        default_delay=safety_delay,
-        min_delay=safety_delay,
-        max_delay=max(policy.max_delay, safety_delay),
-    )
+    """Polling as the safety net of webhooks (schedule.after_look): looks only `safety_delay`
+    past the expected completion, then at that interval."""
+    return replace(policy, safety_delay=safety_delay)
 
 
 @dataclass(frozen=True, slots=True)
 class Pending:
     progress: int
-    delay: float
+    hint: float | None = None
+    """The upstream's openai-poll-after-ms, in seconds (None: not sent)."""
     upstream_status: str = "queued"
 
 
@@ -40,6 +41,8 @@ class Pending:
 class Generated:
     produced_seconds: int | None = None
     """What the upstream says it produced: what the job is billed for."""
+    took: float | None = None
+    """How long the upstream took to generate it, by its own timestamps (None: not told)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +66,6 @@ class Throttled:
     delay: float
 
 
-def next_poll_delay(policy: PollPolicy, server_hint: float | None) -> float:
-    """The server's openai-poll-after-ms when given, else the default; clamped to the policy."""
-    return policy.clamp(server_hint)
-
-
 def overdue(policy: PollPolicy, waited: float) -> TimedOut | None:
     """A job unfinished `waited` seconds after submission times out once past the deadline."""
     if waited > policy.deadline:
@@ -84,27 +82,63 @@ def produced_seconds(seconds: str | None) -> int | None:
     return value if 0 < value <= 3600 else None
 
 
+def generation_took(created_at: int | None, completed_at: int | None) -> float | None:
+    """A finished video's generation time by the upstream's own clock (None: not told)."""
+    if created_at is None or completed_at is None or completed_at < created_at:
+        return None
+    return float(completed_at - created_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """One retrieve of the upstream video: what `assess` judges."""
+
+    status: str
+    progress: int = 0
+    error: tuple[str, str] | None = None
+    seconds: str | None = None
+    created_at: int | None = None
+    completed_at: int | None = None
+    expires_at: int | None = None
+
+
 def assess(
-    policy: PollPolicy,
-    *,
-    status: str,
-    progress: int,
-    error: tuple[str, str] | None,
-    waited: float,
-    server_hint: float | None,
-    seconds: str | None = None,
+    policy: PollPolicy, seen: Seen, *, waited: float, now: float, server_hint: float | None
 ) -> Pending | Generated | Failed | TimedOut:
-    """What an upstream status means for the job, `waited` seconds after submission."""
-    if status == "completed":
-        return Generated(produced_seconds(seconds))
-    if status == "failed":
-        code, message = error or ("upstream_failed", "upstream reported failure without detail")
+    """What the upstream's video means for the job, `waited` seconds after submission, at
+    `now` (epoch seconds, to judge `expires_at`)."""
+    if seen.status == "completed":
+        if seen.expires_at is not None and seen.expires_at <= now:
+            return Failed(
+                "asset_expired", f"generated, but its assets expired at {seen.expires_at}"
+            )
+        took = generation_took(seen.created_at, seen.completed_at)
+        return Generated(produced_seconds(seen.seconds), took)
+    if seen.status == "failed":
+        code, message = seen.error or (
+            "upstream_failed",
+            "upstream reported failure without detail",
+        )
         return Failed(code, message)
-    if status not in ("queued", "in_progress"):
-        return Failed("upstream_protocol", f"unknown upstream status {status!r}")
+    if seen.status == "expired":  # not in the contract; the reference says to expect it
+        return Failed("asset_expired", "the upstream says the video expired")
+    if seen.status in ("cancelled", "canceled"):
+        return Failed("upstream_cancelled", f"the upstream says the video was {seen.status}")
+    if seen.status not in ("queued", "in_progress"):
+        return Failed("upstream_protocol", f"unknown upstream status {seen.status!r}")
     if (late := overdue(policy, waited)) is not None:
         return late
-    return Pending(max(0, min(99, progress)), next_poll_delay(policy, server_hint), status)
+    return Pending(max(0, min(99, seen.progress)), server_hint, seen.status)
+
+
+PROGRESS_STEP = 10
+"""Progress is announced in steps of this many points (and when generation starts)."""
+
+
+def worth_announcing(*, started: bool, recorded: int, progress: int) -> bool:
+    """Whether a job's progress changed meaningfully: generation seen to start (`started`
+    False: the job was only `submitted` until now), or PROGRESS_STEP points more than recorded."""
+    return not started or progress >= recorded + PROGRESS_STEP
 
 
 MAX_VIDEO_ID_CHARS = 256

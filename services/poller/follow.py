@@ -7,6 +7,8 @@ step is a lifecycle function a repeat is refused by, and every announcement a fa
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,10 +17,12 @@ from services.poller.domain import (
     Generated,
     Pending,
     PollPolicy,
+    Seen,
     Throttled,
     TimedOut,
     assess,
     overdue,
+    worth_announcing,
 )
 from services.poller.ports import Deps
 from shared.contracts import JobGeneratedV1, JobProgressV1, JobRecordV1, JobSubmittedV1
@@ -33,6 +37,7 @@ from shared.provider import (
 )
 
 SERVICE = "poller"
+log = logging.getLogger("clipline.poller")
 FOLLOWED = (JobStatus.SUBMITTED, JobStatus.GENERATING)
 
 
@@ -67,9 +72,11 @@ async def follow(deps: Deps, job: Followed, record: JobRecordV1) -> Pending | Th
             return pending
         case Throttled() as throttled:
             return throttled
-        case Generated(produced_seconds=produced):
+        case Generated(produced_seconds=produced, took=took):
             if await advance(deps.jobs, job, mark_generated, produced_seconds=produced):
                 await deps.emit(generated(job, produced))
+                if took is not None:
+                    await learn(deps, record, took)
         case Failed() | TimedOut() as why:
             await end_job(
                 deps.jobs, deps.emit, job, reason=why.reason, detail=why.detail, stage=SERVICE,
@@ -96,11 +103,22 @@ async def look(
         return Failed("upstream_rejected", f"{exc.status}: {exc.message}")
     except ProviderRateLimited as exc:
         return Throttled(policy.clamp(exc.retry_after_seconds))
-    error = (video.error.code, video.error.message) if video.error else None
-    return assess(
-        policy, status=video.status, progress=video.progress, error=error, waited=waited,
-        server_hint=hint, seconds=video.seconds,
+    seen = Seen(
+        status=video.status, progress=video.progress,
+        error=(video.error.code, video.error.message) if video.error else None,
+        seconds=video.seconds, created_at=video.created_at, completed_at=video.completed_at,
+        expires_at=video.expires_at,
     )  # fmt: skip
+    return assess(policy, seen, waited=waited, now=time.time(), server_hint=hint)
+
+
+async def learn(deps: Deps, record: JobRecordV1, took: float) -> None:
+    """Learn how long the job took upstream. Best effort: the job is already generated, and a
+    lost sample only leaves the expectation as it was."""
+    try:
+        await deps.expectations.finished(record.spec, took)
+    except Exception as exc:  # a store hiccup must not fail a generated job
+        log.warning("poller: could not record the generation time of %s: %s", record.job_id, exc)
 
 
 async def not_followed(emit: Emit, job: Followed, record: JobRecordV1 | None) -> None:
@@ -123,8 +141,10 @@ def waited_since_submit(record: JobRecordV1) -> float:
 async def progressed(
     jobs: JobStore, emit: Emit, job: Followed, record: JobRecordV1, progress: Pending
 ) -> None:
-    """Progress is announced only when it moved forward (one fact per percentage)."""
-    if record.status == JobStatus.GENERATING and progress.progress <= record.progress:
+    """Progress is recorded and announced only on a meaningful change: generation seen to
+    start, or PROGRESS_STEP points more (one fact per value announced)."""
+    started = record.status == JobStatus.GENERATING
+    if not worth_announcing(started=started, recorded=record.progress, progress=progress.progress):
         return
     if await advance(jobs, job, report_progress, progress=progress.progress):
         fact = JobProgressV1.fact(

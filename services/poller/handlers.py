@@ -3,6 +3,7 @@ look at once at the job a verified webhook names."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -10,29 +11,52 @@ from faststream import Context
 from faststream.exceptions import NackMessage
 
 from services.poller.domain import Pending, Throttled, VideoEvent
-from services.poller.follow import FOLLOWED, SERVICE, Followed, follow, not_followed
+from services.poller.follow import (
+    FOLLOWED,
+    SERVICE,
+    Followed,
+    follow,
+    not_followed,
+    waited_since_submit,
+)
 from services.poller.ports import Deps, WebhookDeps
+from services.poller.schedule import after_look, first_look
 from shared.contracts import JobGeneratedV1, JobProgressV1, JobSubmittedV1, JobTimedOutV1
 from shared.messaging import ServiceRouter
 from shared.telemetry import in_job_trace
 
 MAX_ERRORS = 60  # upstream errors (5xx, timeouts) over a job's whole follow-up before it fails
+MAX_FOLLOWED = 100_000
+"""Jobs the poller's consumer may hold waiting for their next look at once (each a message in a
+delayed nak): above JetStream's default of 1000, so 10,000 jobs in flight are all followed."""
 PollerDeps = Annotated[Deps, Context("deps")]
 
 
 def build_router() -> ServiceRouter:
     router = ServiceRouter(SERVICE, emits=[JobProgressV1, JobGeneratedV1, JobTimedOutV1])
 
-    @router.on(JobSubmittedV1, max_errors=MAX_ERRORS, max_workers=32)
+    @router.on(JobSubmittedV1, max_errors=MAX_ERRORS, max_workers=32, max_ack_pending=MAX_FOLLOWED)
     async def on_job_submitted(event: JobSubmittedV1, deps: PollerDeps) -> None:
         job = Followed.of_submitted(event)
         record = await deps.jobs.get(event.tenant, event.job_id)
         if record is None or record.status not in FOLLOWED:
             await not_followed(deps.emit, job, record)
             return
+        # Every wait is a delayed nak: the durable timer of the next look, kept by JetStream.
+        expected = await deps.expectations.expected(record.spec)
+        early = first_look(deps.policy, waited=waited_since_submit(record), expected=expected)
+        if early is not None:
+            raise NackMessage(delay=early)  # surely still running: no GET yet
         match await follow(deps, job, record):
-            case Pending(delay=delay) | Throttled(delay=delay):
-                raise NackMessage(delay=delay)  # the durable timer of the next look
+            case Pending(hint=hint):
+                waited = waited_since_submit(record)
+                draw = random.random()  # noqa: S311 - jitter, not security
+                delay = after_look(
+                    deps.policy, waited=waited, expected=expected, hint=hint, draw=draw
+                )
+                raise NackMessage(delay=delay)
+            case Throttled(delay=delay):
+                raise NackMessage(delay=delay)
 
     return router
 

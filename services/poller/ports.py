@@ -9,9 +9,36 @@ from typing import Protocol
 from standardwebhooks import Webhook
 
 from services.poller.domain import PollPolicy
+from shared.contracts import JobSpec
 from shared.jobstore import JobStore, UpstreamIndex
 from shared.outcomes import Emit
 from shared.provider import VideoProvider
+
+
+class Expectations(Protocol):
+    """How long jobs take upstream, learned from the finished ones (per model, size, seconds)."""
+
+    async def expected(self, spec: JobSpec) -> float:
+        """Seconds after submission a job like `spec` is expected to be done."""
+        ...
+
+    async def finished(self, spec: JobSpec, took: float) -> None:
+        """Learn from one finished job of the kind: the upstream took `took` seconds."""
+        ...
+
+
+class AtOnce:
+    """Expects every job done at once: each followed job is looked at as soon as it is
+    submitted (tests of the following itself, not of its schedule)."""
+
+    async def expected(self, spec: JobSpec) -> float:
+        return 0.0
+
+    async def finished(self, spec: JobSpec, took: float) -> None:
+        return None
+
+
+AT_ONCE = AtOnce()
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +47,7 @@ class Deps:
     emit: Emit
     provider: VideoProvider
     policy: PollPolicy
+    expectations: Expectations = AT_ONCE
 
 
 class SeenWebhooks(Protocol):

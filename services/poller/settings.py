@@ -11,16 +11,19 @@ from shared.config import CommonSettings
 class PollerSettings(CommonSettings):
     http_port: int = 8083
     poll_default_seconds: float = 5.0
-    """Delay between polls when the upstream gives no openai-poll-after-ms hint."""
+    """The longest first wait after a look past a job's expected completion (the wait is a
+    tenth of the expected duration, at most this); later waits double, up to the max."""
     poll_min_seconds: float = 0.2
     poll_max_seconds: float = 30.0
+    """The longest wait between two looks at a job overdue (polling alone)."""
     deadline_seconds: float = 3 * 3600.0
     """A job still not finished this long after submission fails with upstream_timeout."""
     webhook_secret: SecretStr | None = None
     """CLIPLINE_WEBHOOK_SECRET (`whsec_` + base64): turns POST /webhooks/videos on (unset: 503,
     and polling alone follows jobs)."""
     poll_webhook_safety_seconds: float = Field(default=60.0, gt=0)
-    """With webhooks on, the delay between polls, which are then only the safety net."""
+    """With webhooks on, polls are only their safety net: the first this long past a job's
+    expected completion, then at this interval."""
 
     @field_validator("webhook_secret", mode="before")
     @classmethod

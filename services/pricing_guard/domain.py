@@ -62,6 +62,8 @@ CREATE_SENT = UPSTREAM_EXISTS | {"submitting"}
 """Statuses (history keys) after which an upstream create may have been sent: the evidence
 for a record that does not say itself (`create_may_exist` None, written before it existed)."""
 NOTHING_SENT_REASONS = frozenset({"input_unavailable"})
+GENERATED_REASONS = frozenset({"asset_expired"})
+"""Endings that say the upstream finished the video (billed) before clipline could keep it."""
 """Submitter endings decided before the create request left."""
 
 
@@ -93,7 +95,11 @@ class Ending:
 
 def bill(ending: Ending) -> Settlement:
     """The billing policy: what a job that ended costs, by how it ended."""
-    if ending.status == "completed" or "generated" in ending.reached:
+    if (
+        ending.status == "completed"
+        or "generated" in ending.reached
+        or ending.reason in GENERATED_REASONS
+    ):
         # The provider bills a finished video, stored by clipline or not (asset expired).
         seconds = ending.produced_seconds or ending.requested_seconds
         per_second = ending.estimate_micros // ending.requested_seconds

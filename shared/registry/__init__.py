@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from shared.registry.specs import (
     STATUSES,
+    Generation,
     ModelSpec,
     ProviderSpec,
     Registry,
@@ -20,6 +21,7 @@ from shared.registry.specs import (
 
 __all__ = [
     "STATUSES",
+    "Generation",
     "ModelSpec",
     "ProviderSpec",
     "Registry",
@@ -34,12 +36,19 @@ __all__ = [
 DATA_FILE = "providers.toml"
 
 _PROVIDER_KEYS = frozenset(
-    {"description", "default_rpm", "default_concurrency", "models", "models_from"}
+    {
+        "description",
+        "default_rpm",
+        "default_concurrency",
+        "default_generation",
+        "models",
+        "models_from",
+    }
 )
 _LIMIT_KEYS = frozenset({"rpm", "concurrency"})
 _LIFECYCLE_KEYS = frozenset({"status", "shutdown", "replacement"})
 # What a provider serving another's models (`models_from`) may still say about each of them.
-_SERVING_KEYS = _LIMIT_KEYS | _LIFECYCLE_KEYS
+_SERVING_KEYS = _LIMIT_KEYS | {"generation"} | _LIFECYCLE_KEYS
 _MODEL_KEYS = frozenset({"aliases", "sizes", "seconds", "price_micros_per_second"}) | _SERVING_KEYS
 
 
@@ -86,6 +95,25 @@ def _prices(where: str, raw: Any, sizes: list[str]) -> dict[str, int]:
     return dict(raw)
 
 
+def _generation(where: str, raw: Any, default: Generation) -> Generation:
+    """`{ base_seconds = .., per_video_second = .. }`: either may be left to `default`."""
+    if raw is None:
+        return default
+    if not isinstance(raw, dict):
+        raise RegistryError(
+            f"{where}: generation must be a table {{ base_seconds, per_video_second }}"
+        )
+    _check_keys(f"{where}: generation", raw, frozenset({"base_seconds", "per_video_second"}))
+    values = {
+        "base_seconds": raw.get("base_seconds", default.base_seconds),
+        "per_video_second": raw.get("per_video_second", default.per_video_second),
+    }
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400:
+            raise RegistryError(f"{where}: generation {key} must be a number of seconds (0-86400)")
+    return Generation(float(values["base_seconds"]), float(values["per_video_second"]))
+
+
 def _lifecycle(where: str, raw: dict[str, Any]) -> tuple[Status, date | None, str | None]:
     status = raw.get("status", "live")
     shutdown = raw.get("shutdown")
@@ -126,14 +154,22 @@ def _definition(where: str, name: str, raw: dict[str, Any], rpm: int, conc: int)
 
 
 def _parse_model(
-    where: str, raw: dict[str, Any], rpm: int, conc: int, definition: ModelSpec
+    where: str,
+    raw: dict[str, Any],
+    rpm: int,
+    conc: int,
+    definition: ModelSpec,
+    *,
+    generation: Generation,
 ) -> ModelSpec:
-    """`definition` as one provider serves it: with its limits and lifecycle there."""
+    """`definition` as one provider serves it: with its limits, generation time and
+    lifecycle there."""
     status, shutdown, replacement = _lifecycle(where, raw)
     return replace(
         definition,
         rpm=_count(where, "rpm", raw.get("rpm", rpm)),
         concurrency=_count(where, "concurrency", raw.get("concurrency", conc)),
+        generation=_generation(where, raw.get("generation"), generation),
         status=status,
         shutdown=shutdown,
         replacement=replacement,
@@ -147,7 +183,13 @@ def _tables(where: str, raw: Any, what: str) -> dict[str, dict[str, Any]]:
 
 
 def _models_of(
-    name: str, raw: dict[str, Any], rpm: int, conc: int, sources: dict[str, ProviderSpec]
+    name: str,
+    raw: dict[str, Any],
+    rpm: int,
+    conc: int,
+    sources: dict[str, ProviderSpec],
+    *,
+    generation: Generation,
 ) -> dict[str, ModelSpec]:
     where = f"provider {name!r}"
     tables = _tables(where, raw.get("models", {}), "its models")
@@ -161,7 +203,8 @@ def _models_of(
         for m, t in tables.items():
             at = f"{where}: model {m!r}"
             _check_keys(at, t, _MODEL_KEYS)
-            models[m] = _parse_model(at, t, rpm, conc, _definition(at, m, t, rpm, conc))
+            definition = _definition(at, m, t, rpm, conc)
+            models[m] = _parse_model(at, t, rpm, conc, definition, generation=generation)
         return models
     if origin not in sources:
         raise RegistryError(
@@ -179,7 +222,9 @@ def _models_of(
             f"{where}: model {m!r}", t, _SERVING_KEYS, " (its definition is in models_from)"
         )
     return {
-        m: _parse_model(f"{where}: model {m!r}", tables.get(m, {}), rpm, conc, spec)
+        m: _parse_model(
+            f"{where}: model {m!r}", tables.get(m, {}), rpm, conc, spec, generation=generation
+        )
         for m, spec in source.models.items()
     }
 
@@ -218,9 +263,10 @@ def _parse_provider(
             raise RegistryError(f"{where}: {key!r} is required")
     rpm = _count(where, "default_rpm", raw["default_rpm"])
     conc = _count(where, "default_concurrency", raw["default_concurrency"])
-    models = _models_of(name, raw, rpm, conc, sources)
+    generation = _generation(where, raw.get("default_generation"), Generation())
+    models = _models_of(name, raw, rpm, conc, sources, generation=generation)
     _check_names(name, models)
-    return ProviderSpec(name, description.strip(), rpm, conc, models)
+    return ProviderSpec(name, description.strip(), rpm, conc, models, generation)
 
 
 def parse_registry(text: str) -> Registry:

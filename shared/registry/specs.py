@@ -14,6 +14,19 @@ class RegistryError(ValueError):
     """The registry file is malformed, or names no such provider."""
 
 
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """How long the upstream takes to generate a video, as a first guess: `base_seconds` plus
+    `per_video_second` for each second of video. The poller learns the real durations from
+    finished jobs; this only seeds its schedule (first poll near the expected completion)."""
+
+    base_seconds: float = 60.0
+    per_video_second: float = 10.0
+
+    def expected_seconds(self, video_seconds: int) -> float:
+        return self.base_seconds + self.per_video_second * video_seconds
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelSpec:
     """What one model accepts at one provider, its price per second for each priced size, its
@@ -31,6 +44,8 @@ class ModelSpec:
     status: Status = "live"
     shutdown: date | None = None
     replacement: str | None = None
+    generation: Generation = Generation()
+    """Expected generation time at this provider (the seed of the poller's schedule)."""
 
     def retired_on(self, today: date) -> bool:
         """Whether the model no longer runs on `today`: from its shutdown date on (whatever its
@@ -50,6 +65,8 @@ class ProviderSpec:
     rpm: int
     concurrency: int
     models: dict[str, ModelSpec] = field(hash=False)
+    generation: Generation = Generation()
+    """The provider's default expected generation time (a model may set its own)."""
 
     def model(self, name: str) -> ModelSpec | None:
         if name in self.models:

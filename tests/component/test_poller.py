@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -37,7 +38,7 @@ from tests.component.harness import (
     running,
 )
 from tests.component.support import actions, settled
-from tests.fakes import FakeProvider, upstream_video
+from tests.fakes import FakeProvider, FixedExpectations, upstream_video
 
 POLICY = PollPolicy(default_delay=5.0, min_delay=0.2, max_delay=30.0, deadline=3 * 3600.0)
 VIDEO = "video_abc"
@@ -47,13 +48,22 @@ VIDEO = "video_abc"
 class Poller:
     h: Harness
     provider: FakeProvider
+    expectations: FixedExpectations
 
 
 @pytest.fixture
 async def poller() -> AsyncIterator[Poller]:
-    provider = FakeProvider()
-    async with running(build_router(), lambda f: Deps(f.jobs, f.emit, provider, POLICY)) as h:
-        yield Poller(h, provider)
+    """A poller expecting every job done at once: it looks at each as soon as it arrives."""
+    async with following(expected=0.0) as p:
+        yield p
+
+
+@asynccontextmanager
+async def following(*, expected: float) -> AsyncIterator[Poller]:
+    provider, expectations = FakeProvider(), FixedExpectations(expected)
+    deps = lambda f: Deps(f.jobs, f.emit, provider, POLICY, expectations)  # noqa: E731
+    async with running(build_router(), deps) as h:
+        yield Poller(h, provider, expectations)
 
 
 def submitted(job_id: str) -> JobSubmittedV1:
@@ -83,24 +93,52 @@ async def test_in_progress_reports_progress_and_polls_again_later(poller: Poller
     assert progress.upstream_status == "in_progress"
     assert progress.upstream_id == VIDEO
     assert progress.event_id == fact_event_id(event.job_id, "progress", "42")
-    # "not ready yet": a nak delayed by the server's poll-after hint, never an ack
-    assert settled(h.outcomes(event)) == [("nak", 2.5)]
+    # "not ready yet": a delayed nak (the durable timer of the next look), never an ack
+    assert actions(h.outcomes(event)) == ["nak"]
     record = h.jobs.records()[event.job_id]
     assert record.status == JobStatus.GENERATING
     assert record.progress == 42
 
 
 @pytest.mark.parametrize(
-    ("hint", "delay"), [(None, POLICY.default_delay), (0.0, 0.2), (600.0, 30.0)]
+    ("hint", "low", "high"),
+    [(None, 8.0, 13.5), (0.0, 8.0, 13.5), (20.0, 20.0, 20.0), (600.0, 30.0, 30.0)],
 )
-async def test_poll_delay_is_the_clamped_hint_or_default(
-    poller: Poller, hint: float | None, delay: float
+async def test_the_next_look_backs_off_honours_the_hint_and_the_cap(
+    poller: Poller, hint: float | None, low: float, high: float
 ) -> None:
+    """Expected done at once, submitted 10 s ago: that overdue, so the next look is as far
+    (jitter: a tenth either way); the upstream's hint the earliest, 30 s the latest."""
     event = submitted_job(poller)
     poller.provider.retrieves.append((upstream_video(VIDEO, "queued"), hint))
     await poller.h.send(event)
 
-    assert settled(poller.h.outcomes(event)) == [("nak", delay)]
+    [(action, delay)] = settled(poller.h.outcomes(event))
+    assert action == "nak"
+    assert delay is not None
+    assert low <= delay <= high
+
+
+async def test_a_job_not_yet_expected_done_is_not_looked_at() -> None:
+    async with following(expected=600.0) as p:
+        event = submitted_job(p)  # submitted 10 s ago
+        await p.h.send(event)
+
+        assert p.provider.retrieved == []  # no GET while it surely runs
+        [(action, delay)] = settled(p.h.outcomes(event))
+        assert action == "nak"
+        assert delay == pytest.approx(590.0, abs=1.0)  # the first look: when it is expected done
+        assert p.h.jobs.records()[event.job_id].status == JobStatus.SUBMITTED
+
+
+async def test_a_generated_job_teaches_its_generation_time() -> None:
+    async with following(expected=0.0) as p:
+        event = submitted_job(p)
+        p.provider.retrieves.append((upstream_video(VIDEO, "completed", took=95), None))
+        await p.h.send(event)
+
+        assert actions(p.h.outcomes(event)) == ["ack"]
+        assert p.expectations.learned == [(SPEC, 95.0)]  # by the upstream's own clock
 
 
 async def test_progress_is_reported_only_when_it_rises(poller: Poller) -> None:
@@ -110,13 +148,14 @@ async def test_progress_is_reported_only_when_it_rises(poller: Poller) -> None:
         (upstream_video(VIDEO, "in_progress", progress=10), 1.0),
         (upstream_video(VIDEO, "in_progress", progress=10), 1.0),
         (upstream_video(VIDEO, "in_progress", progress=5), 1.0),
+        (upstream_video(VIDEO, "in_progress", progress=19), 1.0),  # not a step of 10 more
         (upstream_video(VIDEO, "in_progress", progress=60), 1.0),
     ]
-    for delivery in range(1, 5):
+    for delivery in range(1, 6):
         await h.send(event, delivery=delivery)  # each poll is a redelivery of one message
 
     assert [p.progress for p in h.bus.events(JobProgressV1)] == [10, 60]
-    assert actions(h.outcomes(event)) == ["nak"] * 4
+    assert actions(h.outcomes(event)) == ["nak"] * 5
     assert h.jobs.records()[event.job_id].progress == 60
 
 
@@ -262,7 +301,7 @@ async def test_job_past_deadline_times_out_even_while_upstream_errors(poller: Po
 
 async def test_unknown_upstream_status_fails_the_job(poller: Poller) -> None:
     event = submitted_job(poller)
-    poller.provider.retrieves.append((upstream_video(VIDEO, "expired"), None))
+    poller.provider.retrieves.append((upstream_video(VIDEO, "archived"), None))
     await poller.h.send(event)
 
     assert poller.h.bus.one(JobFailedV1).reason == "upstream_protocol"

@@ -237,8 +237,10 @@ async def test_kill_9_of_submitter_mid_create_and_poller_mid_poll_one_create_eac
         submitter_restart = await restart(home, "submitter")
         poller = current(home).find("poller").pid
         poller_killed = asyncio.Event()
-        watch.on_kind["progress"] = killer(poller, poller_killed)  # it is polling that job
-        await event_or_fail(poller_killed, "progress event to kill the poller on", 60)
+        # The first job it finds generated: it is following the others then (each one's look
+        # is due when it is expected done, so the poller is mid-poll among them).
+        watch.on_kind["generated"] = killer(poller, poller_killed)
+        await event_or_fail(poller_killed, "generated event to kill the poller on", 60)
         await gone(poller)
         poller_restart = await restart(home, "poller")
         restarted = time.monotonic()

@@ -233,3 +233,11 @@ def test_the_records_own_word_on_a_create_decides_before_its_history() -> None:
     assert isinstance(bill(lost), Dispute)
     assert isinstance(bill(ending("failed", {"submitting"}, "create_ambiguous", "submitter",
                                   may_exist=True)), Dispute)  # fmt: skip
+
+
+def test_an_asset_that_expired_before_it_was_kept_is_charged_what_was_produced() -> None:
+    expired = ending("failed", {"submitted", "generating"}, "asset_expired", "poller", produced=8)
+    assert bill(expired) == Charge(800_000, "8 s produced")
+    # another upstream-reported failure at the same point is not billed
+    failed = ending("failed", {"submitted", "generating"}, "generation_failed", "poller")
+    assert isinstance(bill(failed), Release)

@@ -13,10 +13,10 @@ from services.poller.domain import (
     Malformed,
     PollPolicy,
     VideoEvent,
-    next_poll_delay,
     video_event,
     with_webhooks,
 )
+from services.poller.schedule import after_look, first_look
 from services.poller.settings import PollerSettings
 from services.poller.webhooks import MAX_BODY_BYTES, Refused, Verified, verify
 from shared.config import ConfigError, load_settings
@@ -140,12 +140,19 @@ def test_video_event_reads_only_the_video_id() -> None:
     assert isinstance(video_event({**payload, "data": "video_9"}), Malformed)
 
 
-def test_with_webhooks_every_poll_waits_the_safety_interval_whatever_the_hint() -> None:
+def test_with_webhooks_polls_are_a_safety_net_past_the_expected_completion() -> None:
     policy = PollPolicy(default_delay=5.0, min_delay=0.2, max_delay=30.0, deadline=3600.0)
     safety = with_webhooks(policy, 60.0)
-    assert [next_poll_delay(safety, hint) for hint in (None, 0.5, 600.0)] == [60.0, 60.0, 60.0]
+    assert safety.safety_delay == 60.0
     assert safety.deadline == policy.deadline
-    assert next_poll_delay(policy, 0.5) == 0.5  # without webhooks the hint is followed
+    # no look before 60 s past the expected completion (the webhook should come first) ...
+    assert first_look(safety, waited=0.0, expected=100.0) == 160.0
+    assert first_look(policy, waited=0.0, expected=100.0) == 100.0
+    assert first_look(safety, waited=160.0, expected=100.0) is None
+    # ... then one every safety interval (with jitter), whatever the upstream's short hint
+    for hint in (None, 0.5):
+        wait = after_look(safety, waited=160.0, expected=100.0, hint=hint, draw=0.5)
+        assert wait == pytest.approx(60.0)
 
 
 def test_webhook_secret_setting(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,9 +10,9 @@ from services.poller.domain import (
     Generated,
     Pending,
     PollPolicy,
+    Seen,
     TimedOut,
     assess,
-    next_poll_delay,
     overdue,
     produced_seconds,
 )
@@ -91,35 +91,46 @@ def test_overdue_and_clamp() -> None:
     assert POLICY.clamp(None) == 5.0
 
 
-def test_poll_delay_prefers_server_hint_within_bounds() -> None:
-    assert next_poll_delay(POLICY, None) == 5.0
-    assert next_poll_delay(POLICY, 1.0) == 1.0
-    assert next_poll_delay(POLICY, 0.0) == 0.2
-    assert next_poll_delay(POLICY, 600.0) == 30.0
+NOW = 1_800_000_000.0
+
+
+def judge(seen: Seen, *, waited: float = 10.0, hint: float | None = None) -> object:
+    return assess(POLICY, seen, waited=waited, now=NOW, server_hint=hint)
 
 
 def test_assess_outcomes() -> None:
-    kw = {"error": None, "waited": 10.0, "server_hint": None}
-    assert assess(POLICY, status="queued", progress=0, **kw) == Pending(0, 5.0)  # type: ignore[arg-type]
-    going = assess(POLICY, status="in_progress", progress=40, **kw)  # type: ignore[arg-type]
-    assert going == Pending(40, 5.0, "in_progress")
-    assert assess(POLICY, status="completed", progress=100, **kw) == Generated()  # type: ignore[arg-type]
-    failed = assess(
-        POLICY, status="failed", progress=0, error=("moderation_blocked", "blocked"),
-        waited=1.0, server_hint=None,
-    )  # fmt: skip
+    assert judge(Seen("queued")) == Pending(0)
+    assert judge(Seen("in_progress", 40), hint=1.0) == Pending(40, 1.0, "in_progress")
+    assert judge(Seen("completed", 100)) == Generated()
+    failed = judge(Seen("failed", error=("moderation_blocked", "blocked")))
     assert failed == Failed("moderation_blocked", "blocked")
-    weird = assess(POLICY, status="expired", progress=0, **kw)  # type: ignore[arg-type]
+    weird = judge(Seen("archived"))
     assert isinstance(weird, Failed)
     assert weird.reason == "upstream_protocol"
-    late = assess(POLICY, status="in_progress", progress=5, error=None, waited=3601, server_hint=1)
+    late = judge(Seen("in_progress", 5), waited=3601, hint=1)
     assert isinstance(late, TimedOut)
     assert late.reason == "upstream_timeout"
     # an outcome upstream reached is taken even past the deadline
-    assert (
-        assess(POLICY, status="completed", progress=100, error=None, waited=9e9, server_hint=None)
-        == Generated()
-    )
+    assert judge(Seen("completed", 100), waited=9e9) == Generated()
+
+
+def test_a_video_whose_assets_expired_is_a_failure_with_reason() -> None:
+    gone = judge(Seen("completed", 100, created_at=10, completed_at=70, expires_at=int(NOW)))
+    assert isinstance(gone, Failed)
+    assert gone.reason == "asset_expired"
+    fresh = judge(Seen("completed", 100, created_at=10, completed_at=70, expires_at=int(NOW) + 1))
+    assert fresh == Generated(None, 60.0)  # and how long it took, by the upstream's clock
+    expired = judge(Seen("expired"))
+    assert isinstance(expired, Failed)
+    assert expired.reason == "asset_expired"
+    cancelled = judge(Seen("cancelled"))
+    assert isinstance(cancelled, Failed)
+    assert cancelled.reason == "upstream_cancelled"
+
+
+def test_generation_time_needs_both_stamps_in_order() -> None:
+    assert judge(Seen("completed", created_at=10)) == Generated()
+    assert judge(Seen("completed", created_at=10, completed_at=9)) == Generated()
 
 
 @pytest.mark.parametrize(
@@ -131,9 +142,7 @@ def test_what_the_upstream_produced_is_read_strictly(
     seconds: str | None, produced: int | None
 ) -> None:
     assert produced_seconds(seconds) == produced
-    done = assess(POLICY, status="completed", progress=100, error=None, waited=1.0,
-                  server_hint=None, seconds=seconds)  # fmt: skip
-    assert done == Generated(produced)
+    assert judge(Seen("completed", 100, seconds=seconds)) == Generated(produced)
 
 
 def test_object_keys_are_per_tenant_and_job() -> None:
