@@ -140,6 +140,7 @@ class FakeProvider:
     download_errors: dict[Variant, Exception] = field(default_factory=dict)
     chunk_size: int = 4
     created: list[CreateVideo] = field(default_factory=list)
+    created_videos: list[UpstreamVideo] = field(default_factory=list)
     retrieved: list[str] = field(default_factory=list)
     downloaded: list[tuple[str, Variant]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
@@ -155,6 +156,7 @@ class FakeProvider:
         if isinstance(result, Exception):
             raise result
         self.listed.insert(0, result)
+        self.created_videos.append(result)
         return result
 
     async def recent(self, limit: int = 100, since: int | None = None) -> list[UpstreamVideo]:
@@ -334,7 +336,9 @@ class InMemorySeenWebhooks:
 
     def __init__(self) -> None:
         self.ids: set[str] = set()
+        self.done_ids: set[str] = set()
         self.released: list[str] = []
+        self.told_videos: set[str] = set()
 
     async def claim(self, webhook_id: str) -> bool:
         if webhook_id in self.ids:
@@ -342,9 +346,18 @@ class InMemorySeenWebhooks:
         self.ids.add(webhook_id)
         return True
 
+    async def done(self, webhook_id: str) -> None:
+        self.done_ids.add(webhook_id)
+
     async def release(self, webhook_id: str) -> None:
         self.ids.discard(webhook_id)
         self.released.append(webhook_id)
+
+    async def tell(self, video_id: str) -> None:
+        self.told_videos.add(video_id)
+
+    async def told(self, video_id: str) -> bool:
+        return video_id in self.told_videos
 
 
 @dataclass

@@ -22,30 +22,75 @@ from shared.registry import ProviderSpec
 log = logging.getLogger("clipline.poller")
 
 
-class KvSeenWebhooks:
-    """SeenWebhooks on the clipline_webhooks bucket, whose ttl outlives the timestamp
-    tolerance. `create` succeeds for one writer only, so two replicas never both take an id."""
+CLAIM_STALE_SECONDS = 10.0
+"""A claim not done this long after it was taken is its taker's death (a look takes a second
+or two, its GET is bounded by the upstream timeout): the sender's retry may take it over."""
+TAKING, DONE = b"taking ", b"done"
 
-    def __init__(self, kv: Callable[[], Awaitable[KeyValue]]) -> None:
+
+class KvSeenWebhooks:
+    """SeenWebhooks and EarlyWebhooks on the clipline_webhooks bucket, whose ttl outlives the
+    timestamp tolerance. `create` (and `update` at the revision read) succeeds for one writer
+    only, so two replicas never both take an id."""
+
+    def __init__(
+        self, kv: Callable[[], Awaitable[KeyValue]], *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._kv = kv
+        self._clock = clock
 
     async def claim(self, webhook_id: str) -> bool:
-        kv = await self._kv()
+        kv, key = await self._kv(), _key(webhook_id)
+        taking = TAKING + str(self._clock()).encode()
         try:
-            await kv.create(_key(webhook_id), b"1")
+            await kv.create(key, taking)
+        except KeyWrongLastSequenceError:
+            return await self._take_over(kv, key, taking)
+        return True
+
+    async def _take_over(self, kv: KeyValue, key: str, taking: bytes) -> bool:
+        """Take a claim whose taker died mid-way (stale and never done)."""
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:  # released meanwhile: the next retry takes it
+            return False
+        value = entry.value or b""
+        if not value.startswith(TAKING):
+            return False
+        try:
+            taken_at = float(value[len(TAKING) :])
+        except ValueError:
+            taken_at = 0.0
+        if self._clock() - taken_at < CLAIM_STALE_SECONDS:
+            return False
+        try:
+            await kv.update(key, taking, last=entry.revision)
         except KeyWrongLastSequenceError:
             return False
         return True
+
+    async def done(self, webhook_id: str) -> None:
+        await (await self._kv()).put(_key(webhook_id), DONE)
 
     async def release(self, webhook_id: str) -> None:
         kv = await self._kv()
         with contextlib.suppress(KeyNotFoundError):
             await kv.delete(_key(webhook_id))
 
+    async def tell(self, video_id: str) -> None:
+        await (await self._kv()).put("told." + _key(video_id), b"1")
 
-def _key(webhook_id: str) -> str:
-    """The id is the sender's, of any length and alphabet: keyed by its digest."""
-    return hashlib.sha256(webhook_id.encode()).hexdigest()
+    async def told(self, video_id: str) -> bool:
+        try:
+            await (await self._kv()).get("told." + _key(video_id))
+        except KeyNotFoundError:
+            return False
+        return True
+
+
+def _key(text: str) -> str:
+    """Ids are the sender's, of any length and alphabet: keyed by their digest."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class KvExpectations:

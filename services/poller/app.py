@@ -38,9 +38,10 @@ def build_app(
 ) -> Dispatch:
     """`verifier` None: webhooks off (the endpoint answers 503)."""
     router = build_router()
-    deps = Deps(platform.jobs, router.emit, provider, policy, expectations)
-    wire(platform.broker, router, deps, platform.jobs)
-    hooks = None
+    hooks, deps = None, Deps(platform.jobs, router.emit, provider, policy, expectations)
     if verifier is not None:
-        hooks = WebhookDeps(deps, platform.upstream, seen or kv_seen(platform), verifier)
+        kv = kv_seen(platform)
+        deps = Deps(platform.jobs, router.emit, provider, policy, expectations, early=kv)
+        hooks = WebhookDeps(deps, platform.upstream, seen or kv, verifier)
+    wire(platform.broker, router, deps, platform.jobs)
     return Dispatch("/webhooks/", build_webhooks(hooks), make_asgi(platform.broker))

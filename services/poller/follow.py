@@ -66,7 +66,7 @@ async def follow(deps: Deps, job: Followed, record: JobRecordV1) -> Pending | Th
     """One look at a followed job (`record` in FOLLOWED) and its consequence: progress recorded
     and announced (Pending: look again later), a 429 (Throttled: look again after its delay),
     or the job generated, failed or timed out, recorded and announced (None)."""
-    match await look(deps.provider, deps.policy, job.upstream_id, waited_since_submit(record)):
+    match await look(deps.provider, deps.policy, job.upstream_id, running_for(record)):
         case Pending() as pending:
             await progressed(deps.jobs, deps.emit, job, record, pending)
             return pending
@@ -131,11 +131,14 @@ async def not_followed(emit: Emit, job: Followed, record: JobRecordV1 | None) ->
         await emit(generated(job, record.produced_seconds))  # redelivered after a crash
 
 
-def waited_since_submit(record: JobRecordV1) -> float:
-    submitted_at = record.history.get(JobStatus.SUBMITTED.value)
-    if submitted_at is None:
+def running_for(record: JobRecordV1) -> float:
+    """How long the upstream job has run: since it was created upstream (its own `created_at`,
+    recorded at submission), else since `submitted`. An adopted job (a create whose answer was
+    lost) may have run, or even finished, well before it was recorded submitted."""
+    started = record.upstream_created_at or record.history.get(JobStatus.SUBMITTED.value)
+    if started is None:
         return 0.0
-    return (datetime.now(UTC) - submitted_at).total_seconds()
+    return max(0.0, (datetime.now(UTC) - started).total_seconds())
 
 
 async def progressed(

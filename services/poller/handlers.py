@@ -17,7 +17,7 @@ from services.poller.follow import (
     Followed,
     follow,
     not_followed,
-    waited_since_submit,
+    running_for,
 )
 from services.poller.ports import Deps, WebhookDeps
 from services.poller.schedule import after_look, first_look
@@ -44,12 +44,12 @@ def build_router() -> ServiceRouter:
             return
         # Every wait is a delayed nak: the durable timer of the next look, kept by JetStream.
         expected = await deps.expectations.expected(record.spec)
-        early = first_look(deps.policy, waited=waited_since_submit(record), expected=expected)
-        if early is not None:
+        early = first_look(deps.policy, waited=running_for(record), expected=expected)
+        if early is not None and not await deps.early.told(job.upstream_id):
             raise NackMessage(delay=early)  # surely still running: no GET yet
         match await follow(deps, job, record):
             case Pending(hint=hint):
-                waited = waited_since_submit(record)
+                waited = running_for(record)
                 draw = random.random()  # noqa: S311 - jitter, not security
                 delay = after_look(
                     deps.policy, waited=waited, expected=expected, hint=hint, draw=draw
@@ -88,11 +88,14 @@ async def on_video_event(
     """A verified webhook: find the job through the index and look at its video now. The
     payload's claim (completed, failed) is not trusted: the upstream's answer decides."""
     owner = await deps.upstream.owner(event.video_id)
-    if owner is None:
+    if owner is None:  # perhaps a lost create's, adopted later: its first poll looks at once
+        await deps.follow.early.tell(event.video_id)
         return UnknownVideo()
     record = await deps.follow.jobs.get(*owner)
     job = Followed.of_record(record) if record is not None else None
     if record is None or job is None or record.status not in FOLLOWED:
+        if record is not None and not record.terminal and record.upstream_id is None:
+            await deps.follow.early.tell(event.video_id)  # linked, not yet `submitted`
         return NotFollowed(owner[1], record.status.value if record else "absent")
     with in_job_trace(record.trace_id, "poller webhook"):
         looked = await follow(deps.follow, job, record)

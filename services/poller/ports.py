@@ -27,6 +27,33 @@ class Expectations(Protocol):
         ...
 
 
+class EarlyWebhooks(Protocol):
+    """Webhooks that named a video before its job was followed (the create's answer was lost
+    and the job adopted later, or it came between the link and `submitted`): the job's first
+    poll looks at once instead of waiting for its expected completion."""
+
+    async def tell(self, video_id: str) -> None:
+        """Remember that a verified webhook named `video_id` while no followed job had it."""
+        ...
+
+    async def told(self, video_id: str) -> bool:
+        """Whether a webhook named `video_id` early (remembered for the replay window)."""
+        ...
+
+
+class NeverTold:
+    """EarlyWebhooks with webhooks off: nothing is ever told."""
+
+    async def tell(self, video_id: str) -> None:
+        return None
+
+    async def told(self, video_id: str) -> bool:
+        return False
+
+
+NEVER_TOLD = NeverTold()
+
+
 class AtOnce:
     """Expects every job done at once: each followed job is looked at as soon as it is
     submitted (tests of the following itself, not of its schedule)."""
@@ -48,13 +75,19 @@ class Deps:
     provider: VideoProvider
     policy: PollPolicy
     expectations: Expectations = AT_ONCE
+    early: EarlyWebhooks = NEVER_TOLD
 
 
 class SeenWebhooks(Protocol):
     """Webhook ids taken, each by one receiver only (a replay is refused)."""
 
     async def claim(self, webhook_id: str) -> bool:
-        """Record `webhook_id` as taken; False when it already was (by any replica)."""
+        """Record `webhook_id` as taken; False when it already was (by any replica), unless its
+        taker never finished it (died mid-way): such a claim, once stale, is taken over."""
+        ...
+
+    async def done(self, webhook_id: str) -> None:
+        """The webhook was handled: its id is refused from now on, whatever happens."""
         ...
 
     async def release(self, webhook_id: str) -> None:

@@ -17,7 +17,8 @@ class PollerSettings(CommonSettings):
     poll_max_seconds: float = 30.0
     """The longest wait between two looks at a job overdue (polling alone)."""
     deadline_seconds: float = 3 * 3600.0
-    """A job still not finished this long after submission fails with upstream_timeout."""
+    """A job still not finished this long after it was created upstream (else submitted) ends
+    `timed_out` (reason upstream_timeout)."""
     webhook_secret: SecretStr | None = None
     """CLIPLINE_WEBHOOK_SECRET (`whsec_` + base64): turns POST /webhooks/videos on (unset: 503,
     and polling alone follows jobs)."""

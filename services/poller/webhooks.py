@@ -131,12 +131,16 @@ async def _take(deps: WebhookDeps, webhook_id: str, event: VideoEvent) -> JSONRe
         await deps.seen.release(webhook_id)
         log.warning("webhook %r for %r: look failed: %r", event.event_id, event.video_id, exc)
         return _refuse(503, "retry", "the job could not be looked at now; retry later")
+    if isinstance(outcome, Throttled):
+        await deps.seen.release(webhook_id)
+        retry = {"Retry-After": str(max(1, math.ceil(outcome.delay)))}
+        detail = {"reason": "retry", "detail": "the upstream is rate limiting"}
+        return _answer(503, {"error": detail}, retry)
+    try:
+        await deps.seen.done(webhook_id)
+    except Exception as exc:  # handled anyway; only a replay after the stale time gets in
+        log.warning("webhook %r: not marked done: %r", event.event_id, exc)
     match outcome:
-        case Throttled(delay=delay):
-            await deps.seen.release(webhook_id)
-            retry = {"Retry-After": str(max(1, math.ceil(delay)))}
-            detail = {"reason": "retry", "detail": "the upstream is rate limiting"}
-            return _answer(503, {"error": detail}, retry)
         case UnknownVideo():
             log.info(
                 "webhook %r: video %r is no job of ours; ignored", event.event_id, event.video_id

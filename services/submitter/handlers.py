@@ -129,7 +129,8 @@ async def reconcile_then_submit(
     match reconcile(candidates, owned, answer_lost=answer_lost):
         case Adopt(upstream_id=upstream_id):
             log.info("submitter: job %s adopts upstream %s", event.job_id, upstream_id)
-            await recorded(deps, event, upstream_id)
+            created = next((v.created_at for v in videos if v.id == upstream_id), None)
+            await recorded(deps, event, upstream_id, created)
         case NoMatch():
             await submit(deps, event, record.submit_attempts)
         case Ambiguous(detail=detail):
@@ -167,7 +168,7 @@ async def submit(deps: Deps, event: JobAdmittedV1, seen: int) -> None:
             except Exception:  # its lease frees the slot later
                 log.warning("submitter: slot of %s not released", event.job_id, exc_info=True)
     if video is not None:
-        await recorded(deps, event, video.id)
+        await recorded(deps, event, video.id, video.created_at)
 
 
 async def create(
@@ -220,10 +221,16 @@ async def ended_attempt(
         await advance(deps.jobs, event, end_attempt, attempt=attempt, outcome=outcome)
 
 
-async def recorded(deps: Deps, event: JobAdmittedV1, upstream_id: str) -> None:
-    """The upstream job exists: index it, record it, announce it (a fact: one id per job)."""
+async def recorded(
+    deps: Deps, event: JobAdmittedV1, upstream_id: str, created_at: int | None
+) -> None:
+    """The upstream job exists: index it, record it (with when the upstream says it created it),
+    announce it (a fact: one id per job)."""
     await deps.upstream.link(upstream_id, event)  # first: a webhook may come at once
-    record = await advance(deps.jobs, event, mark_submitted, upstream_id=upstream_id)
+    created = upstream_time(created_at)
+    record = await advance(
+        deps.jobs, event, mark_submitted, upstream_id=upstream_id, created_at=created
+    )
     if record is not None:  # announced with the id on record (an earlier delivery's, if any)
         await deps.emit(submitted(event, record.upstream_id or upstream_id))
 
@@ -291,6 +298,14 @@ async def input_image(inputs: InputStore, ref: InputReference | None) -> InputIm
         raise InputImageError(f"input image {ref.object_name} does not match its sha256")
     extension = ref.content_type.split("/")[1].replace("jpeg", "jpg")
     return InputImage(data, ref.content_type, f"input_reference.{extension}")
+
+
+def upstream_time(epoch: int | None) -> datetime | None:
+    """The upstream's `created_at` (epoch seconds) as a time; None when absent or absurd (a
+    gateway's clock is not trusted past a day either way)."""
+    if epoch is None or abs(epoch - time.time()) > 86400:
+        return None
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 def submitted(event: JobAdmittedV1, upstream_id: str) -> JobSubmittedV1:

@@ -32,6 +32,9 @@ class JobRecordV1(BaseModel):
     cost_micros: int | None = None
     charged_micros: int | None = None
     upstream_id: str | None = None
+    upstream_created_at: datetime | None = None
+    """When the upstream says it created the job (its `created_at`): where its generation time
+    starts, which can be well before `submitted` for a job adopted after a lost answer."""
     submit_attempts: int = 0
     last_attempt_at: datetime | None = None
     attempt_alive_at: datetime | None = None

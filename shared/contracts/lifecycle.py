@@ -193,9 +193,11 @@ def retry_submit(record: JobRecordV1, at: datetime, *, attempt: int) -> JobRecor
     )
 
 
-def mark_submitted(record: JobRecordV1, at: datetime, *, upstream_id: str) -> JobRecordV1:
+def mark_submitted(
+    record: JobRecordV1, at: datetime, *, upstream_id: str, created_at: datetime | None = None
+) -> JobRecordV1:
     return _move(
-        record, "mark_submitted", at, upstream_id=upstream_id,
+        record, "mark_submitted", at, upstream_id=upstream_id, upstream_created_at=created_at,
         create_outcome=CreateOutcome.CREATED,
     )  # fmt: skip
 

@@ -131,6 +131,21 @@ async def test_a_job_not_yet_expected_done_is_not_looked_at() -> None:
         assert p.h.jobs.records()[event.job_id].status == JobStatus.SUBMITTED
 
 
+async def test_a_job_created_upstream_long_before_it_was_recorded_is_looked_at_at_once() -> None:
+    """An adopted job (its create's answer was lost): it has run since the upstream created
+    it, not since `submitted`, so it is due now, not 600 s from now."""
+    async with following(expected=600.0) as p:
+        job_id = new_job_id()
+        created = datetime.now(UTC) - timedelta(seconds=650)
+        p.h.jobs.put(job_record(job_id, JobStatus.SUBMITTED, upstream_id=VIDEO,
+                                upstream_created_at=created))  # fmt: skip
+        p.provider.retrieves.append((upstream_video(VIDEO, "completed", took=300), None))
+        await p.h.send(submitted(job_id))
+
+        assert p.provider.retrieved == [VIDEO]
+        assert p.h.bus.one(JobGeneratedV1).job_id == job_id
+
+
 async def test_a_generated_job_teaches_its_generation_time() -> None:
     async with following(expected=0.0) as p:
         event = submitted_job(p)

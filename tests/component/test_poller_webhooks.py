@@ -26,6 +26,7 @@ from tests.component.support import actions
 from tests.component.test_poller import submitted
 from tests.fakes import (
     FakeProvider,
+    FixedExpectations,
     InMemoryJobStore,
     InMemorySeenWebhooks,
     InMemoryUpstreamIndex,
@@ -51,7 +52,12 @@ class Endpoint:
 @pytest.fixture
 async def endpoint() -> AsyncIterator[Endpoint]:
     provider, seen = FakeProvider(), InMemorySeenWebhooks()
-    async with running(build_router(), lambda f: Deps(f.jobs, f.emit, provider, POLICY)) as h:
+    # Jobs are expected done in 10 minutes: the poll path does not look before then, unless a
+    # webhook told of the job's video early.
+    deps = lambda f: Deps(  # noqa: E731
+        f.jobs, f.emit, provider, POLICY, FixedExpectations(600.0), early=seen
+    )
+    async with running(build_router(), deps) as h:
         api = build_webhooks(WebhookDeps(h.deps, h.upstream, seen, Webhook(SECRET)))
         transport = httpx.ASGITransport(app=api)
         async with httpx.AsyncClient(transport=transport, base_url="http://poller") as client:
@@ -135,6 +141,49 @@ async def test_an_unknown_video_is_accepted_and_ignored(
     assert "video_not_ours" in caplog.text
 
 
+async def test_a_video_told_of_before_its_job_was_followed_is_looked_at_on_its_first_poll(
+    endpoint: Endpoint,
+) -> None:
+    """A lost create's video completes (its webhook finds no job), then the job adopts it: its
+    first poll looks at once instead of waiting for the expected completion."""
+    body = event_body("video_adopted")
+    assert (await endpoint.post(body, signed(body))).json()["accepted"] == "ignored"
+    job_id = new_job_id()
+    endpoint.h.jobs.put(job_record(job_id, JobStatus.SUBMITTED, upstream_id="video_adopted"))
+    endpoint.h.upstream.links["video_adopted"] = (TENANT, job_id)
+    endpoint.provider.retrieves.append((upstream_video("video_adopted", "completed"), None))
+
+    await endpoint.h.send(submitted(job_id).model_copy(update={"upstream_id": "video_adopted"}))
+
+    assert endpoint.provider.retrieved == ["video_adopted"]
+    assert endpoint.h.bus.one(JobGeneratedV1).job_id == job_id
+
+
+async def test_a_webhook_between_the_link_and_submitted_is_remembered(endpoint: Endpoint) -> None:
+    job_id = new_job_id()
+    endpoint.h.jobs.put(job_record(job_id, JobStatus.SUBMITTING))
+    endpoint.h.upstream.links[VIDEO] = (TENANT, job_id)
+    body = event_body(VIDEO)
+
+    response = await endpoint.post(body, signed(body))
+
+    assert response.json() == {"accepted": "not_followed", "job_id": job_id, "status": "submitting"}
+    assert endpoint.seen.told_videos == {VIDEO}
+
+
+async def test_a_job_the_poll_waits_for_is_not_looked_at_without_a_webhook(
+    endpoint: Endpoint,
+) -> None:
+    job_id = new_job_id()
+    endpoint.h.jobs.put(job_record(job_id, JobStatus.SUBMITTED, upstream_id=VIDEO))
+    event = submitted(job_id)
+
+    await endpoint.h.send(event)
+
+    assert endpoint.provider.retrieved == []
+    assert actions(endpoint.h.outcomes(event)) == ["nak"]
+
+
 async def test_a_job_not_followed_is_left_alone(endpoint: Endpoint) -> None:
     job_id = new_job_id()
     endpoint.h.jobs.put(job_record(job_id, JobStatus.GENERATED, upstream_id=VIDEO))
@@ -146,6 +195,7 @@ async def test_a_job_not_followed_is_left_alone(endpoint: Endpoint) -> None:
     assert response.status_code == 202
     assert response.json() == {"accepted": "not_followed", "job_id": job_id, "status": "generated"}
     assert endpoint.provider.retrieved == []
+    assert endpoint.seen.told_videos == set()  # past polling: nothing to remember
 
 
 async def test_forged_and_stale_webhooks_change_nothing(

@@ -153,6 +153,10 @@ async def test_admitted_job_is_created_once_upstream(submitter: Submitter) -> No
     record = h.jobs.records()[event.job_id]
     assert record.status == JobStatus.SUBMITTED
     assert record.upstream_id == "video_abc"
+    # when the upstream says it created it: the poller's schedule starts there
+    created = provider.created_videos[0].created_at
+    assert created is not None
+    assert record.upstream_created_at == datetime.fromtimestamp(created, UTC)
     assert record.submit_attempts == 1
     assert record.last_attempt_at == record.history["submitting"]
     assert record.history["admitted"] < record.history["submitting"] <= record.history["submitted"]

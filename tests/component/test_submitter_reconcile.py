@@ -57,7 +57,8 @@ def listed(video_id: str, *, prompt: str = SPEC.prompt, age: float = 0.0) -> Ups
 async def test_the_lost_create_is_adopted_and_nothing_is_created(submitter: Submitter) -> None:
     h, provider = submitter.h, submitter.provider
     event = left_submitting(submitter)
-    provider.listed = [listed("video_other", prompt="not this one"), listed("video_lost")]
+    lost = listed("video_lost", age=5.0)
+    provider.listed = [listed("video_other", prompt="not this one"), lost]
 
     await h.send(event)
 
@@ -66,6 +67,8 @@ async def test_the_lost_create_is_adopted_and_nothing_is_created(submitter: Subm
     record = h.jobs.records()[event.job_id]
     assert record.status == JobStatus.SUBMITTED
     assert record.upstream_id == "video_lost"
+    assert lost.created_at is not None  # it has run since then: the poller's schedule knows
+    assert record.upstream_created_at == datetime.fromtimestamp(lost.created_at, UTC)
     assert await h.upstream.owner("video_lost") == (TENANT, event.job_id)
     assert h.bus.one(JobSubmittedV1).upstream_id == "video_lost"
 
