@@ -12,8 +12,16 @@ from faststream.exceptions import NackMessage
 from services.poller.domain import Pending, Throttled, VideoEvent
 from services.poller.follow import FOLLOWED, SERVICE, Followed, follow, not_followed
 from services.poller.ports import Deps, WebhookDeps
-from shared.contracts import JobGeneratedV1, JobProgressV1, JobSubmittedV1, JobTimedOutV1
+from shared.contracts import (
+    JobCancelledV1,
+    JobGeneratedV1,
+    JobProgressV1,
+    JobSubmittedV1,
+    JobTimedOutV1,
+)
+from shared.contracts.lifecycle import JobStatus
 from shared.messaging import ServiceRouter
+from shared.outcomes import cancel_job
 from shared.telemetry import in_job_trace
 
 MAX_ERRORS = 60  # upstream errors (5xx, timeouts) over a job's whole follow-up before it fails
@@ -21,12 +29,17 @@ PollerDeps = Annotated[Deps, Context("deps")]
 
 
 def build_router() -> ServiceRouter:
-    router = ServiceRouter(SERVICE, emits=[JobProgressV1, JobGeneratedV1, JobTimedOutV1])
+    router = ServiceRouter(
+        SERVICE, emits=[JobProgressV1, JobGeneratedV1, JobTimedOutV1, JobCancelledV1]
+    )
 
     @router.on(JobSubmittedV1, max_errors=MAX_ERRORS, max_workers=32)
     async def on_job_submitted(event: JobSubmittedV1, deps: PollerDeps) -> None:
         job = Followed.of_submitted(event)
         record = await deps.jobs.get(event.tenant, event.job_id)
+        if record is not None and record.status == JobStatus.CANCELLING:
+            await cancel_job(deps.jobs, deps.emit, job, stage=SERVICE)  # stop following it
+            return
         if record is None or record.status not in FOLLOWED:
             await not_followed(deps.emit, job, record)
             return
@@ -67,6 +80,9 @@ async def on_video_event(
     if owner is None:
         return UnknownVideo()
     record = await deps.follow.jobs.get(*owner)
+    if record is not None and record.status == JobStatus.CANCELLING:
+        ended = await cancel_job(deps.follow.jobs, deps.follow.emit, record, stage=SERVICE)
+        return NotFollowed(owner[1], (ended or record).status.value)
     job = Followed.of_record(record) if record is not None else None
     if record is None or job is None or record.status not in FOLLOWED:
         return NotFollowed(owner[1], record.status.value if record else "absent")
