@@ -53,7 +53,7 @@ def build_router() -> ServiceRouter:
         if record is not None and record.terminal:
             await announce_end(emit, record, SERVICE)  # a refusal whose event may be lost
             return
-        if record is not None and record.status == JobStatus.CANCELLING:
+        if record is not None and cancelled_before_admission(record):
             await cancel_job(jobs, emit, event, detail=CANCELLED_BEFORE, stage=SERVICE)
             return
         earlier = await budgets.reservation(event.tenant, event.job_id)
@@ -106,12 +106,22 @@ async def carry_out(
     if reservation.state == "reserved":
         if await advance(jobs, event, admit, cost_micros=cost):
             await emit(JobAdmittedV1.fact(event, spec=event.spec, cost_micros=cost))
-        else:  # asked to cancel meanwhile (else it ended otherwise: nothing to do)
+        elif cancelled_before_admission(await jobs.get(event.tenant, event.job_id)):
             await cancel_job(jobs, emit, event, detail=CANCELLED_BEFORE, stage=SERVICE)
     elif reservation.refused is not None:
         await refuse(jobs, emit, event, reservation.refused, reservation.why or "")
     for alert in reservation.alerts:
         await emit(budget_alert(event, alert))
+
+
+def cancelled_before_admission(record: JobRecordV1 | None) -> bool:
+    """Asked to cancel before it was admitted: it can never be (admit leaves only `accepted`),
+    so no create of it can exist and pricing_guard may end it. A cancelling job admitted
+    earlier is left to the submitter, whose create may be in flight (a redelivered
+    `accepted` must not end it before that create's answer is recorded)."""
+    if record is None or record.status != JobStatus.CANCELLING:
+        return False
+    return JobStatus.ADMITTED.value not in record.history
 
 
 def budget_alert(event: JobAcceptedV1, alert: Alert) -> BudgetAlertV1:

@@ -7,11 +7,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
+from standardwebhooks import Webhook
 
 from services.poller.domain import PollPolicy
 from services.poller.handlers import build_router as build_poller
 from services.poller.ports import Deps as PollerDeps
+from services.poller.ports import WebhookDeps
+from services.poller.webhooks import PATH, build_webhooks
 from services.pricing_guard.adapters import KvBudgets
 from services.storage.handlers import build_router as build_storage
 from services.storage.ports import Deps as StorageDeps
@@ -42,7 +46,14 @@ from tests.component.harness import (
 from tests.component.support import Submitter, actions, running_submitter, settled
 from tests.component.test_intake_http import ACME, Api, serving
 from tests.component.test_storage import ASSETS, generated
-from tests.fakes import FakeProvider, InMemoryAssetStore, InMemoryJobStore, upstream_video
+from tests.fakes import (
+    FakeProvider,
+    InMemoryAssetStore,
+    InMemoryJobStore,
+    InMemorySeenWebhooks,
+    upstream_video,
+)
+from tests.webhook_signing import SECRET, event_body, signed
 
 COST = 400_000
 VIDEO = "video_abc"
@@ -395,3 +406,39 @@ async def test_a_cancelled_job_is_released_before_submission_and_charged_after(
     assert (reservation.state, reservation.charged_micros) == (state, charged)
     assert [e.settlement for e in await budgets.spend(TENANT)] == [state]
     assert guard.jobs.records()[job_id].charged_micros == charged
+
+
+async def test_a_redelivered_admission_leaves_a_create_in_flight_to_the_submitter(
+    guard: Harness,
+) -> None:
+    job_id = new_job_id()
+    guard.jobs.put(job_record(job_id, JobStatus.ACCEPTED))
+    await guard.send(accepted(job_id))  # admitted
+    in_flight = lc.begin_submit(guard.jobs.records()[job_id], datetime.now(UTC))
+    guard.jobs.put(asked_to_cancel(in_flight))
+
+    await guard.send(accepted(job_id), delivery=2)
+
+    assert guard.jobs.records()[job_id].status == JobStatus.CANCELLING  # its answer decides
+    assert guard.bus.events(JobCancelledV1) == []
+
+
+async def test_a_webhook_for_a_cancelling_job_ends_it_without_looking_upstream() -> None:
+    provider = FakeProvider()
+    async with running(build_poller(), lambda f: PollerDeps(f.jobs, f.emit, provider, POLICY)) as h:
+        job_id = new_job_id()
+        h.jobs.put(asked_to_cancel(submitted_record(job_id)))
+        h.upstream.links[VIDEO] = (TENANT, job_id)
+        seen = InMemorySeenWebhooks()
+        api = build_webhooks(WebhookDeps(h.deps, h.upstream, seen, Webhook(SECRET)))
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://poller") as client:
+            body = event_body(VIDEO)
+            answer = await client.post(PATH, content=body, headers=signed(body))
+
+    assert answer.status_code == 202
+    assert answer.json()["accepted"] == "not_followed"
+    assert provider.retrieved == []
+    record = h.jobs.records()[job_id]
+    assert (record.status, record.stage) == (JobStatus.CANCELLED, "poller")
+    assert h.bus.one(JobCancelledV1).upstream_id == VIDEO
