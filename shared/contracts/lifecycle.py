@@ -406,6 +406,12 @@ Notes:
 - `create_outcome` is also the billing signal: `in_flight`, `server_error`, `no_answer` and
   `created` mean an upstream create may exist; a record without it (written before it
   existed) falls back to its history (`submitting` reached).
+- `request_cancel` (a client, through intake) leaves any live state but `cancelling`; nothing
+  but `cancel`, `fail` and `time_out` leaves `cancelling`, so no create starts once a job is
+  cancelling. A create already in flight keeps its lease (`renew_attempt`) and records how it
+  ended (`end_attempt`) while the job is cancelling, and a video it answered with is recorded
+  by `cancel` itself (`upstream_id`, `create_outcome` `created`): what the upstream made
+  decides the bill.
 - Error budgets (`errors` per stage) and the final charge (`charged_micros`) are bookkeeping on
   the record, not moves.
 """
