@@ -1,4 +1,5 @@
-"""The `clipline` command: up | down | status | restart | scale | logs | submit | budget | spend."""
+"""The `clipline` command: up | down | status | restart | scale | logs | submit | cancel | budget |
+spend."""
 
 from __future__ import annotations
 
@@ -197,6 +198,36 @@ def _report(
     return 0
 
 
+def _cancel(args: argparse.Namespace) -> int:
+    """Ask intake to cancel a job: 0 when it is cancelling or cancelled, 1 when it ended
+    otherwise or is unknown (the reason printed), 2 when the stack cannot be reached."""
+    state = require(args.home)
+    with httpx.Client(base_url=state.intake_url, timeout=30) as http:
+        response = http.post(
+            f"/v1/jobs/{args.job_id}/cancel", headers={"X-Clipline-Tenant": args.tenant}
+        )
+    try:
+        body = response.json()
+    except ValueError:  # not intake's JSON (a proxy's page, say)
+        body = {"error": {"reason": "unexpected_answer", "detail": response.text[:200]}}
+    return report_cancel(args.job_id, args.tenant, response.status_code, body)
+
+
+def report_cancel(job_id: str, tenant: str, code: int, body: dict[str, Any]) -> int:
+    if code in (200, 202):
+        status = body.get("status")
+        if status == "cancelled":
+            print(f"job {job_id} is cancelled: {body.get('detail')}")
+        elif code == 202:
+            print(f"job {job_id} is cancelling (tenant {tenant})")
+        else:
+            print(f"job {job_id} was already cancelling (tenant {tenant})")
+        return 0
+    error = body.get("error") or {}
+    print(f"cannot cancel job {job_id} ({code} {error.get('reason')}): {error.get('detail')}")
+    return 2 if code >= 500 else 1
+
+
 def _status(args: argparse.Namespace) -> int:
     state = StackState.load(args.home)
     if state is None:
@@ -372,6 +403,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--verify", action="store_true", help="with --wait: decode the stored MP4")
     s.add_argument("--timeout", type=float, default=600.0)
     s.set_defaults(func=lambda a: asyncio.run(_submit(a)))
+    c = sub.add_parser("cancel", help="cancel a job (before submission nothing is spent)")
+    c.add_argument("job_id", help="the job id (job_...)")
+    c.add_argument("--tenant", default="default", help="tenant (default: default)")
+    c.set_defaults(func=_cancel)
     budget_cli.add_commands(sub)
     return p
 

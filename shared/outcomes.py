@@ -6,13 +6,14 @@ from typing import Literal, Protocol
 
 from shared.contracts.events import (
     Event,
+    JobCancelledV1,
     JobFailedV1,
     JobRef,
     JobRejectedV1,
     JobTimedOutV1,
 )
 from shared.contracts.jobs import JobRecordV1
-from shared.contracts.lifecycle import JobStatus, fail, time_out
+from shared.contracts.lifecycle import JobStatus, cancel, fail, time_out
 from shared.jobstore import JobStore, advance
 
 
@@ -45,6 +46,37 @@ async def end_job(
     await emit(kind.fact(job, reason=reason, detail=detail, stage=stage, upstream_id=upstream_id))
 
 
+async def cancel_job(
+    jobs: JobStore,
+    emit: Emit,
+    job: JobRef,
+    *,
+    stage: str,
+    detail: str | None = None,
+    upstream_id: str | None = None,
+) -> JobRecordV1 | None:
+    """End a `cancelling` job as cancelled: the record first, then the fact. Returns the
+    cancelled record (also when an earlier delivery cancelled it: announced again, the fact's
+    id drops the repeat), or None when the job is not cancelling (not asked, or it ended
+    otherwise meanwhile): then nothing is announced. `upstream_id`: a create in flight at the
+    cancel answered with this video, recorded as the sunk cost. Without a `detail`, the record
+    says what the cancel left behind (lifecycle.cancel_detail)."""
+    record = await advance(jobs, job, cancel, stage=stage, detail=detail, upstream_id=upstream_id)
+    if record is not None:
+        await emit(cancelled(record))
+    return record
+
+
+def cancelled(record: JobRecordV1) -> JobCancelledV1:
+    """The end event of a cancelled job, from its record (the same however often it is built)."""
+    return JobCancelledV1.fact(
+        record,
+        detail=record.detail or "",
+        stage=record.stage or "",
+        upstream_id=record.upstream_id,
+    )
+
+
 async def announce_end(emit: Emit, record: JobRecordV1, stage: str) -> None:
     """Announce again how `stage` ended a job, from its record: the process may have died
     between recording the end and announcing it (the fact's id drops a duplicate). Outcomes of
@@ -58,3 +90,5 @@ async def announce_end(emit: Emit, record: JobRecordV1, stage: str) -> None:
         await emit(JobFailedV1.fact(record, upstream_id=record.upstream_id, **common))
     elif record.status == JobStatus.TIMED_OUT:
         await emit(JobTimedOutV1.fact(record, upstream_id=record.upstream_id, **common))
+    elif record.status == JobStatus.CANCELLED:
+        await emit(cancelled(record))

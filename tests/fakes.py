@@ -215,6 +215,9 @@ class InMemoryAssetStore:
         self.objects[key] = StoredObject(bytes(data), content_type)
         return Stored(bucket=self.bucket, key=key, size_bytes=len(data), sha256=digest.hexdigest())
 
+    async def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
 
 if TYPE_CHECKING:  # mypy checks that each fake satisfies its port
     from services.storage.ports import AssetStore

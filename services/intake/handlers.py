@@ -26,9 +26,16 @@ from services.intake.domain import (
     validate,
 )
 from services.intake.ports import Deps
-from shared.contracts import InputReference, JobAcceptedV1, JobRecordV1, JobRejectedV1, JobSpec
+from shared.contracts import (
+    InputReference,
+    JobAcceptedV1,
+    JobCancelRequestedV1,
+    JobRecordV1,
+    JobRejectedV1,
+    JobSpec,
+)
 from shared.contracts.ids import job_id_for
-from shared.contracts.lifecycle import JobStatus
+from shared.contracts.lifecycle import STEPS, JobStatus, request_cancel
 from shared.contracts.requests import REQUESTS_ROOT
 from shared.jobstore import request_hash
 from shared.messaging import NO_TENANT, ServiceRouter
@@ -36,6 +43,7 @@ from shared.telemetry import current_trace_id
 
 SERVICE = "intake"
 DURABLE = "intake--job-requested"
+CANCELLABLE = STEPS["request_cancel"].sources
 MAX_ERRORS = 1_000_000
 """A request has no job record yet: giving up would lose it, so errors retry (capped backoff)."""
 
@@ -189,6 +197,44 @@ async def refuse(
     return Refused(why, job.job_id)
 
 
+@dataclass(frozen=True, slots=True)
+class Cancelling:
+    """The job is (now, or already) asked to cancel, or already cancelled: `record` says."""
+
+    record: JobRecordV1
+    new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyEnded:
+    """The job ended otherwise (completed, failed, ...): there is nothing left to cancel."""
+
+    record: JobRecordV1
+
+
+async def cancel(deps: Deps, tenant: str, job_id: str) -> Cancelling | AlreadyEnded | None:
+    """Ask to cancel a job of `tenant` (None: no such job). Recorded `cancelling` by
+    compare-and-set, then `cancel_requested` announced (again for a job already cancelling:
+    a repeat whose first announcement was lost; the fact's id drops a duplicate), so the
+    job ends at once wherever it waits."""
+    now = datetime.now(UTC)
+
+    def ask(record: JobRecordV1 | None) -> JobRecordV1 | None:
+        if record is None or record.status not in CANCELLABLE:
+            return None
+        return request_cancel(record, now)
+
+    asked = await deps.jobs.update(tenant, job_id, ask)
+    record = asked or await deps.jobs.get(tenant, job_id)
+    if record is None:
+        return None
+    if record.status == JobStatus.CANCELLING:
+        await deps.emit(JobCancelRequestedV1.fact(record))
+    elif record.status != JobStatus.CANCELLED:
+        return AlreadyEnded(record)
+    return Cancelling(record, new=asked is not None)
+
+
 def raw_body(msg: NatsMessage) -> bytes:
     """The request's bytes, undecoded: FastStream's default decoder lets json.loads'
     RecursionError (a nesting bomb) escape before the handler runs, which would retry the
@@ -197,7 +243,7 @@ def raw_body(msg: NatsMessage) -> bytes:
 
 
 def build_router() -> ServiceRouter:
-    router = ServiceRouter(SERVICE, emits=[JobAcceptedV1, JobRejectedV1])
+    router = ServiceRouter(SERVICE, emits=[JobAcceptedV1, JobRejectedV1, JobCancelRequestedV1])
 
     @router.on_subject(
         f"{REQUESTS_ROOT}.>", DURABLE, max_errors=MAX_ERRORS, decoder=raw_body,

@@ -1,4 +1,5 @@
-"""Intake's HTTP API: POST /v1/jobs (taken by the same rules as NATS requests), GET /v1/jobs."""
+"""Intake's HTTP API: POST /v1/jobs (taken by the same rules as NATS requests), GET /v1/jobs,
+POST /v1/jobs/{id}/cancel."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
 from services.intake.domain import decode, tenant_problem
-from services.intake.handlers import Refused, take
+from services.intake.handlers import AlreadyEnded, Refused, cancel, take
 from services.intake.ports import Deps
 from shared.contracts.ids import JOB_ID_RE, is_valid_tenant
 from shared.streams import MAX_PAYLOAD_BYTES
@@ -19,8 +20,12 @@ MAX_BODY_BYTES = MAX_PAYLOAD_BYTES - 64 * 1024  # the same limit as a request ov
 STATUS_OF = {"idempotency_conflict": 409}
 
 
-def _error(status: int, reason: str, detail: str, field: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"reason": reason, "detail": detail, "field": field}}, status)
+def _error(
+    code: int, reason: str, detail: str, field: str | None = None, **more: str
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"reason": reason, "detail": detail, "field": field, **more}}, code
+    )
 
 
 def _unavailable_read() -> JSONResponse:
@@ -105,6 +110,32 @@ def build_http(deps: Deps) -> FastAPI:
         if record is None:
             return _error(404, "not_found", f"no job {job_id!r} for tenant {tenant!r}")
         return JSONResponse(record.model_dump(mode="json"))
+
+    @api.post("/v1/jobs/{job_id}/cancel", status_code=202)
+    async def cancel_job(
+        job_id: str, x_clipline_tenant: str | None = Header(default=None)
+    ) -> JSONResponse:
+        """Ask to cancel a job of the caller's tenant: 202 when asked now, 200 when it was
+        already cancelling or cancelled, 409 when it ended otherwise, 404 when unknown."""
+        tenant = x_clipline_tenant or deps.default_tenant
+        if not is_valid_tenant(tenant):
+            return _error(422, "invalid_tenant", tenant_problem(tenant))
+        if not JOB_ID_RE.match(job_id):
+            return _error(404, "not_found", f"no job {job_id!r} for tenant {tenant!r}")
+        try:
+            outcome = await cancel(deps, tenant, job_id)
+        except Exception:  # NATS or KV unreachable: the cancel may or may not be recorded
+            log.warning("intake: could not cancel job %s", job_id, exc_info=True)
+            return _error(503, "unavailable", "the cancel could not be recorded; retry it")
+        if outcome is None:
+            return _error(404, "not_found", f"no job {job_id!r} for tenant {tenant!r}")
+        if isinstance(outcome, AlreadyEnded):
+            ended = outcome.record.status.value
+            detail = f"job {job_id} is {ended}: nothing to cancel"
+            return _error(409, "already_ended", detail, status=ended)
+        return JSONResponse(
+            outcome.record.model_dump(mode="json"), status_code=202 if outcome.new else 200
+        )
 
     @api.get("/v1/jobs")
     async def list_jobs(x_clipline_tenant: str | None = Header(default=None)) -> JSONResponse:

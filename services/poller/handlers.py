@@ -21,8 +21,16 @@ from services.poller.follow import (
 )
 from services.poller.ports import Deps, WebhookDeps
 from services.poller.schedule import after_look, first_look
-from shared.contracts import JobGeneratedV1, JobProgressV1, JobSubmittedV1, JobTimedOutV1
+from shared.contracts import (
+    JobCancelledV1,
+    JobGeneratedV1,
+    JobProgressV1,
+    JobSubmittedV1,
+    JobTimedOutV1,
+)
+from shared.contracts.lifecycle import JobStatus
 from shared.messaging import ServiceRouter
+from shared.outcomes import cancel_job
 from shared.telemetry import in_job_trace
 
 MAX_ERRORS = 60  # upstream errors (5xx, timeouts) over a job's whole follow-up before it fails
@@ -33,12 +41,17 @@ PollerDeps = Annotated[Deps, Context("deps")]
 
 
 def build_router() -> ServiceRouter:
-    router = ServiceRouter(SERVICE, emits=[JobProgressV1, JobGeneratedV1, JobTimedOutV1])
+    router = ServiceRouter(
+        SERVICE, emits=[JobProgressV1, JobGeneratedV1, JobTimedOutV1, JobCancelledV1]
+    )
 
     @router.on(JobSubmittedV1, max_errors=MAX_ERRORS, max_workers=32, max_ack_pending=MAX_FOLLOWED)
     async def on_job_submitted(event: JobSubmittedV1, deps: PollerDeps) -> None:
         job = Followed.of_submitted(event)
         record = await deps.jobs.get(event.tenant, event.job_id)
+        if record is not None and record.status == JobStatus.CANCELLING:
+            await cancel_job(deps.jobs, deps.emit, job, stage=SERVICE)  # stop following it
+            return
         if record is None or record.status not in FOLLOWED:
             await not_followed(deps.emit, job, record)
             return
@@ -92,6 +105,9 @@ async def on_video_event(
         await deps.follow.early.tell(event.video_id)
         return UnknownVideo()
     record = await deps.follow.jobs.get(*owner)
+    if record is not None and record.status == JobStatus.CANCELLING:
+        ended = await cancel_job(deps.follow.jobs, deps.follow.emit, record, stage=SERVICE)
+        return NotFollowed(owner[1], (ended or record).status.value)
     job = Followed.of_record(record) if record is not None else None
     if record is None or job is None or record.status not in FOLLOWED:
         if record is not None and not record.terminal and record.upstream_id is None:

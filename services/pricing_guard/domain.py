@@ -82,11 +82,18 @@ class Ending:
     """What the record says of its latest create attempt (JobRecordV1.create_may_exist): False
     when it never left or the upstream refused it (429, 4xx); None when the record does not
     say, and then `reached` is the evidence."""
+    upstream_known: bool = False
+    """The record names an upstream job: it surely exists, even if the job never reached
+    `submitted` (a create that answered after the job was asked to cancel)."""
+
+    @property
+    def upstream_exists(self) -> bool:
+        return self.upstream_known or bool(self.reached & UPSTREAM_EXISTS)
 
     @property
     def create_sent(self) -> bool:
         """Whether an upstream create may exist: the record's own word, else its history."""
-        if self.reached & UPSTREAM_EXISTS:
+        if self.upstream_exists:
             return True
         if self.create_may_exist is not None:
             return self.create_may_exist
@@ -108,7 +115,7 @@ def bill(ending: Ending) -> Settlement:
         return Release("ended before any upstream create")
     if ending.reason == "moderation_blocked":
         return Release("blocked by moderation: unbilled")
-    submitted = bool(ending.reached & UPSTREAM_EXISTS)
+    submitted = ending.upstream_exists
     if ending.status == "cancelled":
         if submitted:
             return Charge(ending.estimate_micros, "cancelled after submission: sunk cost")

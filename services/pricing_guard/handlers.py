@@ -16,6 +16,7 @@ from shared.contracts import (
     BudgetAlertV1,
     JobAcceptedV1,
     JobAdmittedV1,
+    JobCancelledV1,
     JobCompletedV1,
     JobFailedV1,
     JobRecordV1,
@@ -23,15 +24,16 @@ from shared.contracts import (
     JobTimedOutV1,
 )
 from shared.contracts.events import Event, JobRef
-from shared.contracts.lifecycle import IllegalTransition, admit, reject, settle
+from shared.contracts.lifecycle import IllegalTransition, JobStatus, admit, reject, settle
 from shared.jobstore import JobStore, advance
 from shared.messaging import ServiceRouter
-from shared.outcomes import Emit, announce_end
+from shared.outcomes import Emit, announce_end, cancel_job
 from shared.registry import ProviderSpec
 
 SERVICE = "pricing_guard"
 SETTLE_FOREVER = 10**9
 log = logging.getLogger("clipline.pricing_guard")
+CANCELLED_BEFORE = "cancelled before admission; nothing went upstream"
 Jobs = Annotated[JobStore, Context("deps.jobs")]
 Emitter = Annotated[Emit, Context("deps.emit")]
 Prices = Annotated[ProviderSpec, Context("deps.provider")]
@@ -39,7 +41,9 @@ Budgets = Annotated[BudgetStore, Context("deps.budgets")]
 
 
 def build_router() -> ServiceRouter:
-    router = ServiceRouter(SERVICE, emits=[JobAdmittedV1, JobRejectedV1, BudgetAlertV1])
+    router = ServiceRouter(
+        SERVICE, emits=[JobAdmittedV1, JobRejectedV1, BudgetAlertV1, JobCancelledV1]
+    )
 
     @router.on(JobAcceptedV1)
     async def on_job_accepted(
@@ -48,6 +52,9 @@ def build_router() -> ServiceRouter:
         record = await jobs.get(event.tenant, event.job_id)
         if record is not None and record.terminal:
             await announce_end(emit, record, SERVICE)  # a refusal whose event may be lost
+            return
+        if record is not None and cancelled_before_admission(record):
+            await cancel_job(jobs, emit, event, detail=CANCELLED_BEFORE, stage=SERVICE)
             return
         earlier = await budgets.reservation(event.tenant, event.job_id)
         if earlier is not None:  # decided by an earlier delivery: carry that decision out
@@ -82,6 +89,10 @@ def build_router() -> ServiceRouter:
     async def on_job_timed_out(event: JobTimedOutV1, jobs: Jobs, budgets: Budgets) -> None:
         await settle_job(jobs, budgets, event)
 
+    @router.on(JobCancelledV1, max_errors=SETTLE_FOREVER)
+    async def on_job_cancelled(event: JobCancelledV1, jobs: Jobs, budgets: Budgets) -> None:
+        await settle_job(jobs, budgets, event)
+
     return router
 
 
@@ -95,10 +106,22 @@ async def carry_out(
     if reservation.state == "reserved":
         if await advance(jobs, event, admit, cost_micros=cost):
             await emit(JobAdmittedV1.fact(event, spec=event.spec, cost_micros=cost))
+        elif cancelled_before_admission(await jobs.get(event.tenant, event.job_id)):
+            await cancel_job(jobs, emit, event, detail=CANCELLED_BEFORE, stage=SERVICE)
     elif reservation.refused is not None:
         await refuse(jobs, emit, event, reservation.refused, reservation.why or "")
     for alert in reservation.alerts:
         await emit(budget_alert(event, alert))
+
+
+def cancelled_before_admission(record: JobRecordV1 | None) -> bool:
+    """Asked to cancel before it was admitted: it can never be (admit leaves only `accepted`),
+    so no create of it can exist and pricing_guard may end it. A cancelling job admitted
+    earlier is left to the submitter, whose create may be in flight (a redelivered
+    `accepted` must not end it before that create's answer is recorded)."""
+    if record is None or record.status != JobStatus.CANCELLING:
+        return False
+    return JobStatus.ADMITTED.value not in record.history
 
 
 def budget_alert(event: JobAcceptedV1, alert: Alert) -> BudgetAlertV1:
@@ -187,6 +210,7 @@ def ending(record: JobRecordV1, reservation: ReservationRecord) -> Ending:
         requested_seconds=reservation.seconds,
         produced_seconds=record.produced_seconds,
         create_may_exist=record.create_may_exist,
+        upstream_known=record.upstream_id is not None,
     )
 
 

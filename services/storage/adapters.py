@@ -66,6 +66,9 @@ class S3AssetStore:
 
         await asyncio.to_thread(make)
 
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._client.remove_object, self._bucket, key)
+
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
         q: queue.Queue[bytes] = queue.Queue(maxsize=_QUEUE_CHUNKS)
         aborted = threading.Event()

@@ -10,11 +10,18 @@ from faststream import Context
 
 from services.storage.domain import CONTENT_TYPES, object_key, timings
 from services.storage.ports import AssetStore
-from shared.contracts import AssetRef, JobCompletedV1, JobGeneratedV1, JobRecordV1, JobTimings
+from shared.contracts import (
+    AssetRef,
+    JobCancelledV1,
+    JobCompletedV1,
+    JobGeneratedV1,
+    JobRecordV1,
+    JobTimings,
+)
 from shared.contracts.lifecycle import JobStatus, begin_store, complete
 from shared.jobstore import JobStore, advance
 from shared.messaging import ServiceRouter
-from shared.outcomes import Emit, announce_end, end_job
+from shared.outcomes import Emit, announce_end, cancel_job, end_job
 from shared.provider import ProviderNotFound, ProviderRejected, VideoProvider
 from shared.provider.wire import VARIANTS, Variant
 
@@ -28,7 +35,7 @@ Assets = Annotated[AssetStore, Context("deps.store")]
 
 
 def build_router(max_attempts: int) -> ServiceRouter:
-    router = ServiceRouter(SERVICE, emits=[JobCompletedV1])
+    router = ServiceRouter(SERVICE, emits=[JobCompletedV1, JobCancelledV1])
 
     @router.on(JobGeneratedV1, max_errors=max_attempts, max_workers=4)
     async def on_job_generated(
@@ -39,7 +46,12 @@ def build_router(max_attempts: int) -> ServiceRouter:
             await emit(completed(event, record))  # redelivered: announce, store nothing
             return
         if record is not None and record.terminal:
+            if record.status == JobStatus.CANCELLED and record.stage == SERVICE:
+                await forget(store, event)  # cancelled mid-store: a delete may have failed
             await announce_end(emit, record, SERVICE)  # its event may have been lost
+            return
+        if record is not None and record.status == JobStatus.CANCELLING:
+            await cancel_job(jobs, emit, event, stage=SERVICE)  # asked to cancel: not stored
             return
         if record is None or not await advance(jobs, event, begin_store):
             return  # absent, or ended otherwise meanwhile
@@ -54,6 +66,8 @@ def build_router(max_attempts: int) -> ServiceRouter:
         done = await advance(jobs, event, complete, assets=assets)
         if done is not None:
             await emit(completed(event, done))
+        elif await cancel_job(jobs, emit, event, stage=SERVICE):
+            await forget(store, event)  # asked to cancel while storing: keep nothing of it
 
     return router
 
@@ -65,6 +79,12 @@ async def store_variant(
     async with provider.download(event.upstream_id, variant) as download:
         stored = await store.put_stream(key, download.chunks, CONTENT_TYPES[variant])
     return AssetRef(variant=variant, content_type=CONTENT_TYPES[variant], **asdict(stored))
+
+
+async def forget(store: AssetStore, event: JobGeneratedV1) -> None:
+    """Delete every variant of a job (a cancelled job keeps nothing; absent keys are fine)."""
+    for variant in VARIANTS:
+        await store.delete(object_key(event.tenant, event.job_id, variant))
 
 
 def completed(event: JobGeneratedV1, record: JobRecordV1) -> JobCompletedV1:

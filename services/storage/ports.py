@@ -26,6 +26,10 @@ class AssetStore(Protocol):
         """Stream `chunks` to `key` in bounded memory; size and sha256 computed on the way."""
         ...
 
+    async def delete(self, key: str) -> None:
+        """Remove `key` (nothing happens when it is absent)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Deps:

@@ -53,6 +53,12 @@ class Expired:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Asked to cancel, and no create of it is running: end it cancelled now (what its record
+    says of the upstream decides the bill)."""
+
+
 NOTHING_MADE = frozenset({"not_sent", "refused"})
 """Attempt outcomes (lifecycle.CreateOutcome values) after which nothing exists upstream."""
 
@@ -67,13 +73,20 @@ def plan(
     attempt_age: float | None = None,
     lease: float = ATTEMPT_LEASE_SECONDS,
     outcome: str | None = None,
-) -> Submit | Reconcile | InFlight | Resend | Skip | Expired:
+) -> Submit | Reconcile | InFlight | Resend | Skip | Expired | Cancel:
     """What to do with an admitted job given its recorded state, `waited` s after admission,
     and what its latest create attempt said (`outcome`, a lifecycle.CreateOutcome value): a
     request that never left or was refused is sent again, a 5xx or a lost process is
-    reconciled first, a lost answer is reconciled and never sent again."""
+    reconciled first, a lost answer is reconciled and never sent again. A job asked to cancel
+    is cancelled, unless a create of it is running: that one's answer must be recorded first
+    (whether the upstream job exists decides the bill), so it waits for it, or for its lease
+    to run out (its process died: the bill is then disputed)."""
     if status is None or terminal:
         return Skip()
+    if status == "cancelling":
+        if outcome == "in_flight" and attempt_age is not None and attempt_age < lease:
+            return InFlight(min(lease, lease - attempt_age))
+        return Cancel()
     if upstream_id:
         return Resend(upstream_id) if status == "submitted" else Skip()
     if status not in ("admitted", "submitting"):

@@ -20,6 +20,7 @@ from services.submitter.domain import (
     CLOCK_SLACK_SECONDS,
     Adopt,
     Ambiguous,
+    Cancel,
     Candidate,
     Expired,
     InFlight,
@@ -40,6 +41,8 @@ from services.submitter.rates import Wait
 from shared.contracts import (
     InputReference,
     JobAdmittedV1,
+    JobCancelledV1,
+    JobCancelRequestedV1,
     JobRecordV1,
     JobSubmittedV1,
     JobTimedOutV1,
@@ -57,7 +60,7 @@ from shared.contracts.lifecycle import (
 from shared.inputs import InputMissingError, InputStore
 from shared.jobstore import JobStore, StoreConflictError, advance
 from shared.messaging import ServiceRouter, periodically
-from shared.outcomes import announce_end, end_job
+from shared.outcomes import announce_end, cancel_job, end_job
 from shared.provider import (
     CreateVideo,
     InputImage,
@@ -81,7 +84,7 @@ class InputImageError(Exception):
 
 
 def build_router(max_attempts: int) -> ServiceRouter:
-    router = ServiceRouter(SERVICE, emits=[JobSubmittedV1, JobTimedOutV1])
+    router = ServiceRouter(SERVICE, emits=[JobSubmittedV1, JobTimedOutV1, JobCancelledV1])
 
     @router.on(JobAdmittedV1, max_errors=max_attempts, max_workers=16)
     async def on_job_admitted(event: JobAdmittedV1, deps: Annotated[Deps, Context("deps")]) -> None:
@@ -105,6 +108,27 @@ def build_router(max_attempts: int) -> ServiceRouter:
             case Reconcile(answer_lost=answer_lost):
                 assert record is not None
                 await reconcile_then_submit(deps, event, record, answer_lost=answer_lost)
+            case Cancel():
+                await cancel_job(deps.jobs, deps.emit, event, stage=SERVICE)
+
+    # The prompt end of a cancel, whatever stage the job is at (its own next delivery there may
+    # be a long delayed redelivery). Here, because only the submitter's creates race a cancel:
+    # no create can start once the job is `cancelling` (begin_submit never leaves it), and one
+    # already running keeps its lease renewed until it answers, so ending a cancelling job
+    # only when no live lease is on it never loses what the upstream made.
+    @router.on(JobCancelRequestedV1, max_errors=max_attempts)
+    async def on_job_cancel_requested(
+        event: JobCancelRequestedV1, deps: Annotated[Deps, Context("deps")]
+    ) -> None:
+        record = await deps.jobs.get(event.tenant, event.job_id)
+        if record is not None and record.terminal:
+            await announce_end(deps.emit, record, SERVICE)
+            return
+        match decide(record, deps.submit_deadline):
+            case Cancel():
+                await cancel_job(deps.jobs, deps.emit, event, stage=SERVICE)
+            case InFlight(retry_in=retry_in):
+                raise NackMessage(delay=retry_in + 0.5)  # the create answers, or its lease ends
 
     return router
 
@@ -185,13 +209,19 @@ async def create(
         # every replica slows down, as the upstream asked.
         with contextlib.suppress(Exception):
             await deps.rates.throttle(spec.model, exc.retry_after_seconds)
+        if await cancelled_instead(deps, event, attempt, CreateOutcome.REFUSED):
+            return None
         try:
-            await advance(deps.jobs, event, retry_submit, attempt=attempt)
+            if not await advance(deps.jobs, event, retry_submit, attempt=attempt):
+                # Asked to cancel since the look above: the cancel still learns nothing was made.
+                await ended_attempt(deps, event, attempt, CreateOutcome.REFUSED)
         except Exception:  # the lease runs out, and the next delivery reconciles instead
             log.warning("submitter: could not put %s back in line", event.job_id, exc_info=True)
         raise NackMessage(delay=rate_limit_delay(exc.retry_after_seconds)) from exc
     except (ProviderRejected, ProviderNotFound) as exc:
         # Refused for good (400/401/403/404/422, moderation, a retired model): never retried.
+        if await cancelled_instead(deps, event, attempt, CreateOutcome.REFUSED):
+            return None
         await ended_attempt(deps, event, attempt, CreateOutcome.REFUSED)
         refused = rejection(exc.status, exc.code, exc.message)
         await end(deps, event, refused.reason, refused.detail)
@@ -199,6 +229,8 @@ async def create(
     except Exception as exc:
         # Retried (an error counted); the next delivery acts by what the outcome recorded here
         # says. Unrecorded (a lost write), the lease runs out and it reconciles.
+        if await cancelled_instead(deps, event, attempt, attempt_outcome(exc)):
+            return None
         await ended_attempt(deps, event, attempt, attempt_outcome(exc))
         raise
 
@@ -225,7 +257,8 @@ async def recorded(
     deps: Deps, event: JobAdmittedV1, upstream_id: str, created_at: int | None
 ) -> None:
     """The upstream job exists: index it, record it (with when the upstream says it created it),
-    announce it (a fact: one id per job)."""
+    announce it (a fact: one id per job). A job asked to cancel meanwhile ends cancelled, with
+    the upstream id as its sunk cost."""
     await deps.upstream.link(upstream_id, event)  # first: a webhook may come at once
     created = upstream_time(created_at)
     record = await advance(
@@ -233,6 +266,21 @@ async def recorded(
     )
     if record is not None:  # announced with the id on record (an earlier delivery's, if any)
         await deps.emit(submitted(event, record.upstream_id or upstream_id))
+    elif not await cancel_job(deps.jobs, deps.emit, event, stage=SERVICE, upstream_id=upstream_id):
+        log.warning("submitter: job %s ended before upstream %s was recorded on it",
+                    event.job_id, upstream_id)  # fmt: skip
+
+
+async def cancelled_instead(
+    deps: Deps, event: JobAdmittedV1, attempt: int, outcome: CreateOutcome
+) -> bool:
+    """A create that failed while its job was asked to cancel: record what it says of the
+    upstream (the bill depends on it) and end the job cancelled, instead of retrying."""
+    record = await deps.jobs.get(event.tenant, event.job_id)
+    if record is None or record.status != JobStatus.CANCELLING:
+        return False
+    await ended_attempt(deps, event, attempt, outcome)
+    return await cancel_job(deps.jobs, deps.emit, event, stage=SERVICE) is not None
 
 
 async def end(
@@ -273,7 +321,7 @@ def attempt_lease(
 
 def decide(
     record: JobRecordV1 | None, deadline: float
-) -> Submit | Reconcile | InFlight | Resend | Skip | Expired:
+) -> Submit | Reconcile | InFlight | Resend | Skip | Expired | Cancel:
     if record is None:
         return Skip()
     now = datetime.now(UTC)

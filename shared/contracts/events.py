@@ -213,6 +213,26 @@ class JobTimedOutV1(Event):
     upstream_id: str | None = None
 
 
+class JobCancelRequestedV1(Event):
+    """intake: a client asked to cancel the job, which is now recorded `cancelling`; the
+    submitter ends it at once (or when a create in flight answers)."""
+
+    kind = "cancel_requested"
+
+
+class JobCancelledV1(Event):
+    """Terminal: the job was cancelled on request. Before submission nothing was spent; after
+    it the upstream job runs on (the API cannot stop it) and its estimate is the sunk cost."""
+
+    kind = "cancelled"
+    reason: str = Field(default="cancelled", description="always cancelled")
+    detail: str
+    stage: str = Field(description="the service that ended it")
+    upstream_id: str | None = Field(
+        default=None, description="the upstream job that ran on, when one was created"
+    )
+
+
 class JobCompletedV1(Event):
     """Terminal: all assets are stored."""
 
@@ -247,6 +267,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     JobFailedV1,
     JobTimedOutV1,
     JobCompletedV1,
+    JobCancelRequestedV1,
+    JobCancelledV1,
     BudgetAlertV1,
 )
 TERMINAL_KINDS = frozenset({"completed", "failed", "rejected", "timed_out", "cancelled"})

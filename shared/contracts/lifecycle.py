@@ -175,9 +175,14 @@ def begin_submit(record: JobRecordV1, at: datetime) -> JobRecordV1:
     )  # fmt: skip
 
 
+ATTEMPT_HOLDERS = frozenset({S.SUBMITTING, S.CANCELLING})
+"""States in which a create attempt may still be running: a job cancelled while its create is
+in flight keeps the attempt's lease and outcome until the create answers."""
+
+
 def _own_attempt(record: JobRecordV1, step: str, attempt: int) -> None:
     """An attempt acts on the record only while it is the latest (a newer one owns it then)."""
-    if record.status == S.SUBMITTING and record.submit_attempts != attempt:
+    if record.status in ATTEMPT_HOLDERS and record.submit_attempts != attempt:
         raise IllegalTransition(
             f"{step}: attempt {attempt} of {record.job_id} was overtaken by attempt "
             f"{record.submit_attempts}"
@@ -228,8 +233,46 @@ def request_cancel(record: JobRecordV1, at: datetime) -> JobRecordV1:
     return _move(record, "request_cancel", at)
 
 
-def cancel(record: JobRecordV1, at: datetime, *, detail: str, stage: str) -> JobRecordV1:
-    return _end(record, "cancel", at, reason="cancelled", detail=detail, stage=stage)
+def cancel(
+    record: JobRecordV1,
+    at: datetime,
+    *,
+    stage: str,
+    detail: str | None = None,
+    upstream_id: str | None = None,
+) -> JobRecordV1:
+    """End a cancelling job. `upstream_id`: a create that was in flight when the cancel came
+    answered with this video (the upstream job exists and bills: the sunk cost). Without a
+    `detail`, the record's own state says what the cancel left behind."""
+    why = detail if detail is not None else cancel_detail(record, upstream_id)
+    ended = _end(record, "cancel", at, reason="cancelled", detail=why, stage=stage)
+    if upstream_id is None or record.upstream_id is not None:
+        return ended.model_copy(update={"attempt_alive_at": None})
+    return ended.model_copy(
+        update={
+            "upstream_id": upstream_id,
+            "create_outcome": CreateOutcome.CREATED,
+            "attempt_alive_at": None,
+        }
+    )
+
+
+def cancel_detail(record: JobRecordV1, upstream_id: str | None = None) -> str:
+    """What cancelling `record` leaves behind upstream, in one sentence."""
+    upstream = record.upstream_id or upstream_id
+    if upstream and S.GENERATED.value in record.history:
+        return f"cancelled after upstream {upstream} finished: not stored (the video is billed)"
+    if upstream:
+        return (
+            f"cancelled after submission: upstream {upstream} cannot be stopped and runs on, "
+            "no longer followed (its estimate is the sunk cost)"
+        )
+    if record.create_outcome in CREATE_MAY_EXIST:
+        return (
+            f"cancelled while a create may have reached the upstream "
+            f"({record.create_outcome.value}): what it cost is unknown"
+        )
+    return "cancelled before submission: nothing was created upstream"
 
 
 def fail(record: JobRecordV1, at: datetime, *, reason: str, detail: str, stage: str) -> JobRecordV1:
@@ -255,8 +298,10 @@ def count_error(record: JobRecordV1, stage: str) -> JobRecordV1:
 
 
 def renew_attempt(record: JobRecordV1, at: datetime, *, attempt: int) -> JobRecordV1:
-    """Create `attempt` is still in flight: its lease on the record is renewed."""
-    if record.status != S.SUBMITTING:
+    """Create `attempt` is still in flight: its lease on the record is renewed (also while the
+    job is cancelling: the cancel waits for the create's answer)."""
+    ended = record.status == S.CANCELLING and record.create_outcome != CreateOutcome.IN_FLIGHT
+    if record.status not in ATTEMPT_HOLDERS or ended:
         raise IllegalTransition(f"renew_attempt: {record.job_id} is {record.status.value}")
     _own_attempt(record, "renew_attempt", attempt)
     return record.model_copy(update={"attempt_alive_at": at})
@@ -267,8 +312,9 @@ def end_attempt(
 ) -> JobRecordV1:
     """Create `attempt` ended without a video, as `outcome` says (not sent, refused, a 5xx, no
     answer). The job stays `submitting` and the lease is released, so the next delivery acts at
-    once by the outcome: sends again what never left or was refused, reconciles the rest."""
-    if record.status != S.SUBMITTING:
+    once by the outcome: sends again what never left or was refused, reconciles the rest. A
+    cancelling job records it too (its bill depends on it), and stays cancelling."""
+    if record.status not in ATTEMPT_HOLDERS:
         raise IllegalTransition(f"end_attempt: {record.job_id} is {record.status.value}")
     if outcome not in ENDED_ATTEMPT:
         raise ValueError(f"end_attempt: {outcome.value} is not how an attempt ends unanswered")
@@ -362,6 +408,12 @@ Notes:
 - `create_outcome` is also the billing signal: `in_flight`, `server_error`, `no_answer` and
   `created` mean an upstream create may exist; a record without it (written before it
   existed) falls back to its history (`submitting` reached).
+- `request_cancel` (a client, through intake) leaves any live state but `cancelling`; nothing
+  but `cancel`, `fail` and `time_out` leaves `cancelling`, so no create starts once a job is
+  cancelling. A create already in flight keeps its lease (`renew_attempt`) and records how it
+  ended (`end_attempt`) while the job is cancelling, and a video it answered with is recorded
+  by `cancel` itself (`upstream_id`, `create_outcome` `created`): what the upstream made
+  decides the bill.
 - Error budgets (`errors` per stage) and the final charge (`charged_micros`) are bookkeeping on
   the record, not moves.
 """

@@ -229,7 +229,6 @@ async def test_the_same_submission_reached_twice_is_one_fact(submitter: Submitte
     [
         (JobStatus.GENERATING, "video_old"),  # moved on: the poller has it
         (JobStatus.STORING, "video_old"),
-        (JobStatus.CANCELLING, None),  # a client asked to cancel before it got upstream
         (JobStatus.FAILED, None),
         (JobStatus.REJECTED, None),
         (JobStatus.TIMED_OUT, None),
