@@ -100,9 +100,9 @@ async def measure(state: StackState, jobs: int, settle: float, window: float) ->
         first_publish = time.time()
         await submit(js, tenant, [f"{tenant}-{n}" for n in range(jobs)])
         published = time.time() - first_publish
-        print(f"  {jobs} requests published in {published:.1f} s; waiting until all are created "
+        print(f"  {jobs} requests published in {published:.2f} s; waiting until all are created "
               "upstream ...", flush=True)  # fmt: skip
-        deadline = time.monotonic() + jobs / 50 + 180
+        deadline = time.monotonic() + jobs / 20 + 180
         await events.until(lambda: events.kinds["submitted"] + len(events.ended) >= jobs, deadline)
         videos = await control(state, "videos")
         last_create = max((v["created_at"] for v in videos), default=first_publish)
