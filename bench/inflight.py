@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nats
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from bench.harness import cpu_seconds
@@ -90,77 +91,101 @@ async def consumer(js: JetStreamContext) -> str:
     )
 
 
-async def measure(state: StackState, jobs: int, settle: float, window: float) -> None:
+@dataclass(frozen=True)
+class Window:
+    """Each process's CPU over a stretch of time, and its memory at the end of it."""
+
+    seconds: float
+    cpu: dict[str, float]
+    end: dict[str, Usage]
+
+    def share(self, name: str) -> float:
+        return self.cpu[name] / self.seconds
+
+
+async def observe(pids: dict[str, int], seconds: float) -> Window:
+    before, started = sample(pids), time.monotonic()
+    await asyncio.sleep(seconds)
+    after, elapsed = sample(pids), time.monotonic() - started
+    return Window(elapsed, {n: after[n].cpu_seconds - before[n].cpu_seconds for n in pids}, after)
+
+
+async def submit_all(state: StackState, nc: Client, events: Events, jobs: int) -> None:
+    """Publish every request at once; return once each job is created upstream (or ended)."""
     tenant = new_tenant("inflight")
+    await events.watch(nc, tenant)
+    js = nc.jetstream()
+    first_publish = time.time()
+    await submit(js, tenant, [f"{tenant}-{n}" for n in range(jobs)])
+    print(f"  {jobs} requests published in {time.time() - first_publish:.2f} s; waiting until "
+          "all are created upstream ...", flush=True)  # fmt: skip
+    deadline = time.monotonic() + jobs / 20 + 180
+    await events.until(lambda: events.kinds["submitted"] + len(events.ended) >= jobs, deadline)
+    videos = await control(state, "videos")
+    took = max((v["created_at"] for v in videos), default=first_publish) - first_publish
+    print(f"  submission: {len(videos)} of {jobs} jobs created upstream, the last {took:.1f} s "
+          f"after the first publish ({len(videos) / max(took, 1e-9):.0f} jobs/s); ended "
+          f"otherwise: {len(events.ended)} {list(events.ended.values())[:3]}",
+          flush=True)  # fmt: skip
+
+
+async def measure(state: StackState, jobs: int, idle: float, settle: float, window: float) -> None:
+    pids = service_pids(state)
+    others = {p.name: p.pid for p in state.processes if p.name in ("nats", "simulator")}
+    print(f"  baseline: the idle stack for {idle:g} s ...", flush=True)
+    baseline = await observe(pids | others, idle)
     nc = await nats.connect(state.nats_url)
     events = Events()
     try:
-        await events.watch(nc, tenant)
+        await submit_all(state, nc, events, jobs)
         js = nc.jetstream()
-        first_publish = time.time()
-        await submit(js, tenant, [f"{tenant}-{n}" for n in range(jobs)])
-        published = time.time() - first_publish
-        print(f"  {jobs} requests published in {published:.2f} s; waiting until all are created "
-              "upstream ...", flush=True)  # fmt: skip
-        deadline = time.monotonic() + jobs / 20 + 180
-        await events.until(lambda: events.kinds["submitted"] + len(events.ended) >= jobs, deadline)
-        videos = await control(state, "videos")
-        last_create = max((v["created_at"] for v in videos), default=first_publish)
-        print(f"  submission: {len(videos)} of {jobs} jobs created upstream, the last "
-              f"{last_create - first_publish:.1f} s after the first publish "
-              f"({len(videos) / max(last_create - first_publish, 1e-9):.0f} jobs/s); "
-              f"ended otherwise: {len(events.ended)} {list(events.ended.values())[:3]}",
-              flush=True)  # fmt: skip
         await asyncio.sleep(settle)  # the submission's tail (the first look at each job) ends
-        pids = service_pids(state)
-        others = {p.name: p.pid for p in state.processes if p.name in ("nats", "simulator")}
         print(f"  window of {window:g} s starts; poller consumer: {await consumer(js)}", flush=True)
-        gets_before = sum(v["retrieves"] for v in videos)
-        before, started = sample(pids | others), time.monotonic()
-        await asyncio.sleep(window)
-        after, elapsed = sample(pids | others), time.monotonic() - started
+        gets_before = sum(v["retrieves"] for v in await control(state, "videos"))
+        waiting = await observe(pids | others, window)
         print(f"  window ends; poller consumer: {await consumer(js)}")
         gets = sum(v["retrieves"] for v in await control(state, "videos")) - gets_before
         print(f"  upstream GETs in the window: {gets}; events so far: {dict(events.kinds)}")
     finally:
         await nc.close()
-    report(jobs, list(pids), before, after, elapsed)
+    report(jobs, list(pids), baseline, waiting)
 
 
-def report(
-    jobs: int,
-    services: list[str],
-    before: dict[str, Usage],
-    after: dict[str, Usage],
-    elapsed: float,
-) -> None:
-    print(f"\nP5 {jobs} jobs in flight, webhooks on: the five services over {elapsed:.0f} s")
-    print(f"  {'process':<14} {'RSS MB':>8} {'PSS MB':>8} {'CPU s':>7} {'% of a core':>12}")
+def report(jobs: int, services: list[str], idle: Window, waiting: Window) -> None:
+    print(f"\nP5 {jobs} jobs in flight, webhooks on: the five services while waiting "
+          f"({waiting.seconds:.0f} s), next to the same stack idle before submission "
+          f"({idle.seconds:.0f} s)")  # fmt: skip
+    print(f"  {'process':<14} {'RSS MB':>8} {'idle':>7} {'PSS MB':>8} {'CPU s':>7} "
+          f"{'% of a core':>12} {'idle':>6}")  # fmt: skip
 
-    def line(name: str, rss: float, pss: float, cpu: float) -> None:
-        print(f"  {name:<14} {rss / MB:>8.1f} {pss / MB:>8.1f} {cpu:>7.2f} {cpu / elapsed:>11.1%}")
+    def line(name: str, members: list[str]) -> None:
+        rss = sum(waiting.end[n].rss_bytes for n in members) / MB
+        pss = sum(waiting.end[n].pss_bytes for n in members) / MB
+        idle_rss = sum(idle.end[n].rss_bytes for n in members) / MB
+        cpu = sum(waiting.cpu[n] for n in members)
+        idle_share = sum(idle.share(n) for n in members)
+        print(f"  {name:<14} {rss:>8.1f} {idle_rss:>7.1f} {pss:>8.1f} {cpu:>7.2f} "
+              f"{cpu / waiting.seconds:>11.1%} {idle_share:>6.1%}")  # fmt: skip
 
-    cpu = {name: after[name].cpu_seconds - before[name].cpu_seconds for name in after}
     for name in services:
-        line(name, after[name].rss_bytes, after[name].pss_bytes, cpu[name])
-    total_rss = sum(after[name].rss_bytes for name in services)
-    total_cpu = sum(cpu[name] for name in services)
-    line("five services", total_rss, sum(after[n].pss_bytes for n in services), total_cpu)
-    for name in after.keys() - set(services):
-        line(f"({name})", after[name].rss_bytes, after[name].pss_bytes, cpu[name])
-    share, rss_mb = total_cpu / elapsed, total_rss / MB
+        line(name, [name])
+    line("five services", services)
+    for name in sorted(waiting.end.keys() - set(services)):
+        line(f"({name})", [name])
+    rss_mb = sum(waiting.end[n].rss_bytes for n in services) / MB
+    share = sum(waiting.share(n) for n in services)
     print(f"  total RSS of the five services {rss_mb:.0f} MB (goal <= {RSS_GOAL_MB:.0f} MB): "
           f"{verdict(rss_mb <= RSS_GOAL_MB)}; their CPU while waiting {share:.1%} of one core "
           f"(goal <= {CPU_GOAL_SHARE:.0%}): {verdict(share <= CPU_GOAL_SHARE)}")  # fmt: skip
 
 
-def main(jobs: int, generation: float, settle: float, window: float) -> None:
+def main(jobs: int, generation: float, idle: float, settle: float, window: float) -> None:
     print(f"P5: {jobs} jobs in flight, generation {generation:g} s, webhooks on; starting a stack")
     options = StackOptions(
         generation_seconds=generation, queue_seconds=0.0, webhooks=True, env=FOLLOW_ENV
     )
     with stack("inflight", options) as state:
-        asyncio.run(measure(state, jobs, settle, window))
+        asyncio.run(measure(state, jobs, idle, settle, window))
 
 
 if __name__ == "__main__":
@@ -169,6 +194,7 @@ if __name__ == "__main__":
         float(sys.argv[2])
         if len(sys.argv) > 2
         else env_number("BENCH_INFLIGHT_GENERATION_SECONDS", 600.0),
+        env_number("BENCH_INFLIGHT_IDLE_SECONDS", 20.0),
         env_number("BENCH_INFLIGHT_SETTLE_SECONDS", 15.0),
         env_number("BENCH_INFLIGHT_WINDOW_SECONDS", 60.0),
     )
