@@ -4,7 +4,7 @@ jobs generate upstream for 10 minutes, with webhooks on.
 Run: python -m bench.inflight [jobs] [generation_seconds]
      (or BENCH_INFLIGHT_JOBS, BENCH_INFLIGHT_GENERATION_SECONDS; make bench runs it; default
      10,000 jobs of 600 s, a 60 s window (BENCH_INFLIGHT_WINDOW_SECONDS) after 15 s of settling
-     (BENCH_INFLIGHT_SETTLE_SECONDS): about 3 minutes; 1000 jobs is a quick try)
+     (BENCH_INFLIGHT_SETTLE_SECONDS): about 5 minutes; 1000 jobs is a quick try)
 
 All jobs are published at once over NATS (`PUBLISH_BATCH` publishes in flight) on a fresh
 embedded stack with webhooks on, no rate limits and no poll hint. Once every job is created
@@ -13,7 +13,9 @@ window starts: each service's CPU (utime + stime from /proc/<pid>/stat) over the
 RSS (VmRSS) and PSS (smaps_rollup) at the end; PIDs from the stack's record. Also printed: how
 long submission took, the upstream GETs in the window, and the poller's durable consumer at the
 start and end of the window (JetStream's max_ack_pending bounds how many delayed redeliveries,
-the poller's timers, one consumer can hold). The stack is stopped without waiting for the jobs.
+the poller's timers, one consumer can hold). The baseline: the same figures for the same stack
+idle for BENCH_INFLIGHT_IDLE_SECONDS (20) before submission. The stack is then stopped without
+waiting for the jobs.
 Goals (issue 9): total RSS <= 600 MB, CPU while waiting <= 5% of one core. A missed goal prints
 FAIL; the run still finishes (exit status 0).
 """
