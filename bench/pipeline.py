@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +122,7 @@ class Events:
     async def watch(self, nc: Client, tenant: str) -> None:
         await nc.subscribe(f"clipline.job.*.v1.{tenant}.*", cb=self.on_event)
 
-    async def until(self, done: Any, deadline: float) -> bool:
+    async def until(self, done: Callable[[], bool], deadline: float) -> bool:
         """Wait (woken by each event) until `done()` holds; False at `deadline` (monotonic)."""
         while not done():
             self.changed.clear()
