@@ -266,6 +266,8 @@ class Simulator:
         self.creates: list[CreateRecord] = state.creates
         self.attempts: list[Attempt] = state.attempts
         self._buckets: dict[str, limits.Bucket] = {}
+        # Retrieves per video id (memory only): what following a job cost, for benchmarks.
+        self._retrieves: dict[str, int] = {}
 
     # --- ASGI -------------------------------------------------------------------------------
 
@@ -324,6 +326,8 @@ class Simulator:
         route = self._route(request.method, request.path)
         if route.operation is None:
             return await route.handler(request, *route.args)
+        if route.operation == "retrieve" and route.args[0] in self._position:
+            self._retrieves[route.args[0]] = self._retrieves.get(route.args[0], 0) + 1
         if route.operation not in CREATE_OPERATIONS:
             return await self._serve(route, request)
         try:
@@ -371,6 +375,7 @@ class Simulator:
             control = {
                 "creates": {"GET": Route(None, self.list_creates)},
                 "attempts": {"GET": Route(None, self.list_attempts)},
+                "videos": {"GET": Route(None, self.list_videos)},
                 "faults": {
                     "GET": Route(None, self.get_faults),
                     "PUT": Route(None, self.put_faults),
@@ -476,9 +481,8 @@ class Simulator:
     async def retrieve(self, _: Request, video_id: str) -> Response:
         job = self._job(video_id)
         phase = self._phase(job)
-        headers = (
-            {} if phase.terminal else {"openai-poll-after-ms": str(self._settings.poll_after_ms)}
-        )
+        hint = self._settings.poll_after_ms
+        headers = {} if phase.terminal or hint is None else {"openai-poll-after-ms": str(hint)}
         return json_response(200, self._video_json(job, phase), headers)
 
     async def list(self, request: Request) -> Response:
@@ -558,6 +562,23 @@ class Simulator:
 
     async def list_attempts(self, request: Request) -> Response:
         return _accounting(self.attempts, request)
+
+    async def list_videos(self, _: Request) -> Response:
+        """Every job in the table: when it was created and finishes (wall clock, float seconds,
+        the clock a benchmark reads) and how many retrieves named it, refused ones included."""
+        return json_response(
+            200,
+            [
+                {
+                    "id": job.id,
+                    "status": self._phase(job).status,
+                    "created_at": job.created_wall,
+                    "finishes_at": job.created_wall + job.timeline.total_seconds,
+                    "retrieves": self._retrieves.get(job.id, 0),
+                }
+                for job in self.jobs.values()
+            ],
+        )
 
     async def get_faults(self, _: Request) -> Response:
         return json_response(200, self.plan.faults.model_dump(mode="json"))

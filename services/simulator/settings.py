@@ -37,7 +37,9 @@ class SimulatorSettings(BaseSettings):
     asset_dir: Path | None = None  # on-disk asset cache in addition to the in-memory one
     # Throughput runs: tiny assets (a few KB) instead of full-size renders; dimensions differ.
     small_assets: bool = False
-    poll_after_ms: int = Field(default=1000, ge=0)
+    # The openai-poll-after-ms hint on a retrieve of an unfinished job; "off": no hint (whether
+    # the real API sends one is unconfirmed), so a client's own poll schedule shows.
+    poll_after_ms: int | None = Field(default=1000, ge=0)
     # Which API generation to imitate: "2026-03" adds 16/20 s, 1080p, edits, extensions and
     # characters; "2025-10" is the launch contract (4/8/12 s, no 1080p).
     contract: Literal["2025-10", "2026-03"] = "2026-03"
@@ -68,6 +70,11 @@ class SimulatorSettings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("poll_after_ms", mode="before")
+    @classmethod
+    def _off_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() == "off" else value
 
     @field_validator("webhook_secret")
     @classmethod

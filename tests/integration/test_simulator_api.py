@@ -821,6 +821,39 @@ async def test_attempts_record_refused_creates_too(clock: FakeClock) -> None:
     assert [a["idempotency_key"] for a in mine] == ["job-9", "job-9"]
 
 
+async def test_videos_list_each_jobs_times_and_retrieves(clock: FakeClock) -> None:
+    async with asgi_client(make_app(clock)) as http:
+        first = await create(http, "one")
+        clock.advance(0.5)
+        second = await create(http, "two")
+        for _ in range(3):
+            await video(http, first)
+        await http.get(f"/v1/videos/{first}")  # refused (no key): still a retrieve of it
+        await http.get("/v1/videos/video_unknown", headers=AUTH)  # no such video: not listed
+        await http.get(f"/v1/videos/{second}/content", headers=AUTH)  # not a retrieve
+        clock.advance(DONE - 0.5)
+        listed = {v["id"]: v for v in (await http.get("/control/videos")).json()}
+        await http.post("/control/reset")
+        after = (await http.get("/control/videos")).json()
+    start = clock.wall - DONE
+    assert listed == {
+        first: {"id": first, "status": "completed", "created_at": start,
+                "finishes_at": start + DONE, "retrieves": 4},
+        second: {"id": second, "status": "in_progress", "created_at": start + 0.5,
+                 "finishes_at": start + 0.5 + DONE, "retrieves": 0},
+    }  # fmt: skip
+    assert after == []
+
+
+async def test_the_poll_hint_can_be_turned_off(clock: FakeClock) -> None:
+    hinted = make_app(clock, poll_after_ms=750)
+    silent = make_app(clock, poll_after_ms="off")  # CLIPLINE_SIM_POLL_AFTER_MS=off
+    for app, expected in ((hinted, "750"), (silent, None)):
+        async with asgi_client(app) as http:
+            response = await http.get(f"/v1/videos/{await create(http)}", headers=AUTH)
+        assert response.headers.get("openai-poll-after-ms") == expected
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
