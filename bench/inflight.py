@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from bench.pipeline import (
     control,
     env_number,
     new_tenant,
+    registry_for,
     service_pids,
     stack,
     submit,
@@ -183,11 +185,16 @@ def report(jobs: int, services: list[str], idle: Window, waiting: Window) -> Non
 
 def main(jobs: int, generation: float, idle: float, settle: float, window: float) -> None:
     print(f"P5: {jobs} jobs in flight, generation {generation:g} s, webhooks on; starting a stack")
-    options = StackOptions(
-        generation_seconds=generation, queue_seconds=0.0, webhooks=True, env=FOLLOW_ENV
-    )
-    with stack("inflight", options) as state:
-        asyncio.run(measure(state, jobs, idle, settle, window))
+    with tempfile.TemporaryDirectory(prefix="clipline-bench-registry-") as folder:
+        # The deployment states its provider's speed in the registry, so the poller's safety
+        # polls wait until the jobs are due (it would learn it too, but only from finished jobs).
+        registry = registry_for(Path(folder), generation)
+        env = {**FOLLOW_ENV, "CLIPLINE_REGISTRY_PATH": str(registry)}
+        options = StackOptions(
+            generation_seconds=generation, queue_seconds=0.0, webhooks=True, env=env
+        )
+        with stack("inflight", options) as state:
+            asyncio.run(measure(state, jobs, idle, settle, window))
 
 
 if __name__ == "__main__":

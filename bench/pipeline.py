@@ -146,3 +146,23 @@ async def control(state: StackState, what: str) -> Any:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
+
+
+def registry_for(folder: Path, generation_seconds: float) -> Path:
+    """A copy of the built-in registry whose simulator provider expects `generation_seconds`
+    per job (its `default_generation`), as a deployment states its provider's speed; written
+    into `folder`. The poller's first look at a job is then near its real completion from the
+    first job on, instead of after it has learned it from finished ones."""
+    text = (Path(__file__).parent.parent / "shared" / "registry" / "providers.toml").read_text()
+    marker = "default_generation = { base_seconds = 6.5, per_video_second = 0 }"
+    if marker not in text:
+        raise RuntimeError("the simulator's default_generation line moved: update registry_for")
+    path = folder / "providers.toml"
+    path.write_text(
+        text.replace(
+            marker,
+            f"default_generation = {{ base_seconds = "
+            f"{generation_seconds:g}, per_video_second = 0 }}",
+        )
+    )
+    return path

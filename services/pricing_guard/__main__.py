@@ -18,7 +18,8 @@ async def main() -> None:
     provider = load_provider_or_exit(settings.registry_path, settings.provider)
     async with service_runtime(SERVICE, settings) as platform:
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
-        await serve_app(build_app(platform, provider, token or None), settings)
+        app = build_app(platform, provider, token or None, sweep_every=settings.sweep_seconds)
+        await serve_app(app, settings)
 
 
 if __name__ == "__main__":

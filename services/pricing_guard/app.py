@@ -32,7 +32,7 @@ def build_app(
     admin_token: str | None,
     *,
     budgets: BudgetStore | None = None,
-    sweep_every: float = 60.0,
+    sweep_every: float = 600.0,
 ) -> Dispatch:
     router = build_router()
     store = budgets if budgets is not None else kv_budgets(platform)
