@@ -369,10 +369,10 @@ class FixedExpectations:
     kept in `learned` (spec, took)."""
 
     seconds: float
-    learned: list[tuple[JobSpec, float]] = field(default_factory=list)
+    learned: list[tuple[JobSpec, str, float]] = field(default_factory=list)
 
     async def expected(self, spec: JobSpec) -> float:
         return self.seconds
 
-    async def finished(self, spec: JobSpec, took: float) -> None:
-        self.learned.append((spec, took))
+    async def finished(self, spec: JobSpec, video_id: str, took: float) -> None:
+        self.learned.append((spec, video_id, took))

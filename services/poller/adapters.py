@@ -3,7 +3,6 @@ the generation times learned per kind of job (compare-and-set update, read throu
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -11,7 +10,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from services.poller.schedule import Durations, expected_seconds, observe
@@ -22,10 +21,12 @@ from shared.registry import ProviderSpec
 log = logging.getLogger("clipline.poller")
 
 
-CLAIM_STALE_SECONDS = 10.0
+CLAIM_STALE_SECONDS = 45.0
 """A claim not done this long after it was taken is its taker's death (a look takes a second
-or two, its GET is bounded by the upstream timeout): the sender's retry may take it over."""
+or two; its GET is bounded by the upstream timeout, 30 s by default): the sender's retry may
+take it over."""
 TAKING, DONE = b"taking ", b"done"
+WRONG_LAST_SEQUENCE = 10071
 
 
 class KvSeenWebhooks:
@@ -38,12 +39,13 @@ class KvSeenWebhooks:
     ) -> None:
         self._kv = kv
         self._clock = clock
+        self._taken: dict[str, int] = {}  # this receiver's claims in progress: key -> revision
 
     async def claim(self, webhook_id: str) -> bool:
         kv, key = await self._kv(), _key(webhook_id)
         taking = TAKING + str(self._clock()).encode()
         try:
-            await kv.create(key, taking)
+            self._taken[key] = await kv.create(key, taking)
         except KeyWrongLastSequenceError:
             return await self._take_over(kv, key, taking)
         return True
@@ -64,18 +66,31 @@ class KvSeenWebhooks:
         if self._clock() - taken_at < CLAIM_STALE_SECONDS:
             return False
         try:
-            await kv.update(key, taking, last=entry.revision)
+            self._taken[key] = await kv.update(key, taking, last=entry.revision)
         except KeyWrongLastSequenceError:
             return False
         return True
 
     async def done(self, webhook_id: str) -> None:
-        await (await self._kv()).put(_key(webhook_id), DONE)
+        key = _key(webhook_id)
+        self._taken.pop(key, None)
+        await (await self._kv()).put(key, DONE)
 
     async def release(self, webhook_id: str) -> None:
+        """Forget this receiver's own claim only: one taken over meanwhile (this one was slow,
+        not dead) stays its new taker's."""
+        key = _key(webhook_id)
+        revision = self._taken.pop(key, None)
+        if revision is None:
+            return
         kv = await self._kv()
-        with contextlib.suppress(KeyNotFoundError):
-            await kv.delete(_key(webhook_id))
+        try:
+            await kv.delete(key, last=revision)
+        except (KeyNotFoundError, KeyWrongLastSequenceError):
+            pass
+        except BadRequestError as exc:  # nats-py 2.16 reports a lost delete race as a 400
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
 
     async def tell(self, video_id: str) -> None:
         await (await self._kv()).put("told." + _key(video_id), b"1")
@@ -129,12 +144,16 @@ class KvExpectations:
             self._cache[key] = cached
         return expected_seconds(cached[1], self._seed(spec))
 
-    async def finished(self, spec: JobSpec, took: float) -> None:
+    async def finished(self, spec: JobSpec, video_id: str, took: float) -> None:
         key = self._key(spec)
 
         def add(value: bytes | None) -> tuple[bytes | None, Durations]:
-            learned = observe(_durations(key, value), took)
-            return json.dumps({"samples": learned.samples}).encode(), learned
+            known = _durations(key, value)
+            learned = observe(known, took, video_id)
+            if learned == known:
+                return None, known  # counted already: no write
+            data = {"samples": learned.samples, "videos": learned.videos}
+            return json.dumps(data).encode(), learned
 
         learned = await update_key(await self._kv(), key, add, max_attempts=16)
         self._cache[key] = (self._clock(), learned)
@@ -159,8 +178,10 @@ def _durations(key: str, value: bytes | None) -> Durations:
     if not value:
         return Durations()
     try:
-        samples = json.loads(value)["samples"]
-        return Durations(tuple(float(s) for s in samples if 0 <= float(s) < 86400 * 7))
+        data = json.loads(value)
+        pairs = list(zip(data["samples"], data.get("videos", []), strict=True))
+        kept = [(float(s), str(v)) for s, v in pairs if 0 <= float(s) < 86400 * 7]
+        return Durations(tuple(s for s, _ in kept), tuple(v for _, v in kept))
     except (ValueError, KeyError, TypeError):
         log.warning("poller: unreadable durations %s: starting afresh", key)
         return Durations()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from services.poller.domain import (
     Failed,
@@ -38,6 +38,8 @@ from shared.provider import (
 
 SERVICE = "poller"
 log = logging.getLogger("clipline.poller")
+CLOCK_SLACK = timedelta(seconds=60)
+"""How far the upstream's clock may be behind ours before its created_at is not believed."""
 FOLLOWED = (JobStatus.SUBMITTED, JobStatus.GENERATING)
 
 
@@ -76,7 +78,7 @@ async def follow(deps: Deps, job: Followed, record: JobRecordV1) -> Pending | Th
             if await advance(deps.jobs, job, mark_generated, produced_seconds=produced):
                 await deps.emit(generated(job, produced))
                 if took is not None:
-                    await learn(deps, record, took)
+                    await learn(deps, record, job.upstream_id, took)
         case Failed() | TimedOut() as why:
             await end_job(
                 deps.jobs, deps.emit, job, reason=why.reason, detail=why.detail, stage=SERVICE,
@@ -89,12 +91,13 @@ async def follow(deps: Deps, job: Followed, record: JobRecordV1) -> Pending | Th
 async def look(
     provider: VideoProvider, policy: PollPolicy, upstream_id: str, waited: float
 ) -> Pending | Throttled | Generated | Failed | TimedOut:
-    """One retrieve of the upstream job, judged. The deadline is checked first, so no upstream
-    trouble extends a job forever; a 429 waits (no budget spent); other upstream errors (5xx,
-    timeouts, malformed bodies) propagate to the caller (the poll's house error budget and
-    backoff; the webhook's 503, which the sender retries)."""
-    if (late := overdue(policy, waited)) is not None:
-        return late
+    """One retrieve of the upstream job, judged. Past the deadline the upstream is still asked
+    first (a video finished in the last interval is taken, not timed out); the job times out
+    when the upstream says it still runs, or cannot say (a 429 or an error past the deadline),
+    so no upstream trouble extends a job forever. Before it, a 429 waits (no budget spent) and
+    other upstream errors (5xx, timeouts, malformed bodies) propagate to the caller (the poll's
+    house error budget and backoff; the webhook's 503, which the sender retries)."""
+    late = overdue(policy, waited)
     try:
         video, hint = await provider.retrieve(upstream_id)
     except ProviderNotFound as exc:
@@ -102,7 +105,11 @@ async def look(
     except ProviderRejected as exc:
         return Failed("upstream_rejected", f"{exc.status}: {exc.message}")
     except ProviderRateLimited as exc:
-        return Throttled(policy.clamp(exc.retry_after_seconds))
+        return late or Throttled(policy.clamp(exc.retry_after_seconds))
+    except Exception:
+        if late is not None:
+            return late
+        raise
     seen = Seen(
         status=video.status, progress=video.progress,
         error=(video.error.code, video.error.message) if video.error else None,
@@ -112,11 +119,12 @@ async def look(
     return assess(policy, seen, waited=waited, now=time.time(), server_hint=hint)
 
 
-async def learn(deps: Deps, record: JobRecordV1, took: float) -> None:
-    """Learn how long the job took upstream. Best effort: the job is already generated, and a
-    lost sample only leaves the expectation as it was."""
+async def learn(deps: Deps, record: JobRecordV1, video_id: str, took: float) -> None:
+    """Learn how long the job took upstream (once per video, however many looks saw it end).
+    Best effort: the job is already generated, and a lost sample only leaves the expectation
+    as it was."""
     try:
-        await deps.expectations.finished(record.spec, took)
+        await deps.expectations.finished(record.spec, video_id, took)
     except Exception as exc:  # a store hiccup must not fail a generated job
         log.warning("poller: could not record the generation time of %s: %s", record.job_id, exc)
 
@@ -135,10 +143,19 @@ def running_for(record: JobRecordV1) -> float:
     """How long the upstream job has run: since it was created upstream (its own `created_at`,
     recorded at submission), else since `submitted`. An adopted job (a create whose answer was
     lost) may have run, or even finished, well before it was recorded submitted."""
-    started = record.upstream_created_at or record.history.get(JobStatus.SUBMITTED.value)
+    now = datetime.now(UTC)
+    submitted = record.history.get(JobStatus.SUBMITTED.value)
+    started = record.upstream_created_at or submitted
     if started is None:
         return 0.0
-    return max(0.0, (datetime.now(UTC) - started).total_seconds())
+    # The upstream's clock is not ours: its time is trusted only between the job's admission
+    # (no create can be older) and its submission (none can be newer).
+    admitted = record.history.get(JobStatus.ADMITTED.value)
+    if admitted is not None and started < admitted - CLOCK_SLACK:
+        started = admitted - CLOCK_SLACK
+    if submitted is not None and started > submitted:
+        started = submitted
+    return max(0.0, (now - started).total_seconds())
 
 
 async def progressed(

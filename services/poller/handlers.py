@@ -106,7 +106,11 @@ async def on_video_event(
         return UnknownVideo()
     record = await deps.follow.jobs.get(*owner)
     if record is not None and record.status == JobStatus.CANCELLING:
-        ended = await cancel_job(deps.follow.jobs, deps.follow.emit, record, stage=SERVICE)
+        # The index says the video is this job's: its upstream job exists (the sunk cost),
+        # even when the cancel came before `submitted` recorded it.
+        ended = await cancel_job(
+            deps.follow.jobs, deps.follow.emit, record, stage=SERVICE, upstream_id=event.video_id
+        )
         return NotFollowed(owner[1], (ended or record).status.value)
     job = Followed.of_record(record) if record is not None else None
     if record is None or job is None or record.status not in FOLLOWED:

@@ -22,8 +22,9 @@ class Expectations(Protocol):
         """Seconds after submission a job like `spec` is expected to be done."""
         ...
 
-    async def finished(self, spec: JobSpec, took: float) -> None:
-        """Learn from one finished job of the kind: the upstream took `took` seconds."""
+    async def finished(self, spec: JobSpec, video_id: str, took: float) -> None:
+        """Learn from one finished job of the kind: the upstream took `took` seconds to make
+        `video_id` (each video counts once)."""
         ...
 
 
@@ -61,7 +62,7 @@ class AtOnce:
     async def expected(self, spec: JobSpec) -> float:
         return 0.0
 
-    async def finished(self, spec: JobSpec, took: float) -> None:
+    async def finished(self, spec: JobSpec, video_id: str, took: float) -> None:
         return None
 
 

@@ -34,14 +34,22 @@ DEADLINE_SLACK = 0.5
 
 @dataclass(frozen=True, slots=True)
 class Durations:
-    """Recent generation times (seconds) of one kind of job: model, size and seconds."""
+    """Recent generation times (seconds) of one kind of job: model, size and seconds; and the
+    upstream videos they were seen on (a video counts once)."""
 
     samples: tuple[float, ...] = ()
+    videos: tuple[str, ...] = ()
 
 
-def observe(durations: Durations, seconds: float) -> Durations:
-    """`durations` with one more finished job's time (the oldest beyond KEEP_SAMPLES dropped)."""
-    return Durations((*durations.samples, round(seconds, 1))[-KEEP_SAMPLES:])
+def observe(durations: Durations, seconds: float, video_id: str) -> Durations:
+    """`durations` with one more finished video's time (the oldest beyond KEEP_SAMPLES
+    dropped); unchanged when that video was already counted (a webhook and a poll both saw it
+    end, or a redelivery)."""
+    if video_id in durations.videos:
+        return durations
+    samples = (*durations.samples, round(seconds, 1))[-KEEP_SAMPLES:]
+    videos = (*durations.videos, video_id)[-KEEP_SAMPLES:]
+    return Durations(samples, videos)
 
 
 def expected_seconds(durations: Durations, seed: float) -> float:

@@ -46,12 +46,16 @@ def build_router(max_attempts: int) -> ServiceRouter:
             await emit(completed(event, record))  # redelivered: announce, store nothing
             return
         if record is not None and record.terminal:
-            if record.status == JobStatus.CANCELLED and record.stage == SERVICE:
-                await forget(store, event)  # cancelled mid-store: a delete may have failed
+            if record.status == JobStatus.CANCELLED and JobStatus.STORING.value in record.history:
+                # Cancelled while storing (by this stage or another): a store cut short by a
+                # crash, or a delete that failed, may have left objects. Keep nothing.
+                await forget(store, event)
             await announce_end(emit, record, SERVICE)  # its event may have been lost
             return
         if record is not None and record.status == JobStatus.CANCELLING:
             await cancel_job(jobs, emit, event, stage=SERVICE)  # asked to cancel: not stored
+            if JobStatus.STORING.value in record.history:
+                await forget(store, event)  # a store cut short (a crash) may have left some
             return
         if record is None or not await advance(jobs, event, begin_store):
             return  # absent, or ended otherwise meanwhile

@@ -17,6 +17,7 @@ from services.poller.ports import Deps as PollerDeps
 from services.poller.ports import WebhookDeps
 from services.poller.webhooks import PATH, build_webhooks
 from services.pricing_guard.adapters import KvBudgets
+from services.storage.domain import object_key
 from services.storage.handlers import build_router as build_storage
 from services.storage.ports import Deps as StorageDeps
 from services.storage.ports import Stored
@@ -54,6 +55,11 @@ from tests.fakes import (
     upstream_video,
 )
 from tests.webhook_signing import SECRET, event_body, signed
+
+
+async def single(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
 
 COST = 400_000
 VIDEO = "video_abc"
@@ -361,6 +367,32 @@ async def test_storage_keeps_nothing_of_a_cancelled_job(when: str) -> None:
     assert h.bus.kinds() == ["generated", "cancelled"]
 
 
+@pytest.mark.parametrize("ended_by", ["submitter", None])
+async def test_a_store_cut_short_leaves_nothing_whoever_ended_the_job(ended_by: str | None) -> None:
+    """Storage died mid-upload; meanwhile the job was cancelled (by the submitter, on
+    cancel_requested), or is still cancelling: the redelivery deletes what was uploaded."""
+    provider = FakeProvider(assets=dict(ASSETS), chunk_size=5)
+    store = InMemoryAssetStore("clipline-assets")
+    async with running(
+        build_storage(3), lambda f: StorageDeps(f.jobs, f.emit, provider, store)
+    ) as h:
+        job_id = new_job_id()
+        storing = lc.begin_store(submitted_record(job_id, JobStatus.GENERATED), datetime.now(UTC))
+        cancelling = asked_to_cancel(storing)
+        h.jobs.put(
+            cancelling
+            if ended_by is None
+            else lc.cancel(cancelling, datetime.now(UTC), stage=ended_by)
+        )
+        left = object_key(TENANT, job_id, "video")
+        await store.put_stream(left, single(b"half an upload"), "video/mp4")
+        await h.send(generated(job_id))
+
+    assert store.objects == {}
+    assert provider.downloaded == []
+    assert h.jobs.records()[job_id].status == JobStatus.CANCELLED
+
+
 # -- pricing_guard: no admission after a cancel; settlement by the billing policy ---------------
 
 
@@ -421,6 +453,28 @@ async def test_a_redelivered_admission_leaves_a_create_in_flight_to_the_submitte
 
     assert guard.jobs.records()[job_id].status == JobStatus.CANCELLING  # its answer decides
     assert guard.bus.events(JobCancelledV1) == []
+
+
+async def test_a_webhook_cancelling_a_job_not_yet_submitted_records_its_video() -> None:
+    """The cancel came between the link and `submitted`: the webhook's video is the job's
+    (the index says so), so the sunk cost is charged, not disputed."""
+    provider = FakeProvider()
+    async with running(build_poller(), lambda f: PollerDeps(f.jobs, f.emit, provider, POLICY)) as h:
+        job_id = new_job_id()
+        h.jobs.put(asked_to_cancel(job_record(job_id, JobStatus.SUBMITTING, cost_micros=COST)))
+        h.upstream.links[VIDEO] = (TENANT, job_id)
+        api = build_webhooks(
+            WebhookDeps(h.deps, h.upstream, InMemorySeenWebhooks(), Webhook(SECRET))
+        )
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://poller") as client:
+            body = event_body(VIDEO)
+            answer = await client.post(PATH, content=body, headers=signed(body))
+
+    assert answer.status_code == 202
+    record = h.jobs.records()[job_id]
+    assert (record.status, record.upstream_id) == (JobStatus.CANCELLED, VIDEO)
+    assert h.bus.one(JobCancelledV1).upstream_id == VIDEO
 
 
 async def test_a_webhook_for_a_cancelling_job_ends_it_without_looking_upstream() -> None:

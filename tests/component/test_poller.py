@@ -133,17 +133,39 @@ async def test_a_job_not_yet_expected_done_is_not_looked_at() -> None:
 
 async def test_a_job_created_upstream_long_before_it_was_recorded_is_looked_at_at_once() -> None:
     """An adopted job (its create's answer was lost): it has run since the upstream created
-    it, not since `submitted`, so it is due now, not 600 s from now."""
-    async with following(expected=600.0) as p:
-        job_id = new_job_id()
-        created = datetime.now(UTC) - timedelta(seconds=650)
+    it, not since `submitted` (10 s ago), so it is due now, not 290 s from now."""
+    now = datetime.now(UTC)
+    # accepted 700 s ago, admitted 355, submitted 10 s ago
+    since, step = now - timedelta(seconds=700), timedelta(seconds=345)
+    async with following(expected=300.0) as p:
+        job_id, created = new_job_id(), now - timedelta(seconds=320)
         p.h.jobs.put(job_record(job_id, JobStatus.SUBMITTED, upstream_id=VIDEO,
-                                upstream_created_at=created))  # fmt: skip
+                                upstream_created_at=created, since=since, step=step))  # fmt: skip
         p.provider.retrieves.append((upstream_video(VIDEO, "completed", took=300), None))
         await p.h.send(submitted(job_id))
 
         assert p.provider.retrieved == [VIDEO]
         assert p.h.bus.one(JobGeneratedV1).job_id == job_id
+
+
+@pytest.mark.parametrize("skew", [-3600, 3600])
+async def test_an_upstream_clock_far_off_is_not_believed(skew: int) -> None:
+    """created_at is trusted between admission (355 s ago, less a minute) and submission (10 s
+    ago): an hour behind counts as 415 s, an hour ahead as 10 s."""
+    now = datetime.now(UTC)
+    since, step = now - timedelta(seconds=700), timedelta(seconds=345)
+    async with following(expected=600.0) as p:
+        job_id = new_job_id()
+        created = now - timedelta(seconds=320) + timedelta(seconds=skew)
+        p.h.jobs.put(job_record(job_id, JobStatus.SUBMITTED, upstream_id=VIDEO,
+                                upstream_created_at=created, since=since, step=step))  # fmt: skip
+        event = submitted(job_id)
+        await p.h.send(event)
+
+        assert p.provider.retrieved == []  # not due: nothing timed out or looked at early
+        [(action, delay)] = settled(p.h.outcomes(event))
+        assert action == "nak"
+        assert delay == pytest.approx(185.0 if skew < 0 else 590.0, abs=1.5)
 
 
 async def test_a_generated_job_teaches_its_generation_time() -> None:
@@ -153,7 +175,7 @@ async def test_a_generated_job_teaches_its_generation_time() -> None:
         await p.h.send(event)
 
         assert actions(p.h.outcomes(event)) == ["ack"]
-        assert p.expectations.learned == [(SPEC, 95.0)]  # by the upstream's own clock
+        assert p.expectations.learned == [(SPEC, VIDEO, 95.0)]  # by the upstream's own clock
 
 
 async def test_progress_is_reported_only_when_it_rises(poller: Poller) -> None:
@@ -309,9 +331,19 @@ async def test_job_past_deadline_times_out_even_while_upstream_errors(poller: Po
     provider.retrieves.append(ProviderUnavailable("503", status=503))
     await h.send(event, delivery=10_000)
 
-    assert provider.retrieved == []  # the deadline is checked before asking upstream
+    assert provider.retrieved == [VIDEO]  # asked first; unable to answer past the deadline
     assert h.bus.one(JobTimedOutV1).reason == "upstream_timeout"
     assert h.jobs.records()[event.job_id].status == JobStatus.TIMED_OUT
+
+
+async def test_a_video_finished_by_the_deadline_is_taken_not_timed_out(poller: Poller) -> None:
+    h, provider = poller.h, poller.provider
+    event = submitted_job(poller, ago=timedelta(seconds=POLICY.deadline + 1))
+    provider.retrieves.append((upstream_video(VIDEO, "completed", progress=100), None))
+    await h.send(event)
+
+    assert h.bus.kinds() == ["submitted", "generated"]  # the event sent, then the outcome
+    assert h.jobs.records()[event.job_id].status == JobStatus.GENERATED
 
 
 async def test_unknown_upstream_status_fails_the_job(poller: Poller) -> None:

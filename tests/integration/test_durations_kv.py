@@ -41,7 +41,7 @@ async def test_the_registry_guesses_until_enough_jobs_finished_then_all_replicas
     spec = kind()
     assert await a.expected(spec) == 30 + 8 * 8  # openai's default_generation for 8 s
     for took in range(MIN_SAMPLES):
-        await a.finished(spec, 100.0 + took)
+        await a.finished(spec, f"video_{took}", 100.0 + took)
     assert await a.expected(spec) == 102.0 + STAMP_SLACK
     assert await b.expected(spec) == 102.0 + STAMP_SLACK  # learned by another replica
     alias = spec.model_copy(update={"model": "sora-2-2025-10-06"})
@@ -51,7 +51,9 @@ async def test_the_registry_guesses_until_enough_jobs_finished_then_all_replicas
 async def test_concurrent_samples_are_all_kept(nc: Client) -> None:
     replicas = [await replica(nc, ttl=0.0) for _ in range(4)]
     spec = kind()
-    await asyncio.gather(*(r.finished(spec, 10.0 * (i + 1)) for i, r in enumerate(replicas * 3)))
+    await asyncio.gather(
+        *(r.finished(spec, f"video_{i}", 10.0 * (i + 1)) for i, r in enumerate(replicas * 3))
+    )
     entry = await (await nc.jetstream().key_value(DURATIONS_BUCKET)).get(replicas[0]._key(spec))
     assert entry.value is not None
     assert entry.value.count(b".0") == 12  # every one of the 12 samples
@@ -63,5 +65,15 @@ async def test_a_broken_value_is_a_fresh_start(nc: Client) -> None:
     kv = await nc.jetstream().key_value(DURATIONS_BUCKET)
     await kv.put(expectations._key(spec), b"{not json")
     assert await expectations.expected(spec) == 94.0
-    await expectations.finished(spec, 50.0)  # and learning goes on over it
+    await expectations.finished(spec, "video_x", 50.0)  # and learning goes on over it
     assert await expectations.expected(spec) == 94.0  # one sample: still the guess
+
+
+async def test_a_video_seen_ending_twice_counts_once(nc: Client) -> None:
+    a, b = await replica(nc, ttl=0.0), await replica(nc, ttl=0.0)
+    spec = kind()
+    for took in (10.0, 10.0, 10.0):  # a webhook and two polls of one video, on two replicas
+        await a.finished(spec, "video_once", took)
+        await b.finished(spec, "video_once", took)
+    await a.finished(spec, "video_two", 20.0)
+    assert await a.expected(spec) == 94.0  # two videos: still the registry's guess

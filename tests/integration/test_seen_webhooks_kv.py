@@ -71,3 +71,14 @@ async def test_a_video_told_of_early_is_remembered(nc: Client) -> None:
     await store.tell(video)
     assert await store.told(video)
     assert not await store.told(video + "x")
+
+
+async def test_a_slow_takers_release_leaves_the_claim_that_took_it_over(nc: Client) -> None:
+    now = [time.time()]
+    slow, retry, third = [await seen(nc, lambda: now[0]) for _ in range(3)]
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    assert await slow.claim(webhook_id)
+    now[0] += CLAIM_STALE_SECONDS + 1
+    assert await retry.claim(webhook_id)  # taken over: the first look was slow, not dead
+    await slow.release(webhook_id)  # its look then failed: it forgets only its own claim
+    assert not await third.claim(webhook_id)  # the retry's claim stands

@@ -41,8 +41,9 @@ def test_no_look_before_the_expected_completion() -> None:
     assert first_look(POLICY, waited=0.0, expected=0.0) is None  # nothing known: look now
 
 
-def test_a_job_done_when_expected_costs_one_get() -> None:
-    assert looks(POLICY, expected=600.0, done_at=600.0) == [600.0]
+def test_a_job_done_when_expected_costs_one_get_and_a_little_late_one_two() -> None:
+    assert looks(POLICY, expected=600.0, done_at=599.0) == [600.0]
+    assert looks(POLICY, expected=600.0, done_at=603.0) == [600.0, 605.0]
 
 
 def test_a_late_job_is_looked_at_with_doubling_waits_up_to_the_cap() -> None:
@@ -82,21 +83,22 @@ def test_no_wait_outlasts_the_deadline() -> None:
 def test_expected_time_is_the_registry_guess_until_enough_jobs_finished() -> None:
     learned = Durations()
     for took in (60.0, 61.0):
-        learned = observe(learned, took)
+        learned = observe(learned, took, f"video_{took}")
     assert len(learned.samples) == MIN_SAMPLES - 1
     assert expected_seconds(learned, seed=94.0) == 94.0
-    learned = observe(learned, 62.0)
+    assert observe(learned, 61.0, "video_61.0") == learned  # a video counts once
+    learned = observe(learned, 62.0, "video_62")
     assert expected_seconds(learned, seed=94.0) == 62.0 + STAMP_SLACK
 
 
 def test_expected_time_is_a_high_quantile_of_recent_jobs() -> None:
     learned = Durations()
     for took in range(1, 11):  # 1..10 s
-        learned = observe(learned, float(took))
+        learned = observe(learned, float(took), f"video_{took}")
     assert expected_seconds(learned, seed=0.0) == 8.0 + STAMP_SLACK  # 8 of 10 done by then
-    for _ in range(KEEP_SAMPLES):  # the upstream got faster: old samples age out
-        learned = observe(learned, 3.0)
-    assert len(learned.samples) == KEEP_SAMPLES
+    for n in range(KEEP_SAMPLES):  # the upstream got faster: old samples age out
+        learned = observe(learned, 3.0, f"video_fast_{n}")
+    assert len(learned.samples) == len(learned.videos) == KEEP_SAMPLES
     assert expected_seconds(learned, seed=0.0) == 3.0 + STAMP_SLACK
 
 
