@@ -349,6 +349,9 @@ class InMemorySeenWebhooks:
         self.ids.add(webhook_id)
         return True
 
+    async def renew(self, webhook_id: str) -> None:
+        return None
+
     async def done(self, webhook_id: str) -> None:
         self.done_ids.add(webhook_id)
 

@@ -21,10 +21,9 @@ from shared.registry import ProviderSpec
 log = logging.getLogger("clipline.poller")
 
 
-CLAIM_STALE_SECONDS = 45.0
-"""A claim not done this long after it was taken is its taker's death (a look takes a second
-or two; its GET is bounded by the upstream timeout, 30 s by default): the sender's retry may
-take it over."""
+CLAIM_STALE_SECONDS = 10.0
+"""A claim neither done nor renewed this long is its taker's death (a live taker renews it every
+webhooks.CLAIM_RENEW_SECONDS while its look runs): the sender's retry may take it over."""
 TAKING, DONE = b"taking ", b"done"
 WRONG_LAST_SEQUENCE = 10071
 
@@ -70,6 +69,17 @@ class KvSeenWebhooks:
         except KeyWrongLastSequenceError:
             return False
         return True
+
+    async def renew(self, webhook_id: str) -> None:
+        key = _key(webhook_id)
+        revision = self._taken.get(key)
+        if revision is None:
+            return
+        taking = TAKING + str(self._clock()).encode()
+        try:
+            self._taken[key] = await (await self._kv()).update(key, taking, last=revision)
+        except KeyWrongLastSequenceError:
+            self._taken.pop(key, None)  # taken over meanwhile: no longer ours
 
     async def done(self, webhook_id: str) -> None:
         key = _key(webhook_id)

@@ -87,6 +87,10 @@ class SeenWebhooks(Protocol):
         taker never finished it (died mid-way): such a claim, once stale, is taken over."""
         ...
 
+    async def renew(self, webhook_id: str) -> None:
+        """The claim's taker is alive and still at it (not to be taken over)."""
+        ...
+
     async def done(self, webhook_id: str) -> None:
         """The webhook was handled: its id is refused from now on, whatever happens."""
         ...

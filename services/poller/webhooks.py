@@ -29,6 +29,11 @@ from services.poller.domain import Malformed, Throttled, VideoEvent, video_event
 from services.poller.handlers import Looked, NotFollowed, UnknownVideo, on_video_event
 from services.poller.ports import WebhookDeps
 from shared.logs import job_context
+from shared.messaging import periodically
+
+CLAIM_RENEW_SECONDS = 3.0
+"""While a look runs its claim is renewed this often, so the sender's retry does not take it
+over (a claim neither done nor renewed for 10 s is a dead taker's)."""
 
 log = logging.getLogger("clipline.poller.webhooks")
 PATH = "/webhooks/videos"
@@ -123,7 +128,8 @@ async def _read_at_most(request: Request, limit: int) -> bytes:
 
 async def _take(deps: WebhookDeps, webhook_id: str, event: VideoEvent) -> JSONResponse:
     try:
-        outcome = await on_video_event(deps, event)
+        async with periodically(CLAIM_RENEW_SECONDS, lambda: deps.seen.renew(webhook_id)):
+            outcome = await on_video_event(deps, event)
     except asyncio.CancelledError:  # the server stopping: the sender's retry must be taken
         await asyncio.shield(deps.seen.release(webhook_id))
         raise

@@ -82,3 +82,18 @@ async def test_a_slow_takers_release_leaves_the_claim_that_took_it_over(nc: Clie
     assert await retry.claim(webhook_id)  # taken over: the first look was slow, not dead
     await slow.release(webhook_id)  # its look then failed: it forgets only its own claim
     assert not await third.claim(webhook_id)  # the retry's claim stands
+
+
+async def test_a_renewed_claim_is_not_taken_over(nc: Client) -> None:
+    now = [time.time()]
+    alive, retry = await seen(nc, lambda: now[0]), await seen(nc, lambda: now[0])
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    assert await alive.claim(webhook_id)
+    now[0] += CLAIM_STALE_SECONDS - 2
+    await alive.renew(webhook_id)  # a slow look, still running
+    now[0] += CLAIM_STALE_SECONDS - 2
+    assert not await retry.claim(webhook_id)  # long since the claim, not since its renewal
+    now[0] += 3
+    assert await retry.claim(webhook_id)  # no renewal for longer: its taker died
+    await alive.renew(webhook_id)  # a late renewal of the lost claim changes nothing
+    assert not await (await seen(nc, lambda: now[0] + 1)).claim(webhook_id)
