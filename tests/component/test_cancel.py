@@ -254,18 +254,25 @@ class _Job:
         self.job_id, self.tenant = job_id, TENANT
 
 
+async def cancelled_during_create(
+    submitter: Submitter, answer: UpstreamVideo | Exception
+) -> tuple[CancelledDuringCreate, str, JobAdmittedV1]:
+    """An admitted job whose create is answered with `answer`, asked to cancel meanwhile."""
+    provider = CancelledDuringCreate(submitter.h.jobs)
+    provider.creates = [answer]
+    object.__setattr__(submitter.h.deps, "provider", provider)
+    job_id = new_job_id()
+    submitter.h.jobs.put(admitted_record(job_id))
+    event = admitted(job_id)
+    await submitter.h.send(event)
+    return provider, job_id, event
+
+
 async def test_a_create_answered_after_the_cancel_is_cancelled_with_its_sunk_cost(
     submitter: Submitter,
 ) -> None:
     h = submitter.h
-    provider = CancelledDuringCreate(h.jobs)
-    provider.creates = [upstream_video("video_9")]
-    object.__setattr__(h.deps, "provider", provider)
-    job_id = new_job_id()
-    h.jobs.put(admitted_record(job_id))
-    event = admitted(job_id)
-
-    await h.send(event)
+    _, job_id, event = await cancelled_during_create(submitter, upstream_video("video_9"))
 
     record = h.jobs.records()[job_id]
     assert (record.status, record.upstream_id) == (JobStatus.CANCELLED, "video_9")
@@ -281,14 +288,9 @@ async def test_a_create_that_failed_after_the_cancel_records_its_outcome_and_end
     submitter: Submitter,
 ) -> None:
     h = submitter.h
-    provider = CancelledDuringCreate(h.jobs)
-    provider.creates = [ProviderNotSent("POST videos: ConnectError")]
-    object.__setattr__(h.deps, "provider", provider)
-    job_id = new_job_id()
-    h.jobs.put(admitted_record(job_id))
-    event = admitted(job_id)
-
-    await h.send(event)
+    provider, job_id, event = await cancelled_during_create(
+        submitter, ProviderNotSent("POST videos: ConnectError")
+    )
 
     record = h.jobs.records()[job_id]
     assert (record.status, record.create_outcome) == (JobStatus.CANCELLED, CreateOutcome.NOT_SENT)
