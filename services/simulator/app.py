@@ -29,7 +29,7 @@ from starlette.requests import Request as StarletteRequest
 from starlette.types import Message, Receive, Scope, Send
 
 from services.simulator import domain, forms, limits
-from services.simulator.assets import AssetCache, sniff_image
+from services.simulator.assets import AssetCache, Padded, sniff_image
 from services.simulator.clock import Clock, SystemClock
 from services.simulator.domain import BodyKind, Invalid, JobError, Phase, Timeline
 from services.simulator.faults import FaultPlan, Faults, Operation
@@ -114,7 +114,7 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
-    stream: Chunks | None = None  # a throttled or truncated download
+    stream: Chunks | None = None  # a padded, throttled or truncated download
     drop: bool = False  # send the headers, then cut the connection
 
 
@@ -527,10 +527,13 @@ class Simulator:
         asset = await self._cache.get(
             variant, job.width, job.height, int(job.seconds), job.first_frame
         )
-        fault = self.plan.on_download(len(asset.data))
-        if fault.bytes_per_second is None and fault.truncate_at is None:
+        # Large-asset mode: the MP4 padded to VIDEO_BYTES, streamed (the padding is made as it
+        # is sent, so a 1 GiB video costs the simulator no more memory than the plain one).
+        body = Padded.of(asset.data, self._settings.video_bytes if variant == "video" else 0)
+        fault = self.plan.on_download(body.total)
+        if fault.bytes_per_second is None and fault.truncate_at is None and not body.padded:
             return Response(200, asset.data, asset.media_type)
-        stream = Chunks(asset.data, fault.bytes_per_second, fault.truncate_at)
+        stream = Chunks(body, fault.bytes_per_second, fault.truncate_at)
         return Response(200, content_type=asset.media_type, stream=stream)
 
     async def create_character(self, request: Request) -> Response:
@@ -890,10 +893,10 @@ class Chunks:
     """The asset in chunks, optionally throttled to `rate` bytes/s and cut at `stop` bytes;
     `total` (the whole asset) is what Content-Length announces."""
 
-    def __init__(self, data: bytes, rate: int | None, stop: int | None) -> None:
-        self._data = memoryview(data)
+    def __init__(self, body: Padded, rate: int | None, stop: int | None) -> None:
+        self._body = body
         self._rate = rate
-        self.total = len(data)
+        self.total = body.total
         self._stop = self.total if stop is None else stop
         self.sent = 0
 
@@ -904,7 +907,7 @@ class Chunks:
         if self.sent >= self._stop:
             raise StopAsyncIteration
         size = CHUNK_BYTES if self._rate is None else max(1, min(CHUNK_BYTES, self._rate // 10))
-        chunk = bytes(self._data[self.sent : min(self.sent + size, self._stop)])
+        chunk = self._body.read(self.sent, min(size, self._stop - self.sent))
         if self._rate is not None:
             await asyncio.sleep(len(chunk) / self._rate)
         self.sent += len(chunk)

@@ -8,6 +8,7 @@ import io
 import logging
 import math
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ EXTENSIONS: Final[dict[Variant, str]] = {"video": "mp4", "thumbnail": "webp", "s
 PATTERN_VERSION = "p1"  # bump when the picture changes, so stale files in asset_dir are ignored
 SPRITE_TILES, SPRITE_COLUMNS, SPRITE_LONG_SIDE = 10, 5, 256
 SMALL_LONG_SIDE, SMALL_FPS = 64, 1  # small-asset mode: a few KB per asset, for throughput runs
+FREE_BOX_HEADER, FREE_LARGE_HEADER = 8, 16  # a box header: 32-bit size; with a 64-bit largesize
+MAX_BOX32 = 0xFFFFFFFF  # 4 GiB - 1: the largest box a 32-bit size can state
+PAD_SLICE = 256 * 1024  # the padding's zeros are produced at most this many at a time
 STRIPE_PERIOD = 128
 STRIPE_SPEED = 8  # pixels per frame
 BAND_FRACTION = 8  # the sweeping band is 1/8 of the height
@@ -78,6 +82,51 @@ class Asset:
 
 
 Renderer = Callable[[AssetKey], bytes]
+
+_ZEROS = bytes(PAD_SLICE)
+
+
+def free_box_header(size: int) -> bytes:
+    """The header of a top-level `free` box of `size` bytes in all (ISO/IEC 14496-12, 4.2): a
+    32-bit size up to 4 GiB - 1, beyond it size 1 and a 64-bit `largesize`."""
+    if size <= MAX_BOX32:
+        if size < FREE_BOX_HEADER:
+            raise ValueError(f"a box takes at least {FREE_BOX_HEADER} bytes, not {size}")
+        return struct.pack(">I4s", size, b"free")
+    return struct.pack(">I4sQ", 1, b"free", size)
+
+
+@dataclass(frozen=True, slots=True)
+class Padded:
+    """A file `total` bytes long: `head` (the asset, then a `free` box's header), then the box's
+    zeros, which are never held whole: `read` makes each slice when it is asked for."""
+
+    head: bytes
+    total: int
+
+    @classmethod
+    def of(cls, data: bytes, total: int = 0) -> Padded:
+        """`data` padded to `total` bytes by one `free` box appended at the top level (players
+        skip it); as it is when `total` leaves no room for a box's header (0: never padded)."""
+        room = total - len(data)
+        if room < FREE_BOX_HEADER:
+            return cls(data, len(data))
+        return cls(data + free_box_header(room), total)
+
+    @property
+    def padded(self) -> bool:
+        return self.total > len(self.head)
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Bytes [offset, offset + size) of the file, cut at its end; padding at most PAD_SLICE
+        bytes a call."""
+        end = min(offset + size, self.total)
+        if offset >= end:
+            return b""
+        if offset < len(self.head):
+            return self.head[offset : min(end, len(self.head))]
+        count = min(end - offset, PAD_SLICE)
+        return _ZEROS if count == PAD_SLICE else bytes(count)
 
 
 def sniff_image(data: bytes) -> Upload:

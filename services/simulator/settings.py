@@ -12,6 +12,8 @@ from services.simulator.faults import MAX_SECONDS, Faults
 from services.simulator.webhooks import signing_key
 from shared.logs import LogFormat
 
+MAX_VIDEO_BYTES = 1 << 40  # 1 TiB: far beyond any real video, and a typo's guard
+
 # Prompt patterns that end a job `failed` / `moderation_blocked`, as the real API did for real
 # people and copyrighted characters (reference §3.3). Case-insensitive Python regexes.
 DEFAULT_MODERATION_PATTERNS: tuple[str, ...] = (
@@ -37,6 +39,9 @@ class SimulatorSettings(BaseSettings):
     asset_dir: Path | None = None  # on-disk asset cache in addition to the in-memory one
     # Throughput runs: tiny assets (a few KB) instead of full-size renders; dimensions differ.
     small_assets: bool = False
+    # Large-asset mode: the `video` variant padded to exactly this many bytes (a top-level `free`
+    # box after the MP4) and streamed; 0, or less than the MP4 plus 8 bytes: the MP4 as it is.
+    video_bytes: int = Field(default=0, ge=0, le=MAX_VIDEO_BYTES)
     # The openai-poll-after-ms hint on a retrieve of an unfinished job; "off": no hint (whether
     # the real API sends one is unconfirmed), so a client's own poll schedule shows.
     poll_after_ms: int | None = Field(default=1000, ge=0)
@@ -70,6 +75,11 @@ class SimulatorSettings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("video_bytes", mode="before")
+    @classmethod
+    def _blank_is_zero(cls, value: object) -> object:
+        return 0 if isinstance(value, str) and not value.strip() else value
 
     @field_validator("poll_after_ms", mode="before")
     @classmethod

@@ -9,7 +9,15 @@ import av
 import pytest
 from PIL import Image
 
-from services.simulator.assets import AssetCache, AssetKey, render
+from services.simulator.assets import (
+    PAD_SLICE,
+    AssetCache,
+    AssetKey,
+    Padded,
+    free_box_header,
+    render,
+)
+from services.simulator.settings import SimulatorSettings
 
 RED = (220, 20, 30)
 
@@ -148,3 +156,45 @@ async def test_small_and_full_caches_never_share_files_in_an_asset_dir(tmp_path:
 
     restarted = AssetCache(fps=12, asset_dir=tmp_path, renderer=must_not_render, small=True)
     assert (await restarted.get("video", 1280, 720, 4)).data == b"small"
+
+
+# --- large-asset mode: padding by a `free` box ------------------------------------------------
+
+
+def test_free_box_header_is_32_bit_up_to_4_gib_and_64_bit_beyond() -> None:
+    assert free_box_header(8) == b"\x00\x00\x00\x08free"
+    assert free_box_header(2**32 - 1) == b"\xff\xff\xff\xfffree"
+    assert free_box_header(2**32) == b"\x00\x00\x00\x01free" + (2**32).to_bytes(8, "big")
+    with pytest.raises(ValueError, match="at least 8"):
+        free_box_header(7)
+
+
+def test_padded_reads_the_head_then_zeros_and_stops_at_the_total() -> None:
+    body = Padded.of(b"MP4!", 4 + 8 + 5)
+    assert body.padded
+    assert body.total == 17
+    whole = b"".join(body.read(offset, 3) for offset in range(0, 17, 3))
+    assert whole == b"MP4!" + b"\x00\x00\x00\x0dfree" + bytes(5)
+    assert body.read(17, 10) == b""
+    assert body.read(15, 10) == bytes(2)
+
+
+@pytest.mark.parametrize("total", [0, 3, 4, 11])
+def test_no_room_for_a_box_leaves_the_asset_as_it_is(total: int) -> None:
+    body = Padded.of(b"MP4!", total)
+    assert (body.head, body.total, body.padded) == (b"MP4!", 4, False)
+
+
+def test_beyond_4_gib_the_padding_is_one_largesize_box_made_slice_by_slice() -> None:
+    total = 5 * 2**30
+    body = Padded.of(b"MP4!", total)
+    assert body.head == b"MP4!" + free_box_header(total - 4)
+    assert len(body.head) == 4 + 16
+    assert body.read(total - 10, 1 << 30) == bytes(10)
+    assert len(body.read(1000, 1 << 30)) == PAD_SLICE  # never more zeros than a slice at once
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", 0), ("1073741824", 1 << 30), ("0", 0)])
+def test_video_bytes_setting(monkeypatch: pytest.MonkeyPatch, raw: str, expected: int) -> None:
+    monkeypatch.setenv("CLIPLINE_SIM_VIDEO_BYTES", raw)
+    assert SimulatorSettings().video_bytes == expected
