@@ -88,6 +88,11 @@ class RssSampler(threading.Thread):
     def peak(self, start: float, end: float) -> int:
         return max(rss for at, rss in self.samples if start <= at <= end)
 
+    def course(self, start: float, end: float, points: int = 4) -> list[int]:
+        """The RSS at `points` even steps from `start` to `end`: a plateau is a fixed cost, a
+        climb memory that grows with the bytes stored."""
+        return [self.before(start + (end - start) * step / points) for step in range(1, points + 1)]
+
 
 @dataclass
 class JobEvents:
@@ -118,6 +123,7 @@ class Stored:
     rss_before: int
     rss_peak: int
     samples: int
+    course: list[int]  # RSS at 25, 50, 75 and 100% of the time from `generated` to `completed`
 
     @property
     def growth(self) -> int:
@@ -154,6 +160,7 @@ async def through_storage(state: StackState, pid: int, size: int) -> Stored:
         rss_before=sampler.before(generated_at),
         rss_peak=sampler.peak(submitted, completed_at),
         samples=len(sampler.samples),
+        course=sampler.course(generated_at, completed_at),
     )
 
 
@@ -236,6 +243,8 @@ def main(size: int) -> None:
         f"{stored.rss_peak / MB:.1f} MB ({stored.samples} samples every "
         f"{SAMPLE_SECONDS * 1000:.0f} ms)"
     )
+    course = "  ".join(f"{rss / MB:.1f}" for rss in stored.course)
+    print(f"  storage RSS at 25/50/75/100% of the store: {course} MB")
     print(
         f"  RSS growth:   {growth:.1f} MB   goal <= {GOAL_RSS_MB:.0f} MB  "
         f"{pass_fail(growth <= GOAL_RSS_MB)}"
