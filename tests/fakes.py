@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from services.storage.ports import Stored
+from services.storage.ports import ObjectStat, Stored
 from services.submitter.rates import (
     Granted,
     Limits,
@@ -193,6 +193,7 @@ class FakeProvider:
 class StoredObject:
     data: bytes
     content_type: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 class InMemoryAssetStore:
@@ -206,14 +207,24 @@ class InMemoryAssetStore:
     async def ensure_bucket(self) -> None:
         self.bucket_ensured = True
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> Stored:
         digest = hashlib.sha256()
         data = bytearray()
-        async for chunk in chunks:
+        async for chunk in chunks:  # a source that raises leaves nothing, as a multipart abort
             digest.update(chunk)
             data += chunk
-        self.objects[key] = StoredObject(bytes(data), content_type)
+        self.objects[key] = StoredObject(bytes(data), content_type, dict(metadata))
         return Stored(bucket=self.bucket, key=key, size_bytes=len(data), sha256=digest.hexdigest())
+
+    async def stat(self, key: str) -> ObjectStat | None:
+        obj = self.objects.get(key)
+        return ObjectStat(len(obj.data), obj.metadata) if obj else None
 
     async def delete(self, key: str) -> None:
         self.objects.pop(key, None)

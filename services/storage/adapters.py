@@ -6,16 +6,19 @@ import asyncio
 import hashlib
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import BinaryIO, cast
 
 from minio import Minio
+from minio.error import S3Error
 
-from services.storage.ports import Stored
+from services.storage.ports import ObjectStat, Stored
 
 _END = b""
 _QUEUE_CHUNKS = 4  # chunks buffered between download and upload: memory stays bounded
 _POLL_SECONDS = 0.5
+_META = "x-amz-meta-"
+_ABSENT = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
 
 
 class UploadAbortedError(ConnectionAbortedError):
@@ -69,7 +72,28 @@ class S3AssetStore:
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._client.remove_object, self._bucket, key)
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
+    async def stat(self, key: str) -> ObjectStat | None:
+        try:
+            obj = await asyncio.to_thread(self._client.stat_object, self._bucket, key)
+        except S3Error as exc:
+            if exc.code in _ABSENT:
+                return None
+            raise
+        headers = obj.metadata or {}
+        metadata = {
+            name.lower().removeprefix(_META): value
+            for name, value in headers.items()
+            if name.lower().startswith(_META)
+        }
+        return ObjectStat(obj.size if obj.size is not None else -1, metadata)
+
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> Stored:
         q: queue.Queue[bytes] = queue.Queue(maxsize=_QUEUE_CHUNKS)
         aborted = threading.Event()
         digest = hashlib.sha256()
@@ -83,6 +107,7 @@ class S3AssetStore:
                 length=-1,
                 part_size=self._part_size,
                 content_type=content_type,
+                metadata=dict(metadata),
             )
         )
 

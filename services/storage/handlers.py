@@ -8,7 +8,13 @@ from typing import Annotated
 
 from faststream import Context
 
-from services.storage.domain import CONTENT_TYPES, object_key, timings
+from services.storage.domain import (
+    CONTENT_TYPES,
+    JobFacts,
+    object_key,
+    object_metadata,
+    timings,
+)
 from services.storage.ports import AssetStore
 from shared.contracts import (
     AssetRef,
@@ -49,18 +55,19 @@ def build_router(max_attempts: int) -> ServiceRouter:
             if record.status == JobStatus.CANCELLED and JobStatus.STORING.value in record.history:
                 # Cancelled while storing (by this stage or another): a store cut short by a
                 # crash, or a delete that failed, may have left objects. Keep nothing.
-                await forget(store, event)
+                await forget(store, facts_of(event, record))
             await announce_end(emit, record, SERVICE)  # its event may have been lost
             return
         if record is not None and record.status == JobStatus.CANCELLING:
             await cancel_job(jobs, emit, event, stage=SERVICE)  # asked to cancel: not stored
             if JobStatus.STORING.value in record.history:
-                await forget(store, event)  # a store cut short (a crash) may have left some
+                await forget(store, facts_of(event, record))  # a crash may have left some
             return
         if record is None or not await advance(jobs, event, begin_store):
             return  # absent, or ended otherwise meanwhile
+        facts = facts_of(event, record)
         try:
-            assets = [await store_variant(provider, store, event, v) for v in VARIANTS]
+            assets = [await store_variant(provider, store, event, facts, v) for v in VARIANTS]
         except (ProviderNotFound, ProviderRejected) as exc:
             await end_job(
                 jobs, emit, event, reason="assets_unavailable", detail=exc.message,
@@ -71,24 +78,44 @@ def build_router(max_attempts: int) -> ServiceRouter:
         if done is not None:
             await emit(completed(event, done))
         elif await cancel_job(jobs, emit, event, stage=SERVICE):
-            await forget(store, event)  # asked to cancel while storing: keep nothing of it
+            await forget(store, facts)  # asked to cancel while storing: keep nothing of it
 
     return router
 
 
+def facts_of(event: JobGeneratedV1, record: JobRecordV1) -> JobFacts:
+    """The job's facts for its keys and metadata, from its record (the same on every delivery:
+    the day is the record's `accepted` time; the event's own time only for a record without)."""
+    spec = record.spec
+    return JobFacts(
+        job_id=record.job_id, tenant=record.tenant,
+        accepted_at=record.history.get(JobStatus.ACCEPTED.value, event.occurred_at),
+        model=spec.model, size=spec.size, seconds=spec.seconds, prompt=spec.prompt,
+        cost_micros=record.cost_micros if record.cost_micros is not None else event.cost_micros,
+    )  # fmt: skip
+
+
+def key_of(facts: JobFacts, variant: Variant) -> str:
+    return object_key(facts.tenant, facts.job_id, variant, facts.accepted_at)
+
+
 async def store_variant(
-    provider: VideoProvider, store: AssetStore, event: JobGeneratedV1, variant: Variant
+    provider: VideoProvider,
+    store: AssetStore,
+    event: JobGeneratedV1,
+    facts: JobFacts,
+    variant: Variant,
 ) -> AssetRef:
-    key = object_key(event.tenant, event.job_id, variant)
+    key, content_type = key_of(facts, variant), CONTENT_TYPES[variant]
     async with provider.download(event.upstream_id, variant) as download:
-        stored = await store.put_stream(key, download.chunks, CONTENT_TYPES[variant])
-    return AssetRef(variant=variant, content_type=CONTENT_TYPES[variant], **asdict(stored))
+        stored = await store.put_stream(key, download.chunks, content_type, object_metadata(facts))
+    return AssetRef(variant=variant, content_type=content_type, **asdict(stored))
 
 
-async def forget(store: AssetStore, event: JobGeneratedV1) -> None:
+async def forget(store: AssetStore, facts: JobFacts) -> None:
     """Delete every variant of a job (a cancelled job keeps nothing; absent keys are fine)."""
     for variant in VARIANTS:
-        await store.delete(object_key(event.tenant, event.job_id, variant))
+        await store.delete(key_of(facts, variant))
 
 
 def completed(event: JobGeneratedV1, record: JobRecordV1) -> JobCompletedV1:

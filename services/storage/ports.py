@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,11 +19,29 @@ class Stored:
     sha256: str
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectStat:
+    size_bytes: int
+    metadata: Mapping[str, str]
+    """User metadata, names without the x-amz-meta- prefix, lower case."""
+
+
 class AssetStore(Protocol):
     async def ensure_bucket(self) -> None: ...
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
-        """Stream `chunks` to `key` in bounded memory; size and sha256 computed on the way."""
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> Stored:
+        """Stream `chunks` to `key` in bounded memory, with user `metadata` (x-amz-meta-*);
+        size and sha256 computed on the way. Nothing is stored when `chunks` raises."""
+        ...
+
+    async def stat(self, key: str) -> ObjectStat | None:
+        """The object at `key` (its size and user metadata), None when absent."""
         ...
 
     async def delete(self, key: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -41,11 +41,17 @@ class WatchedAssetStore(InMemoryAssetStore):
         self.jobs = jobs
         self.status_at_put: list[JobStatus | None] = []
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
-        tenant, job_id, _ = key.split("/")
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> Stored:
+        tenant, *_, job_id, _ = key.split("/")
         record = await self.jobs.get(tenant, job_id)
         self.status_at_put.append(record.status if record else None)
-        return await super().put_stream(key, chunks, content_type)
+        return await super().put_stream(key, chunks, content_type, metadata)
 
 
 @dataclass
@@ -86,13 +92,23 @@ async def test_generated_job_is_stored_and_completed(storage: Storage) -> None:
     assert before is not None
     await h.send(event)
 
-    prefix = f"{TENANT}/{event.job_id}/"
+    accepted = before.history["accepted"].astimezone(UTC)
+    prefix = f"{TENANT}/{accepted:%Y/%m/%d}/{event.job_id}/"
     assert set(store.objects) == {prefix + name for name, _ in EXPECTED.values()}
     for variant, (name, content_type) in EXPECTED.items():
         stored = store.objects[prefix + name]
         assert stored.data == ASSETS[variant]
         assert stored.content_type == content_type
-    assert storage.provider.downloaded == [(VIDEO, v) for v in EXPECTED]
+        assert stored.metadata == {
+            "job-id": event.job_id,
+            "tenant": TENANT,
+            "model": before.spec.model,
+            "size": before.spec.size,
+            "seconds": str(before.spec.seconds),
+            "prompt-sha256": hashlib.sha256(before.spec.prompt.encode()).hexdigest(),
+            "cost-micros": "400000",
+        }
+    assert sorted(storage.provider.downloaded) == sorted((VIDEO, v) for v in EXPECTED)
 
     completed = h.bus.one(JobCompletedV1)
     assert completed.event_id == fact_event_id(event.job_id, "completed")

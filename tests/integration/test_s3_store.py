@@ -29,16 +29,25 @@ async def test_multipart_stream_roundtrip(s3_server: S3Server) -> None:
     await store.ensure_bucket()
     await store.ensure_bucket()  # idempotent
     data = os.urandom(12 * MiB + 123)  # three parts
-    stored = await store.put_stream("acme/job_1/video.mp4", chunks(data, 1 * MiB), "video/mp4")
+    key = "acme/2026/12/02/job_1/video.mp4"
+    metadata = {"job-id": "job_1", "tenant": "acme", "cost-micros": "400000"}
+    stored = await store.put_stream(key, chunks(data, 1 * MiB), "video/mp4", metadata)
+    assert stored.key == key
     assert stored.size_bytes == len(data)
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
     obj = client(s3_server).get_object(stored.bucket, stored.key)
     try:
         assert obj.read() == data
         assert obj.headers["Content-Type"] == "video/mp4"
+        assert obj.headers["x-amz-meta-job-id"] == "job_1"
     finally:
         obj.close()
         obj.release_conn()
+    stat = await store.stat(key)
+    assert stat is not None
+    assert stat.size_bytes == len(data)
+    assert stat.metadata == metadata
+    assert await store.stat("acme/2026/12/02/job_1/absent.mp4") is None
 
 
 async def test_broken_source_fails_the_upload(s3_server: S3Server) -> None:
@@ -50,6 +59,6 @@ async def test_broken_source_fails_the_upload(s3_server: S3Server) -> None:
         raise ConnectionError("upstream went away")
 
     with pytest.raises(ConnectionError):
-        await store.put_stream("acme/job_2/video.mp4", broken(), "video/mp4")
+        await store.put_stream("acme/job_2/video.mp4", broken(), "video/mp4", {})
     names = [o.object_name for o in client(s3_server).list_objects(store._bucket, recursive=True)]
     assert "acme/job_2/video.mp4" not in names
