@@ -138,6 +138,9 @@ class FakeProvider:
     retrieves: list[tuple[UpstreamVideo, float | None] | Exception] = field(default_factory=list)
     assets: dict[Variant, bytes] = field(default_factory=dict)
     download_errors: dict[Variant, Exception] = field(default_factory=dict)
+    truncations: dict[Variant, list[int]] = field(default_factory=dict)
+    """Per variant, how many bytes its next downloads deliver (one a download, in order) while
+    declaring the whole length: a connection cut short the way httpx sees it."""
     chunk_size: int = 4
     created: list[CreateVideo] = field(default_factory=list)
     created_videos: list[UpstreamVideo] = field(default_factory=list)
@@ -178,10 +181,12 @@ class FakeProvider:
         if variant in self.download_errors:
             raise self.download_errors[variant]
         data = self.assets[variant]
+        cuts = self.truncations.get(variant)
+        sent = data[: cuts.pop(0)] if cuts else data
 
         async def chunks() -> AsyncIterator[bytes]:
-            for start in range(0, len(data), self.chunk_size):
-                yield data[start : start + self.chunk_size]
+            for start in range(0, len(sent), self.chunk_size):
+                yield sent[start : start + self.chunk_size]
 
         yield Download("application/octet-stream", len(data), chunks())
 

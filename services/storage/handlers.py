@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated
@@ -11,8 +13,10 @@ from faststream import Context
 from services.storage.domain import (
     CONTENT_TYPES,
     JobFacts,
+    length_problem,
     object_key,
     object_metadata,
+    still_stored,
     timings,
 )
 from services.storage.ports import AssetStore
@@ -24,7 +28,7 @@ from shared.contracts import (
     JobRecordV1,
     JobTimings,
 )
-from shared.contracts.lifecycle import JobStatus, begin_store, complete
+from shared.contracts.lifecycle import JobStatus, begin_store, complete, keep_assets
 from shared.jobstore import JobStore, advance
 from shared.messaging import ServiceRouter
 from shared.outcomes import Emit, announce_end, cancel_job, end_job
@@ -67,7 +71,9 @@ def build_router(max_attempts: int) -> ServiceRouter:
             return  # absent, or ended otherwise meanwhile
         facts = facts_of(event, record)
         try:
-            assets = [await store_variant(provider, store, event, facts, v) for v in VARIANTS]
+            assets = await store_assets(
+                jobs, provider, store, event=event, facts=facts, kept=record.assets
+            )
         except (ProviderNotFound, ProviderRejected) as exc:
             await end_job(
                 jobs, emit, event, reason="assets_unavailable", detail=exc.message,
@@ -99,6 +105,70 @@ def key_of(facts: JobFacts, variant: Variant) -> str:
     return object_key(facts.tenant, facts.job_id, variant, facts.accepted_at)
 
 
+class IncompleteDownload(Exception):
+    """A variant's download ended short of (or past) the length the upstream declared: the
+    object is not stored, and the variant is fetched again on a later delivery."""
+
+
+async def store_assets(
+    jobs: JobStore,
+    provider: VideoProvider,
+    store: AssetStore,
+    *,
+    event: JobGeneratedV1,
+    facts: JobFacts,
+    kept: list[AssetRef],
+) -> list[AssetRef]:
+    """Every variant, stored concurrently and each on its own: one an earlier delivery stored
+    (recorded, and still that object in S3) is not fetched again. When any fails, the ones
+    stored are recorded first, so the next delivery fetches only what is missing."""
+    recorded = {a.variant: a for a in kept}
+    results = await asyncio.gather(
+        *(
+            reuse_or_store(provider, store, event, facts, v, recorded=recorded.get(v))
+            for v in VARIANTS
+        ),
+        return_exceptions=True,
+    )
+    assets = [r for r in results if isinstance(r, AssetRef)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if not errors:
+        return assets
+    if any(a not in kept for a in assets):
+
+        def keep(record: JobRecordV1 | None) -> JobRecordV1 | None:
+            ok = record is not None and record.status == JobStatus.STORING
+            return keep_assets(record, assets) if ok and record else None
+
+        await jobs.update(event.tenant, event.job_id, keep)
+    raise first_error(errors)
+
+
+def first_error(errors: list[BaseException]) -> BaseException:
+    """The error that decides a job's next step: an upstream that refuses its assets for good
+    before a transient trouble."""
+    final = [e for e in errors if isinstance(e, ProviderNotFound | ProviderRejected)]
+    return (final or errors)[0]
+
+
+async def reuse_or_store(
+    provider: VideoProvider,
+    store: AssetStore,
+    event: JobGeneratedV1,
+    facts: JobFacts,
+    variant: Variant,
+    *,
+    recorded: AssetRef | None,
+) -> AssetRef:
+    if recorded is not None and recorded.key == key_of(facts, variant):
+        stat = await store.stat(recorded.key)
+        if stat is not None and still_stored(
+            recorded.size_bytes, stat.size_bytes, stat.metadata, facts.job_id
+        ):
+            return recorded
+    return await store_variant(provider, store, event, facts, variant)
+
+
 async def store_variant(
     provider: VideoProvider,
     store: AssetStore,
@@ -106,10 +176,25 @@ async def store_variant(
     facts: JobFacts,
     variant: Variant,
 ) -> AssetRef:
+    """Stream one variant from the upstream into S3, its length verified on the way."""
     key, content_type = key_of(facts, variant), CONTENT_TYPES[variant]
     async with provider.download(event.upstream_id, variant) as download:
-        stored = await store.put_stream(key, download.chunks, content_type, object_metadata(facts))
+        chunks = verified(download.chunks, download.content_length, variant)
+        stored = await store.put_stream(key, chunks, content_type, object_metadata(facts))
     return AssetRef(variant=variant, content_type=content_type, **asdict(stored))
+
+
+async def verified(
+    chunks: AsyncIterator[bytes], declared: int | None, variant: Variant
+) -> AsyncIterator[bytes]:
+    """`chunks`, raising IncompleteDownload at their end (before the upload is finished, so
+    nothing is stored) when their length is not the declared one."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        yield chunk
+    if (problem := length_problem(received, declared)) is not None:
+        raise IncompleteDownload(f"{variant}: {problem}")
 
 
 async def forget(store: AssetStore, facts: JobFacts) -> None:

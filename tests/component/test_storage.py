@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -234,3 +235,86 @@ async def test_unknown_job_is_not_stored(storage: Storage) -> None:
 
     assert storage.provider.downloaded == []
     assert storage.h.bus.kinds() == ["generated"]
+
+
+async def test_variants_are_stored_concurrently() -> None:
+    class Gate(WatchedAssetStore):
+        """Each upload waits until all three have started: only concurrent uploads finish."""
+
+        def __init__(self, bucket: str, jobs: InMemoryJobStore) -> None:
+            super().__init__(bucket, jobs)
+            self.started = 0
+            self.all_started = asyncio.Event()
+
+        async def put_stream(
+            self,
+            key: str,
+            chunks: AsyncIterator[bytes],
+            content_type: str,
+            metadata: Mapping[str, str],
+        ) -> Stored:
+            self.started += 1
+            if self.started == len(EXPECTED):
+                self.all_started.set()
+            await asyncio.wait_for(self.all_started.wait(), 2)
+            return await super().put_stream(key, chunks, content_type, metadata)
+
+    jobs = InMemoryJobStore()
+    store = Gate("clipline-assets", jobs)
+    provider = FakeProvider(assets=dict(ASSETS), chunk_size=5)
+    async with running(
+        build_router(3), lambda f: Deps(f.jobs, f.emit, provider, store), jobs=jobs
+    ) as h:
+        job_id = new_job_id()
+        h.jobs.put(job_record(job_id, JobStatus.GENERATED, upstream_id=VIDEO, cost_micros=1))
+        await h.send(generated(job_id))
+
+    assert store.started == len(EXPECTED)
+    assert h.jobs.records()[job_id].status == JobStatus.COMPLETED
+
+
+async def test_truncated_download_is_retried_and_only_it_is_fetched_again(
+    storage: Storage,
+) -> None:
+    h, store, provider = storage.h, storage.store, storage.provider
+    provider.truncations["video"] = [7]  # the first download of the video breaks at byte 7
+    event = generated_job(storage)
+    await h.send(event)
+
+    assert settled(h.outcomes(event)) == [("nak", 0.5)]  # a counted error, retried
+    record = h.jobs.records()[event.job_id]
+    assert record.status == JobStatus.STORING
+    assert record.errors == {"storage": 1}
+    assert sorted(a.variant for a in record.assets) == ["spritesheet", "thumbnail"]
+    assert not any(key.endswith("video.mp4") for key in store.objects)  # nothing half-stored
+    assert h.bus.events(JobCompletedV1) == []
+
+    provider.downloaded.clear()
+    await h.send(event, delivery=2)
+
+    assert provider.downloaded == [(VIDEO, "video")]  # the others were kept, not fetched again
+    completed = h.bus.one(JobCompletedV1)
+    assert [a.variant for a in completed.assets] == list(EXPECTED)
+    for asset in completed.assets:
+        data = ASSETS[asset.variant]
+        assert store.objects[asset.key].data == data
+        assert asset.size_bytes == len(data)
+        assert asset.sha256 == hashlib.sha256(data).hexdigest()
+    assert h.jobs.records()[event.job_id].status == JobStatus.COMPLETED
+
+
+async def test_a_recorded_variant_gone_from_s3_is_fetched_again(storage: Storage) -> None:
+    h, store, provider = storage.h, storage.store, storage.provider
+    provider.truncations["thumbnail"] = [3]
+    event = generated_job(storage)
+    await h.send(event)
+    kept = h.jobs.records()[event.job_id].assets
+    video = next(a for a in kept if a.variant == "video")
+    await store.delete(video.key)  # e.g. removed by hand meanwhile
+
+    provider.downloaded.clear()
+    await h.send(event, delivery=2)
+
+    assert sorted(v for _, v in provider.downloaded) == ["thumbnail", "video"]
+    assert store.objects[video.key].data == ASSETS["video"]
+    assert h.jobs.records()[event.job_id].status == JobStatus.COMPLETED
