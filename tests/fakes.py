@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from services.storage.ports import ObjectStat, Stored
+from services.storage.ports import ObjectStat, Stored, StoreUnavailable
 from services.submitter.rates import (
     Granted,
     Limits,
@@ -208,6 +208,12 @@ class InMemoryAssetStore:
         self.bucket = bucket
         self.objects: dict[str, StoredObject] = {}
         self.bucket_ensured = False
+        self.down = False
+        """S3 unreachable: every call raises StoreUnavailable."""
+
+    def _reachable(self) -> None:
+        if self.down:
+            raise StoreUnavailable("S3 unreachable: ConnectionRefusedError")
 
     async def ensure_bucket(self) -> None:
         self.bucket_ensured = True
@@ -224,14 +230,17 @@ class InMemoryAssetStore:
         async for chunk in chunks:  # a source that raises leaves nothing, as a multipart abort
             digest.update(chunk)
             data += chunk
+        self._reachable()  # minio sends a small object once it is read whole
         self.objects[key] = StoredObject(bytes(data), content_type, dict(metadata))
         return Stored(bucket=self.bucket, key=key, size_bytes=len(data), sha256=digest.hexdigest())
 
     async def stat(self, key: str) -> ObjectStat | None:
+        self._reachable()
         obj = self.objects.get(key)
         return ObjectStat(len(obj.data), obj.metadata) if obj else None
 
     async def delete(self, key: str) -> None:
+        self._reachable()
         self.objects.pop(key, None)
 
 

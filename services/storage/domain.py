@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 EXTENSIONS = {"video": "mp4", "thumbnail": "webp", "spritesheet": "jpg"}
 CONTENT_TYPES = {"video": "video/mp4", "thumbnail": "image/webp", "spritesheet": "image/jpeg"}
@@ -67,6 +67,50 @@ def still_stored(
     """Whether an object an earlier delivery recorded as stored is still that object (present,
     the recorded size, this job's metadata), so it need not be fetched again."""
     return stat_size == recorded_size and stat_metadata.get("job-id") == job_id
+
+
+ASSUMED_ASSET_LIFETIME = timedelta(hours=1)
+"""How long the upstream keeps a video's assets after generating it, when it does not say
+(the Videos API keeps them about an hour)."""
+OUTAGE_FIRST_WAIT = 1.0
+OUTAGE_MAX_WAIT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class WaitForStore:
+    """S3 is unreachable and the upstream copy is still there: look again after `delay`."""
+
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class AssetsExpired:
+    """S3 stayed unreachable until the upstream's copy expired: nothing left to store."""
+
+    detail: str
+
+
+def outage(
+    *,
+    now: datetime,
+    storing_since: datetime,
+    expires_at: datetime | None,
+    generated_at: datetime | None,
+) -> WaitForStore | AssetsExpired:
+    """What a job does while S3 cannot be reached: wait (backing off with how long it has been
+    storing, a quarter of it, 1 s to 30 s, never past the expiry), or fail once the upstream's
+    copy has expired (its `expires_at`, else ASSUMED_ASSET_LIFETIME after generation)."""
+    deadline = expires_at
+    if deadline is None and generated_at is not None:
+        deadline = generated_at + ASSUMED_ASSET_LIFETIME
+    if deadline is not None and now >= deadline:
+        at = deadline.astimezone(UTC).isoformat(timespec="seconds")
+        return AssetsExpired(f"S3 was unreachable until the upstream's assets expired at {at}")
+    waited = max(0.0, (now - storing_since).total_seconds())
+    delay = min(OUTAGE_MAX_WAIT, max(OUTAGE_FIRST_WAIT, waited / 4))
+    if deadline is not None:
+        delay = min(delay, max(0.1, (deadline - now).total_seconds()))  # look at the expiry
+    return WaitForStore(round(delay, 3))
 
 
 @dataclass(frozen=True, slots=True)

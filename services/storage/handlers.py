@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated
 
 from faststream import Context
+from faststream.exceptions import NackMessage
 
 from services.storage.domain import (
     CONTENT_TYPES,
+    AssetsExpired,
     JobFacts,
+    WaitForStore,
     length_problem,
     object_key,
     object_metadata,
+    outage,
     still_stored,
     timings,
 )
-from services.storage.ports import AssetStore
+from services.storage.ports import AssetStore, StoreUnavailable
 from shared.contracts import (
     AssetRef,
     JobCancelledV1,
@@ -36,6 +41,7 @@ from shared.provider import ProviderNotFound, ProviderRejected, VideoProvider
 from shared.provider.wire import VARIANTS, Variant
 
 SERVICE = "storage"
+log = logging.getLogger("clipline.storage")
 
 
 Jobs = Annotated[JobStore, Context("deps.jobs")]
@@ -80,6 +86,9 @@ def build_router(max_attempts: int) -> ServiceRouter:
                 stage=SERVICE, upstream_id=event.upstream_id,
             )  # fmt: skip
             return
+        except StoreUnavailable as exc:
+            await wait_for_store(jobs, emit, event, record, exc)
+            return
         done = await advance(jobs, event, complete, assets=assets)
         if done is not None:
             await emit(completed(event, done))
@@ -87,6 +96,32 @@ def build_router(max_attempts: int) -> ServiceRouter:
             await forget(store, facts)  # asked to cancel while storing: keep nothing of it
 
     return router
+
+
+async def wait_for_store(
+    jobs: JobStore,
+    emit: Emit,
+    event: JobGeneratedV1,
+    record: JobRecordV1,
+    exc: StoreUnavailable,
+) -> None:
+    """S3 is unreachable: the job waits (a delayed redelivery, no error budget spent) while the
+    upstream's copy lasts, and fails `asset_expired` once it has expired."""
+    now = datetime.now(UTC)
+    match outage(
+        now=now,
+        storing_since=record.history.get(JobStatus.STORING.value, now),
+        expires_at=event.expires_at,
+        generated_at=record.history.get(JobStatus.GENERATED.value),
+    ):
+        case WaitForStore(delay=delay):
+            log.warning("storage: job %s waits %.1fs for S3: %s", event.job_id, delay, exc)
+            raise NackMessage(delay=delay)
+        case AssetsExpired(detail=detail):
+            await end_job(
+                jobs, emit, event, reason="asset_expired", detail=detail,
+                stage=SERVICE, upstream_id=event.upstream_id,
+            )  # fmt: skip
 
 
 def facts_of(event: JobGeneratedV1, record: JobRecordV1) -> JobFacts:
@@ -145,10 +180,11 @@ async def store_assets(
 
 
 def first_error(errors: list[BaseException]) -> BaseException:
-    """The error that decides a job's next step: an upstream that refuses its assets for good
-    before a transient trouble."""
+    """The error that decides a job's next step: an upstream that refuses its assets for good,
+    then S3 unreachable (a wait, no budget spent), then any other."""
     final = [e for e in errors if isinstance(e, ProviderNotFound | ProviderRejected)]
-    return (final or errors)[0]
+    down = [e for e in errors if isinstance(e, StoreUnavailable)]
+    return (final or down or errors)[0]
 
 
 async def reuse_or_store(

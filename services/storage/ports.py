@@ -19,6 +19,12 @@ class Stored:
     sha256: str
 
 
+class StoreUnavailable(Exception):
+    """S3 cannot be reached (connection refused or reset, a timeout, 5xx after the client's
+    retries): a job waits for it without spending its error budget. Any other S3 error is an
+    ordinary one."""
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectStat:
     size_bytes: int
@@ -37,11 +43,13 @@ class AssetStore(Protocol):
         metadata: Mapping[str, str],
     ) -> Stored:
         """Stream `chunks` to `key` in bounded memory, with user `metadata` (x-amz-meta-*);
-        size and sha256 computed on the way. Nothing is stored when `chunks` raises."""
+        size and sha256 computed on the way. Nothing is stored when `chunks` raises (its error
+        propagates); StoreUnavailable when S3 cannot be reached."""
         ...
 
     async def stat(self, key: str) -> ObjectStat | None:
-        """The object at `key` (its size and user metadata), None when absent."""
+        """The object at `key` (its size and user metadata), None when absent;
+        StoreUnavailable when S3 cannot be reached."""
         ...
 
     async def delete(self, key: str) -> None:

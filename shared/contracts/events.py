@@ -191,6 +191,11 @@ class JobGeneratedV1(Event):
     produced_seconds: int | None = Field(
         default=None, description="seconds of video the upstream reports it produced"
     )
+    expires_at: datetime | None = Field(
+        default=None,
+        description="when the upstream's copy of the assets expires (its `expires_at`, UTC), "
+        "when it says",
+    )
 
 
 class JobFailedV1(Event):

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.storage.handlers import build_router
-from services.storage.ports import Deps, Stored
+from services.storage.ports import Deps, Stored, StoreUnavailable
 from shared.contracts import JobCompletedV1, JobFailedV1, JobGeneratedV1, JobStatus
 from shared.contracts.ids import fact_event_id
 from shared.provider import ProviderNotFound, ProviderUnavailable
@@ -318,3 +318,73 @@ async def test_a_recorded_variant_gone_from_s3_is_fetched_again(storage: Storage
     assert sorted(v for _, v in provider.downloaded) == ["thumbnail", "video"]
     assert store.objects[video.key].data == ASSETS["video"]
     assert h.jobs.records()[event.job_id].status == JobStatus.COMPLETED
+
+
+async def test_s3_down_waits_without_spending_the_error_budget(storage: Storage) -> None:
+    h, store = storage.h, storage.store
+    store.down = True
+    event = generated_job(storage).model_copy(
+        update={"expires_at": datetime.now(UTC) + timedelta(minutes=30)}
+    )
+    await h.send(event)
+    await h.send(event, delivery=2)
+
+    outcomes = settled(h.outcomes(event))
+    assert [action for action, _ in outcomes] == ["nak", "nak"]  # a delayed redelivery each
+    assert all(delay is not None and 1.0 <= delay <= 30.0 for _, delay in outcomes)
+    record = h.jobs.records()[event.job_id]
+    assert record.status == JobStatus.STORING
+    assert record.errors == {}  # waiting for S3 is not an error
+    assert h.bus.events(JobFailedV1) == []
+
+    store.down = False  # S3 is back
+    await h.send(event, delivery=3)
+
+    assert h.bus.one(JobCompletedV1).job_id == event.job_id
+    assert len(store.objects) == 3
+
+
+async def test_s3_down_past_the_upstream_expiry_fails_asset_expired(storage: Storage) -> None:
+    h = storage.h
+    storage.store.down = True
+    expired = datetime.now(UTC) - timedelta(seconds=1)
+    event = generated_job(storage).model_copy(update={"expires_at": expired})
+    await h.send(event)
+
+    failed = h.bus.one(JobFailedV1)
+    assert failed.reason == "asset_expired"
+    assert failed.stage == "storage"
+    assert failed.upstream_id == VIDEO
+    assert "S3 was unreachable" in failed.detail
+    assert h.jobs.records()[event.job_id].status == JobStatus.FAILED
+    assert actions(h.outcomes(event)) == ["ack"]
+
+
+async def test_s3_down_for_one_variant_keeps_the_others(storage: Storage) -> None:
+    class DownForVideos(WatchedAssetStore):
+        async def put_stream(
+            self,
+            key: str,
+            chunks: AsyncIterator[bytes],
+            content_type: str,
+            metadata: Mapping[str, str],
+        ) -> Stored:
+            if key.endswith(".mp4"):
+                raise StoreUnavailable("S3 unreachable: ReadTimeoutError")
+            return await super().put_stream(key, chunks, content_type, metadata)
+
+    jobs = InMemoryJobStore()
+    store = DownForVideos("clipline-assets", jobs)
+    provider = FakeProvider(assets=dict(ASSETS), chunk_size=5)
+    async with running(
+        build_router(3), lambda f: Deps(f.jobs, f.emit, provider, store), jobs=jobs
+    ) as h:
+        job_id = new_job_id()
+        h.jobs.put(job_record(job_id, JobStatus.GENERATED, upstream_id=VIDEO, cost_micros=1))
+        event = generated(job_id)
+        await h.send(event)
+
+    assert [action for action, _ in settled(h.outcomes(event))] == ["nak"]
+    record = h.jobs.records()[job_id]
+    assert record.errors == {}
+    assert sorted(a.variant for a in record.assets) == ["spritesheet", "thumbnail"]

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -9,7 +10,8 @@ import pytest
 from minio import Minio
 
 from clipline.servers import S3Server
-from services.storage.adapters import S3AssetStore
+from services.storage.adapters import S3AssetStore, s3_http_client
+from services.storage.ports import StoreUnavailable
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
@@ -62,3 +64,35 @@ async def test_broken_source_fails_the_upload(s3_server: S3Server) -> None:
         await store.put_stream("acme/job_2/video.mp4", broken(), "video/mp4", {})
     names = [o.object_name for o in client(s3_server).list_objects(store._bucket, recursive=True)]
     assert "acme/job_2/video.mp4" not in names
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_unreachable_s3_is_store_unavailable() -> None:
+    down = Minio(
+        f"127.0.0.1:{closed_port()}", access_key="k", secret_key="s", secure=False,
+        http_client=s3_http_client(connect_seconds=1, read_seconds=1),
+    )  # fmt: skip
+    store = S3AssetStore(down, "clipline-assets", part_size=5 * MiB)
+    with pytest.raises(StoreUnavailable):
+        await store.stat("acme/2026/12/02/job_3/video.mp4")
+    with pytest.raises(StoreUnavailable):
+        await store.put_stream(
+            "acme/2026/12/02/job_3/video.mp4", chunks(b"x" * 10, 4), "video/mp4", {}
+        )
+
+
+async def test_a_source_error_is_not_store_unavailable(s3_server: S3Server) -> None:
+    store = S3AssetStore(client(s3_server), f"b-{uuid.uuid4().hex[:12]}", part_size=5 * MiB)
+    await store.ensure_bucket()
+
+    async def refused() -> AsyncIterator[bytes]:
+        yield b"x"
+        raise ConnectionRefusedError("the upstream, not S3")
+
+    with pytest.raises(ConnectionRefusedError):
+        await store.put_stream("acme/job_4/video.mp4", refused(), "video/mp4", {})

@@ -19,10 +19,13 @@ from services.poller.domain import (
 )
 from services.pricing_guard.domain import Admitted, Refused, price
 from services.storage.domain import (
+    AssetsExpired,
     JobFacts,
+    WaitForStore,
     length_problem,
     object_key,
     object_metadata,
+    outage,
     still_stored,
     timings,
 )
@@ -127,7 +130,8 @@ def test_a_video_whose_assets_expired_is_a_failure_with_reason() -> None:
     assert isinstance(gone, Failed)
     assert gone.reason == "asset_expired"
     fresh = judge(Seen("completed", 100, created_at=10, completed_at=70, expires_at=int(NOW) + 1))
-    assert fresh == Generated(None, 60.0)  # and how long it took, by the upstream's clock
+    # how long it took, by the upstream's clock, and when its assets expire
+    assert fresh == Generated(None, 60.0, int(NOW) + 1)
     expired = judge(Seen("expired"))
     assert isinstance(expired, Failed)
     assert expired.reason == "asset_expired"
@@ -198,6 +202,31 @@ def test_a_recorded_object_is_kept_only_while_it_is_still_that_object() -> None:
     assert not still_stored(5, 3, {"job-id": "job_1"}, "job_1")  # another size
     assert not still_stored(5, 5, {"job-id": "job_2"}, "job_1")  # another job's
     assert not still_stored(5, 5, {}, "job_1")  # no metadata: not written by this store
+
+
+def test_s3_outage_waits_with_backoff_until_the_upstream_copy_expires() -> None:
+    t0 = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    expires = t0 + timedelta(minutes=50)
+
+    def wait(after: float, **kw: Any) -> WaitForStore | AssetsExpired:
+        now = t0 + timedelta(seconds=after)
+        return outage(
+            now=now, storing_since=t0, **({"expires_at": expires, "generated_at": t0} | kw)
+        )
+
+    assert wait(0) == WaitForStore(1.0)  # the first wait
+    assert wait(20) == WaitForStore(5.0)  # a quarter of how long it has been storing
+    assert wait(600) == WaitForStore(30.0)  # capped
+    assert wait(50 * 60 - 10) == WaitForStore(10.0)  # never past the expiry
+    assert wait(50 * 60 - 0.01) == WaitForStore(0.1)
+    gone = wait(50 * 60)
+    assert isinstance(gone, AssetsExpired)
+    assert "2026-12-02T12:50:00+00:00" in gone.detail
+    # the upstream did not say: an hour after generation
+    assert wait(3599, expires_at=None) == WaitForStore(1.0)
+    assert isinstance(wait(3600, expires_at=None), AssetsExpired)
+    # nor is generation known: wait as long as it lasts
+    assert wait(9e6, expires_at=None, generated_at=None) == WaitForStore(30.0)
 
 
 def test_timings_from_history() -> None:
