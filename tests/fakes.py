@@ -239,6 +239,9 @@ class InMemoryAssetStore:
         obj = self.objects.get(key)
         return ObjectStat(len(obj.data), obj.metadata) if obj else None
 
+    async def presign(self, key: str) -> str:
+        return f"https://s3.test/{self.bucket}/{key}?X-Amz-Signature=fake"
+
     async def delete(self, key: str) -> None:
         self._reachable()
         self.objects.pop(key, None)

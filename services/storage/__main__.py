@@ -33,7 +33,7 @@ async def main() -> None:
         )
     except ValueError as exc:  # e.g. an endpoint with a scheme or path
         raise ConfigError(f"configuration error: CLIPLINE_S3_ENDPOINT: {exc}") from None
-    store = S3AssetStore(client, s3.bucket, settings.part_size_bytes)
+    store = S3AssetStore(client, s3.bucket, settings.part_size_bytes, s3.presign_seconds)
     async with (
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,

@@ -8,6 +8,7 @@ import os
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import timedelta
 from typing import BinaryIO, TypeVar, cast
 
 import certifi
@@ -96,10 +97,17 @@ class _QueueReader:
 
 
 class S3AssetStore:
-    def __init__(self, client: Minio, bucket: str, part_size: int) -> None:
+    def __init__(
+        self, client: Minio, bucket: str, part_size: int, presign_seconds: int = 3600
+    ) -> None:
         self._client = client
         self._bucket = bucket
         self._part_size = max(part_size, 5 * 1024 * 1024)  # S3's minimum part size
+        self._presign = timedelta(seconds=presign_seconds)
+
+    async def presign(self, key: str) -> str:
+        # Local: minio signs with the configured region, so no request (and no thread).
+        return self._client.presigned_get_object(self._bucket, key, expires=self._presign)
 
     async def ensure_bucket(self) -> None:
         def make() -> None:

@@ -59,7 +59,7 @@ def build_router(max_attempts: int) -> ServiceRouter:
     ) -> None:
         record = await jobs.get(event.tenant, event.job_id)
         if record is not None and record.status == JobStatus.COMPLETED:
-            await emit(completed(event, record))  # redelivered: announce, store nothing
+            await emit(await completed(event, record, store))  # redelivered: store nothing
             return
         if record is not None and record.terminal:
             if record.status == JobStatus.CANCELLED and JobStatus.STORING.value in record.history:
@@ -91,7 +91,7 @@ def build_router(max_attempts: int) -> ServiceRouter:
             return
         done = await advance(jobs, event, complete, assets=assets)
         if done is not None:
-            await emit(completed(event, done))
+            await emit(await completed(event, done, store))
         elif await cancel_job(jobs, emit, event, stage=SERVICE):
             await forget(store, facts)  # asked to cancel while storing: keep nothing of it
 
@@ -239,14 +239,18 @@ async def forget(store: AssetStore, facts: JobFacts) -> None:
         await store.delete(key_of(facts, variant))
 
 
-def completed(event: JobGeneratedV1, record: JobRecordV1) -> JobCompletedV1:
-    """The completion event, built from the stored record (the same on every redelivery)."""
+async def completed(
+    event: JobGeneratedV1, record: JobRecordV1, store: AssetStore
+) -> JobCompletedV1:
+    """The completion event, built from the stored record (the same on every redelivery but
+    for the URLs, presigned now: a credential, so only in the event, never on the record)."""
     history = record.history
     finished = history.get(JobStatus.COMPLETED.value, datetime.now(UTC))
+    assets = [a.model_copy(update={"url": await store.presign(a.key)}) for a in record.assets]
     return JobCompletedV1.fact(
         event,
         upstream_id=event.upstream_id,
-        assets=record.assets,
+        assets=assets,
         cost_micros=record.cost_micros if record.cost_micros is not None else event.cost_micros,
         timings=JobTimings(**asdict(timings(history, finished))),
     )

@@ -52,6 +52,11 @@ class AssetStore(Protocol):
         StoreUnavailable when S3 cannot be reached."""
         ...
 
+    async def presign(self, key: str) -> str:
+        """A presigned GET URL of `key`, valid for the store's configured lifetime (computed
+        locally, no request to S3). A credential: never logged."""
+        ...
+
     async def delete(self, key: str) -> None:
         """Remove `key` (nothing happens when it is absent)."""
         ...

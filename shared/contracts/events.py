@@ -59,6 +59,11 @@ class AssetRef(Contract):
     size_bytes: int
     sha256: str
     content_type: str
+    url: str | None = Field(
+        default=None,
+        description="a presigned GET URL of the object (completion events only; it expires "
+        "after CLIPLINE_S3_PRESIGN_SECONDS and is a credential: never logged or recorded)",
+    )
 
 
 class JobTimings(Contract):

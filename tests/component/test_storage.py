@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -126,7 +127,11 @@ async def test_generated_job_is_stored_and_completed(storage: Storage) -> None:
 
     record = h.jobs.records()[event.job_id]
     assert record.status == JobStatus.COMPLETED
-    assert record.assets == completed.assets
+    # the record keeps the assets; their presigned URLs (credentials) are only in the event
+    assert [a.url for a in record.assets] == [None] * 3
+    assert record.assets == [a.model_copy(update={"url": None}) for a in completed.assets]
+    for asset in completed.assets:
+        assert asset.url == f"https://s3.test/clipline-assets/{asset.key}?X-Amz-Signature=fake"
     assert record.history["generated"] < record.history["storing"] <= record.history["completed"]
     timings = completed.timings
     assert timings.accepted_at == before.history["accepted"]
@@ -388,3 +393,14 @@ async def test_s3_down_for_one_variant_keeps_the_others(storage: Storage) -> Non
     record = h.jobs.records()[job_id]
     assert record.errors == {}
     assert sorted(a.variant for a in record.assets) == ["spritesheet", "thumbnail"]
+
+
+async def test_presigned_urls_are_never_logged(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    event = generated_job(storage)
+    await storage.h.send(event)
+
+    assert all(a.url for a in storage.h.bus.one(JobCompletedV1).assets)
+    assert "X-Amz-Signature" not in caplog.text

@@ -122,6 +122,9 @@ async def test_raw_nats_request_completes_on_tenant_filtered_subscription(
             obj.release_conn()
         assert len(data) == asset["size_bytes"] > 0
         assert hashlib.sha256(data).hexdigest() == asset["sha256"]
+        presigned = httpx.get(asset["url"], timeout=10)  # no credentials: the URL is one
+        assert presigned.status_code == 200
+        assert hashlib.sha256(presigned.content).hexdigest() == asset["sha256"]
     assert done.empty()  # ...and its completion never reached this tenant's subscription
 
 

@@ -6,6 +6,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from minio import Minio
 
@@ -96,3 +97,22 @@ async def test_a_source_error_is_not_store_unavailable(s3_server: S3Server) -> N
 
     with pytest.raises(ConnectionRefusedError):
         await store.put_stream("acme/job_4/video.mp4", refused(), "video/mp4", {})
+
+
+async def test_presigned_url_serves_the_object_for_its_lifetime(s3_server: S3Server) -> None:
+    store = S3AssetStore(
+        client(s3_server), f"b-{uuid.uuid4().hex[:12]}", part_size=5 * MiB, presign_seconds=600
+    )
+    await store.ensure_bucket()
+    data = os.urandom(1000)
+    stored = await store.put_stream(
+        "acme/2026/12/02/job_5/video.mp4", chunks(data, 300), "video/mp4", {}
+    )
+    url = await store.presign(stored.key)
+    assert "X-Amz-Expires=600" in url
+    async with httpx.AsyncClient() as http:
+        got = await http.get(url)
+        assert got.status_code == 200
+        assert got.content == data
+        forged = await http.get(url.replace("X-Amz-Expires=600", "X-Amz-Expires=6000"))
+        assert forged.status_code == 403  # the signature covers the lifetime
