@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
@@ -45,6 +45,8 @@ class S3Settings(BaseSettings):
     secure: bool = False
     bucket: str = "clipline-assets"
     region: str = "us-east-1"
+    presign_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    """Lifetime of the presigned GET URLs in a completion event (S3 allows at most 7 days)."""
 
 
 class UpstreamSettings(BaseSettings):

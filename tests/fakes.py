@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from services.storage.ports import Stored
+from services.storage.ports import ObjectStat, Stored, StoreUnavailable
 from services.submitter.rates import (
     Granted,
     Limits,
@@ -138,6 +138,9 @@ class FakeProvider:
     retrieves: list[tuple[UpstreamVideo, float | None] | Exception] = field(default_factory=list)
     assets: dict[Variant, bytes] = field(default_factory=dict)
     download_errors: dict[Variant, Exception] = field(default_factory=dict)
+    truncations: dict[Variant, list[int]] = field(default_factory=dict)
+    """Per variant, how many bytes its next downloads deliver (one a download, in order) while
+    declaring the whole length: a connection cut short the way httpx sees it."""
     chunk_size: int = 4
     created: list[CreateVideo] = field(default_factory=list)
     created_videos: list[UpstreamVideo] = field(default_factory=list)
@@ -178,10 +181,12 @@ class FakeProvider:
         if variant in self.download_errors:
             raise self.download_errors[variant]
         data = self.assets[variant]
+        cuts = self.truncations.get(variant)
+        sent = data[: cuts.pop(0)] if cuts else data
 
         async def chunks() -> AsyncIterator[bytes]:
-            for start in range(0, len(data), self.chunk_size):
-                yield data[start : start + self.chunk_size]
+            for start in range(0, len(sent), self.chunk_size):
+                yield sent[start : start + self.chunk_size]
 
         yield Download("application/octet-stream", len(data), chunks())
 
@@ -193,6 +198,7 @@ class FakeProvider:
 class StoredObject:
     data: bytes
     content_type: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 class InMemoryAssetStore:
@@ -202,20 +208,42 @@ class InMemoryAssetStore:
         self.bucket = bucket
         self.objects: dict[str, StoredObject] = {}
         self.bucket_ensured = False
+        self.down = False
+        """S3 unreachable: every call raises StoreUnavailable."""
+
+    def _reachable(self) -> None:
+        if self.down:
+            raise StoreUnavailable("S3 unreachable: ConnectionRefusedError")
 
     async def ensure_bucket(self) -> None:
         self.bucket_ensured = True
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> Stored:
         digest = hashlib.sha256()
         data = bytearray()
-        async for chunk in chunks:
+        async for chunk in chunks:  # a source that raises leaves nothing, as a multipart abort
             digest.update(chunk)
             data += chunk
-        self.objects[key] = StoredObject(bytes(data), content_type)
+        self._reachable()  # minio sends a small object once it is read whole
+        self.objects[key] = StoredObject(bytes(data), content_type, dict(metadata))
         return Stored(bucket=self.bucket, key=key, size_bytes=len(data), sha256=digest.hexdigest())
 
+    async def stat(self, key: str) -> ObjectStat | None:
+        self._reachable()
+        obj = self.objects.get(key)
+        return ObjectStat(len(obj.data), obj.metadata) if obj else None
+
+    async def presign(self, key: str) -> str:
+        return f"https://s3.test/{self.bucket}/{key}?X-Amz-Signature=fake"
+
     async def delete(self, key: str) -> None:
+        self._reachable()
         self.objects.pop(key, None)
 
 

@@ -43,6 +43,8 @@ class Generated:
     """What the upstream says it produced: what the job is billed for."""
     took: float | None = None
     """How long the upstream took to generate it, by its own timestamps (None: not told)."""
+    expires_at: int | None = None
+    """When the upstream's copy of its assets expires (epoch seconds; None: not told)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,7 @@ def assess(
                 "asset_expired", f"generated, but its assets expired at {seen.expires_at}"
             )
         took = generation_took(seen.created_at, seen.completed_at)
-        return Generated(produced_seconds(seen.seconds), took)
+        return Generated(produced_seconds(seen.seconds), took, seen.expires_at)
     if seen.status == "failed":
         code, message = seen.error or (
             "upstream_failed",

@@ -74,9 +74,9 @@ async def follow(deps: Deps, job: Followed, record: JobRecordV1) -> Pending | Th
             return pending
         case Throttled() as throttled:
             return throttled
-        case Generated(produced_seconds=produced, took=took):
+        case Generated(produced_seconds=produced, took=took, expires_at=expires):
             if await advance(deps.jobs, job, mark_generated, produced_seconds=produced):
-                await deps.emit(generated(job, produced))
+                await deps.emit(generated(job, produced, expires))
                 if took is not None:
                     await learn(deps, record, job.upstream_id, took)
         case Failed() | TimedOut() as why:
@@ -174,10 +174,13 @@ async def progressed(
         await emit(fact)
 
 
-def generated(job: Followed, produced_seconds: int | None) -> JobGeneratedV1:
+def generated(
+    job: Followed, produced_seconds: int | None, expires_at: int | None = None
+) -> JobGeneratedV1:
     return JobGeneratedV1.fact(
         job,
         upstream_id=job.upstream_id,
         cost_micros=job.cost_micros,
         produced_seconds=produced_seconds,
+        expires_at=None if expires_at is None else datetime.fromtimestamp(expires_at, UTC),
     )

@@ -6,7 +6,7 @@ import asyncio
 
 from minio import Minio
 
-from services.storage.adapters import S3AssetStore
+from services.storage.adapters import S3AssetStore, s3_http_client
 from services.storage.app import build_app
 from services.storage.settings import StorageSettings
 from shared.config import ConfigError, S3Settings, UpstreamSettings, load_settings
@@ -29,10 +29,11 @@ async def main() -> None:
             secret_key=s3.secret_key.get_secret_value(),
             secure=s3.secure,
             region=s3.region,
+            http_client=s3_http_client(),
         )
     except ValueError as exc:  # e.g. an endpoint with a scheme or path
         raise ConfigError(f"configuration error: CLIPLINE_S3_ENDPOINT: {exc}") from None
-    store = S3AssetStore(client, s3.bucket, settings.part_size_bytes)
+    store = S3AssetStore(client, s3.bucket, settings.part_size_bytes, s3.presign_seconds)
     async with (
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,

@@ -4,18 +4,61 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import queue
 import threading
-from collections.abc import AsyncIterator
-from typing import BinaryIO, cast
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import timedelta
+from typing import BinaryIO, TypeVar, cast
 
+import certifi
+import urllib3
 from minio import Minio
+from minio.error import S3Error, ServerError
 
-from services.storage.ports import Stored
+from services.storage.ports import ObjectStat, Stored, StoreUnavailable
 
 _END = b""
 _QUEUE_CHUNKS = 4  # chunks buffered between download and upload: memory stays bounded
 _POLL_SECONDS = 0.5
+_META = "x-amz-meta-"
+_ABSENT = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
+_BUSY = frozenset({"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"})
+T = TypeVar("T")
+
+
+def s3_http_client(
+    *, connect_seconds: float = 5.0, read_seconds: float = 60.0
+) -> urllib3.PoolManager:
+    """minio's own pool, but with timeouts that find an S3 that stopped answering in seconds
+    (minio's default is 5 minutes per attempt), so a job starts waiting for it soon."""
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=connect_seconds, read=read_seconds),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether an error of the minio client means S3 cannot be reached (now): a connection
+    refused, reset or timed out (urllib3, after its retries), a 5xx, or S3 saying it is busy."""
+    if isinstance(exc, UploadAbortedError):
+        return False  # our own source failed, not S3
+    if isinstance(exc, S3Error):
+        return exc.code in _BUSY
+    return isinstance(exc, ServerError | urllib3.exceptions.HTTPError | OSError)
+
+
+async def _s3(call: Callable[[], T]) -> T:
+    """Run a blocking minio call in a thread, S3 being unreachable raised as StoreUnavailable."""
+    try:
+        return await asyncio.to_thread(call)
+    except Exception as exc:
+        if unreachable(exc):
+            raise StoreUnavailable(f"S3 unreachable: {type(exc).__name__}: {exc}"[:500]) from exc
+        raise
 
 
 class UploadAbortedError(ConnectionAbortedError):
@@ -54,22 +97,50 @@ class _QueueReader:
 
 
 class S3AssetStore:
-    def __init__(self, client: Minio, bucket: str, part_size: int) -> None:
+    def __init__(
+        self, client: Minio, bucket: str, part_size: int, presign_seconds: int = 3600
+    ) -> None:
         self._client = client
         self._bucket = bucket
         self._part_size = max(part_size, 5 * 1024 * 1024)  # S3's minimum part size
+        self._presign = timedelta(seconds=presign_seconds)
+
+    async def presign(self, key: str) -> str:
+        # Local: minio signs with the configured region, so no request (and no thread).
+        return self._client.presigned_get_object(self._bucket, key, expires=self._presign)
 
     async def ensure_bucket(self) -> None:
         def make() -> None:
             if not self._client.bucket_exists(self._bucket):
                 self._client.make_bucket(self._bucket)
 
-        await asyncio.to_thread(make)
+        await _s3(make)
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._client.remove_object, self._bucket, key)
+        await _s3(lambda: self._client.remove_object(self._bucket, key))
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
+    async def stat(self, key: str) -> ObjectStat | None:
+        try:
+            obj = await _s3(lambda: self._client.stat_object(self._bucket, key))
+        except S3Error as exc:
+            if exc.code in _ABSENT:
+                return None
+            raise
+        headers = obj.metadata or {}
+        metadata = {
+            name.lower().removeprefix(_META): value
+            for name, value in headers.items()
+            if name.lower().startswith(_META)
+        }
+        return ObjectStat(obj.size if obj.size is not None else -1, metadata)
+
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> Stored:
         q: queue.Queue[bytes] = queue.Queue(maxsize=_QUEUE_CHUNKS)
         aborted = threading.Event()
         digest = hashlib.sha256()
@@ -83,6 +154,7 @@ class S3AssetStore:
                 length=-1,
                 part_size=self._part_size,
                 content_type=content_type,
+                metadata=dict(metadata),
             )
         )
 
@@ -105,10 +177,15 @@ class S3AssetStore:
                     await feed(chunk)
             await feed(_END)
             await upload
-        except BaseException:
+        except BaseException as exc:
             # Failure or cancellation: stop the thread (it aborts the multipart upload) and
             # wait for it, so no thread outlives the handler.
             aborted.set()
             await asyncio.shield(asyncio.gather(upload, return_exceptions=True))
+            failed = upload.done() and not upload.cancelled() and upload.exception() is exc
+            if failed and unreachable(exc):  # S3's error, not the source's
+                raise StoreUnavailable(
+                    f"S3 unreachable: {type(exc).__name__}: {exc}"[:500]
+                ) from exc
             raise
         return Stored(self._bucket, key, size, digest.hexdigest())

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated
 
 from faststream import Context
+from faststream.exceptions import NackMessage
 
-from services.storage.domain import CONTENT_TYPES, object_key, timings
-from services.storage.ports import AssetStore
+from services.storage.domain import (
+    CONTENT_TYPES,
+    AssetsExpired,
+    JobFacts,
+    WaitForStore,
+    length_problem,
+    object_key,
+    object_metadata,
+    outage,
+    still_stored,
+    timings,
+)
+from services.storage.ports import AssetStore, StoreUnavailable
 from shared.contracts import (
     AssetRef,
     JobCancelledV1,
@@ -18,7 +33,7 @@ from shared.contracts import (
     JobRecordV1,
     JobTimings,
 )
-from shared.contracts.lifecycle import JobStatus, begin_store, complete
+from shared.contracts.lifecycle import JobStatus, begin_store, complete, keep_assets
 from shared.jobstore import JobStore, advance
 from shared.messaging import ServiceRouter
 from shared.outcomes import Emit, announce_end, cancel_job, end_job
@@ -26,6 +41,7 @@ from shared.provider import ProviderNotFound, ProviderRejected, VideoProvider
 from shared.provider.wire import VARIANTS, Variant
 
 SERVICE = "storage"
+log = logging.getLogger("clipline.storage")
 
 
 Jobs = Annotated[JobStore, Context("deps.jobs")]
@@ -43,62 +59,198 @@ def build_router(max_attempts: int) -> ServiceRouter:
     ) -> None:
         record = await jobs.get(event.tenant, event.job_id)
         if record is not None and record.status == JobStatus.COMPLETED:
-            await emit(completed(event, record))  # redelivered: announce, store nothing
+            await emit(await completed(event, record, store))  # redelivered: store nothing
             return
         if record is not None and record.terminal:
             if record.status == JobStatus.CANCELLED and JobStatus.STORING.value in record.history:
                 # Cancelled while storing (by this stage or another): a store cut short by a
                 # crash, or a delete that failed, may have left objects. Keep nothing.
-                await forget(store, event)
+                await forget(store, facts_of(event, record))
             await announce_end(emit, record, SERVICE)  # its event may have been lost
             return
         if record is not None and record.status == JobStatus.CANCELLING:
             await cancel_job(jobs, emit, event, stage=SERVICE)  # asked to cancel: not stored
             if JobStatus.STORING.value in record.history:
-                await forget(store, event)  # a store cut short (a crash) may have left some
+                await forget(store, facts_of(event, record))  # a crash may have left some
             return
         if record is None or not await advance(jobs, event, begin_store):
             return  # absent, or ended otherwise meanwhile
+        facts = facts_of(event, record)
         try:
-            assets = [await store_variant(provider, store, event, v) for v in VARIANTS]
+            assets = await store_assets(
+                jobs, provider, store, event=event, facts=facts, kept=record.assets
+            )
         except (ProviderNotFound, ProviderRejected) as exc:
             await end_job(
                 jobs, emit, event, reason="assets_unavailable", detail=exc.message,
                 stage=SERVICE, upstream_id=event.upstream_id,
             )  # fmt: skip
             return
+        except StoreUnavailable as exc:
+            await wait_for_store(jobs, emit, event, record, exc)
+            return
         done = await advance(jobs, event, complete, assets=assets)
         if done is not None:
-            await emit(completed(event, done))
+            await emit(await completed(event, done, store))
         elif await cancel_job(jobs, emit, event, stage=SERVICE):
-            await forget(store, event)  # asked to cancel while storing: keep nothing of it
+            await forget(store, facts)  # asked to cancel while storing: keep nothing of it
 
     return router
 
 
-async def store_variant(
-    provider: VideoProvider, store: AssetStore, event: JobGeneratedV1, variant: Variant
+async def wait_for_store(
+    jobs: JobStore,
+    emit: Emit,
+    event: JobGeneratedV1,
+    record: JobRecordV1,
+    exc: StoreUnavailable,
+) -> None:
+    """S3 is unreachable: the job waits (a delayed redelivery, no error budget spent) while the
+    upstream's copy lasts, and fails `asset_expired` once it has expired."""
+    now = datetime.now(UTC)
+    match outage(
+        now=now,
+        storing_since=record.history.get(JobStatus.STORING.value, now),
+        expires_at=event.expires_at,
+        generated_at=record.history.get(JobStatus.GENERATED.value),
+    ):
+        case WaitForStore(delay=delay):
+            log.warning("storage: job %s waits %.1fs for S3: %s", event.job_id, delay, exc)
+            raise NackMessage(delay=delay)
+        case AssetsExpired(detail=detail):
+            await end_job(
+                jobs, emit, event, reason="asset_expired", detail=detail,
+                stage=SERVICE, upstream_id=event.upstream_id,
+            )  # fmt: skip
+
+
+def facts_of(event: JobGeneratedV1, record: JobRecordV1) -> JobFacts:
+    """The job's facts for its keys and metadata, from its record (the same on every delivery:
+    the day is the record's `accepted` time; the event's own time only for a record without)."""
+    spec = record.spec
+    return JobFacts(
+        job_id=record.job_id, tenant=record.tenant,
+        accepted_at=record.history.get(JobStatus.ACCEPTED.value, event.occurred_at),
+        model=spec.model, size=spec.size, seconds=spec.seconds, prompt=spec.prompt,
+        cost_micros=record.cost_micros if record.cost_micros is not None else event.cost_micros,
+    )  # fmt: skip
+
+
+def key_of(facts: JobFacts, variant: Variant) -> str:
+    return object_key(facts.tenant, facts.job_id, variant, facts.accepted_at)
+
+
+class IncompleteDownload(Exception):
+    """A variant's download ended short of (or past) the length the upstream declared: the
+    object is not stored, and the variant is fetched again on a later delivery."""
+
+
+async def store_assets(
+    jobs: JobStore,
+    provider: VideoProvider,
+    store: AssetStore,
+    *,
+    event: JobGeneratedV1,
+    facts: JobFacts,
+    kept: list[AssetRef],
+) -> list[AssetRef]:
+    """Every variant, stored concurrently and each on its own: one an earlier delivery stored
+    (recorded, and still that object in S3) is not fetched again. When any fails, the ones
+    stored are recorded first, so the next delivery fetches only what is missing."""
+    recorded = {a.variant: a for a in kept}
+    results = await asyncio.gather(
+        *(
+            reuse_or_store(provider, store, event, facts, v, recorded=recorded.get(v))
+            for v in VARIANTS
+        ),
+        return_exceptions=True,
+    )
+    assets = [r for r in results if isinstance(r, AssetRef)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if not errors:
+        return assets
+    if any(a not in kept for a in assets):
+
+        def keep(record: JobRecordV1 | None) -> JobRecordV1 | None:
+            ok = record is not None and record.status == JobStatus.STORING
+            return keep_assets(record, assets) if ok and record else None
+
+        await jobs.update(event.tenant, event.job_id, keep)
+    raise first_error(errors)
+
+
+def first_error(errors: list[BaseException]) -> BaseException:
+    """The error that decides a job's next step: an upstream that refuses its assets for good,
+    then S3 unreachable (a wait, no budget spent), then any other."""
+    final = [e for e in errors if isinstance(e, ProviderNotFound | ProviderRejected)]
+    down = [e for e in errors if isinstance(e, StoreUnavailable)]
+    return (final or down or errors)[0]
+
+
+async def reuse_or_store(
+    provider: VideoProvider,
+    store: AssetStore,
+    event: JobGeneratedV1,
+    facts: JobFacts,
+    variant: Variant,
+    *,
+    recorded: AssetRef | None,
 ) -> AssetRef:
-    key = object_key(event.tenant, event.job_id, variant)
+    if recorded is not None and recorded.key == key_of(facts, variant):
+        stat = await store.stat(recorded.key)
+        if stat is not None and still_stored(
+            recorded.size_bytes, stat.size_bytes, stat.metadata, facts.job_id
+        ):
+            return recorded
+    return await store_variant(provider, store, event, facts, variant)
+
+
+async def store_variant(
+    provider: VideoProvider,
+    store: AssetStore,
+    event: JobGeneratedV1,
+    facts: JobFacts,
+    variant: Variant,
+) -> AssetRef:
+    """Stream one variant from the upstream into S3, its length verified on the way."""
+    key, content_type = key_of(facts, variant), CONTENT_TYPES[variant]
     async with provider.download(event.upstream_id, variant) as download:
-        stored = await store.put_stream(key, download.chunks, CONTENT_TYPES[variant])
-    return AssetRef(variant=variant, content_type=CONTENT_TYPES[variant], **asdict(stored))
+        chunks = verified(download.chunks, download.content_length, variant)
+        stored = await store.put_stream(key, chunks, content_type, object_metadata(facts))
+    return AssetRef(variant=variant, content_type=content_type, **asdict(stored))
 
 
-async def forget(store: AssetStore, event: JobGeneratedV1) -> None:
+async def verified(
+    chunks: AsyncIterator[bytes], declared: int | None, variant: Variant
+) -> AsyncIterator[bytes]:
+    """`chunks`, raising IncompleteDownload at their end (before the upload is finished, so
+    nothing is stored) when their length is not the declared one."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        yield chunk
+    if (problem := length_problem(received, declared)) is not None:
+        raise IncompleteDownload(f"{variant}: {problem}")
+
+
+async def forget(store: AssetStore, facts: JobFacts) -> None:
     """Delete every variant of a job (a cancelled job keeps nothing; absent keys are fine)."""
     for variant in VARIANTS:
-        await store.delete(object_key(event.tenant, event.job_id, variant))
+        await store.delete(key_of(facts, variant))
 
 
-def completed(event: JobGeneratedV1, record: JobRecordV1) -> JobCompletedV1:
-    """The completion event, built from the stored record (the same on every redelivery)."""
+async def completed(
+    event: JobGeneratedV1, record: JobRecordV1, store: AssetStore
+) -> JobCompletedV1:
+    """The completion event, built from the stored record (the same on every redelivery but
+    for the URLs, presigned now: a credential, so only in the event, never on the record)."""
     history = record.history
     finished = history.get(JobStatus.COMPLETED.value, datetime.now(UTC))
+    assets = [a.model_copy(update={"url": await store.presign(a.key)}) for a in record.assets]
     return JobCompletedV1.fact(
         event,
         upstream_id=event.upstream_id,
-        assets=record.assets,
+        assets=assets,
         cost_micros=record.cost_micros if record.cost_micros is not None else event.cost_micros,
         timings=JobTimings(**asdict(timings(history, finished))),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,11 +19,42 @@ class Stored:
     sha256: str
 
 
+class StoreUnavailable(Exception):
+    """S3 cannot be reached (connection refused or reset, a timeout, 5xx after the client's
+    retries): a job waits for it without spending its error budget. Any other S3 error is an
+    ordinary one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectStat:
+    size_bytes: int
+    metadata: Mapping[str, str]
+    """User metadata, names without the x-amz-meta- prefix, lower case."""
+
+
 class AssetStore(Protocol):
     async def ensure_bucket(self) -> None: ...
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
-        """Stream `chunks` to `key` in bounded memory; size and sha256 computed on the way."""
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> Stored:
+        """Stream `chunks` to `key` in bounded memory, with user `metadata` (x-amz-meta-*);
+        size and sha256 computed on the way. Nothing is stored when `chunks` raises (its error
+        propagates); StoreUnavailable when S3 cannot be reached."""
+        ...
+
+    async def stat(self, key: str) -> ObjectStat | None:
+        """The object at `key` (its size and user metadata), None when absent;
+        StoreUnavailable when S3 cannot be reached."""
+        ...
+
+    async def presign(self, key: str) -> str:
+        """A presigned GET URL of `key`, valid for the store's configured lifetime (computed
+        locally, no request to S3). A credential: never logged."""
         ...
 
     async def delete(self, key: str) -> None:

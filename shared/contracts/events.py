@@ -59,6 +59,11 @@ class AssetRef(Contract):
     size_bytes: int
     sha256: str
     content_type: str
+    url: str | None = Field(
+        default=None,
+        description="a presigned GET URL of the object (completion events only; it expires "
+        "after CLIPLINE_S3_PRESIGN_SECONDS and is a credential: never logged or recorded)",
+    )
 
 
 class JobTimings(Contract):
@@ -190,6 +195,11 @@ class JobGeneratedV1(Event):
     cost_micros: int
     produced_seconds: int | None = Field(
         default=None, description="seconds of video the upstream reports it produced"
+    )
+    expires_at: datetime | None = Field(
+        default=None,
+        description="when the upstream's copy of the assets expires (its `expires_at`, UTC), "
+        "when it says",
     )
 
 

@@ -297,6 +297,15 @@ def count_error(record: JobRecordV1, stage: str) -> JobRecordV1:
     return record.model_copy(update={"errors": errors})
 
 
+def keep_assets(record: JobRecordV1, assets: list[AssetRef]) -> JobRecordV1:
+    """Variants stored so far of a job still `storing` (one per variant, the latest kept), so
+    a later delivery stores only what is missing."""
+    if record.status != S.STORING:
+        raise IllegalTransition(f"keep_assets: {record.job_id} is {record.status.value}")
+    kept = {a.variant: a for a in record.assets} | {a.variant: a for a in assets}
+    return record.model_copy(update={"assets": list(kept.values())})
+
+
 def renew_attempt(record: JobRecordV1, at: datetime, *, attempt: int) -> JobRecordV1:
     """Create `attempt` is still in flight: its lease on the record is renewed (also while the
     job is cancelling: the cancel waits for the create's answer)."""
@@ -414,6 +423,7 @@ Notes:
   ended (`end_attempt`) while the job is cancelling, and a video it answered with is recorded
   by `cancel` itself (`upstream_id`, `create_outcome` `created`): what the upstream made
   decides the bill.
-- Error budgets (`errors` per stage) and the final charge (`charged_micros`) are bookkeeping on
-  the record, not moves.
+- Error budgets (`errors` per stage), the variants a `storing` job has stored so far
+  (`keep_assets`) and the final charge (`charged_micros`) are bookkeeping on the record, not
+  moves.
 """

@@ -4,7 +4,7 @@ settled by the billing policy: released before submission, the estimate charged 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -341,12 +341,18 @@ class CancelledWhileStoring(InMemoryAssetStore):
         super().__init__("clipline-assets")
         self.jobs = jobs
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
-        tenant, job_id, _ = key.split("/")
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> Stored:
+        tenant, *_, job_id, _ = key.split("/")
         record = await self.jobs.get(tenant, job_id)
         if record is not None and record.status == JobStatus.STORING:
             await self.jobs.update(tenant, job_id, lambda r: r and asked_to_cancel(r))
-        return await super().put_stream(key, chunks, content_type)
+        return await super().put_stream(key, chunks, content_type, metadata)
 
 
 @pytest.mark.parametrize("when", ["before", "while storing"])
@@ -386,8 +392,8 @@ async def test_a_store_cut_short_leaves_nothing_whoever_ended_the_job(ended_by: 
             if ended_by is None
             else lc.cancel(cancelling, datetime.now(UTC), stage=ended_by)
         )
-        left = object_key(TENANT, job_id, "video")
-        await store.put_stream(left, single(b"half an upload"), "video/mp4")
+        left = object_key(TENANT, job_id, "video", storing.history["accepted"])
+        await store.put_stream(left, single(b"half an upload"), "video/mp4", {})
         await h.send(generated(job_id))
 
     assert store.objects == {}

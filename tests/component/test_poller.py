@@ -206,10 +206,24 @@ async def test_completed_upstream_is_generated(poller: Poller) -> None:
     assert generated.upstream_id == VIDEO
     assert generated.cost_micros == 400_000
     assert generated.event_id == fact_event_id(event.job_id, "generated")
+    assert generated.expires_at is None  # the upstream did not say
     assert actions(h.outcomes(event)) == ["ack"]
     record = h.jobs.records()[event.job_id]
     assert record.status == JobStatus.GENERATED
     assert record.progress == 100
+
+
+async def test_generated_event_says_when_the_upstream_assets_expire(poller: Poller) -> None:
+    h, provider = poller.h, poller.provider
+    event = submitted_job(poller)
+    expires = int(datetime.now(UTC).timestamp()) + 3600
+    video = upstream_video(VIDEO, "completed", progress=100).model_copy(
+        update={"expires_at": expires}
+    )
+    provider.retrieves.append((video, None))
+    await h.send(event)
+
+    assert h.bus.one(JobGeneratedV1).expires_at == datetime.fromtimestamp(expires, UTC)
 
 
 async def test_generated_job_is_announced_again_without_polling(poller: Poller) -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.storage.handlers import build_router
-from services.storage.ports import Deps, Stored
+from services.storage.ports import Deps, Stored, StoreUnavailable
 from shared.contracts import JobCompletedV1, JobFailedV1, JobGeneratedV1, JobStatus
 from shared.contracts.ids import fact_event_id
 from shared.provider import ProviderNotFound, ProviderUnavailable
@@ -41,11 +43,17 @@ class WatchedAssetStore(InMemoryAssetStore):
         self.jobs = jobs
         self.status_at_put: list[JobStatus | None] = []
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> Stored:
-        tenant, job_id, _ = key.split("/")
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> Stored:
+        tenant, *_, job_id, _ = key.split("/")
         record = await self.jobs.get(tenant, job_id)
         self.status_at_put.append(record.status if record else None)
-        return await super().put_stream(key, chunks, content_type)
+        return await super().put_stream(key, chunks, content_type, metadata)
 
 
 @dataclass
@@ -86,13 +94,23 @@ async def test_generated_job_is_stored_and_completed(storage: Storage) -> None:
     assert before is not None
     await h.send(event)
 
-    prefix = f"{TENANT}/{event.job_id}/"
+    accepted = before.history["accepted"].astimezone(UTC)
+    prefix = f"{TENANT}/{accepted:%Y/%m/%d}/{event.job_id}/"
     assert set(store.objects) == {prefix + name for name, _ in EXPECTED.values()}
     for variant, (name, content_type) in EXPECTED.items():
         stored = store.objects[prefix + name]
         assert stored.data == ASSETS[variant]
         assert stored.content_type == content_type
-    assert storage.provider.downloaded == [(VIDEO, v) for v in EXPECTED]
+        assert stored.metadata == {
+            "job-id": event.job_id,
+            "tenant": TENANT,
+            "model": before.spec.model,
+            "size": before.spec.size,
+            "seconds": str(before.spec.seconds),
+            "prompt-sha256": hashlib.sha256(before.spec.prompt.encode()).hexdigest(),
+            "cost-micros": "400000",
+        }
+    assert sorted(storage.provider.downloaded) == sorted((VIDEO, v) for v in EXPECTED)
 
     completed = h.bus.one(JobCompletedV1)
     assert completed.event_id == fact_event_id(event.job_id, "completed")
@@ -109,7 +127,11 @@ async def test_generated_job_is_stored_and_completed(storage: Storage) -> None:
 
     record = h.jobs.records()[event.job_id]
     assert record.status == JobStatus.COMPLETED
-    assert record.assets == completed.assets
+    # the record keeps the assets; their presigned URLs (credentials) are only in the event
+    assert [a.url for a in record.assets] == [None] * 3
+    assert record.assets == [a.model_copy(update={"url": None}) for a in completed.assets]
+    for asset in completed.assets:
+        assert asset.url == f"https://s3.test/clipline-assets/{asset.key}?X-Amz-Signature=fake"
     assert record.history["generated"] < record.history["storing"] <= record.history["completed"]
     timings = completed.timings
     assert timings.accepted_at == before.history["accepted"]
@@ -218,3 +240,167 @@ async def test_unknown_job_is_not_stored(storage: Storage) -> None:
 
     assert storage.provider.downloaded == []
     assert storage.h.bus.kinds() == ["generated"]
+
+
+async def test_variants_are_stored_concurrently() -> None:
+    class Gate(WatchedAssetStore):
+        """Each upload waits until all three have started: only concurrent uploads finish."""
+
+        def __init__(self, bucket: str, jobs: InMemoryJobStore) -> None:
+            super().__init__(bucket, jobs)
+            self.started = 0
+            self.all_started = asyncio.Event()
+
+        async def put_stream(
+            self,
+            key: str,
+            chunks: AsyncIterator[bytes],
+            content_type: str,
+            metadata: Mapping[str, str],
+        ) -> Stored:
+            self.started += 1
+            if self.started == len(EXPECTED):
+                self.all_started.set()
+            await asyncio.wait_for(self.all_started.wait(), 2)
+            return await super().put_stream(key, chunks, content_type, metadata)
+
+    jobs = InMemoryJobStore()
+    store = Gate("clipline-assets", jobs)
+    provider = FakeProvider(assets=dict(ASSETS), chunk_size=5)
+    async with running(
+        build_router(3), lambda f: Deps(f.jobs, f.emit, provider, store), jobs=jobs
+    ) as h:
+        job_id = new_job_id()
+        h.jobs.put(job_record(job_id, JobStatus.GENERATED, upstream_id=VIDEO, cost_micros=1))
+        await h.send(generated(job_id))
+
+    assert store.started == len(EXPECTED)
+    assert h.jobs.records()[job_id].status == JobStatus.COMPLETED
+
+
+async def test_truncated_download_is_retried_and_only_it_is_fetched_again(
+    storage: Storage,
+) -> None:
+    h, store, provider = storage.h, storage.store, storage.provider
+    provider.truncations["video"] = [7]  # the first download of the video breaks at byte 7
+    event = generated_job(storage)
+    await h.send(event)
+
+    assert settled(h.outcomes(event)) == [("nak", 0.5)]  # a counted error, retried
+    record = h.jobs.records()[event.job_id]
+    assert record.status == JobStatus.STORING
+    assert record.errors == {"storage": 1}
+    assert sorted(a.variant for a in record.assets) == ["spritesheet", "thumbnail"]
+    assert not any(key.endswith("video.mp4") for key in store.objects)  # nothing half-stored
+    assert h.bus.events(JobCompletedV1) == []
+
+    provider.downloaded.clear()
+    await h.send(event, delivery=2)
+
+    assert provider.downloaded == [(VIDEO, "video")]  # the others were kept, not fetched again
+    completed = h.bus.one(JobCompletedV1)
+    assert [a.variant for a in completed.assets] == list(EXPECTED)
+    for asset in completed.assets:
+        data = ASSETS[asset.variant]
+        assert store.objects[asset.key].data == data
+        assert asset.size_bytes == len(data)
+        assert asset.sha256 == hashlib.sha256(data).hexdigest()
+    assert h.jobs.records()[event.job_id].status == JobStatus.COMPLETED
+
+
+async def test_a_recorded_variant_gone_from_s3_is_fetched_again(storage: Storage) -> None:
+    h, store, provider = storage.h, storage.store, storage.provider
+    provider.truncations["thumbnail"] = [3]
+    event = generated_job(storage)
+    await h.send(event)
+    kept = h.jobs.records()[event.job_id].assets
+    video = next(a for a in kept if a.variant == "video")
+    await store.delete(video.key)  # e.g. removed by hand meanwhile
+
+    provider.downloaded.clear()
+    await h.send(event, delivery=2)
+
+    assert sorted(v for _, v in provider.downloaded) == ["thumbnail", "video"]
+    assert store.objects[video.key].data == ASSETS["video"]
+    assert h.jobs.records()[event.job_id].status == JobStatus.COMPLETED
+
+
+async def test_s3_down_waits_without_spending_the_error_budget(storage: Storage) -> None:
+    h, store = storage.h, storage.store
+    store.down = True
+    event = generated_job(storage).model_copy(
+        update={"expires_at": datetime.now(UTC) + timedelta(minutes=30)}
+    )
+    await h.send(event)
+    await h.send(event, delivery=2)
+
+    outcomes = settled(h.outcomes(event))
+    assert [action for action, _ in outcomes] == ["nak", "nak"]  # a delayed redelivery each
+    assert all(delay is not None and 1.0 <= delay <= 30.0 for _, delay in outcomes)
+    record = h.jobs.records()[event.job_id]
+    assert record.status == JobStatus.STORING
+    assert record.errors == {}  # waiting for S3 is not an error
+    assert h.bus.events(JobFailedV1) == []
+
+    store.down = False  # S3 is back
+    await h.send(event, delivery=3)
+
+    assert h.bus.one(JobCompletedV1).job_id == event.job_id
+    assert len(store.objects) == 3
+
+
+async def test_s3_down_past_the_upstream_expiry_fails_asset_expired(storage: Storage) -> None:
+    h = storage.h
+    storage.store.down = True
+    expired = datetime.now(UTC) - timedelta(seconds=1)
+    event = generated_job(storage).model_copy(update={"expires_at": expired})
+    await h.send(event)
+
+    failed = h.bus.one(JobFailedV1)
+    assert failed.reason == "asset_expired"
+    assert failed.stage == "storage"
+    assert failed.upstream_id == VIDEO
+    assert "S3 was unreachable" in failed.detail
+    assert h.jobs.records()[event.job_id].status == JobStatus.FAILED
+    assert actions(h.outcomes(event)) == ["ack"]
+
+
+async def test_s3_down_for_one_variant_keeps_the_others(storage: Storage) -> None:
+    class DownForVideos(WatchedAssetStore):
+        async def put_stream(
+            self,
+            key: str,
+            chunks: AsyncIterator[bytes],
+            content_type: str,
+            metadata: Mapping[str, str],
+        ) -> Stored:
+            if key.endswith(".mp4"):
+                raise StoreUnavailable("S3 unreachable: ReadTimeoutError")
+            return await super().put_stream(key, chunks, content_type, metadata)
+
+    jobs = InMemoryJobStore()
+    store = DownForVideos("clipline-assets", jobs)
+    provider = FakeProvider(assets=dict(ASSETS), chunk_size=5)
+    async with running(
+        build_router(3), lambda f: Deps(f.jobs, f.emit, provider, store), jobs=jobs
+    ) as h:
+        job_id = new_job_id()
+        h.jobs.put(job_record(job_id, JobStatus.GENERATED, upstream_id=VIDEO, cost_micros=1))
+        event = generated(job_id)
+        await h.send(event)
+
+    assert [action for action, _ in settled(h.outcomes(event))] == ["nak"]
+    record = h.jobs.records()[job_id]
+    assert record.errors == {}
+    assert sorted(a.variant for a in record.assets) == ["spritesheet", "thumbnail"]
+
+
+async def test_presigned_urls_are_never_logged(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    event = generated_job(storage)
+    await storage.h.send(event)
+
+    assert all(a.url for a in storage.h.bus.one(JobCompletedV1).assets)
+    assert "X-Amz-Signature" not in caplog.text

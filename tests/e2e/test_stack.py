@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,16 +105,26 @@ async def test_raw_nats_request_completes_on_tenant_filtered_subscription(
     assets = {a["variant"]: a for a in event["assets"]}
     assert set(assets) == {"video", "thumbnail", "spritesheet"}
     assert assets["video"]["content_type"] == "video/mp4"
+    accepted = datetime.fromisoformat(event["timings"]["accepted_at"]).astimezone(UTC)
+    prefix = f"{mine}/{accepted:%Y/%m/%d}/{event['job_id']}/"
+    assert assets["video"]["key"] == prefix + "video.mp4"
     client = s3(state)
     for asset in assets.values():
+        assert asset["key"].startswith(prefix)
         obj = client.get_object(asset["bucket"], asset["key"])
         try:
             data = obj.read()
+            assert obj.headers["x-amz-meta-job-id"] == event["job_id"]
+            assert obj.headers["x-amz-meta-tenant"] == mine
+            assert obj.headers["x-amz-meta-cost-micros"] == "400000"
         finally:
             obj.close()
             obj.release_conn()
         assert len(data) == asset["size_bytes"] > 0
         assert hashlib.sha256(data).hexdigest() == asset["sha256"]
+        presigned = httpx.get(asset["url"], timeout=10)  # no credentials: the URL is one
+        assert presigned.status_code == 200
+        assert hashlib.sha256(presigned.content).hexdigest() == asset["sha256"]
     assert done.empty()  # ...and its completion never reached this tenant's subscription
 
 

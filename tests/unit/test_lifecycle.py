@@ -301,3 +301,15 @@ def test_check_move_allows_steps_and_bookkeeping_and_refuses_the_rest() -> None:
 
 def test_pricing_guards_copy_of_the_upstream_states_matches_the_lifecycle() -> None:
     assert {s.value for s in UPSTREAM_STARTED} == UPSTREAM_EXISTS
+
+
+def test_keep_assets_records_stored_variants_of_a_storing_job_only() -> None:
+    thumb = ASSET.model_copy(update={"variant": "thumbnail", "key": "acme/job/thumbnail.webp"})
+    again = ASSET.model_copy(update={"sha256": "1" * 64})
+    kept = lc.keep_assets(record(S.STORING, assets=[ASSET]), [thumb, again])
+    assert kept.status == S.STORING
+    assert kept.assets == [again, thumb]  # one per variant, the latest kept
+    lc.check_move(record(S.STORING), kept)  # bookkeeping, not a move
+    for status in set(S) - {S.STORING}:
+        with pytest.raises(IllegalTransition):
+            lc.keep_assets(record(status), [ASSET])

@@ -1,6 +1,7 @@
 """Pure decisions of pricing_guard, submitter, poller and storage."""
 
-from datetime import UTC, date, datetime, timedelta
+import hashlib
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -17,7 +18,17 @@ from services.poller.domain import (
     produced_seconds,
 )
 from services.pricing_guard.domain import Admitted, Refused, price
-from services.storage.domain import object_key, timings
+from services.storage.domain import (
+    AssetsExpired,
+    JobFacts,
+    WaitForStore,
+    length_problem,
+    object_key,
+    object_metadata,
+    outage,
+    still_stored,
+    timings,
+)
 from services.submitter.domain import (
     Expired,
     Reconcile,
@@ -119,7 +130,8 @@ def test_a_video_whose_assets_expired_is_a_failure_with_reason() -> None:
     assert isinstance(gone, Failed)
     assert gone.reason == "asset_expired"
     fresh = judge(Seen("completed", 100, created_at=10, completed_at=70, expires_at=int(NOW) + 1))
-    assert fresh == Generated(None, 60.0)  # and how long it took, by the upstream's clock
+    # how long it took, by the upstream's clock, and when its assets expire
+    assert fresh == Generated(None, 60.0, int(NOW) + 1)
     expired = judge(Seen("expired"))
     assert isinstance(expired, Failed)
     assert expired.reason == "asset_expired"
@@ -145,10 +157,76 @@ def test_what_the_upstream_produced_is_read_strictly(
     assert judge(Seen("completed", 100, seconds=seconds)) == Generated(produced)
 
 
-def test_object_keys_are_per_tenant_and_job() -> None:
-    assert object_key("acme", "job_1", "video") == "acme/job_1/video.mp4"
-    assert object_key("acme", "job_1", "thumbnail") == "acme/job_1/thumbnail.webp"
-    assert object_key("acme", "job_1", "spritesheet") == "acme/job_1/spritesheet.jpg"
+def test_object_keys_are_per_tenant_day_and_job() -> None:
+    day = datetime(2026, 3, 7, 23, 59, tzinfo=UTC)
+    assert object_key("acme", "job_1", "video", day) == "acme/2026/03/07/job_1/video.mp4"
+    assert object_key("acme", "job_1", "thumbnail", day) == "acme/2026/03/07/job_1/thumbnail.webp"
+    assert (
+        object_key("acme", "job_1", "spritesheet", day) == "acme/2026/03/07/job_1/spritesheet.jpg"
+    )
+
+
+def test_object_key_day_is_the_utc_day() -> None:
+    late_in_new_york = datetime(2026, 3, 7, 22, 30, tzinfo=timezone(timedelta(hours=-5)))
+    assert object_key("acme", "job_1", "video", late_in_new_york).startswith("acme/2026/03/08/")
+    naive = datetime(2026, 12, 31, 23, 0)  # records are UTC; a naive time is taken as UTC
+    assert object_key("acme", "job_1", "video", naive).startswith("acme/2026/12/31/")
+
+
+def test_object_metadata_names_the_job_and_hides_the_prompt() -> None:
+    facts = JobFacts(
+        job_id="job_1", tenant="acme", accepted_at=datetime(2026, 3, 7, tzinfo=UTC),
+        model="sora-2", size="1280x720", seconds=8, prompt="a paper boat", cost_micros=800_000,
+    )  # fmt: skip
+    assert object_metadata(facts) == {
+        "job-id": "job_1",
+        "tenant": "acme",
+        "model": "sora-2",
+        "size": "1280x720",
+        "seconds": "8",
+        "prompt-sha256": hashlib.sha256(b"a paper boat").hexdigest(),
+        "cost-micros": "800000",
+    }
+
+
+def test_length_is_verified_against_the_declared_length() -> None:
+    assert length_problem(10, 10) is None
+    assert length_problem(10, None) is None  # nothing declared: nothing to verify
+    assert length_problem(7, 10) == "received 7 of 10 bytes"
+    assert length_problem(11, 10) == "received 11 of 10 bytes"
+
+
+def test_a_recorded_object_is_kept_only_while_it_is_still_that_object() -> None:
+    assert still_stored(5, 5, {"job-id": "job_1"}, "job_1")
+    assert not still_stored(5, None, {}, "job_1")  # gone
+    assert not still_stored(5, 3, {"job-id": "job_1"}, "job_1")  # another size
+    assert not still_stored(5, 5, {"job-id": "job_2"}, "job_1")  # another job's
+    assert not still_stored(5, 5, {}, "job_1")  # no metadata: not written by this store
+
+
+def test_s3_outage_waits_with_backoff_until_the_upstream_copy_expires() -> None:
+    t0 = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    expires = t0 + timedelta(minutes=50)
+
+    def wait(after: float, **kw: Any) -> WaitForStore | AssetsExpired:
+        now = t0 + timedelta(seconds=after)
+        return outage(
+            now=now, storing_since=t0, **({"expires_at": expires, "generated_at": t0} | kw)
+        )
+
+    assert wait(0) == WaitForStore(1.0)  # the first wait
+    assert wait(20) == WaitForStore(5.0)  # a quarter of how long it has been storing
+    assert wait(600) == WaitForStore(30.0)  # capped
+    assert wait(50 * 60 - 10) == WaitForStore(10.0)  # never past the expiry
+    assert wait(50 * 60 - 0.01) == WaitForStore(0.1)
+    gone = wait(50 * 60)
+    assert isinstance(gone, AssetsExpired)
+    assert "2026-12-02T12:50:00+00:00" in gone.detail
+    # the upstream did not say: an hour after generation
+    assert wait(3599, expires_at=None) == WaitForStore(1.0)
+    assert isinstance(wait(3600, expires_at=None), AssetsExpired)
+    # nor is generation known: wait as long as it lasts
+    assert wait(9e6, expires_at=None, generated_at=None) == WaitForStore(30.0)
 
 
 def test_timings_from_history() -> None:
