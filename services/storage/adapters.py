@@ -20,6 +20,9 @@ from services.storage.ports import ObjectStat, Stored, StoreUnavailable
 
 _END = b""
 _QUEUE_CHUNKS = 4  # chunks buffered between download and upload: memory stays bounded
+_PARALLEL_PARTS = 2
+"""Parts uploaded at once. minio's default of 3 holds three parts (and their copies) in memory
+per upload; the download feeding it is the slower side anyway (bench.storage_stream)."""
 _POLL_SECONDS = 0.5
 _META = "x-amz-meta-"
 _ABSENT = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
@@ -91,7 +94,8 @@ class _QueueReader:
                 break
             self._buf += item
         size = len(self._buf) if n < 0 else min(n, len(self._buf))
-        out = bytes(self._buf[:size])
+        with memoryview(self._buf) as view:  # one copy of the part, not two
+            out = bytes(view[:size])
         del self._buf[:size]
         return out
 
@@ -153,6 +157,7 @@ class S3AssetStore:
                 cast("BinaryIO", _QueueReader(q, aborted)),
                 length=-1,
                 part_size=self._part_size,
+                num_parallel_uploads=_PARALLEL_PARTS,
                 content_type=content_type,
                 metadata=dict(metadata),
             )

@@ -8,5 +8,6 @@ from shared.config import CommonSettings
 class StorageSettings(CommonSettings):
     http_port: int = 8084
     max_attempts: int = 8
-    part_size_bytes: int = 8 * 1024 * 1024
-    """S3 multipart part size: memory per upload is about one part, whatever the asset size."""
+    part_size_bytes: int = 5 * 1024 * 1024
+    """S3 multipart part size (S3's minimum): memory per upload is a few parts (two uploading
+    at once), whatever the asset size; S3's 10,000-part limit makes the largest asset ~48 GiB."""
