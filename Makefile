@@ -16,6 +16,7 @@ BENCH_GENERATION_SECONDS ?= 20
 BENCH_INFLIGHT_JOBS ?= 10000
 BENCH_INFLIGHT_GENERATION_SECONDS ?= 600
 BENCH_STORAGE_BYTES ?= 1073741824
+BENCH_STORAGE_JOBS ?= 300
 # tests/sdk runs twice: with the openai SDK pinned in pyproject (the latest, multipart create) and
 # with this 2.x release (JSON create), installed beside the venv and put first on PYTHONPATH.
 OPENAI_LEGACY := 2.14.0
@@ -95,6 +96,7 @@ bench: install
 	$(BIN)/python -m bench.follow_up $(BENCH_FOLLOW_JOBS) $(BENCH_GENERATION_SECONDS)
 	$(BIN)/python -m bench.inflight $(BENCH_INFLIGHT_JOBS) $(BENCH_INFLIGHT_GENERATION_SECONDS)
 	$(BIN)/python -m bench.storage_stream $(BENCH_STORAGE_BYTES)
+	$(BIN)/python -m bench.storage_cpu $(BENCH_STORAGE_JOBS)
 
 lint: install
 	$(BIN)/ruff check .
