@@ -211,16 +211,12 @@ class InMemoryAssetStore:
     def __init__(self, bucket: str = "clipline-test") -> None:
         self.bucket = bucket
         self.objects: dict[str, StoredObject] = {}
-        self.bucket_ensured = False
         self.down = False
         """S3 unreachable: every call raises StoreUnavailable."""
 
     def _reachable(self) -> None:
         if self.down:
             raise StoreUnavailable("S3 unreachable: ConnectionRefusedError")
-
-    async def ensure_bucket(self) -> None:
-        self.bucket_ensured = True
 
     async def put_stream(
         self,

@@ -20,6 +20,6 @@ def build_app(
 ) -> AsgiFastStream:
     router = build_router(max_attempts, delete_upstream=delete_upstream)
     wire(platform.broker, router, Deps(platform.jobs, router.emit, provider, store), platform.jobs)
-    app = make_asgi(platform.broker)
-    app.on_startup(store.ensure_bucket)
-    return app
+    # No bucket check at start: the store creates its bucket on first use, so storage starts
+    # (and is healthy) while S3 is down.
+    return make_asgi(platform.broker)
