@@ -1,4 +1,6 @@
-"""`clipline download` on the embedded stack: a completed job's video, saved and verified."""
+"""`clipline download` on the embedded stack: a completed job's video, saved and verified. The
+stack deletes the upstream's copy after a store (CLIPLINE_DELETE_UPSTREAM_AFTER_STORE), so S3
+holds the only one."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clipline.stack import StackOptions, StackState
+from clipline.stack import LOCAL_API_KEY, StackOptions, StackState
 from tests.e2e.harness import clipline, running_stack
 
 pytestmark = pytest.mark.e2e
@@ -21,7 +23,11 @@ DEADLINE = 90.0
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
-    options = StackOptions(generation_seconds=1.5, poll_after_ms=200)
+    options = StackOptions(
+        generation_seconds=1.5,
+        poll_after_ms=200,
+        env={"CLIPLINE_DELETE_UPSTREAM_AFTER_STORE": "true"},
+    )
     with running_stack(tmp_path_factory.mktemp("download"), options) as state:
         yield state
 
@@ -35,6 +41,20 @@ def ended(http: httpx.Client, job_id: str) -> dict[str, Any]:
             return record
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not end within {DEADLINE}s")
+
+
+def upstream_gone(stack: StackState, upstream_id: str, within: float = 10.0) -> bool:
+    """Whether the simulator answers 404 for the video within `within` s (storage deletes it
+    just after recording the job completed)."""
+    url = f"{stack.simulator_url}/v1/videos/{upstream_id}"
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        got = httpx.get(url, headers={"Authorization": f"Bearer {LOCAL_API_KEY}"}, timeout=10)
+        if got.status_code == 404:
+            return True
+        assert got.status_code == 200, got.text
+        time.sleep(0.1)
+    return False
 
 
 def submit(http: httpx.Client, prompt: str) -> str:
@@ -56,6 +76,7 @@ def test_download_saves_the_completed_video_with_its_recorded_sha256(
         record = ended(http, job_id)
     assert record["status"] == "completed", record
     video = next(a for a in record["assets"] if a["variant"] == "video")
+    assert upstream_gone(stack, record["upstream_id"])  # deleted upstream once stored
 
     out = clipline(stack.home, "download", job_id, "--tenant", tenant, "--variant", "video",
                    "-o", str(tmp_path / "out"))  # fmt: skip
