@@ -1,5 +1,5 @@
-"""The `clipline` command: up | down | status | restart | scale | logs | submit | cancel | budget |
-spend."""
+"""The `clipline` command: up | down | status | restart | scale | logs | submit | cancel |
+download | budget | spend."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ from typing import Any
 import httpx
 import nats
 import nats.errors
+import urllib3
+from minio.error import S3Error
 
 from clipline import budget_cli
+from clipline.download import VARIANTS, DownloadMismatch, fetch, file_name, s3_client, wanted
 from clipline.logs import Follower, last_lines
 from clipline.replicas import parse_replica, scalable
 from clipline.servers import ServerError
@@ -228,6 +231,43 @@ def report_cancel(job_id: str, tenant: str, code: int, body: dict[str, Any]) -> 
     return 2 if code >= 500 else 1
 
 
+def _download(args: argparse.Namespace) -> int:
+    """Save a completed job's assets as `DIR/<job_id>-<variant>.<ext>`, each verified against
+    the record (size, sha256): 0 when all were saved, 1 when the job is not completed, has no
+    such asset or a file does not match (nothing kept of it), 2 when the stack cannot answer."""
+    state = require(args.home)
+    with httpx.Client(base_url=state.intake_url, timeout=30) as http:
+        response = http.get(f"/v1/jobs/{args.job_id}", headers={"X-Clipline-Tenant": args.tenant})
+    if response.status_code == 404:
+        print(f"no job {args.job_id} for tenant {args.tenant}")
+        return 1
+    if response.status_code != 200:
+        print(f"cannot read job {args.job_id} ({response.status_code}): {response.text[:200]}")
+        return 2
+    record = JobRecordV1.model_validate(response.json())
+    if record.status != "completed":
+        print(f"job {record.job_id} is {record.status.value}, not completed: nothing to download")
+        return 1
+    assets, missing = wanted(record, args.variant or [])
+    if missing:
+        print(f"job {record.job_id} has no stored {', '.join(missing)}")
+        return 1
+    args.output.mkdir(parents=True, exist_ok=True)
+    client = s3_client(state)
+    for asset in assets:
+        target = args.output / file_name(record.job_id, asset.variant, asset.key)
+        try:
+            saved = fetch(client, asset, target)
+        except DownloadMismatch as exc:
+            print(f"{asset.variant}: does not match the job record, not kept: {exc}")
+            return 1
+        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            print(f"{asset.variant}: cannot read s3://{asset.bucket}/{asset.key}: {exc}")
+            return 2
+        print(f"{saved.path} ({saved.size_bytes} bytes, sha256 {saved.sha256[:16]}... verified)")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     state = StackState.load(args.home)
     if state is None:
@@ -407,6 +447,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("job_id", help="the job id (job_...)")
     c.add_argument("--tenant", default="default", help="tenant (default: default)")
     c.set_defaults(func=_cancel)
+    d = sub.add_parser("download", help="save a completed job's assets, verified by sha256")
+    d.add_argument("job_id", help="the job id (job_...)")
+    d.add_argument("--tenant", default="default", help="tenant (default: default)")
+    d.add_argument("--variant", action="extend", nargs="+", choices=VARIANTS, default=None,
+                   help="video, thumbnail and/or spritesheet (default: all)")  # fmt: skip
+    d.add_argument("-o", "--output", type=Path, default=Path(), help="folder (default: .)")
+    d.set_defaults(func=_download)
     budget_cli.add_commands(sub)
     return p
 

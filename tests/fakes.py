@@ -147,6 +147,8 @@ class FakeProvider:
     retrieved: list[str] = field(default_factory=list)
     downloaded: list[tuple[str, Variant]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    delete_errors: list[Exception] = field(default_factory=list)
+    """Raised by the next deletes, one each, in order (each still noted in `deleted`)."""
     listed: list[UpstreamVideo] = field(default_factory=list)
     """What `recent` answers (newest first); every create appends its video here too."""
     list_calls: int = 0
@@ -192,6 +194,8 @@ class FakeProvider:
 
     async def delete(self, video_id: str) -> None:
         self.deleted.append(video_id)
+        if self.delete_errors:
+            raise self.delete_errors.pop(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,16 +211,12 @@ class InMemoryAssetStore:
     def __init__(self, bucket: str = "clipline-test") -> None:
         self.bucket = bucket
         self.objects: dict[str, StoredObject] = {}
-        self.bucket_ensured = False
         self.down = False
         """S3 unreachable: every call raises StoreUnavailable."""
 
     def _reachable(self) -> None:
         if self.down:
             raise StoreUnavailable("S3 unreachable: ConnectionRefusedError")
-
-    async def ensure_bucket(self) -> None:
-        self.bucket_ensured = True
 
     async def put_stream(
         self,

@@ -38,7 +38,13 @@ async def main() -> None:
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
     ):
-        app = build_app(platform, OpenAIVideosProvider(http), store, settings.max_attempts)
+        app = build_app(
+            platform,
+            OpenAIVideosProvider(http),
+            store,
+            settings.max_attempts,
+            delete_upstream=settings.delete_upstream_after_store,
+        )
         await serve_app(app, settings)
 
 

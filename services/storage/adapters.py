@@ -25,7 +25,8 @@ _PARALLEL_PARTS = 2
 per upload; the download feeding it is the slower side anyway (bench.storage_stream)."""
 _POLL_SECONDS = 0.5
 _META = "x-amz-meta-"
-_ABSENT = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
+_ABSENT = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"})
+_BUCKET_EXISTS = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
 _BUSY = frozenset({"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"})
 T = TypeVar("T")
 
@@ -101,6 +102,9 @@ class _QueueReader:
 
 
 class S3AssetStore:
+    """The bucket is created on first use (the first store), not at start: storage starts, and
+    takes its other work, while S3 is down; a store then waits for S3 like any other."""
+
     def __init__(
         self, client: Minio, bucket: str, part_size: int, presign_seconds: int = 3600
     ) -> None:
@@ -108,20 +112,39 @@ class S3AssetStore:
         self._bucket = bucket
         self._part_size = max(part_size, 5 * 1024 * 1024)  # S3's minimum part size
         self._presign = timedelta(seconds=presign_seconds)
+        self._bucket_ready = False
+        self._bucket_lock = asyncio.Lock()
 
     async def presign(self, key: str) -> str:
         # Local: minio signs with the configured region, so no request (and no thread).
         return self._client.presigned_get_object(self._bucket, key, expires=self._presign)
 
     async def ensure_bucket(self) -> None:
-        def make() -> None:
-            if not self._client.bucket_exists(self._bucket):
-                self._client.make_bucket(self._bucket)
+        """Create the bucket unless it exists, once per process (per store): later calls cost
+        nothing. Another replica creating it meanwhile is fine; StoreUnavailable when S3 cannot
+        be reached (and the next call tries again)."""
+        if self._bucket_ready:
+            return
+        async with self._bucket_lock:  # concurrent first stores ask S3 once
+            if not self._bucket_ready:
+                await _s3(self._make_bucket)
+                self._bucket_ready = True
 
-        await _s3(make)
+    def _make_bucket(self) -> None:
+        if self._client.bucket_exists(self._bucket):  # a key without CreateBucket still works
+            return
+        try:
+            self._client.make_bucket(self._bucket)
+        except S3Error as exc:
+            if exc.code not in _BUCKET_EXISTS:  # created by another replica since the check
+                raise
 
     async def delete(self, key: str) -> None:
-        await _s3(lambda: self._client.remove_object(self._bucket, key))
+        try:
+            await _s3(lambda: self._client.remove_object(self._bucket, key))
+        except S3Error as exc:
+            if exc.code != "NoSuchBucket":  # no bucket yet: nothing stored to delete
+                raise
 
     async def stat(self, key: str) -> ObjectStat | None:
         try:
@@ -145,6 +168,7 @@ class S3AssetStore:
         content_type: str,
         metadata: Mapping[str, str],
     ) -> Stored:
+        await self.ensure_bucket()
         q: queue.Queue[bytes] = queue.Queue(maxsize=_QUEUE_CHUNKS)
         aborted = threading.Event()
         digest = hashlib.sha256()

@@ -11,10 +11,15 @@ from shared.runtime import Platform, make_asgi, wire
 
 
 def build_app(
-    platform: Platform, provider: VideoProvider, store: AssetStore, max_attempts: int
+    platform: Platform,
+    provider: VideoProvider,
+    store: AssetStore,
+    max_attempts: int,
+    *,
+    delete_upstream: bool = False,
 ) -> AsgiFastStream:
-    router = build_router(max_attempts)
+    router = build_router(max_attempts, delete_upstream=delete_upstream)
     wire(platform.broker, router, Deps(platform.jobs, router.emit, provider, store), platform.jobs)
-    app = make_asgi(platform.broker)
-    app.on_startup(store.ensure_bucket)
-    return app
+    # No bucket check at start: the store creates its bucket on first use, so storage starts
+    # (and is healthy) while S3 is down.
+    return make_asgi(platform.broker)

@@ -50,7 +50,8 @@ Provider = Annotated[VideoProvider, Context("deps.provider")]
 Assets = Annotated[AssetStore, Context("deps.store")]
 
 
-def build_router(max_attempts: int) -> ServiceRouter:
+def build_router(max_attempts: int, *, delete_upstream: bool = False) -> ServiceRouter:
+    """`delete_upstream`: once a job is recorded completed, delete the upstream's copy."""
     router = ServiceRouter(SERVICE, emits=[JobCompletedV1, JobCancelledV1])
 
     @router.on(JobGeneratedV1, max_errors=max_attempts, max_workers=4)
@@ -60,6 +61,8 @@ def build_router(max_attempts: int) -> ServiceRouter:
         record = await jobs.get(event.tenant, event.job_id)
         if record is not None and record.status == JobStatus.COMPLETED:
             await emit(await completed(event, record, store))  # redelivered: store nothing
+            if delete_upstream:  # a crash may have come before the delete: again (404 is fine)
+                await delete_upstream_copy(provider, event)
             return
         if record is not None and record.terminal:
             if record.status == JobStatus.CANCELLED and JobStatus.STORING.value in record.history:
@@ -92,10 +95,28 @@ def build_router(max_attempts: int) -> ServiceRouter:
         done = await advance(jobs, event, complete, assets=assets)
         if done is not None:
             await emit(await completed(event, done, store))
+            if delete_upstream:
+                await delete_upstream_copy(provider, event)
         elif await cancel_job(jobs, emit, event, stage=SERVICE):
             await forget(store, facts)  # asked to cancel while storing: keep nothing of it
 
     return router
+
+
+async def delete_upstream_copy(provider: VideoProvider, event: JobGeneratedV1) -> None:
+    """Delete the upstream's copy of a stored job. Best effort: the job is already completed,
+    so a failure is logged and never raised (a 404: deleted by an earlier delivery, or expired)."""
+    try:
+        await provider.delete(event.upstream_id)
+    except ProviderNotFound:
+        log.debug("storage: job %s: upstream %s already gone", event.job_id, event.upstream_id)
+    except Exception as exc:  # any failure: the job is completed whatever happens here
+        log.warning(
+            "storage: job %s: could not delete upstream %s (kept there until it expires): %s",
+            event.job_id, event.upstream_id, exc,
+        )  # fmt: skip
+    else:
+        log.info("storage: job %s: deleted upstream %s", event.job_id, event.upstream_id)
 
 
 async def wait_for_store(

@@ -33,8 +33,6 @@ class ObjectStat:
 
 
 class AssetStore(Protocol):
-    async def ensure_bucket(self) -> None: ...
-
     async def put_stream(
         self,
         key: str,
@@ -43,12 +41,13 @@ class AssetStore(Protocol):
         metadata: Mapping[str, str],
     ) -> Stored:
         """Stream `chunks` to `key` in bounded memory, with user `metadata` (x-amz-meta-*);
-        size and sha256 computed on the way. Nothing is stored when `chunks` raises (its error
+        size and sha256 computed on the way. The bucket is created on the first store of the
+        process when it does not exist. Nothing is stored when `chunks` raises (its error
         propagates); StoreUnavailable when S3 cannot be reached."""
         ...
 
     async def stat(self, key: str) -> ObjectStat | None:
-        """The object at `key` (its size and user metadata), None when absent;
+        """The object at `key` (its size and user metadata), None when absent (or no bucket);
         StoreUnavailable when S3 cannot be reached."""
         ...
 
@@ -58,7 +57,7 @@ class AssetStore(Protocol):
         ...
 
     async def delete(self, key: str) -> None:
-        """Remove `key` (nothing happens when it is absent)."""
+        """Remove `key` (nothing happens when it, or the bucket, is absent)."""
         ...
 
 

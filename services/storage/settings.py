@@ -11,3 +11,6 @@ class StorageSettings(CommonSettings):
     part_size_bytes: int = 5 * 1024 * 1024
     """S3 multipart part size (S3's minimum): memory per upload is a few parts (two uploading
     at once), whatever the asset size; S3's 10,000-part limit makes the largest asset ~48 GiB."""
+    delete_upstream_after_store: bool = False
+    """Delete the upstream's copy (DELETE /v1/videos/{id}) once the job is recorded `completed`:
+    the video then lives only in S3. A failed delete is logged; it never fails the job."""

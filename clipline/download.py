@@ -1,0 +1,99 @@
+"""`clipline download`: a completed job's assets from the stack's S3 into local files, each
+checked against the job record (size and sha256) before it takes its name."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from minio import Minio
+
+from shared.contracts import AssetRef, JobRecordV1
+
+if TYPE_CHECKING:
+    from clipline.stack import StackState
+
+VARIANTS = ("video", "thumbnail", "spritesheet")
+CHUNK_BYTES = 1024 * 1024
+
+
+class DownloadMismatch(Exception):
+    """A downloaded file is not the object the job recorded; nothing was kept of it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    path: Path
+    size_bytes: int
+    sha256: str
+
+
+def file_name(job_id: str, variant: str, key: str) -> str:
+    """`<job_id>-<variant>.<ext>`, the extension that of the stored object (video.mp4 ...)."""
+    return f"{job_id}-{variant}{PurePosixPath(key).suffix}"
+
+
+def problem(expected: AssetRef, size_bytes: int, sha256: str) -> str | None:
+    """Why bytes of this size and sha256 are not the recorded asset, or None when they are."""
+    if size_bytes != expected.size_bytes:
+        return f"got {size_bytes} bytes, the record says {expected.size_bytes}"
+    if sha256 != expected.sha256:
+        return f"sha256 {sha256}, the record says {expected.sha256}"
+    return None
+
+
+def wanted(record: JobRecordV1, variants: Sequence[str]) -> tuple[list[AssetRef], list[str]]:
+    """The record's assets of the asked variants (all when none asked), in the order asked,
+    and the asked variants the record has no asset of."""
+    asked = list(dict.fromkeys(variants or VARIANTS))
+    by_variant = {a.variant: a for a in record.assets}
+    return [by_variant[v] for v in asked if v in by_variant], [
+        v for v in asked if v not in by_variant
+    ]
+
+
+def save(chunks: Iterable[bytes], target: Path, expected: AssetRef) -> Saved:
+    """Write `chunks` to a temporary name beside `target`, hashing on the way; rename it to
+    `target` only when its size and sha256 are the recorded ones, else delete it and raise
+    DownloadMismatch. A failure midway leaves no file behind either."""
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+    digest, size = hashlib.sha256(), 0
+    try:
+        with partial.open("wb") as out:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        if (why := problem(expected, size, digest.hexdigest())) is not None:
+            raise DownloadMismatch(f"{target.name}: {why}")
+        os.replace(partial, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    return Saved(target, size, digest.hexdigest())
+
+
+def s3_client(state: StackState) -> Minio:
+    """The embedded stack's S3 (SeaweedFS on loopback), with the key `up` recorded."""
+    return Minio(
+        state.s3_endpoint,
+        access_key=state.s3_access_key,
+        secret_key=state.s3_secret_key,
+        secure=False,
+    )
+
+
+def fetch(client: Minio, asset: AssetRef, target: Path) -> Saved:
+    """Stream one stored asset from S3 into `target`, verified against its record."""
+    response = client.get_object(asset.bucket, asset.key)
+    try:
+        return save(response.stream(CHUNK_BYTES), target, asset)
+    finally:
+        response.close()
+        response.release_conn()
