@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -65,11 +66,16 @@ class Storage:
 
 @pytest.fixture
 async def storage() -> AsyncIterator[Storage]:
+    async with storing_into(WatchedAssetStore("clipline-assets", InMemoryJobStore())) as s:
+        yield s
+
+
+@asynccontextmanager
+async def storing_into(store: WatchedAssetStore) -> AsyncIterator[Storage]:
+    """A storage service writing into `store` (whose job store it shares)."""
     provider = FakeProvider(assets=dict(ASSETS), chunk_size=5)
-    jobs = InMemoryJobStore()
-    store = WatchedAssetStore("clipline-assets", jobs)
-    router = build_router(3)
-    async with running(router, lambda f: Deps(f.jobs, f.emit, provider, store), jobs=jobs) as h:
+    deps = lambda f: Deps(f.jobs, f.emit, provider, store)  # noqa: E731
+    async with running(build_router(3), deps, jobs=store.jobs) as h:
         yield Storage(h, provider, store)
 
 
@@ -264,12 +270,9 @@ async def test_variants_are_stored_concurrently() -> None:
             await asyncio.wait_for(self.all_started.wait(), 2)
             return await super().put_stream(key, chunks, content_type, metadata)
 
-    jobs = InMemoryJobStore()
-    store = Gate("clipline-assets", jobs)
-    provider = FakeProvider(assets=dict(ASSETS), chunk_size=5)
-    async with running(
-        build_router(3), lambda f: Deps(f.jobs, f.emit, provider, store), jobs=jobs
-    ) as h:
+    store = Gate("clipline-assets", InMemoryJobStore())
+    async with storing_into(store) as running_storage:
+        h = running_storage.h
         job_id = new_job_id()
         h.jobs.put(job_record(job_id, JobStatus.GENERATED, upstream_id=VIDEO, cost_micros=1))
         await h.send(generated(job_id))
@@ -378,12 +381,8 @@ async def test_s3_down_for_one_variant_keeps_the_others(storage: Storage) -> Non
                 raise StoreUnavailable("S3 unreachable: ReadTimeoutError")
             return await super().put_stream(key, chunks, content_type, metadata)
 
-    jobs = InMemoryJobStore()
-    store = DownForVideos("clipline-assets", jobs)
-    provider = FakeProvider(assets=dict(ASSETS), chunk_size=5)
-    async with running(
-        build_router(3), lambda f: Deps(f.jobs, f.emit, provider, store), jobs=jobs
-    ) as h:
+    async with storing_into(DownForVideos("clipline-assets", InMemoryJobStore())) as down:
+        h = down.h
         job_id = new_job_id()
         h.jobs.put(job_record(job_id, JobStatus.GENERATED, upstream_id=VIDEO, cost_micros=1))
         event = generated(job_id)
