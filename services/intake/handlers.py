@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
-from faststream import Context
 from faststream.nats.annotations import NatsMessage
 
 from services.intake.domain import (
@@ -38,7 +37,7 @@ from shared.contracts.ids import job_id_for
 from shared.contracts.lifecycle import STEPS, JobStatus, request_cancel
 from shared.contracts.requests import REQUESTS_ROOT
 from shared.jobstore import request_hash
-from shared.messaging import NO_TENANT, ServiceRouter
+from shared.messaging import NO_TENANT, Context, Message, ServiceRouter
 from shared.telemetry import current_trace_id
 
 SERVICE = "intake"
@@ -235,7 +234,7 @@ async def cancel(deps: Deps, tenant: str, job_id: str) -> Cancelling | AlreadyEn
     return Cancelling(record, new=asked is not None)
 
 
-def raw_body(msg: NatsMessage) -> bytes:
+async def raw_body(msg: NatsMessage) -> bytes:  # async: FastStream runs a sync one in a thread
     """The request's bytes, undecoded: FastStream's default decoder lets json.loads'
     RecursionError (a nesting bomb) escape before the handler runs, which would retry the
     request forever; `decode` judges the bytes instead, and the request is rejected."""
@@ -249,7 +248,7 @@ def build_router() -> ServiceRouter:
         f"{REQUESTS_ROOT}.>", DURABLE, max_errors=MAX_ERRORS, decoder=raw_body,
         title=f"{SERVICE} consumes {REQUESTS_ROOT}.>",
     )  # fmt: skip
-    async def on_job_requested(msg: NatsMessage, deps: Annotated[Deps, Context("deps")]) -> None:
+    async def on_job_requested(msg: Message, deps: Annotated[Deps, Context("deps")]) -> None:
         raw = msg.raw_message
         where = parse_request_subject(raw.subject, REQUESTS_ROOT)
         tenant = tenant_token(raw.subject, REQUESTS_ROOT)

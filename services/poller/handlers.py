@@ -7,7 +7,6 @@ import random
 from dataclasses import dataclass
 from typing import Annotated
 
-from faststream import Context
 from faststream.exceptions import NackMessage
 
 from services.poller.domain import Pending, Throttled, VideoEvent
@@ -29,7 +28,7 @@ from shared.contracts import (
     JobTimedOutV1,
 )
 from shared.contracts.lifecycle import JobStatus
-from shared.messaging import ServiceRouter
+from shared.messaging import Context, ServiceRouter
 from shared.outcomes import cancel_job
 from shared.telemetry import in_job_trace
 

@@ -6,8 +6,6 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from faststream import Context
-
 from services.pricing_guard.budgets import Alert, Exceeded, Settlement
 from services.pricing_guard.domain import Admitted, Ending, Refused, bill, price
 from services.pricing_guard.ports import BudgetStore, Claim, Reserved
@@ -26,7 +24,7 @@ from shared.contracts import (
 from shared.contracts.events import Event, JobRef
 from shared.contracts.lifecycle import IllegalTransition, JobStatus, admit, reject, settle
 from shared.jobstore import JobStore, advance
-from shared.messaging import ServiceRouter
+from shared.messaging import Context, ServiceRouter
 from shared.outcomes import Emit, announce_end, cancel_job
 from shared.registry import ProviderSpec
 

@@ -12,7 +12,6 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Annotated
 
-from faststream import Context
 from faststream.exceptions import NackMessage
 
 from services.submitter.domain import (
@@ -59,7 +58,7 @@ from shared.contracts.lifecycle import (
 )
 from shared.inputs import InputMissingError, InputStore
 from shared.jobstore import JobStore, StoreConflictError, advance
-from shared.messaging import ServiceRouter, periodically
+from shared.messaging import Context, ServiceRouter, periodically
 from shared.outcomes import announce_end, cancel_job, end_job
 from shared.provider import (
     CreateVideo,

@@ -28,7 +28,7 @@ from faststream.nats.testing import PatchedMessage
 from opentelemetry.sdk.trace import TracerProvider
 
 from shared.contracts import Event, JobAcceptedV1, JobAdmittedV1, JobRecordV1, JobSpec, JobStatus
-from shared.messaging import ServiceRouter
+from shared.messaging import Message, ServiceRouter
 from shared.outcomes import Emit
 from shared.runtime import make_broker, wire
 from shared.streams import JOBS, JOBS_STREAM_NAME
@@ -64,7 +64,7 @@ class Outcome:
     delay: float | None = None
 
 
-def _raw_body(msg: NatsMessage) -> bytes:
+async def _raw_body(msg: NatsMessage) -> bytes:  # async: no thread hop (test_delivery)
     return msg.body
 
 
@@ -96,7 +96,7 @@ class Bus:
         @broker.subscriber(
             "clipline.job.>", stream=JOBS, ack_policy=AckPolicy.MANUAL, decoder=_raw_body
         )
-        async def record(msg: NatsMessage) -> None:
+        async def record(msg: Message) -> None:
             body: Any
             try:
                 body = json.loads(msg.body)

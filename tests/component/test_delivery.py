@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio.to_thread
 import pytest
 
 from services.poller import handlers as poller
@@ -222,3 +223,26 @@ async def test_validation_error_inside_the_handler_is_retried_not_poison(name: s
         assert not record.terminal
         assert record.reason is None
         assert record.errors == {name: 1}  # spends the retry budget like any handling error
+
+
+@pytest.mark.parametrize("name", list(BY_NAME))
+async def test_a_message_is_handled_without_a_thread_hop(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding and the handler's Context parameters run on the event loop: FastStream runs a
+    sync decoder or Context lookup in a worker thread, a hop per message and parameter."""
+    hops: list[object] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        hops.append(func)
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    service = BY_NAME[name]
+    async with harness_for(service, FakeProvider()) as h:
+        job_id = seeded(h, service)
+        event = service.event(job_id)
+        await h.send(event)
+        assert actions(h.bus.actions(event.subject))  # handled: acked, or nakked to look later
+    assert hops == []
