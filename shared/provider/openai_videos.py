@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 
 import httpx
 from pydantic import ValidationError
@@ -45,7 +47,7 @@ def transport_error(what: str, exc: httpx.TransportError) -> ProviderUnavailable
     return ProviderNoAnswer(message)
 
 
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """Delay asked for by the server: retry-after-ms, then retry-after (seconds or HTTP date)."""
     ms = headers.get("retry-after-ms")
     if ms:
@@ -71,20 +73,24 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
 
 def error_for(response: httpx.Response) -> ProviderError:
     """Map a non-2xx response to a typed error, reading the {error: {...}} envelope if present."""
-    message, code, param = f"HTTP {response.status_code}", None, None
+    return error_from(response.status_code, response.headers, response.content)
+
+
+def error_from(status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+    """The typed error for a non-2xx answer (any HTTP client): its status, headers and body."""
+    message, code, param = f"HTTP {status}", None, None
     try:
-        body = response.json()
-        err = body.get("error") if isinstance(body, dict) else None
+        parsed = json.loads(body) if body else None
+        err = parsed.get("error") if isinstance(parsed, dict) else None
         if isinstance(err, dict):
             message = str(err.get("message") or message)
             code = err.get("code") if isinstance(err.get("code"), str) else None
             param = err.get("param") if isinstance(err.get("param"), str) else None
     except (ValueError, UnicodeDecodeError):
         pass
-    status = response.status_code
     if status == 429:
         return ProviderRateLimited(
-            message, retry_after_seconds=retry_after_seconds(response.headers), code=code
+            message, retry_after_seconds=retry_after_seconds(headers), code=code
         )
     if status == 404:
         return ProviderNotFound(message, status=status, code=code)
@@ -103,11 +109,21 @@ def _video(response: httpx.Response) -> UpstreamVideo:
         ) from exc
 
 
-class OpenAIVideosProvider:
-    """VideoProvider for the `/v1/videos` contract. The client carries base URL and API key."""
+class Downloads(Protocol):
+    """Where `download` goes when the provider is given one (shared/provider/downloads.py)."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def download(
+        self, video_id: str, variant: Variant
+    ) -> AbstractAsyncContextManager[Download]: ...
+
+
+class OpenAIVideosProvider:
+    """VideoProvider for the `/v1/videos` contract. The client carries base URL and API key.
+    `downloads`, when given, serves `download` (storage's cheaper streaming client)."""
+
+    def __init__(self, client: httpx.AsyncClient, downloads: Downloads | None = None) -> None:
         self._client = client
+        self._downloads = downloads
 
     @classmethod
     def client_for(cls, upstream: UpstreamSettings) -> httpx.AsyncClient:
@@ -199,8 +215,13 @@ class OpenAIVideosProvider:
                 poll_after = None
         return _video(response), poll_after
 
+    def download(self, video_id: str, variant: Variant) -> AbstractAsyncContextManager[Download]:
+        if self._downloads is not None:
+            return self._downloads.download(video_id, variant)
+        return self._download(video_id, variant)
+
     @asynccontextmanager
-    async def download(self, video_id: str, variant: Variant) -> AsyncIterator[Download]:
+    async def _download(self, video_id: str, variant: Variant) -> AsyncIterator[Download]:
         request = self._client.build_request(
             "GET",
             f"videos/{video_id}/content",
