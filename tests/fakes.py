@@ -224,6 +224,8 @@ class InMemoryAssetStore:
         chunks: AsyncIterator[bytes],
         content_type: str,
         metadata: Mapping[str, str],
+        *,
+        length: int | None = None,
     ) -> Stored:
         digest = hashlib.sha256()
         data = bytearray()

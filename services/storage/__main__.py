@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 
+import uvloop
 from minio import Minio
 
 from services.storage.adapters import S3AssetStore, s3_http_client
 from services.storage.app import build_app
+from services.storage.s3http import S3Endpoint, S3Puts
 from services.storage.settings import StorageSettings
 from shared.config import ConfigError, S3Settings, UpstreamSettings, load_settings
 from shared.provider import OpenAIVideosProvider
+from shared.provider.downloads import AiohttpDownloads
 from shared.runtime import serve_app, service_runtime
 
 SERVICE = "storage"
@@ -33,14 +36,21 @@ async def main() -> None:
         )
     except ValueError as exc:  # e.g. an endpoint with a scheme or path
         raise ConfigError(f"configuration error: CLIPLINE_S3_ENDPOINT: {exc}") from None
-    store = S3AssetStore(client, s3.bucket, settings.part_size_bytes, s3.presign_seconds)
+    puts = S3Puts(
+        S3Endpoint(
+            s3.endpoint, s3.access_key, s3.secret_key.get_secret_value(), s3.secure, s3.region
+        )
+    )
+    store = S3AssetStore(client, s3.bucket, settings.part_size_bytes, s3.presign_seconds, puts=puts)
     async with (
+        contextlib.aclosing(puts),
+        contextlib.aclosing(AiohttpDownloads.for_upstream(upstream)) as downloads,
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
     ):
         app = build_app(
             platform,
-            OpenAIVideosProvider(http),
+            OpenAIVideosProvider(http, downloads),
             store,
             settings.max_attempts,
             delete_upstream=settings.delete_upstream_after_store,
@@ -49,4 +59,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

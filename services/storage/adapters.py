@@ -17,6 +17,7 @@ from minio import Minio
 from minio.error import S3Error, ServerError
 
 from services.storage.ports import ObjectStat, Stored, StoreUnavailable
+from services.storage.s3http import S3Puts, S3RequestError
 
 _END = b""
 _QUEUE_CHUNKS = 4  # chunks buffered between download and upload: memory stays bounded
@@ -103,12 +104,22 @@ class _QueueReader:
 
 class S3AssetStore:
     """The bucket is created on first use (the first store), not at start: storage starts, and
-    takes its other work, while S3 is down; a store then waits for S3 like any other."""
+    takes its other work, while S3 is down; a store then waits for S3 like any other.
+
+    With `puts`, an object of known length up to one part goes up in one streamed PUT on the
+    event loop (services/storage/s3http.py); any other through minio's multipart upload."""
 
     def __init__(
-        self, client: Minio, bucket: str, part_size: int, presign_seconds: int = 3600
+        self,
+        client: Minio,
+        bucket: str,
+        part_size: int,
+        presign_seconds: int = 3600,
+        *,
+        puts: S3Puts | None = None,
     ) -> None:
         self._client = client
+        self._puts = puts
         self._bucket = bucket
         self._part_size = max(part_size, 5 * 1024 * 1024)  # S3's minimum part size
         self._presign = timedelta(seconds=presign_seconds)
@@ -167,8 +178,48 @@ class S3AssetStore:
         chunks: AsyncIterator[bytes],
         content_type: str,
         metadata: Mapping[str, str],
+        *,
+        length: int | None = None,
     ) -> Stored:
         await self.ensure_bucket()
+        if self._puts is not None and length is not None and length <= self._part_size:
+            return await self._put_small(key, chunks, length, content_type, metadata)
+        return await self._put_multipart(key, chunks, content_type, metadata)
+
+    async def _put_small(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        length: int,
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> Stored:
+        assert self._puts is not None
+        digest = hashlib.sha256()
+
+        async def hashed() -> AsyncIterator[bytes]:
+            async for chunk in chunks:
+                digest.update(chunk)
+                yield chunk
+
+        try:
+            await self._puts.put(
+                self._bucket, key, hashed(), length=length, content_type=content_type,
+                metadata=metadata,
+            )  # fmt: skip
+        except S3RequestError as exc:
+            if exc.code == "NoSuchBucket":  # removed since it was made: make it again next time
+                self._bucket_ready = False
+            raise
+        return Stored(self._bucket, key, length, digest.hexdigest())
+
+    async def _put_multipart(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> Stored:
         q: queue.Queue[bytes] = queue.Queue(maxsize=_QUEUE_CHUNKS)
         aborted = threading.Event()
         digest = hashlib.sha256()

@@ -9,7 +9,6 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated
 
-from faststream import Context
 from faststream.exceptions import NackMessage
 
 from services.storage.domain import (
@@ -35,7 +34,7 @@ from shared.contracts import (
 )
 from shared.contracts.lifecycle import JobStatus, begin_store, complete, keep_assets
 from shared.jobstore import JobStore, advance
-from shared.messaging import ServiceRouter
+from shared.messaging import Context, ServiceRouter
 from shared.outcomes import Emit, announce_end, cancel_job, end_job
 from shared.provider import ProviderNotFound, ProviderRejected, VideoProvider
 from shared.provider.wire import VARIANTS, Variant
@@ -237,7 +236,9 @@ async def store_variant(
     key, content_type = key_of(facts, variant), CONTENT_TYPES[variant]
     async with provider.download(event.upstream_id, variant) as download:
         chunks = verified(download.chunks, download.content_length, variant)
-        stored = await store.put_stream(key, chunks, content_type, object_metadata(facts))
+        stored = await store.put_stream(
+            key, chunks, content_type, object_metadata(facts), length=download.content_length
+        )
     return AssetRef(variant=variant, content_type=content_type, **asdict(stored))
 
 

@@ -347,6 +347,8 @@ class CancelledWhileStoring(InMemoryAssetStore):
         chunks: AsyncIterator[bytes],
         content_type: str,
         metadata: Mapping[str, str],
+        *,
+        length: int | None = None,
     ) -> Stored:
         tenant, *_, job_id, _ = key.split("/")
         record = await self.jobs.get(tenant, job_id)

@@ -50,6 +50,8 @@ class WatchedAssetStore(InMemoryAssetStore):
         chunks: AsyncIterator[bytes],
         content_type: str,
         metadata: Mapping[str, str],
+        *,
+        length: int | None = None,
     ) -> Stored:
         tenant, *_, job_id, _ = key.split("/")
         record = await self.jobs.get(tenant, job_id)
@@ -263,6 +265,8 @@ async def test_variants_are_stored_concurrently() -> None:
             chunks: AsyncIterator[bytes],
             content_type: str,
             metadata: Mapping[str, str],
+            *,
+            length: int | None = None,
         ) -> Stored:
             self.started += 1
             if self.started == len(EXPECTED):
@@ -376,6 +380,8 @@ async def test_s3_down_for_one_variant_keeps_the_others(storage: Storage) -> Non
             chunks: AsyncIterator[bytes],
             content_type: str,
             metadata: Mapping[str, str],
+            *,
+            length: int | None = None,
         ) -> Stored:
             if key.endswith(".mp4"):
                 raise StoreUnavailable("S3 unreachable: ReadTimeoutError")

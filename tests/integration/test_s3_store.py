@@ -1,4 +1,5 @@
-"""Streamed uploads into a real S3 (SeaweedFS): multipart, checksums, failures propagate."""
+"""Streamed uploads into a real S3 (SeaweedFS): multipart and single PUTs, checksums, failures
+propagate."""
 
 import asyncio
 import hashlib
@@ -14,6 +15,7 @@ from minio import Minio
 from clipline.servers import S3Server
 from services.storage.adapters import S3AssetStore, s3_http_client
 from services.storage.ports import StoreUnavailable
+from services.storage.s3http import LengthMismatchError, S3Endpoint, S3Puts, S3RequestError
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
@@ -174,3 +176,133 @@ async def test_s3_down_at_the_first_store_is_tried_again_on_the_next(
     store._client = client(s3_server)  # S3 is back (another address: same store, same process)
     stored = await store.put_stream("acme/job_9/video.mp4", chunks(b"x", 1), "video/mp4", {})
     assert client(s3_server).stat_object(stored.bucket, stored.key).size == 1
+
+
+def small_puts(s3: S3Server, *, secret: str | None = None, endpoint: str | None = None) -> S3Puts:
+    return S3Puts(
+        S3Endpoint(endpoint or s3.endpoint, s3.access_key, secret or s3.secret_key),
+        connect_seconds=1, read_seconds=5,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def small(s3_server: S3Server) -> AsyncIterator[S3AssetStore]:
+    """A store whose objects of known length up to a part go up in one PUT on the loop."""
+    puts = small_puts(s3_server)
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    try:
+        yield S3AssetStore(client(s3_server), bucket, part_size=5 * MiB, puts=puts)
+    finally:
+        await puts.aclose()
+
+
+def stored_names(s3: S3Server, bucket: str) -> list[str]:
+    if not client(s3).bucket_exists(bucket):
+        return []
+    return [o.object_name for o in client(s3).list_objects(bucket, recursive=True)]
+
+
+async def test_a_small_object_of_known_length_is_one_put(
+    s3_server: S3Server, small: S3AssetStore
+) -> None:
+    data = os.urandom(300_000)
+    key = "acme/2026/12/03/job_s1/thumbnail.webp"
+    metadata = {"job-id": "job_s1", "tenant": "acme", "cost-micros": "400000"}
+    stored = await small.put_stream(
+        key, chunks(data, 64 * 1024), "image/webp", metadata, length=len(data)
+    )
+    assert (stored.size_bytes, stored.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    obj = client(s3_server).get_object(stored.bucket, key)
+    try:
+        assert obj.read() == data
+        assert obj.headers["Content-Type"] == "image/webp"
+    finally:
+        obj.close()
+        obj.release_conn()
+    stat = await small.stat(key)
+    assert stat is not None
+    assert stat.metadata == metadata
+    assert stat.size_bytes == len(data)
+    async with httpx.AsyncClient() as http:  # presigned as before
+        assert (await http.get(await small.presign(key))).content == data
+
+
+@pytest.mark.parametrize("declared", [999, 1001])
+async def test_a_source_longer_or_shorter_than_declared_stores_nothing(
+    s3_server: S3Server, small: S3AssetStore, declared: int
+) -> None:
+    key = "acme/2026/12/03/job_s2/video.mp4"
+    with pytest.raises(LengthMismatchError):
+        await small.put_stream(key, chunks(b"v" * 1000, 100), "video/mp4", {}, length=declared)
+    assert key not in stored_names(s3_server, small._bucket)
+    assert await small.stat(key) is None
+
+
+async def test_a_broken_source_stores_nothing_and_raises_its_own_error(
+    s3_server: S3Server, small: S3AssetStore
+) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"x" * 1000
+        raise ConnectionRefusedError("the upstream, not S3")
+
+    key = "acme/2026/12/03/job_s3/video.mp4"
+    with pytest.raises(ConnectionRefusedError):
+        await small.put_stream(key, broken(), "video/mp4", {}, length=5000)
+    assert key not in stored_names(s3_server, small._bucket)
+
+
+async def test_a_small_put_to_an_unreachable_s3_is_store_unavailable(s3_server: S3Server) -> None:
+    puts = small_puts(s3_server, endpoint=f"127.0.0.1:{closed_port()}")
+    store = S3AssetStore(client(s3_server), f"b-{uuid.uuid4().hex[:12]}", 5 * MiB, puts=puts)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.put_stream("acme/job_s4/video.mp4", chunks(b"x" * 10, 4), "video/mp4",
+                                   {}, length=10)  # fmt: skip
+    finally:
+        await puts.aclose()
+
+
+async def test_the_signature_is_checked_by_s3(s3_server: S3Server) -> None:
+    """A wrong secret is refused (so the right one was really verified, not ignored)."""
+    puts = small_puts(s3_server, secret="not-the-secret")
+    store = S3AssetStore(client(s3_server), f"b-{uuid.uuid4().hex[:12]}", 5 * MiB, puts=puts)
+    try:
+        with pytest.raises(S3RequestError) as refused:
+            await store.put_stream("acme/job_s5/video.mp4", chunks(b"x" * 10, 4), "video/mp4",
+                                   {}, length=10)  # fmt: skip
+        assert refused.value.status == 403
+    finally:
+        await puts.aclose()
+
+
+async def test_a_bucket_removed_under_the_store_is_made_again(
+    s3_server: S3Server, small: S3AssetStore
+) -> None:
+    await small.put_stream("acme/job_s6/a.mp4", chunks(b"a" * 10, 5), "video/mp4", {}, length=10)
+    s3 = client(s3_server)
+    s3.remove_object(small._bucket, "acme/job_s6/a.mp4")
+    s3.remove_bucket(small._bucket)
+    refusals: list[str | None] = []
+    try:  # MinIO and AWS answer NoSuchBucket (SeaweedFS makes the bucket on the PUT)
+        await small.put_stream("acme/job_s6/b.mp4", chunks(b"b" * 10, 5), "video/mp4", {},
+                               length=10)  # fmt: skip
+    except S3RequestError as refused:
+        refusals.append(refused.code)
+    assert refusals in ([], ["NoSuchBucket"])
+    stored = await small.put_stream(  # the next try (the job's redelivery) succeeds
+        "acme/job_s6/b.mp4", chunks(b"b" * 10, 5), "video/mp4", {}, length=10
+    )
+    assert s3.stat_object(stored.bucket, stored.key).size == 10
+
+
+async def test_a_large_or_unknown_length_object_still_goes_multipart(
+    s3_server: S3Server, small: S3AssetStore
+) -> None:
+    data = os.urandom(6 * MiB)  # above one part: minio's multipart upload
+    stored = await small.put_stream(
+        "acme/job_s7/video.mp4", chunks(data, MiB), "video/mp4", {}, length=len(data)
+    )
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    unknown = await small.put_stream("acme/job_s7/thumb.webp", chunks(b"t" * 99, 10),
+                                     "image/webp", {})  # fmt: skip
+    assert client(s3_server).stat_object(unknown.bucket, unknown.key).size == 99

@@ -1,0 +1,155 @@
+"""Streamed single PUTs (S3 PutObject) on the event loop, over aiohttp, signed with minio's SigV4.
+
+Why not minio for these: its client blocks, so every call is a thread hop, and it reads a small
+object whole before sending it. A small asset (length known, at most one part) is the common
+case and costs storage most per job (bench.storage_cpu), so it goes here: the upstream's chunks
+go straight into the request body, no thread, no copy. Larger or unknown-length objects keep
+minio's multipart upload (services/storage/adapters.py).
+
+The payload is sent UNSIGNED-PAYLOAD (as AWS documents for streaming a body of known length):
+the signature covers the method, key, headers and length, and S3 stores the object only when
+exactly `length` bytes arrived; storage checks the length and computes the sha256 on the way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from minio.credentials.credentials import Credentials
+from minio.signer import sign_v4_s3
+
+from services.storage.ports import StoreUnavailable
+
+_BUSY = frozenset({"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"})
+_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
+UNSIGNED = "UNSIGNED-PAYLOAD"
+
+
+@dataclass(frozen=True, slots=True)
+class S3Endpoint:
+    """Where and as whom: `endpoint` is host:port (as minio takes it)."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str = field(repr=False)
+    secure: bool = False
+    region: str = "us-east-1"
+
+
+class S3RequestError(Exception):
+    """S3 answered a request with an error it will give again (not an outage): `code` is S3's
+    error code (e.g. NoSuchBucket, AccessDenied), `status` the HTTP status."""
+
+    def __init__(self, message: str, *, status: int, code: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class LengthMismatchError(ValueError):
+    """The source gave more or fewer bytes than the declared length: nothing is stored (the
+    request is cut before S3 has the whole body)."""
+
+
+class S3Puts:
+    """PutObject over one aiohttp session, made on first use (inside the running loop)."""
+
+    def __init__(
+        self, endpoint: S3Endpoint, *, connect_seconds: float = 5.0, read_seconds: float = 60.0
+    ) -> None:
+        self._endpoint = endpoint
+        self._base = f"{'https' if endpoint.secure else 'http'}://{endpoint.endpoint}"
+        self._credentials = Credentials(endpoint.access_key, endpoint.secret_key)
+        self._timeout = aiohttp.ClientTimeout(sock_connect=connect_seconds, sock_read=read_seconds)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, auto_decompress=False)
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def signed_headers(
+        self, method: str, url: str, headers: Mapping[str, str], now: datetime
+    ) -> dict[str, str]:
+        """`headers` plus Host, x-amz-date, x-amz-content-sha256 and the SigV4 Authorization."""
+        parts = urlsplit(url)
+        base = {
+            **headers,
+            "Host": parts.netloc,
+            "x-amz-content-sha256": UNSIGNED,
+            "x-amz-date": now.strftime("%Y%m%dT%H%M%SZ"),
+        }
+        signed = sign_v4_s3(
+            method=method, url=parts, region=self._endpoint.region, headers=base,  # type: ignore[arg-type]
+            credentials=self._credentials, content_sha256=UNSIGNED, date=now,
+        )  # fmt: skip
+        return {name: str(value) for name, value in signed.items()}
+
+    async def put(
+        self,
+        bucket: str,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        length: int,
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> None:
+        """Stream `chunks` (exactly `length` bytes) to `bucket`/`key`. An error of `chunks`
+        propagates as itself (nothing stored); LengthMismatchError when they are not `length`
+        bytes; StoreUnavailable when S3 cannot be reached or is busy; S3RequestError for any
+        other answer but success."""
+        url = f"{self._base}/{quote(bucket, safe='')}/{quote(key, safe='/-_.~')}"
+        headers = self.signed_headers(
+            "PUT",
+            url,
+            {
+                "Content-Type": content_type,
+                "Content-Length": str(length),
+                **{f"x-amz-meta-{name}": value for name, value in metadata.items()},
+            },
+            datetime.now(UTC),
+        )
+        source: list[BaseException] = []
+
+        async def body() -> AsyncIterator[bytes]:
+            sent = 0
+            try:
+                async for chunk in chunks:
+                    sent += len(chunk)
+                    if sent > length:  # never send S3 a byte past the declared length
+                        raise LengthMismatchError(f"more than the declared {length} bytes")
+                    yield chunk
+                if sent != length:  # cut the request: S3 keeps nothing of a short body
+                    raise LengthMismatchError(f"{sent} bytes of the declared {length}")
+            except Exception as exc:  # not GeneratorExit or a cancellation: those are ours
+                source[:] = [exc]
+                raise
+
+        try:
+            async with self._http().put(url, data=body(), headers=headers) as response:
+                answer = await response.read()
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            if source:  # the request failed because its source did: that error, not S3's
+                raise source[0] from None
+            raise StoreUnavailable(f"S3 unreachable: {type(exc).__name__}: {exc}"[:500]) from exc
+        if source:
+            raise source[0]
+        if 200 <= status < 300:
+            return
+        match = _CODE.search(answer)
+        code = match.group(1).decode(errors="replace") if match else None
+        if status >= 500 or code in _BUSY:
+            raise StoreUnavailable(f"S3 busy: HTTP {status} {code or ''}".strip())
+        raise S3RequestError(f"S3 refused PUT {key}: HTTP {status} {code or ''}", status=status,
+                             code=code)  # fmt: skip
