@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import uvloop
 
 from services.poller.app import build_app, kv_expectations
 from services.poller.domain import PollPolicy, with_webhooks
@@ -39,4 +39,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())  # the C event loop: less CPU per message than asyncio's own

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import uvloop
 
 from services.pricing_guard.app import build_app
 from services.pricing_guard.settings import PricingSettings
@@ -23,4 +23,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())  # the C event loop: less CPU per message than asyncio's own
