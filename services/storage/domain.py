@@ -76,6 +76,18 @@ OUTAGE_FIRST_WAIT = 1.0
 OUTAGE_MAX_WAIT = 30.0
 
 
+CONCURRENT_STORES = 4
+"""How many jobs one storage process stores at once, unless configured otherwise."""
+
+
+def expires(event_expires_at: datetime | None, generated_at: datetime | None) -> datetime | None:
+    """When the upstream's copy of a job's assets expires: the `expires_at` the upstream gave,
+    else ASSUMED_ASSET_LIFETIME after generation; None when neither is known."""
+    if event_expires_at is not None:
+        return event_expires_at
+    return None if generated_at is None else generated_at + ASSUMED_ASSET_LIFETIME
+
+
 @dataclass(frozen=True, slots=True)
 class WaitForStore:
     """S3 is unreachable and the upstream copy is still there: look again after `delay`."""
@@ -100,9 +112,7 @@ def outage(
     """What a job does while S3 cannot be reached: wait (backing off with how long it has been
     storing, a quarter of it, 1 s to 30 s, never past the expiry), or fail once the upstream's
     copy has expired (its `expires_at`, else ASSUMED_ASSET_LIFETIME after generation)."""
-    deadline = expires_at
-    if deadline is None and generated_at is not None:
-        deadline = generated_at + ASSUMED_ASSET_LIFETIME
+    deadline = expires(expires_at, generated_at)
     if deadline is not None and now >= deadline:
         at = deadline.astimezone(UTC).isoformat(timespec="seconds")
         return AssetsExpired(f"S3 was unreachable until the upstream's assets expired at {at}")

@@ -12,10 +12,12 @@ from typing import Annotated
 from faststream.exceptions import NackMessage
 
 from services.storage.domain import (
+    CONCURRENT_STORES,
     CONTENT_TYPES,
     AssetsExpired,
     JobFacts,
     WaitForStore,
+    expires,
     length_problem,
     object_key,
     object_metadata,
@@ -23,6 +25,7 @@ from services.storage.domain import (
     still_stored,
     timings,
 )
+from services.storage.gate import PriorityGate
 from services.storage.ports import AssetStore, StoreUnavailable
 from shared.contracts import (
     AssetRef,
@@ -49,11 +52,16 @@ Provider = Annotated[VideoProvider, Context("deps.provider")]
 Assets = Annotated[AssetStore, Context("deps.store")]
 
 
-def build_router(max_attempts: int, *, delete_upstream: bool = False) -> ServiceRouter:
-    """`delete_upstream`: once a job is recorded completed, delete the upstream's copy."""
+def build_router(
+    max_attempts: int, *, delete_upstream: bool = False, concurrent_stores: int = CONCURRENT_STORES
+) -> ServiceRouter:
+    """`delete_upstream`: once a job is recorded completed, delete the upstream's copy.
+    `concurrent_stores`: stores (downloads and uploads) at once; four times as many jobs are
+    taken, so a freed slot goes to the one whose upstream copy expires soonest."""
     router = ServiceRouter(SERVICE, emits=[JobCompletedV1, JobCancelledV1])
+    gate = PriorityGate(concurrent_stores)
 
-    @router.on(JobGeneratedV1, max_errors=max_attempts, max_workers=4)
+    @router.on(JobGeneratedV1, max_errors=max_attempts, max_workers=concurrent_stores * 4)
     async def on_job_generated(
         event: JobGeneratedV1, jobs: Jobs, emit: Emitter, provider: Provider, store: Assets
     ) -> None:
@@ -78,10 +86,12 @@ def build_router(max_attempts: int, *, delete_upstream: bool = False) -> Service
         if record is None or not await advance(jobs, event, begin_store):
             return  # absent, or ended otherwise meanwhile
         facts = facts_of(event, record)
+        deadline = expires(event.expires_at, record.history.get(JobStatus.GENERATED.value))
         try:
-            assets = await store_assets(
-                jobs, provider, store, event=event, facts=facts, kept=record.assets
-            )
+            async with gate.slot(deadline):  # only the store itself waits its turn
+                assets = await store_assets(
+                    jobs, provider, store, event=event, facts=facts, kept=record.assets
+                )
         except (ProviderNotFound, ProviderRejected) as exc:
             await end_job(
                 jobs, emit, event, reason="assets_unavailable", detail=exc.message,

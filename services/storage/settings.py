@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
+from services.storage.domain import CONCURRENT_STORES
 from shared.config import CommonSettings
 
 
@@ -14,3 +17,7 @@ class StorageSettings(CommonSettings):
     delete_upstream_after_store: bool = False
     """Delete the upstream's copy (DELETE /v1/videos/{id}) once the job is recorded `completed`:
     the video then lives only in S3. A failed delete is logged; it never fails the job."""
+    concurrent_stores: int = Field(default=CONCURRENT_STORES, ge=1)
+    """Jobs stored (downloaded and uploaded) at once by one process. Four times as many are
+    taken from the stream, and a freed slot goes to the one whose upstream copy expires
+    soonest (its `expires_at`, else an hour after generation)."""

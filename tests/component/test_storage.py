@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.storage.domain import CONCURRENT_STORES
 from services.storage.handlers import build_router
 from services.storage.ports import Deps, Stored, StoreUnavailable
 from shared.contracts import JobCompletedV1, JobFailedV1, JobGeneratedV1, JobStatus
@@ -73,12 +74,19 @@ async def storage() -> AsyncIterator[Storage]:
 
 
 @asynccontextmanager
-async def storing_into(store: WatchedAssetStore) -> AsyncIterator[Storage]:
-    """A storage service writing into `store` (whose job store it shares)."""
-    provider = FakeProvider(assets=dict(ASSETS), chunk_size=5)
-    deps = lambda f: Deps(f.jobs, f.emit, provider, store)  # noqa: E731
-    async with running(build_router(3), deps, jobs=store.jobs) as h:
-        yield Storage(h, provider, store)
+async def storing_into(
+    store: WatchedAssetStore,
+    *,
+    provider: FakeProvider | None = None,
+    concurrent_stores: int = CONCURRENT_STORES,
+) -> AsyncIterator[Storage]:
+    """A storage service writing into `store` (whose job store it shares), downloading from
+    `provider` (a FakeProvider of ASSETS unless given)."""
+    upstream = provider or FakeProvider(assets=dict(ASSETS), chunk_size=5)
+    deps = lambda f: Deps(f.jobs, f.emit, upstream, store)  # noqa: E731
+    router = build_router(3, concurrent_stores=concurrent_stores)
+    async with running(router, deps, jobs=store.jobs) as h:
+        yield Storage(h, upstream, store)
 
 
 def generated(job_id: str) -> JobGeneratedV1:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from services.storage.settings import StorageSettings
 from shared.config import CommonSettings, ConfigError, S3Settings, load_settings
 from shared.registry import load_registry_or_exit
 
@@ -77,3 +78,13 @@ def test_storage_rejects_an_endpoint_url_with_a_path() -> None:
     )  # fmt: skip
     assert out.returncode == 1
     assert "configuration error: CLIPLINE_S3_ENDPOINT" in out.stderr
+
+
+def test_concurrent_stores_is_read_and_at_least_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLIPLINE_CONCURRENT_STORES", raising=False)
+    assert load_settings(StorageSettings).concurrent_stores == 4
+    monkeypatch.setenv("CLIPLINE_CONCURRENT_STORES", "2")
+    assert load_settings(StorageSettings).concurrent_stores == 2
+    monkeypatch.setenv("CLIPLINE_CONCURRENT_STORES", "0")
+    with pytest.raises(ConfigError, match="CLIPLINE_CONCURRENT_STORES: Input should be greater"):
+        load_settings(StorageSettings)

@@ -22,6 +22,7 @@ from services.storage.domain import (
     AssetsExpired,
     JobFacts,
     WaitForStore,
+    expires,
     length_problem,
     object_key,
     object_metadata,
@@ -227,6 +228,15 @@ def test_s3_outage_waits_with_backoff_until_the_upstream_copy_expires() -> None:
     assert isinstance(wait(3600, expires_at=None), AssetsExpired)
     # nor is generation known: wait as long as it lasts
     assert wait(9e6, expires_at=None, generated_at=None) == WaitForStore(30.0)
+
+
+def test_assets_expire_when_the_upstream_said_else_an_hour_after_generation() -> None:
+    generated_at = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    said = generated_at + timedelta(minutes=20)
+    assert expires(said, generated_at) == said
+    assert expires(said, None) == said
+    assert expires(None, generated_at) == generated_at + timedelta(hours=1)
+    assert expires(None, None) is None
 
 
 def test_timings_from_history() -> None:
