@@ -33,7 +33,13 @@ async def main() -> None:
         )
     except ValueError as exc:  # e.g. an endpoint with a scheme or path
         raise ConfigError(f"configuration error: CLIPLINE_S3_ENDPOINT: {exc}") from None
-    store = S3AssetStore(client, s3.bucket, settings.part_size_bytes, s3.presign_seconds)
+    store = S3AssetStore(
+        client,
+        s3.bucket,
+        settings.part_size_bytes,
+        s3.presign_seconds,
+        retention_days=s3.retention_days,
+    )
     async with (
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
@@ -44,6 +50,8 @@ async def main() -> None:
             store,
             settings.max_attempts,
             delete_upstream=settings.delete_upstream_after_store,
+            retention=store if s3.retention_days else None,
+            retention_every=s3.retention_sweep_seconds,
         )
         await serve_app(app, settings)
 
