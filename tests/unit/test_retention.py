@@ -8,7 +8,13 @@ import sys
 from datetime import UTC, date, datetime
 
 import pytest
+from minio.commonconfig import ENABLED, Filter
+from minio.error import S3Error
+from minio.helpers import ObjectWriteResult
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
+from urllib3 import HTTPHeaderDict
 
+from services.storage.adapters import S3AssetStore
 from services.storage.domain import (
     RETENTION_RULE_ID,
     RuleView,
@@ -232,3 +238,83 @@ async def test_leaving_the_task_stops_it_before_its_first_pass() -> None:
         pass
     assert store.applied == 0
     assert store.sweeps == []
+
+
+class LifecycleS3:
+    """A stand-in of the minio client for the lifecycle calls: a server that refuses the rule
+    (`refuse`), or one that applies it and says so on a PUT (`x-amz-expiration`, like MinIO)."""
+
+    def __init__(self, *, refuse: str | None = None, expiration: str | None = None) -> None:
+        self.refuse = refuse
+        self.expiration = expiration
+        self.config: LifecycleConfig | None = LifecycleConfig(
+            [Rule(ENABLED, Filter(prefix="logs/"), "logs", expiration=Expiration(days=9))]
+        )
+        self.objects: set[str] = set()
+
+    def bucket_exists(self, bucket: str) -> bool:
+        return True
+
+    def get_bucket_lifecycle(self, bucket: str) -> LifecycleConfig | None:
+        return self.config
+
+    def set_bucket_lifecycle(self, bucket: str, config: LifecycleConfig) -> None:
+        if self.refuse:
+            raise S3Error(None, self.refuse, "not here", f"/{bucket}", "r", "h")  # type: ignore[arg-type]
+        self.config = config
+
+    def put_object(self, bucket: str, key: str, data: object, length: int) -> ObjectWriteResult:
+        self.objects.add(key)
+        headers = HTTPHeaderDict()
+        if self.expiration:
+            headers["x-amz-expiration"] = self.expiration
+        return ObjectWriteResult(bucket, key, None, "etag", headers)
+
+    def remove_object(self, bucket: str, key: str) -> None:
+        self.objects.discard(key)
+
+
+async def test_a_server_that_names_our_rule_on_an_object_expires_by_lifecycle() -> None:
+    fake = LifecycleS3(
+        expiration='expiry-date="Sat, 04 Apr 2026 00:00:00 GMT", rule-id="clipline-retention"'
+    )
+    store = S3AssetStore(fake, "b", 5 * 1024 * 1024, retention_days=3)  # type: ignore[arg-type]
+    assert await store.apply_retention() is RetentionMode.LIFECYCLE
+    assert fake.config is not None
+    written = [(r.rule_id, r.expiration.days if r.expiration else None) for r in fake.config.rules]
+    assert written == [("logs", 9), (RETENTION_RULE_ID, 3)]
+    assert fake.objects == set()  # the probe is deleted
+    assert await retention_pass(store, NOW) is None  # nothing to sweep: S3 expires
+
+
+@pytest.mark.parametrize("code", ["NotImplemented", "AccessDenied", "MalformedXML"])
+async def test_a_server_refusing_the_rule_is_swept(
+    code: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = LifecycleS3(refuse=code)
+    store = S3AssetStore(fake, "b", 5 * 1024 * 1024, retention_days=3)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="clipline.storage"):
+        assert await store.apply_retention() is RetentionMode.SWEEP
+    assert f"S3 refused the lifecycle rule ({code})" in caplog.text
+
+
+async def test_a_busy_server_is_unavailable_not_unsupported() -> None:
+    fake = LifecycleS3(refuse="SlowDown")
+    store = S3AssetStore(fake, "b", 5 * 1024 * 1024, retention_days=3)  # type: ignore[arg-type]
+    with pytest.raises(StoreUnavailable):
+        await store.apply_retention()
+    assert store.retention is None
+
+
+async def test_a_server_that_drops_the_rule_silently_is_swept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Forgetful(LifecycleS3):
+        def set_bucket_lifecycle(self, bucket: str, config: LifecycleConfig) -> None:
+            pass  # answers 200, keeps nothing
+
+    fake = Forgetful(expiration='expiry-date="x", rule-id="clipline-retention"')
+    store = S3AssetStore(fake, "b", 5 * 1024 * 1024, retention_days=3)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="clipline.storage"):
+        assert await store.apply_retention() is RetentionMode.SWEEP
+    assert "accepted the lifecycle rule but does not return it" in caplog.text
