@@ -1,22 +1,26 @@
 """Retention against a real S3 (the embedded SeaweedFS): the lifecycle rule written beside a
 user's own rules, what the server is found to do with it, and the sweeper's deletes."""
 
+import hashlib
 import io
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from minio import Minio
 from minio.commonconfig import ENABLED, Filter
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
+from clipline.download import AssetGone, fetch
 from clipline.servers import S3Server
 from services.storage.adapters import S3AssetStore, s3_http_client
 from services.storage.domain import RETENTION_RULE_ID, object_key
 from services.storage.ports import RetentionMode, StoreUnavailable
 from services.storage.retention import retention_pass
+from shared.contracts import AssetRef
 from tests.integration.test_s3_store import client, closed_port
 
 pytestmark = pytest.mark.integration
@@ -136,3 +140,19 @@ async def test_s3_down_fails_a_sweep_as_unavailable_and_a_pass_carries_on() -> N
         await store.apply_retention()
     assert await retention_pass(store, NOW) is None  # a warning, not a crash
     assert store.retention is None  # still to find out
+
+
+def test_download_of_a_swept_object_says_it_is_gone(s3_server: S3Server, tmp_path: Path) -> None:
+    c = client(s3_server)
+    bucket = new_bucket(s3_server)
+    key = object_key("acme", "job_1", "video", datetime(2026, 1, 1, tzinfo=UTC))
+    put(c, bucket, key)
+    ref = AssetRef(
+        variant="video", bucket=bucket, key=key, size_bytes=1,
+        sha256=hashlib.sha256(b"x").hexdigest(), content_type="video/mp4",
+    )  # fmt: skip
+    assert fetch(c, ref, tmp_path / "v.mp4").size_bytes == 1
+    c.remove_object(bucket, key)  # as the sweeper or a lifecycle rule does
+    with pytest.raises(AssetGone, match=r"is no longer in S3 \(NoSuchKey\).*RETENTION_DAYS"):
+        fetch(c, ref, tmp_path / "w.mp4")
+    assert not (tmp_path / "w.mp4").exists()
