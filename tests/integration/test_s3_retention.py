@@ -4,6 +4,7 @@ user's own rules, what the server is found to do with it, and the sweeper's dele
 import hashlib
 import io
 import logging
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from minio.commonconfig import ENABLED, Filter
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from clipline.download import AssetGone, fetch
-from clipline.servers import S3Server
+from clipline.servers import S3Server, free_port, spawn, start_nats, stop_pid, wait_until
 from services.storage.adapters import S3AssetStore, s3_http_client
 from services.storage.domain import RETENTION_RULE_ID, object_key
 from services.storage.ports import RetentionMode, StoreUnavailable
@@ -156,3 +157,40 @@ def test_download_of_a_swept_object_says_it_is_gone(s3_server: S3Server, tmp_pat
     with pytest.raises(AssetGone, match=r"is no longer in S3 \(NoSuchKey\).*RETENTION_DAYS"):
         fetch(c, ref, tmp_path / "w.mp4")
     assert not (tmp_path / "w.mp4").exists()
+
+
+def test_the_storage_process_sweeps_soon_after_start_and_keeps_running(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """`python -m services.storage` with a retention: the task the runtime starts writes the
+    rule and sweeps (SeaweedFS) within a period of the start. Its own NATS: no other test's
+    events reach this storage."""
+    c = client(s3_server)
+    bucket = new_bucket(s3_server)
+    old = object_key("acme", "job_old", "video", datetime(2020, 1, 1, tzinfo=UTC))
+    kept = {object_key("acme", "job_new", "video", datetime.now(UTC)), "other/file.txt"}
+    for key in {old} | kept:
+        put(c, bucket, key)
+    nats = start_nats(tmp_path / "nats", tmp_path)
+    env = {
+        "CLIPLINE_NATS_URL": nats.url,
+        "CLIPLINE_HTTP_PORT": str(free_port()),
+        "CLIPLINE_S3_ENDPOINT": s3_server.endpoint,
+        "CLIPLINE_S3_ACCESS_KEY": s3_server.access_key,
+        "CLIPLINE_S3_SECRET_KEY": s3_server.secret_key,
+        "CLIPLINE_S3_BUCKET": bucket,
+        "CLIPLINE_S3_RETENTION_DAYS": "3",
+        "CLIPLINE_S3_RETENTION_SWEEP_SECONDS": "1",
+    }
+    log = tmp_path / "storage.log"
+    proc = spawn("storage", [sys.executable, "-m", "services.storage"], log, env=env)
+    try:
+        swept = "storage: retention: deleted 1 expired object(s)"
+        wait_until(lambda: swept in log.read_text(), "retention sweep", 30, proc)
+        assert names(c, bucket) == kept
+        assert rules(c, bucket) == [(RETENTION_RULE_ID, "", 3)]
+        assert f"retention of 3 day(s) on bucket {bucket}: swept by storage" in log.read_text()
+        assert proc.popen.poll() is None
+    finally:
+        stop_pid(proc.pid)
+        stop_pid(nats.proc.pid)
