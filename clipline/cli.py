@@ -20,7 +20,15 @@ import urllib3
 from minio.error import S3Error
 
 from clipline import budget_cli
-from clipline.download import VARIANTS, DownloadMismatch, fetch, file_name, s3_client, wanted
+from clipline.download import (
+    VARIANTS,
+    AssetGone,
+    DownloadMismatch,
+    fetch,
+    file_name,
+    s3_client,
+    wanted,
+)
 from clipline.logs import Follower, last_lines
 from clipline.replicas import parse_replica, scalable
 from clipline.servers import ServerError
@@ -234,7 +242,8 @@ def report_cancel(job_id: str, tenant: str, code: int, body: dict[str, Any]) -> 
 def _download(args: argparse.Namespace) -> int:
     """Save a completed job's assets as `DIR/<job_id>-<variant>.<ext>`, each verified against
     the record (size, sha256): 0 when all were saved, 1 when the job is not completed, has no
-    such asset or a file does not match (nothing kept of it), 2 when the stack cannot answer."""
+    such asset, S3 no longer has it (retention) or a file does not match (nothing kept of it),
+    2 when the stack cannot answer."""
     state = require(args.home)
     with httpx.Client(base_url=state.intake_url, timeout=30) as http:
         response = http.get(f"/v1/jobs/{args.job_id}", headers={"X-Clipline-Tenant": args.tenant})
@@ -260,6 +269,9 @@ def _download(args: argparse.Namespace) -> int:
             saved = fetch(client, asset, target)
         except DownloadMismatch as exc:
             print(f"{asset.variant}: does not match the job record, not kept: {exc}")
+            return 1
+        except AssetGone as exc:
+            print(f"{asset.variant}: {exc}")
             return 1
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             print(f"{asset.variant}: cannot read s3://{asset.bucket}/{asset.key}: {exc}")

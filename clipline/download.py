@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from minio import Minio
+from minio.error import S3Error
 
 from shared.contracts import AssetRef, JobRecordV1
 
@@ -25,6 +26,26 @@ CHUNK_BYTES = 1024 * 1024
 
 class DownloadMismatch(Exception):
     """A downloaded file is not the object the job recorded; nothing was kept of it."""
+
+
+class AssetGone(Exception):
+    """S3 no longer has an object the job recorded (deleted since it was stored)."""
+
+
+_GONE = frozenset({"NoSuchKey", "NoSuchObject", "NoSuchBucket"})
+
+
+def gone(asset: AssetRef, code: str | None) -> str | None:
+    """Why an asset cannot be downloaded when S3 answers `code` for it: the object (or its
+    bucket) is no longer there, most likely removed by the retention setting; None for any
+    other answer."""
+    if code not in _GONE:
+        return None
+    return (
+        f"s3://{asset.bucket}/{asset.key} is no longer in S3 ({code}): it was deleted after the "
+        "job completed, e.g. by the storage retention (CLIPLINE_S3_RETENTION_DAYS, an S3 "
+        "lifecycle rule) or by hand; the job record remains, its assets cannot be downloaded"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +111,14 @@ def s3_client(state: StackState) -> Minio:
 
 
 def fetch(client: Minio, asset: AssetRef, target: Path) -> Saved:
-    """Stream one stored asset from S3 into `target`, verified against its record."""
-    response = client.get_object(asset.bucket, asset.key)
+    """Stream one stored asset from S3 into `target`, verified against its record; AssetGone
+    when S3 no longer has it."""
+    try:
+        response = client.get_object(asset.bucket, asset.key)
+    except S3Error as exc:
+        if (why := gone(asset, exc.code)) is not None:
+            raise AssetGone(why) from exc
+        raise
     try:
         return save(response.stream(CHUNK_BYTES), target, asset)
     finally:

@@ -47,6 +47,13 @@ class S3Settings(BaseSettings):
     region: str = "us-east-1"
     presign_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     """Lifetime of the presigned GET URLs in a completion event (S3 allows at most 7 days)."""
+    retention_days: int = Field(default=0, ge=0)
+    """CLIPLINE_S3_RETENTION_DAYS: delete stored assets this many whole days after the UTC day
+    their job was accepted (0: keep forever). storage writes an S3 lifecycle rule
+    (`clipline-retention`) where the server applies one, else it sweeps the bucket itself."""
+    retention_sweep_seconds: float = Field(default=3600.0, gt=0)
+    """CLIPLINE_S3_RETENTION_SWEEP_SECONDS: how often storage looks at retention (each replica,
+    jittered): writes the rule when it could not yet, or sweeps where S3 does not expire."""
 
 
 class UpstreamSettings(BaseSettings):

@@ -41,7 +41,14 @@ async def main() -> None:
             s3.endpoint, s3.access_key, s3.secret_key.get_secret_value(), s3.secure, s3.region
         )
     )
-    store = S3AssetStore(client, s3.bucket, settings.part_size_bytes, s3.presign_seconds, puts=puts)
+    store = S3AssetStore(
+        client,
+        s3.bucket,
+        settings.part_size_bytes,
+        s3.presign_seconds,
+        puts=puts,
+        retention_days=s3.retention_days,
+    )
     async with (
         contextlib.aclosing(puts),
         contextlib.aclosing(AiohttpDownloads.for_upstream(upstream)) as downloads,
@@ -54,6 +61,9 @@ async def main() -> None:
             store,
             settings.max_attempts,
             delete_upstream=settings.delete_upstream_after_store,
+            concurrent_stores=settings.concurrent_stores,
+            retention=store if s3.retention_days else None,
+            retention_every=s3.retention_sweep_seconds,
         )
         await serve_app(app, settings)
 

@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import logging
 import os
 import queue
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import BinaryIO, TypeVar, cast
 
 import certifi
 import urllib3
 from minio import Minio
+from minio.commonconfig import ENABLED, Filter
+from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
-from services.storage.ports import ObjectStat, Stored, StoreUnavailable
+from services.storage.domain import (
+    RETENTION_RULE_ID,
+    RuleView,
+    expires_by_rule,
+    retention_due,
+    retention_rule_held,
+    with_retention_rule,
+)
+from services.storage.ports import ObjectStat, RetentionMode, Stored, StoreUnavailable
 from services.storage.s3http import S3Puts, S3RequestError
 
 _END = b""
@@ -29,7 +43,12 @@ _META = "x-amz-meta-"
 _ABSENT = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"})
 _BUCKET_EXISTS = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
 _BUSY = frozenset({"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"})
+_PROBE_PREFIX = ".clipline/retention-probe/"
+"""Where the lifecycle check writes (and at once deletes) an empty object: outside clipline's
+key layout, under the rule (which covers the whole bucket)."""
+_DELETE_BATCH = 1000  # S3's DeleteObjects limit
 T = TypeVar("T")
+log = logging.getLogger("clipline.storage")
 
 
 def s3_http_client(
@@ -44,6 +63,16 @@ def s3_http_client(
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
         retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
     )
+
+
+def _rule_id(rule: Rule) -> str | None:
+    return rule.rule_id
+
+
+def _rule_view(rule: Rule) -> RuleView:
+    prefix = rule.rule_filter.prefix if rule.rule_filter is not None else None
+    days = rule.expiration.days if rule.expiration is not None else None
+    return RuleView(rule.rule_id, rule.status == ENABLED, prefix, days)
 
 
 def unreachable(exc: BaseException) -> bool:
@@ -117,6 +146,7 @@ class S3AssetStore:
         presign_seconds: int = 3600,
         *,
         puts: S3Puts | None = None,
+        retention_days: int = 0,
     ) -> None:
         self._client = client
         self._puts = puts
@@ -125,6 +155,8 @@ class S3AssetStore:
         self._presign = timedelta(seconds=presign_seconds)
         self._bucket_ready = False
         self._bucket_lock = asyncio.Lock()
+        self._retention_days = retention_days
+        self._retention: RetentionMode | None = None
 
     async def presign(self, key: str) -> str:
         # Local: minio signs with the configured region, so no request (and no thread).
@@ -140,6 +172,7 @@ class S3AssetStore:
             if not self._bucket_ready:
                 await _s3(self._make_bucket)
                 self._bucket_ready = True
+                await self._retention_on_first_use()
 
     def _make_bucket(self) -> None:
         if self._client.bucket_exists(self._bucket):  # a key without CreateBucket still works
@@ -149,6 +182,123 @@ class S3AssetStore:
         except S3Error as exc:
             if exc.code not in _BUCKET_EXISTS:  # created by another replica since the check
                 raise
+
+    # Retention (CLIPLINE_S3_RETENTION_DAYS > 0): the decisions are in domain.py.
+
+    @property
+    def retention(self) -> RetentionMode | None:
+        return self._retention
+
+    async def _retention_on_first_use(self) -> None:
+        """Write the lifecycle rule along with the bucket's first use; a failure is logged and
+        the store goes on (the retention task tries again)."""
+        if self._retention_days <= 0 or self._retention is not None:
+            return
+        try:
+            await self.apply_retention()
+        except Exception as exc:  # retention never fails a store
+            log.warning("storage: retention: cannot write the lifecycle rule yet: %s", exc)
+
+    async def apply_retention(self) -> RetentionMode | None:
+        if self._retention_days <= 0:
+            return None
+        mode = await _s3(self._apply_lifecycle)
+        if mode is not None and mode != self._retention:
+            log.info(
+                "storage: retention of %d day(s) on bucket %s: %s",
+                self._retention_days,
+                self._bucket,
+                "S3 lifecycle rule " + RETENTION_RULE_ID
+                if mode is RetentionMode.LIFECYCLE
+                else "swept by storage",
+            )
+        self._retention = mode
+        return mode
+
+    def _apply_lifecycle(self) -> RetentionMode | None:
+        if not self._client.bucket_exists(self._bucket):
+            return None  # nothing stored yet: the first store makes the bucket and comes here
+        ours = Rule(
+            ENABLED,
+            rule_filter=Filter(prefix=""),
+            rule_id=RETENTION_RULE_ID,
+            expiration=Expiration(days=self._retention_days),
+        )
+        try:
+            current = self._client.get_bucket_lifecycle(self._bucket)  # None: no rules
+            rules = with_retention_rule(current.rules if current else [], ours, _rule_id)
+            self._client.set_bucket_lifecycle(self._bucket, LifecycleConfig(rules))
+            held = self._client.get_bucket_lifecycle(self._bucket)
+        except S3Error as exc:
+            if exc.code in _BUSY:
+                raise
+            log.warning(
+                "storage: retention: S3 refused the lifecycle rule (%s): storage sweeps", exc.code
+            )
+            return RetentionMode.SWEEP
+        if held is None or not retention_rule_held(
+            map(_rule_view, held.rules), self._retention_days
+        ):
+            log.warning(
+                "storage: retention: S3 accepted the lifecycle rule but does not return it: "
+                "storage sweeps"
+            )
+            return RetentionMode.SWEEP
+        if not self._expires_by_our_rule():
+            log.warning(
+                "storage: retention: S3 holds the lifecycle rule but does not say it expires "
+                "objects by it (no x-amz-expiration): storage sweeps"
+            )
+            return RetentionMode.SWEEP
+        return RetentionMode.LIFECYCLE
+
+    def _expires_by_our_rule(self) -> bool:
+        """Write an empty probe object and read its `x-amz-expiration` (on the PUT answer, else
+        a HEAD), then delete it: a server applying the rule names it there."""
+        key = f"{_PROBE_PREFIX}{uuid.uuid4().hex}"
+        try:
+            written = self._client.put_object(self._bucket, key, io.BytesIO(b""), 0)
+            header = written.http_headers.get("x-amz-expiration")
+            if header is None:
+                stat = self._client.stat_object(self._bucket, key)
+                header = (stat.metadata or {}).get("x-amz-expiration")
+        finally:
+            self._client.remove_object(self._bucket, key)
+        return expires_by_rule(header)
+
+    async def sweep_expired(self, now: datetime) -> int:
+        if self._retention_days <= 0:
+            return 0
+        return await _s3(lambda: self._sweep(now))
+
+    def _sweep(self, now: datetime) -> int:
+        try:
+            due = [
+                obj.object_name
+                for obj in self._client.list_objects(self._bucket, recursive=True)
+                if obj.object_name and retention_due(obj.object_name, self._retention_days, now)
+            ]
+        except S3Error as exc:
+            if exc.code == "NoSuchBucket":
+                return 0  # nothing stored yet
+            raise
+        deleted = 0
+        for start in range(0, len(due), _DELETE_BATCH):
+            batch = due[start : start + _DELETE_BATCH]
+            failed = [
+                e
+                for e in self._client.remove_objects(self._bucket, map(DeleteObject, batch))
+                if e.code not in _ABSENT  # deleted meanwhile (another replica): fine
+            ]
+            if failed:
+                log.warning(
+                    "storage: retention: %d object(s) not deleted, e.g. %s: %s",
+                    len(failed),
+                    failed[0].name,
+                    failed[0].code,
+                )
+            deleted += len(batch) - len(failed)
+        return deleted
 
     async def delete(self, key: str) -> None:
         try:

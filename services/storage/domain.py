@@ -1,12 +1,16 @@
-"""Storage decisions: object keys, metadata, verification, outage waits and job timings.
+"""Storage decisions: object keys, metadata, verification, outage waits, job timings and
+retention (which objects are due, which lifecycle rules to write).
 Pure: no I/O, no clock, no logging."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
+from urllib.parse import unquote
 
 EXTENSIONS = {"video": "mp4", "thumbnail": "webp", "spritesheet": "jpg"}
 CONTENT_TYPES = {"video": "video/mp4", "thumbnail": "image/webp", "spritesheet": "image/jpeg"}
@@ -155,3 +159,109 @@ def timings(history: Mapping[str, datetime], completed_at: datetime) -> Timings:
         storage_seconds=_span(generated, completed_at),
         total_seconds=_span(accepted, completed_at) or 0.0,
     )
+
+
+# Retention (CLIPLINE_S3_RETENTION_DAYS): a lifecycle rule where the S3 server enforces one,
+# else a sweeper. Both delete by the same policy; these functions decide, the adapter acts.
+
+RETENTION_RULE_ID = "clipline-retention"
+"""The ID of clipline's lifecycle rule: the only rule of the bucket storage writes or replaces."""
+_KEY_LAYOUT = re.compile(
+    r"^[a-z0-9][a-z0-9_-]{0,62}/(\d{4})/(\d{2})/(\d{2})/[^/]+/([a-z]+)\.([a-z0-9]+)$"
+)
+R = TypeVar("R")
+
+
+def key_day(key: str) -> date | None:
+    """The UTC day in a key of clipline's layout (<tenant>/<yyyy>/<mm>/<dd>/<job_id>/
+    <variant>.<ext>, a known variant with its extension), None for any other key."""
+    m = _KEY_LAYOUT.match(key)
+    if m is None or EXTENSIONS.get(m[4]) != m[5]:
+        return None
+    try:
+        return date(int(m[1]), int(m[2]), int(m[3]))
+    except ValueError:
+        return None
+
+
+def retention_due(key: str, retention_days: int, now: datetime) -> bool:
+    """Whether the sweeper deletes the object at `key`: its key is of clipline's layout and
+    `retention_days` whole days have passed since the end of the day in it (the UTC day the
+    job was accepted), i.e. from midnight UTC starting day + 1 + retention_days. That is when
+    an S3 lifecycle rule of the same days expires an object written that day (S3 rounds its
+    expiry up to the next midnight UTC). Never for retention 0 (keep forever) or other keys."""
+    if retention_days <= 0:
+        return False
+    day = key_day(key)
+    if day is None:
+        return False
+    due = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=retention_days + 1)
+    return now >= due
+
+
+def with_retention_rule(rules: Sequence[R], ours: R, rule_id: Callable[[R], str | None]) -> list[R]:
+    """The bucket's lifecycle rules with `ours` instead of any earlier rule with its ID (in that
+    rule's place), every other rule kept as it was and where it was; `ours` last when new."""
+    mine = rule_id(ours)
+    out: list[R] = []
+    placed = False
+    for rule in rules:
+        if rule_id(rule) != mine:
+            out.append(rule)
+        elif not placed:
+            out.append(ours)
+            placed = True
+    if not placed:
+        out.append(ours)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RuleView:
+    """What storage checks of a lifecycle rule the server returns."""
+
+    rule_id: str | None
+    enabled: bool
+    prefix: str | None
+    expiration_days: int | None
+
+
+def retention_rule_held(rules: Iterable[RuleView], retention_days: int) -> bool:
+    """Whether the server's lifecycle configuration holds clipline's rule as written: enabled,
+    for the whole bucket (no prefix), expiring after `retention_days`."""
+    return any(
+        r.rule_id == RETENTION_RULE_ID
+        and r.enabled
+        and not r.prefix
+        and r.expiration_days == retention_days
+        for r in rules
+    )
+
+
+_EXPIRATION_RULE = re.compile(r'rule-id="([^"]*)"')
+
+
+def expires_by_rule(expiration_header: str | None, rule_id: str = RETENTION_RULE_ID) -> bool:
+    """Whether an object's `x-amz-expiration` header (`expiry-date="...", rule-id="..."`,
+    the rule ID URL-encoded) says the server will expire it by `rule_id`: how S3 and MinIO
+    show that they apply a lifecycle rule to an object. A server that stores the rule but says
+    nothing of it for the object is not taken at its word."""
+    if not expiration_header:
+        return False
+    m = _EXPIRATION_RULE.search(expiration_header)
+    return m is not None and unquote(m[1]) == rule_id
+
+
+FIRST_SWEEP_WITHIN = 60.0
+"""The first retention pass runs within this many seconds of the start (at most `every`)."""
+SWEEP_JITTER = 0.1
+
+
+def sweep_delay(every: float, fraction: float, *, first: bool) -> float:
+    """Seconds until the next retention pass, `fraction` a random number in [0, 1): the first
+    soon after the start, anywhere in min(every, FIRST_SWEEP_WITHIN); later ones `every`
+    ± SWEEP_JITTER of it. Replicas started together so list the bucket at different moments
+    (they would not conflict anyway: a delete of a deleted object is a no-op)."""
+    if first:
+        return min(every, FIRST_SWEEP_WITHIN) * fraction
+    return every * (1 - SWEEP_JITTER + 2 * SWEEP_JITTER * fraction)

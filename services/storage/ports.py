@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
 from shared.jobstore import JobStore
@@ -62,6 +64,33 @@ class AssetStore(Protocol):
 
     async def delete(self, key: str) -> None:
         """Remove `key` (nothing happens when it, or the bucket, is absent)."""
+        ...
+
+
+class RetentionMode(StrEnum):
+    LIFECYCLE = "lifecycle"
+    """The server holds clipline's lifecycle rule and says it expires objects by it."""
+    SWEEP = "sweep"
+    """The server refused the rule, or took it without saying it applies it: storage sweeps."""
+
+
+class RetentionStore(Protocol):
+    """What the retention task touches (the S3 asset store with a retention set)."""
+
+    @property
+    def retention(self) -> RetentionMode | None:
+        """How retention is enforced, None until known (S3 not reached yet, or no bucket)."""
+        ...
+
+    async def apply_retention(self) -> RetentionMode | None:
+        """Write clipline's lifecycle rule into the bucket (keeping every other rule) and find
+        out whether the server enforces it. None when the bucket does not exist yet (its first
+        use does this); StoreUnavailable when S3 cannot be reached."""
+        ...
+
+    async def sweep_expired(self, now: datetime) -> int:
+        """Delete the objects of clipline's layout whose retention has passed at `now`;
+        returns how many. StoreUnavailable when S3 cannot be reached."""
         ...
 
 

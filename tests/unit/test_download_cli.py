@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clipline.download import DownloadMismatch, file_name, problem, save, wanted
+from clipline.download import DownloadMismatch, file_name, gone, problem, save, wanted
 from shared.contracts import AssetRef, JobRecordV1
 
 JOB = "job_" + "a" * 32
@@ -95,3 +95,16 @@ def test_save_leaves_nothing_when_the_stream_breaks(tmp_path: Path) -> None:
     with pytest.raises(ConnectionResetError):
         save(broken(), tmp_path / "x.mp4", asset())
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("code", ["NoSuchKey", "NoSuchBucket"])
+def test_an_object_s3_no_longer_has_is_said_gone_naming_retention(code: str) -> None:
+    why = gone(asset(), code)
+    assert why is not None
+    assert why.startswith(f"s3://clipline/t/2026/12/02/j/video.mp4 is no longer in S3 ({code})")
+    assert "CLIPLINE_S3_RETENTION_DAYS" in why
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "InternalError", None])
+def test_other_s3_errors_are_not_gone(code: str | None) -> None:
+    assert gone(asset(), code) is None
