@@ -51,18 +51,19 @@ class PriorityGate:
         return sum(not w.granted.done() for w in self._waiting)
 
     @asynccontextmanager
-    async def slot(self, deadline: datetime | None) -> AsyncIterator[None]:
-        """Hold a slot for the block, waiting for one in `deadline` order when none is free."""
-        await self._acquire(deadline)
+    async def slot(self, deadline: datetime | None) -> AsyncIterator[bool]:
+        """Hold a slot for the block, waiting for one in `deadline` order when none is free;
+        the block gets whether it waited (the world may have changed meanwhile)."""
+        waited = await self._acquire(deadline)
         try:
-            yield
+            yield waited
         finally:
             self._release()
 
-    async def _acquire(self, deadline: datetime | None) -> None:
+    async def _acquire(self, deadline: datetime | None) -> bool:
         if self._free > 0:  # a slot is only free while nobody waits: releases hand it over
             self._free -= 1
-            return
+            return False
         waiter = _Waiter(
             priority(deadline, next(self._arrivals)), asyncio.get_running_loop().create_future()
         )
@@ -76,6 +77,7 @@ class PriorityGate:
                 self._waiting.remove(waiter)
                 heapq.heapify(self._waiting)
             raise
+        return True
 
     def _release(self) -> None:
         while self._waiting:

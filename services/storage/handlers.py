@@ -86,12 +86,10 @@ def build_router(
         if record is None or not await advance(jobs, event, begin_store):
             return  # absent, or ended otherwise meanwhile
         facts = facts_of(event, record)
-        deadline = expires(event.expires_at, record.history.get(JobStatus.GENERATED.value))
         try:
-            async with gate.slot(deadline):  # only the store itself waits its turn
-                assets = await store_assets(
-                    jobs, provider, store, event=event, facts=facts, kept=record.assets
-                )
+            assets = await store_in_turn(
+                gate, jobs, emit, provider, store, event=event, facts=facts, record=record
+            )
         except (ProviderNotFound, ProviderRejected) as exc:
             await end_job(
                 jobs, emit, event, reason="assets_unavailable", detail=exc.message,
@@ -101,15 +99,63 @@ def build_router(
         except StoreUnavailable as exc:
             await wait_for_store(jobs, emit, event, record, exc)
             return
-        done = await advance(jobs, event, complete, assets=assets)
-        if done is not None:
-            await emit(await completed(event, done, store))
-            if delete_upstream:
-                await delete_upstream_copy(provider, event)
-        elif await cancel_job(jobs, emit, event, stage=SERVICE):
-            await forget(store, facts)  # asked to cancel while storing: keep nothing of it
+        if assets is not None:  # else cancelled (or ended) while it waited for its turn
+            await finish(jobs, emit, provider, store, event=event, facts=facts, assets=assets,
+                         delete_upstream=delete_upstream)  # fmt: skip
 
     return router
+
+
+async def finish(
+    jobs: JobStore,
+    emit: Emit,
+    provider: VideoProvider,
+    store: AssetStore,
+    *,
+    event: JobGeneratedV1,
+    facts: JobFacts,
+    assets: list[AssetRef],
+    delete_upstream: bool,
+) -> None:
+    """Record the job completed and announce it (then delete the upstream's copy if asked);
+    a job asked to cancel while it was storing is cancelled instead, and keeps nothing."""
+    done = await advance(jobs, event, complete, assets=assets)
+    if done is not None:
+        await emit(await completed(event, done, store))
+        if delete_upstream:
+            await delete_upstream_copy(provider, event)
+    elif await cancel_job(jobs, emit, event, stage=SERVICE):
+        await forget(store, facts)
+
+
+async def store_in_turn(
+    gate: PriorityGate,
+    jobs: JobStore,
+    emit: Emit,
+    provider: VideoProvider,
+    store: AssetStore,
+    *,
+    event: JobGeneratedV1,
+    facts: JobFacts,
+    record: JobRecordV1,
+) -> list[AssetRef] | None:
+    """The job's store when its turn comes (the soonest upstream expiry first). None when it
+    was asked to cancel, or ended, while it waited: then nothing is fetched (and a cancel is
+    carried out here)."""
+    deadline = expires(event.expires_at, record.history.get(JobStatus.GENERATED.value))
+    async with gate.slot(deadline) as waited:
+        if waited and not await still_storing(jobs, event):
+            if await cancel_job(jobs, emit, event, stage=SERVICE):
+                await forget(store, facts)  # an earlier delivery may have left some
+            return None
+        return await store_assets(
+            jobs, provider, store, event=event, facts=facts, kept=record.assets
+        )
+
+
+async def still_storing(jobs: JobStore, event: JobGeneratedV1) -> bool:
+    record = await jobs.get(event.tenant, event.job_id)
+    return record is not None and record.status == JobStatus.STORING
 
 
 async def delete_upstream_copy(provider: VideoProvider, event: JobGeneratedV1) -> None:

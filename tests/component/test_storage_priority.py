@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from shared.contracts import JobCompletedV1, JobGeneratedV1, JobRecordV1, JobStatus
+from shared.contracts import JobCancelledV1, JobCompletedV1, JobGeneratedV1, JobRecordV1, JobStatus
 from shared.jobstore import Change
 from shared.provider.port import Download
 from shared.provider.wire import Variant
@@ -155,3 +155,25 @@ async def test_a_completed_job_redelivered_does_not_wait_for_a_store_slot() -> N
 
         assert b.s.h.bus.one(JobCompletedV1).job_id == done.job_id
         assert b.provider.stored_order() == ["video_busy"]
+
+
+async def test_a_job_cancelled_while_it_waits_for_a_slot_is_never_fetched() -> None:
+    async with backlog(concurrent_stores=1) as b:
+        b.provider.held["video_busy"] = asyncio.Event()
+        await b.deliver(b.job("video_busy", timedelta(minutes=30)))
+        await asyncio.wait_for(b.provider.started["video_busy"].wait(), WAIT)
+        waiting = b.job("video_waiting", timedelta(minutes=30))
+        await b.deliver(waiting)  # recorded storing, now waiting for the slot
+
+        def cancelling(record: JobRecordV1 | None) -> JobRecordV1 | None:
+            assert record is not None
+            return record.model_copy(update={"status": JobStatus.CANCELLING})
+
+        await b.jobs.update(waiting.tenant, waiting.job_id, cancelling)  # asked to cancel
+        b.provider.held["video_busy"].set()
+        await asyncio.wait_for(asyncio.gather(*b.sends), WAIT)
+
+    assert b.provider.stored_order() == ["video_busy"]  # the cancelled one was never fetched
+    assert b.jobs.records()[waiting.job_id].status == JobStatus.CANCELLED
+    assert b.s.h.bus.one(JobCancelledV1).job_id == waiting.job_id
+    assert waiting.job_id not in {e.job_id for e in b.s.h.bus.events(JobCompletedV1)}
