@@ -42,6 +42,8 @@ _POLL_SECONDS = 0.5
 _META = "x-amz-meta-"
 _ABSENT = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"})
 _BUCKET_EXISTS = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
+_REDIRECTED = frozenset({301, 302, 307, 308})
+_ELSEWHERE = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "TemporaryRedirect"})
 _BUSY = frozenset({"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"})
 _PROBE_PREFIX = ".clipline/retention-probe/"
 """Where the lifecycle check writes (and at once deletes) an empty object: outside clipline's
@@ -244,7 +246,15 @@ class S3AssetStore:
                 "storage sweeps"
             )
             return RetentionMode.SWEEP
-        if not self._expires_by_our_rule():
+        try:
+            applied = self._expires_by_our_rule()
+        except S3Error as exc:
+            if exc.code in _BUSY:
+                raise  # S3 unreachable for now: the next pass tries again
+            log.warning("storage: retention: cannot probe the lifecycle rule (%s): storage sweeps",
+                        exc.code)  # fmt: skip
+            return RetentionMode.SWEEP
+        if not applied:
             log.warning(
                 "storage: retention: S3 holds the lifecycle rule but does not say it expires "
                 "objects by it (no x-amz-expiration): storage sweeps"
@@ -360,6 +370,13 @@ class S3AssetStore:
         except S3RequestError as exc:
             if exc.code == "NoSuchBucket":  # removed since it was made: make it again next time
                 self._bucket_ready = False
+                self._retention = None  # and give the new bucket its lifecycle rule
+            elif exc.status in _REDIRECTED or exc.code in _ELSEWHERE:
+                # An endpoint that wants virtual-host requests or another region (AWS): minio
+                # finds both out by itself, so it stores everything from now on.
+                log.warning("storage: S3 refused a single PUT (%s): minio stores all objects "
+                            "from now on", exc)  # fmt: skip
+                self._puts = None
             raise
         return Stored(self._bucket, key, length, digest.hexdigest())
 

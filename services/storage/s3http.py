@@ -13,6 +13,7 @@ exactly `length` bytes arrived; storage checks the length and computes the sha25
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+import yarl
 from minio.credentials.credentials import Credentials
 from minio.signer import sign_v4_s3
 
@@ -28,6 +30,7 @@ from services.storage.ports import StoreUnavailable
 _BUSY = frozenset({"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"})
 _CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 UNSIGNED = "UNSIGNED-PAYLOAD"
+MIN_BYTES_PER_SECOND = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,20 +55,28 @@ class S3RequestError(Exception):
 
 
 class LengthMismatchError(ValueError):
-    """The source gave more or fewer bytes than the declared length: nothing is stored (the
-    request is cut before S3 has the whole body)."""
+    """The source gave fewer bytes than the declared length (the request is cut before S3 has
+    the whole body: nothing is stored), or more while the PUT still read it (S3 answering after
+    exactly `length` bytes stores those, and the caller's own length check sees the rest)."""
 
 
 class S3Puts:
     """PutObject over one aiohttp session, made on first use (inside the running loop)."""
 
     def __init__(
-        self, endpoint: S3Endpoint, *, connect_seconds: float = 5.0, read_seconds: float = 60.0
+        self,
+        endpoint: S3Endpoint,
+        *,
+        connect_seconds: float = 5.0,
+        read_seconds: float = 60.0,
+        min_bytes_per_second: float = MIN_BYTES_PER_SECOND,
     ) -> None:
         self._endpoint = endpoint
         self._base = f"{'https' if endpoint.secure else 'http'}://{endpoint.endpoint}"
         self._credentials = Credentials(endpoint.access_key, endpoint.secret_key)
         self._timeout = aiohttp.ClientTimeout(sock_connect=connect_seconds, sock_read=read_seconds)
+        self._connect_seconds, self._read_seconds = connect_seconds, read_seconds
+        self._min_rate = min_bytes_per_second
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
@@ -107,7 +118,7 @@ class S3Puts:
         """Stream `chunks` (exactly `length` bytes) to `bucket`/`key`. An error of `chunks`
         propagates as itself (nothing stored); LengthMismatchError when they are not `length`
         bytes; StoreUnavailable when S3 cannot be reached or is busy; S3RequestError for any
-        other answer but success."""
+        other answer but success (a redirect included: the body is not sent twice)."""
         url = f"{self._base}/{quote(bucket, safe='')}/{quote(key, safe='/-_.~')}"
         headers = self.signed_headers(
             "PUT",
@@ -135,10 +146,17 @@ class S3Puts:
                 source[:] = [exc]
                 raise
 
+        # aiohttp times reads only once the body is sent: the whole PUT gets a deadline too
+        # (a body of up to a part at 64 KiB/s at least), or a stalled S3 would hold it forever.
+        limit = self._connect_seconds + self._read_seconds + length / self._min_rate
         try:
-            async with self._http().put(url, data=body(), headers=headers) as response:
-                answer = await response.read()
-                status = response.status
+            async with asyncio.timeout(limit):
+                async with self._http().put(
+                    yarl.URL(url, encoded=True), data=body(), headers=headers,
+                    allow_redirects=False,  # a streamed body cannot be sent twice
+                ) as response:  # fmt: skip
+                    answer = await response.read()
+                    status = response.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             if source:  # the request failed because its source did: that error, not S3's
                 raise source[0] from None

@@ -17,7 +17,12 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from shared.config import UpstreamSettings
-from shared.provider.errors import ProviderNoAnswer, ProviderNotSent, ProviderUnavailable
+from shared.provider.errors import (
+    ProviderMalformedResponse,
+    ProviderNoAnswer,
+    ProviderNotSent,
+    ProviderUnavailable,
+)
 from shared.provider.openai_videos import CHUNK_BYTES, error_from
 from shared.provider.port import Download
 from shared.provider.wire import Variant
@@ -39,7 +44,11 @@ class AiohttpDownloads:
 
     def __init__(self, base_url: str, api_key: str, timeout: float = 30.0) -> None:
         self._base = base_url.rstrip("/") + "/"
-        self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/binary"}
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/binary",
+            "Accept-Encoding": "identity",  # the file's own bytes, never a compressed copy
+        }
         # sock_read bounds each wait for bytes, not the whole (possibly large) download.
         self._timeout = aiohttp.ClientTimeout(sock_connect=min(timeout, 10.0), sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -81,6 +90,12 @@ class AiohttpDownloads:
                     except (aiohttp.ClientError, TimeoutError, OSError):
                         body = b""
                     raise error_from(response.status, response.headers, body)
+                encoding = response.headers.get("Content-Encoding", "identity").lower()
+                if encoding != "identity":  # its length and sha256 would be the wrong bytes
+                    raise ProviderMalformedResponse(
+                        f"{what}: Content-Encoding {encoding[:40]}, asked for identity",
+                        status=response.status,
+                    )
                 yield Download(
                     content_type=response.headers.get("Content-Type", "application/octet-stream"),
                     content_length=response.content_length,

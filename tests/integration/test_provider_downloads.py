@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from shared.provider import (
     OpenAIVideosProvider,
+    ProviderMalformedResponse,
     ProviderNoAnswer,
     ProviderNotFound,
     ProviderNotSent,
@@ -43,6 +44,8 @@ async def content(request: web.Request) -> web.StreamResponse:
     if video == "video_bad":
         body = {"error": {"message": "no such variant", "param": "variant"}}
         return web.json_response(body, status=400)
+    if video == "video_gzip":  # a gateway compressing what it was asked not to
+        return web.Response(body=b"\x1f\x8b-not-the-file", headers={"Content-Encoding": "gzip"})
     if video == "video_cut":  # declares the whole payload, sends half, drops the connection
         response = web.StreamResponse(headers={"Content-Length": str(len(PAYLOAD))})
         await response.prepare(request)
@@ -84,6 +87,7 @@ async def test_a_download_streams_the_variant_with_its_type_and_length(
     request = seen[0]
     assert request.query["variant"] == "thumbnail"
     assert request.headers["Authorization"] == "Bearer sk-test"
+    assert request.headers["Accept-Encoding"] == "identity"  # the file's own bytes
 
 
 async def test_the_job_trace_goes_upstream_with_the_request(
@@ -164,3 +168,12 @@ async def test_concurrent_downloads_share_one_session(
     sizes = await asyncio.gather(*(one(v) for v in ("video", "thumbnail", "spritesheet")))
     assert sizes == [len(PAYLOAD)] * 3
     assert sorted(r.query["variant"] for r in seen) == ["spritesheet", "thumbnail", "video"]
+
+
+async def test_a_compressed_answer_is_refused_not_stored_as_the_file(
+    upstream: tuple[AiohttpDownloads, list[web.Request]],
+) -> None:
+    downloads, _ = upstream
+    with pytest.raises(ProviderMalformedResponse, match="Content-Encoding gzip"):
+        async with downloads.download("video_gzip", "video"):
+            pass

@@ -7,6 +7,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -15,7 +16,12 @@ from minio import Minio
 from clipline.servers import S3Server
 from services.storage.adapters import S3AssetStore, s3_http_client
 from services.storage.ports import StoreUnavailable
-from services.storage.s3http import LengthMismatchError, S3Endpoint, S3Puts, S3RequestError
+from services.storage.s3http import (
+    LengthMismatchError,
+    S3Endpoint,
+    S3Puts,
+    S3RequestError,
+)
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
@@ -178,11 +184,13 @@ async def test_s3_down_at_the_first_store_is_tried_again_on_the_next(
     assert client(s3_server).stat_object(stored.bucket, stored.key).size == 1
 
 
-def small_puts(s3: S3Server, *, secret: str | None = None, endpoint: str | None = None) -> S3Puts:
+def small_puts(
+    s3: S3Server, *, secret: str | None = None, endpoint: str | None = None, **timing: float
+) -> S3Puts:
     return S3Puts(
         S3Endpoint(endpoint or s3.endpoint, s3.access_key, secret or s3.secret_key),
-        connect_seconds=1, read_seconds=5,
-    )  # fmt: skip
+        **({"connect_seconds": 1, "read_seconds": 5} | timing),
+    )
 
 
 @pytest.fixture
@@ -306,3 +314,64 @@ async def test_a_large_or_unknown_length_object_still_goes_multipart(
     unknown = await small.put_stream("acme/job_s7/thumb.webp", chunks(b"t" * 99, 10),
                                      "image/webp", {})  # fmt: skip
     assert client(s3_server).stat_object(unknown.bucket, unknown.key).size == 99
+
+
+@asynccontextmanager
+async def fake_s3(answer: bytes | None) -> AsyncIterator[str]:
+    """An endpoint (host:port) that reads nothing and answers `answer` to any request, or, with
+    None, accepts the connection and stays silent (a stalled S3)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        if answer is not None:
+            writer.write(answer)
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+
+
+async def test_a_stalled_s3_is_store_unavailable_within_the_puts_deadline(
+    s3_server: S3Server,
+) -> None:
+    async with fake_s3(None) as endpoint:
+        rate = 4 * MiB  # the PUT's deadline: 1 + 1 + its length at 4 MiB/s = 3 s
+        puts = small_puts(s3_server, endpoint=endpoint, read_seconds=1, min_bytes_per_second=rate)
+        store = S3AssetStore(client(s3_server), f"b-{uuid.uuid4().hex[:12]}", 5 * MiB, puts=puts)
+        store._bucket_ready = True  # the bucket is not the point: the PUT is
+        big = os.urandom(4 * MiB)  # more than the socket buffers take: the send stalls
+        try:
+            with pytest.raises(StoreUnavailable):
+                await asyncio.wait_for(
+                    store.put_stream("acme/job_s8/video.mp4", chunks(big, MiB), "video/mp4", {},
+                                     length=len(big)),
+                    timeout=3 + 10,  # generous: the PUT's own deadline must fire first
+                )  # fmt: skip
+        finally:
+            await puts.aclose()
+
+
+async def test_a_redirecting_endpoint_hands_small_objects_to_minio(s3_server: S3Server) -> None:
+    error = b"<Error><Code>PermanentRedirect</Code></Error>"
+    head = b"HTTP/1.1 301 Moved Permanently\r\nContent-Type: application/xml\r\n"
+    redirect = head + b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(error), error)
+    async with fake_s3(redirect) as endpoint:
+        puts = small_puts(s3_server, endpoint=endpoint)
+        store = S3AssetStore(client(s3_server), f"b-{uuid.uuid4().hex[:12]}", 5 * MiB, puts=puts)
+        try:
+            with pytest.raises(S3RequestError) as refused:
+                await store.put_stream("acme/job_s9/video.mp4", chunks(b"r" * 10, 5),
+                                       "video/mp4", {}, length=10)  # fmt: skip
+            assert (refused.value.status, refused.value.code) == (301, "PermanentRedirect")
+            stored = await store.put_stream(  # the job's next try: minio stores it
+                "acme/job_s9/video.mp4", chunks(b"r" * 10, 5), "video/mp4", {}, length=10
+            )
+        finally:
+            await puts.aclose()
+    assert client(s3_server).stat_object(stored.bucket, stored.key).size == 10

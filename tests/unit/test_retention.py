@@ -318,3 +318,16 @@ async def test_a_server_that_drops_the_rule_silently_is_swept(
     with caplog.at_level(logging.WARNING, logger="clipline.storage"):
         assert await store.apply_retention() is RetentionMode.SWEEP
     assert "accepted the lifecycle rule but does not return it" in caplog.text
+
+
+async def test_a_probe_s3_refuses_is_swept_not_retried_forever(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class NoProbe(LifecycleS3):  # holds the rule, but refuses the probe object's PUT
+        def put_object(self, bucket: str, key: str, data: object, length: int) -> ObjectWriteResult:
+            raise S3Error(None, "AccessDenied", "no", f"/{bucket}", "r", "h")  # type: ignore[arg-type]
+
+    store = S3AssetStore(NoProbe(), "b", 5 * 1024 * 1024, retention_days=3)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="clipline.storage"):
+        assert await store.apply_retention() is RetentionMode.SWEEP
+    assert "cannot probe the lifecycle rule (AccessDenied)" in caplog.text
