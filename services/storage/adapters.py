@@ -11,7 +11,7 @@ import queue
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import BinaryIO, TypeVar, cast
 
 import certifi
@@ -161,7 +161,11 @@ class S3AssetStore:
         self._retention: RetentionMode | None = None
 
     async def presign(self, key: str) -> str:
-        # Local: minio signs with the configured region, so no request (and no thread).
+        # Local: signed with the configured region, so no request (and no thread). Where minio
+        # stores (no `puts`, or an endpoint that refused them), minio signs as it addresses.
+        if self._puts is not None:
+            seconds = int(self._presign.total_seconds())
+            return self._puts.presign(self._bucket, key, seconds, datetime.now(UTC))
         return self._client.presigned_get_object(self._bucket, key, expires=self._presign)
 
     async def ensure_bucket(self) -> None:

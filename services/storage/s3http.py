@@ -1,4 +1,4 @@
-"""Streamed single PUTs (S3 PutObject) on the event loop, over aiohttp, signed with minio's SigV4.
+"""Streamed single PUTs (S3 PutObject) on the event loop, over aiohttp, SigV4-signed (sigv4.py).
 
 Why not minio for these: its client blocks, so every call is a thread hop, and it reads a small
 object whole before sending it. A small asset (length known, at most one part) is the common
@@ -18,18 +18,15 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import quote, urlsplit
 
 import aiohttp
 import yarl
-from minio.credentials.credentials import Credentials
-from minio.signer import sign_v4_s3
 
 from services.storage.ports import StoreUnavailable
+from services.storage.sigv4 import presign_get, sign_headers, uri_path
 
 _BUSY = frozenset({"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"})
 _CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
-UNSIGNED = "UNSIGNED-PAYLOAD"
 MIN_BYTES_PER_SECOND = 64 * 1024
 
 
@@ -73,7 +70,6 @@ class S3Puts:
     ) -> None:
         self._endpoint = endpoint
         self._base = f"{'https' if endpoint.secure else 'http'}://{endpoint.endpoint}"
-        self._credentials = Credentials(endpoint.access_key, endpoint.secret_key)
         self._timeout = aiohttp.ClientTimeout(sock_connect=connect_seconds, sock_read=read_seconds)
         self._connect_seconds, self._read_seconds = connect_seconds, read_seconds
         self._min_rate = min_bytes_per_second
@@ -89,21 +85,23 @@ class S3Puts:
             await self._session.close()
 
     def signed_headers(
-        self, method: str, url: str, headers: Mapping[str, str], now: datetime
+        self, method: str, path: str, headers: Mapping[str, str], now: datetime
     ) -> dict[str, str]:
         """`headers` plus Host, x-amz-date, x-amz-content-sha256 and the SigV4 Authorization."""
-        parts = urlsplit(url)
-        base = {
-            **headers,
-            "Host": parts.netloc,
-            "x-amz-content-sha256": UNSIGNED,
-            "x-amz-date": now.strftime("%Y%m%dT%H%M%SZ"),
-        }
-        signed = sign_v4_s3(
-            method=method, url=parts, region=self._endpoint.region, headers=base,  # type: ignore[arg-type]
-            credentials=self._credentials, content_sha256=UNSIGNED, date=now,
+        e = self._endpoint
+        return sign_headers(
+            method=method, host=e.endpoint, path=path, headers=headers,
+            access_key=e.access_key, secret_key=e.secret_key, region=e.region, now=now,
         )  # fmt: skip
-        return {name: str(value) for name, value in signed.items()}
+
+    def presign(self, bucket: str, key: str, seconds: int, now: datetime) -> str:
+        """A presigned GET URL of the object, valid `seconds` from `now` (no request)."""
+        e = self._endpoint
+        return presign_get(
+            base=self._base, host=e.endpoint, path=uri_path(bucket, key),
+            access_key=e.access_key, secret_key=e.secret_key, region=e.region, now=now,
+            expires_seconds=seconds,
+        )  # fmt: skip
 
     async def put(
         self,
@@ -119,10 +117,11 @@ class S3Puts:
         propagates as itself (nothing stored); LengthMismatchError when they are not `length`
         bytes; StoreUnavailable when S3 cannot be reached or is busy; S3RequestError for any
         other answer but success (a redirect included: the body is not sent twice)."""
-        url = f"{self._base}/{quote(bucket, safe='')}/{quote(key, safe='/-_.~')}"
+        path = uri_path(bucket, key)
+        url = f"{self._base}{path}"
         headers = self.signed_headers(
             "PUT",
-            url,
+            path,
             {
                 "Content-Type": content_type,
                 "Content-Length": str(length),

@@ -37,6 +37,24 @@ def s3(state: StackState) -> Minio:
                  secret_key=state.s3_secret_key, secure=False)  # fmt: skip
 
 
+def run_job(state: StackState, tenant: str, prompt: str) -> dict[str, Any]:
+    """Submit a job over HTTP and poll its record until it ended (90 s at most)."""
+    with httpx.Client(
+        base_url=state.intake_url, timeout=10, headers={"X-Clipline-Tenant": tenant}
+    ) as http:
+        body = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": prompt}
+        posted = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+        assert posted.status_code == 202, posted.text
+        job_id = posted.json()["job_id"]
+        deadline, record = time.monotonic() + 90, dict[str, Any]()
+        while time.monotonic() < deadline:
+            record = http.get(f"/v1/jobs/{job_id}").json()
+            if record["status"] in ("completed", "failed", "cancelled", "timed_out"):
+                break
+            time.sleep(0.2)  # polling the record's status, with a deadline
+    return record
+
+
 def test_storage_starts_while_s3_is_down_and_makes_its_bucket_on_the_first_store(
     stack: StackState,
 ) -> None:
@@ -49,20 +67,7 @@ def test_storage_starts_while_s3_is_down_and_makes_its_bucket_on_the_first_store
     assert back.returncode == 0, back.stdout + back.stderr
     state = current(home)
 
-    tenant, key = f"st{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
-    with httpx.Client(
-        base_url=state.intake_url, timeout=10, headers={"X-Clipline-Tenant": tenant}
-    ) as http:
-        body = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": "first store"}
-        posted = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
-        assert posted.status_code == 202, posted.text
-        job_id = posted.json()["job_id"]
-        deadline, record = time.monotonic() + 90, dict[str, Any]()
-        while time.monotonic() < deadline:
-            record = http.get(f"/v1/jobs/{job_id}").json()
-            if record["status"] in ("completed", "failed", "cancelled", "timed_out"):
-                break
-            time.sleep(0.2)
+    record = run_job(state, f"st{uuid.uuid4().hex[:6]}", "first store")
     assert record["status"] == "completed", record
     video = next(a for a in record["assets"] if a["variant"] == "video")
     assert video["bucket"] == BUCKET
@@ -105,21 +110,10 @@ def test_a_redelivered_generated_event_stores_nothing_twice_and_completes_once(
     stack: StackState,
 ) -> None:
     state = current(stack.home)
-    tenant, key = f"rp{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
-    with httpx.Client(
-        base_url=state.intake_url, timeout=10, headers={"X-Clipline-Tenant": tenant}
-    ) as http:
-        body = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": "stored once"}
-        posted = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
-        assert posted.status_code == 202, posted.text
-        job_id = posted.json()["job_id"]
-        deadline, record = time.monotonic() + 90, dict[str, Any]()
-        while time.monotonic() < deadline:
-            record = http.get(f"/v1/jobs/{job_id}").json()
-            if record["status"] in ("completed", "failed", "cancelled", "timed_out"):
-                break
-            time.sleep(0.2)
+    tenant = f"rp{uuid.uuid4().hex[:6]}"
+    record = run_job(state, tenant, "stored once")
     assert record["status"] == "completed", record
+    job_id = record["job_id"]
     client = s3(state)
     before = {a["key"]: client.stat_object(BUCKET, a["key"]) for a in record["assets"]}
 

@@ -231,8 +231,12 @@ async def test_a_small_object_of_known_length_is_one_put(
     assert stat is not None
     assert stat.metadata == metadata
     assert stat.size_bytes == len(data)
-    async with httpx.AsyncClient() as http:  # presigned as before
-        assert (await http.get(await small.presign(key))).content == data
+    url = await small.presign(key)  # signed by storage's own SigV4 (no minio)
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(url)).content == data
+        forged = url.replace("X-Amz-Expires=3600", "X-Amz-Expires=36000")
+        assert forged != url
+        assert (await http.get(forged)).status_code == 403
 
 
 @pytest.mark.parametrize("declared", [999, 1001])
