@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -346,10 +347,12 @@ class DeliveryMiddleware(BaseMiddleware):
 
 @asynccontextmanager
 async def periodically(
-    every: float, action: Callable[[], Awaitable[object]]
+    every: float | Callable[[int], float], action: Callable[[], Awaitable[object]]
 ) -> AsyncIterator[None]:
     """Run `action` every `every` seconds while the block runs (a failed action is skipped: a
     lost heartbeat or lease renewal only risks a redelivery, which every handler tolerates).
+    `every` may instead give the wait before each run from its number (0 first: a jittered
+    schedule, a first run sooner).
 
     The loop also stops on a flag, not only by cancellation: nats-py turns a cancellation
     inside some calls into an ordinary error (a JetStream publish waiting for its slot raises
@@ -358,10 +361,12 @@ async def periodically(
     left its handler hanging)."""
     done = asyncio.Event()
 
+    wait = every if callable(every) else lambda _: every
+
     async def loop() -> None:
-        while not done.is_set():
+        for run in itertools.count():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), every)  # a timer, cut short at the end
+                await asyncio.wait_for(done.wait(), wait(run))  # a timer, cut short at the end
             if done.is_set():
                 return
             with contextlib.suppress(Exception):

@@ -31,7 +31,7 @@ from services.storage.domain import (
     with_retention_rule,
 )
 from services.storage.ports import ObjectStat, RetentionMode, Stored, StoreUnavailable
-from services.storage.s3http import S3Puts, S3RequestError
+from services.storage.s3http import BUSY_CODES, S3Puts, S3RequestError
 
 _END = b""
 _QUEUE_CHUNKS = 4  # chunks buffered between download and upload: memory stays bounded
@@ -44,7 +44,6 @@ _ABSENT = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBuc
 _BUCKET_EXISTS = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
 _REDIRECTED = frozenset({301, 302, 307, 308})
 _ELSEWHERE = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "TemporaryRedirect"})
-_BUSY = frozenset({"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"})
 _PROBE_PREFIX = ".clipline/retention-probe/"
 """Where the lifecycle check writes (and at once deletes) an empty object: outside clipline's
 key layout, under the rule (which covers the whole bucket)."""
@@ -83,7 +82,7 @@ def unreachable(exc: BaseException) -> bool:
     if isinstance(exc, UploadAbortedError):
         return False  # our own source failed, not S3
     if isinstance(exc, S3Error):
-        return exc.code in _BUSY
+        return exc.code in BUSY_CODES
     return isinstance(exc, ServerError | urllib3.exceptions.HTTPError | OSError)
 
 
@@ -236,7 +235,7 @@ class S3AssetStore:
             self._client.set_bucket_lifecycle(self._bucket, LifecycleConfig(rules))
             held = self._client.get_bucket_lifecycle(self._bucket)
         except S3Error as exc:
-            if exc.code in _BUSY:
+            if exc.code in BUSY_CODES:
                 raise
             log.warning(
                 "storage: retention: S3 refused the lifecycle rule (%s): storage sweeps", exc.code
@@ -253,7 +252,7 @@ class S3AssetStore:
         try:
             applied = self._expires_by_our_rule()
         except S3Error as exc:
-            if exc.code in _BUSY:
+            if exc.code in BUSY_CODES:
                 raise  # S3 unreachable for now: the next pass tries again
             log.warning("storage: retention: cannot probe the lifecycle rule (%s): storage sweeps",
                         exc.code)  # fmt: skip

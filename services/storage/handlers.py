@@ -124,8 +124,8 @@ async def finish(
         await emit(await completed(event, done, store))
         if delete_upstream:
             await delete_upstream_copy(provider, event)
-    elif await cancel_job(jobs, emit, event, stage=SERVICE):
-        await forget(store, facts)
+    else:
+        await cancel_storing(jobs, emit, store, event=event, facts=facts)
 
 
 async def store_in_turn(
@@ -145,12 +145,21 @@ async def store_in_turn(
     deadline = expires(event.expires_at, record.history.get(JobStatus.GENERATED.value))
     async with gate.slot(deadline) as waited:
         if waited and not await still_storing(jobs, event):
-            if await cancel_job(jobs, emit, event, stage=SERVICE):
-                await forget(store, facts)  # an earlier delivery may have left some
+            await cancel_storing(jobs, emit, store, event=event, facts=facts)
             return None
         return await store_assets(
             jobs, provider, store, event=event, facts=facts, kept=record.assets
         )
+
+
+async def cancel_storing(
+    jobs: JobStore, emit: Emit, store: AssetStore, *, event: JobGeneratedV1, facts: JobFacts
+) -> None:
+    """Carry out a cancel asked while the job was storing (or waiting to): it ends cancelled
+    and keeps nothing in S3 (this or an earlier delivery may have stored some). A job that
+    ended otherwise meanwhile is left as it is."""
+    if await cancel_job(jobs, emit, event, stage=SERVICE):
+        await forget(store, facts)
 
 
 async def still_storing(jobs: JobStore, event: JobGeneratedV1) -> bool:

@@ -45,9 +45,10 @@ class AssetStore(Protocol):
         length: int | None = None,
     ) -> Stored:
         """Stream `chunks` to `key` in bounded memory, with user `metadata` (x-amz-meta-*);
-        size and sha256 computed on the way. `length`, when the source declared one, is what
-        `chunks` must give (more or fewer bytes: an error, nothing stored); a small object of
-        known length goes up in one PUT. The bucket is created on the first store of the
+        size and sha256 computed on the way. `length`, the source's declared length when it
+        has one: an object of known length up to a part goes up in one PUT of that
+        Content-Length (fewer bytes: an error, nothing stored); the caller checks that the
+        bytes add up to it whatever the path. The bucket is created on the first store of the
         process when it does not exist. Nothing is stored when `chunks` raises (its error
         propagates); StoreUnavailable when S3 cannot be reached."""
         ...

@@ -4,15 +4,15 @@ it could not yet, and sweeps the bucket where the S3 server does not expire obje
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
 from services.storage.domain import sweep_delay
 from services.storage.ports import RetentionMode, RetentionStore, StoreUnavailable
+from shared.messaging import periodically
 
 log = logging.getLogger("clipline.storage")
 
@@ -36,34 +36,17 @@ async def retention_pass(store: RetentionStore, now: datetime) -> int | None:
     return swept
 
 
-@contextlib.asynccontextmanager
-async def retention_task(
+def retention_task(
     store: RetentionStore,
     every: float,
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     fraction: Callable[[], float] = random.random,
-) -> AsyncIterator[None]:
-    """Run retention passes while the block runs; leaving it stops them (a pass under way is
-    cancelled: its deletes are idempotent, the next start does the rest)."""
-    done = asyncio.Event()
-
-    async def loop() -> None:
-        first = True
-        while not done.is_set():
-            delay = sweep_delay(every, fraction(), first=first)
-            first = False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), delay)  # a timer, cut short at the end
-            if done.is_set():
-                return
-            await retention_pass(store, clock())
-
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        done.set()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+) -> AbstractAsyncContextManager[None]:
+    """Run retention passes while the block runs (the first soon, then every `every` seconds,
+    jittered); leaving it stops them (a pass under way is cancelled: its deletes are
+    idempotent, the next start does the rest)."""
+    return periodically(
+        lambda run: sweep_delay(every, fraction(), first=run == 0),
+        lambda: retention_pass(store, clock()),
+    )

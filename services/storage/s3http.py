@@ -25,7 +25,8 @@ import yarl
 from services.storage.ports import StoreUnavailable
 from services.storage.sigv4 import presign_get, sign_headers, uri_path
 
-_BUSY = frozenset({"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"})
+BUSY_CODES = frozenset({"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"})
+"""S3 error codes that mean "busy now" (an outage to wait out), not a refusal."""
 _CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 MIN_BYTES_PER_SECOND = 64 * 1024
 
@@ -166,7 +167,7 @@ class S3Puts:
             return
         match = _CODE.search(answer)
         code = match.group(1).decode(errors="replace") if match else None
-        if status >= 500 or code in _BUSY:
+        if status >= 500 or code in BUSY_CODES:
             raise StoreUnavailable(f"S3 busy: HTTP {status} {code or ''}".strip())
         raise S3RequestError(f"S3 refused PUT {key}: HTTP {status} {code or ''}", status=status,
                              code=code)  # fmt: skip
