@@ -31,13 +31,22 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from clipline.servers import Proc, free_port, http_ok, spawn, start_nats, stop_pid, wait_until
+from clipline.servers import (
+    NatsServer,
+    Proc,
+    free_port,
+    http_ok,
+    spawn,
+    start_secured_nats,
+    stop_pid,
+    wait_until,
+)
 from services.pricing_guard.adapters import KvBudgets
 from services.pricing_guard.budgets import Limit
 from services.pricing_guard.ports import Claim
 from shared.contracts import JobAcceptedV1, JobRecordV1, JobSpec, JobStatus, record_key
 from shared.kvatomic import AtomicKv
-from shared.streams import BUDGETS_BUCKET, JOBS_BUCKET, ensure_jetstream
+from shared.streams import BUDGETS_BUCKET, JOBS_BUCKET
 
 SPEC = JobSpec(model="sora-2", size="1280x720", seconds=4, prompt="bench")
 COST = 400_000
@@ -109,6 +118,7 @@ def start_replicas(n: int, nats_url: str, logs: Path) -> list[Proc]:
         port = free_port()
         env = {
             "CLIPLINE_NATS_URL": nats_url,
+            "CLIPLINE_NATS_CREDS": str(logs / "auth" / "creds" / "pricing_guard.creds"),
             "CLIPLINE_HTTP_PORT": str(port),
             "CLIPLINE_LOG_LEVEL": "WARNING",
             "OTEL_SDK_DISABLED": "true",
@@ -210,12 +220,9 @@ class _Ref:
         self.job_id, self.tenant = job_id, tenant
 
 
-async def main(jobs: int) -> None:
-    root = Path(tempfile.mkdtemp(prefix="clipline-bench-admission-"))
-    server = start_nats(root / "data", root)
+async def main(jobs: int, server: NatsServer, root: Path) -> None:
+    nc = await nats.connect(server.url, user_credentials=server.creds)
     try:
-        nc = await nats.connect(server.url)
-        await ensure_jetstream(nc.jetstream())
         await added_latency(nc, min(jobs, 1000))
         print(
             f"\nadmission throughput under contention (budget fits {jobs // 2} of {jobs}; "
@@ -223,10 +230,14 @@ async def main(jobs: int) -> None:
         )
         for replicas in (1, 2):
             await throughput(nc, replicas, jobs, root)
-        await nc.close()
     finally:
-        stop_pid(server.proc.pid)
+        await nc.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000))
+    bench_root = Path(tempfile.mkdtemp(prefix="clipline-bench-admission-"))
+    nats_server, _ = start_secured_nats(bench_root)  # identities under <root>/auth
+    try:
+        asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000, nats_server, bench_root))
+    finally:
+        stop_pid(nats_server.proc.pid)

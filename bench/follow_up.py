@@ -83,7 +83,7 @@ def run(webhooks: bool, jobs: int, generation: float, spread: float) -> Mode:
 async def warm_up(state: StackState, name: str, generation: float) -> list[dict[str, Any]]:
     """WARMUP jobs run to their end first; their videos (to leave out of the measure)."""
     tenant = new_tenant("warmup")
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     events = Events()
     try:
         await events.watch(nc, tenant)
@@ -101,7 +101,7 @@ async def warm_up(state: StackState, name: str, generation: float) -> list[dict[
 async def follow(state: StackState, name: str, jobs: int, generation: float, spread: float) -> Mode:
     warmup = await warm_up(state, name, generation)
     tenant = new_tenant("follow")
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     events = Events()
     try:
         await events.watch(nc, tenant)

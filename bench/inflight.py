@@ -138,7 +138,7 @@ async def measure(state: StackState, jobs: int, idle: float, settle: float, wind
     others = {p.name: p.pid for p in state.processes if p.name in ("nats", "simulator")}
     print(f"  baseline: the idle stack for {idle:g} s ...", flush=True)
     baseline = await observe(pids | others, idle)
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     events = Events()
     try:
         await submit_all(state, nc, events, jobs)

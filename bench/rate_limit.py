@@ -26,9 +26,17 @@ from pathlib import Path
 import httpx
 import nats
 
-from clipline.servers import Proc, free_port, http_ok, spawn, start_nats, stop_pid, wait_until
+from clipline.servers import (
+    Proc,
+    free_port,
+    http_ok,
+    spawn,
+    start_secured_nats,
+    stop_pid,
+    wait_until,
+)
 from shared.contracts import JobAdmittedV1, JobRecordV1, JobSpec, JobStatus, record_key
-from shared.streams import JOBS_BUCKET, ensure_jetstream
+from shared.streams import JOBS_BUCKET
 
 API_KEY = "sk-bench"
 SPEC = JobSpec(model="sora-2", size="1280x720", seconds=4, prompt="bench")
@@ -38,9 +46,9 @@ def python(name: str, module: str, env: dict[str, str], logs: Path) -> Proc:
     return spawn(name, [sys.executable, "-m", module], logs / f"{name}.log", env)
 
 
-async def seed(url: str, jobs: int, tenant: str) -> None:
+async def seed(url: str, creds: str, jobs: int, tenant: str) -> None:
     """What intake and pricing_guard leave behind: admitted records and their events."""
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, user_credentials=creds)
     js = nc.jetstream()
     kv = await js.key_value(JOBS_BUCKET)
     now = datetime.now(UTC)
@@ -72,10 +80,9 @@ class _Job:
 
 def main(rpm: int, minutes: float) -> None:
     root = Path(tempfile.mkdtemp(prefix="clipline-bench-rate-"))
-    server = start_nats(root / "data", root)
+    server, auth = start_secured_nats(root)
     procs: list[Proc] = []
     try:
-        asyncio.run(_provision(server.url))
         sim_port = free_port()
         sim_env = {
             "CLIPLINE_SIM_HOST": "127.0.0.1", "CLIPLINE_SIM_PORT": str(sim_port),
@@ -90,6 +97,7 @@ def main(rpm: int, minutes: float) -> None:
         for n, port in enumerate(ports, start=1):
             env = {
                 "CLIPLINE_NATS_URL": server.url, "CLIPLINE_HTTP_PORT": str(port),
+                "CLIPLINE_NATS_CREDS": str(auth.creds_file("submitter")),
                 "CLIPLINE_UPSTREAM_BASE_URL": f"{sim}/v1", "CLIPLINE_UPSTREAM_API_KEY": API_KEY,
                 "CLIPLINE_RATE_RPM": str(rpm), "CLIPLINE_LOG_LEVEL": "WARNING",
                 "OTEL_SDK_DISABLED": "true",
@@ -98,7 +106,7 @@ def main(rpm: int, minutes: float) -> None:
         for proc, port in zip(procs[1:], ports, strict=True):
             wait_until(http_ok(f"http://127.0.0.1:{port}/healthz"), proc.name, 60, proc)
         jobs = rpm + int(rpm * minutes)
-        asyncio.run(seed(server.url, jobs, "bench"))
+        asyncio.run(seed(server.url, str(server.creds), jobs, "bench"))
         started = time.time()
         with httpx.Client(base_url=sim, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
             deadline = started + minutes * 60 + 90
@@ -114,12 +122,6 @@ def main(rpm: int, minutes: float) -> None:
         for proc in procs:
             stop_pid(proc.pid)
         stop_pid(server.proc.pid)
-
-
-async def _provision(url: str) -> None:
-    nc = await nats.connect(url)
-    await ensure_jetstream(nc.jetstream())
-    await nc.close()
 
 
 def report(creates: list[dict], attempts: list[dict], rpm: int, minutes: float, jobs: int) -> None:  # type: ignore[type-arg]

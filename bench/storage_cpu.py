@@ -113,7 +113,7 @@ class Measured:
 async def through_storage(state: StackState, pid: int, jobs: int, *, urls: bool) -> Progress:
     """`jobs` jobs end to end; storage's CPU read around them. `urls`: whether the storage code
     measured puts presigned URLs in its completion events (today's does, a4c04ec's does not)."""
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     tenant = new_tenant("cpu")
     progress = Progress(jobs)
     try:

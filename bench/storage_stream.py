@@ -132,7 +132,7 @@ class Stored:
 
 async def through_storage(state: StackState, pid: int, size: int) -> Stored:
     """One job end to end, storage's RSS sampled throughout; its storing time from its record."""
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     tenant = new_tenant("large")
     events = JobEvents()
     sampler = RssSampler(pid)

@@ -101,7 +101,7 @@ async def _submit(args: argparse.Namespace) -> int:
         body["priority"] = args.priority
     if args.image is not None:
         body["input_reference"] = image_data_url(args.image)
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
     async def on_event(msg: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -14,8 +15,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from clipline.auth import ADMIN, AuthDir
+from clipline.files import write_secret
 
 LOOPBACK = "127.0.0.1"
 # Raw stdout/stderr of a process is kept whole while it runs (the process holds the file open);
@@ -214,6 +219,8 @@ class NatsServer:
     proc: Proc
     port: int
     monitor_port: int
+    creds: str | None = None
+    """The admin identity's creds file (streams, buckets, everything), when auth is on."""
 
     @property
     def url(self) -> str:
@@ -232,8 +239,12 @@ def start_nats(
     *,
     log_max_bytes: int = LOG_MAX_BYTES,
     log_backups: int = LOG_BACKUPS,
+    auth: Path | None = None,
+    admin_creds: Path | None = None,
 ) -> NatsServer:
     """nats-server with JetStream on loopback; `max_payload` lets a request carry an image.
+    `auth`: its operator-mode settings (clipline.auth's `nats-auth.conf`), so every client
+    needs an identity; `admin_creds` is then what the caller connects with.
 
     It writes its own log to `<log_dir>/nats.log`, rotated by size (`logfile_size_limit`) with
     `log_backups` older files kept; stdout/stderr (a crash) go to `nats.stderr`.
@@ -243,11 +254,15 @@ def start_nats(
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / "nats.log"
     config = data_dir.parent / f"nats-{port}.conf"
-    config.write_text(
+    write_secret(  # 0600 from the start: with auth it holds the accounts' settings
+        config,
         f"max_payload: {max_payload}\n"
+        # A service's user JWT lists its permissions and rides in its CONNECT line.
+        "max_control_line: 65536\n"
         f"log_file: {json.dumps(str(log_file))}\n"
         f"logfile_size_limit: {max(log_max_bytes, 1024)}\n"
         f"logfile_max_num: {log_backups + 1}\n"  # the current file counts
+        + ("" if auth is None else auth.read_text()),
     )
     argv = [
         binary("nats-server"), "-c", str(config),
@@ -255,9 +270,27 @@ def start_nats(
         "-js", "-sd", str(data_dir), "--server_name", f"clipline-{port}",
     ]  # fmt: skip
     proc = spawn("nats", argv, log_dir / "nats.stderr", log_file=log_file)
-    server = NatsServer(proc, port, monitor)
+    server = NatsServer(proc, port, monitor, None if admin_creds is None else str(admin_creds))
     wait_until(http_ok(server.health), "nats-server", timeout, proc)
     return server
+
+
+def start_secured_nats(root: Path, **options: Any) -> tuple[NatsServer, AuthDir]:
+    """nats-server as `clipline up` runs it: identities under `<root>/auth`, data under
+    `<root>/data`, logs in `root`; provisioned (stream, buckets) with the admin identity."""
+    from shared.runtime import provision  # noqa: PLC0415 - the services' runtime, only here
+
+    auth = AuthDir(root / "auth").init()
+    server = start_nats(
+        root / "data", root, auth=auth.server_config, admin_creds=auth.creds_file(ADMIN),
+        **options,
+    )  # fmt: skip
+    try:
+        asyncio.run(provision(server.url, auth.creds_file(ADMIN)))
+    except BaseException:
+        stop_pid(server.proc.pid)
+        raise
+    return server, auth
 
 
 @dataclass(frozen=True)

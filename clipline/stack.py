@@ -6,6 +6,7 @@ Over 300 lines: starting, healing, restarting, scaling and stopping the stack sh
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from clipline import admin_token, replicas, webhook_secret
+from clipline.auth import ADMIN, AuthDir
 from clipline.replicas import parse_replica, plan, replica_name, scalable
 from clipline.servers import (
     LOG_BACKUPS,
@@ -34,12 +36,14 @@ from clipline.servers import (
     stop_pid,
     wait_until,
 )
+from shared.runtime import provision
 from shared.streams import MAX_PAYLOAD_BYTES
 
 SERVICES = replicas.SERVICES
 STATE_FILE = "stack.json"
 LOCK_FILE = "stack.lock"
 LOCAL_API_KEY = "sk-clipline-local"
+DEFAULT_TENANT = "default"
 BUCKET = "clipline-assets"
 ALIASES = {"s3": "seaweedfs"}
 # What the Python processes read from the environment they inherit. It is recorded with them, so
@@ -120,6 +124,12 @@ class StackState:
     simulator_url: str
     intake_url: str
     processes: list[ProcInfo] = field(default_factory=list)
+    nats_creds: str = ""
+    """The admin identity's creds file: what the local CLI and the tests connect with."""
+
+    @property
+    def auth(self) -> AuthDir:
+        return AuthDir(Path(self.home) / "auth")
 
     def save(self) -> None:
         path = Path(self.home) / STATE_FILE
@@ -264,10 +274,15 @@ def _start(
 ) -> StackState:
     logs = home / "logs"
     cap, backups = options.log_max_bytes, options.log_backups
+    auth = AuthDir(home / "auth").init()
     nats = start_nats(
-        home / "nats", logs, max_payload=MAX_PAYLOAD_BYTES, log_max_bytes=cap, log_backups=backups
-    )
+        home / "nats", logs, max_payload=MAX_PAYLOAD_BYTES, log_max_bytes=cap,
+        log_backups=backups, auth=auth.server_config, admin_creds=auth.creds_file(ADMIN),
+    )  # fmt: skip
     started.append((nats.proc, nats.port, nats.health))
+    # Streams and buckets are the admin identity's to make (no service may), and the local
+    # CLI's tenant gets its NATS account.
+    asyncio.run(_provision(nats.url, auth))
     s3 = start_seaweed(home / "s3", logs, log_max_bytes=cap, log_backups=backups)
     started.append((s3.proc, s3.port, s3.health))
     taken: set[int] = set()
@@ -309,7 +324,11 @@ def _start(
     token = {admin_token.ENV: admin_token.for_fresh_start(home, {**os.environ, **options.env})}
     for name in SERVICES:
         port = ports[name]
-        env = {**common, "CLIPLINE_HTTP_PORT": str(port)}
+        env = {
+            **common,
+            "CLIPLINE_HTTP_PORT": str(port),
+            "CLIPLINE_NATS_CREDS": str(auth.creds_file(name)),
+        }
         secret = {**token, **(webhook_secret.for_poller(hook) if hook and name == "poller" else {})}
         proc = _python_module(name, home, env, options, secret)
         started.append((proc, port, f"http://{LOOPBACK}:{port}/healthz"))
@@ -318,6 +337,7 @@ def _start(
     state = StackState(
         home=str(home),
         nats_url=nats.url,
+        nats_creds=str(auth.creds_file(ADMIN)),
         s3_endpoint=s3.endpoint,
         s3_access_key=s3.access_key,
         s3_secret_key=s3.secret_key,
@@ -328,6 +348,11 @@ def _start(
     )
     state.save()
     return state
+
+
+async def _provision(nats_url: str, auth: AuthDir) -> None:
+    await provision(nats_url, auth.creds_file(ADMIN))
+    await auth.add_tenant(nats_url, DEFAULT_TENANT)
 
 
 def _heal(state: StackState, timeout: float) -> StackState:

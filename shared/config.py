@@ -17,6 +17,10 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLIPLINE_", extra="ignore")
 
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_creds: Path | None = None
+    """CLIPLINE_NATS_CREDS: the service's own NATS credentials file (`.creds`: its user JWT and
+    nkey seed, mode 0600). `clipline up` and compose's init give each service its own; without
+    one the service connects anonymously, which a clipline-started NATS refuses."""
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

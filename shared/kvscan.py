@@ -38,7 +38,12 @@ async def scan(
         inactive_threshold=30.0,
         mem_storage=True,
     )
-    sub = await js.pull_subscribe(prefix + pattern, stream=f"KV_{bucket}", config=config)
+    # Under the connection's own inbox prefix (nats-py would use `_INBOX.`): an identity may
+    # subscribe only under its own.
+    inbox = (js._nc.new_inbox() + ".").encode()
+    sub = await js.pull_subscribe(
+        prefix + pattern, stream=f"KV_{bucket}", config=config, inbox_prefix=inbox
+    )
     found: dict[str, bytes] = {}
     try:
         if (await sub.consumer_info()).num_pending == 0:

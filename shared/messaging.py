@@ -36,6 +36,7 @@ from shared.contracts.events import (
 )
 from shared.contracts.jobs import JobRecordV1
 from shared.contracts.lifecycle import count_error
+from shared.identities import SERVICES
 from shared.jobstore import JobStore
 from shared.logs import job_context
 from shared.outcomes import Emit, end_job
@@ -168,6 +169,10 @@ class ServiceRouter(NatsRouter):
         # error, never terminate one: REJECT_ON_ERROR, the default, would).
         super().__init__(ack_policy=AckPolicy.NACK_ON_ERROR)
         self.service = service
+        identity = SERVICES.get(service)
+        # A pull subscription's inbox is its own (nats-py defaults it to `_INBOX.`, whatever the
+        # connection's prefix): a service's identity may subscribe only under its own prefix.
+        self.inbox_prefix = (identity.inbox_prefix if identity else "_INBOX") + "."
         self.consumers: dict[str, Consumer] = {}
         # Any service may fail a job (error budget spent, poison), so each can emit `failed`.
         kinds: dict[type[Event], None] = dict.fromkeys([*emits, JobFailedV1])
@@ -258,6 +263,7 @@ class ServiceRouter(NatsRouter):
             max_workers=max_workers,
             decoder=decoder,
             title=title,
+            inbox_prefix=self.inbox_prefix.encode(),
             config=ConsumerConfig(
                 durable_name=durable,
                 ack_policy=JsAckPolicy.EXPLICIT,

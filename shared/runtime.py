@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
@@ -13,16 +14,25 @@ import uvicorn
 from faststream.asgi import AsgiFastStream, make_ping_asgi
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.security import NatsCredentials
+from nats.js.errors import NotFoundError
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
 from shared import telemetry
 from shared.config import CommonSettings
+from shared.identities import SERVICES
 from shared.inputs import InputStore, ObjectInputStore
 from shared.jobstore import JobStore, KvJobStore, KvUpstreamIndex, UpstreamIndex
 from shared.logs import configure_logging
 from shared.messaging import Delivery, DeliveryMiddleware, ServiceRouter, fix_pull_fetch_timeout
-from shared.streams import INPUTS_BUCKET, JOBS_BUCKET, UPSTREAM_BUCKET, ensure_jetstream
+from shared.streams import (
+    INPUTS_BUCKET,
+    JOBS_BUCKET,
+    JOBS_STREAM_NAME,
+    UPSTREAM_BUCKET,
+    ensure_jetstream,
+)
 
 log = logging.getLogger("clipline.runtime")
 T = TypeVar("T")
@@ -51,12 +61,20 @@ def cached(make: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
     return get
 
 
-def make_broker(nats_url: str, tracer_provider: TracerProvider) -> NatsBroker:
-    """The broker with telemetry and the house delivery middleware. Per-message lines of
-    FastStream are DEBUG: a service logs lifecycle steps at INFO, not every delivery."""
+def make_broker(
+    nats_url: str,
+    tracer_provider: TracerProvider,
+    creds: Path | None = None,
+    inbox_prefix: str = "_INBOX",
+) -> NatsBroker:
+    """The broker with telemetry and the house delivery middleware, connecting as the identity
+    in `creds` (a `.creds` file) with its own `inbox_prefix`. Per-message lines of FastStream
+    are DEBUG: a service logs lifecycle steps at INFO, not every delivery."""
     fix_pull_fetch_timeout()
     return NatsBroker(
         nats_url,
+        security=NatsCredentials.from_file(creds) if creds is not None else None,
+        inbox_prefix=inbox_prefix,
         middlewares=[NatsTelemetryMiddleware(tracer_provider=tracer_provider), DeliveryMiddleware],
         max_reconnect_attempts=-1,
         logger=logging.getLogger("clipline.broker"),  # our handler and format, no colour codes
@@ -64,9 +82,14 @@ def make_broker(nats_url: str, tracer_provider: TracerProvider) -> NatsBroker:
     )
 
 
-def make_platform(service: str, nats_url: str, tracer_provider: TracerProvider) -> Platform:
-    """Build (not connect) the broker and the KV / object-store adapters on it."""
-    broker = make_broker(nats_url, tracer_provider)
+def make_platform(
+    service: str, nats_url: str, tracer_provider: TracerProvider, creds: Path | None = None
+) -> Platform:
+    """Build (not connect) the broker and the KV / object-store adapters on it; a service of
+    shared.identities uses its own inbox prefix (its permissions allow no other)."""
+    identity = SERVICES.get(service)
+    inbox = identity.inbox_prefix if identity is not None else "_INBOX"
+    broker = make_broker(nats_url, tracer_provider, creds, inbox)
     jobs_kv = cached(lambda: broker.key_value(JOBS_BUCKET, declare=False))
     upstream_kv = cached(lambda: broker.key_value(UPSTREAM_BUCKET, declare=False))
     inputs_obs = cached(lambda: broker.object_storage(INPUTS_BUCKET, declare=False))
@@ -90,11 +113,39 @@ def wire(broker: NatsBroker, router: ServiceRouter, deps: object, jobs: JobStore
     )
 
 
-async def provision(nats_url: str) -> None:
-    """Declare the stream and buckets before any consumer starts (idempotent)."""
-    nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=3)
+class NotProvisionedError(SystemExit):
+    """The stream a service consumes does not exist: its admin has not provisioned NATS."""
+
+
+async def provision(nats_url: str, creds: Path | None = None) -> None:
+    """Declare the stream and buckets (idempotent): with the admin identity, from `clipline up`,
+    compose's init or a migration. No service identity may."""
+    nc = await nats.connect(
+        nats_url, connect_timeout=5, max_reconnect_attempts=3,
+        user_credentials=None if creds is None else str(creds),
+    )  # fmt: skip
     try:
         await ensure_jetstream(nc.jetstream())
+    finally:
+        await nc.close()
+
+
+async def require_provisioned(settings: CommonSettings, inbox_prefix: str) -> None:
+    """Fail at start, with what to do, when the jobs stream is missing (services never create
+    streams or buckets; their identities may not)."""
+    creds = settings.nats_creds
+    nc = await nats.connect(
+        settings.nats_url, connect_timeout=5, max_reconnect_attempts=3, inbox_prefix=inbox_prefix,
+        user_credentials=None if creds is None else str(creds),
+    )  # fmt: skip
+    try:
+        await nc.jetstream().stream_info(JOBS_STREAM_NAME)
+    except NotFoundError:
+        raise NotProvisionedError(
+            f"NATS has no stream {JOBS_STREAM_NAME}: provision it with the admin identity "
+            "(`clipline up` does; in compose the `nats-init` service; by hand `clipline "
+            "nats-provision`)"
+        ) from None
     finally:
         await nc.close()
 
@@ -144,9 +195,13 @@ async def service_runtime(service: str, settings: CommonSettings) -> AsyncIterat
     provider = telemetry.make_tracer_provider(service)
     telemetry.install(provider)
     HTTPXClientInstrumentor().instrument(tracer_provider=provider)
-    await provision(settings.nats_url)
+    identity = SERVICES.get(service)
+    if settings.nats_creds is None:
+        log.warning("%s: no CLIPLINE_NATS_CREDS: connecting to NATS anonymously", service)
+    inbox = identity.inbox_prefix if identity else "_INBOX"
+    await require_provisioned(settings, inbox)
     try:
-        yield make_platform(service, settings.nats_url, provider)
+        yield make_platform(service, settings.nats_url, provider, settings.nats_creds)
     finally:
         provider.shutdown()
 

@@ -9,7 +9,8 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from clipline.servers import NatsServer, S3Server, start_nats, start_seaweed, stop_pid
+from clipline.auth import AuthDir
+from clipline.servers import NatsServer, S3Server, start_seaweed, start_secured_nats, stop_pid
 from shared.contracts import JobRecordV1
 from shared.streams import JOBS_BUCKET, ensure_jetstream
 
@@ -17,7 +18,7 @@ from shared.streams import JOBS_BUCKET, ensure_jetstream
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     root = tmp_path_factory.mktemp("nats")
-    server = start_nats(root / "data", root)
+    server, _ = start_secured_nats(root)
     try:
         yield server
     finally:
@@ -35,8 +36,22 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 
 @pytest.fixture(scope="session")
-async def provisioned(nats_server: NatsServer) -> str:
-    nc = await nats.connect(nats_server.url)
+def nats_auth(nats_server: NatsServer) -> AuthDir:
+    """The test server's identities (admin, system, one per service, tenants)."""
+    assert nats_server.creds is not None
+    return AuthDir(Path(nats_server.creds).parent.parent)
+
+
+@pytest.fixture(scope="session")
+def admin_creds(nats_server: NatsServer) -> str:
+    """The admin identity's creds file: what a test connects with to set things up."""
+    assert nats_server.creds is not None
+    return nats_server.creds
+
+
+@pytest.fixture(scope="session")
+async def provisioned(nats_server: NatsServer, admin_creds: str) -> str:
+    nc = await nats.connect(nats_server.url, user_credentials=admin_creds)
     try:
         await ensure_jetstream(nc.jetstream())
     finally:
@@ -45,8 +60,8 @@ async def provisioned(nats_server: NatsServer) -> str:
 
 
 @pytest.fixture
-async def nc(provisioned: str) -> AsyncIterator[Client]:
-    client = await nats.connect(provisioned)
+async def nc(provisioned: str, admin_creds: str) -> AsyncIterator[Client]:
+    client = await nats.connect(provisioned, user_credentials=admin_creds)
     try:
         yield client
     finally:

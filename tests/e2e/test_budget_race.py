@@ -66,7 +66,7 @@ async def race(
         if len(seen) >= REQUESTS:
             all_in.set()
 
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     js = nc.jetstream()
     try:
         for kind in decided:
@@ -132,7 +132,7 @@ async def test_admitted_jobs_settle_and_land_in_the_spend_ledger(stack: StackSta
     scope = f"tenant:{tenant}"
     assert clipline(stack.home, "budget", "set", "--scope", scope, "--period", "daily",
                     "--limit", "0.80").returncode == 0  # fmt: skip
-    nc = await nats.connect(stack.nats_url)
+    nc = await nats.connect(stack.nats_url, user_credentials=stack.nats_creds)
     try:
         js = nc.jetstream()
         for i in range(3):

@@ -115,7 +115,7 @@ def creates_of(state: StackState, job_id: str) -> list[Any]:
 
 
 async def watching(state: StackState, tenant: str) -> tuple[Any, Watch]:
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     watch = Watch()
     await nc.subscribe(f"clipline.job.*.v1.{tenant}.*", cb=watch.on_event)
     await nc.flush()
@@ -176,7 +176,7 @@ async def test_cancel_before_submission_releases_the_reservation_and_creates_not
 
 async def poller_is_idle(state: StackState) -> bool:
     """The poller holds no message: no job's timer is pending with it."""
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     try:
         info = await nc.jetstream().consumer_info("CLIPLINE_JOBS", JobSubmittedV1.durable("poller"))
     finally:

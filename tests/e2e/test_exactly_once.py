@@ -135,7 +135,7 @@ async def test_chaos_every_job_ends_and_none_is_created_twice(
     watch = Watch(CHAOS_JOBS)
     stop = asyncio.Event()
     started = time.monotonic()
-    nc = await nats.connect(stack.nats_url)
+    nc = await nats.connect(stack.nats_url, user_credentials=stack.nats_creds)
     try:
         await nc.subscribe(f"clipline.job.*.v1.{tenant}.*", cb=watch.on_event)
         storming = asyncio.create_task(storms(stack, base, stop))
@@ -227,7 +227,7 @@ async def test_kill_9_of_submitter_mid_create_and_poller_mid_poll_one_create_eac
     # back, the others of its batch are still in flight.
     watch.on_kind["submitted"] = killer(submitter, submitter_killed)
     adopted_before = log_lines(home, "submitter", "adopts upstream")
-    nc = await nats.connect(stack.nats_url)
+    nc = await nats.connect(stack.nats_url, user_credentials=stack.nats_creds)
     try:
         await nc.subscribe(f"clipline.job.*.v1.{tenant}.*", cb=watch.on_event)
         job_ids = await submit(nc.jetstream(), tenant, CRASH_JOBS, "a tram in the snow")

@@ -56,7 +56,7 @@ def json_lines(path: Path) -> list[dict[str, object]]:
 async def run_one_job(state: StackState) -> str:
     tenant, key = "logs", f"logs-{uuid.uuid4().hex}"
     job_id = job_id_for(tenant, key)
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def on_end(msg: Msg) -> None:

@@ -213,7 +213,7 @@ async def test_a_job_in_generation_survives_the_simulator_killed_and_restarted(
             if kind in kinds:
                 return kind
 
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     try:
         await nc.subscribe(f"clipline.job.*.v1.{tenant}.{job_id}", cb=on_event)
         body = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": "survive me"}

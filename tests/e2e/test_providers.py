@@ -38,7 +38,7 @@ async def test_a_job_for_a_retired_provider_is_rejected_without_any_upstream_cal
     job_id = job_id_for(tenant, key)
     body = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": "a paper boat"}
     headers = {"X-Clipline-Tenant": tenant, "Idempotency-Key": key}
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     try:
         seen: list[str] = []
         ended: asyncio.Queue[dict[str, Any]] = asyncio.Queue()

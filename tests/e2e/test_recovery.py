@@ -157,7 +157,7 @@ async def test_kill_9_and_restart_loses_nothing(
     victim = current(home).find(service).pid
     watch = Watch(victim, EMITS[service])
     tenant = f"rec{service.replace('_', '')}{uuid.uuid4().hex[:6]}"
-    nc = await nats.connect(stack.nats_url)
+    nc = await nats.connect(stack.nats_url, user_credentials=stack.nats_creds)
     try:
         await nc.subscribe(f"clipline.job.*.v1.{tenant}.*", cb=watch.on_event)
         job_ids = await submit(nc.jetstream(), tenant)

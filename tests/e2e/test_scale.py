@@ -58,7 +58,7 @@ async def admitted_job(state: StackState, prompt: str) -> str:
     """Submit a job and wait until it is admitted (not until it ends); its id."""
     tenant, key = f"sc{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     job_id = job_id_for(tenant, key)
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     admitted: asyncio.Queue[Msg] = asyncio.Queue()
     try:
         await nc.subscribe(f"clipline.job.admitted.v1.{tenant}.{job_id}", cb=admitted.put)

@@ -70,7 +70,7 @@ async def test_raw_nats_request_completes_on_tenant_filtered_subscription(
     state, _ = stack
     mine, other = f"acme{uuid.uuid4().hex[:6]}", f"other{uuid.uuid4().hex[:6]}"
     # Only plain nats-py and JSON below: what an outside system has.
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     try:
         done: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -156,7 +156,7 @@ async def follow(
     """Subscribe to a job's events (its id follows from tenant and key), run `post`, and return
     the response and the job's terminal event."""
     job_id = job_id_for(tenant, key)
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     try:
         ended: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
@@ -223,7 +223,7 @@ async def test_input_image_travels_to_upstream_as_first_frame(
 ) -> None:
     state, _ = stack
     tenant = f"img{uuid.uuid4().hex[:6]}"
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     try:
         ended: asyncio.Queue[Any] = asyncio.Queue()
 

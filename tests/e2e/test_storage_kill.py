@@ -131,7 +131,7 @@ async def test_storage_killed_mid_upload_stores_the_upstreams_bytes(stack: Stack
 
     headers = {"X-Clipline-Tenant": tenant}
     victim = current(home).find("storage").pid
-    nc = await nats.connect(stack.nats_url)
+    nc = await nats.connect(stack.nats_url, user_credentials=stack.nats_creds)
     try:
         await nc.subscribe(f"clipline.job.*.v1.{tenant}.{job_id}", cb=on_event)
         started = time.monotonic()

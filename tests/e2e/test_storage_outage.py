@@ -50,7 +50,7 @@ async def test_storage_waits_for_s3_and_stores_when_it_returns(stack: StackState
 
     headers = {"X-Clipline-Tenant": tenant}
     http = httpx.Client(base_url=stack.intake_url, timeout=10, headers=headers)
-    nc = await nats.connect(stack.nats_url)
+    nc = await nats.connect(stack.nats_url, user_credentials=stack.nats_creds)
     try:
         await nc.subscribe(f"clipline.job.*.v1.{tenant}.{job_id}", cb=on_event)
         kill_hard(stack.find("s3").pid)  # S3 is down

@@ -83,7 +83,7 @@ async def replay_generated(state: StackState, tenant: str, job_id: str) -> int:
     """Publish the job's `generated` event again (as a redelivery or a replica's second copy
     would bring it; a new message id, so JetStream keeps it), wait until storage has acked it,
     and return how many `completed` messages the stream holds for the job."""
-    nc = await nats.connect(state.nats_url)
+    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     try:
         js = nc.jetstream()
         generated = JobGeneratedV1.subject_filter(tenant, job_id)

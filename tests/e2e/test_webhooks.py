@@ -73,7 +73,7 @@ async def test_a_valid_webhook_moves_the_job_within_a_second(stack: StackState) 
     job_id = job_id_for(tenant, key)
     events: dict[str, tuple[float, dict[str, Any]]] = {}
     seen: dict[str, asyncio.Event] = {k: asyncio.Event() for k in ("submitted", "generated")}
-    nc = await nats.connect(stack.nats_url)
+    nc = await nats.connect(stack.nats_url, user_credentials=stack.nats_creds)
 
     async def on_event(msg: Msg) -> None:
         kind = msg.subject.split(".")[2]

@@ -2,7 +2,7 @@
 first messages of the batch (the job's reservation and some window counters), says so, and
 hangs before the commit until a test kills it with SIGKILL.
 
-Run: python -m tests.integration.partial_reserver NATS_URL BUCKET TENANT JOB_ID ESTIMATE
+Run: python -m tests.integration.partial_reserver NATS_URL CREDS BUCKET TENANT JOB_ID ESTIMATE
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from services.pricing_guard.ports import Claim
 from shared.kvatomic import AtomicKv
 
 
-async def main(url: str, bucket: str, tenant: str, job_id: str, estimate: str) -> None:
-    nc = await nats.connect(url)
+async def main(url: str, creds: str, bucket: str, tenant: str, job_id: str, estimate: str) -> None:
+    nc = await nats.connect(url, user_credentials=creds)
     kv = await nc.jetstream().key_value(bucket)
     hang = asyncio.Event()
 
@@ -39,4 +39,4 @@ async def main(url: str, bucket: str, tenant: str, job_id: str, estimate: str) -
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:6]))
+    asyncio.run(main(*sys.argv[1:7]))

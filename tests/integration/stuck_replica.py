@@ -1,12 +1,13 @@
 """A replica that takes one event and hangs in its handler, to be killed with SIGKILL by a test.
 
-Run: python -m tests.integration.stuck_replica NATS_URL SUBJECT DURABLE
+Run: python -m tests.integration.stuck_replica NATS_URL SUBJECT DURABLE CREDS
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -15,8 +16,8 @@ from shared.messaging import ServiceRouter
 from shared.runtime import make_platform, wire
 
 
-async def main(nats_url: str, subject: str, durable: str) -> None:
-    platform = make_platform("testsvc", nats_url, TracerProvider())
+async def main(nats_url: str, subject: str, durable: str, creds: str) -> None:
+    platform = make_platform("testsvc", nats_url, TracerProvider(), Path(creds))
     router = ServiceRouter("testsvc")
     hang = asyncio.Event()
 
@@ -32,4 +33,4 @@ async def main(nats_url: str, subject: str, durable: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    asyncio.run(main(*sys.argv[1:5]))

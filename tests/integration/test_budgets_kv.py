@@ -52,9 +52,9 @@ async def bucket(nc: Client) -> str:
 
 
 @pytest.fixture
-async def clients(provisioned: str) -> AsyncIterator[list[Client]]:
-    """Separate connections, as separate replicas have."""
-    made = [await nats.connect(provisioned) for _ in range(4)]
+async def clients(provisioned: str, admin_creds: str) -> AsyncIterator[list[Client]]:
+    # per-test buckets: the admin identity (a service may use only its own bucket)
+    made = [await nats.connect(provisioned, user_credentials=admin_creds) for _ in range(4)]
     try:
         yield made
     finally:
@@ -129,12 +129,12 @@ async def test_replicas_racing_for_a_budget_admit_exactly_what_fits(
 
 
 async def test_a_writer_killed_between_two_scopes_leaks_nothing(
-    provisioned: str, nc: Client, bucket: str
+    provisioned: str, nc: Client, bucket: str, admin_creds: str
 ) -> None:
     tenant, job_id = f"t{uuid.uuid4().hex[:8]}", f"job_{uuid.uuid4().hex}"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.integration.partial_reserver", provisioned, bucket, tenant,
-        job_id, str(COST), stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "tests.integration.partial_reserver", provisioned, admin_creds,
+        bucket, tenant, job_id, str(COST), stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None
     try:

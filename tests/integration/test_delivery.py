@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,8 +54,8 @@ async def collect(nc: Client, subject: str) -> asyncio.Queue[dict[str, Any]]:
 class Svc:
     """A test service on a real broker: its router, wired as a service's app wires it."""
 
-    def __init__(self, nats_url: str) -> None:
-        self.platform: Platform = make_platform("testsvc", nats_url, TracerProvider())
+    def __init__(self, nats_url: str, creds: str) -> None:
+        self.platform: Platform = make_platform("testsvc", nats_url, TracerProvider(), Path(creds))
         self.router = ServiceRouter("testsvc", emits=[JobAdmittedV1])
         self.broker = self.platform.broker
         self.jobs = self.platform.jobs
@@ -68,8 +69,8 @@ class Svc:
 
 
 @pytest.fixture
-async def runtime(provisioned: str) -> AsyncIterator[Svc]:
-    svc = Svc(provisioned)
+async def runtime(provisioned: str, admin_creds: str) -> AsyncIterator[Svc]:
+    svc = Svc(provisioned, admin_creds)
     yield svc
     await svc.broker.stop()
 
@@ -240,7 +241,7 @@ async def test_republished_event_is_stored_once(runtime: Svc, nc: Client) -> Non
     assert info.state.subjects == {event.subject: 1}
 
 
-async def test_replicas_share_one_durable_consumer(provisioned: str) -> None:
+async def test_replicas_share_one_durable_consumer(provisioned: str, admin_creds: str) -> None:
     """Two processes' worth of brokers on one durable: each event handled once, both work."""
     tenant = f"t{uuid.uuid4().hex[:8]}"
     durable = f"test--{tenant}"
@@ -248,7 +249,7 @@ async def test_replicas_share_one_durable_consumer(provisioned: str) -> None:
     b_started = asyncio.Event()
     all_done = asyncio.Event()
     total = 12
-    replicas = [Svc(provisioned) for _ in range(2)]
+    replicas = [Svc(provisioned, admin_creds) for _ in range(2)]
 
     def subscribe(name: str, rt: Svc) -> None:
         router = rt.router
@@ -290,7 +291,9 @@ async def marker(stream: asyncio.StreamReader, prefix: bytes) -> bytes:
     raise AssertionError(f"replica exited before printing {prefix!r}")
 
 
-async def test_work_in_flight_when_a_replica_dies_is_resumed_by_another(provisioned: str) -> None:
+async def test_work_in_flight_when_a_replica_dies_is_resumed_by_another(
+    provisioned: str, admin_creds: str
+) -> None:
     """A replica is killed (SIGKILL) inside its handler, before acking: after ack_wait the
     durable consumer hands the same event to the replica that takes over."""
     tenant = f"t{uuid.uuid4().hex[:8]}"
@@ -298,12 +301,13 @@ async def test_work_in_flight_when_a_replica_dies_is_resumed_by_another(provisio
     subject = JobAdmittedV1.subject_filter(tenant)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.integration.stuck_replica", provisioned, subject, durable,
+        admin_creds,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     assert proc.stdout is not None
     try:
         assert await asyncio.wait_for(marker(proc.stdout, b"ready"), 30) == b"ready"
-        sender = Svc(provisioned)
+        sender = Svc(provisioned, admin_creds)
         await sender.start()
         event = admitted(tenant)
         await sender.emit(event)
@@ -314,7 +318,7 @@ async def test_work_in_flight_when_a_replica_dies_is_resumed_by_another(provisio
         proc.kill()  # SIGKILL: no ack, no graceful shutdown
         await proc.wait()
     got: asyncio.Queue[str] = asyncio.Queue()
-    heir = Svc(provisioned)
+    heir = Svc(provisioned, admin_creds)
     router = heir.router
 
     @router.on_subject(subject, durable, ack_wait=2.0)

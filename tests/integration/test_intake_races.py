@@ -19,6 +19,7 @@ import uvicorn
 from nats.aio.client import Client
 from opentelemetry.sdk.trace import TracerProvider
 
+from clipline.auth import AuthDir
 from clipline.servers import LOOPBACK, free_port
 from services.intake.adapters import probe_image
 from services.intake.handlers import DURABLE, build_router, job_id_of
@@ -44,11 +45,12 @@ class Intake:
 
 
 @pytest.fixture
-async def intake(provisioned: str) -> AsyncIterator[Intake]:
+async def intake(provisioned: str, nats_auth: AuthDir) -> AsyncIterator[Intake]:
     platforms: list[Platform] = []
     deps_of_first: Deps | None = None
     for _ in range(2):  # two replicas on one durable consumer
-        platform = make_platform("intake", provisioned, TracerProvider())
+        creds = nats_auth.creds_file("intake")  # intake's own identity
+        platform = make_platform("intake", provisioned, TracerProvider(), creds)
         router = build_router()
         deps = Deps(platform.jobs, platform.inputs, router.emit, PROVIDER, probe_image, "demo")
         wire(platform.broker, router, deps, platform.jobs)

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def clients(provisioned: str) -> AsyncIterator[list[Client]]:
-    made = [await nats.connect(provisioned) for _ in range(3)]
+async def clients(provisioned: str, admin_creds: str) -> AsyncIterator[list[Client]]:
+    # per-test buckets: the admin identity (a service may use only its own bucket)
+    made = [await nats.connect(provisioned, user_credentials=admin_creds) for _ in range(3)]
     try:
         yield made
     finally:

@@ -16,7 +16,14 @@ from minio.commonconfig import ENABLED, Filter
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from clipline.download import AssetGone, fetch
-from clipline.servers import S3Server, free_port, spawn, start_nats, stop_pid, wait_until
+from clipline.servers import (
+    S3Server,
+    free_port,
+    spawn,
+    start_secured_nats,
+    stop_pid,
+    wait_until,
+)
 from services.storage.adapters import S3AssetStore, s3_http_client
 from services.storage.domain import RETENTION_RULE_ID, object_key
 from services.storage.ports import RetentionMode, StoreUnavailable
@@ -171,9 +178,10 @@ def test_the_storage_process_sweeps_soon_after_start_and_keeps_running(
     kept = {object_key("acme", "job_new", "video", datetime.now(UTC)), "other/file.txt"}
     for key in {old} | kept:
         put(c, bucket, key)
-    nats = start_nats(tmp_path / "nats", tmp_path)
+    nats, auth = start_secured_nats(tmp_path / "nats")
     env = {
         "CLIPLINE_NATS_URL": nats.url,
+        "CLIPLINE_NATS_CREDS": str(auth.creds_file("storage")),
         "CLIPLINE_HTTP_PORT": str(free_port()),
         "CLIPLINE_S3_ENDPOINT": s3_server.endpoint,
         "CLIPLINE_S3_ACCESS_KEY": s3_server.access_key,

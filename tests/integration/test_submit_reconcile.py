@@ -16,6 +16,7 @@ import pytest
 from nats.aio.client import Client
 from opentelemetry.sdk.trace import TracerProvider
 
+from clipline.auth import AuthDir
 from clipline.servers import LOOPBACK, Proc, free_port, http_ok, spawn, stop_pid, wait_until
 from services.submitter.handlers import build_router
 from services.submitter.ports import Deps
@@ -53,8 +54,11 @@ def dropping_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
 
 @pytest.fixture
-async def submitter(provisioned: str, dropping_simulator: str) -> AsyncIterator[Platform]:
-    platform = make_platform("submitter", provisioned, TracerProvider())
+async def submitter(
+    provisioned: str, dropping_simulator: str, nats_auth: AuthDir
+) -> AsyncIterator[Platform]:
+    creds = nats_auth.creds_file("submitter")  # the submitter's own identity
+    platform = make_platform("submitter", provisioned, TracerProvider(), creds)
     async with OpenAIVideosProvider.client(f"{dropping_simulator}/v1", API_KEY) as http:
         router = build_router(max_attempts=10)
         deps = Deps(
@@ -106,9 +110,9 @@ async def test_dropped_create_responses_are_adopted_not_created_again(
             )
         )
     # The same prompt twice would be ambiguous by design; each job here has its own.
-    for event in events:
-        await submitter.broker.publish(
-            event.model_dump(mode="json"), subject=event.subject,
+    for event in events:  # as pricing_guard would (the admin identity may; the submitter's not)
+        await nc.jetstream().publish(
+            event.subject, event.model_dump_json().encode(),
             headers={"Nats-Msg-Id": event.event_id}, stream="CLIPLINE_JOBS",
         )  # fmt: skip
     records = [await wait_submitted(submitter, tenant, e.job_id) for e in events]

@@ -1,0 +1,226 @@
+"""Who may do what on NATS: one identity per service and per tenant, least privilege, declared once.
+
+A service may publish only the event kinds it emits, consume only its own durable consumers, read
+or write only the buckets it uses, and create, purge or delete no stream or bucket (the admin
+identity of `clipline up` and migrations does that). A tenant lives in an account of its own that
+imports from clipline's account only its request subject (a service import: its JetStream publish
+is acknowledged back to it) and its own events (a stream import): its subjects, replies and inbox
+are its own, it reaches no `$JS.API`, KV or object store, and it cannot name one of clipline's
+subjects as a reply. tests/unit/test_identities.py checks these against the services' routers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.contracts.events import (
+    BudgetAlertV1,
+    Event,
+    JobAcceptedV1,
+    JobAdmittedV1,
+    JobCancelledV1,
+    JobCancelRequestedV1,
+    JobCompletedV1,
+    JobFailedV1,
+    JobGeneratedV1,
+    JobProgressV1,
+    JobRejectedV1,
+    JobSubmittedV1,
+    JobTimedOutV1,
+)
+from shared.contracts.requests import REQUEST_SUBJECT_PREFIX, REQUESTS_ROOT
+from shared.natsjwt import Permissions
+from shared.streams import (
+    BUDGETS_BUCKET,
+    DURATIONS_BUCKET,
+    INPUTS_BUCKET,
+    JOBS_BUCKET,
+    JOBS_STREAM_NAME,
+    RATES_BUCKET,
+    UPSTREAM_BUCKET,
+    WEBHOOKS_BUCKET,
+)
+
+CLIPLINE_ACCOUNT = "CLIPLINE"
+SYSTEM_ACCOUNT = "SYS"
+INTAKE_REQUESTS_DURABLE = "intake--job-requested"
+REQUESTS_EXPORT = f"{REQUEST_SUBJECT_PREFIX}.*"
+EVENTS_EXPORT = Event.subject_filter_any()
+
+
+@dataclass(frozen=True)
+class ServiceIdentity:
+    """What one service does on NATS."""
+
+    name: str
+    emits: tuple[type[Event], ...]
+    consumes: tuple[str, ...]
+    """Durable consumer names on the jobs stream."""
+    writes: tuple[str, ...] = ()
+    """KV buckets it reads and writes."""
+    reads: tuple[str, ...] = ()
+    """KV buckets it only reads."""
+    objects_write: tuple[str, ...] = ()
+    objects_read: tuple[str, ...] = ()
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Its own inbox: replies to it are not readable by another identity."""
+        return f"_INBOX_{self.name}"
+
+    def permissions(self) -> Permissions:
+        return service_permissions(self)
+
+
+def _durables(service: str, *events: type[Event]) -> tuple[str, ...]:
+    return tuple(e.durable(service) for e in events)
+
+
+# Every service may fail a job (poison, spent error budget): each emits `failed`.
+SERVICES: dict[str, ServiceIdentity] = {
+    s.name: s
+    for s in (
+        ServiceIdentity(
+            "intake",
+            emits=(JobAcceptedV1, JobRejectedV1, JobCancelRequestedV1, JobFailedV1),
+            consumes=(INTAKE_REQUESTS_DURABLE,),
+            writes=(JOBS_BUCKET,),
+            objects_write=(INPUTS_BUCKET,),
+        ),
+        ServiceIdentity(
+            "pricing_guard",
+            emits=(JobAdmittedV1, JobRejectedV1, BudgetAlertV1, JobCancelledV1, JobFailedV1),
+            consumes=_durables(
+                "pricing_guard",
+                JobAcceptedV1,
+                JobCompletedV1,
+                JobFailedV1,
+                JobTimedOutV1,
+                JobCancelledV1,
+            ),
+            writes=(JOBS_BUCKET, BUDGETS_BUCKET),
+        ),
+        ServiceIdentity(
+            "submitter",
+            emits=(JobSubmittedV1, JobTimedOutV1, JobCancelledV1, JobFailedV1),
+            consumes=_durables("submitter", JobAdmittedV1, JobCancelRequestedV1),
+            writes=(JOBS_BUCKET, RATES_BUCKET, UPSTREAM_BUCKET),
+            objects_read=(INPUTS_BUCKET,),
+        ),
+        ServiceIdentity(
+            "poller",
+            emits=(JobProgressV1, JobGeneratedV1, JobTimedOutV1, JobCancelledV1, JobFailedV1),
+            consumes=_durables("poller", JobSubmittedV1),
+            writes=(JOBS_BUCKET, WEBHOOKS_BUCKET, DURATIONS_BUCKET),
+            reads=(UPSTREAM_BUCKET,),
+        ),
+        ServiceIdentity(
+            "storage",
+            emits=(JobCompletedV1, JobCancelledV1, JobFailedV1),
+            consumes=_durables("storage", JobGeneratedV1),
+            writes=(JOBS_BUCKET,),
+        ),
+    )
+}
+
+
+def _stream_read(stream: str) -> list[str]:
+    """Read a stream's messages (KV get, object meta, scans) without changing the stream."""
+    api = "$JS.API"
+    return [
+        f"{api}.STREAM.INFO.{stream}",
+        f"{api}.STREAM.MSG.GET.{stream}",
+        f"{api}.DIRECT.GET.{stream}",
+        f"{api}.DIRECT.GET.{stream}.>",
+        # ephemeral consumers: scans of a bucket, object-store reads
+        f"{api}.CONSUMER.CREATE.{stream}",
+        f"{api}.CONSUMER.CREATE.{stream}.>",
+        f"{api}.CONSUMER.INFO.{stream}.*",
+        f"{api}.CONSUMER.MSG.NEXT.{stream}.*",
+        f"{api}.CONSUMER.DELETE.{stream}.*",
+        f"$JS.FC.{stream}.>",
+        f"$JS.ACK.{stream}.>",
+    ]
+
+
+def service_permissions(identity: ServiceIdentity) -> Permissions:
+    pub: list[str] = [e.subject_filter(tenant="*", job_id="*") for e in identity.emits]
+    for durable in identity.consumes:
+        pub += [
+            f"$JS.API.CONSUMER.INFO.{JOBS_STREAM_NAME}.{durable}",
+            f"$JS.API.CONSUMER.CREATE.{JOBS_STREAM_NAME}.{durable}",
+            f"$JS.API.CONSUMER.CREATE.{JOBS_STREAM_NAME}.{durable}.>",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{JOBS_STREAM_NAME}.{durable}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{JOBS_STREAM_NAME}.{durable}",
+            f"$JS.ACK.{JOBS_STREAM_NAME}.{durable}.>",
+        ]
+    if identity.consumes:
+        pub.append(f"$JS.API.STREAM.INFO.{JOBS_STREAM_NAME}")
+    for bucket in identity.writes:
+        pub += [*_stream_read(f"KV_{bucket}"), f"$KV.{bucket}.>"]
+    for bucket in identity.reads:
+        pub += _stream_read(f"KV_{bucket}")
+    for bucket in identity.objects_write:
+        # A put that replaces an object purges the old chunks (a purge filtered to them).
+        pub += [
+            *_stream_read(f"OBJ_{bucket}"),
+            f"$O.{bucket}.>",
+            f"$JS.API.STREAM.PURGE.OBJ_{bucket}",
+        ]
+    for bucket in identity.objects_read:
+        pub += _stream_read(f"OBJ_{bucket}")
+    return Permissions(pub=tuple(pub), sub=(f"{identity.inbox_prefix}.>",))
+
+
+def tenant_permissions(tenant: str) -> Permissions:
+    """A tenant's user, inside the tenant's own account: its request subject, its events, its
+    inbox (the account's own, so the default `_INBOX` prefix works with plain nats-py)."""
+    return Permissions(
+        pub=(f"{REQUEST_SUBJECT_PREFIX}.{tenant}",),
+        sub=(Event.subject_filter_any(tenant), "_INBOX.>"),
+    )
+
+
+def clipline_exports() -> list[dict[str, object]]:
+    """What clipline's account offers tenant accounts: the request subjects (a service, so the
+    stream's publish acknowledgement flows back) and the events (a stream)."""
+    return [
+        {
+            "name": "requests",
+            "subject": REQUESTS_EXPORT,
+            "type": "service",
+            "response_type": "Singleton",
+        },
+        {"name": "events", "subject": EVENTS_EXPORT, "type": "stream"},
+    ]
+
+
+def tenant_imports(tenant: str, clipline_account: str) -> list[dict[str, object]]:
+    """A tenant account's imports: only its own request subject and its own events."""
+    return [
+        {
+            "name": "requests",
+            "subject": f"{REQUEST_SUBJECT_PREFIX}.{tenant}",
+            "account": clipline_account,
+            "type": "service",
+        },
+        {
+            "name": "events",
+            "subject": Event.subject_filter_any(tenant),
+            "account": clipline_account,
+            "type": "stream",
+        },
+    ]
+
+
+__all__ = [
+    "CLIPLINE_ACCOUNT",
+    "REQUESTS_ROOT",
+    "SERVICES",
+    "SYSTEM_ACCOUNT",
+    "ServiceIdentity",
+    "clipline_exports",
+    "service_permissions",
+    "tenant_imports",
+    "tenant_permissions",
+]
