@@ -105,7 +105,8 @@ class AuthDir:
             for service in SERVICES.values():
                 self._issue(service.name, clipline, service.permissions())
             resolver = resolver_dir or self.resolver_dir
-            resolver.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if resolver_dir is None:  # else the server's own path (another container's)
+                resolver.mkdir(mode=0o700, parents=True, exist_ok=True)
             preload = {
                 system.public: account_jwt(system, operator, SYSTEM_ACCOUNT),
                 clipline.public: self._clipline_jwt(operator, clipline),

@@ -19,7 +19,7 @@ import nats.errors
 import urllib3
 from minio.error import S3Error
 
-from clipline import budget_cli
+from clipline import auth_cli, budget_cli
 from clipline.download import (
     VARIANTS,
     AssetGone,
@@ -467,6 +467,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", type=Path, default=Path(), help="folder (default: .)")
     d.set_defaults(func=_download)
     budget_cli.add_commands(sub)
+    auth_cli.add_commands(sub)
     return p
 
 
@@ -478,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except auth_cli.ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (httpx.HTTPError, OSError, nats.errors.Error) as exc:
         print(f"error: cannot reach the stack ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 2
