@@ -9,10 +9,14 @@ from functools import cache
 from pathlib import PurePath
 from typing import Any, TypeVar, cast
 
-from pydantic import AliasChoices, BaseModel, SecretBytes, SecretStr
+from pydantic import AliasChoices, BaseModel, SecretBytes, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 S = TypeVar("S", bound=BaseSettings)
+
+
+class SettingsError(ValueError):
+    """Values a Settings class refuses, said with the variables' names and without the values."""
 
 
 def env_name(cls: type[BaseSettings], field: str) -> str:
@@ -92,12 +96,20 @@ def _given_only(cls: type[S]) -> type[S]:
 
 def settings_from(cls: type[S], values: Mapping[str, Any]) -> S:
     """An instance of `cls` holding exactly `values` (by field name), validated as `cls`
-    validates its environment (a bad value raises pydantic's ValidationError), with nothing read
+    validates its environment (a bad value raises SettingsError), with nothing read
     from the process's own environment: what `settings_env` then hands to another process."""
     unknown = sorted(set(values) - set(cls.model_fields))
     if unknown:  # the class ignores extra variables; a misspelt field must not vanish here
-        raise ValueError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
-    given = _given_only(cls)(**values)
+        raise SettingsError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
+    try:
+        given = _given_only(cls)(**values)
+    except ValidationError as exc:  # in the variables' names, never echoing a value (a secret)
+        raise SettingsError(
+            "; ".join(
+                f"{env_name(cls, str(e['loc'][0]))}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in exc.errors()
+            )
+        ) from None
     fields = {name: getattr(given, name) for name in cls.model_fields}
     made = cls.model_construct(_fields_set=set(values), **fields)
     return cast("S", made)  # mypy reads model_construct on type[S] as the bound's
