@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROMPT ?= A paper boat drifting down a rain-soaked street at dusk, cinematic
-MODEL ?= sora-2
-SIZE ?= 1280x720
-DURATION ?= 4
+# Empty: the request's own defaults (JobRequestV1 in shared/contracts/requests.py: sora-2,
+# 720x1280, 4 s), which `clipline submit` uses too. `make run SIZE=1280x720` overrides one.
+MODEL ?=
+SIZE ?=
+DURATION ?=
 BENCH_SECONDS ?= 8
 BENCH_JOBS ?= 1000
 BENCH_RPM ?= 600
@@ -54,8 +56,9 @@ system-deps:
 # The main job end to end on the embedded stack: start it, run one job, verify the MP4, stop it.
 run: install
 	$(BIN)/clipline up
-	status=0; $(BIN)/clipline submit --wait --verify --model $(MODEL) --size $(SIZE) \
-	  --seconds $(DURATION) --prompt "$(PROMPT)" || status=$$?; \
+	status=0; $(BIN)/clipline submit --wait --verify $(if $(MODEL),--model $(MODEL)) \
+	  $(if $(SIZE),--size $(SIZE)) $(if $(DURATION),--seconds $(DURATION)) \
+	  --prompt "$(PROMPT)" || status=$$?; \
 	  [ -n "$(KEEP)" ] || $(BIN)/clipline down; exit $$status
 
 up: install

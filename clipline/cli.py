@@ -48,6 +48,7 @@ from clipline.stack import (
 from clipline.verify import VerificationError, verify_video
 from shared.contracts import TERMINAL_KINDS, Event, JobRecordV1
 from shared.contracts.ids import job_id_for
+from shared.contracts.requests import PRIORITIES, request_default
 
 
 def _dollars(micros: int | None) -> str:
@@ -97,7 +98,7 @@ async def _submit(args: argparse.Namespace) -> int:
     key = args.idempotency_key or f"cli:{uuid.uuid4().hex}"
     job_id = job_id_for(args.tenant, key)
     body = {"model": args.model, "size": args.size, "seconds": args.seconds, "prompt": args.prompt}
-    if args.priority != "normal":
+    if args.priority != request_default("priority"):
         body["priority"] = args.priority
     if args.image is not None:
         body["input_reference"] = image_data_url(args.image)
@@ -443,11 +444,12 @@ def parser() -> argparse.ArgumentParser:
     lg.set_defaults(func=_logs)
     s = sub.add_parser("submit", help="submit a job through intake's HTTP API")
     s.add_argument("--prompt", required=True)
-    s.add_argument("--model", default="sora-2")
-    s.add_argument("--size", default="1280x720")
-    s.add_argument("--seconds", type=int, default=4)
+    model, size, seconds = (request_default(f) for f in ("model", "size", "seconds"))
+    s.add_argument("--model", default=model, help=f"(default: {model})")
+    s.add_argument("--size", default=size, help=f"WIDTHxHEIGHT (default: {size})")
+    s.add_argument("--seconds", type=int, default=seconds, help=f"(default: {seconds})")
     s.add_argument("--tenant", default="default", help="tenant (default: default)")
-    s.add_argument("--priority", choices=["high", "normal", "low"], default="normal",
+    s.add_argument("--priority", choices=PRIORITIES, default=request_default("priority"),
                    help="under the upstream's rate limit, higher goes first")  # fmt: skip
     s.add_argument("--idempotency-key", default=None)
     s.add_argument("--image", type=Path, default=None, help="first frame (must match --size)")

@@ -25,6 +25,7 @@ from clipline.servers import (
     LOG_MAX_BYTES,
     LOOPBACK,
     Proc,
+    S3Server,
     ServerError,
     free_port,
     http_ok,
@@ -36,7 +37,11 @@ from clipline.servers import (
     stop_pid,
     wait_until,
 )
+from services.poller.settings import PollerSettings
+from services.simulator.settings import SimulatorSettings
+from shared.config import CommonSettings, S3Settings, UpstreamSettings
 from shared.runtime import provision
+from shared.settings_env import SettingsError, settings_env, settings_from
 from shared.streams import MAX_PAYLOAD_BYTES
 
 SERVICES = replicas.SERVICES
@@ -269,6 +274,48 @@ def up(home: Path, options: StackOptions | None = None) -> StackState:
             raise
 
 
+def simulator_env(
+    home: Path, options: StackOptions, port: int, webhook: tuple[str, str] | None
+) -> dict[str, str]:
+    """The simulator's variables, from its Settings; `webhook`: (url, secret). Secrets are left
+    out: they go to it as `secret_env`, never recorded."""
+    values: dict[str, object] = {
+        "host": LOOPBACK,
+        "port": port,
+        "api_key": LOCAL_API_KEY,
+        "generation_seconds": options.generation_seconds,
+        "queue_seconds": options.queue_seconds,
+        "poll_after_ms": options.poll_after_ms,
+        "asset_dir": home / "sim-assets",
+        "state_dir": home / "sim-state",  # where it keeps its jobs, so they survive its restart
+    }
+    if webhook is not None:
+        values |= {"webhook_url": webhook[0], "webhook_secret": webhook[1]}
+    try:
+        env = settings_env(settings_from(SimulatorSettings, values))
+    except SettingsError as exc:
+        raise ServerError(f"simulator: {exc}") from None
+    return {name: value for name, value in env.items() if name not in SECRET_NAMES}
+
+
+def services_env(nats_url: str, s3: S3Server, sim_url: str) -> dict[str, str]:
+    """What every service of the stack is told, from the Settings classes they read."""
+    return settings_env(
+        settings_from(CommonSettings, {"nats_url": nats_url, "http_host": LOOPBACK}),
+        settings_from(
+            S3Settings,
+            {
+                "endpoint": s3.endpoint,
+                "access_key": s3.access_key,
+                "secret_key": s3.secret_key,
+                "bucket": BUCKET,
+            },
+        ),
+        settings_from(UpstreamSettings, {"base_url": f"{sim_url}/v1", "api_key": LOCAL_API_KEY}),
+        settings_from(PollerSettings, {"poll_default_seconds": 1.0}),
+    )
+
+
 def _start(
     home: Path, options: StackOptions, started: list[tuple[Proc, int | None, str]]
 ) -> StackState:
@@ -292,43 +339,19 @@ def _start(
     hook = None
     if options.webhooks:
         hook = webhook_secret.for_fresh_start(home, {**os.environ, **options.env})
-    sim_env = {
-        "CLIPLINE_SIM_HOST": LOOPBACK,
-        "CLIPLINE_SIM_PORT": str(sim_port),
-        "CLIPLINE_SIM_API_KEY": LOCAL_API_KEY,
-        "CLIPLINE_SIM_GENERATION_SECONDS": str(options.generation_seconds),
-        "CLIPLINE_SIM_QUEUE_SECONDS": str(options.queue_seconds),
-        "CLIPLINE_SIM_POLL_AFTER_MS": str(options.poll_after_ms),
-        "CLIPLINE_SIM_ASSET_DIR": str(home / "sim-assets"),
-        # Where the simulator keeps its jobs, so they survive its restart.
-        "CLIPLINE_SIM_STATE_DIR": str(home / "sim-state"),
-    }
-    if hook is not None:
-        sim_env[WEBHOOK_URL_ENV] = f"http://{LOOPBACK}:{ports['poller']}{WEBHOOK_PATH}"
+    webhook_url = f"http://{LOOPBACK}:{ports['poller']}{WEBHOOK_PATH}"
+    sim_env = simulator_env(home, options, sim_port, (webhook_url, hook) if hook else None)
     sim_secret = webhook_secret.for_simulator(hook) if hook else None
     sim = _python_module("simulator", home, sim_env, options, sim_secret)
     sim_url = f"http://{LOOPBACK}:{sim_port}"
     started.append((sim, sim_port, f"{sim_url}/healthz"))
     wait_until(http_ok(f"{sim_url}/healthz"), "simulator", options.startup_timeout, sim)
-    common = {
-        "CLIPLINE_NATS_URL": nats.url,
-        "CLIPLINE_HTTP_HOST": LOOPBACK,
-        "CLIPLINE_S3_ENDPOINT": s3.endpoint,
-        "CLIPLINE_S3_ACCESS_KEY": s3.access_key,
-        "CLIPLINE_S3_SECRET_KEY": s3.secret_key,
-        "CLIPLINE_S3_BUCKET": BUCKET,
-        "CLIPLINE_UPSTREAM_BASE_URL": f"{sim_url}/v1",
-        "CLIPLINE_UPSTREAM_API_KEY": LOCAL_API_KEY,
-        "CLIPLINE_POLL_DEFAULT_SECONDS": "1.0",
-    }
+    common = services_env(nats.url, s3, sim_url)
     token = {admin_token.ENV: admin_token.for_fresh_start(home, {**os.environ, **options.env})}
     for name in SERVICES:
         port = ports[name]
-        env = {
-            **common,
-            "CLIPLINE_HTTP_PORT": str(port),
-            "CLIPLINE_NATS_CREDS": str(auth.creds_file(name)),
-        }
+        own = {"http_port": port, "nats_creds": auth.creds_file(name)}
+        env = {**common, **settings_env(settings_from(CommonSettings, own))}
         secret = {**token, **(webhook_secret.for_poller(hook) if hook and name == "poller" else {})}
         proc = _python_module(name, home, env, options, secret)
         started.append((proc, port, f"http://{LOOPBACK}:{port}/healthz"))

@@ -12,22 +12,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.contracts.ids import is_valid_tenant
+from shared.contracts.requests import (
+    KEY_MAX_CHARS,
+    PROMPT_MAX_CHARS,
+    JobRequestV1,
+    parse_request,
+)
 from shared.registry import ProviderSpec
 
-PROMPT_MAX_CHARS = 32_000
-KEY_MAX_CHARS = 255
-KNOWN_FIELDS = frozenset(
-    {
-        "schema_version", "tenant", "idempotency_key", "model", "size", "seconds", "prompt",
-        "input_reference", "priority",
-    }
-)  # fmt: skip
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
-PRIORITIES = ("high", "normal", "low")
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w/+.-]+);base64,(?P<data>.*)$", re.DOTALL)
-DEFAULTS: Mapping[str, Any] = {"model": "sora-2", "size": "720x1280", "seconds": 4}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,25 +77,14 @@ class Invalid:
     field: str | None = None
 
 
-def _seconds(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
-
-
-def _check_fields(body: Mapping[str, Any]) -> Invalid | None:
-    unknown = sorted(set(body) - KNOWN_FIELDS)
+def _check_fields(body: Mapping[str, Any], refused: Mapping[str, str]) -> Invalid | None:
+    unknown = sorted(field for field, kind in refused.items() if kind == "extra_forbidden")
     if unknown:
         return Invalid("invalid_request", f"unknown field(s): {', '.join(unknown)}", unknown[0])
-    version = body.get("schema_version", 1)
-    if version != 1:
+    if "schema_version" in refused:
+        version = body["schema_version"]
         return Invalid("unsupported_version", f"schema_version {version!r} is not supported (1)")
-    key = body.get("idempotency_key")
-    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= KEY_MAX_CHARS):
+    if "idempotency_key" in refused:
         return Invalid(
             "invalid_request",
             f"idempotency_key must be a string of 1..{KEY_MAX_CHARS} chars",
@@ -122,40 +107,50 @@ def _check_tenant(body: Mapping[str, Any], tenant: str) -> Invalid | None:
     return None
 
 
-def _check_spec(body: Mapping[str, Any], provider: ProviderSpec) -> Spec | Invalid:
-    model = body.get("model", DEFAULTS["model"])
-    size = body.get("size", DEFAULTS["size"])
+def _check_prompt(body: Mapping[str, Any], refused: Mapping[str, str]) -> Invalid | None:
+    if "prompt" not in refused:
+        return None
     prompt = body.get("prompt")
-    seconds = _seconds(body.get("seconds", DEFAULTS["seconds"]))
-    if not isinstance(prompt, str) or not prompt.strip():
-        return Invalid("invalid_request", "prompt is required and must be non-empty", "prompt")
-    if len(prompt) > PROMPT_MAX_CHARS:
+    if refused["prompt"] == "string_too_long" and isinstance(prompt, str) and prompt.strip():
         return Invalid("invalid_request", f"prompt exceeds {PROMPT_MAX_CHARS} chars", "prompt")
-    spec = provider.model(model) if isinstance(model, str) else None
+    return Invalid("invalid_request", "prompt is required and must be non-empty", "prompt")
+
+
+def _check_spec(
+    body: Mapping[str, Any],
+    request: JobRequestV1,
+    refused: Mapping[str, str],
+    provider: ProviderSpec,
+) -> Spec | Invalid:
+    """The registry's checks, then the contract's remaining ones, in the order clients know.
+    A refused field's value in `request` is its default: `body` says what was sent."""
+    model = body.get("model", request.model)
+    spec = None if "model" in refused else provider.model(request.model)
     if spec is None:
         known = ", ".join(sorted(provider.models))
         return Invalid(
             "unknown_model", f"model {model!r} is not one of {provider.name}'s: {known}", "model"
         )
-    if not isinstance(size, str) or size not in spec.sizes:
+    if "size" in refused or request.size not in spec.sizes:
         allowed = ", ".join(sorted(spec.sizes))
+        size = body.get("size", request.size)
         return Invalid("invalid_size", f"size {size!r} is not valid for {model}: {allowed}", "size")
-    if seconds is None or seconds not in spec.seconds:
+    if "seconds" in refused or request.seconds not in spec.seconds:
         allowed = ", ".join(str(s) for s in sorted(spec.seconds))
         shown = body.get("seconds")
         return Invalid(
             "invalid_seconds", f"seconds {shown!r} is not valid for {model}: {allowed}", "seconds"
         )
-    priority = body.get("priority", "normal")
-    if priority not in PRIORITIES:
+    if "priority" in refused:
+        priority = body["priority"]
         return Invalid(
             "invalid_priority", f"priority {priority!r} is not one of high, normal, low", "priority"
         )
     image = parse_image(body.get("input_reference"))
     if isinstance(image, Invalid):
         return image
-    return Spec(model=model, size=size, seconds=seconds, prompt=prompt, image=image,
-                priority=priority)  # fmt: skip
+    return Spec(model=request.model, size=request.size, seconds=request.seconds,
+                prompt=request.prompt, image=image, priority=request.priority)  # fmt: skip
 
 
 def parse_image(value: Any) -> Image | Invalid | None:
@@ -200,18 +195,30 @@ def check_image(image: Image, facts: ImageFacts | None, size: str) -> Invalid | 
 
 
 def validate(body: Any, tenant: str, provider: ProviderSpec) -> Valid | Invalid:
-    """Decide whether a decoded request body is a job clipline can take, and normalise it."""
+    """Decide whether a decoded request body is a job clipline can take, and normalise it.
+
+    The JobRequestV1 contract says what a request is (fields, types, limits, defaults); this
+    explains its refusals in clipline's reasons and adds the registry's checks."""
     if isinstance(body, Invalid):  # it did not even decode
         return body
     if not isinstance(body, Mapping):
         return Invalid("invalid_request", "request body must be a JSON object")
-    problem = _check_fields(body) or _check_tenant(body, tenant)
+    parsed = parse_request(body)
+    refused = {} if isinstance(parsed, JobRequestV1) else parsed
+    problem = (
+        _check_fields(body, refused) or _check_tenant(body, tenant) or _check_prompt(body, refused)
+    )
     if problem is not None:
         return problem
-    spec = _check_spec(body, provider)
+    if refused:  # only fields with defaults are left: read the rest to explain in order
+        parsed = parse_request({k: v for k, v in body.items() if k not in refused})
+    if not isinstance(parsed, JobRequestV1):  # a refusal the contract gained and this missed
+        field, kind = sorted(parsed.items())[0]
+        return Invalid("invalid_request", f"{field} is not valid ({kind})", field)
+    spec = _check_spec(body, parsed, refused, provider)
     if isinstance(spec, Invalid):
         return spec
-    return Valid(tenant=tenant, spec=spec, idempotency_key=body.get("idempotency_key"))
+    return Valid(tenant=tenant, spec=spec, idempotency_key=parsed.idempotency_key)
 
 
 def decode(raw: bytes) -> Any:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from shared.contracts.events import SUBJECT_ROOT
 
@@ -10,29 +21,64 @@ REQUESTS_ROOT = f"{SUBJECT_ROOT}.requested"
 """Requests of every version: clipline.job.requested.<version>.<tenant>."""
 REQUEST_SUBJECT_PREFIX = f"{REQUESTS_ROOT}.v1"
 
+PROMPT_MAX_CHARS = 32_000
+KEY_MAX_CHARS = 255
+Priority = Literal["high", "normal", "low"]
+PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
+
 
 def request_subject(tenant: str) -> str:
     """Where a request for `tenant` is published."""
     return f"{REQUEST_SUBJECT_PREFIX}.{tenant}"
 
 
-class JobRequestV1(BaseModel):
-    """A job request as sent by a client. Lenient on purpose: intake validates and explains.
+def _whole_seconds(value: Any) -> Any:
+    """An int, or a string of decimal digits (the OpenAI API sends "4"); never a bool."""
+    if isinstance(value, bool):
+        raise ValueError("seconds must be a whole number, not a boolean")
+    if isinstance(value, str) and value.strip().isdecimal():  # what int() takes, no more
+        return int(value.strip())
+    return value
 
-    `seconds` is accepted as an int or a numeric string (the OpenAI API uses strings).
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("prompt must not be blank")
+    return value
+
+
+Seconds = Annotated[
+    int,
+    BeforeValidator(_whole_seconds),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": r"^\s*[0-9]+\s*$"}]}
+    ),
+]
+Prompt = Annotated[
+    str, Field(min_length=1, max_length=PROMPT_MAX_CHARS), AfterValidator(_not_blank)
+]
+
+
+class JobRequestV1(BaseModel):
+    """A job request as sent by a client: the one place for its fields, types, limits and defaults.
+
+    `seconds` is accepted as an int or a numeric string (the OpenAI API uses strings) and read
+    as an int. Which model, size and seconds are valid is the registry's call (intake checks).
     The tenant comes from the subject; if the body names one, it must match.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    schema_version: int = 1
+    schema_version: Literal[1] = 1
     tenant: str | None = None
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=KEY_MAX_CHARS)
     model: str = "sora-2"
-    size: str = "720x1280"
-    seconds: int | str = 4
-    prompt: str
-    priority: str = Field(
+    size: str = Field(
+        default="720x1280", description="WIDTHxHEIGHT; the default is the OpenAI Videos API's"
+    )
+    seconds: Seconds = 4
+    prompt: Prompt
+    priority: Priority = Field(
         default="normal",
         description="high, normal or low: under the upstream's rate limit, higher goes first",
     )
@@ -41,3 +87,21 @@ class JobRequestV1(BaseModel):
         description="optional first frame: a data URL (data:image/png;base64,...) of a JPEG, "
         "PNG or WebP image whose dimensions equal `size`",
     )
+
+
+def request_default(field: str) -> Any:
+    """A request field's default (model, size, seconds, priority): the CLI and docs use these."""
+    return JobRequestV1.model_fields[field].default
+
+
+def parse_request(body: Mapping[str, Any]) -> JobRequestV1 | dict[str, str]:
+    """The request, or what refused it: each refused field's first error type (pydantic's names;
+    `extra_forbidden` for an unknown field), for intake to explain in its own words."""
+    try:
+        return JobRequestV1.model_validate(dict(body))
+    except ValidationError as exc:
+        refused: dict[str, str] = {}
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            refused.setdefault(field, error["type"])
+        return refused

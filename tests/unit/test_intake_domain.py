@@ -19,6 +19,7 @@ from services.intake.domain import (
     parse_request_subject,
     validate,
 )
+from shared.contracts.requests import JobRequestV1
 from shared.registry import load_registry
 from tests.images import data_url, image_bytes
 
@@ -215,3 +216,66 @@ def test_an_unknown_priority_is_refused(priority: object) -> None:
     assert isinstance(bad, Invalid)
     assert (bad.reason, bad.field) == ("invalid_priority", "priority")
     assert "high, normal, low" in bad.detail
+
+
+# Exact words, recorded from the hand-written validator before it became the JobRequestV1
+# contract plus intake's explanations: clients and the hostile probes rely on them.
+@pytest.mark.parametrize(
+    ("body", "reason", "field", "detail"),
+    [
+        ({**ok(), "colour": "b", "width": 1}, "invalid_request", "colour",
+         "unknown field(s): colour, width"),
+        (ok(schema_version="1"), "unsupported_version", None,
+         "schema_version '1' is not supported (1)"),
+        (ok(idempotency_key="k" * 256), "invalid_request", "idempotency_key",
+         "idempotency_key must be a string of 1..255 chars"),
+        (ok(idempotency_key=5), "invalid_request", "idempotency_key",
+         "idempotency_key must be a string of 1..255 chars"),
+        (ok(tenant=5), "invalid_tenant", None, "body names tenant 5 but was sent as 'acme'"),
+        (ok(prompt=" " * 32_001), "invalid_request", "prompt",
+         "prompt is required and must be non-empty"),
+        (ok(prompt="x" * 32_001), "invalid_request", "prompt", "prompt exceeds 32000 chars"),
+        (ok(prompt=7), "invalid_request", "prompt", "prompt is required and must be non-empty"),
+        (ok(model=None), "unknown_model", "model",
+         "model None is not one of simulator's: sora-2, sora-2-pro"),
+        (ok(size=5), "invalid_size", "size", "size 5 is not valid for sora-2: 1280x720, 720x1280"),
+        (ok(seconds=4.0), "invalid_seconds", "seconds",
+         "seconds 4.0 is not valid for sora-2: 4, 8, 12, 16, 20"),
+        (ok(seconds="²"), "invalid_seconds", "seconds",  # once a ValueError out of validate()
+         "seconds '²' is not valid for sora-2: 4, 8, 12, 16, 20"),
+        (ok(priority=None), "invalid_priority", "priority",
+         "priority None is not one of high, normal, low"),
+        (ok(input_reference=42), "invalid_image", "input_reference",
+         "input_reference must be a base64 data URL"),
+        # the first problem in the order clients know wins, registry checks included
+        (ok(priority="urgent", model="sora-3", colour="b"), "invalid_request", "colour",
+         "unknown field(s): colour"),
+        (ok(priority="urgent", seconds=5, prompt=""), "invalid_request", "prompt",
+         "prompt is required and must be non-empty"),
+        (ok(priority="urgent", seconds=5), "invalid_seconds", "seconds",
+         "seconds 5 is not valid for sora-2: 4, 8, 12, 16, 20"),
+        (ok(input_reference=42, size="1x1"), "invalid_size", "size",
+         "size '1x1' is not valid for sora-2: 1280x720, 720x1280"),
+    ],
+)  # fmt: skip
+def test_refusals_keep_their_exact_words(
+    body: dict[str, Any], reason: str, field: str | None, detail: str
+) -> None:
+    assert validate(body, "acme", REG) == Invalid(reason, detail, field)
+
+
+@pytest.mark.parametrize("seconds", [" 8 ", "٨", 8])  # int() reads any decimal digits
+def test_seconds_may_be_a_string_of_digits(seconds: object) -> None:
+    valid = validate(ok(seconds=seconds), "acme", REG)
+    assert isinstance(valid, Valid)
+    assert valid.spec.seconds == 8
+
+
+def test_intake_defaults_are_the_contracts() -> None:
+    valid = validate({"prompt": "x"}, "acme", REG)
+    assert isinstance(valid, Valid)
+    spec = valid.spec
+    expected = JobRequestV1(prompt="x")
+    assert (spec.model, spec.size, spec.seconds, spec.priority) == (
+        expected.model, expected.size, expected.seconds, expected.priority
+    )  # fmt: skip

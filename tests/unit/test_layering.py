@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "__init__.py").exists())
-PURE_SHARED = {"shared.registry", "shared.contracts.ids"}
+PURE_SHARED = {"shared.registry", "shared.contracts.ids", "shared.contracts.requests"}
 
 
 def imports(path: Path) -> set[str]:

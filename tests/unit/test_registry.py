@@ -6,6 +6,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from services.simulator.limits import TIER_RPM
 from services.simulator.settings import SimulatorSettings
@@ -17,6 +18,7 @@ from shared.registry import (
     load_registry_or_exit,
     parse_registry,
 )
+from shared.registry import tables as tables_module
 
 SHUTDOWN = date(2026, 9, 24)
 REGISTRY = load_registry()
@@ -231,7 +233,7 @@ MALFORMED = {
     "provider unknown key": (one('colour = "red"'), "provider 'p': unknown key 'colour'"),
     "no description": (
         one().replace('description = "d"', ""),
-        "provider 'p': 'description' must be a non-empty string",
+        "provider 'p': 'description' is required",
     ),
     "no default_rpm": (
         one().replace("default_rpm = 5", ""),
@@ -261,7 +263,7 @@ MALFORMED = {
     "model unknown key": (one(model="price = 3"), "provider 'p': model 'm': unknown key 'price'"),
     "no sizes": (
         one().replace('sizes = ["1x1", "2x2"]', ""),
-        "provider 'p': model 'm': 'sizes' and 'seconds' are required",
+        "provider 'p': model 'm': 'sizes' is required",
     ),
     "empty sizes": (
         one(prices="").replace('sizes = ["1x1", "2x2"]', "sizes = []"),
@@ -388,6 +390,57 @@ MALFORMED = {
         + 'models_from = "p"\n[providers.q.models.m]\nstatus = "retired"\nreplacement = "p"\n',
         "provider 'q': model 'm': replacement 'p' is not another model of 'q'",
     ),
+    # read by the pydantic tables (shared/registry/tables.py), still in one sentence each
+    "providers not tables": ("providers = 5", "^registry: providers must be tables$"),
+    "no providers": ("[providers]", r"^registry has no \[providers.<name>\] table$"),
+    "models not tables": (
+        '[providers.p]\ndescription = "d"\ndefault_rpm = 5\ndefault_concurrency = 2\nmodels = 5',
+        "^provider 'p': its models must be tables$",
+    ),
+    "models empty": (
+        '[providers.p]\ndescription = "d"\ndefault_rpm = 5\ndefault_concurrency = 2\nmodels = {}',
+        r"^provider 'p': no models \(a \[..models.<name>\] table or models_from\)$",
+    ),
+    "blank description": (
+        one().replace('description = "d"', 'description = "  "'),
+        "^provider 'p': 'description' must be a non-empty string$",
+    ),
+    "no seconds": (
+        one().replace("seconds = [4]", ""),
+        "^provider 'p': model 'm': 'seconds' is required$",
+    ),
+    "sizes not a list": (
+        one(prices="").replace('sizes = ["1x1", "2x2"]', 'sizes = "1x1"'),
+        "^provider 'p': model 'm': 'sizes' must be a non-empty list of non-empty strings, "
+        "got '1x1'$",
+    ),
+    "alias twice": (
+        one(model='aliases = ["a", "a"]'),
+        "^provider 'p': model 'm': 'aliases' lists a value twice$",
+    ),
+    "status not a string": (
+        one(model="status = 5"),
+        "^provider 'p': model 'm': status 5 is not one of live, deprecated, retired$",
+    ),
+    "unknown key in a generation": (
+        one("default_generation = { speed = 1 }"),
+        r"^provider 'p': default_generation: unknown key 'speed' \(allowed: base_seconds, "
+        r"per_video_second\)$",
+    ),
+    "generation out of range": (
+        one(model="generation = { per_video_second = 1e9 }"),
+        r"^provider 'p': model 'm': generation per_video_second must be a number of seconds "
+        r"\(0-86400\), got 1000000000.0$",
+    ),
+    "models_from with an unknown key": (
+        one() + MIRROR + 'models_from = "p"\ncolour = 1\n',
+        r"^provider 'q': unknown key 'colour' \(allowed: default_concurrency, "
+        r"default_generation, default_rpm, description, models, models_from\)$",
+    ),
+    "models_from model not a table": (
+        one() + MIRROR + 'models_from = "p"\nmodels = { m = 1 }\n',
+        "^provider 'q': its models must be tables$",
+    ),
 }
 
 
@@ -403,3 +456,14 @@ def test_the_well_formed_base_of_those_cases_parses() -> None:
     """Each case above breaks one thing: without it, the base is valid."""
     p = parse_registry(one(more=OTHER_MODEL) + MIRROR + 'models_from = "p"\n').provider("q")
     assert set(p.models) == {"m", "n"}
+
+
+def test_every_table_of_the_file_forbids_unknown_keys() -> None:
+    tables: list[type[BaseModel]] = [
+        tables_module.RegistryTable, tables_module.ProviderTable, tables_module.ModelTable,
+        tables_module.ServingProviderTable, tables_module.ServingTable,
+        tables_module.GenerationTable,
+    ]  # fmt: skip
+    for table in tables:
+        assert table.model_config.get("extra") == "forbid", table
+        assert table.model_config.get("strict") is True, table
