@@ -17,16 +17,22 @@ from services.storage.handlers import build_router as storage
 from services.submitter.handlers import build_router as submitter
 from shared.contracts.lifecycle import lifecycle_markdown
 from shared.contracts.requests import REQUESTS_ROOT, JobRequestV1
+from shared.messaging import ServiceRouter
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 TITLE = "clipline events"
 VERSION = "1"
 
 
+def routers() -> list[ServiceRouter]:
+    """Every service's router, as its app builds it (described, never connected)."""
+    return [intake(), pricing_guard(), submitter(8), poller(), storage(8)]
+
+
 def asyncapi_document() -> str:
     """The AsyncAPI 3.0 document of every service's subscribers and declared publishers."""
     broker = NatsBroker("nats://nats:4222")  # never connected: only described
-    for router in (intake(), pricing_guard(), submitter(8), poller(), storage(8)):
+    for router in routers():
         broker.include_router(router)
     spec = AsyncAPI(
         broker,

@@ -187,6 +187,11 @@ class ServiceRouter(NatsRouter):
             for kind in kinds
         }
 
+    @property
+    def emits(self) -> tuple[type[Event], ...]:
+        """The event kinds this service publishes (shared.identities grants exactly these)."""
+        return tuple(self._event_publishers)
+
     async def emit(self, event: Event) -> None:
         """Publish `event` on its subject; its id is the Nats-Msg-Id, so repeats are dropped."""
         publisher = self._event_publishers.get(type(event))

@@ -65,38 +65,57 @@ def s3(state: StackState) -> Minio:
 
 
 async def test_raw_nats_request_completes_on_tenant_filtered_subscription(
-    stack: tuple[StackState, OtlpSink],
+    stack: tuple[StackState, OtlpSink], tmp_path: Path
 ) -> None:
+    """Two outside systems, each with its tenant's creds file (made with the CLI) and plain
+    nats-py: each publishes its request and follows its own events to `completed`."""
     state, _ = stack
     mine, other = f"acme{uuid.uuid4().hex[:6]}", f"other{uuid.uuid4().hex[:6]}"
-    # Only plain nats-py and JSON below: what an outside system has.
-    nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
+    creds: dict[str, Path] = {}
+    for tenant in (mine, other):
+        added = subprocess.run(
+            [sys.executable, "-m", "clipline.cli", "--home", state.home, "tenants", "add", tenant],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        creds[tenant] = tmp_path / f"{tenant}.creds"
+        wrote = subprocess.run(
+            [sys.executable, "-m", "clipline.cli", "--home", state.home, "nats-creds",
+             "--tenant", tenant, "-o", str(creds[tenant])],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert wrote.returncode == 0, wrote.stderr
+        assert creds[tenant].stat().st_mode & 0o777 == 0o600
+    # Only plain nats-py, a creds file and JSON below: what an outside system has.
+    clients = {
+        t: await nats.connect(state.nats_url, user_credentials=str(c)) for t, c in creds.items()
+    }
     try:
-        done: asyncio.Queue[Any] = asyncio.Queue()
+        done: dict[str, asyncio.Queue[Any]] = {t: asyncio.Queue() for t in creds}
+        for tenant, nc in clients.items():
 
-        async def on_done(msg: Any) -> None:
-            done.put_nowait(msg)
+            async def on_done(msg: Any, tenant: str = tenant) -> None:
+                done[tenant].put_nowait(msg)
 
-        await nc.subscribe(f"clipline.job.completed.v1.{mine}.*", cb=on_done)
-        theirs: asyncio.Queue[Any] = asyncio.Queue()
-
-        async def on_theirs(msg: Any) -> None:
-            theirs.put_nowait(msg)
-
-        await nc.subscribe(f"clipline.job.completed.v1.{other}.*", cb=on_theirs)
-        js = nc.jetstream()
+            await nc.subscribe(f"clipline.job.completed.v1.{tenant}.*", cb=on_done)
         for tenant, prompt in ((other, "a red kite"), (mine, "a paper boat in the rain")):
             body = {"model": "sora-2", "size": "1280x720", "seconds": "4", "prompt": prompt}
-            await js.publish(
-                f"clipline.job.requested.v1.{tenant}",
-                json.dumps(body).encode(),
-                headers={"Nats-Msg-Id": uuid.uuid4().hex},
+            ack = (
+                await clients[tenant]
+                .jetstream()
+                .publish(
+                    f"clipline.job.requested.v1.{tenant}",
+                    json.dumps(body).encode(),
+                    headers={"Nats-Msg-Id": uuid.uuid4().hex},
+                )
             )
-        msg = await asyncio.wait_for(done.get(), DEADLINE)
-        await asyncio.wait_for(theirs.get(), DEADLINE)  # the other tenant's job finished too
-        await nc.flush()
+            assert ack.stream == "CLIPLINE_JOBS"
+        msg = await asyncio.wait_for(done[mine].get(), DEADLINE)
+        theirs = await asyncio.wait_for(done[other].get(), DEADLINE)  # the other one's too
+        assert json.loads(theirs.data)["tenant"] == other
     finally:
-        await nc.close()
+        for nc in clients.values():
+            await nc.close()
     event = json.loads(msg.data)
     assert msg.subject == f"clipline.job.completed.v1.{mine}.{event['job_id']}"
     assert event["tenant"] == mine
@@ -125,7 +144,7 @@ async def test_raw_nats_request_completes_on_tenant_filtered_subscription(
         presigned = httpx.get(asset["url"], timeout=10)  # no credentials: the URL is one
         assert presigned.status_code == 200
         assert hashlib.sha256(presigned.content).hexdigest() == asset["sha256"]
-    assert done.empty()  # ...and its completion never reached this tenant's subscription
+    assert done[mine].empty()  # one completion each, on its own subscription
 
 
 def test_cli_submit_one_trace_across_all_services(

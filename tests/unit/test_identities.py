@@ -1,0 +1,88 @@
+"""The NATS identities grant each service exactly what its router does, and JWTs we issue are
+well-formed, signed by their issuer and read back by nats-py from a creds file."""
+
+from __future__ import annotations
+
+import pytest
+
+from clipline.docs import routers
+from shared.contracts import JobAcceptedV1
+from shared.identities import SERVICES, tenant_imports, tenant_permissions
+from shared.natsjwt import (
+    ACCOUNT,
+    USER,
+    Key,
+    Permissions,
+    creds,
+    creds_jwt,
+    decode,
+    user_jwt,
+    verify,
+)
+
+
+def test_every_service_has_an_identity_matching_its_router() -> None:
+    described = {r.service: r for r in routers()}
+    assert set(described) == set(SERVICES)
+    for name, router in described.items():
+        identity = SERVICES[name]
+        assert set(router.emits) == set(identity.emits), name
+        assert set(router.consumers) == set(identity.consumes), name
+        assert router.inbox_prefix == identity.inbox_prefix + "."
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_a_service_may_publish_only_its_events_and_no_stream_admin(name: str) -> None:
+    perms = SERVICES[name].permissions()
+    assert not perms.everything
+    events = {p for p in perms.pub if p.startswith("clipline.job.")}
+    assert events == {e.subject_filter() for e in SERVICES[name].emits}
+    forbidden = ("STREAM.DELETE", "STREAM.CREATE", "STREAM.UPDATE", "CONSUMER.DURABLE.DELETE")
+    assert not [p for p in perms.pub if any(f in p for f in forbidden)]
+    assert not [p for p in perms.pub if p.endswith(">") and p.count(".") < 2]
+    assert perms.sub == (f"_INBOX_{name}.>",)
+    assert not [p for p in perms.pub if p.startswith("clipline.job.requested.")]  # no forging
+
+
+def test_a_tenant_reaches_only_its_own_subjects() -> None:
+    perms = tenant_permissions("acme")
+    assert perms.pub == ("clipline.job.requested.v1.acme",)
+    assert set(perms.sub) == {"clipline.job.*.v1.acme.*", "_INBOX.>"}
+    imports = tenant_imports("acme", "ACLIPLINE")
+    assert {i["subject"] for i in imports} == {
+        "clipline.job.requested.v1.acme",
+        JobAcceptedV1.subject_filter_any("acme"),
+    }
+
+
+def test_a_user_jwt_is_signed_by_its_account_and_carries_its_permissions() -> None:
+    account, user = Key.new(ACCOUNT), Key.new(USER)
+    token = user_jwt(user, account, "svc", Permissions(pub=("a.b",), sub=("_INBOX_x.>",)))
+    claims = decode(token)
+    assert claims["iss"] == account.public
+    assert claims["sub"] == user.public
+    assert claims["nats"]["pub"] == {"allow": ["a.b"]}
+    assert verify(token, account.public)
+    assert not verify(token, Key.new(ACCOUNT).public)
+    tampered = token.split(".")
+    tampered[1] = tampered[1][:-2] + ("AA" if tampered[1][-2:] != "AA" else "BB")
+    assert not verify(".".join(tampered), account.public)
+
+
+def test_a_user_without_allowed_subjects_is_denied_everything() -> None:
+    claims = decode(user_jwt(Key.new(USER), Key.new(ACCOUNT), "x", Permissions()))
+    assert claims["nats"]["pub"] == {"deny": [">"]}
+    assert claims["nats"]["sub"] == {"deny": [">"]}
+
+
+def test_a_creds_file_has_the_nsc_layout_and_no_seed_in_reprs() -> None:
+    account, user = Key.new(ACCOUNT), Key.new(USER)
+    token = user_jwt(user, account, "t", Permissions(everything=True))
+    text = creds(token, user)
+    assert creds_jwt(text) == token
+    assert f"-----BEGIN USER NKEY SEED-----\n{user.seed}\n------END USER NKEY SEED------" in text
+    assert user.seed not in repr(user)
+    assert user.seed.startswith("SU")
+    assert user.public.startswith("U")
+    with pytest.raises(ValueError, match=r"not a NATS \.creds"):
+        creds_jwt("nothing here")
