@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from standardwebhooks import Webhook
 
+from services.poller.signing import RotatingWebhook
 from shared.config import CommonSettings
 
 
@@ -21,7 +22,8 @@ class PollerSettings(CommonSettings):
     `timed_out` (reason upstream_timeout)."""
     webhook_secret: SecretStr | None = None
     """CLIPLINE_WEBHOOK_SECRET (`whsec_` + base64): turns POST /webhooks/videos on (unset: 503,
-    and polling alone follows jobs)."""
+    and polling alone follows jobs). Several, space-separated, during a rotation: a webhook
+    signed by any of them is taken."""
     poll_webhook_safety_seconds: float = Field(default=60.0, gt=0)
     """With webhooks on, polls are only their safety net: the first this long past a job's
     expected completion, then at this interval."""
@@ -36,13 +38,16 @@ class PollerSettings(CommonSettings):
     def _usable(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             try:
-                Webhook(value.get_secret_value())
+                RotatingWebhook(value.get_secret_value().split())
             except Exception:  # the library raises several kinds; the message must not echo it
-                raise ValueError("must be 'whsec_' followed by base64 of a key") from None
+                raise ValueError(
+                    "must be 'whsec_' followed by base64 of a key (several: space-separated)"
+                ) from None
         return value
 
     def webhook(self) -> Webhook | None:
-        """The verifier of CLIPLINE_WEBHOOK_SECRET, or None when webhooks are off."""
-        return (
-            None if self.webhook_secret is None else Webhook(self.webhook_secret.get_secret_value())
-        )
+        """The verifier of CLIPLINE_WEBHOOK_SECRET (any of its secrets), or None when webhooks
+        are off."""
+        if self.webhook_secret is None:
+            return None
+        return RotatingWebhook(self.webhook_secret.get_secret_value().split())
