@@ -42,4 +42,4 @@ def test_a_rotation_accepts_either_secret_and_nothing_else() -> None:
     assert old not in str(refused.value)
     assert fresh not in str(refused.value)
     with pytest.raises(ValueError, match="several: space-separated"):
-        PollerSettings(webhook_secret=f"{old} not-a-secret")
+        PollerSettings(webhook_secret=f"{old} whsec_")
