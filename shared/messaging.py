@@ -142,13 +142,16 @@ def check_subject(event: Event, subject: str) -> None:
 
 
 def event_decoder(model: type[E]) -> Callable[[NatsMessage], Awaitable[E]]:
-    """A FastStream decoder: decoding is the one place a payload is judged poison (or, when it
-    names another job than its subject, unrecordable). Async, as FastStream runs a sync
-    decoder in a worker thread: a thread hop per message."""
+    """A FastStream decoder: decoding is the one place a payload is judged poison, or
+    unrecordable (its subject names no valid job, or its body another job than its subject).
+    Async, as FastStream runs a sync decoder in a worker thread: a thread hop per message."""
 
     async def decode(msg: NatsMessage) -> E:
+        subject = msg.raw_message.subject
+        if isinstance(named := job_named(subject), Unrecordable):
+            raise named  # judged before the body: its job could not even be failed
         event = decode_event(model, msg.body)
-        check_subject(event, msg.raw_message.subject)
+        check_subject(event, subject)
         return event
 
     return decode
@@ -183,7 +186,7 @@ class _Job:
 class Consumer:
     """A durable consumer's limits, known to the delivery middleware by durable name.
     `names_jobs`: its subjects are event subjects, each naming one job (intake's requests do
-    not), so a message whose subject names no valid job is terminated before decoding."""
+    not), so a failed message whose subject names no valid job is terminated, not counted."""
 
     durable: str
     max_errors: int
@@ -350,12 +353,13 @@ def _job_of(delivery: Delivery, metadata: Msg.Metadata, subject: str) -> _Job | 
 
 
 async def _decide(
-    delivery: Delivery, msg: NatsMessage, exc: Exception, job: _Job | None
+    delivery: Delivery, msg: NatsMessage, exc: Exception, job: _Job | Unrecordable | None
 ) -> HandlerException:
     """The outcome of a failed delivery; may raise the job store's error (see `_settle`)."""
     subject = msg.raw_message.subject
-    if isinstance(exc, Unrecordable):
-        log.warning("%s: terminated %s: %s", delivery.service, shown(subject), exc)
+    if isinstance(exc, Unrecordable) or isinstance(job, Unrecordable):
+        why = exc if isinstance(exc, Unrecordable) else f"{job} ({type(exc).__name__}: {exc})"
+        log.warning("%s: terminated %s: %.300s", delivery.service, shown(subject), why)
         return RejectMessage()
     if isinstance(exc, Poison):
         if job is not None:
@@ -382,7 +386,7 @@ async def _decide(
 
 
 async def _settle(
-    delivery: Delivery, msg: NatsMessage, exc: Exception, job: _Job | None
+    delivery: Delivery, msg: NatsMessage, exc: Exception, job: _Job | Unrecordable | None
 ) -> HandlerException:
     """`_decide`, and what to do when the failure cannot be recorded: a store error no retry
     can change ends the message (one warning); any other is retried at the capped delay (a
@@ -411,8 +415,9 @@ class DeliveryMiddleware(BaseMiddleware):
     """The house delivery policy, for every message of a service:
 
     - a message on a job's consumer whose subject names no valid job (a tenant or job token
-      that is not one: its job could not even be failed) is terminated before decoding, and
-      logged once; so is an event whose body names another job than its subject;
+      that is not one: its job could not even be failed) is terminated and logged once,
+      judged at decode before the body; so is an event whose body names another job than its
+      subject;
     - while the handler runs, `in_progress` heartbeats keep the message (a short ack_wait then
       only matters when the process died);
     - Poison (decided at decode): the job is failed with the reason, the message terminated;
@@ -428,14 +433,10 @@ class DeliveryMiddleware(BaseMiddleware):
         metadata = _metadata(msg)
         if delivery is None or metadata is None:
             return await call_next(msg)  # not a JetStream delivery (e.g. a core request)
-        subject = msg.raw_message.subject
-        job = _job_of(delivery, metadata, subject)
-        if isinstance(job, Unrecordable):
-            log.warning("%s: terminated %s: %s", delivery.service, shown(subject), job)
-            raise RejectMessage
+        job = _job_of(delivery, metadata, msg.raw_message.subject)
         consumer = delivery.consumers.get(metadata.consumer or "")
         every = (consumer.ack_wait if consumer else DEFAULT_ACK_WAIT_SECONDS) / 3
-        with job_context(job.job_id if job else None):
+        with job_context(job.job_id if isinstance(job, _Job) else None):
             try:
                 async with heartbeat(msg, every):
                     return await call_next(msg)
