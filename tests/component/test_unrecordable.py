@@ -17,7 +17,7 @@ from services.intake.handlers import build_router as build_intake
 from shared.contracts import JobFailedV1, JobRejectedV1, JobStatus
 from shared.contracts.requests import REQUESTS_ROOT
 from shared.jobstore import StoreConflictError
-from shared.messaging import RETRY_CAP_SECONDS
+from shared.messaging import RETRY_CAP_SECONDS, Message, ServiceRouter
 from tests.component.harness import TENANT, new_job_id, running
 from tests.component.support import FlakyJobStore, actions, settled, validation_error
 from tests.component.test_delivery import (
@@ -231,3 +231,47 @@ async def test_intake_still_refuses_a_request_whose_subject_has_an_invalid_tenan
         await h.send_raw(subject, body.encode(), "msg-1", INTAKE_DURABLE)
         assert actions(h.bus.actions(subject)) == ["ack"]
         assert h.bus.one(JobRejectedV1).reason
+
+
+def raw_router(subject: str, durable: str, calls: list[str]) -> ServiceRouter:
+    """A router with one consumer decoding nothing (FastStream's default), whose handler fails."""
+    router = ServiceRouter("testsvc")
+
+    @router.on_subject(subject, durable, max_errors=3)
+    async def handler(msg: Message) -> None:
+        calls.append(msg.raw_message.subject)
+        raise RuntimeError("broken")
+
+    return router
+
+
+async def test_a_failed_message_on_a_job_consumer_without_an_event_decoder_is_terminated(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No decoder judged the subject, so the handler ran and failed: its error cannot be
+    counted on any record, and no retry changes that."""
+    calls: list[str] = []
+    router = raw_router("clipline.job.admitted.v1.*.*", "testsvc--raw", calls)
+    async with running(router, lambda _: None) as h:
+        subject = f"clipline.job.admitted.v1.t$x.{new_job_id()}"
+        with caplog.at_level(logging.INFO):
+            await h.send_raw(subject, b"{}", "msg-1", "testsvc--raw")
+        assert calls == [subject]
+        assert actions(h.bus.actions(subject)) == ["term"]
+        logged = warnings(caplog)
+        assert len(logged) == 1
+        assert "invalid_tenant" in logged[0].getMessage()
+        assert "RuntimeError: broken" in logged[0].getMessage()
+        assert no_tracebacks(caplog)
+
+
+async def test_a_consumer_whose_subjects_name_no_job_counts_deliveries_as_before() -> None:
+    """Like intake's requests: an event-shaped subject there names no job to check or count."""
+    calls: list[str] = []
+    router = raw_router(f"{REQUESTS_ROOT}.>", "testsvc--requests", calls)
+    async with running(router, lambda _: None) as h:
+        subject = f"{REQUESTS_ROOT}.v1.t$x.{new_job_id()}"
+        for delivery in (1, 2, 3):
+            await h.send_raw(subject, b"{}", "msg-1", "testsvc--requests", delivery)
+        assert settled(h.bus.actions(subject)) == [("nak", 0.5), ("nak", 1.0), ("term", None)]
+        assert h.jobs.records() == {}
