@@ -35,7 +35,7 @@ from shared.contracts.events import (
     JobRef,
     parse_event_subject,
 )
-from shared.contracts.ids import JOB_ID_RE, is_valid_tenant
+from shared.contracts.ids import JOB_ID_RE, TENANT_RE
 from shared.contracts.jobs import JobRecordV1
 from shared.contracts.lifecycle import count_error
 from shared.jobstore import JobStore, StoreConflictError
@@ -102,9 +102,9 @@ def job_named(subject: str) -> _Job | Unrecordable:
     if parsed is None:
         return Unrecordable("invalid_subject", "not clipline.job.<kind>.v1.<tenant>.<job_id>")
     _, tenant, job_id = parsed
-    if not is_valid_tenant(tenant):
+    if not TENANT_RE.fullmatch(tenant):  # fullmatch: `$` would let a trailing newline by
         return Unrecordable("invalid_tenant", f"tenant token {shown(tenant, 70)} is no tenant")
-    if not JOB_ID_RE.match(job_id):
+    if not JOB_ID_RE.fullmatch(job_id):
         return Unrecordable("invalid_job_id", f"job token {shown(job_id, 70)} is no job id")
     return _Job(job_id, tenant)
 
