@@ -201,7 +201,7 @@ class KvUpstreamIndex:
 
 def _index_key(upstream_id: str) -> str:
     """KV keys allow [-/_=.a-zA-Z0-9]; upstream ids are `video_<hex>` but are not ours to trust."""
-    safe = all(c.isalnum() or c in "-_=" for c in upstream_id) and upstream_id
+    safe = upstream_id and all(c.isascii() and (c.isalnum() or c in "-_=") for c in upstream_id)
     return upstream_id if safe else "h_" + hashlib.sha256(upstream_id.encode()).hexdigest()
 
 

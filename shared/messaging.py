@@ -26,6 +26,7 @@ from nats.errors import NotJSMessageError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import DeliverPolicy
+from nats.js.errors import InvalidKeyError
 from pydantic import ValidationError
 
 from shared.contracts.events import (
@@ -34,10 +35,11 @@ from shared.contracts.events import (
     JobRef,
     parse_event_subject,
 )
+from shared.contracts.ids import JOB_ID_RE, TENANT_RE
 from shared.contracts.jobs import JobRecordV1
 from shared.contracts.lifecycle import count_error
 from shared.identities import SERVICES
-from shared.jobstore import JobStore
+from shared.jobstore import JobStore, StoreConflictError
 from shared.logs import job_context
 from shared.outcomes import Emit, end_job
 from shared.streams import JOBS, JOBS_STREAM_NAME, MAX_PAYLOAD_BYTES
@@ -69,6 +71,45 @@ class Poison(Exception):
         self.detail = detail
 
 
+class Unrecordable(Exception):
+    """A message that names no job this service may change: its subject's tenant or job token is
+    invalid (so the job could not even be failed), or its body names another job than its
+    subject. Terminated and logged once; nothing is recorded or announced."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+UNRECORDABLE_ERRORS: tuple[type[Exception], ...] = (InvalidKeyError, ValidationError)
+"""Errors of the job store that no retry can change: a key it refuses, a stored record that is
+not a record. A message whose failure hits one is terminated, never nak'ed in a loop."""
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    nats.errors.Error, StoreConflictError, TimeoutError, OSError,
+)  # fmt: skip
+"""Errors of an unreachable or busy store: the message is retried, logged without a traceback."""
+
+
+def shown(text: str, limit: int = 120) -> str:
+    """Text from a message (a subject token can hold anything but dots and spaces), quoted and
+    cut, for a log line."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def job_named(subject: str) -> _Job | Unrecordable:
+    """The job an event subject names, or why there is none whose record could be written."""
+    parsed = parse_event_subject(subject)
+    if parsed is None:
+        return Unrecordable("invalid_subject", "not clipline.job.<kind>.v1.<tenant>.<job_id>")
+    _, tenant, job_id = parsed
+    if not TENANT_RE.fullmatch(tenant):  # fullmatch: `$` would let a trailing newline by
+        return Unrecordable("invalid_tenant", f"tenant token {shown(tenant, 70)} is no tenant")
+    if not JOB_ID_RE.fullmatch(job_id):
+        return Unrecordable("invalid_job_id", f"job token {shown(job_id, 70)} is no job id")
+    return _Job(job_id, tenant)
+
+
 def retry_delay(attempt: int) -> float:
     """Exponential backoff for a failed delivery `attempt` (1-based), capped."""
     return float(min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1)))
@@ -89,12 +130,30 @@ def decode_event(model: type[E], body: bytes) -> E:
         raise Poison("poison_message", f"undecodable {model.__name__}: {exc}") from None
 
 
+def check_subject(event: Event, subject: str) -> None:
+    """Unrecordable unless the body names the job its (event) subject names: a body that names
+    another tenant or job is no fact about either, and changes nothing."""
+    parsed = parse_event_subject(subject)
+    if parsed is not None and (parsed[1], parsed[2]) != (event.tenant, event.job_id):
+        raise Unrecordable(
+            "subject_mismatch",
+            f"the body names {shown(event.tenant, 70)}/{shown(event.job_id, 70)}, "
+            f"the subject {shown(parsed[1], 70)}/{shown(parsed[2], 70)}",
+        )
+
+
 def event_decoder(model: type[E]) -> Callable[[NatsMessage], Awaitable[E]]:
-    """A FastStream decoder: decoding is the one place a payload is judged poison. Async, as
-    FastStream runs a sync decoder in a worker thread: a thread hop per message."""
+    """A FastStream decoder: decoding is the one place a payload is judged poison, or
+    unrecordable (its subject names no valid job, or its body another job than its subject).
+    Async, as FastStream runs a sync decoder in a worker thread: a thread hop per message."""
 
     async def decode(msg: NatsMessage) -> E:
-        return decode_event(model, msg.body)
+        subject = msg.raw_message.subject
+        if isinstance(named := job_named(subject), Unrecordable):
+            raise named  # judged before the body: its job could not even be failed
+        event = decode_event(model, msg.body)
+        check_subject(event, subject)
+        return event
 
     return decode
 
@@ -126,11 +185,14 @@ class _Job:
 
 @dataclass(frozen=True, slots=True)
 class Consumer:
-    """A durable consumer's limits, known to the delivery middleware by durable name."""
+    """A durable consumer's limits, known to the delivery middleware by durable name.
+    `names_jobs`: its subjects are event subjects, each naming one job (intake's requests do
+    not), so a failed message whose subject names no valid job is terminated, not counted."""
 
     durable: str
     max_errors: int
     ack_wait: float
+    names_jobs: bool = True
 
 
 @dataclass
@@ -259,7 +321,8 @@ class ServiceRouter(NatsRouter):
         heartbeats; should that outlast ack_wait, a second copy goes to another replica: every
         handler is idempotent, and the submitter's attempt lease keeps that from becoming a
         second upstream create."""
-        self.consumers[durable] = Consumer(durable, max_errors, ack_wait)
+        names_jobs = parse_event_subject(subject) is not None
+        self.consumers[durable] = Consumer(durable, max_errors, ack_wait, names_jobs)
         return self.subscriber(
             subject,
             stream=JOBS,
@@ -292,45 +355,88 @@ def _metadata(msg: Any) -> Msg.Metadata | None:
         return None
 
 
-def _job_of(subject: str) -> _Job | None:
-    parsed = parse_event_subject(subject)
-    return _Job(parsed[2], parsed[1]) if parsed else None
+def _job_of(delivery: Delivery, metadata: Msg.Metadata, subject: str) -> _Job | Unrecordable | None:
+    """The job a delivery is about: None on a consumer whose subjects name no job (intake's
+    requests); Unrecordable when the subject should name one and names none that is valid."""
+    consumer = delivery.consumers.get(metadata.consumer or "")
+    names_jobs = consumer.names_jobs if consumer else parse_event_subject(subject) is not None
+    return job_named(subject) if names_jobs else None
 
 
-async def _decide(delivery: Delivery, msg: NatsMessage, exc: Exception) -> HandlerException:
+async def _decide(
+    delivery: Delivery, msg: NatsMessage, exc: Exception, job: _Job | Unrecordable | None
+) -> HandlerException:
+    """The outcome of a failed delivery; may raise the job store's error (see `_settle`)."""
     subject = msg.raw_message.subject
-    job = _job_of(subject)
+    if isinstance(exc, Unrecordable) or isinstance(job, Unrecordable):
+        why = exc if isinstance(exc, Unrecordable) else f"{job} ({type(exc).__name__}: {exc})"
+        log.warning("%s: terminated %s: %.300s", delivery.service, shown(subject), why)
+        return RejectMessage()
     if isinstance(exc, Poison):
-        log.warning("%s: poison message on %s: %s", delivery.service, subject, exc.detail)
         if job is not None:
             await delivery.give_up(job, exc.reason, exc.detail)
+        log.warning("%s: poison message on %s: %s", delivery.service, shown(subject), exc.detail)
         return RejectMessage()
     counted = await delivery.count_error(job) if job else None
     attempt = counted if counted is not None else int(msg.raw_message.metadata.num_delivered)
     consumer = delivery.consumers.get(msg.raw_message.metadata.consumer or "")
     limit = consumer.max_errors if consumer else DEFAULT_MAX_ERRORS
     if attempt >= limit:
-        log.error("%s: gave up on %s after %d errors: %r", delivery.service, subject, attempt, exc)
         if job is not None:
             await delivery.give_up(job, "retries_exhausted", f"{type(exc).__name__}: {exc}")
+        log.error(
+            "%s: gave up on %s after %d errors: %r", delivery.service, shown(subject), attempt, exc
+        )
         return RejectMessage()
     delay = retry_delay(attempt)
     log.warning(
         "%s: error %d on %s (%s: %s); retry in %.1fs",
-        delivery.service, attempt, subject, type(exc).__name__, exc, delay,
+        delivery.service, attempt, shown(subject), type(exc).__name__, exc, delay,
     )  # fmt: skip
     return NackMessage(delay=delay)
+
+
+async def _settle(
+    delivery: Delivery, msg: NatsMessage, exc: Exception, job: _Job | Unrecordable | None
+) -> HandlerException:
+    """`_decide`, and what to do when the failure cannot be recorded: a store error no retry
+    can change ends the message (one warning); any other is retried at the capped delay (a
+    store outage: one warning line, no traceback; anything unexpected: with its traceback)."""
+    subject = shown(msg.raw_message.subject)
+    try:
+        return await _decide(delivery, msg, exc, job)
+    except UNRECORDABLE_ERRORS as inner:
+        log.warning(
+            "%s: terminated %s: its failure (%s: %.200s) cannot be recorded: %s: %.200s",
+            delivery.service, subject, type(exc).__name__, exc, type(inner).__name__, inner,
+        )  # fmt: skip
+        return RejectMessage()
+    except TRANSIENT_ERRORS as inner:
+        log.warning(
+            "%s: could not record the failure on %s (%s: %.200s); retry in %.0fs",
+            delivery.service, subject, type(inner).__name__, inner, RETRY_CAP_SECONDS,
+        )  # fmt: skip
+        return NackMessage(delay=RETRY_CAP_SECONDS)
+    except Exception:
+        log.exception("%s: could not record the failure on %s; retrying", delivery.service, subject)
+        return NackMessage(delay=RETRY_CAP_SECONDS)
 
 
 class DeliveryMiddleware(BaseMiddleware):
     """The house delivery policy, for every message of a service:
 
+    - a message on a job's consumer whose subject names no valid job (a tenant or job token
+      that is not one: its job could not even be failed) is terminated and logged once,
+      judged at decode before the body; so is an event whose body names another job than its
+      subject;
     - while the handler runs, `in_progress` heartbeats keep the message (a short ack_wait then
       only matters when the process died);
     - Poison (decided at decode): the job is failed with the reason, the message terminated;
     - any other error is never poison: it is counted on the job record (the budget survives
       crashes and replicas) and retried with a delayed nak; when the budget is spent the job is
-      failed with `retries_exhausted`. If even recording fails, the message is nak'ed.
+      failed with `retries_exhausted`;
+    - if even recording fails: a store error no retry can change (a refused key, a record that
+      does not parse) terminates the message, any other (an outage) naks it for later.
     """
 
     async def consume_scope(self, call_next: Any, msg: Any) -> Any:
@@ -338,22 +444,17 @@ class DeliveryMiddleware(BaseMiddleware):
         metadata = _metadata(msg)
         if delivery is None or metadata is None:
             return await call_next(msg)  # not a JetStream delivery (e.g. a core request)
-        job = _job_of(msg.raw_message.subject)
+        job = _job_of(delivery, metadata, msg.raw_message.subject)
         consumer = delivery.consumers.get(metadata.consumer or "")
         every = (consumer.ack_wait if consumer else DEFAULT_ACK_WAIT_SECONDS) / 3
-        with job_context(job.job_id if job else None):
+        with job_context(job.job_id if isinstance(job, _Job) else None):
             try:
                 async with heartbeat(msg, every):
                     return await call_next(msg)
             except HandlerException:
                 raise
             except Exception as exc:
-                try:
-                    outcome = await _decide(delivery, msg, exc)
-                except Exception as inner:
-                    log.exception("%s: could not record the failure; retrying", delivery.service)
-                    raise NackMessage(delay=RETRY_CAP_SECONDS) from inner
-                raise outcome from exc
+                raise await _settle(delivery, msg, exc, job) from exc
 
 
 @asynccontextmanager

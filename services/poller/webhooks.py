@@ -5,10 +5,12 @@ Refusals (JSON `{"error": {"reason", "detail"}}`): 503 `webhooks_disabled` (no
 CLIPLINE_WEBHOOK_SECRET), 413 `too_large`, 401 `invalid_signature` (missing, malformed or wrong),
 401 `stale` (timestamp outside the library's 5-minute tolerance), 409 `replayed` (a webhook id
 already taken, by this replica or another), 400 `malformed_event` (signed, but not a video
-event). A verified event is answered 202 whatever it leads to (an unknown video is logged and
-ignored: a retry could not change that), except 503 `retry` when the look failed (the upstream
-or NATS unreachable, a 429): the id is released, so the sender's retry is taken. Neither the
-secret nor a signature is ever logged or answered.
+event), 400 `invalid_video_id` (signed, but `data.id` is not a video id of the upstream's
+contract, shared/provider/ids.py: e.g. unicode or a path). A verified event is answered 202
+whatever it leads to (an unknown video is logged and ignored: a retry could not change that),
+except 503 `retry` when the look failed (the upstream or NATS unreachable, a 429): the id is
+released, so the sender's retry is taken. Neither the secret nor a signature is ever logged or
+answered.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from services.poller.handlers import Looked, NotFollowed, UnknownVideo, on_video
 from services.poller.ports import WebhookDeps
 from shared.logs import job_context
 from shared.messaging import periodically
+from shared.provider.ids import MAX_SHOWN, is_valid_video_id
 
 CLAIM_RENEW_SECONDS = 3.0
 """While a look runs its claim is renewed this often, so the sender's retry does not take it
@@ -75,6 +78,11 @@ def verify(verifier: Webhook, body: bytes, headers: Mapping[str, str]) -> Verifi
     match video_event(payload):
         case Malformed(detail=detail):
             return Refused(400, "malformed_event", detail)
+        case VideoEvent() as event if not is_valid_video_id(event.video_id):
+            # Signed, yet no id of the upstream's: no retry can change that, so 400 (the sender
+            # stops) before the id goes near a key, a URL or a record.
+            shown = repr(event.video_id[:MAX_SHOWN])
+            return Refused(400, "invalid_video_id", f"`data.id` {shown} is not a video id")
         case VideoEvent() as event:
             return Verified(wanted["webhook-id"], event)
 

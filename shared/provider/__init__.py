@@ -2,6 +2,7 @@
 
 from shared.provider.errors import (
     ProviderError,
+    ProviderInvalidId,
     ProviderMalformedResponse,
     ProviderNoAnswer,
     ProviderNotFound,
@@ -20,6 +21,7 @@ __all__ = [
     "InputImage",
     "OpenAIVideosProvider",
     "ProviderError",
+    "ProviderInvalidId",
     "ProviderMalformedResponse",
     "ProviderNoAnswer",
     "ProviderNotFound",

@@ -23,6 +23,7 @@ from shared.provider.errors import (
     ProviderNotSent,
     ProviderUnavailable,
 )
+from shared.provider.ids import video_path
 from shared.provider.openai_videos import CHUNK_BYTES, error_from
 from shared.provider.port import Download
 from shared.provider.wire import Variant
@@ -77,7 +78,7 @@ class AiohttpDownloads:
         ) as span:  # fmt: skip
             headers: dict[str, str] = {}
             propagate.inject(headers)
-            url = f"{self._base}videos/{video_id}/content"
+            url = self._base + video_path(video_id, "content")
             try:
                 response = await self._http().get(url, params={"variant": variant}, headers=headers)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:

@@ -72,3 +72,9 @@ class ProviderMalformedResponse(ProviderError):
     """A 2xx response whose body does not match the contract."""
 
     retryable = True
+
+
+class ProviderInvalidId(ProviderError):
+    """An id that is not one of the provider's (shared/provider/ids.py): in an upstream answer
+    (which broke the contract), or handed to the adapter (a record or event holding no id of
+    this provider). Never put in a URL; asking again will not change it."""

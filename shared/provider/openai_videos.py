@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from shared.config import UpstreamSettings
 from shared.provider.errors import (
     ProviderError,
+    ProviderInvalidId,
     ProviderMalformedResponse,
     ProviderNoAnswer,
     ProviderNotFound,
@@ -25,6 +26,7 @@ from shared.provider.errors import (
     ProviderServerError,
     ProviderUnavailable,
 )
+from shared.provider.ids import checked_video_id, is_valid_video_id, video_path
 from shared.provider.port import CreateVideo, Download
 from shared.provider.wire import UpstreamVideo, UpstreamVideoPage, Variant
 
@@ -99,14 +101,18 @@ def error_from(status: int, headers: Mapping[str, str], body: bytes) -> Provider
     return ProviderRejected(message, status=status, code=code, param=param)
 
 
-def _video(response: httpx.Response) -> UpstreamVideo:
+def _video(response: httpx.Response, where: str) -> UpstreamVideo:
+    """The Video in a 2xx answer; its id checked against the contract's pattern (an id that
+    fails it is ProviderInvalidId: nothing may carry it into a URL, a key or a record)."""
     try:
-        return UpstreamVideo.model_validate_json(response.content)
+        video = UpstreamVideo.model_validate_json(response.content)
     except ValidationError as exc:
         raise ProviderMalformedResponse(
             f"upstream returned a body that is not a Video: {exc.error_count()} errors",
             status=response.status_code,
         ) from exc
+    checked_video_id(video.id, where)
+    return video
 
 
 class Downloads(Protocol):
@@ -170,20 +176,22 @@ class OpenAIVideosProvider:
             # An image file can only travel as multipart (the file part `input_reference`).
             files = {"input_reference": (image.filename, image.data, image.content_type)}
             response = await self._send("POST", "videos", data=fields, files=files, headers=headers)
-        return _video(response)
+        return _video(response, "create answer")
 
     async def recent(self, limit: int = 100, since: int | None = None) -> list[UpstreamVideo]:
+        """Listed videos whose id fails the contract's pattern are left out: no create of
+        clipline's can have one (its answer would have been refused), so none is adopted."""
         params = {"limit": str(max(1, min(100, limit))), "order": "desc"}
         videos: list[UpstreamVideo] = []
         for _ in range(RECENT_PAGES):
             page = await self._page(params)
-            videos += page.data
+            videos += [v for v in page.data if is_valid_video_id(v.id)]
             if since is None or not page.has_more or not page.data:
                 break
             oldest = page.data[-1].created_at
             if oldest is not None and oldest < since:
                 break  # everything further back is older still
-            params["after"] = page.data[-1].id
+            params["after"] = page.data[-1].id  # a query value: httpx escapes it
         return videos
 
     async def _page(self, params: dict[str, str]) -> UpstreamVideoPage:
@@ -205,7 +213,7 @@ class OpenAIVideosProvider:
             ) from exc
 
     async def retrieve(self, video_id: str) -> tuple[UpstreamVideo, float | None]:
-        response = await self._send("GET", f"videos/{video_id}")
+        response = await self._send("GET", video_path(video_id))
         poll_after: float | None = None
         raw = response.headers.get("openai-poll-after-ms")
         if raw:
@@ -213,7 +221,12 @@ class OpenAIVideosProvider:
                 poll_after = max(0.0, float(raw) / 1000.0)
             except ValueError:
                 poll_after = None
-        return _video(response), poll_after
+        video = _video(response, "retrieve answer")
+        if video.id != video_id:
+            raise ProviderInvalidId(
+                f"retrieve answer: asked for {video_id!r}, answered about {video.id!r}"
+            )
+        return video, poll_after
 
     def download(self, video_id: str, variant: Variant) -> AbstractAsyncContextManager[Download]:
         if self._downloads is not None:
@@ -224,7 +237,7 @@ class OpenAIVideosProvider:
     async def _download(self, video_id: str, variant: Variant) -> AsyncIterator[Download]:
         request = self._client.build_request(
             "GET",
-            f"videos/{video_id}/content",
+            video_path(video_id, "content"),
             params={"variant": variant},
             headers={"Accept": "application/binary"},
         )
@@ -254,4 +267,4 @@ class OpenAIVideosProvider:
             raise ProviderNoAnswer(f"download {variant} broke: {type(exc).__name__}") from exc
 
     async def delete(self, video_id: str) -> None:
-        await self._send("DELETE", f"videos/{video_id}")
+        await self._send("DELETE", video_path(video_id))
