@@ -40,7 +40,8 @@ def rendered() -> dict[str, Any]:
 
 def test_compose_has_infrastructure_simulator_and_every_service() -> None:
     services = rendered()["services"]
-    assert set(services) == {"nats", "minio", "jaeger", "simulator", *SERVICES}
+    assert set(services) >= {"nats", "minio", "jaeger", "simulator", *SERVICES}
+    assert {"nats-auth", "nats-provision"} <= set(services)
     assert "-js" in services["nats"]["command"]
     assert services["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
 
@@ -56,8 +57,12 @@ def test_each_service_runs_its_module_healthy_and_configured_by_env() -> None:
         assert env["CLIPLINE_NATS_URL"] == "nats://nats:4222"
         assert env["CLIPLINE_S3_ENDPOINT"] == "minio:9000"
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("http://jaeger:")
-        for dep in ("nats", "minio", "simulator"):
+        for dep in ("minio", "simulator"):
             assert svc["depends_on"][dep]["condition"] == "service_healthy"
+        # NATS exists, with its streams and buckets, before any service starts
+        assert svc["depends_on"]["nats-provision"]["condition"] == (
+            "service_completed_successfully"
+        )
     for infra in ("nats", "minio", "simulator"):
         assert "healthcheck" in services[infra]
 
@@ -101,3 +106,24 @@ def test_dockerfile_installs_the_project() -> None:
     assert "pip install ." in text
     for folder in ("shared", "services", "clipline"):
         assert f"COPY {folder} ./{folder}" in text
+
+
+def test_each_service_has_its_own_nats_identity_readable_by_it_alone() -> None:
+    """Each service runs as its own uid with its own creds file (the nats-auth one-shot makes
+    them and gives each file to that uid); NATS runs in operator mode from those settings."""
+    services = rendered()["services"]
+    uids = {services[name]["user"] for name in SERVICES}
+    assert len(uids) == len(SERVICES)  # one user per service
+    init = " ".join(services["nats-auth"]["command"])
+    assert "clipline nats-auth init --dir /auth" in init
+    for name in SERVICES:
+        svc = services[name]
+        assert svc["environment"]["CLIPLINE_NATS_CREDS"] == f"/auth/creds/{name}.creds"
+        assert f"{name}:{svc['user']}" in init  # chown'ed to that service's uid
+        assert any(str(v).endswith(":/auth:ro") or "/auth" in str(v) for v in svc["volumes"])
+    nats_conf = (ROOT / "deploy" / "nats.conf").read_text()
+    assert "include auth/nats-auth.conf" in nats_conf
+    assert any("/etc/nats/auth" in str(v) for v in services["nats"]["volumes"])
+    provision = services["nats-provision"]
+    assert provision["command"][:2] == ["clipline", "nats-provision"]
+    assert provision["depends_on"]["nats"]["condition"] == "service_healthy"
