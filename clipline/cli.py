@@ -24,9 +24,10 @@ from clipline.download import (
     VARIANTS,
     AssetGone,
     DownloadMismatch,
+    UnsafeRecord,
     fetch,
-    file_name,
     s3_client,
+    targets,
     wanted,
 )
 from clipline.logs import Follower, last_lines
@@ -47,7 +48,7 @@ from clipline.stack import (
 )
 from clipline.verify import VerificationError, verify_video
 from shared.contracts import TERMINAL_KINDS, Event, JobRecordV1
-from shared.contracts.ids import job_id_for
+from shared.contracts.ids import JOB_ID_RE, job_id_for
 
 
 def _dollars(micros: int | None) -> str:
@@ -244,6 +245,9 @@ def _download(args: argparse.Namespace) -> int:
     the record (size, sha256): 0 when all were saved, 1 when the job is not completed, has no
     such asset, S3 no longer has it (retention) or a file does not match (nothing kept of it),
     2 when the stack cannot answer."""
+    if not JOB_ID_RE.fullmatch(args.job_id):
+        print(f"{args.job_id!r} is not a job id (job_ followed by 32 hex digits)")
+        return 1
     state = require(args.home)
     with httpx.Client(base_url=state.intake_url, timeout=30) as http:
         response = http.get(f"/v1/jobs/{args.job_id}", headers={"X-Clipline-Tenant": args.tenant})
@@ -261,10 +265,14 @@ def _download(args: argparse.Namespace) -> int:
     if missing:
         print(f"job {record.job_id} has no stored {', '.join(missing)}")
         return 1
+    try:
+        planned = targets(record, args.job_id, assets, args.output)
+    except UnsafeRecord as exc:
+        print(f"job {args.job_id}: refused, nothing written: {exc}")
+        return 1
     args.output.mkdir(parents=True, exist_ok=True)
     client = s3_client(state)
-    for asset in assets:
-        target = args.output / file_name(record.job_id, asset.variant, asset.key)
+    for asset, target in planned:
         try:
             saved = fetch(client, asset, target)
         except DownloadMismatch as exc:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from clipline import admin_token, replicas, webhook_secret
+from clipline import admin_token, replicas, s3_key, webhook_secret
 from clipline.replicas import parse_replica, plan, replica_name, scalable
 from clipline.servers import (
     LOG_BACKUPS,
@@ -26,6 +26,7 @@ from clipline.servers import (
     ServerError,
     free_port,
     http_ok,
+    private_dir,
     pid_alive,
     s3_ready,
     spawn,
@@ -263,12 +264,15 @@ def _start(
     home: Path, options: StackOptions, started: list[tuple[Proc, int | None, str]]
 ) -> StackState:
     logs = home / "logs"
+    for folder in (home, logs, home / "nats", home / "s3", home / "sim-state", home / "sim-assets"):
+        private_dir(folder)  # 0700: records, prompts, assets and keys are the user's alone
     cap, backups = options.log_max_bytes, options.log_backups
     nats = start_nats(
         home / "nats", logs, max_payload=MAX_PAYLOAD_BYTES, log_max_bytes=cap, log_backups=backups
     )
     started.append((nats.proc, nats.port, nats.health))
-    s3 = start_seaweed(home / "s3", logs, log_max_bytes=cap, log_backups=backups)
+    access, secret = s3_key.for_stack(home)
+    s3 = start_seaweed(home / "s3", logs, access, secret, log_max_bytes=cap, log_backups=backups)
     started.append((s3.proc, s3.port, s3.health))
     taken: set[int] = set()
     sim_port = free_port(taken)
