@@ -18,6 +18,7 @@ import nats
 import nats.errors
 import urllib3
 from minio.error import S3Error
+from pydantic import ValidationError
 
 from clipline import budget_cli
 from clipline.download import (
@@ -257,7 +258,15 @@ def _download(args: argparse.Namespace) -> int:
     if response.status_code != 200:
         print(f"cannot read job {args.job_id} ({response.status_code}): {response.text[:200]}")
         return 2
-    record = JobRecordV1.model_validate(response.json())
+    try:
+        record = JobRecordV1.model_validate_json(response.content)
+    except ValidationError as exc:
+        print(f"job {args.job_id}: refused, nothing written: not a job record ({exc.error_count()} "
+              "problems)")  # fmt: skip
+        return 1
+    if record.job_id != args.job_id:
+        print(f"job {args.job_id}: refused, nothing written: the record names another job id")
+        return 1
     if record.status != "completed":
         print(f"job {record.job_id} is {record.status.value}, not completed: nothing to download")
         return 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clipline.servers import new_s3_key, write_private
+from clipline.servers import new_s3_key, private_dir, write_private
 
 FILE = "s3-key.json"
 
@@ -37,5 +37,6 @@ def for_stack(home: Path) -> tuple[str, str]:
     if kept is not None:
         return kept
     access, secret = new_s3_key()
+    private_dir(home)
     write_private(home / FILE, json.dumps({"access_key": access, "secret_key": secret}))
     return access, secret
