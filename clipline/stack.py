@@ -271,8 +271,8 @@ def _start(
         home / "nats", logs, max_payload=MAX_PAYLOAD_BYTES, log_max_bytes=cap, log_backups=backups
     )
     started.append((nats.proc, nats.port, nats.health))
-    access, secret = s3_key.for_stack(home)
-    s3 = start_seaweed(home / "s3", logs, access, secret, log_max_bytes=cap, log_backups=backups)
+    key = s3_key.for_stack(home)
+    s3 = start_seaweed(home / "s3", logs, *key, log_max_bytes=cap, log_backups=backups)
     started.append((s3.proc, s3.port, s3.health))
     taken: set[int] = set()
     sim_port = free_port(taken)

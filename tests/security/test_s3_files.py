@@ -194,10 +194,10 @@ def test_after_up_the_stack_folders_are_0700_and_its_secret_files_0600(stack: St
 # `clipline download`: names only from validated ids, always inside DIR ------------------------
 
 
-def asset(variant: str = "video", key: str = "t/2026/12/07/j/video.mp4") -> AssetRef:
-    return AssetRef.model_construct(
-        variant=variant, bucket="clipline-assets", key=key, size_bytes=4,
-        sha256=hashlib.sha256(b"data").hexdigest(), content_type="video/mp4", url=None,
+def asset(key: str = "t/2026/12/07/j/video.mp4") -> AssetRef:
+    return AssetRef(
+        variant="video", bucket="clipline-assets", key=key, size_bytes=4,
+        sha256=hashlib.sha256(b"data").hexdigest(), content_type="video/mp4",
     )  # fmt: skip
 
 
@@ -280,7 +280,7 @@ def test_download_cli_refuses_a_traversing_record_and_writes_nothing(
         raise AssertionError("S3 must not be asked for a refused record")
 
     monkeypatch.setattr(cli, "require", lambda _: _Stack())
-    monkeypatch.setattr(cli.httpx, "Client", client)
+    monkeypatch.setattr(httpx, "Client", client)
     monkeypatch.setattr(cli, "s3_client", no_s3)
     out = tmp_path / "out"
     args = argparse.Namespace(home=tmp_path, job_id=JOB, tenant="acme", variant=["video"],
@@ -307,7 +307,7 @@ def test_download_cli_refuses_a_bad_job_id_argument_and_a_malformed_record(
         return real_client(transport=answer, **kwargs)
 
     monkeypatch.setattr(cli, "require", lambda _: _Stack())
-    monkeypatch.setattr(cli.httpx, "Client", client)
+    monkeypatch.setattr(httpx, "Client", client)
     args.job_id = JOB
     assert cli._download(args) == 1
     assert "not a job record" in capsys.readouterr().out
