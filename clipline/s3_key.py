@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clipline.servers import new_s3_key, private_dir, write_private
+from clipline.private import private_dir, write_private
+from clipline.servers import new_s3_key
 
 FILE = "s3-key.json"
 

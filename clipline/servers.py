@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from clipline import seaweed_security
+
 LOOPBACK = "127.0.0.1"
 # Raw stdout/stderr of a process is kept whole while it runs (the process holds the file open);
 # at each (re)start a larger file is moved aside to `<file>.1`, so at most two are kept.
@@ -279,69 +281,9 @@ class S3Server:
         return f"http://{self.endpoint}/"
 
 
-def private_dir(path: Path) -> Path:
-    """Create `path` (and missing parents) and make it its owner's alone (0700)."""
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
-    return path
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` in a file created 0600 and renamed into place (never half
-    written, never readable by others even for a moment)."""
-    draft = path.with_name(f".{path.name}.{os.getpid()}")
-    draft.unlink(missing_ok=True)
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    draft.replace(path)
-
-
 def new_s3_key() -> tuple[str, str]:
     """A fresh random S3 key pair (access key, secret key)."""
     return "CL" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30)
-
-
-# SeaweedFS reads ./security.toml from its working directory (the data folder). Every signing
-# key is fresh at each start: its master, volume, filer and S3 gateway all run in one process.
-# jwt.signing[.read]: the volume server's HTTP port reads and writes only with a token the
-# master signs; jwt.filer_signing[.read]: the same for the filer (closed anyway, see below).
-_SECURITY_TOML = """\
-# Written by clipline at each start of the embedded SeaweedFS; do not edit.
-[jwt.signing]
-key = "{0}"
-expires_after_seconds = 10
-[jwt.signing.read]
-key = "{1}"
-expires_after_seconds = 10
-[jwt.filer_signing]
-key = "{2}"
-expires_after_seconds = 10
-[jwt.filer_signing.read]
-key = "{3}"
-expires_after_seconds = 10
-[access]
-ui = false
-[filer.expose_directory_metadata]
-enabled = false
-"""
-SECURITY_FILE = "security.toml"
-S3_CONFIG_FILE = "s3.json"
-
-
-def seaweed_config(data_dir: Path, access_key: str, secret_key: str) -> None:
-    """The embedded SeaweedFS's secrets, each file 0600 in its 0700 data folder: the S3
-    identity (`-s3.config`, the only key its S3 gateway accepts) and the JWT signing keys."""
-    if not access_key or not secret_key:
-        raise ServerError("SeaweedFS needs an S3 access key and secret key (no default key)")
-    identity = {
-        "name": "clipline",
-        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }
-    write_private(data_dir / S3_CONFIG_FILE, json.dumps({"identities": [identity]}, indent=2))
-    keys = [secrets.token_urlsafe(32) for _ in range(4)]
-    write_private(data_dir / SECURITY_FILE, _SECURITY_TOML.format(*keys))
 
 
 def start_seaweed(
@@ -357,12 +299,13 @@ def start_seaweed(
     """SeaweedFS `weed mini` on loopback, every port chosen free, telemetry off, reachable only
     through authenticated S3 with the given key (there is no default one).
 
-    Locked down (tests/security/test_s3_files.py proves each): the S3 gateway knows one
-    identity, from a 0600 `-s3.config` file; `-disableHttp` closes the filer's HTTP API and the
-    master's (assign, submit, collection delete...; its status page remains); the volume
-    server's HTTP port reads and writes only with a token signed by a key in the 0600
-    security.toml. The data folder is 0700. The AWS_* variables a shell may export are blanked
-    so they add no identity.
+    Locked down (clipline/seaweed_security.py writes its secrets; tests/security/
+    test_s3_files.py proves each): the S3 gateway knows one identity, from a 0600
+    `-s3.config` file; `-disableHttp` closes the filer's HTTP API and the master's (assign,
+    submit, collection delete...; its status page remains); the volume server's HTTP port reads
+    and writes only with a token signed by a key in the 0600 security.toml, which also puts
+    every gRPC port behind mutual TLS. The data folder is 0700. The AWS_* variables a shell
+    may export are blanked so they add no identity.
 
     Its glog files go to `<log_dir>/seaweedfs/` (`weed.INFO` is the current one), rotated by
     size in whole MiB (glog's unit, so at least 1 MiB); stdout/stderr (the start-up banner, a
@@ -370,8 +313,16 @@ def start_seaweed(
     """
     used: set[int] = set()
     p = {k: free_port(used) for k in ("master", "volume", "filer", "s3", "admin")}
-    private_dir(data_dir)
-    seaweed_config(data_dir, access_key, secret_key)
+    if not access_key or not secret_key:
+        raise ServerError("SeaweedFS needs an S3 access key and secret key (there is no default)")
+    data_dir = data_dir.resolve()
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise ServerError("openssl not found: the embedded SeaweedFS needs it for its TLS keys")
+    try:
+        seaweed_security.write(data_dir, access_key, secret_key, openssl)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ServerError(f"cannot write SeaweedFS's keys into {data_dir}: {exc}") from None
     glog_dir = log_dir / "seaweedfs"
     glog_dir.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -383,7 +334,7 @@ def start_seaweed(
         f"-filer.port={p['filer']}", f"-s3.port={p['s3']}", f"-admin.port={p['admin']}",
         "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-disableHttp",
-        f"-s3.config={data_dir / S3_CONFIG_FILE}",
+        f"-s3.config={data_dir / seaweed_security.S3_CONFIG_FILE}",
         f"-filer.localSocket={data_dir}/filer.sock", f"-s3.localSocket={data_dir}/s3.sock",
     ]  # fmt: skip
     # Recorded with the process (so a restart blanks them too); no secret in them.

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from clipline import admin_token, replicas, s3_key, webhook_secret
+from clipline.private import private_dir
 from clipline.replicas import parse_replica, plan, replica_name, scalable
 from clipline.servers import (
     LOG_BACKUPS,
@@ -27,7 +28,6 @@ from clipline.servers import (
     free_port,
     http_ok,
     pid_alive,
-    private_dir,
     s3_ready,
     spawn,
     start_nats,

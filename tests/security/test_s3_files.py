@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import shutil
+import socket
+import ssl
 import stat
 import uuid
 from collections.abc import Iterator
@@ -19,7 +22,16 @@ from minio.error import S3Error
 
 from clipline import cli, s3_key
 from clipline.download import UnsafeRecord, file_name, target, targets
-from clipline.servers import S3_CONFIG_FILE, SECURITY_FILE, S3Server
+from clipline.seaweed_security import (
+    CA_CERT,
+    CERT,
+    KEY,
+    S3_CONFIG_FILE,
+    SECURITY_FILE,
+    TLS_DIR,
+    make_tls,
+)
+from clipline.servers import S3Server
 from clipline.stack import STATE_FILE, StackOptions, StackState, down, up
 from services.simulator.journal import FRAMES, JOURNAL, LOCK, Journal
 from shared.contracts import AssetRef, JobRecordV1
@@ -133,6 +145,57 @@ def test_volume_server_demands_a_token(s3_server: S3Server) -> None:
         assert http.post("/1,0100000000", files={"file": ("e", b"x")}).status_code == 401
 
 
+# gRPC ports (HTTP port + 10000): mutual TLS with the stack's own CA ---------------------------
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def speaks_grpc(port: int, context: ssl.SSLContext | None) -> bool:
+    """True when the port answers an HTTP/2 preface with its SETTINGS frame (what a gRPC
+    server does for a client it accepts), over TLS with `context`, or plain when None."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            sock = raw if context is None else context.wrap_socket(raw)
+            sock.sendall(H2_PREFACE)
+            sock.settimeout(5)
+            answer = sock.recv(64)
+    except (OSError, ssl.SSLError):
+        return False
+    return len(answer) >= 9 and answer[3] == 0x04  # frame type 4: SETTINGS
+
+
+def tls_context(cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the server's identity is not what is tested here
+    context.set_alpn_protocols(["h2"])
+    if cert is not None:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+GRPC_ROLES = ["master", "volume", "filer", "s3", "admin"]
+
+
+@pytest.mark.parametrize("role", GRPC_ROLES)
+def test_grpc_ports_refuse_a_client_without_the_stacks_certificate(
+    s3_server: S3Server, tmp_path: Path, role: str
+) -> None:
+    port = s3_server.ports[role] + 10000
+    other = make_tls(tmp_path / "other", shutil.which("openssl") or "openssl")
+    assert not speaks_grpc(port, None), "plaintext gRPC accepted"
+    assert not speaks_grpc(port, tls_context()), "TLS without a client certificate accepted"
+    assert not speaks_grpc(port, tls_context(other / CERT, other / KEY)), "another CA accepted"
+
+
+@pytest.mark.parametrize("role", GRPC_ROLES)
+def test_grpc_ports_answer_the_stacks_own_certificate(s3_server: S3Server, role: str) -> None:
+    """The control for the refusals above: the same probe succeeds with the right key."""
+    assert s3_server.proc.cwd is not None
+    tls = s3_server.proc.cwd / TLS_DIR
+    assert speaks_grpc(s3_server.ports[role] + 10000, tls_context(tls / CERT, tls / KEY))
+
+
 # Files: folders 0700, secrets and prompts 0600 -------------------------------------------------
 
 
@@ -142,6 +205,10 @@ def test_seaweedfs_data_folder_and_secret_files_are_private(s3_server: S3Server)
     assert mode(data) == 0o700
     for name in (SECURITY_FILE, S3_CONFIG_FILE):
         assert mode(data / name) == 0o600, name
+    assert mode(data / TLS_DIR) == 0o700
+    assert sorted(p.name for p in (data / TLS_DIR).iterdir()) == sorted([CA_CERT, CERT, KEY])
+    for file in (data / TLS_DIR).iterdir():  # the CA's key is gone: no more certificates
+        assert mode(file) == 0o600, file
     assert s3_server.secret_key in (data / S3_CONFIG_FILE).read_text()
 
 
@@ -185,6 +252,7 @@ def test_after_up_the_stack_folders_are_0700_and_its_secret_files_0600(stack: St
         assert mode(folder) == 0o700, folder
     for file in (home / STATE_FILE, home / s3_key.FILE, home / "admin-token",
                  home / "s3" / SECURITY_FILE, home / "s3" / S3_CONFIG_FILE,
+                 home / "s3" / TLS_DIR / KEY,
                  home / "sim-state" / JOURNAL, home / "sim-state" / LOCK):  # fmt: skip
         assert mode(file) == 0o600, file
     assert (stack.s3_access_key, stack.s3_secret_key) == s3_key.read(home)
