@@ -47,11 +47,12 @@ $(SDK_LEGACY)/.installed: | $(VENV)/.installed
 	touch $@
 
 # Debian's docker-compose validates docker-compose.yml without a Docker daemon (tests use it);
-# iproute2's `ss` shows a test how far storage's upload to S3 has got (tests/e2e/test_storage_kill).
+# iproute2's `ss` shows a test how far storage's upload to S3 has got (tests/e2e/test_storage_kill);
+# openssl makes the embedded SeaweedFS's TLS keys for its gRPC ports (clipline/seaweed_security.py).
 system-deps:
-	@{ command -v docker-compose && command -v ss; } >/dev/null || { \
+	@{ command -v docker-compose && command -v ss && command -v openssl; } >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq docker-compose iproute2 >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq docker-compose iproute2 openssl >/dev/null; }
 
 # The main job end to end on the embedded stack: start it, run one job, verify the MP4, stop it.
 run: install

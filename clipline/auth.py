@@ -29,7 +29,7 @@ from typing import Any
 
 import nats
 
-from clipline.files import write_secret
+from clipline.private import write_private
 from shared.contracts.ids import is_valid_tenant
 from shared.identities import (
     CLIPLINE_ACCOUNT,
@@ -124,7 +124,7 @@ class AuthDir:
                 *(f"  {pub}: {json.dumps(jwt)}" for pub, jwt in preload.items()),
                 "}",
             ]
-            write_secret(self.server_config, "\n".join(lines) + "\n")
+            write_private(self.server_config, "\n".join(lines) + "\n")
         return self
 
     def _clipline_jwt(self, operator: Key, clipline: Key) -> str:
@@ -142,12 +142,14 @@ class AuthDir:
                 "system": Key.new(ACCOUNT).seed,
                 "clipline": Key.new(ACCOUNT).seed,
             }
-            write_secret(path, json.dumps(seeds, indent=2))
+            write_private(path, json.dumps(seeds, indent=2))
         return {name: Key.of(seed) for name, seed in seeds.items()}
 
     def _issue(self, name: str, account: Key, permissions: Permissions) -> None:
         user = Key.new(USER)
-        write_secret(self.creds_file(name), creds(user_jwt(user, account, name, permissions), user))
+        write_private(
+            self.creds_file(name), creds(user_jwt(user, account, name, permissions), user)
+        )
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -167,7 +169,7 @@ class AuthDir:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def _save_tenants(self, tenants: dict[str, dict[str, Any]]) -> None:
-        write_secret(self.path / "tenants.json", json.dumps(tenants, indent=2, sort_keys=True))
+        write_private(self.path / "tenants.json", json.dumps(tenants, indent=2, sort_keys=True))
 
     def tenants(self) -> list[Tenant]:
         return [

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from clipline.auth import ADMIN, AuthDir, AuthError
-from clipline.files import write_secret
+from clipline.private import write_private
 from clipline.stack import require
 from shared.identities import SERVICES
 from shared.runtime import provision
@@ -93,7 +93,7 @@ def _nats_creds(args: argparse.Namespace) -> int:
     if str(args.output) == "-":
         sys.stdout.write(text)
     else:
-        write_secret(args.output, text)
+        write_private(args.output, text)
         print(f"wrote {what}'s NATS credentials to {args.output} (mode 0600)", file=sys.stderr)
     return 0
 

@@ -18,15 +18,17 @@ import nats
 import nats.errors
 import urllib3
 from minio.error import S3Error
+from pydantic import ValidationError
 
 from clipline import auth_cli, budget_cli
 from clipline.download import (
     VARIANTS,
     AssetGone,
     DownloadMismatch,
+    UnsafeRecord,
     fetch,
-    file_name,
     s3_client,
+    targets,
     wanted,
 )
 from clipline.logs import Follower, last_lines
@@ -47,7 +49,7 @@ from clipline.stack import (
 )
 from clipline.verify import VerificationError, verify_video
 from shared.contracts import TERMINAL_KINDS, Event, JobRecordV1
-from shared.contracts.ids import job_id_for
+from shared.contracts.ids import JOB_ID_RE, job_id_for
 from shared.contracts.requests import PRIORITIES, request_default
 
 
@@ -245,6 +247,9 @@ def _download(args: argparse.Namespace) -> int:
     the record (size, sha256): 0 when all were saved, 1 when the job is not completed, has no
     such asset, S3 no longer has it (retention) or a file does not match (nothing kept of it),
     2 when the stack cannot answer."""
+    if not JOB_ID_RE.fullmatch(args.job_id):
+        print(f"{args.job_id!r} is not a job id (job_ followed by 32 hex digits)")
+        return 1
     state = require(args.home)
     with httpx.Client(base_url=state.intake_url, timeout=30) as http:
         response = http.get(f"/v1/jobs/{args.job_id}", headers={"X-Clipline-Tenant": args.tenant})
@@ -254,7 +259,15 @@ def _download(args: argparse.Namespace) -> int:
     if response.status_code != 200:
         print(f"cannot read job {args.job_id} ({response.status_code}): {response.text[:200]}")
         return 2
-    record = JobRecordV1.model_validate(response.json())
+    try:
+        record = JobRecordV1.model_validate_json(response.content)
+    except ValidationError as exc:
+        print(f"job {args.job_id}: refused, nothing written: not a job record ({exc.error_count()} "
+              "problems)")  # fmt: skip
+        return 1
+    if record.job_id != args.job_id:
+        print(f"job {args.job_id}: refused, nothing written: the record names another job id")
+        return 1
     if record.status != "completed":
         print(f"job {record.job_id} is {record.status.value}, not completed: nothing to download")
         return 1
@@ -262,10 +275,14 @@ def _download(args: argparse.Namespace) -> int:
     if missing:
         print(f"job {record.job_id} has no stored {', '.join(missing)}")
         return 1
+    try:
+        planned = targets(record, args.job_id, assets, args.output)
+    except UnsafeRecord as exc:
+        print(f"job {args.job_id}: refused, nothing written: {exc}")
+        return 1
     args.output.mkdir(parents=True, exist_ok=True)
     client = s3_client(state)
-    for asset in assets:
-        target = args.output / file_name(record.job_id, asset.variant, asset.key)
+    for asset, target in planned:
         try:
             saved = fetch(client, asset, target)
         except DownloadMismatch as exc:

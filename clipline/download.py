@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from shared.contracts import AssetRef, JobRecordV1
+from shared.contracts.ids import JOB_ID_RE
 
 if TYPE_CHECKING:
     from clipline.stack import StackState
@@ -55,9 +57,50 @@ class Saved:
     sha256: str
 
 
+class UnsafeRecord(Exception):
+    """The job record names a file no download may write: a job id or variant that is not a
+    valid one, or a name that would land outside the output folder. Nothing was written."""
+
+
+# An object's extension as a file name takes it: a dot and a few letters or digits, or none.
+_SUFFIX_RE = re.compile(r"^(\.[A-Za-z0-9]{1,10})?$")
+
+
 def file_name(job_id: str, variant: str, key: str) -> str:
-    """`<job_id>-<variant>.<ext>`, the extension that of the stored object (video.mp4 ...)."""
-    return f"{job_id}-{variant}{PurePosixPath(key).suffix}"
+    """`<job_id>-<variant>.<ext>`, the extension that of the stored object (video.mp4 ...),
+    built only from a valid job id (JOB_ID_RE), a known variant and a plain extension;
+    UnsafeRecord for anything else (`../x`, an absolute path, a separator in the key's
+    extension), so a record cannot choose where a file goes."""
+    if not JOB_ID_RE.fullmatch(job_id):
+        raise UnsafeRecord(f"the record's job id {job_id!r} is not a valid job id (job_<32 hex>)")
+    if variant not in VARIANTS:
+        raise UnsafeRecord(f"the record's variant {variant!r} is not one of {', '.join(VARIANTS)}")
+    suffix = PurePosixPath(key).suffix
+    if not _SUFFIX_RE.fullmatch(suffix):
+        raise UnsafeRecord(f"the stored object's extension {suffix!r} is not a plain extension")
+    return f"{job_id}-{variant}{suffix}"
+
+
+def target(directory: Path, job_id: str, asset: AssetRef) -> Path:
+    """Where `asset` of job `job_id` is saved: `file_name(...)` inside `directory`, checked
+    (resolved) to be a direct child of it; UnsafeRecord otherwise."""
+    folder = directory.resolve()
+    path = (folder / file_name(job_id, asset.variant, asset.key)).resolve()
+    if path.parent != folder:
+        raise UnsafeRecord(f"{path} is not inside {folder}")
+    return path
+
+
+def targets(
+    record: JobRecordV1, asked_job_id: str, assets: Sequence[AssetRef], directory: Path
+) -> list[tuple[AssetRef, Path]]:
+    """Each asset and its file, every one checked before anything is written: the record must
+    be of the asked job (its ids drive the names) and every name safe; UnsafeRecord else."""
+    if record.job_id != asked_job_id:
+        raise UnsafeRecord(
+            f"the record's job id {record.job_id!r} is not the asked job {asked_job_id!r}"
+        )
+    return [(asset, target(directory, record.job_id, asset)) for asset in assets]
 
 
 def problem(expected: AssetRef, size_bytes: int, sha256: str) -> str | None:

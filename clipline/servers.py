@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -13,14 +14,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from clipline import seaweed_security
 from clipline.auth import ADMIN, AuthDir
-from clipline.files import write_secret
+from clipline.private import write_private
 
 LOOPBACK = "127.0.0.1"
 # Raw stdout/stderr of a process is kept whole while it runs (the process holds the file open);
@@ -254,7 +256,7 @@ def start_nats(
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / "nats.log"
     config = data_dir.parent / f"nats-{port}.conf"
-    write_secret(  # 0600 from the start: with auth it holds the accounts' settings
+    write_private(  # 0600 from the start: with auth it holds the accounts' settings
         config,
         f"max_payload: {max_payload}\n"
         # A service's user JWT lists its permissions and rides in its CONNECT line.
@@ -298,7 +300,9 @@ class S3Server:
     proc: Proc
     port: int
     access_key: str
-    secret_key: str
+    secret_key: str = field(repr=False)
+    # Every port it listens on by role (master, volume, filer, s3, admin); gRPC is +10000.
+    ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def endpoint(self) -> str:
@@ -309,17 +313,31 @@ class S3Server:
         return f"http://{self.endpoint}/"
 
 
+def new_s3_key() -> tuple[str, str]:
+    """A fresh random S3 key pair (access key, secret key)."""
+    return "CL" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30)
+
+
 def start_seaweed(
     data_dir: Path,
     log_dir: Path,
-    access_key: str = "clipline",
-    secret_key: str = "clipline-secret",  # noqa: S107 - local embedded server only
+    access_key: str,
+    secret_key: str,
     timeout: float = 60.0,
     *,
     log_max_bytes: int = LOG_MAX_BYTES,
     log_backups: int = LOG_BACKUPS,
 ) -> S3Server:
-    """SeaweedFS `weed mini` on loopback, every port chosen free, telemetry off.
+    """SeaweedFS `weed mini` on loopback, every port chosen free, telemetry off, reachable only
+    through authenticated S3 with the given key (there is no default one).
+
+    Locked down (clipline/seaweed_security.py writes its secrets; tests/security/
+    test_s3_files.py proves each): the S3 gateway knows one identity, from a 0600
+    `-s3.config` file; `-disableHttp` closes the filer's HTTP API and the master's (assign,
+    submit, collection delete...; its status page remains); the volume server's HTTP port reads
+    and writes only with a token signed by a key in the 0600 security.toml, which also puts
+    every gRPC port behind mutual TLS. The data folder is 0700. The AWS_* variables a shell
+    may export are blanked so they add no identity.
 
     Its glog files go to `<log_dir>/seaweedfs/` (`weed.INFO` is the current one), rotated by
     size in whole MiB (glog's unit, so at least 1 MiB); stdout/stderr (the start-up banner, a
@@ -327,7 +345,16 @@ def start_seaweed(
     """
     used: set[int] = set()
     p = {k: free_port(used) for k in ("master", "volume", "filer", "s3", "admin")}
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if not access_key or not secret_key:
+        raise ServerError("SeaweedFS needs an S3 access key and secret key (there is no default)")
+    data_dir = data_dir.resolve()
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise ServerError("openssl not found: the embedded SeaweedFS needs it for its TLS keys")
+    try:
+        seaweed_security.write(data_dir, access_key, secret_key, openssl)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ServerError(f"cannot write SeaweedFS's keys into {data_dir}: {exc}") from None
     glog_dir = log_dir / "seaweedfs"
     glog_dir.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -338,14 +365,16 @@ def start_seaweed(
         f"-master.port={p['master']}", f"-volume.port={p['volume']}",
         f"-filer.port={p['filer']}", f"-s3.port={p['s3']}", f"-admin.port={p['admin']}",
         "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-disableHttp",
+        f"-s3.config={data_dir / seaweed_security.S3_CONFIG_FILE}",
         f"-filer.localSocket={data_dir}/filer.sock", f"-s3.localSocket={data_dir}/s3.sock",
     ]  # fmt: skip
-    env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    # Recorded with the process (so a restart blanks them too); no secret in them.
+    env = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
     proc = spawn(
         "seaweedfs", argv, log_dir / "seaweedfs.stderr", env=env, cwd=data_dir,
         log_file=glog_dir / "weed.INFO",
     )  # fmt: skip
-    server = S3Server(proc, p["s3"], access_key, secret_key)
+    server = S3Server(proc, p["s3"], access_key, secret_key, p)
     wait_until(s3_ready(server.health), "seaweedfs s3", timeout, proc)
     return server

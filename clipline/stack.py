@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from clipline import admin_token, replicas, webhook_secret
+from clipline import admin_token, replicas, s3_key, webhook_secret
 from clipline.auth import ADMIN, AuthDir
+from clipline.private import private_dir
 from clipline.replicas import parse_replica, plan, replica_name, scalable
 from clipline.servers import (
     LOG_BACKUPS,
@@ -320,6 +321,8 @@ def _start(
     home: Path, options: StackOptions, started: list[tuple[Proc, int | None, str]]
 ) -> StackState:
     logs = home / "logs"
+    for folder in (home, logs, home / "nats", home / "s3", home / "sim-state", home / "sim-assets"):
+        private_dir(folder)  # 0700: records, prompts, assets and keys are the user's alone
     cap, backups = options.log_max_bytes, options.log_backups
     auth = AuthDir(home / "auth").init()
     nats = start_nats(
@@ -330,7 +333,8 @@ def _start(
     # Streams and buckets are the admin identity's to make (no service may), and the local
     # CLI's tenant gets its NATS account.
     asyncio.run(_provision(nats.url, auth))
-    s3 = start_seaweed(home / "s3", logs, log_max_bytes=cap, log_backups=backups)
+    key = s3_key.for_stack(home)
+    s3 = start_seaweed(home / "s3", logs, *key, log_max_bytes=cap, log_backups=backups)
     started.append((s3.proc, s3.port, s3.health))
     taken: set[int] = set()
     sim_port = free_port(taken)

@@ -44,8 +44,11 @@ class S3Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLIPLINE_S3_", extra="ignore")
 
     endpoint: str = "127.0.0.1:9000"
-    access_key: str = "clipline"
-    secret_key: SecretStr = SecretStr("clipline-secret")
+    access_key: str = Field(min_length=1)
+    """CLIPLINE_S3_ACCESS_KEY: required, no built-in default (`clipline up` generates one per
+    stack; compose gives a MinIO user that is not root)."""
+    secret_key: SecretStr = Field(min_length=1)
+    """CLIPLINE_S3_SECRET_KEY: required, no built-in default."""
     secure: bool = False
     bucket: str = "clipline-assets"
     region: str = "us-east-1"

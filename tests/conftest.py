@@ -10,7 +10,14 @@ import pytest
 from nats.aio.client import Client
 
 from clipline.auth import AuthDir
-from clipline.servers import NatsServer, S3Server, start_seaweed, start_secured_nats, stop_pid
+from clipline.servers import (
+    NatsServer,
+    S3Server,
+    new_s3_key,
+    start_seaweed,
+    start_secured_nats,
+    stop_pid,
+)
 from shared.contracts import JobRecordV1
 from shared.streams import JOBS_BUCKET, ensure_jetstream
 
@@ -28,7 +35,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     root = tmp_path_factory.mktemp("s3")
-    server = start_seaweed(root / "data", root)
+    server = start_seaweed(root / "data", root, *new_s3_key())  # a fresh key per session
     try:
         yield server
     finally:

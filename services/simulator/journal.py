@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 VERSION = 1
 JOURNAL, LOCK, FRAMES = "journal.jsonl", "lock", "frames"
 TMP_SUFFIX = ".tmp"
+# The journal holds prompts and the frames input images: readable by the user alone.
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
 
 
 class JournalError(Exception):
@@ -219,6 +221,7 @@ class Journal:
         self._frames = frames  # digests already in frames/
         # Unbuffered: each line is one write(2), in the OS before the response leaves.
         self._file = self.path.open("ab", buffering=0)
+        os.fchmod(self._file.fileno(), PRIVATE_FILE)  # prompts: the user's alone
 
     @classmethod
     def open(cls, directory: Path, *, max_jobs: int, clock: Clock) -> tuple[Journal, State]:
@@ -271,9 +274,10 @@ class Journal:
 
 def _lock(directory: Path) -> int:
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / FRAMES).mkdir(exist_ok=True)
-        fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        for folder in (directory, directory / FRAMES):
+            folder.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+            folder.chmod(PRIVATE_DIR)  # one made by an older simulator too
+        fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
     except OSError as exc:
         raise JournalError(f"cannot use {directory}: {_reason(exc)}") from None
     try:
@@ -344,7 +348,9 @@ def _write_atomically(path: Path, chunks: Iterable[bytes], *, fsync: bool = Fals
     """Whole or absent, never half, even if the process is killed: a temporary file renamed
     over `path`. `fsync` also survives a power cut, which only the start-up rewrite pays for."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    with tmp.open("wb") as out:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    os.fchmod(fd, PRIVATE_FILE)  # a leftover temporary file keeps its old mode otherwise
+    with os.fdopen(fd, "wb") as out:
         out.writelines(chunks)
         if fsync:
             out.flush()

@@ -1,26 +1,38 @@
 """docker-compose.yml is valid (Debian's docker-compose validates it without a daemon)."""
 
+import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "pricing_guard", "submitter", "poller", "storage")
 TOKEN = "compose-test-admin-token"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-SECRETS = ("CLIPLINE_ADMIN_TOKEN", "CLIPLINE_WEBHOOK_SECRET")
+S3_SECRETS = {
+    "MINIO_ROOT_USER": "compose-root",
+    "MINIO_ROOT_PASSWORD": "compose-root-password",
+    "CLIPLINE_S3_ACCESS_KEY": "compose-services",
+    "CLIPLINE_S3_SECRET_KEY": "compose-services-secret",
+}
+SECRETS = ("CLIPLINE_ADMIN_TOKEN", "CLIPLINE_WEBHOOK_SECRET", *S3_SECRETS)
 
 
 def config(
-    token: str | None, webhook_secret: str | None = WEBHOOK_SECRET
+    token: str | None,
+    webhook_secret: str | None = WEBHOOK_SECRET,
+    s3: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose not installed: `make install` installs it (apt docker-compose)"
     env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    env.update(S3_SECRETS if s3 is None else s3)
     if token is not None:
         env["CLIPLINE_ADMIN_TOKEN"] = token
     if webhook_secret is not None:
@@ -40,8 +52,10 @@ def rendered() -> dict[str, Any]:
 
 def test_compose_has_infrastructure_simulator_and_every_service() -> None:
     services = rendered()["services"]
-    assert set(services) >= {"nats", "minio", "jaeger", "simulator", *SERVICES}
-    assert {"nats-auth", "nats-provision"} <= set(services)
+    assert set(services) == {
+        "nats", "nats-auth", "nats-provision", "minio", "minio-init", "jaeger", "simulator",
+        *SERVICES,
+    }  # fmt: skip
     assert "-js" in services["nats"]["command"]
     assert services["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
 
@@ -63,6 +77,7 @@ def test_each_service_runs_its_module_healthy_and_configured_by_env() -> None:
         assert svc["depends_on"]["nats-provision"]["condition"] == (
             "service_completed_successfully"
         )
+        assert svc["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
     for infra in ("nats", "minio", "simulator"):
         assert "healthcheck" in services[infra]
 
@@ -127,3 +142,72 @@ def test_each_service_has_its_own_nats_identity_readable_by_it_alone() -> None:
     provision = services["nats-provision"]
     assert provision["command"][:2] == ["clipline", "nats-provision"]
     assert provision["depends_on"]["nats"]["condition"] == "service_healthy"
+
+
+def test_services_get_their_own_minio_user_and_root_stays_with_minio() -> None:
+    services = rendered()["services"]
+    for name in (*SERVICES, "simulator"):
+        env = services[name]["environment"]
+        assert "MINIO_ROOT_USER" not in env
+        assert "MINIO_ROOT_PASSWORD" not in env
+        assert S3_SECRETS["MINIO_ROOT_PASSWORD"] not in str(env)
+    for name in SERVICES:
+        env = services[name]["environment"]
+        assert env["CLIPLINE_S3_ACCESS_KEY"] == S3_SECRETS["CLIPLINE_S3_ACCESS_KEY"]
+        assert env["CLIPLINE_S3_SECRET_KEY"] == S3_SECRETS["CLIPLINE_S3_SECRET_KEY"]
+    minio = services["minio"]["environment"]
+    assert minio["MINIO_ROOT_USER"] == S3_SECRETS["MINIO_ROOT_USER"]
+    assert "CLIPLINE_S3_SECRET_KEY" not in minio
+
+
+def test_minio_init_creates_the_bucket_the_policy_and_the_services_user() -> None:
+    init = rendered()["services"]["minio-init"]
+    assert init["image"].startswith("minio/mc:RELEASE.")
+    assert init["restart"] == "no"
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    script = " ".join(init["command"])
+    for step in ("mc mb --ignore-existing local/clipline-assets",
+                 "mc admin policy create local clipline-assets /etc/clipline/minio-policy.json",
+                 'mc admin user add local "$$CLIPLINE_S3_ACCESS_KEY"',
+                 "mc admin policy attach local clipline-assets --user"):  # fmt: skip
+        assert step in script
+    assert any("deploy/minio-policy.json" in str(v) for v in init["volumes"])
+    assert init["environment"] == S3_SECRETS
+
+
+def test_the_services_policy_is_the_one_buckets_objects_and_lifecycle_only() -> None:
+    policy = json.loads((ROOT / "deploy" / "minio-policy.json").read_text())
+    allowed: dict[str, set[str]] = {}
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        for resource in statement["Resource"]:
+            allowed.setdefault(resource, set()).update(statement["Action"])
+    assert set(allowed) == {"arn:aws:s3:::clipline-assets", "arn:aws:s3:::clipline-assets/*"}
+    assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= allowed[
+        "arn:aws:s3:::clipline-assets/*"
+    ]
+    bucket = allowed["arn:aws:s3:::clipline-assets"]
+    assert {"s3:ListBucket", "s3:PutLifecycleConfiguration"} <= bucket
+    every = set().union(*allowed.values())
+    assert not any("*" in action for action in every)
+    assert not every & {"s3:DeleteBucket", "s3:CreateBucket", "s3:PutBucketPolicy"}
+
+
+@pytest.mark.parametrize("missing", sorted(S3_SECRETS))
+def test_without_an_s3_secret_compose_refuses_and_says_which_variable(missing: str) -> None:
+    out = config(TOKEN, s3={k: v for k, v in S3_SECRETS.items() if k != missing})
+    assert out.returncode != 0
+    assert f"set {missing}" in out.stderr, out.stderr
+
+
+def test_env_example_names_every_variable_compose_requires_and_gives_no_value() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
+    assert set(S3_SECRETS) <= required
+    example = {
+        line.split("=", 1)[0]: line.split("=", 1)[1]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert required <= set(example)
+    assert all(value == "" for value in example.values())  # no secret ships with the project

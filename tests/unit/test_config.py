@@ -18,10 +18,31 @@ def test_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_secret_values_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIPLINE_S3_ACCESS_KEY", "access")
     monkeypatch.setenv("CLIPLINE_S3_SECRET_KEY", "s3cr3t-value")
     settings = load_settings(S3Settings)
     assert "s3cr3t-value" not in repr(settings)
     assert settings.secret_key.get_secret_value() == "s3cr3t-value"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "CLIPLINE_S3_ACCESS_KEY: Field required; CLIPLINE_S3_SECRET_KEY: Field required"),
+        ({"CLIPLINE_S3_ACCESS_KEY": "a"}, "CLIPLINE_S3_SECRET_KEY: Field required"),
+        ({"CLIPLINE_S3_ACCESS_KEY": "", "CLIPLINE_S3_SECRET_KEY": "s"}, "CLIPLINE_S3_ACCESS_KEY"),
+        ({"CLIPLINE_S3_ACCESS_KEY": "a", "CLIPLINE_S3_SECRET_KEY": ""}, "CLIPLINE_S3_SECRET_KEY"),
+    ],
+)
+def test_s3_key_has_no_default_and_a_missing_one_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    for name in ("CLIPLINE_S3_ACCESS_KEY", "CLIPLINE_S3_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=named):
+        load_settings(S3Settings)
 
 
 def test_missing_registry_file_is_a_clear_exit(tmp_path: Path) -> None:
@@ -71,13 +92,30 @@ def test_log_level_is_checked_and_case_insensitive(monkeypatch: pytest.MonkeyPat
 
 
 def test_storage_rejects_an_endpoint_url_with_a_path() -> None:
-    env = {"CLIPLINE_S3_ENDPOINT": "http://minio:9000/bucket", "PATH": "/usr/bin:/bin"}
+    env = {
+        "CLIPLINE_S3_ENDPOINT": "http://minio:9000/bucket",
+        "CLIPLINE_S3_ACCESS_KEY": "k",
+        "CLIPLINE_S3_SECRET_KEY": "s",
+        "PATH": "/usr/bin:/bin",
+    }
     out = subprocess.run(
         [sys.executable, "-m", "services.storage"],
         capture_output=True, text=True, timeout=60, env=env, check=False,
     )  # fmt: skip
     assert out.returncode == 1
     assert "configuration error: CLIPLINE_S3_ENDPOINT" in out.stderr
+
+
+def test_storage_without_an_s3_key_exits_with_one_clear_line() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "services.storage"],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"}, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        "configuration error: CLIPLINE_S3_ACCESS_KEY: Field required; "
+        "CLIPLINE_S3_SECRET_KEY: Field required"
+    )
 
 
 def test_concurrent_stores_is_read_and_at_least_one(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -121,6 +121,13 @@ def test_first_pass_is_soon_and_later_ones_are_jittered_around_the_period() -> N
     assert 3959 < later[2] < 3960
 
 
+@pytest.fixture(autouse=True)
+def _s3_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3Settings has no built-in key: these tests give one."""
+    monkeypatch.setenv("CLIPLINE_S3_ACCESS_KEY", "test-access")
+    monkeypatch.setenv("CLIPLINE_S3_SECRET_KEY", "test-secret")
+
+
 def test_retention_defaults_to_keep_forever(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLIPLINE_S3_RETENTION_DAYS", raising=False)
     assert load_settings(S3Settings).retention_days == 0
@@ -151,7 +158,12 @@ def test_bad_sweep_period_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_storage_exits_cleanly_on_a_negative_retention() -> None:
-    env = {"CLIPLINE_S3_RETENTION_DAYS": "-3", "PATH": "/usr/bin:/bin"}
+    env = {
+        "CLIPLINE_S3_RETENTION_DAYS": "-3",
+        "CLIPLINE_S3_ACCESS_KEY": "k",
+        "CLIPLINE_S3_SECRET_KEY": "s",
+        "PATH": "/usr/bin:/bin",
+    }
     out = subprocess.run(
         [sys.executable, "-m", "services.storage"],
         capture_output=True, text=True, timeout=60, env=env, check=False,

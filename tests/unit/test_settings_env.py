@@ -86,10 +86,13 @@ def test_names_are_the_prefix_and_the_field(clean_env: pytest.MonkeyPatch) -> No
 
 
 def test_secrets_are_revealed_into_the_dict_only(clean_env: pytest.MonkeyPatch) -> None:
-    s3 = settings_from(S3Settings, {"secret_key": "very-secret"})
+    s3 = settings_from(S3Settings, {"access_key": "ak", "secret_key": "very-secret"})
     assert "very-secret" not in repr(s3)
     assert "very-secret" not in s3.model_dump_json()
-    assert settings_env(s3) == {"CLIPLINE_S3_SECRET_KEY": "very-secret"}
+    assert settings_env(s3) == {
+        "CLIPLINE_S3_ACCESS_KEY": "ak",
+        "CLIPLINE_S3_SECRET_KEY": "very-secret",
+    }
 
 
 def test_none_is_left_out(clean_env: pytest.MonkeyPatch) -> None:
@@ -100,15 +103,20 @@ def test_none_is_left_out(clean_env: pytest.MonkeyPatch) -> None:
 def test_the_process_environment_is_not_read(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("CLIPLINE_S3_BUCKET", "from-the-shell")
     clean_env.setenv("CLIPLINE_S3_REGION", "eu-north-1")
-    s3 = settings_from(S3Settings, {"endpoint": "127.0.0.1:1"})
+    keys = {"access_key": "ak", "secret_key": "sk"}  # required: no built-in key
+    s3 = settings_from(S3Settings, {"endpoint": "127.0.0.1:1", **keys})
     assert (s3.bucket, s3.region) == ("clipline-assets", "us-east-1")
-    assert settings_env(s3) == {"CLIPLINE_S3_ENDPOINT": "127.0.0.1:1"}
+    assert settings_env(s3) == {
+        "CLIPLINE_S3_ENDPOINT": "127.0.0.1:1",
+        "CLIPLINE_S3_ACCESS_KEY": "ak",
+        "CLIPLINE_S3_SECRET_KEY": "sk",
+    }
     assert type(s3) is S3Settings
 
 
 def test_values_are_validated_as_the_class_validates_them(clean_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(SettingsError, match=r"^CLIPLINE_S3_PRESIGN_SECONDS: Input should be"):
-        settings_from(S3Settings, {"presign_seconds": 0})
+        settings_from(S3Settings, {"presign_seconds": 0, "access_key": "a", "secret_key": "s"})
     with pytest.raises(SettingsError, match="CLIPLINE_SIM_WEBHOOK_SECRET is required"):
         settings_from(SimulatorSettings, {"webhook_url": "http://127.0.0.1:1/h"})
     with pytest.raises(SettingsError, match=r"^CLIPLINE_WEBHOOK_SECRET: ") as refused:
