@@ -169,6 +169,9 @@ def service_permissions(identity: ServiceIdentity) -> Permissions:
         ]
     for bucket in identity.objects_read:
         pub += _stream_read(f"OBJ_{bucket}")
+    if identity.objects_read or identity.objects_write:
+        # nats-py's object-store get finds the stream of the chunks' subject by name lookup
+        pub.append("$JS.API.STREAM.NAMES")
     return Permissions(pub=tuple(pub), sub=(f"{identity.inbox_prefix}.>",))
 
 
