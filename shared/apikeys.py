@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from shared.contracts.ids import is_valid_tenant
 from shared.jobstore import update_key
 from shared.kvscan import scan
+from shared.runtime import cached
 from shared.streams import API_KEYS_BUCKET
 
 PREFIX = "ck_"
@@ -235,3 +237,10 @@ class KvApiKeys:
         records = [ApiKeyRecord.model_validate_json(value) for _, value in found if value]
         mine = [r for r in records if tenant is None or r.tenant == tenant]
         return sorted(mine, key=lambda r: (r.created_at, r.id))
+
+
+def kv_api_keys(broker: NatsBroker) -> KvApiKeys:
+    """The keys in the clipline_api_keys bucket, through a service's broker (opened lazily:
+    the broker has no connection until it starts)."""
+    kv = cached(lambda: broker.key_value(API_KEYS_BUCKET, declare=False))
+    return KvApiKeys(kv, lambda: broker.connection.jetstream())  # noqa: PLW0108

@@ -6,17 +6,9 @@ from services.intake.adapters import probe_image
 from services.intake.handlers import build_router
 from services.intake.http import build_http
 from services.intake.ports import Deps
-from shared.apikeys import KvApiKeys
+from shared.apikeys import kv_api_keys
 from shared.registry import ProviderSpec
-from shared.runtime import Dispatch, Platform, cached, make_asgi, wire
-from shared.streams import API_KEYS_BUCKET
-
-
-def kv_api_keys(platform: Platform) -> KvApiKeys:
-    """The API keys in the clipline_api_keys bucket, through the platform's broker."""
-    broker = platform.broker
-    kv = cached(lambda: broker.key_value(API_KEYS_BUCKET, declare=False))
-    return KvApiKeys(kv, lambda: broker.connection.jetstream())  # noqa: PLW0108
+from shared.runtime import Dispatch, Platform, make_asgi, wire
 
 
 def build_app(platform: Platform, provider: ProviderSpec) -> Dispatch:
@@ -27,7 +19,7 @@ def build_app(platform: Platform, provider: ProviderSpec) -> Dispatch:
         emit=router.emit,
         provider=provider,
         probe=probe_image,
-        keys=kv_api_keys(platform),
+        keys=kv_api_keys(platform.broker),
     )
     wire(platform.broker, router, deps, platform.jobs)
     return Dispatch("/v1/", build_http(deps), make_asgi(platform.broker))

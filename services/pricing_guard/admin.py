@@ -1,16 +1,22 @@
-"""pricing_guard's admin HTTP API under /v1/admin/: budgets, spend and disputes, behind a bearer
-token (CLIPLINE_ADMIN_TOKEN). `clipline budget` and `clipline spend` drive it."""
+"""pricing_guard's admin HTTP API under /v1/admin/: budgets, spend, disputes and intake's API
+keys, behind a bearer token (CLIPLINE_ADMIN_TOKEN). `clipline budget`, `clipline spend` and
+`clipline keys` drive it. Bodies are JSON objects of at most MAX_BODY_BYTES; every body it
+cannot take is answered 4xx with a reason, never a 500."""
 
 from __future__ import annotations
 
 import hmac
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.pricing_guard.budgets import (
     GLOBAL,
@@ -29,10 +35,52 @@ from services.pricing_guard.budgets import (
 from services.pricing_guard.handlers import write_charge
 from services.pricing_guard.ports import BudgetStore
 from services.pricing_guard.records import LimitRecord, ReservationRecord, SpendEntry
+from shared.apikeys import KEY_ID_RE, ApiKeyInputError, ApiKeys
 from shared.contracts.ids import JOB_ID_RE, is_valid_tenant
 from shared.jobstore import JobStore
 
 By = Literal["tenant", "model", "day"]
+MAX_BODY_BYTES = 64 * 1024
+MAX_AMOUNT_MICROS = 10**15
+"""A billion dollars: a larger amount is a typo, and an exponent like 1e999999999 would take
+`int()` hours to build."""
+MAX_AMOUNT_USD = Decimal(MAX_AMOUNT_MICROS).scaleb(-6)
+DEFAULT_KEY_NAME = "unnamed"
+
+
+class BodyError(Exception):
+    """A request body the admin API cannot take: answered `status` with the reason."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.reason, self.detail = status, reason, detail
+
+
+async def json_body(request: Request, reason: str) -> Any:
+    """The body decoded as JSON, read up to MAX_BODY_BYTES (413 past that, however sent);
+    422 for bytes that are not JSON, nested past the parser's limit, or a number too long."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BodyError(413, "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise BodyError(413, "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise BodyError(422, reason, "the body is nested too deeply") from None
+    except ValueError as exc:  # not JSON, not UTF-8, a number past Python's digit limit
+        raise BodyError(422, reason, f"the body is not JSON: {exc}"[:200]) from None
+
+
+async def json_object(request: Request, reason: str) -> dict[str, Any]:
+    """The body as a JSON object; `reason` names a refusal of the body (422)."""
+    body = await json_body(request, reason)
+    if not isinstance(body, dict):
+        raise BodyError(422, reason, "the body must be a JSON object")
+    return body
 
 
 def _error(status: int, reason: str, detail: str) -> JSONResponse:
@@ -101,8 +149,15 @@ def dispute_view(record: ReservationRecord) -> dict[str, Any]:
     }
 
 
-def build_admin(budgets: BudgetStore, token: str | None, jobs: JobStore | None = None) -> FastAPI:
+def build_admin(
+    budgets: BudgetStore,
+    token: str | None,
+    jobs: JobStore | None = None,
+    keys: ApiKeys | None = None,
+) -> FastAPI:
     api = FastAPI(title="clipline admin", openapi_url="/v1/admin/openapi.json", docs_url=None)
+
+    add_error_handlers(api)
 
     @api.middleware("http")
     async def require_token(request: Request, call_next: Any) -> Response:
@@ -112,6 +167,9 @@ def build_admin(budgets: BudgetStore, token: str | None, jobs: JobStore | None =
         scheme, _, value = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
             return _error(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is needed")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # whatever the endpoint
+            return _error(413, "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
         response: Response = await call_next(request)
         return response
 
@@ -127,13 +185,11 @@ def build_admin(budgets: BudgetStore, token: str | None, jobs: JobStore | None =
 
     @api.put("/v1/admin/budgets/{scope}/{period}")
     async def set_budget(scope: str, period: str, request: Request) -> JSONResponse:
+        body = await json_object(request, "invalid_budget")
         try:
-            body = await request.json()
-            if not isinstance(body, dict):
-                raise BudgetInputError("the body must be a JSON object")
             the_scope, the_period = parse_scope(scope), parse_period(period)
             limit = Limit(_amount(body, "limit"), _optional_amount(body, "soft"))
-        except ValueError as exc:  # BudgetInputError, or a body that is not JSON
+        except BudgetInputError as exc:
             return _error(422, "invalid_budget", str(exc))
         now = datetime.now(UTC)
         await budgets.set_limit(the_scope, the_period, limit, now)
@@ -185,13 +241,73 @@ def build_admin(budgets: BudgetStore, token: str | None, jobs: JobStore | None =
     async def resolve(tenant: str, job_id: str, request: Request) -> JSONResponse:
         if not is_valid_tenant(tenant) or not JOB_ID_RE.match(job_id):
             return _error(422, "invalid_request", f"not a tenant and job id: {tenant}/{job_id}")
+        body = await json_body(request, "invalid_resolution")
         try:
-            decision = _resolution(await request.json())
-        except ValueError as exc:
+            decision = _resolution(body)
+        except BudgetInputError as exc:
             return _error(422, "invalid_resolution", str(exc))
         return await resolve_dispute(budgets, jobs, tenant, job_id, decision)
 
+    if keys is not None:
+        add_key_routes(api, keys)
     return api
+
+
+def add_error_handlers(api: FastAPI) -> None:
+    """Every refusal in the envelope: bodies it cannot take, and FastAPI's own answers."""
+
+    @api.exception_handler(BodyError)
+    async def body_error(_: Request, exc: BodyError) -> JSONResponse:
+        return _error(exc.status, exc.reason, exc.detail)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """FastAPI's own refusals (no such route, method not allowed) in the envelope too."""
+        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid")
+        return _error(exc.status_code, reason, str(exc.detail))
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_parameters(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(str(e.get("msg", e)) for e in exc.errors())
+        return _error(422, "invalid_request", problems[:300] or "invalid parameters")
+
+
+def add_key_routes(api: FastAPI, keys: ApiKeys) -> None:
+    """/v1/admin/keys: issue (the key is in this one answer), list (never a key or its hash),
+    revoke one, or revoke every key of a tenant."""
+
+    @api.post("/v1/admin/keys", status_code=201)
+    async def create_key(request: Request) -> JSONResponse:
+        body = await json_object(request, "invalid_key")
+        tenant, name = body.get("tenant"), body.get("name", DEFAULT_KEY_NAME)
+        if not isinstance(tenant, str) or not isinstance(name, str):
+            return _error(422, "invalid_key", "tenant (and name, if given) must be strings")
+        try:
+            issued = await keys.create(tenant, name, datetime.now(UTC))
+        except ApiKeyInputError as exc:
+            return _error(422, "invalid_key", str(exc))
+        view = issued.record.view()
+        return JSONResponse({**view, "key": issued.key}, status_code=201)
+
+    @api.get("/v1/admin/keys")
+    async def list_keys(tenant: str | None = Query(default=None)) -> JSONResponse:
+        if tenant is not None and not is_valid_tenant(tenant):
+            return _error(422, "invalid_request", f"not a tenant name: {tenant!r}")
+        return JSONResponse({"keys": [r.view() for r in await keys.list(tenant)]})
+
+    @api.delete("/v1/admin/keys/{key_id}")
+    async def revoke_key(key_id: str) -> JSONResponse:
+        record = await keys.revoke(key_id, datetime.now(UTC)) if KEY_ID_RE.match(key_id) else None
+        if record is None:
+            return _error(404, "not_found", f"no API key {key_id!r}")
+        return JSONResponse(record.view())
+
+    @api.delete("/v1/admin/keys")
+    async def revoke_tenant_keys(tenant: str = Query()) -> JSONResponse:
+        if not is_valid_tenant(tenant):
+            return _error(422, "invalid_request", f"not a tenant name: {tenant!r}")
+        revoked = await keys.revoke_tenant(tenant, datetime.now(UTC))
+        return JSONResponse({"tenant": tenant, "revoked": [r.view() for r in revoked]})
 
 
 async def resolve_dispute(
@@ -214,11 +330,28 @@ async def resolve_dispute(
 def _amount(body: dict[str, Any], name: str) -> int:
     value = body.get(f"{name}_usd")
     if value is not None:
-        return parse_usd(str(value))
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise BudgetInputError(f'{name}_usd must be a string of dollars, e.g. "12.50"')
+        return parse_usd(_bounded(str(value), f"{name}_usd"))
     micros = body.get(f"{name}_micros")
     if isinstance(micros, int) and not isinstance(micros, bool) and micros >= 0:
+        if micros > MAX_AMOUNT_MICROS:
+            raise BudgetInputError(f"{name}_micros exceeds {MAX_AMOUNT_MICROS}")
         return micros
     raise BudgetInputError(f"{name}_usd (a string of dollars) or {name}_micros is required")
+
+
+def _bounded(text: str, field: str) -> str:
+    """`text` when its amount is at most MAX_AMOUNT_MICROS (parse_usd says what else is wrong)."""
+    if len(text) > 64:
+        raise BudgetInputError(f"{field} is not an amount of dollars (too long)")
+    try:
+        amount = Decimal(text.strip().removeprefix("$").replace("_", ""))
+    except InvalidOperation:
+        return text
+    if amount.is_finite() and amount.copy_abs() > MAX_AMOUNT_USD:  # no context: no Overflow
+        raise BudgetInputError(f"{field} exceeds {MAX_AMOUNT_MICROS // 1_000_000} dollars")
+    return text
 
 
 def _optional_amount(body: dict[str, Any], name: str) -> int | None:

@@ -22,11 +22,11 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from clipline.servers import LOOPBACK, free_port
 from services.intake.adapters import probe_image
-from services.intake.app import kv_api_keys
 from services.intake.handlers import DURABLE, build_router
 from services.intake.http import build_http
 from services.intake.ports import Deps
 from services.intake.usecases import job_id_of
+from shared.apikeys import kv_api_keys
 from shared.contracts import JobRecordV1, request_subject
 from shared.contracts.ids import job_id_for
 from shared.messaging import NO_TENANT
@@ -53,7 +53,7 @@ async def intake(provisioned: str) -> AsyncIterator[Intake]:
     for _ in range(2):  # two replicas on one durable consumer
         platform = make_platform("intake", provisioned, TracerProvider())
         router = build_router()
-        keys = kv_api_keys(platform)
+        keys = kv_api_keys(platform.broker)
         deps = Deps(platform.jobs, platform.inputs, router.emit, PROVIDER, probe_image, keys)
         wire(platform.broker, router, deps, platform.jobs)
         await platform.broker.start()
