@@ -102,7 +102,7 @@ def issue(tenant: str, name: str, now: datetime) -> IssuedKey:
 
 def parse(key: str) -> tuple[str, str] | None:
     """(id, secret) of a well-formed key, else None."""
-    match = KEY_RE.match(key)
+    match = KEY_RE.fullmatch(key)
     return None if match is None else (match["id"], match["secret"])
 
 
@@ -199,7 +199,7 @@ class KvApiKeys:
         return issued
 
     async def get(self, key_id: str) -> ApiKeyRecord | None:
-        if not KEY_ID_RE.match(key_id):
+        if not KEY_ID_RE.fullmatch(key_id):
             return None
         try:
             entry = await (await self._kv()).get(key_id)
@@ -216,7 +216,7 @@ class KvApiKeys:
             new = change(ApiKeyRecord.model_validate_json(value) if value else None)
             return (None, None) if new is None else (new.model_dump_json().encode(), new)
 
-        if not KEY_ID_RE.match(key_id):
+        if not KEY_ID_RE.fullmatch(key_id):
             return None
         return await update_key(await self._kv(), key_id, decide, max_attempts=16)
 

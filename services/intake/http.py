@@ -150,7 +150,7 @@ async def get_job(job_id: str, deps: DepsOf, tenant: Tenant) -> JSONResponse:
 async def cancel_job(job_id: str, deps: DepsOf, tenant: Tenant) -> JSONResponse:
     """Ask to cancel a job of the key's tenant: 202 when asked now, 200 when it was already
     cancelling or cancelled, 409 when it ended otherwise, 404 when unknown (or another's)."""
-    if not JOB_ID_RE.match(job_id):
+    if not JOB_ID_RE.fullmatch(job_id):
         return _not_found(job_id)
     try:
         outcome = await cancel(deps, tenant, job_id)

@@ -227,7 +227,7 @@ async def cancel(deps: Deps, tenant: str, job_id: str) -> Cancelling | AlreadyEn
 
 async def find(deps: Deps, tenant: str, job_id: str) -> JobRecordV1 | None:
     """A job of `tenant` (None: no such job there, whatever other tenants have)."""
-    return await deps.jobs.get(tenant, job_id) if JOB_ID_RE.match(job_id) else None
+    return await deps.jobs.get(tenant, job_id) if JOB_ID_RE.fullmatch(job_id) else None
 
 
 async def jobs_of(deps: Deps, tenant: str) -> list[JobRecordV1]:

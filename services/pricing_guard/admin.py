@@ -239,7 +239,7 @@ def build_admin(
 
     @api.post("/v1/admin/disputes/{tenant}/{job_id}")
     async def resolve(tenant: str, job_id: str, request: Request) -> JSONResponse:
-        if not is_valid_tenant(tenant) or not JOB_ID_RE.match(job_id):
+        if not is_valid_tenant(tenant) or not JOB_ID_RE.fullmatch(job_id):
             return _error(422, "invalid_request", f"not a tenant and job id: {tenant}/{job_id}")
         body = await json_body(request, "invalid_resolution")
         try:
@@ -297,7 +297,9 @@ def add_key_routes(api: FastAPI, keys: ApiKeys) -> None:
 
     @api.delete("/v1/admin/keys/{key_id}")
     async def revoke_key(key_id: str) -> JSONResponse:
-        record = await keys.revoke(key_id, datetime.now(UTC)) if KEY_ID_RE.match(key_id) else None
+        record = (
+            await keys.revoke(key_id, datetime.now(UTC)) if KEY_ID_RE.fullmatch(key_id) else None
+        )
         if record is None:
             return _error(404, "not_found", f"no API key {key_id!r}")
         return JSONResponse(record.view())
