@@ -8,6 +8,7 @@ revokes keys; intake authenticates every request with `authenticate`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
@@ -24,7 +25,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
 from shared.contracts.ids import is_valid_tenant
-from shared.jobstore import update_key
+from shared.jobstore import StoreConflictError, update_key
 from shared.kvscan import scan
 from shared.runtime import cached
 from shared.streams import API_KEYS_BUCKET
@@ -230,7 +231,8 @@ class KvApiKeys:
         return [r for r in done if r is not None]
 
     async def touch(self, key_id: str, now: datetime) -> None:
-        await self._change(key_id, lambda r: touched(r, now))
+        with contextlib.suppress(StoreConflictError):  # others are writing it: it was used
+            await self._change(key_id, lambda r: touched(r, now))
 
     async def list(self, tenant: str | None = None) -> list[ApiKeyRecord]:
         found = await scan(self._jetstream(), self._bucket, ">")

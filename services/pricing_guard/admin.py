@@ -6,7 +6,6 @@ cannot take is answered 4xx with a reason, never a 500."""
 from __future__ import annotations
 
 import hmac
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -14,10 +13,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.pricing_guard.admin_http import (
+    MAX_BODY_BYTES,
+    add_error_handlers,
+    json_body,
+    json_object,
+)
+from services.pricing_guard.admin_http import error as _error
+from services.pricing_guard.admin_keys import add_key_routes
 from services.pricing_guard.budgets import (
     GLOBAL,
     BudgetInputError,
@@ -35,56 +40,15 @@ from services.pricing_guard.budgets import (
 from services.pricing_guard.handlers import write_charge
 from services.pricing_guard.ports import BudgetStore
 from services.pricing_guard.records import LimitRecord, ReservationRecord, SpendEntry
-from shared.apikeys import KEY_ID_RE, ApiKeyInputError, ApiKeys
+from shared.apikeys import ApiKeys
 from shared.contracts.ids import JOB_ID_RE, is_valid_tenant
 from shared.jobstore import JobStore
 
 By = Literal["tenant", "model", "day"]
-MAX_BODY_BYTES = 64 * 1024
 MAX_AMOUNT_MICROS = 10**15
 """A billion dollars: a larger amount is a typo, and an exponent like 1e999999999 would take
 `int()` hours to build."""
 MAX_AMOUNT_USD = Decimal(MAX_AMOUNT_MICROS).scaleb(-6)
-DEFAULT_KEY_NAME = "unnamed"
-
-
-class BodyError(Exception):
-    """A request body the admin API cannot take: answered `status` with the reason."""
-
-    def __init__(self, status: int, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.reason, self.detail = status, reason, detail
-
-
-async def json_body(request: Request, reason: str) -> Any:
-    """The body decoded as JSON, read up to MAX_BODY_BYTES (413 past that, however sent);
-    422 for bytes that are not JSON, nested past the parser's limit, or a number too long."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise BodyError(413, "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise BodyError(413, "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise BodyError(422, reason, "the body is nested too deeply") from None
-    except ValueError as exc:  # not JSON, not UTF-8, a number past Python's digit limit
-        raise BodyError(422, reason, f"the body is not JSON: {exc}"[:200]) from None
-
-
-async def json_object(request: Request, reason: str) -> dict[str, Any]:
-    """The body as a JSON object; `reason` names a refusal of the body (422)."""
-    body = await json_body(request, reason)
-    if not isinstance(body, dict):
-        raise BodyError(422, reason, "the body must be a JSON object")
-    return body
-
-
-def _error(status: int, reason: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": {"reason": reason, "detail": detail}}, status)
 
 
 def _money(micros: int | None) -> dict[str, Any]:
@@ -251,65 +215,6 @@ def build_admin(
     if keys is not None:
         add_key_routes(api, keys)
     return api
-
-
-def add_error_handlers(api: FastAPI) -> None:
-    """Every refusal in the envelope: bodies it cannot take, and FastAPI's own answers."""
-
-    @api.exception_handler(BodyError)
-    async def body_error(_: Request, exc: BodyError) -> JSONResponse:
-        return _error(exc.status, exc.reason, exc.detail)
-
-    @api.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        """FastAPI's own refusals (no such route, method not allowed) in the envelope too."""
-        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid")
-        return _error(exc.status_code, reason, str(exc.detail))
-
-    @api.exception_handler(RequestValidationError)
-    async def invalid_parameters(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(str(e.get("msg", e)) for e in exc.errors())
-        return _error(422, "invalid_request", problems[:300] or "invalid parameters")
-
-
-def add_key_routes(api: FastAPI, keys: ApiKeys) -> None:
-    """/v1/admin/keys: issue (the key is in this one answer), list (never a key or its hash),
-    revoke one, or revoke every key of a tenant."""
-
-    @api.post("/v1/admin/keys", status_code=201)
-    async def create_key(request: Request) -> JSONResponse:
-        body = await json_object(request, "invalid_key")
-        tenant, name = body.get("tenant"), body.get("name", DEFAULT_KEY_NAME)
-        if not isinstance(tenant, str) or not isinstance(name, str):
-            return _error(422, "invalid_key", "tenant (and name, if given) must be strings")
-        try:
-            issued = await keys.create(tenant, name, datetime.now(UTC))
-        except ApiKeyInputError as exc:
-            return _error(422, "invalid_key", str(exc))
-        view = issued.record.view()
-        return JSONResponse({**view, "key": issued.key}, status_code=201)
-
-    @api.get("/v1/admin/keys")
-    async def list_keys(tenant: str | None = Query(default=None)) -> JSONResponse:
-        if tenant is not None and not is_valid_tenant(tenant):
-            return _error(422, "invalid_request", f"not a tenant name: {tenant!r}")
-        return JSONResponse({"keys": [r.view() for r in await keys.list(tenant)]})
-
-    @api.delete("/v1/admin/keys/{key_id}")
-    async def revoke_key(key_id: str) -> JSONResponse:
-        record = (
-            await keys.revoke(key_id, datetime.now(UTC)) if KEY_ID_RE.fullmatch(key_id) else None
-        )
-        if record is None:
-            return _error(404, "not_found", f"no API key {key_id!r}")
-        return JSONResponse(record.view())
-
-    @api.delete("/v1/admin/keys")
-    async def revoke_tenant_keys(tenant: str = Query()) -> JSONResponse:
-        if not is_valid_tenant(tenant):
-            return _error(422, "invalid_request", f"not a tenant name: {tenant!r}")
-        revoked = await keys.revoke_tenant(tenant, datetime.now(UTC))
-        return JSONResponse({"tenant": tenant, "revoked": [r.view() for r in revoked]})
 
 
 async def resolve_dispute(
