@@ -56,10 +56,12 @@ class Api:
 
 
 @asynccontextmanager
-async def serving(jobs: InMemoryJobStore) -> AsyncIterator[Api]:
+async def serving(
+    jobs: InMemoryJobStore, keys: InMemoryApiKeys | None = None
+) -> AsyncIterator[Api]:
     """The HTTP API on in-memory ports, with an emitter that records what it would publish."""
     emitted = Emitted()
-    keys = InMemoryApiKeys(TENANTS)
+    keys = keys if keys is not None else InMemoryApiKeys(TENANTS)
     deps = Deps(
         jobs,
         InMemoryInputStore(),
@@ -315,3 +317,63 @@ async def test_a_keyless_request_is_given_a_key_a_503_names_for_the_retry(api: A
     assert retried.json()["job_id"] == job_id_for("default", key)
     [event] = accepted(api)
     assert event.job_id == job_id_for("default", key)
+
+
+@pytest.mark.parametrize(
+    ("headers", "says"),
+    [
+        ({"Authorization": ""}, "header is needed"),
+        ({"Authorization": "Token abc"}, "must be 'Bearer"),
+        ({"Authorization": "Bearer ck_short"}, "malformed"),
+        ({"Authorization": f"Bearer ck_{'0' * 16}_{'a' * 43}"}, "not known"),
+    ],
+)
+async def test_every_endpoint_needs_a_valid_key(
+    api: Api, headers: dict[str, str], says: str
+) -> None:
+    job_id = job_id_for("default", "k9")
+    for method, path in [
+        ("POST", "/v1/jobs"),
+        ("GET", "/v1/jobs"),
+        ("GET", f"/v1/jobs/{job_id}"),
+        ("POST", f"/v1/jobs/{job_id}/cancel"),
+    ]:
+        r = await api.client.request(method, path, json=BODY, headers=headers)
+        assert r.status_code == 401, (method, path)
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        assert r.json()["error"]["reason"] == "unauthorized"
+        assert says in r.json()["error"]["detail"]
+    assert api.jobs.records() == {}
+    assert api.emitted.events == []
+
+
+async def test_a_revoked_key_is_refused_from_the_next_request_on(api: Api) -> None:
+    assert (await api.client.get("/v1/jobs", headers=ACME)).status_code == 200
+    await api.keys.revoke_tenant("acme", datetime.now(UTC))
+    refused = await api.client.get("/v1/jobs", headers=ACME)
+
+    assert refused.status_code == 401
+    assert refused.json()["error"]["detail"] == "the API key was revoked"
+
+
+async def test_last_use_is_noted_once_for_a_burst_of_requests(api: Api) -> None:
+    for _ in range(5):
+        assert (await api.client.get("/v1/jobs", headers=ACME)).status_code == 200
+    [acme] = await api.keys.list("acme")
+
+    assert acme.last_used_at is not None
+    assert api.keys.touches == 1
+
+
+class DownKeys(InMemoryApiKeys):
+    async def get(self, key_id: str) -> None:
+        raise ConnectionError("kv unreachable")
+
+
+async def test_a_key_store_outage_is_a_503_not_a_401() -> None:
+    async with serving(InMemoryJobStore(), DownKeys(TENANTS)) as api:
+        r = await api.post(key="k10")
+
+    assert r.status_code == 503
+    assert r.json()["error"]["reason"] == "unavailable"
+    assert api.jobs.records() == {}
