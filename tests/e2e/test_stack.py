@@ -256,7 +256,9 @@ async def test_input_image_travels_to_upstream_as_first_frame(
 
 def test_secrets_stay_out_of_logs_and_spans(stack: tuple[StackState, OtlpSink]) -> None:
     state, sink = stack
-    secrets = [LOCAL_API_KEY, state.s3_secret_key]
+    api_keys = [p.read_text() for p in Path(state.home).glob("api-key*")]
+    assert api_keys  # `up` made the default tenant's; the tests here made others
+    secrets = [LOCAL_API_KEY, state.s3_secret_key, *api_keys]
     assert sink.spans, "no spans exported"
     for span in sink.spans:
         for secret in secrets:
