@@ -1,5 +1,5 @@
 """The `clipline` command: up | down | status | restart | scale | logs | submit | cancel |
-download | budget | spend."""
+download | budget | spend | keys."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import urllib3
 from minio.error import S3Error
 from pydantic import ValidationError
 
-from clipline import auth_cli, budget_cli
+from clipline import auth_cli, budget_cli, keys_cli
 from clipline.download import (
     VARIANTS,
     AssetGone,
@@ -97,6 +97,7 @@ class Progress:
 
 async def _submit(args: argparse.Namespace) -> int:
     state = require(args.home)
+    api_key = keys_cli.intake_key(args.home, args.tenant, args.api_key)
     key = args.idempotency_key or f"cli:{uuid.uuid4().hex}"
     job_id = job_id_for(args.tenant, key)
     body = {"model": args.model, "size": args.size, "seconds": args.seconds, "prompt": args.prompt}
@@ -115,16 +116,16 @@ async def _submit(args: argparse.Namespace) -> int:
         # Subscribe before submitting, so no event of this job can be missed.
         await nc.subscribe(Event.subject_filter_any(args.tenant, job_id), cb=on_event)
         async with httpx.AsyncClient(
-            base_url=state.intake_url, timeout=30, headers={"X-Clipline-Tenant": args.tenant}
+            base_url=state.intake_url, timeout=30, headers=keys_cli.bearer(api_key)
         ) as http:
-            response = await http.post(
-                "/v1/jobs",
-                json=body,
-                headers={"Idempotency-Key": key, "X-Clipline-Tenant": args.tenant},
-            )
+            response = await http.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
             if response.status_code not in (200, 202):  # 200: this key's job already exists
                 print(f"rejected by intake ({response.status_code}): {response.text}")
                 return 2
+            if response.json()["tenant"] != args.tenant:  # --api-key: the key's tenant
+                args.tenant, job_id = response.json()["tenant"], response.json()["job_id"]
+                # events before this are missed; _follow reads the record when it is quiet
+                await nc.subscribe(Event.subject_filter_any(args.tenant, job_id), cb=on_event)
             if response.status_code == 200:
                 status = response.json().get("status")
                 print(f"job {job_id} already exists (tenant {args.tenant}, {status})")
@@ -216,10 +217,9 @@ def _cancel(args: argparse.Namespace) -> int:
     """Ask intake to cancel a job: 0 when it is cancelling or cancelled, 1 when it ended
     otherwise or is unknown (the reason printed), 2 when the stack cannot be reached."""
     state = require(args.home)
+    api_key = keys_cli.intake_key(args.home, args.tenant, args.api_key)
     with httpx.Client(base_url=state.intake_url, timeout=30) as http:
-        response = http.post(
-            f"/v1/jobs/{args.job_id}/cancel", headers={"X-Clipline-Tenant": args.tenant}
-        )
+        response = http.post(f"/v1/jobs/{args.job_id}/cancel", headers=keys_cli.bearer(api_key))
     try:
         body = response.json()
     except ValueError:  # not intake's JSON (a proxy's page, say)
@@ -251,8 +251,9 @@ def _download(args: argparse.Namespace) -> int:
         print(f"{args.job_id!r} is not a job id (job_ followed by 32 hex digits)")
         return 1
     state = require(args.home)
+    api_key = keys_cli.intake_key(args.home, args.tenant, args.api_key)
     with httpx.Client(base_url=state.intake_url, timeout=30) as http:
-        response = http.get(f"/v1/jobs/{args.job_id}", headers={"X-Clipline-Tenant": args.tenant})
+        response = http.get(f"/v1/jobs/{args.job_id}", headers=keys_cli.bearer(api_key))
     if response.status_code == 404:
         print(f"no job {args.job_id} for tenant {args.tenant}")
         return 1
@@ -435,6 +436,39 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_job_commands(sub: Any) -> None:
+    """submit, cancel and download: what a user does with jobs."""
+    s = sub.add_parser("submit", help="submit a job through intake's HTTP API")
+    s.add_argument("--prompt", required=True)
+    model, size, seconds = (request_default(f) for f in ("model", "size", "seconds"))
+    s.add_argument("--model", default=model, help=f"(default: {model})")
+    s.add_argument("--size", default=size, help=f"WIDTHxHEIGHT (default: {size})")
+    s.add_argument("--seconds", type=int, default=seconds, help=f"(default: {seconds})")
+    s.add_argument("--tenant", default="default", help="tenant (default: default)")
+    keys_cli.add_key_option(s)
+    s.add_argument("--priority", choices=PRIORITIES, default=request_default("priority"),
+                   help="under the upstream's rate limit, higher goes first")  # fmt: skip
+    s.add_argument("--idempotency-key", default=None)
+    s.add_argument("--image", type=Path, default=None, help="first frame (must match --size)")
+    s.add_argument("--wait", action="store_true", help="follow the job to the end")
+    s.add_argument("--verify", action="store_true", help="with --wait: decode the stored MP4")
+    s.add_argument("--timeout", type=float, default=600.0)
+    s.set_defaults(func=lambda a: asyncio.run(_submit(a)))
+    c = sub.add_parser("cancel", help="cancel a job (before submission nothing is spent)")
+    c.add_argument("job_id", help="the job id (job_...)")
+    c.add_argument("--tenant", default="default", help="tenant (default: default)")
+    keys_cli.add_key_option(c)
+    c.set_defaults(func=_cancel)
+    d = sub.add_parser("download", help="save a completed job's assets, verified by sha256")
+    d.add_argument("job_id", help="the job id (job_...)")
+    d.add_argument("--tenant", default="default", help="tenant (default: default)")
+    keys_cli.add_key_option(d)
+    d.add_argument("--variant", action="extend", nargs="+", choices=VARIANTS, default=None,
+                   help="video, thumbnail and/or spritesheet (default: all)")  # fmt: skip
+    d.add_argument("-o", "--output", type=Path, default=Path(), help="folder (default: .)")
+    d.set_defaults(func=_download)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clipline", description=__doc__)
     p.add_argument("--home", type=Path, default=None, help="stack folder (default ./.clipline)")
@@ -459,33 +493,9 @@ def parser() -> argparse.ArgumentParser:
     lg.add_argument("-n", "--lines", type=int, default=50, help="how many last lines (50)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing until Ctrl-C")
     lg.set_defaults(func=_logs)
-    s = sub.add_parser("submit", help="submit a job through intake's HTTP API")
-    s.add_argument("--prompt", required=True)
-    model, size, seconds = (request_default(f) for f in ("model", "size", "seconds"))
-    s.add_argument("--model", default=model, help=f"(default: {model})")
-    s.add_argument("--size", default=size, help=f"WIDTHxHEIGHT (default: {size})")
-    s.add_argument("--seconds", type=int, default=seconds, help=f"(default: {seconds})")
-    s.add_argument("--tenant", default="default", help="tenant (default: default)")
-    s.add_argument("--priority", choices=PRIORITIES, default=request_default("priority"),
-                   help="under the upstream's rate limit, higher goes first")  # fmt: skip
-    s.add_argument("--idempotency-key", default=None)
-    s.add_argument("--image", type=Path, default=None, help="first frame (must match --size)")
-    s.add_argument("--wait", action="store_true", help="follow the job to the end")
-    s.add_argument("--verify", action="store_true", help="with --wait: decode the stored MP4")
-    s.add_argument("--timeout", type=float, default=600.0)
-    s.set_defaults(func=lambda a: asyncio.run(_submit(a)))
-    c = sub.add_parser("cancel", help="cancel a job (before submission nothing is spent)")
-    c.add_argument("job_id", help="the job id (job_...)")
-    c.add_argument("--tenant", default="default", help="tenant (default: default)")
-    c.set_defaults(func=_cancel)
-    d = sub.add_parser("download", help="save a completed job's assets, verified by sha256")
-    d.add_argument("job_id", help="the job id (job_...)")
-    d.add_argument("--tenant", default="default", help="tenant (default: default)")
-    d.add_argument("--variant", action="extend", nargs="+", choices=VARIANTS, default=None,
-                   help="video, thumbnail and/or spritesheet (default: all)")  # fmt: skip
-    d.add_argument("-o", "--output", type=Path, default=Path(), help="folder (default: .)")
-    d.set_defaults(func=_download)
+    _add_job_commands(sub)
     budget_cli.add_commands(sub)
+    keys_cli.add_commands(sub)
     auth_cli.add_commands(sub)
     return p
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from clipline import admin_token, replicas, s3_key, webhook_secret
+from clipline import admin_token, local_keys, replicas, s3_key, webhook_secret
 from clipline.auth import ADMIN, AuthDir
 from clipline.private import private_dir
 from clipline.replicas import parse_replica, plan, replica_name, scalable
@@ -264,15 +264,19 @@ def up(home: Path, options: StackOptions | None = None) -> StackState:
     with _locked(home):
         existing = StackState.load(home)
         if existing is not None and existing.alive():
-            return _heal(existing, options.startup_timeout)
-        started: list[tuple[Proc, int | None, str]] = []
-        try:
-            return _start(home, options, started)
-        except BaseException:
-            for proc, _, _ in reversed(started):
-                stop_pid(proc.pid)
-            (home / STATE_FILE).unlink(missing_ok=True)
-            raise
+            state = _heal(existing, options.startup_timeout)
+        else:
+            started: list[tuple[Proc, int | None, str]] = []
+            try:
+                state = _start(home, options, started)
+            except BaseException:
+                for proc, _, _ in reversed(started):
+                    stop_pid(proc.pid)
+                (home / STATE_FILE).unlink(missing_ok=True)
+                raise
+        # The local CLI's key of the default tenant (kept, or made again if gone).
+        local_keys.ensure(home, local_keys.DEFAULT_TENANT, *admin_endpoint(home))
+        return state
 
 
 def simulator_env(

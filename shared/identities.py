@@ -31,6 +31,7 @@ from shared.contracts.events import (
 from shared.contracts.requests import REQUEST_SUBJECT_PREFIX, REQUESTS_ROOT
 from shared.natsjwt import Permissions
 from shared.streams import (
+    API_KEYS_BUCKET,
     BUDGETS_BUCKET,
     DURATIONS_BUCKET,
     INPUTS_BUCKET,
@@ -84,7 +85,7 @@ SERVICES: dict[str, ServiceIdentity] = {
             "intake",
             emits=(JobAcceptedV1, JobRejectedV1, JobCancelRequestedV1, JobFailedV1),
             consumes=(INTAKE_REQUESTS_DURABLE,),
-            writes=(JOBS_BUCKET,),
+            writes=(JOBS_BUCKET, API_KEYS_BUCKET),  # keys: read, and their last use
             objects_write=(INPUTS_BUCKET,),
         ),
         ServiceIdentity(
@@ -98,7 +99,7 @@ SERVICES: dict[str, ServiceIdentity] = {
                 JobTimedOutV1,
                 JobCancelledV1,
             ),
-            writes=(JOBS_BUCKET, BUDGETS_BUCKET),
+            writes=(JOBS_BUCKET, BUDGETS_BUCKET, API_KEYS_BUCKET),  # the admin API's keys
         ),
         ServiceIdentity(
             "submitter",

@@ -101,6 +101,15 @@ DURATIONS_BUCKET_CONFIG = KeyValueConfig(
     storage=StorageType.FILE,
 )
 
+API_KEYS_BUCKET = "clipline_api_keys"
+API_KEYS_BUCKET_CONFIG = KeyValueConfig(
+    bucket=API_KEYS_BUCKET,
+    description="API keys of intake's HTTP API by key id: tenant, name, sha256 of the secret, "
+    "created/last used/revoked (written by pricing_guard's admin API; read and touched by intake)",
+    history=1,
+    storage=StorageType.FILE,
+)
+
 INPUTS_BUCKET = "clipline_inputs"
 INPUTS_BUCKET_CONFIG = ObjectStoreConfig(
     bucket=INPUTS_BUCKET,
@@ -125,6 +134,7 @@ async def ensure_jetstream(js: JetStreamContext) -> None:
     await ensure_atomic_bucket(js, BUDGETS_BUCKET_CONFIG)
     await js.create_key_value(RATES_BUCKET_CONFIG)
     await js.create_key_value(DURATIONS_BUCKET_CONFIG)
+    await js.create_key_value(API_KEYS_BUCKET_CONFIG)
     # nats-py overwrites config.bucket with the `bucket` argument, so pass both.
     await js.create_object_store(INPUTS_BUCKET, config=INPUTS_BUCKET_CONFIG)
 

@@ -1,5 +1,5 @@
-"""In-memory fakes of the ports (JobStore, VideoProvider, AssetStore, InputStore, AtomicStore)
-for tests."""
+"""In-memory fakes of the ports (JobStore, VideoProvider, AssetStore, InputStore, AtomicStore,
+ApiKeys) for tests."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from services.submitter.rates import (
     release,
     throttle,
 )
+from shared.apikeys import ApiKeyRecord, IssuedKey, digest, issue, revoked, touched
 from shared.contracts import JobRecordV1, JobSpec, record_key
 from shared.contracts.events import JobRef
 from shared.contracts.lifecycle import check_move
@@ -409,3 +410,68 @@ class FixedExpectations:
 
     async def finished(self, spec: JobSpec, video_id: str, took: float) -> None:
         self.learned.append((spec, video_id, took))
+
+
+def test_key(tenant: str) -> str:
+    """A well-formed key fixed per tenant (tests name it before any store exists)."""
+    key_id = hashlib.sha256(f"id:{tenant}".encode()).hexdigest()[:16]
+    return f"ck_{key_id}_{hashlib.sha256(f'secret:{tenant}'.encode()).hexdigest()[:43]}"
+
+
+def bearer(tenant: str) -> dict[str, str]:
+    """The Authorization header of `tenant`'s test key."""
+    return {"Authorization": f"Bearer {test_key(tenant)}"}
+
+
+class InMemoryApiKeys:
+    """ApiKeys in a dict by key id; `touches` counts the last_used_at writes."""
+
+    def __init__(self, tenants: Iterable[str] = ()) -> None:
+        self.records: dict[str, ApiKeyRecord] = {}
+        self.touches = 0
+        for tenant in tenants:
+            self.seed(tenant)
+
+    def seed(self, tenant: str) -> str:
+        """Store `tenant`'s test key (test set-up); returns it."""
+        key = test_key(tenant)
+        _, key_id, secret = key.split("_", 2)
+        self.records[key_id] = ApiKeyRecord(
+            id=key_id, tenant=tenant, name="test", secret_sha256=digest(secret),
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )  # fmt: skip
+        return key
+
+    async def create(self, tenant: str, name: str, now: datetime) -> IssuedKey:
+        issued = issue(tenant, name, now)
+        self.records[issued.record.id] = issued.record
+        return issued
+
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        return self.records.get(key_id)
+
+    async def revoke(self, key_id: str, now: datetime) -> ApiKeyRecord | None:
+        new = revoked(self.records.get(key_id), now)
+        if new is not None:
+            self.records[key_id] = new
+        return self.records.get(key_id)
+
+    async def revoke_tenant(self, tenant: str, now: datetime) -> list[ApiKeyRecord]:
+        done = [await self.revoke(r.id, now) for r in await self.list(tenant) if not r.revoked_at]
+        return [r for r in done if r is not None]
+
+    async def touch(self, key_id: str, now: datetime) -> None:
+        new = touched(self.records.get(key_id), now)
+        if new is not None:
+            self.records[key_id] = new
+            self.touches += 1
+
+    async def list(self, tenant: str | None = None) -> list[ApiKeyRecord]:
+        mine = [r for r in self.records.values() if tenant is None or r.tenant == tenant]
+        return sorted(mine, key=lambda r: (r.created_at, r.id))
+
+
+if TYPE_CHECKING:
+    from shared.apikeys import ApiKeys
+
+    _keys: ApiKeys = InMemoryApiKeys()

@@ -17,7 +17,7 @@ async def main() -> None:
     settings = load_settings(IntakeSettings)
     provider = load_provider_or_exit(settings.registry_path, settings.provider)
     async with service_runtime(SERVICE, settings) as platform:
-        await serve_app(build_app(platform, provider, settings.default_tenant), settings)
+        await serve_app(build_app(platform, provider), settings)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ from services.intake.adapters import probe_image
 from services.intake.handlers import build_router
 from services.intake.http import build_http
 from services.intake.ports import Deps
+from shared.apikeys import kv_api_keys
 from shared.registry import ProviderSpec
 from shared.runtime import Dispatch, Platform, make_asgi, wire
 
 
-def build_app(platform: Platform, provider: ProviderSpec, default_tenant: str) -> Dispatch:
+def build_app(platform: Platform, provider: ProviderSpec) -> Dispatch:
     router = build_router()
     deps = Deps(
         jobs=platform.jobs,
@@ -18,7 +19,7 @@ def build_app(platform: Platform, provider: ProviderSpec, default_tenant: str) -
         emit=router.emit,
         provider=provider,
         probe=probe_image,
-        default_tenant=default_tenant,
+        keys=kv_api_keys(platform.broker),
     )
     wire(platform.broker, router, deps, platform.jobs)
     return Dispatch("/v1/", build_http(deps), make_asgi(platform.broker))

@@ -1,237 +1,22 @@
-"""Intake: decode -> validate -> record (compare-and-set, idempotent) -> emit accepted or
-rejected. The NATS request consumer and the HTTP API take requests through `take`."""
+"""Intake's NATS entry point: a request on `clipline.job.requested.v1.<tenant>` is taken by
+the use cases (usecases.py) for the subject's tenant; a body's `tenant` is never trusted."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated
 
 from faststream.nats.annotations import NatsMessage
 
-from services.intake.domain import (
-    Conflict,
-    Invalid,
-    New,
-    Repeat,
-    Valid,
-    check_image,
-    decode,
-    dedupe,
-    parse_request_subject,
-    tenant_token,
-    validate,
-)
+from services.intake.domain import Invalid, decode, parse_request_subject, tenant_token
 from services.intake.ports import Deps
-from shared.contracts import (
-    InputReference,
-    JobAcceptedV1,
-    JobCancelRequestedV1,
-    JobRecordV1,
-    JobRejectedV1,
-    JobSpec,
-)
-from shared.contracts.ids import job_id_for
-from shared.contracts.lifecycle import STEPS, JobStatus, request_cancel
+from services.intake.usecases import SERVICE, asked_by, refuse, take
+from shared.contracts import JobAcceptedV1, JobCancelRequestedV1, JobRejectedV1
 from shared.contracts.requests import REQUESTS_ROOT
-from shared.jobstore import request_hash
 from shared.messaging import NO_TENANT, Context, Message, ServiceRouter
-from shared.telemetry import current_trace_id
 
-SERVICE = "intake"
 DURABLE = "intake--job-requested"
-CANCELLABLE = STEPS["request_cancel"].sources
 MAX_ERRORS = 1_000_000
 """A request has no job record yet: giving up would lose it, so errors retry (capped backoff)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Taken:
-    """The request is this job (new, or the same request again)."""
-
-    record: JobRecordV1
-    new: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """The request was rejected (and the rejection announced), with its reason."""
-
-    why: Invalid
-    job_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Job:
-    job_id: str
-    tenant: str
-
-
-def job_id_of(tenant: str, idempotency_key: str | None, cause: str) -> str:
-    """Requests without a key get one from their message, so a redelivery maps to the same job."""
-    return job_id_for(tenant, idempotency_key or f"auto:{cause}")
-
-
-async def take(
-    deps: Deps,
-    body: object,
-    tenant: str,
-    cause: str,
-    *,
-    announce: bool = True,
-    request_id: str | None = None,
-) -> Taken | Refused:
-    """The whole intake decision for one request: the same rules for NATS and HTTP. A refusal
-    is announced as a `rejected` event (naming `request_id` and the key) unless the caller
-    answers it itself (HTTP)."""
-    asked = asked_by(body, request_id)
-    decision = validate(body, tenant, deps.provider)
-    if isinstance(decision, Valid):
-        decision = await check_input_image(deps, decision) or decision
-    if isinstance(decision, Invalid):
-        return await refuse(deps, tenant, cause, decision, asked, announce=announce)
-    key = decision.idempotency_key or f"auto:{cause}"
-    job_id = job_id_for(tenant, key)
-    spec = await _spec(deps, decision)
-    fingerprint = request_hash(decision.fingerprint)
-    fresh = JobRecordV1(
-        job_id=job_id, tenant=tenant, status=JobStatus.ACCEPTED, spec=spec,
-        idempotency_key=key, request_hash=fingerprint, trace_id=current_trace_id(),
-        history={JobStatus.ACCEPTED.value: datetime.now(UTC)},
-    )  # fmt: skip
-    seen: list[JobRecordV1 | None] = []
-
-    def create(current: JobRecordV1 | None) -> JobRecordV1 | None:
-        seen[:] = [current]  # the last read wins: compare-and-set retries re-run this
-        return fresh if current is None else None
-
-    created = await deps.jobs.update(tenant, job_id, create)
-    existing = created or seen[0]
-    assert existing is not None  # written by us, or read by us
-    match dedupe(None if created else existing.request_hash, fingerprint):
-        case Conflict(detail=detail):
-            conflict = Invalid("idempotency_conflict", f"{detail} (job {job_id})")
-            return await refuse(deps, tenant, cause, conflict, asked, announce=announce)
-        case New() | Repeat():
-            # Announced again only while nothing downstream has taken it (the fact's id
-            # deduplicates a repeat); later, the record tells its state.
-            if existing.status == JobStatus.ACCEPTED:
-                await deps.emit(
-                    JobAcceptedV1.fact(existing, spec=existing.spec, idempotency_key=key)
-                )
-            return Taken(existing, new=created is not None)
-
-
-async def check_input_image(deps: Deps, valid: Valid) -> Invalid | None:
-    """Decoding is done by validate(); here the bytes are checked to be what they claim."""
-    image = valid.spec.image
-    if image is None:
-        return None
-    facts = await asyncio.to_thread(deps.probe, image.data)
-    return check_image(image, facts, valid.spec.size)
-
-
-async def _spec(deps: Deps, valid: Valid) -> JobSpec:
-    """The contract spec; an input image goes to the object store and the spec references it.
-
-    Images are named by tenant and content hash, so a conflicting request can never replace the
-    image of an existing job, and storing the same image again changes nothing."""
-    s = valid.spec
-    reference = None
-    if s.image is not None:
-        digest = hashlib.sha256(s.image.data).hexdigest()
-        name = f"{valid.tenant}/{digest}"
-        await deps.inputs.put(name, s.image.data)
-        reference = InputReference(
-            object_name=name,
-            content_type=s.image.declared_type,
-            size_bytes=len(s.image.data),
-            sha256=digest,
-        )
-    return JobSpec(
-        model=s.model, size=s.size, seconds=s.seconds, prompt=s.prompt, input_reference=reference,
-        priority=s.priority,
-    )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Asked:
-    """How the requester will look for the answer: its message id and idempotency key."""
-
-    request_id: str | None = None
-    idempotency_key: str | None = None
-
-
-def asked_by(body: object, request_id: str | None) -> Asked:
-    named = body.get("idempotency_key") if isinstance(body, dict) else None
-    return Asked(request_id, named if isinstance(named, str) and 0 < len(named) <= 255 else None)
-
-
-async def refuse(
-    deps: Deps,
-    tenant: str,
-    cause: str,
-    why: Invalid,
-    asked: Asked = Asked(),
-    *,
-    announce: bool = True,
-) -> Refused:
-    """A rejected request, under a job id of its own message. Its event's id derives from that
-    message (it is not a fact of any job), so a redelivered request is rejected once."""
-    job = _Job(job_id_of(tenant or NO_TENANT, None, cause), tenant or NO_TENANT)
-    if announce:
-        await deps.emit(
-            JobRejectedV1.caused_by(
-                cause,
-                job,
-                reason=why.reason,
-                detail=why.detail,
-                stage=SERVICE,
-                request_id=asked.request_id,
-                idempotency_key=asked.idempotency_key,
-            )
-        )
-    return Refused(why, job.job_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Cancelling:
-    """The job is (now, or already) asked to cancel, or already cancelled: `record` says."""
-
-    record: JobRecordV1
-    new: bool
-
-
-@dataclass(frozen=True, slots=True)
-class AlreadyEnded:
-    """The job ended otherwise (completed, failed, ...): there is nothing left to cancel."""
-
-    record: JobRecordV1
-
-
-async def cancel(deps: Deps, tenant: str, job_id: str) -> Cancelling | AlreadyEnded | None:
-    """Ask to cancel a job of `tenant` (None: no such job). Recorded `cancelling` by
-    compare-and-set, then `cancel_requested` announced (again for a job already cancelling:
-    a repeat whose first announcement was lost; the fact's id drops a duplicate), so the
-    job ends at once wherever it waits."""
-    now = datetime.now(UTC)
-
-    def ask(record: JobRecordV1 | None) -> JobRecordV1 | None:
-        if record is None or record.status not in CANCELLABLE:
-            return None
-        return request_cancel(record, now)
-
-    asked = await deps.jobs.update(tenant, job_id, ask)
-    record = asked or await deps.jobs.get(tenant, job_id)
-    if record is None:
-        return None
-    if record.status == JobStatus.CANCELLING:
-        await deps.emit(JobCancelRequestedV1.fact(record))
-    elif record.status != JobStatus.CANCELLED:
-        return AlreadyEnded(record)
-    return Cancelling(record, new=asked is not None)
 
 
 async def raw_body(msg: NatsMessage) -> bytes:  # async: FastStream runs a sync one in a thread
@@ -241,23 +26,27 @@ async def raw_body(msg: NatsMessage) -> bytes:  # async: FastStream runs a sync 
     return msg.body
 
 
-def build_router() -> ServiceRouter:
-    router = ServiceRouter(SERVICE, emits=[JobAcceptedV1, JobRejectedV1, JobCancelRequestedV1])
+async def on_job_requested(msg: Message, deps: Annotated[Deps, Context("deps")]) -> None:
+    # The tenant is the subject's token (NATS permissions decide who may publish there).
+    # No docstring: FastStream would put it into docs/asyncapi.json.
+    raw = msg.raw_message
+    where = parse_request_subject(raw.subject, REQUESTS_ROOT)
+    tenant = tenant_token(raw.subject, REQUESTS_ROOT)
+    msg_id = msg.headers.get("Nats-Msg-Id") or f"seq:{raw.metadata.sequence.stream}"
+    cause = f"{tenant or NO_TENANT}:{msg_id}"
+    body = decode(msg.body)
+    if isinstance(where, Invalid):
+        await refuse(deps, tenant, cause, where, asked_by(body, msg_id))
+        return
+    await take(deps, body, tenant, cause, request_id=msg_id)
 
-    @router.on_subject(
+
+def build_router() -> ServiceRouter:
+    """A router per app (its publishers belong to one broker; tests run several apps in one
+    process), subscribing the module-level handler."""
+    router = ServiceRouter(SERVICE, emits=[JobAcceptedV1, JobRejectedV1, JobCancelRequestedV1])
+    router.on_subject(
         f"{REQUESTS_ROOT}.>", DURABLE, max_errors=MAX_ERRORS, decoder=raw_body,
         title=f"{SERVICE} consumes {REQUESTS_ROOT}.>",
-    )  # fmt: skip
-    async def on_job_requested(msg: Message, deps: Annotated[Deps, Context("deps")]) -> None:
-        raw = msg.raw_message
-        where = parse_request_subject(raw.subject, REQUESTS_ROOT)
-        tenant = tenant_token(raw.subject, REQUESTS_ROOT)
-        msg_id = msg.headers.get("Nats-Msg-Id") or f"seq:{raw.metadata.sequence.stream}"
-        cause = f"{tenant or NO_TENANT}:{msg_id}"
-        body = decode(msg.body)
-        if isinstance(where, Invalid):
-            await refuse(deps, tenant, cause, where, asked_by(body, msg_id))
-            return
-        await take(deps, body, tenant, cause, request_id=msg_id)
-
+    )(on_job_requested)  # fmt: skip
     return router

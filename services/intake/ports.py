@@ -1,4 +1,5 @@
-"""What intake's handlers touch: job store, input images, emitter, provider, image prober."""
+"""What intake's use cases touch: job store, input images, emitter, provider, image prober,
+API keys."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.intake.domain import ImageFacts
+from shared.apikeys import ApiKeys
 from shared.inputs import InputStore
 from shared.jobstore import JobStore
 from shared.outcomes import Emit
@@ -22,4 +24,4 @@ class Deps:
     emit: Emit
     provider: ProviderSpec
     probe: ImageProbe
-    default_tenant: str
+    keys: ApiKeys

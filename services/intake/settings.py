@@ -7,4 +7,3 @@ from shared.config import CommonSettings
 
 class IntakeSettings(CommonSettings):
     http_port: int = 8080
-    default_tenant: str = "default"

@@ -1,5 +1,7 @@
-"""pricing_guard's admin HTTP API under /v1/admin/: budgets, spend and disputes, behind a bearer
-token (CLIPLINE_ADMIN_TOKEN). `clipline budget` and `clipline spend` drive it."""
+"""pricing_guard's admin HTTP API under /v1/admin/: budgets, spend, disputes and intake's API
+keys, behind a bearer token (CLIPLINE_ADMIN_TOKEN). `clipline budget`, `clipline spend` and
+`clipline keys` drive it. Bodies are JSON objects of at most MAX_BODY_BYTES; every body it
+cannot take is answered 4xx with a reason, never a 500."""
 
 from __future__ import annotations
 
@@ -7,11 +9,20 @@ import hmac
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from services.pricing_guard.admin_http import (
+    MAX_BODY_BYTES,
+    add_error_handlers,
+    json_body,
+    json_object,
+)
+from services.pricing_guard.admin_http import error as _error
+from services.pricing_guard.admin_keys import add_key_routes
 from services.pricing_guard.budgets import (
     GLOBAL,
     BudgetInputError,
@@ -29,14 +40,15 @@ from services.pricing_guard.budgets import (
 from services.pricing_guard.handlers import write_charge
 from services.pricing_guard.ports import BudgetStore
 from services.pricing_guard.records import LimitRecord, ReservationRecord, SpendEntry
+from shared.apikeys import ApiKeys
 from shared.contracts.ids import JOB_ID_RE, is_valid_tenant
 from shared.jobstore import JobStore
 
 By = Literal["tenant", "model", "day"]
-
-
-def _error(status: int, reason: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": {"reason": reason, "detail": detail}}, status)
+MAX_AMOUNT_MICROS = 10**15
+"""A billion dollars: a larger amount is a typo, and an exponent like 1e999999999 would take
+`int()` hours to build."""
+MAX_AMOUNT_USD = Decimal(MAX_AMOUNT_MICROS).scaleb(-6)
 
 
 def _money(micros: int | None) -> dict[str, Any]:
@@ -101,8 +113,15 @@ def dispute_view(record: ReservationRecord) -> dict[str, Any]:
     }
 
 
-def build_admin(budgets: BudgetStore, token: str | None, jobs: JobStore | None = None) -> FastAPI:
+def build_admin(
+    budgets: BudgetStore,
+    token: str | None,
+    jobs: JobStore | None = None,
+    keys: ApiKeys | None = None,
+) -> FastAPI:
     api = FastAPI(title="clipline admin", openapi_url="/v1/admin/openapi.json", docs_url=None)
+
+    add_error_handlers(api)
 
     @api.middleware("http")
     async def require_token(request: Request, call_next: Any) -> Response:
@@ -112,6 +131,9 @@ def build_admin(budgets: BudgetStore, token: str | None, jobs: JobStore | None =
         scheme, _, value = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
             return _error(401, "unauthorized", "a valid 'Authorization: Bearer <token>' is needed")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # whatever the endpoint
+            return _error(413, "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
         response: Response = await call_next(request)
         return response
 
@@ -127,13 +149,11 @@ def build_admin(budgets: BudgetStore, token: str | None, jobs: JobStore | None =
 
     @api.put("/v1/admin/budgets/{scope}/{period}")
     async def set_budget(scope: str, period: str, request: Request) -> JSONResponse:
+        body = await json_object(request, "invalid_budget")
         try:
-            body = await request.json()
-            if not isinstance(body, dict):
-                raise BudgetInputError("the body must be a JSON object")
             the_scope, the_period = parse_scope(scope), parse_period(period)
             limit = Limit(_amount(body, "limit"), _optional_amount(body, "soft"))
-        except ValueError as exc:  # BudgetInputError, or a body that is not JSON
+        except BudgetInputError as exc:
             return _error(422, "invalid_budget", str(exc))
         now = datetime.now(UTC)
         await budgets.set_limit(the_scope, the_period, limit, now)
@@ -183,14 +203,17 @@ def build_admin(budgets: BudgetStore, token: str | None, jobs: JobStore | None =
 
     @api.post("/v1/admin/disputes/{tenant}/{job_id}")
     async def resolve(tenant: str, job_id: str, request: Request) -> JSONResponse:
-        if not is_valid_tenant(tenant) or not JOB_ID_RE.match(job_id):
+        if not is_valid_tenant(tenant) or not JOB_ID_RE.fullmatch(job_id):
             return _error(422, "invalid_request", f"not a tenant and job id: {tenant}/{job_id}")
+        body = await json_body(request, "invalid_resolution")
         try:
-            decision = _resolution(await request.json())
-        except ValueError as exc:
+            decision = _resolution(body)
+        except BudgetInputError as exc:
             return _error(422, "invalid_resolution", str(exc))
         return await resolve_dispute(budgets, jobs, tenant, job_id, decision)
 
+    if keys is not None:
+        add_key_routes(api, keys)
     return api
 
 
@@ -214,11 +237,28 @@ async def resolve_dispute(
 def _amount(body: dict[str, Any], name: str) -> int:
     value = body.get(f"{name}_usd")
     if value is not None:
-        return parse_usd(str(value))
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise BudgetInputError(f'{name}_usd must be a string of dollars, e.g. "12.50"')
+        return parse_usd(_bounded(str(value), f"{name}_usd"))
     micros = body.get(f"{name}_micros")
     if isinstance(micros, int) and not isinstance(micros, bool) and micros >= 0:
+        if micros > MAX_AMOUNT_MICROS:
+            raise BudgetInputError(f"{name}_micros exceeds {MAX_AMOUNT_MICROS}")
         return micros
     raise BudgetInputError(f"{name}_usd (a string of dollars) or {name}_micros is required")
+
+
+def _bounded(text: str, field: str) -> str:
+    """`text` when its amount is at most MAX_AMOUNT_MICROS (parse_usd says what else is wrong)."""
+    if len(text) > 64:
+        raise BudgetInputError(f"{field} is not an amount of dollars (too long)")
+    try:
+        amount = Decimal(text.strip().removeprefix("$").replace("_", ""))
+    except InvalidOperation:
+        return text
+    if amount.is_finite() and amount.copy_abs() > MAX_AMOUNT_USD:  # no context: no Overflow
+        raise BudgetInputError(f"{field} exceeds {MAX_AMOUNT_MICROS // 1_000_000} dollars")
+    return text
 
 
 def _optional_amount(body: dict[str, Any], name: str) -> int | None:

@@ -9,6 +9,7 @@ from services.pricing_guard.adapters import KvBudgets
 from services.pricing_guard.admin import build_admin
 from services.pricing_guard.handlers import build_router, sweep
 from services.pricing_guard.ports import BudgetStore, Deps
+from shared.apikeys import ApiKeys, kv_api_keys
 from shared.kvatomic import AtomicKv
 from shared.messaging import periodically
 from shared.registry import ProviderSpec
@@ -32,6 +33,7 @@ def build_app(
     admin_token: str | None,
     *,
     budgets: BudgetStore | None = None,
+    keys: ApiKeys | None = None,
     sweep_every: float = 600.0,
 ) -> Dispatch:
     router = build_router()
@@ -50,4 +52,6 @@ def build_app(
     async def stop_sweeper() -> None:
         await running.aclose()
 
-    return Dispatch("/v1/admin/", build_admin(store, admin_token, platform.jobs), stream_app)
+    api_keys = keys if keys is not None else kv_api_keys(platform.broker)
+    admin = build_admin(store, admin_token, platform.jobs, api_keys)
+    return Dispatch("/v1/admin/", admin, stream_app)

@@ -27,4 +27,4 @@ def fact_event_id(job_id: str, kind: str, key: str = "") -> str:
 
 def is_valid_tenant(tenant: str) -> bool:
     """Tenants are subject tokens: lowercase letters, digits, '-' and '_'."""
-    return bool(TENANT_RE.match(tenant))
+    return bool(TENANT_RE.fullmatch(tenant))  # fullmatch: `$` would let "acme\n" through

@@ -1,5 +1,6 @@
-"""pricing_guard's admin API (/v1/admin/) over ASGI with in-memory budgets: the bearer token,
-budgets in and out in exact dollars, clear refusals of bad input, spend, disputes."""
+"""pricing_guard's admin API (/v1/admin/) over ASGI with in-memory budgets and keys: the bearer
+token, budgets in and out in exact dollars, clear refusals of bad input, spend, disputes, API
+keys, and hostile bodies answered 4xx."""
 
 from __future__ import annotations
 
@@ -13,14 +14,22 @@ from services.pricing_guard.adapters import KvBudgets
 from services.pricing_guard.admin import build_admin
 from services.pricing_guard.budgets import Dispute
 from services.pricing_guard.ports import Claim, Reserved
+from shared.apikeys import authenticate, digest
+from tests.fakes import InMemoryApiKeys
+from tests.security.hostile import ADMIN_WRITES, LIMIT, MALFORMED, chunks
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-async def admin(budgets: KvBudgets) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=build_admin(budgets, TOKEN))
+def keys() -> InMemoryApiKeys:
+    return InMemoryApiKeys()
+
+
+@pytest.fixture
+async def admin(budgets: KvBudgets, keys: InMemoryApiKeys) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_admin(budgets, TOKEN, keys=keys))
     async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
         yield client
 
@@ -150,3 +159,109 @@ async def test_spend_and_disputes_and_their_resolution(
     assert (await admin.get("/v1/admin/spend", headers=AUTH, params={"by": "x"})).status_code == 422
     other = await admin.get("/v1/admin/spend", headers=AUTH, params={"tenant": "zeta"})
     assert other.json()["jobs"] == 0
+
+
+async def test_a_key_is_shown_once_stored_hashed_listed_and_revoked(
+    admin: httpx.AsyncClient, keys: InMemoryApiKeys
+) -> None:
+    made = await admin.post("/v1/admin/keys", headers=AUTH, json={"tenant": "acme", "name": "ci"})
+    assert made.status_code == 201, made.text
+    issued = made.json()
+    assert issued.keys() >= {"id", "tenant", "name", "key", "created_at"}
+    assert (issued["tenant"], issued["name"]) == ("acme", "ci")
+    assert issued["key"].startswith(f"ck_{issued['id']}_")
+    secret = issued["key"].split("_", 2)[2]
+    assert keys.records[issued["id"]].secret_sha256 == digest(secret)  # hashed, not kept
+    assert secret not in keys.records[issued["id"]].model_dump_json()
+    other = await admin.post("/v1/admin/keys", headers=AUTH, json={"tenant": "globex"})
+    assert other.json()["name"] == "unnamed"
+
+    every = (await admin.get("/v1/admin/keys", headers=AUTH)).json()["keys"]
+    acme = (await admin.get("/v1/admin/keys", headers=AUTH, params={"tenant": "acme"})).json()
+    assert [k["tenant"] for k in every] == ["acme", "globex"]
+    assert [k["id"] for k in acme["keys"]] == [issued["id"]]
+    listing = str(every)
+    assert secret not in listing
+    assert digest(secret) not in listing
+    assert "key" not in every[0]
+    assert "secret_sha256" not in every[0]
+
+    revoked = await admin.delete(f"/v1/admin/keys/{issued['id']}", headers=AUTH)
+    again = await admin.delete(f"/v1/admin/keys/{issued['id']}", headers=AUTH)
+    assert revoked.status_code == 200
+    assert revoked.json()["revoked_at"] is not None
+    assert again.json()["revoked_at"] == revoked.json()["revoked_at"]  # revoked once
+    denied = await authenticate(keys, f"Bearer {issued['key']}", datetime.now(UTC))
+    assert getattr(denied, "detail", "") == "the API key was revoked"
+
+
+async def test_revoking_a_tenant_revokes_all_its_keys_only(
+    admin: httpx.AsyncClient, keys: InMemoryApiKeys
+) -> None:
+    for tenant in ("acme", "acme", "globex"):
+        await admin.post("/v1/admin/keys", headers=AUTH, json={"tenant": tenant})
+    gone = await admin.delete("/v1/admin/keys", headers=AUTH, params={"tenant": "acme"})
+
+    assert gone.status_code == 200
+    assert len(gone.json()["revoked"]) == 2
+    left = {r.tenant for r in keys.records.values() if r.revoked_at is None}
+    assert left == {"globex"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body"),
+    [
+        ("POST", "/v1/admin/keys", None, {"tenant": "Not A Tenant"}),
+        ("POST", "/v1/admin/keys", None, {"tenant": "acme", "name": ""}),
+        ("POST", "/v1/admin/keys", None, {"tenant": "acme", "name": "x" * 101}),
+        ("POST", "/v1/admin/keys", None, {"name": "no tenant"}),
+        ("GET", "/v1/admin/keys", {"tenant": "A!"}, None),
+        ("DELETE", "/v1/admin/keys", {"tenant": "A!"}, None),
+    ],
+)
+async def test_bad_key_requests_are_refused_with_a_reason(
+    admin: httpx.AsyncClient,
+    method: str,
+    path: str,
+    params: dict[str, str] | None,
+    body: object,
+) -> None:
+    r = await admin.request(method, path, headers=AUTH, params=params, json=body)
+    assert r.status_code == 422
+    assert r.json()["error"]["reason"] in ("invalid_key", "invalid_request")
+
+
+async def test_revoking_an_unknown_or_malformed_key_id_is_a_404(admin: httpx.AsyncClient) -> None:
+    for key_id in ("0123456789abcdef", "not-an-id", "..%2F..%2Fx"):
+        r = await admin.delete(f"/v1/admin/keys/{key_id}", headers=AUTH)
+        assert r.status_code == 404
+        assert r.json()["error"]["reason"] == "not_found"
+
+
+async def test_the_keys_api_needs_the_admin_token(admin: httpx.AsyncClient) -> None:
+    for method, path in [("GET", "/v1/admin/keys"), ("POST", "/v1/admin/keys")]:
+        r = await admin.request(method, path, json={"tenant": "acme"})
+        assert r.status_code == 401
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_WRITES)
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+async def test_hostile_bodies_are_a_4xx_with_a_reason(
+    admin: httpx.AsyncClient, keys: InMemoryApiKeys, method: str, path: str, case: str
+) -> None:
+    raw, status = MALFORMED[case]
+    r = await admin.request(method, path, headers=AUTH, content=raw)
+
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["reason"]
+    assert r.json()["error"]["detail"]
+    assert keys.records == {}
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_WRITES)
+async def test_a_streamed_body_past_the_limit_is_a_413(
+    admin: httpx.AsyncClient, method: str, path: str
+) -> None:
+    r = await admin.request(method, path, headers=AUTH, content=chunks(LIMIT + 1))
+    assert r.status_code == 413
+    assert r.json()["error"]["reason"] == "too_large"

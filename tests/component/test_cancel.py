@@ -52,6 +52,7 @@ from tests.fakes import (
     InMemoryAssetStore,
     InMemoryJobStore,
     InMemorySeenWebhooks,
+    bearer,
     upstream_video,
 )
 from tests.webhook_signing import SECRET, event_body, signed
@@ -135,7 +136,7 @@ async def test_a_job_that_ended_otherwise_is_a_conflict_naming_its_status(
 async def test_an_unknown_or_another_tenants_job_is_not_found(api: Api) -> None:
     job_id = (await api.post(key="k1", **ACME)).json()["job_id"]
 
-    other = await api.client.post(f"/v1/jobs/{job_id}/cancel", headers={"X-Clipline-Tenant": "b"})
+    other = await api.client.post(f"/v1/jobs/{job_id}/cancel", headers=bearer("b"))
     unknown = await api.client.post(f"/v1/jobs/{new_job_id()}/cancel", headers=ACME)
     malformed = await api.client.post("/v1/jobs/not-a-job/cancel", headers=ACME)
 

@@ -19,13 +19,14 @@ from shared.messaging import NO_TENANT
 from shared.registry import load_registry
 from tests.component.harness import TENANT, Fakes, Harness, running
 from tests.component.support import FlakyJobStore, actions, settled, validation_error
+from tests.fakes import InMemoryApiKeys
 from tests.images import data_url, image_bytes
 
 PROVIDER = load_registry().provider("simulator")
 
 
 def deps(f: Fakes) -> Deps:
-    return Deps(f.jobs, f.inputs, f.emit, PROVIDER, probe_image, "default")
+    return Deps(f.jobs, f.inputs, f.emit, PROVIDER, probe_image, InMemoryApiKeys())
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Intake's HTTP API in process: jobs recorded by the same rules as NATS requests, answered
-with the outcome; limits, conflicts, reads per tenant, and outages as 503."""
+with the outcome; limits, conflicts, reads per tenant (the API key's), and outages as 503."""
 
 from __future__ import annotations
 
@@ -19,10 +19,12 @@ from shared.contracts import Event, JobAcceptedV1, JobRecordV1, JobStatus
 from shared.contracts.ids import fact_event_id, job_id_for
 from shared.registry import load_registry
 from tests.component.support import FlakyJobStore
-from tests.fakes import InMemoryInputStore, InMemoryJobStore
+from tests.fakes import InMemoryApiKeys, InMemoryInputStore, InMemoryJobStore, bearer
 
 BODY = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": "a paper boat"}
-ACME = {"X-Clipline-Tenant": "acme"}
+TENANTS = ("default", "acme", "globex", "b")
+"""Tenants with a key in `serving`'s store; requests carry the default tenant's unless told."""
+ACME = bearer("acme")
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Api:
     client: httpx.AsyncClient
     jobs: InMemoryJobStore
     emitted: Emitted
+    keys: InMemoryApiKeys
 
     async def post(
         self, body: Any = BODY, key: str | None = None, **headers: str
@@ -53,20 +56,25 @@ class Api:
 
 
 @asynccontextmanager
-async def serving(jobs: InMemoryJobStore) -> AsyncIterator[Api]:
+async def serving(
+    jobs: InMemoryJobStore, keys: InMemoryApiKeys | None = None
+) -> AsyncIterator[Api]:
     """The HTTP API on in-memory ports, with an emitter that records what it would publish."""
     emitted = Emitted()
+    keys = keys if keys is not None else InMemoryApiKeys(TENANTS)
     deps = Deps(
         jobs,
         InMemoryInputStore(),
         emitted,
         load_registry().provider("simulator"),
         probe_image,
-        "default",
+        keys,
     )
     transport = httpx.ASGITransport(app=build_http(deps))
-    async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
-        yield Api(client, jobs, emitted)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://intake", headers=bearer("default")
+    ) as client:
+        yield Api(client, jobs, emitted, keys)
 
 
 @pytest.fixture
@@ -145,7 +153,7 @@ async def test_retry_after_the_job_moved_on_reports_its_state_and_announces_noth
         ({**BODY, "prompt": 7}, "invalid_request", "prompt"),
         ({**BODY, "colour": "blue"}, "invalid_request", "colour"),
         ([BODY], "invalid_request", None),
-        ({**BODY, "tenant": "globex"}, "invalid_tenant", None),  # header says acme
+        ({**BODY, "tenant": "globex"}, "invalid_tenant", None),  # the key is acme's
     ],
 )
 async def test_invalid_request_is_answered_at_once_and_never_recorded(
@@ -192,15 +200,17 @@ async def test_oversized_body_is_refused_declared_or_streamed(api: Api) -> None:
     assert api.emitted.events == []
 
 
-async def test_tenant_comes_from_header_body_or_default(api: Api) -> None:
-    from_body = await api.post({**BODY, "tenant": "globex"}, key="k5")
-    default = await api.post(key="k5")
-    bad = await api.post(key="k5", **{"X-Clipline-Tenant": "Not A Tenant"})
+async def test_tenant_comes_from_the_key_never_a_header_or_the_body(api: Api) -> None:
+    spoofed = await api.post(key="k5", **{"X-Clipline-Tenant": "globex"})
+    same = await api.post({**BODY, "tenant": "default"}, key="k5b")
+    other = await api.post({**BODY, "tenant": "globex"}, key="k5c")
 
-    assert from_body.json()["job_id"] == job_id_for("globex", "k5")
-    assert default.json()["job_id"] == job_id_for("default", "k5")
-    assert bad.status_code == 422
-    assert bad.json()["error"]["reason"] == "invalid_tenant"
+    assert spoofed.json()["job_id"] == job_id_for("default", "k5")  # the header is ignored
+    assert spoofed.json()["tenant"] == "default"
+    assert same.json()["job_id"] == job_id_for("default", "k5b")
+    assert other.status_code == 422  # a body naming another tenant is refused
+    assert other.json()["error"]["reason"] == "invalid_tenant"
+    assert {r.tenant for r in api.jobs.records().values()} == {"default"}
 
 
 async def test_idempotency_key_in_the_body_wins_over_the_header(api: Api) -> None:
@@ -222,15 +232,15 @@ async def test_get_job_by_id_in_its_tenant(api: Api) -> None:
 
     default = await api.client.get(f"/v1/jobs/{job_id}")  # the default tenant's view
     scoped = await api.client.get(f"/v1/jobs/{job_id}", headers=ACME)
-    elsewhere = await api.client.get(f"/v1/jobs/{job_id}", headers={"X-Clipline-Tenant": "globex"})
-    bad_tenant = await api.client.get(f"/v1/jobs/{job_id}", headers={"X-Clipline-Tenant": "A!"})
+    elsewhere = await api.client.get(f"/v1/jobs/{job_id}", headers=bearer("globex"))
+    spoofed = await api.client.get(f"/v1/jobs/{job_id}", headers={"X-Clipline-Tenant": "acme"})
 
     assert scoped.status_code == 200
     record = JobRecordV1.model_validate(scoped.json())
     assert (record.job_id, record.tenant, record.status) == (job_id, "acme", JobStatus.ACCEPTED)
     assert default.status_code == 404  # another tenant's job is not there for you
     assert elsewhere.status_code == 404
-    assert bad_tenant.status_code == 422
+    assert spoofed.status_code == 404  # the default key, whatever the header says
 
 
 async def test_get_job_validates_the_id(api: Api) -> None:
@@ -243,7 +253,7 @@ async def test_get_job_validates_the_id(api: Api) -> None:
 async def test_list_shows_one_tenants_jobs_in_order_of_acceptance(api: Api) -> None:
     for key in ("b", "a", "c"):
         await api.post(key=key, **ACME)
-    await api.post(key="other", **{"X-Clipline-Tenant": "globex"})
+    await api.post(key="other", **bearer("globex"))
     await api.post(key="mine")  # the default tenant
     t0 = datetime(2026, 11, 1, tzinfo=UTC)
     for i, key in enumerate(("c", "a", "b")):  # accepted in this order
@@ -253,14 +263,14 @@ async def test_list_shows_one_tenants_jobs_in_order_of_acceptance(api: Api) -> N
 
     listed = await api.client.get("/v1/jobs", headers=ACME)
     default = await api.client.get("/v1/jobs")
-    invalid = await api.client.get("/v1/jobs", headers={"X-Clipline-Tenant": "A!"})
+    spoofed = await api.client.get("/v1/jobs", headers={"X-Clipline-Tenant": "acme"})
 
     assert listed.json()["tenant"] == "acme"
     assert [j["job_id"] for j in listed.json()["jobs"]] == [
         job_id_for("acme", k) for k in ("c", "a", "b")
     ]
     assert [j["job_id"] for j in default.json()["jobs"]] == [job_id_for("default", "mine")]
-    assert invalid.status_code == 422
+    assert spoofed.json() == default.json()
 
 
 async def test_store_outage_is_a_503_and_a_retry_takes_the_job() -> None:
@@ -307,3 +317,63 @@ async def test_a_keyless_request_is_given_a_key_a_503_names_for_the_retry(api: A
     assert retried.json()["job_id"] == job_id_for("default", key)
     [event] = accepted(api)
     assert event.job_id == job_id_for("default", key)
+
+
+@pytest.mark.parametrize(
+    ("headers", "says"),
+    [
+        ({"Authorization": ""}, "header is needed"),
+        ({"Authorization": "Token abc"}, "must be 'Bearer"),
+        ({"Authorization": "Bearer ck_short"}, "malformed"),
+        ({"Authorization": f"Bearer ck_{'0' * 16}_{'a' * 43}"}, "not known"),
+    ],
+)
+async def test_every_endpoint_needs_a_valid_key(
+    api: Api, headers: dict[str, str], says: str
+) -> None:
+    job_id = job_id_for("default", "k9")
+    for method, path in [
+        ("POST", "/v1/jobs"),
+        ("GET", "/v1/jobs"),
+        ("GET", f"/v1/jobs/{job_id}"),
+        ("POST", f"/v1/jobs/{job_id}/cancel"),
+    ]:
+        r = await api.client.request(method, path, json=BODY, headers=headers)
+        assert r.status_code == 401, (method, path)
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        assert r.json()["error"]["reason"] == "unauthorized"
+        assert says in r.json()["error"]["detail"]
+    assert api.jobs.records() == {}
+    assert api.emitted.events == []
+
+
+async def test_a_revoked_key_is_refused_from_the_next_request_on(api: Api) -> None:
+    assert (await api.client.get("/v1/jobs", headers=ACME)).status_code == 200
+    await api.keys.revoke_tenant("acme", datetime.now(UTC))
+    refused = await api.client.get("/v1/jobs", headers=ACME)
+
+    assert refused.status_code == 401
+    assert refused.json()["error"]["detail"] == "the API key was revoked"
+
+
+async def test_last_use_is_noted_once_for_a_burst_of_requests(api: Api) -> None:
+    for _ in range(5):
+        assert (await api.client.get("/v1/jobs", headers=ACME)).status_code == 200
+    [acme] = await api.keys.list("acme")
+
+    assert acme.last_used_at is not None
+    assert api.keys.touches == 1
+
+
+class DownKeys(InMemoryApiKeys):
+    async def get(self, key_id: str) -> None:
+        raise ConnectionError("kv unreachable")
+
+
+async def test_a_key_store_outage_is_a_503_not_a_401() -> None:
+    async with serving(InMemoryJobStore(), DownKeys(TENANTS)) as api:
+        r = await api.post(key="k10")
+
+    assert r.status_code == 503
+    assert r.json()["error"]["reason"] == "unavailable"
+    assert api.jobs.records() == {}

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from clipline import local_keys
 from clipline.servers import pid_alive
-from clipline.stack import StackOptions, StackState, down, health_check, up
+from clipline.stack import StackOptions, StackState, admin_endpoint, down, health_check, up
 
 NO_RATE_LIMITS = {
     "CLIPLINE_SIM_RATE_LIMIT_TIER": "off",  # the simulator limits nothing...
@@ -41,6 +42,14 @@ def clipline(
         [sys.executable, "-m", "clipline.cli", "--home", str(home), *args],
         capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
+
+
+def as_tenant(state: StackState | str | Path, tenant: str) -> dict[str, str]:
+    """The Authorization header of `tenant`'s key on the stack (kept, as `clipline --tenant`
+    keeps it: made through the admin API on first use)."""
+    home = Path(state.home if isinstance(state, StackState) else state)
+    key = local_keys.ensure(home, tenant, *admin_endpoint(home))
+    return {"Authorization": f"Bearer {key}"}
 
 
 def current(home: str | Path) -> StackState:

@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 
 from clipline.stack import StackOptions, StackState
 from shared.contracts import JobSubmittedV1
-from tests.e2e.harness import clipline, current, kill_hard, running_stack
+from tests.e2e.harness import as_tenant, clipline, current, kill_hard, running_stack
 
 pytestmark = pytest.mark.e2e
 COST = 400_000  # sora-2, 4 s at $0.10 a second
@@ -97,14 +97,14 @@ async def spend(state: StackState, tenant: str) -> dict[str, Any]:
 async def submit(state: StackState, tenant: str, prompt: str) -> str:
     body = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": prompt}
     async with httpx.AsyncClient(base_url=state.intake_url, timeout=30) as http:
-        answer = await http.post("/v1/jobs", json=body, headers={"X-Clipline-Tenant": tenant})
+        answer = await http.post("/v1/jobs", json=body, headers=as_tenant(state, tenant))
     assert answer.status_code == 202, answer.text
     return str(answer.json()["job_id"])
 
 
 async def job(state: StackState, tenant: str, job_id: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=state.intake_url, timeout=30) as http:
-        answer = await http.get(f"/v1/jobs/{job_id}", headers={"X-Clipline-Tenant": tenant})
+        answer = await http.get(f"/v1/jobs/{job_id}", headers=as_tenant(state, tenant))
     assert answer.status_code == 200, answer.text
     return dict(answer.json())
 

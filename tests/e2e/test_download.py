@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from clipline.stack import LOCAL_API_KEY, StackOptions, StackState
-from tests.e2e.harness import clipline, running_stack
+from tests.e2e.harness import as_tenant, clipline, running_stack
 
 pytestmark = pytest.mark.e2e
 DEADLINE = 90.0
@@ -70,7 +70,7 @@ def test_download_saves_the_completed_video_with_its_recorded_sha256(
 ) -> None:
     tenant = f"dl{uuid.uuid4().hex[:6]}"
     with httpx.Client(
-        base_url=stack.intake_url, timeout=10, headers={"X-Clipline-Tenant": tenant}
+        base_url=stack.intake_url, timeout=10, headers=as_tenant(stack, tenant)
     ) as http:
         job_id = submit(http, "a paper boat to download")
         record = ended(http, job_id)
@@ -101,7 +101,7 @@ def test_download_of_a_job_not_completed_says_so_and_exits_1(
 ) -> None:
     tenant = f"dl{uuid.uuid4().hex[:6]}"
     with httpx.Client(
-        base_url=stack.intake_url, timeout=10, headers={"X-Clipline-Tenant": tenant}
+        base_url=stack.intake_url, timeout=10, headers=as_tenant(stack, tenant)
     ) as http:
         job_id = submit(http, "cancelled before it is stored")
         assert http.post(f"/v1/jobs/{job_id}/cancel").status_code in (200, 202)

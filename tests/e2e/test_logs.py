@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 
 from clipline.stack import StackOptions, StackState, down, up
 from shared.contracts.ids import job_id_for
+from tests.e2e.harness import as_tenant
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("intake", "pricing_guard", "submitter", "poller", "storage")
@@ -68,7 +69,7 @@ async def run_one_job(state: StackState) -> str:
             await nc.subscribe(f"clipline.job.{kind}.v1.{tenant}.{job_id}", cb=on_end)
         async with httpx.AsyncClient(base_url=state.intake_url, timeout=30) as http:
             body = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": "log me"}
-            headers = {"Idempotency-Key": key, "X-Clipline-Tenant": tenant}
+            headers = {"Idempotency-Key": key, **as_tenant(state, tenant)}
             assert (await http.post("/v1/jobs", json=body, headers=headers)).status_code == 202
         assert await asyncio.wait_for(done, 90) == "completed"
     finally:

@@ -24,6 +24,7 @@ from clipline.stack import SERVICES, StackOptions, StackState
 from shared.contracts.ids import job_id_for
 from tests.e2e.harness import (
     all_healthy,
+    as_tenant,
     clipline,
     current,
     kill_hard,
@@ -50,7 +51,7 @@ async def completed_job(state: StackState, prompt: str) -> dict[str, Any]:
     `completed`."""
     tenant, key = f"ops{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     body = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": prompt}
-    headers = {"X-Clipline-Tenant": tenant, "Idempotency-Key": key}
+    headers = {**as_tenant(state, tenant), "Idempotency-Key": key}
     with httpx.Client(base_url=state.intake_url, timeout=10) as http:
         created, event = await follow(
             state, tenant, key, lambda: http.post("/v1/jobs", json=body, headers=headers)
@@ -122,7 +123,7 @@ async def test_restart_nats_s3_and_simulator_keep_ports_and_data(ops: StackState
     with httpx.Client(base_url=state.intake_url, timeout=10) as http:
         # JetStream KV kept its data
         record = http.get(
-            f"/v1/jobs/{earlier['job_id']}", headers={"X-Clipline-Tenant": earlier["tenant"]}
+            f"/v1/jobs/{earlier['job_id']}", headers=as_tenant(state, earlier["tenant"])
         )
     assert record.status_code == 200
     assert record.json()["status"] == "completed"
@@ -217,7 +218,7 @@ async def test_a_job_in_generation_survives_the_simulator_killed_and_restarted(
     try:
         await nc.subscribe(f"clipline.job.*.v1.{tenant}.{job_id}", cb=on_event)
         body = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": "survive me"}
-        headers = {"X-Clipline-Tenant": tenant, "Idempotency-Key": key}
+        headers = {**as_tenant(state, tenant), "Idempotency-Key": key}
         with httpx.Client(base_url=state.intake_url, timeout=10) as http:
             assert http.post("/v1/jobs", json=body, headers=headers).status_code == 202
         assert await next_of({"submitted"}, 30) == "submitted"

@@ -15,7 +15,7 @@ import pytest
 
 from clipline.stack import StackOptions, StackState
 from shared.contracts.ids import job_id_for
-from tests.e2e.harness import running_stack
+from tests.e2e.harness import as_tenant, running_stack
 
 pytestmark = pytest.mark.e2e
 DEADLINE = 60.0
@@ -37,7 +37,7 @@ async def test_a_job_for_a_retired_provider_is_rejected_without_any_upstream_cal
     tenant, key = f"ret{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     job_id = job_id_for(tenant, key)
     body = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": "a paper boat"}
-    headers = {"X-Clipline-Tenant": tenant, "Idempotency-Key": key}
+    headers = {**as_tenant(state, tenant), "Idempotency-Key": key}
     nc = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     try:
         seen: list[str] = []
@@ -55,7 +55,7 @@ async def test_a_job_for_a_retired_provider_is_rejected_without_any_upstream_cal
             taken = await asyncio.to_thread(http.post, "/v1/jobs", json=body, headers=headers)
             assert taken.status_code == 202, taken.text  # a valid request: openai's own model
             event = await asyncio.wait_for(ended.get(), DEADLINE)
-            record = http.get(f"/v1/jobs/{job_id}", headers={"X-Clipline-Tenant": tenant}).json()
+            record = http.get(f"/v1/jobs/{job_id}", headers=as_tenant(state, tenant)).json()
     finally:
         await nc.close()
 

@@ -20,6 +20,7 @@ from clipline.stack import StackOptions, StackState, admin_endpoint, health_chec
 from shared.contracts.ids import job_id_for
 from tests.e2e.harness import (
     all_healthy,
+    as_tenant,
     clipline,
     current,
     kill_hard,
@@ -63,7 +64,7 @@ async def admitted_job(state: StackState, prompt: str) -> str:
     try:
         await nc.subscribe(f"clipline.job.admitted.v1.{tenant}.{job_id}", cb=admitted.put)
         body = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": prompt}
-        headers = {"X-Clipline-Tenant": tenant, "Idempotency-Key": key}
+        headers = {**as_tenant(state, tenant), "Idempotency-Key": key}
         async with httpx.AsyncClient(base_url=state.intake_url, timeout=10) as http:
             assert (await http.post("/v1/jobs", json=body, headers=headers)).status_code == 202
         await asyncio.wait_for(admitted.get(), HEALTHY_WITHIN)

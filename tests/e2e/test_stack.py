@@ -23,6 +23,7 @@ from minio import Minio
 from clipline.servers import pid_alive
 from clipline.stack import LOCAL_API_KEY, StackOptions, StackState, down, up
 from shared.contracts.ids import job_id_for
+from tests.e2e.harness import as_tenant
 from tests.images import data_url, image_bytes
 from tests.otlp_sink import OtlpSink, start_sink
 
@@ -192,21 +193,21 @@ async def follow(
 
 async def test_rejections_carry_a_reason(stack: tuple[StackState, OtlpSink]) -> None:
     state, _ = stack
-    with httpx.Client(base_url=state.intake_url, timeout=10) as http:
+    with httpx.Client(
+        base_url=state.intake_url, timeout=10, headers=as_tenant(state, "default")
+    ) as http:
         bad = http.post("/v1/jobs", json={"prompt": "x", "seconds": 5})
         assert bad.status_code == 422
         assert bad.json()["error"]["reason"] == "invalid_seconds"
         key = uuid.uuid4().hex
         body = {"model": "sora-2-pro", "size": "1920x1080", "seconds": 4, "prompt": "p"}
-        headers = {"X-Clipline-Tenant": "acme", "Idempotency-Key": key}
+        headers = {**as_tenant(state, "acme"), "Idempotency-Key": key}
         created, event = await follow(
             state, "acme", key, lambda: http.post("/v1/jobs", json=body, headers=headers)
         )
         assert created.status_code == 202
-        record = http.get(
-            f"/v1/jobs/{event['job_id']}", headers={"X-Clipline-Tenant": "acme"}
-        ).json()
-        other = http.get(f"/v1/jobs/{event['job_id']}", headers={"X-Clipline-Tenant": "zeta"})
+        record = http.get(f"/v1/jobs/{event['job_id']}", headers=as_tenant(state, "acme")).json()
+        other = http.get(f"/v1/jobs/{event['job_id']}", headers=as_tenant(state, "zeta"))
         assert other.status_code == 404  # another tenant's job is not found
     assert event["kind"] == "rejected"
     assert (event["reason"], event["stage"]) == ("unpriced", "pricing_guard")
@@ -220,7 +221,7 @@ async def test_same_idempotency_key_creates_one_upstream_job(
     state, _ = stack
     key = uuid.uuid4().hex
     body = {"model": "sora-2", "size": "720x1280", "seconds": 4, "prompt": "one job only"}
-    headers = {"Idempotency-Key": key}
+    headers = {"Idempotency-Key": key, **as_tenant(state, "default")}
     with httpx.Client(base_url=state.intake_url, timeout=10) as http:
 
         def post_three_times() -> httpx.Response:
@@ -274,7 +275,9 @@ async def test_input_image_travels_to_upstream_as_first_frame(
 
 def test_secrets_stay_out_of_logs_and_spans(stack: tuple[StackState, OtlpSink]) -> None:
     state, sink = stack
-    secrets = [LOCAL_API_KEY, state.s3_secret_key]
+    api_keys = [p.read_text() for p in Path(state.home).glob("api-key*")]
+    assert api_keys  # `up` made the default tenant's; the tests here made others
+    secrets = [LOCAL_API_KEY, state.s3_secret_key, *api_keys]
     assert sink.spans, "no spans exported"
     for span in sink.spans:
         for secret in secrets:

@@ -33,7 +33,7 @@ from clipline.servers import pid_alive
 from clipline.stack import LOCAL_API_KEY, StackOptions, StackState
 from shared.contracts.ids import job_id_for
 from shared.streams import JOBS_STREAM_NAME
-from tests.e2e.harness import current, running_stack
+from tests.e2e.harness import as_tenant, current, running_stack
 
 pytestmark = pytest.mark.e2e
 VIDEO_BYTES = 256 * 1024 * 1024
@@ -129,7 +129,7 @@ async def test_storage_killed_mid_upload_stores_the_upstreams_bytes(stack: Stack
             if kind in kinds:
                 return kind, data
 
-    headers = {"X-Clipline-Tenant": tenant}
+    headers = as_tenant(stack, tenant)
     victim = current(home).find("storage").pid
     nc = await nats.connect(stack.nats_url, user_credentials=stack.nats_creds)
     try:

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 
 from clipline.stack import StackOptions, StackState
 from shared.contracts.ids import job_id_for
-from tests.e2e.harness import clipline, current, kill_hard, running_stack
+from tests.e2e.harness import as_tenant, clipline, current, kill_hard, running_stack
 
 pytestmark = pytest.mark.e2e
 OUTAGE = 30.0
@@ -48,7 +48,7 @@ async def test_storage_waits_for_s3_and_stores_when_it_returns(stack: StackState
             if kind in kinds:
                 return kind, data
 
-    headers = {"X-Clipline-Tenant": tenant}
+    headers = as_tenant(stack, tenant)
     http = httpx.Client(base_url=stack.intake_url, timeout=10, headers=headers)
     nc = await nats.connect(stack.nats_url, user_credentials=stack.nats_creds)
     try:

@@ -18,7 +18,7 @@ from minio import Minio
 from clipline.stack import BUCKET, StackOptions, StackState
 from shared.contracts import JobCompletedV1, JobGeneratedV1
 from shared.streams import JOBS_STREAM_NAME
-from tests.e2e.harness import clipline, current, kill_hard, running_stack
+from tests.e2e.harness import as_tenant, clipline, current, kill_hard, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ def s3(state: StackState) -> Minio:
 def run_job(state: StackState, tenant: str, prompt: str) -> dict[str, Any]:
     """Submit a job over HTTP and poll its record until it ended (90 s at most)."""
     with httpx.Client(
-        base_url=state.intake_url, timeout=10, headers={"X-Clipline-Tenant": tenant}
+        base_url=state.intake_url, timeout=10, headers=as_tenant(state, tenant)
     ) as http:
         body = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": prompt}
         posted = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": uuid.uuid4().hex})

@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from clipline import webhook_secret
 from clipline.stack import LOCAL_API_KEY, STATE_FILE, WEBHOOK_PATH, StackOptions, StackState
 from shared.contracts.ids import job_id_for
-from tests.e2e.harness import running_stack
+from tests.e2e.harness import as_tenant, running_stack
 from tests.webhook_signing import OTHER_SECRET, event_body, signed
 
 pytestmark = pytest.mark.e2e
@@ -85,7 +85,7 @@ async def test_a_valid_webhook_moves_the_job_within_a_second(stack: StackState) 
         await nc.subscribe(f"clipline.job.*.v1.{tenant}.{job_id}", cb=on_event)
         async with httpx.AsyncClient(base_url=stack.intake_url, timeout=30) as http:
             body = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": "hook me"}
-            headers = {"Idempotency-Key": key, "X-Clipline-Tenant": tenant}
+            headers = {"Idempotency-Key": key, **as_tenant(stack, tenant)}
             assert (await http.post("/v1/jobs", json=body, headers=headers)).status_code == 202
         await asyncio.wait_for(seen["submitted"].wait(), DEADLINE)
         video_id = events["submitted"][1]["upstream_id"]

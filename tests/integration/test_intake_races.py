@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -22,9 +23,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from clipline.auth import AuthDir
 from clipline.servers import LOOPBACK, free_port
 from services.intake.adapters import probe_image
-from services.intake.handlers import DURABLE, build_router, job_id_of
+from services.intake.handlers import DURABLE, build_router
 from services.intake.http import build_http
 from services.intake.ports import Deps
+from services.intake.usecases import job_id_of
+from shared.apikeys import kv_api_keys
 from shared.contracts import JobRecordV1, request_subject
 from shared.contracts.ids import job_id_for
 from shared.messaging import NO_TENANT
@@ -52,7 +55,8 @@ async def intake(provisioned: str, nats_auth: AuthDir) -> AsyncIterator[Intake]:
         creds = nats_auth.creds_file("intake")  # intake's own identity
         platform = make_platform("intake", provisioned, TracerProvider(), creds)
         router = build_router()
-        deps = Deps(platform.jobs, platform.inputs, router.emit, PROVIDER, probe_image, "demo")
+        keys = kv_api_keys(platform.broker)
+        deps = Deps(platform.jobs, platform.inputs, router.emit, PROVIDER, probe_image, keys)
         wire(platform.broker, router, deps, platform.jobs)
         await platform.broker.start()
         platforms.append(platform)
@@ -158,12 +162,13 @@ async def test_concurrent_http_pairs_with_one_key_make_one_job_and_a_409(
 ) -> None:
     tenant = f"t{uuid.uuid4().hex[:8]}"
     keys = [f"race-{uuid.uuid4().hex}" for _ in range(PAIRS)]
+    api_key = (await intake.deps.keys.create(tenant, "race", datetime.now(UTC))).key
 
     async def post(key: str, prompt: str) -> httpx.Response:
         return await intake.http.post(
             "/v1/jobs",
             json=body(prompt),
-            headers={"Idempotency-Key": key, "X-Clipline-Tenant": tenant},
+            headers={"Idempotency-Key": key, "Authorization": f"Bearer {api_key}"},
         )
 
     calls = [post(key, f"{side} {key}") for key in keys for side in ("left", "right")]
