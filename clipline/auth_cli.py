@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from clipline.auth import ADMIN, AuthDir, AuthError
+from clipline.budget_cli import call
 from clipline.private import write_private
 from clipline.stack import require
 from shared.identities import SERVICES
@@ -52,9 +53,15 @@ def _tenants_list(args: argparse.Namespace) -> int:
 
 
 def _tenants_remove(args: argparse.Namespace) -> int:
+    """Revoke the tenant's NATS credentials, and (on the local stack) its API keys."""
     auth, url = _where(args)
     asyncio.run(auth.remove_tenant(url, args.tenant))
     print(f"tenant {args.tenant} removed: every NATS credential of it is revoked (now)")
+    if args.auth_dir is None:
+        gone = call(args.home, "DELETE", "/v1/admin/keys", params={"tenant": args.tenant})
+        print(f"and its API keys: {len(gone.get('revoked', []))} revoked")
+    else:
+        print(f"revoke its API keys with the admin API: DELETE /v1/admin/keys?tenant={args.tenant}")
     return 0
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import nats
+import nats.errors
 import pytest
 from minio import Minio
 
@@ -320,3 +321,38 @@ def processes_under(home: Path) -> list[int]:
         if cwd.startswith(str(home)) or str(home) in cmdline:
             found.append(int(entry.name))
     return found
+
+
+def test_removing_a_tenant_revokes_its_nats_credentials_and_its_api_keys(
+    stack: tuple[StackState, OtlpSink], tmp_path: Path
+) -> None:
+    """`clipline tenants remove T` on a running stack: T's API key is refused (401) and its
+    NATS credential too, at once; the default tenant's key still works."""
+    state, _ = stack
+    tenant = f"gone{uuid.uuid4().hex[:6]}"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "clipline.cli", "--home", state.home, *args],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    assert cli("tenants", "add", tenant).returncode == 0
+    made = cli("keys", "create", "--tenant", tenant, "--json")
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)["key"]
+    creds = tmp_path / "gone.creds"
+    assert cli("nats-creds", "--tenant", tenant, "-o", str(creds)).returncode == 0
+    auth = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{state.intake_url}/v1/jobs", headers=auth, timeout=10).status_code == 200
+    removed = cli("tenants", "remove", tenant)
+    assert removed.returncode == 0, removed.stderr
+    assert "1 revoked" in removed.stdout
+    refused = httpx.get(f"{state.intake_url}/v1/jobs", headers=auth, timeout=10)
+    assert refused.status_code == 401
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        asyncio.run(
+            nats.connect(state.nats_url, user_credentials=str(creds), allow_reconnect=False)
+        )
+    listed = cli("tenants", "list", "--json")
+    assert {"name": tenant, "users": 1, "revoked": 0, "removed": True} in json.loads(listed.stdout)
