@@ -216,9 +216,16 @@ def report_progress(record: JobRecordV1, at: datetime, *, progress: int) -> JobR
 
 
 def mark_generated(
-    record: JobRecordV1, at: datetime, *, produced_seconds: int | None = None
+    record: JobRecordV1,
+    at: datetime,
+    *,
+    produced_seconds: int | None = None,
+    expires_at: datetime | None = None,
 ) -> JobRecordV1:
-    return _move(record, "mark_generated", at, progress=100, produced_seconds=produced_seconds)
+    return _move(
+        record, "mark_generated", at, progress=100, produced_seconds=produced_seconds,
+        expires_at=expires_at,
+    )  # fmt: skip
 
 
 def begin_store(record: JobRecordV1, at: datetime) -> JobRecordV1:

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.pricing_guard.adapters import KvBudgets
+from services.pricing_guard.app import build_router
 from services.pricing_guard.budgets import Charge, Limit, Slot, window
-from services.pricing_guard.handlers import build_router, sweep
 from services.pricing_guard.ports import Claim, Deps, Reserved
 from services.pricing_guard.records import reservation_key
+from services.pricing_guard.usecases import sweep
 from shared.contracts import (
     BudgetAlertV1,
     JobAdmittedV1,
