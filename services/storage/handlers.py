@@ -34,9 +34,15 @@ from shared.contracts import (
     JobRecordV1,
     JobTimings,
 )
-from shared.contracts.lifecycle import JobStatus, begin_store, complete, keep_assets
-from shared.contracts.stage import Cancelling, Disagrees, Ended, Live, Unknown, screen
-from shared.jobstore import JobStore, advance
+from shared.contracts.lifecycle import (
+    IllegalTransition,
+    JobStatus,
+    begin_store,
+    complete,
+    keep_assets,
+)
+from shared.contracts.stage import Cancelling, Disagrees, Ended, Live, Unknown, screen_then
+from shared.jobstore import JobStore, advance, apply
 from shared.messaging import Context
 from shared.outcomes import Emit, announce_end, cancel_job, end_job, ignored
 from shared.provider import ProviderNotFound, ProviderRejected, VideoProvider
@@ -67,8 +73,9 @@ async def on_job_generated(  # noqa: PLR0917 (one injected port each)
 ) -> None:
     """Store what the record says was generated: its upstream id, cost and expiry, never the
     event's copies (an event that disagrees with the record changes nothing)."""
-    record = await jobs.get(event.tenant, event.job_id)
-    match screen(record, event):
+    now = datetime.now(UTC)
+    verdict = await apply(jobs, event, lambda r: screen_then(r, event, lambda j: start(j, now)))
+    match verdict:
         case Unknown() | Disagrees() as why:
             ignored(SERVICE, event, why)
         case Ended(record=ended) if ended.status == JobStatus.COMPLETED:
@@ -85,19 +92,18 @@ async def on_job_generated(  # noqa: PLR0917 (one injected port each)
             await cancel_job(jobs, emit, asked, stage=SERVICE)  # asked to cancel: not stored
             if JobStatus.STORING.value in asked.history:
                 await forget(store, facts_of(asked))  # a crash may have left some
-        case Live(record=live) if live.status not in STORED_FROM:
+        case Live(record=live) if live.status != JobStatus.STORING:
             ignored(SERVICE, event, Disagrees((f"status ({live.status.value})",)))
         case Live(record=live):
-            if await advance(jobs, live, begin_store):  # else it ended otherwise meanwhile
-                await store_job(
-                    jobs,
-                    emit,
-                    provider,
-                    store,
-                    gate=gate,
-                    job=live,
-                    delete_upstream=delete_upstream,
-                )
+            await store_job(
+                jobs,
+                emit,
+                provider,
+                store,
+                gate=gate,
+                job=live,
+                delete_upstream=delete_upstream,
+            )
 
 
 async def store_job(
@@ -126,6 +132,15 @@ async def store_job(
     if assets is not None:  # else cancelled (or ended) while it waited for its turn
         await finish(jobs, emit, provider, store, job=job, facts=facts, assets=assets,
                      delete_upstream=delete_upstream)  # fmt: skip
+
+
+def start(record: JobRecordV1, now: datetime) -> JobRecordV1:
+    """The first step of storing: only a job the upstream finished (`generated`), or one a
+    redelivery finds `storing`, is stored; any other state refuses it (a forged or early
+    `generated`: nothing is written)."""
+    if record.status not in STORED_FROM:
+        raise IllegalTransition(f"storing: {record.job_id} is {record.status.value}")
+    return begin_store(record, now)
 
 
 def video_of(job: JobRecordV1) -> str:

@@ -9,10 +9,11 @@ a job asked to cancel (`Cancelling`), or a live job the stage may decide about (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.contracts.lifecycle import TERMINAL, JobStatus
+from shared.contracts.lifecycle import TERMINAL, IllegalTransition, JobStatus
 
 if TYPE_CHECKING:
     from shared.contracts.events import Event
@@ -100,3 +101,22 @@ def screen(record: JobRecordV1 | None, event: Event) -> Screened:
     if record.status == JobStatus.CANCELLING:
         return Cancelling(record)
     return Live(record)
+
+
+def screen_then(
+    record: JobRecordV1 | None,
+    event: Event,
+    step: Callable[[JobRecordV1], JobRecordV1],
+) -> tuple[JobRecordV1 | None, Screened]:
+    """`screen`, then the stage's first lifecycle `step` on a live record, decided together
+    (for `jobstore.apply`: one read, one write): the stepped record to write and `Live` of it,
+    or nothing to write and the verdict as found (a refused step: `Live` of the record as it
+    is, which the stage tells by its status)."""
+    verdict = screen(record, event)
+    if not isinstance(verdict, Live):
+        return None, verdict
+    try:
+        moved = step(verdict.record)
+    except IllegalTransition:
+        return None, verdict
+    return moved, Live(moved)
