@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from faststream.exceptions import NackMessage
+
 from services.pricing_guard.ports import BudgetStore
 from services.pricing_guard.usecases import (
     CANCELLED_BEFORE,
     SERVICE,
     admit_job,
     cancelled_before_admission,
-    settle_job,
+    settle_record,
 )
 from shared.contracts import (
     JobAcceptedV1,
@@ -20,13 +22,16 @@ from shared.contracts import (
     JobFailedV1,
     JobTimedOutV1,
 )
-from shared.contracts.stage import Cancelling, Live, screen
+from shared.contracts.events import Event
+from shared.contracts.stage import Cancelling, Disagrees, Ended, Live, Unknown, screen
 from shared.jobstore import JobStore
 from shared.messaging import Context
-from shared.outcomes import Emit, cancel_job, screened
+from shared.outcomes import Emit, cancel_job, ignored, screened
 from shared.registry import ProviderSpec
 
 SETTLE_FOREVER = 10**9
+NOT_ENDED_RETRY_SECONDS = 10.0
+"""An end event whose record has not ended is looked at again this much later."""
 Jobs = Annotated[JobStore, Context("deps.jobs")]
 Emitter = Annotated[Emit, Context("deps.emit")]
 Prices = Annotated[ProviderSpec, Context("deps.provider")]
@@ -49,18 +54,33 @@ async def on_job_accepted(
 
 # Settling never gives up: money held for a job that ended must come back, so its errors
 # are retried (backoff capped at 30 s) for as long as they last; the sweeper backs it up.
-# Each reads only the record: the event just says that the job ended.
+# Each settles by the record alone: the event only says that the job ended.
 async def on_job_completed(event: JobCompletedV1, jobs: Jobs, budgets: Budgets) -> None:
-    await settle_job(jobs, budgets, event)
+    await settle_ended(event, jobs, budgets)
 
 
 async def on_job_failed(event: JobFailedV1, jobs: Jobs, budgets: Budgets) -> None:
-    await settle_job(jobs, budgets, event)
+    await settle_ended(event, jobs, budgets)
 
 
 async def on_job_timed_out(event: JobTimedOutV1, jobs: Jobs, budgets: Budgets) -> None:
-    await settle_job(jobs, budgets, event)
+    await settle_ended(event, jobs, budgets)
 
 
 async def on_job_cancelled(event: JobCancelledV1, jobs: Jobs, budgets: Budgets) -> None:
-    await settle_job(jobs, budgets, event)
+    await settle_ended(event, jobs, budgets)
+
+
+async def settle_ended(event: Event, jobs: JobStore, budgets: BudgetStore) -> None:
+    """Settle a job its record says ended. An end event the record does not bear out (the
+    job still runs) is looked at again later, as a delayed redelivery that counts no error on
+    the record: a forged end changes nothing, and one read before its record showed the end
+    is settled then (the sweeper backs both up)."""
+    record = await jobs.get(event.tenant, event.job_id)
+    match screen(record, event):
+        case Unknown() | Disagrees() as why:
+            ignored(SERVICE, event, why)  # nothing was ever reserved on its word
+        case Ended(record=ended):
+            await settle_record(jobs, budgets, ended)
+        case Live() | Cancelling():
+            raise NackMessage(delay=NOT_ENDED_RETRY_SECONDS)

@@ -17,7 +17,7 @@ from shared.contracts import (
     JobRecordV1,
     JobRejectedV1,
 )
-from shared.contracts.events import Event, JobRef
+from shared.contracts.events import JobRef
 from shared.contracts.lifecycle import IllegalTransition, JobStatus, admit, reject, settle
 from shared.jobstore import JobStore, advance
 from shared.outcomes import Emit, cancel_job
@@ -113,19 +113,6 @@ def budget_alert(event: JobAcceptedV1, alert: Alert) -> BudgetAlertV1:
 async def refuse(jobs: JobStore, emit: Emit, job: JobRef, reason: str, detail: str) -> None:
     if await advance(jobs, job, reject, reason=reason, detail=detail, stage=SERVICE):
         await emit(JobRejectedV1.fact(job, reason=reason, detail=detail, stage=SERVICE))
-
-
-class NotEndedYet(RuntimeError):
-    """An end event came before its record shows the end: retried (never acked unsettled)."""
-
-
-async def settle_job(jobs: JobStore, budgets: BudgetStore, event: Event) -> None:
-    record = await jobs.get(event.tenant, event.job_id)
-    if record is None:
-        return  # no such job: nothing was ever reserved for it
-    if not record.terminal:
-        raise NotEndedYet(f"{event.job_id} is {record.status.value}, not ended")
-    await settle_record(jobs, budgets, record)
 
 
 async def settle_record(jobs: JobStore, budgets: BudgetStore, record: JobRecordV1) -> None:

@@ -19,10 +19,12 @@ from services.storage.ports import Deps as StorageDeps
 from services.submitter.app import build_router as build_submitter
 from services.submitter.ports import Deps as SubmitterDeps
 from shared.contracts import (
+    JobCompletedV1,
     JobGeneratedV1,
     JobSpec,
     JobStatus,
     JobSubmittedV1,
+    JobTimings,
 )
 from shared.contracts.events import Event
 from tests.component.harness import (
@@ -37,7 +39,7 @@ from tests.component.harness import (
     new_job_id,
     running,
 )
-from tests.component.support import actions
+from tests.component.support import actions, settled
 from tests.fakes import FakeProvider, InMemoryAssetStore
 
 OTHER = JobSpec(model="sora-2-pro", size="1280x720", seconds=8, prompt="another prompt")
@@ -92,6 +94,44 @@ async def test_an_accepted_whose_spec_is_not_the_records_is_not_priced(
 
     assert "spec" in line
     assert await budgets.reservation(TENANT, job_id) is None
+
+
+def completed(job_id: str) -> JobCompletedV1:
+    now = datetime.now(UTC)
+    return JobCompletedV1(
+        event_id=new_event_id(), occurred_at=now, job_id=job_id, tenant=TENANT,
+        upstream_id=VIDEO, assets=[], cost_micros=400_000,
+        timings=JobTimings(accepted_at=now, completed_at=now, total_seconds=1.0),
+    )  # fmt: skip
+
+
+async def test_a_completed_the_record_does_not_bear_out_settles_nothing_and_counts_nothing(
+    guard: Harness, budgets: KvBudgets
+) -> None:
+    """A forged end of a running job: looked at again later (no error counted on the record,
+    which stays as it was), its reservation left reserved."""
+    job_id = new_job_id()
+    guard.jobs.put(job_record(job_id, JobStatus.ACCEPTED))
+    await guard.send(accepted(job_id))
+    running_job = guard.jobs.records()[job_id].model_copy(
+        update={"status": JobStatus.SUBMITTED, "upstream_id": VIDEO}
+    )
+    guard.jobs.put(running_job)
+    forged = completed(job_id)
+    await guard.send(forged)
+
+    assert settled(guard.outcomes(forged)) == [("nak", 10.0)]
+    assert guard.jobs.records()[job_id] == running_job  # no error counted, no charge
+    reservation = await budgets.reservation(TENANT, job_id)
+    assert reservation is not None
+    assert reservation.state == "reserved"
+
+
+async def test_a_completed_for_no_job_is_acked_and_logged(
+    guard: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    line = await ignored(guard, completed(new_job_id()), caplog)
+    assert "no record" in line
 
 
 # -- submitter ----------------------------------------------------------------------------------
