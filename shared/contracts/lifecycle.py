@@ -447,8 +447,8 @@ outside the pipeline, and no stage acts on them:
 | pricing_guard | `accepted` | `spec` (priced and reserved; never for a job without a record) |
 | submitter | `admitted`, `cancel_requested` | `spec` (what is created upstream) |
 | poller | `submitted` (and signed webhooks) | `upstream_id` (what is looked at) |
-| storage | `generated` | `upstream_id`, `cost_micros`, `expires_at` (what is stored, its deadline) |
-| pricing_guard | `completed`, `failed`, `timed_out`, `cancelled` | status and history (what is charged) |
+| storage | `generated` | `upstream_id`, `cost_micros`, `expires_at` (what is stored, by when) |
+| pricing_guard | every end (`completed`, `failed`, ...) | status, history (what is charged) |
 | `clipline submit --wait` | any terminal event | status, assets, cost (what is reported) |
 
 Every stage first screens the event against the record (`shared/contracts/stage.py`): an

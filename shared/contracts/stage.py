@@ -46,7 +46,7 @@ class Disagrees:
 
     @property
     def detail(self) -> str:
-        return ", ".join(self.fields) + " differ from the record"
+        return "not as on the record: " + ", ".join(self.fields)
 
 
 @dataclass(frozen=True, slots=True)

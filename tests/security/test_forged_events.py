@@ -128,6 +128,18 @@ class Stack:
         assert record.status == "completed"
         return record
 
+    async def settled(self, job_id: str) -> tuple[JobRecordV1, int]:
+        """The completed job's record once pricing_guard wrote its charge (its last write),
+        and the record's revision then."""
+        await self.finished(job_id)
+        deadline = time.monotonic() + WITHIN
+        while True:
+            record, revision = await self.record(job_id)
+            if record.charged_micros is not None:
+                return record, revision
+            assert time.monotonic() < deadline, f"{job_id} was never settled"
+            await asyncio.sleep(0.1)  # polling the record with a deadline
+
     def creates_of(self, job_id: str) -> list[dict[str, Any]]:
         answer = httpx.get(f"{self.state.simulator_url}/control/creates", timeout=30)
         return [c for c in answer.json() if c["client_request_id"] == job_id]
@@ -242,7 +254,7 @@ async def test_a_forged_accepted_for_no_job_reserves_nothing(on: Stack) -> None:
 
 async def test_a_forged_generated_changes_no_record(on: Stack) -> None:
     job_id = await on.submit("a quiet harbour")
-    before, revision = (await on.finished(job_id)), (await on.record(job_id))[1]
+    before, revision = await on.settled(job_id)
     await on.forge(
         forged(
             JobGeneratedV1, job_id, on.tenant,
