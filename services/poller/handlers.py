@@ -1,8 +1,6 @@
 """poller handlers: follow submitted jobs, by their record, with durable timers (delayed
 naks) to the end. Registered on the router in app.py."""
 
-from __future__ import annotations
-
 import random
 from typing import Annotated
 
@@ -21,6 +19,8 @@ MAX_ERRORS = 60  # upstream errors (5xx, timeouts) over a job's whole follow-up 
 MAX_FOLLOWED = 100_000
 """Jobs the poller's consumer may hold waiting for their next look at once (each a message in a
 delayed nak): above JetStream's default of 1000, so 10,000 jobs in flight are all followed."""
+# Real annotations here (no `from __future__ import annotations`): FastStream resolves string
+# annotations by name, also in its callers' frames, where a local of the same name wins.
 PollerDeps = Annotated[Deps, Context("deps")]
 
 

@@ -1,8 +1,6 @@
 """pricing_guard handlers: price and reserve accepted jobs by their record; settle every job
 that ends. Registered on the router in app.py; the use cases live in usecases.py."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 from faststream.exceptions import NackMessage
@@ -32,6 +30,8 @@ from shared.registry import ProviderSpec
 SETTLE_FOREVER = 10**9
 NOT_ENDED_RETRY_SECONDS = 10.0
 """An end event whose record has not ended is looked at again this much later."""
+# Real annotations here (no `from __future__ import annotations`): FastStream resolves string
+# annotations by name, also in its callers' frames, where a local of the same name wins.
 Jobs = Annotated[JobStore, Context("deps.jobs")]
 Emitter = Annotated[Emit, Context("deps.emit")]
 Prices = Annotated[ProviderSpec, Context("deps.provider")]

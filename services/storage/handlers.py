@@ -1,8 +1,6 @@
 """storage handlers: stream every variant of a generated job, as its record names them, into
 S3, then emit the completion event. Registered on the router in app.py."""
 
-from __future__ import annotations
-
 import asyncio
 import logging
 from collections.abc import AsyncIterator
@@ -54,6 +52,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 STORED_FROM = frozenset({JobStatus.GENERATED, JobStatus.STORING})
 
 
+# Real annotations here (no `from __future__ import annotations`): FastStream resolves string
+# annotations by name, also in its callers' frames, where a local of the same name wins.
 Jobs = Annotated[JobStore, Context("deps.jobs")]
 Emitter = Annotated[Emit, Context("deps.emit")]
 Provider = Annotated[VideoProvider, Context("deps.provider")]

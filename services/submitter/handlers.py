@@ -1,7 +1,5 @@
 """submitter handlers: create admitted jobs upstream, recording `submitting` before the POST."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import hashlib
@@ -82,6 +80,8 @@ class InputImageError(Exception):
     """The job's input image is missing or not the one that was validated."""
 
 
+# Real annotations here (no `from __future__ import annotations`): FastStream resolves string
+# annotations by name, also in its callers' frames, where a local of the same name wins.
 SubmitterDeps = Annotated[Deps, Context("deps")]
 
 
