@@ -53,7 +53,7 @@ from shared.contracts.lifecycle import (
     renew_attempt,
     retry_submit,
 )
-from shared.contracts.stage import Cancelling, Live, screen
+from shared.contracts.stage import screen
 from shared.inputs import InputMissingError, InputStore
 from shared.jobstore import JobStore, StoreConflictError, advance
 from shared.messaging import Context, periodically
@@ -87,12 +87,11 @@ SubmitterDeps = Annotated[Deps, Context("deps")]
 
 async def on_job_admitted(event: JobAdmittedV1, deps: SubmitterDeps) -> None:
     """Create the job upstream exactly as its record says (never the event's copy)."""
-    record = await deps.jobs.get(event.tenant, event.job_id)
-    match await screened(SERVICE, deps.emit, event, screen(record, event)):
-        case Live(record=record) | Cancelling(record=record):
-            pass
-        case _:
-            return
+    found = await deps.jobs.get(event.tenant, event.job_id)
+    verdict = await screened(SERVICE, deps.emit, event, screen(found, event))
+    if verdict is None:  # no such job, facts not the record's, or ended (announced again)
+        return
+    record = verdict.record  # live or cancelling: decided from the record alone
     match decide(record, deps.submit_deadline):
         case Skip():
             return
@@ -117,12 +116,11 @@ async def on_job_admitted(event: JobAdmittedV1, deps: SubmitterDeps) -> None:
 # already running keeps its lease renewed until it answers, so ending a cancelling job
 # only when no live lease is on it never loses what the upstream made.
 async def on_job_cancel_requested(event: JobCancelRequestedV1, deps: SubmitterDeps) -> None:
-    record = await deps.jobs.get(event.tenant, event.job_id)
-    match await screened(SERVICE, deps.emit, event, screen(record, event)):
-        case Live(record=record) | Cancelling(record=record):
-            pass
-        case _:
-            return
+    found = await deps.jobs.get(event.tenant, event.job_id)
+    verdict = await screened(SERVICE, deps.emit, event, screen(found, event))
+    if verdict is None:  # no such job, facts not the record's, or ended (announced again)
+        return
+    record = verdict.record  # live or cancelling: decided from the record alone
     match decide(record, deps.submit_deadline):
         case Cancel():
             await cancel_job(deps.jobs, deps.emit, record, stage=SERVICE)
