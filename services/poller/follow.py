@@ -71,10 +71,10 @@ async def follow(deps: Deps, job: Followed, record: JobRecordV1) -> Pending | Th
         case Throttled() as throttled:
             return throttled
         case Generated(produced_seconds=produced, took=took, expires_at=expires):
-            expires_at = None if expires is None else datetime.fromtimestamp(expires, UTC)
             done = await advance(
-                deps.jobs, job, mark_generated, produced_seconds=produced, expires_at=expires_at
-            )
+                deps.jobs, job, mark_generated, produced_seconds=produced,
+                expires_at=upstream_expiry(expires),
+            )  # fmt: skip
             if done is not None:
                 await deps.emit(generated(done))
                 if took is not None:
@@ -133,6 +133,17 @@ async def not_followed(emit: Emit, record: JobRecordV1) -> None:
     """A live job past polling: announce what this stage announced, should it have been lost."""
     if record.status == JobStatus.GENERATED:
         await emit(generated(record))  # redelivered after a crash
+
+
+def upstream_expiry(epoch: int | None) -> datetime | None:
+    """The upstream's `expires_at` (epoch seconds) as a time for the record; None when absent
+    or not a time at all (its value is the upstream's, not ours to trust)."""
+    if epoch is None:
+        return None
+    try:
+        return datetime.fromtimestamp(epoch, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def running_for(record: JobRecordV1) -> float:

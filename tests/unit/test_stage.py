@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.poller.follow import upstream_expiry
 from shared.contracts import (
     JobAcceptedV1,
     JobAdmittedV1,
@@ -139,3 +140,9 @@ def test_a_record_written_before_expires_at_existed_still_reads() -> None:
     old = record().model_dump(mode="json")
     del old["expires_at"]
     assert JobRecordV1.model_validate(old).expires_at is None
+
+
+def test_the_upstreams_expiry_is_recorded_only_when_it_is_a_time() -> None:
+    assert upstream_expiry(None) is None
+    assert upstream_expiry(int(NOW.timestamp())) == NOW
+    assert upstream_expiry(10**20) is None  # not a time: recorded as unknown, never a crash
