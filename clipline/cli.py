@@ -133,16 +133,13 @@ async def _submit(args: argparse.Namespace) -> int:
                 print(f"job {job_id} submitted (tenant {args.tenant})")
             if not args.wait:
                 return 0
-            outcome = await _follow(events, http, job_id, args.timeout, response.json())
-            record = JobRecordV1.model_validate(
-                (await http.get(f"/v1/jobs/{job_id}")).json()
-            ) if outcome is not None else None  # fmt: skip
+            record = await _follow(events, http, job_id, args.timeout, response.json())
     finally:
         await nc.close()
-    if outcome is None:
+    if record is None:
         print(f"timed out after {args.timeout:.0f}s; `clipline status` shows the stack")
         return 3
-    return _report(outcome, record, state, args)
+    return _report(record, state, args)
 
 
 async def _follow(
@@ -151,27 +148,28 @@ async def _follow(
     job_id: str,
     limit_seconds: float,
     answer: dict[str, Any],
-) -> tuple[str, dict[str, Any]] | None:
+) -> JobRecordV1 | None:
+    """Wait until the job's record (intake's HTTP API) says it ended; None past the limit.
+    Events only wake it and move the progress bar: a terminal event is never believed by
+    itself (anyone who can publish could forge one), the record is read and decides."""
     bar = Progress()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_seconds
     if answer.get("status") in TERMINAL_KINDS:  # a resubmit of a job that already ended
-        got = await http.get(f"/v1/jobs/{job_id}")
-        return got.json()["status"], got.json()
+        return await _ended_record(http, job_id)
     try:
         while (left := deadline - loop.time()) > 0:
             try:
                 kind, data = await asyncio.wait_for(events.get(), timeout=min(left, 5.0))
             except TimeoutError:
                 # Quiet for a while: the job may have ended before we subscribed (a resubmit).
-                got = await http.get(f"/v1/jobs/{job_id}")
-                if got.status_code == 200 and got.json()["status"] in TERMINAL_KINDS:
-                    return got.json()["status"], got.json()
-                continue
-            if kind in TERMINAL_KINDS:
-                if kind == "completed":
-                    bar.show(100, "stored")
-                return kind, data
+                kind, data = "", {}
+            if kind in TERMINAL_KINDS or not kind:
+                if (record := await _ended_record(http, job_id)) is not None:
+                    if record.status == "completed":
+                        bar.show(100, "stored")
+                    return record
+                continue  # the record has not ended (a forged or early event): keep waiting
             percent = {"accepted": 0, "admitted": 0, "submitted": 1, "generated": 99}.get(
                 kind, int(data.get("progress", 0))
             )
@@ -181,19 +179,25 @@ async def _follow(
     return None
 
 
-def _report(
-    outcome: tuple[str, dict[str, Any]],
-    record: JobRecordV1 | None,
-    state: StackState,
-    args: argparse.Namespace,
-) -> int:
-    kind, data = outcome
-    trace_id = record.trace_id if record else None
-    if kind != "completed" or record is None:
-        print(f"job {kind}: {data.get('reason')}: {data.get('detail')}")
+async def _ended_record(http: httpx.AsyncClient, job_id: str) -> JobRecordV1 | None:
+    """The job's record when it says the job ended; None when it has not (or cannot be read)."""
+    try:
+        got = await http.get(f"/v1/jobs/{job_id}")
+        record = JobRecordV1.model_validate(got.json()) if got.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):  # unreachable for a moment, or not a record
+        return None
+    return record if record is not None and record.terminal else None
+
+
+def _report(record: JobRecordV1, state: StackState, args: argparse.Namespace) -> int:
+    """What the job's record says about its end (never what an event said)."""
+    trace_id = record.trace_id
+    if record.status != "completed":
+        print(f"job {record.status.value}: {record.reason}: {record.detail}")
         print(f"trace id: {trace_id}")
         return 1
-    total = (data.get("timings") or {}).get("total_seconds")  # absent when read from the record
+    started, ended = record.history.get("accepted"), record.history.get("completed")
+    total = round((ended - started).total_seconds(), 3) if started and ended else None
     print(f"job {record.job_id} completed" + (f" in {total}s" if total is not None else ""))
     for asset in record.assets:
         print(

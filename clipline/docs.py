@@ -11,10 +11,10 @@ from faststream.nats import NatsBroker
 from faststream.specification import AsyncAPI
 
 from services.intake.handlers import build_router as intake
-from services.poller.handlers import build_router as poller
-from services.pricing_guard.handlers import build_router as pricing_guard
-from services.storage.handlers import build_router as storage
-from services.submitter.handlers import build_router as submitter
+from services.poller.app import build_router as poller
+from services.pricing_guard.app import build_router as pricing_guard
+from services.storage.app import build_router as storage
+from services.submitter.app import build_router as submitter
 from shared.contracts.lifecycle import lifecycle_markdown
 from shared.contracts.requests import REQUESTS_ROOT, JobRequestV1
 from shared.messaging import ServiceRouter

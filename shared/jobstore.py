@@ -88,6 +88,26 @@ class UpstreamOwnedError(RuntimeError):
     """An upstream id is already linked to a different job."""
 
 
+Decide = Callable[[JobRecordV1 | None], tuple[JobRecordV1 | None, T]]
+"""A pure step of a stage: given the current record (None if absent), the record to write
+(None: write nothing) and the step's outcome."""
+
+
+async def apply(jobs: JobStore, job: JobRef, decide: Decide[T]) -> T:
+    """One step as one compare-and-set: read the record, `decide`, write what it decided
+    expecting the revision read. On a lost race `decide` runs again on the newer record, so
+    the outcome returned is always the one decided on the record written (or left)."""
+    outcome: list[T] = []
+
+    def change(record: JobRecordV1 | None) -> JobRecordV1 | None:
+        new, result = decide(record)
+        outcome[:] = [result]
+        return new
+
+    await jobs.update(job.tenant, job.job_id, change)
+    return outcome[0]
+
+
 async def advance(
     jobs: JobStore,
     job: JobRef,
@@ -95,29 +115,25 @@ async def advance(
     *args: P.args,
     **fields: P.kwargs,
 ) -> JobRecordV1 | None:
-    """Apply a lifecycle step (`advance(jobs, event, admit, cost_micros=c)`) by compare-and-set.
+    """Apply a lifecycle step (`advance(jobs, event, admit, cost_micros=c)`) by one
+    compare-and-set (one read, at most one write).
 
     Returns the record when the job is now in the step's target state, by this call or an
     earlier delivery of the same event (so the caller may announce the step again, which the
     fact's event id deduplicates); None when the job is absent or elsewhere (it went on, or
     ended): then the caller must not announce the step."""
     now = datetime.now(UTC)
-    refused: list[IllegalTransition] = []
 
-    def change(record: JobRecordV1 | None) -> JobRecordV1 | None:
+    def decide(record: JobRecordV1 | None) -> tuple[JobRecordV1 | None, JobRecordV1 | None]:
         if record is None:
-            return None
+            return None, None
         try:
-            return step(record, now, *args, **fields)
+            moved = step(record, now, *args, **fields)
         except IllegalTransition as exc:
-            refused[:] = [exc]
-            return None
+            return None, record if record.status == exc.target else None
+        return moved, moved
 
-    applied = await jobs.update(job.tenant, job.job_id, change)
-    if applied is not None or not refused:
-        return applied
-    current = await jobs.get(job.tenant, job.job_id)
-    return current if current is not None and current.status == refused[0].target else None
+    return await apply(jobs, job, decide)
 
 
 class KvJobStore:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal, Protocol
 
 from shared.contracts.events import (
@@ -14,7 +15,10 @@ from shared.contracts.events import (
 )
 from shared.contracts.jobs import JobRecordV1
 from shared.contracts.lifecycle import JobStatus, cancel, fail, time_out
+from shared.contracts.stage import Cancelling, Disagrees, Ended, Live, Screened, Unknown
 from shared.jobstore import JobStore, advance
+
+log = logging.getLogger("clipline.stage")
 
 
 class Emit(Protocol):
@@ -92,3 +96,26 @@ async def announce_end(emit: Emit, record: JobRecordV1, stage: str) -> None:
         await emit(JobTimedOutV1.fact(record, upstream_id=record.upstream_id, **common))
     elif record.status == JobStatus.CANCELLED:
         await emit(cancelled(record))
+
+
+def ignored(stage: str, event: Event, why: Unknown | Disagrees) -> None:
+    """Log, once per delivery (the message is then acked, never retried), an event that
+    changes nothing: its job has no record, or its facts are not the record's."""
+    what = "no record of the job" if isinstance(why, Unknown) else why.detail
+    log.warning("%s: ignored %s of job %s: %s", stage, event.kind, event.job_id, what)
+
+
+async def screened(
+    stage: str, emit: Emit, event: Event, verdict: Screened
+) -> Live | Cancelling | None:
+    """The guards every stage shares, carried out: an event about no record, or whose facts
+    are not the record's, is logged and changes nothing; a job that ended is announced again
+    by the stage that ended it. What is left for the stage to decide is returned."""
+    match verdict:
+        case Unknown() | Disagrees():
+            ignored(stage, event, verdict)
+            return None
+        case Ended(record=record):
+            await announce_end(emit, record, stage)
+            return None
+    return verdict

@@ -4,15 +4,38 @@ from __future__ import annotations
 
 from standardwebhooks import Webhook
 
+from services.poller import handlers
 from services.poller.adapters import KvExpectations, KvSeenWebhooks
 from services.poller.domain import PollPolicy
-from services.poller.handlers import build_router
+from services.poller.follow import SERVICE
 from services.poller.ports import Deps, Expectations, SeenWebhooks, WebhookDeps
 from services.poller.webhooks import build_webhooks
+from shared.contracts import (
+    JobCancelledV1,
+    JobGeneratedV1,
+    JobProgressV1,
+    JobSubmittedV1,
+    JobTimedOutV1,
+)
+from shared.messaging import ServiceRouter
 from shared.provider import VideoProvider
 from shared.registry import ProviderSpec
 from shared.runtime import Dispatch, Platform, cached, make_asgi, wire
 from shared.streams import DURATIONS_BUCKET, WEBHOOKS_BUCKET
+
+
+def build_router() -> ServiceRouter:
+    """The handlers of handlers.py on one router, each a durable consumer."""
+    router = ServiceRouter(
+        SERVICE, emits=[JobProgressV1, JobGeneratedV1, JobTimedOutV1, JobCancelledV1]
+    )
+    router.on(
+        JobSubmittedV1,
+        max_errors=handlers.MAX_ERRORS,
+        max_workers=32,
+        max_ack_pending=handlers.MAX_FOLLOWED,
+    )(handlers.on_job_submitted)
+    return router
 
 
 def kv_seen(platform: Platform) -> KvSeenWebhooks:

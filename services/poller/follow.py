@@ -25,10 +25,10 @@ from services.poller.domain import (
     worth_announcing,
 )
 from services.poller.ports import Deps
-from shared.contracts import JobGeneratedV1, JobProgressV1, JobRecordV1, JobSubmittedV1
+from shared.contracts import JobGeneratedV1, JobProgressV1, JobRecordV1
 from shared.contracts.lifecycle import JobStatus, mark_generated, report_progress
 from shared.jobstore import JobStore, advance
-from shared.outcomes import Emit, announce_end, end_job
+from shared.outcomes import Emit, end_job
 from shared.provider import (
     ProviderNotFound,
     ProviderRateLimited,
@@ -45,17 +45,13 @@ FOLLOWED = (JobStatus.SUBMITTED, JobStatus.GENERATING)
 
 @dataclass(frozen=True, slots=True)
 class Followed:
-    """The upstream job to look at, named by the `submitted` event (a poll) or by the job's
-    record (a webhook, which names only the video)."""
+    """The upstream job to look at, from the job's record (never from an event: the poll's
+    `submitted` and the webhook only say which job to look at now)."""
 
     tenant: str
     job_id: str
     upstream_id: str
     cost_micros: int
-
-    @classmethod
-    def of_submitted(cls, event: JobSubmittedV1) -> Followed:
-        return cls(event.tenant, event.job_id, event.upstream_id, event.cost_micros)
 
     @classmethod
     def of_record(cls, record: JobRecordV1) -> Followed | None:
@@ -75,8 +71,12 @@ async def follow(deps: Deps, job: Followed, record: JobRecordV1) -> Pending | Th
         case Throttled() as throttled:
             return throttled
         case Generated(produced_seconds=produced, took=took, expires_at=expires):
-            if await advance(deps.jobs, job, mark_generated, produced_seconds=produced):
-                await deps.emit(generated(job, produced, expires))
+            done = await advance(
+                deps.jobs, job, mark_generated, produced_seconds=produced,
+                expires_at=upstream_expiry(expires),
+            )  # fmt: skip
+            if done is not None:
+                await deps.emit(generated(done))
                 if took is not None:
                     await learn(deps, record, job.upstream_id, took)
         case Failed() | TimedOut() as why:
@@ -129,14 +129,21 @@ async def learn(deps: Deps, record: JobRecordV1, video_id: str, took: float) -> 
         log.warning("poller: could not record the generation time of %s: %s", record.job_id, exc)
 
 
-async def not_followed(emit: Emit, job: Followed, record: JobRecordV1 | None) -> None:
-    """A job past polling: announce what this stage announced, should it have been lost."""
-    if record is None:
-        return
-    if record.terminal:
-        await announce_end(emit, record, SERVICE)
-    elif record.status == JobStatus.GENERATED:
-        await emit(generated(job, record.produced_seconds))  # redelivered after a crash
+async def not_followed(emit: Emit, record: JobRecordV1) -> None:
+    """A live job past polling: announce what this stage announced, should it have been lost."""
+    if record.status == JobStatus.GENERATED:
+        await emit(generated(record))  # redelivered after a crash
+
+
+def upstream_expiry(epoch: int | None) -> datetime | None:
+    """The upstream's `expires_at` (epoch seconds) as a time for the record; None when absent
+    or not a time at all (its value is the upstream's, not ours to trust)."""
+    if epoch is None:
+        return None
+    try:
+        return datetime.fromtimestamp(epoch, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def running_for(record: JobRecordV1) -> float:
@@ -174,13 +181,13 @@ async def progressed(
         await emit(fact)
 
 
-def generated(
-    job: Followed, produced_seconds: int | None, expires_at: int | None = None
-) -> JobGeneratedV1:
+def generated(record: JobRecordV1) -> JobGeneratedV1:
+    """The `generated` fact, its copies of the facts from the generated record (storage acts
+    on the record's: these are for subscribers)."""
     return JobGeneratedV1.fact(
-        job,
-        upstream_id=job.upstream_id,
-        cost_micros=job.cost_micros,
-        produced_seconds=produced_seconds,
-        expires_at=None if expires_at is None else datetime.fromtimestamp(expires_at, UTC),
+        record,
+        upstream_id=record.upstream_id or "",
+        cost_micros=record.cost_micros or 0,
+        produced_seconds=record.produced_seconds,
+        expires_at=record.expires_at,
     )

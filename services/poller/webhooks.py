@@ -28,8 +28,8 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from services.poller.domain import Malformed, Throttled, VideoEvent, video_event
-from services.poller.handlers import Looked, NotFollowed, UnknownVideo, on_video_event
 from services.poller.ports import WebhookDeps
+from services.poller.usecases import Looked, NotFollowed, UnknownVideo, on_video_event
 from shared.logs import job_context
 from shared.messaging import periodically
 from shared.provider.ids import MAX_SHOWN, is_valid_video_id

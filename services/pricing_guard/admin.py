@@ -37,9 +37,9 @@ from services.pricing_guard.budgets import (
     usd,
     window,
 )
-from services.pricing_guard.handlers import write_charge
 from services.pricing_guard.ports import BudgetStore
 from services.pricing_guard.records import LimitRecord, ReservationRecord, SpendEntry
+from services.pricing_guard.usecases import write_charge
 from shared.apikeys import ApiKeys
 from shared.contracts.ids import JOB_ID_RE, is_valid_tenant
 from shared.jobstore import JobStore

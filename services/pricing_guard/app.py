@@ -5,19 +5,44 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
+from services.pricing_guard import handlers
 from services.pricing_guard.adapters import KvBudgets
 from services.pricing_guard.admin import build_admin
-from services.pricing_guard.handlers import build_router, sweep
 from services.pricing_guard.ports import BudgetStore, Deps
+from services.pricing_guard.usecases import SERVICE, sweep
 from shared.apikeys import ApiKeys, kv_api_keys
+from shared.contracts import (
+    BudgetAlertV1,
+    JobAcceptedV1,
+    JobAdmittedV1,
+    JobCancelledV1,
+    JobCompletedV1,
+    JobFailedV1,
+    JobRejectedV1,
+    JobTimedOutV1,
+)
 from shared.kvatomic import AtomicKv
-from shared.messaging import periodically
+from shared.messaging import ServiceRouter, periodically
 from shared.registry import ProviderSpec
 from shared.runtime import Dispatch, Platform, cached, make_asgi, wire
 from shared.streams import BUDGETS_BUCKET
 
 SWEEP_GRACE = timedelta(minutes=2)
 """A job ended this long ago whose reservation is still open lost its settlement: sweep it."""
+
+
+def build_router() -> ServiceRouter:
+    """The handlers of handlers.py on one router, each a durable consumer."""
+    router = ServiceRouter(
+        SERVICE, emits=[JobAdmittedV1, JobRejectedV1, BudgetAlertV1, JobCancelledV1]
+    )
+    router.on(JobAcceptedV1)(handlers.on_job_accepted)
+    forever = handlers.SETTLE_FOREVER
+    router.on(JobCompletedV1, max_errors=forever)(handlers.on_job_completed)
+    router.on(JobFailedV1, max_errors=forever)(handlers.on_job_failed)
+    router.on(JobTimedOutV1, max_errors=forever)(handlers.on_job_timed_out)
+    router.on(JobCancelledV1, max_errors=forever)(handlers.on_job_cancelled)
+    return router
 
 
 def kv_budgets(platform: Platform) -> KvBudgets:

@@ -1,226 +1,86 @@
-"""pricing_guard handlers: price and reserve accepted jobs; settle every job that ends."""
+"""pricing_guard handlers: price and reserve accepted jobs by their record; settle every job
+that ends. Registered on the router in app.py; the use cases live in usecases.py."""
 
-from __future__ import annotations
-
-import logging
-from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from services.pricing_guard.budgets import Alert, Exceeded, Settlement
-from services.pricing_guard.domain import Admitted, Ending, Refused, bill, price
-from services.pricing_guard.ports import BudgetStore, Claim, Reserved
-from services.pricing_guard.records import ReservationRecord
+from faststream.exceptions import NackMessage
+
+from services.pricing_guard.ports import BudgetStore
+from services.pricing_guard.usecases import (
+    CANCELLED_BEFORE,
+    SERVICE,
+    admit_job,
+    cancelled_before_admission,
+    settle_record,
+)
 from shared.contracts import (
-    BudgetAlertV1,
     JobAcceptedV1,
-    JobAdmittedV1,
     JobCancelledV1,
     JobCompletedV1,
     JobFailedV1,
-    JobRecordV1,
-    JobRejectedV1,
     JobTimedOutV1,
 )
-from shared.contracts.events import Event, JobRef
-from shared.contracts.lifecycle import IllegalTransition, JobStatus, admit, reject, settle
-from shared.jobstore import JobStore, advance
-from shared.messaging import Context, ServiceRouter
-from shared.outcomes import Emit, announce_end, cancel_job
+from shared.contracts.events import Event
+from shared.contracts.stage import Cancelling, Disagrees, Ended, Live, Unknown, screen
+from shared.jobstore import JobStore
+from shared.messaging import Context
+from shared.outcomes import Emit, cancel_job, ignored, screened
 from shared.registry import ProviderSpec
 
-SERVICE = "pricing_guard"
 SETTLE_FOREVER = 10**9
-log = logging.getLogger("clipline.pricing_guard")
-CANCELLED_BEFORE = "cancelled before admission; nothing went upstream"
+NOT_ENDED_RETRY_SECONDS = 10.0
+"""An end event whose record has not ended is looked at again this much later."""
+# Real annotations here (no `from __future__ import annotations`): FastStream resolves string
+# annotations by name, also in its callers' frames, where a local of the same name wins.
 Jobs = Annotated[JobStore, Context("deps.jobs")]
 Emitter = Annotated[Emit, Context("deps.emit")]
 Prices = Annotated[ProviderSpec, Context("deps.provider")]
 Budgets = Annotated[BudgetStore, Context("deps.budgets")]
 
 
-def build_router() -> ServiceRouter:
-    router = ServiceRouter(
-        SERVICE, emits=[JobAdmittedV1, JobRejectedV1, BudgetAlertV1, JobCancelledV1]
-    )
-
-    @router.on(JobAcceptedV1)
-    async def on_job_accepted(
-        event: JobAcceptedV1, jobs: Jobs, emit: Emitter, provider: Prices, budgets: Budgets
-    ) -> None:
-        record = await jobs.get(event.tenant, event.job_id)
-        if record is not None and record.terminal:
-            await announce_end(emit, record, SERVICE)  # a refusal whose event may be lost
-            return
-        if record is not None and cancelled_before_admission(record):
-            await cancel_job(jobs, emit, event, detail=CANCELLED_BEFORE, stage=SERVICE)
-            return
-        earlier = await budgets.reservation(event.tenant, event.job_id)
-        if earlier is not None:  # decided by an earlier delivery: carry that decision out
-            await carry_out(jobs, emit, event, earlier)
-            return
-        spec = event.spec
-        now = datetime.now(UTC)
-        match price(provider, spec.model, spec.size, spec.seconds, today=now.date()):
-            case Admitted(cost_micros=cost):
-                claim = Claim(
-                    event.tenant, event.job_id, spec.model, spec.size, spec.seconds, cost, now
-                )
-                match await budgets.reserve(claim):
-                    case Reserved(reservation=reservation):
-                        await carry_out(jobs, emit, event, reservation)
-                    case Exceeded() as over:
-                        await refuse(jobs, emit, event, "budget_exceeded", over.detail)
-            case Refused(reason=reason, detail=detail):
-                await refuse(jobs, emit, event, reason, detail)
-
-    # Settling never gives up: money held for a job that ended must come back, so its errors
-    # are retried (backoff capped at 30 s) for as long as they last; the sweeper backs it up.
-    @router.on(JobCompletedV1, max_errors=SETTLE_FOREVER)
-    async def on_job_completed(event: JobCompletedV1, jobs: Jobs, budgets: Budgets) -> None:
-        await settle_job(jobs, budgets, event)
-
-    @router.on(JobFailedV1, max_errors=SETTLE_FOREVER)
-    async def on_job_failed(event: JobFailedV1, jobs: Jobs, budgets: Budgets) -> None:
-        await settle_job(jobs, budgets, event)
-
-    @router.on(JobTimedOutV1, max_errors=SETTLE_FOREVER)
-    async def on_job_timed_out(event: JobTimedOutV1, jobs: Jobs, budgets: Budgets) -> None:
-        await settle_job(jobs, budgets, event)
-
-    @router.on(JobCancelledV1, max_errors=SETTLE_FOREVER)
-    async def on_job_cancelled(event: JobCancelledV1, jobs: Jobs, budgets: Budgets) -> None:
-        await settle_job(jobs, budgets, event)
-
-    return router
-
-
-async def carry_out(
-    jobs: JobStore, emit: Emit, event: JobAcceptedV1, reservation: ReservationRecord
+async def on_job_accepted(
+    event: JobAcceptedV1, jobs: Jobs, emit: Emitter, provider: Prices, budgets: Budgets
 ) -> None:
-    """Act on the job's reservation: admit a reserved job, refuse one refused for its budget
-    (nothing to do when the job ended meanwhile); announce any soft threshold its admission
-    crossed. Repeated on a redelivery: the events' ids make the repeats droppable."""
-    cost = reservation.estimate_micros
-    if reservation.state == "reserved":
-        if await advance(jobs, event, admit, cost_micros=cost):
-            await emit(JobAdmittedV1.fact(event, spec=event.spec, cost_micros=cost))
-        elif cancelled_before_admission(await jobs.get(event.tenant, event.job_id)):
-            await cancel_job(jobs, emit, event, detail=CANCELLED_BEFORE, stage=SERVICE)
-    elif reservation.refused is not None:
-        await refuse(jobs, emit, event, reservation.refused, reservation.why or "")
-    for alert in reservation.alerts:
-        await emit(budget_alert(event, alert))
-
-
-def cancelled_before_admission(record: JobRecordV1 | None) -> bool:
-    """Asked to cancel before it was admitted: it can never be (admit leaves only `accepted`),
-    so no create of it can exist and pricing_guard may end it. A cancelling job admitted
-    earlier is left to the submitter, whose create may be in flight (a redelivered
-    `accepted` must not end it before that create's answer is recorded)."""
-    if record is None or record.status != JobStatus.CANCELLING:
-        return False
-    return JobStatus.ADMITTED.value not in record.history
-
-
-def budget_alert(event: JobAcceptedV1, alert: Alert) -> BudgetAlertV1:
-    """The alert of a soft threshold crossed; its id derives from the window and the crossing
-    count, so however many copies announce it, JetStream keeps one."""
-    slot = alert.slot
-    return BudgetAlertV1.caused_by(
-        f"budget:{slot.scope}:{slot.period}:{slot.window}",
-        event,
-        key=str(alert.crossing),
-        scope=slot.scope,
-        period=slot.period,
-        window=slot.window,
-        soft_micros=alert.soft_micros,
-        limit_micros=alert.limit_micros,
-        used_micros=alert.used_micros,
-        crossing=alert.crossing,
-    )
-
-
-async def refuse(
-    jobs: JobStore, emit: Emit, event: JobAcceptedV1, reason: str, detail: str
-) -> None:
-    if await advance(jobs, event, reject, reason=reason, detail=detail, stage=SERVICE):
-        await emit(JobRejectedV1.fact(event, reason=reason, detail=detail, stage=SERVICE))
-
-
-class NotEndedYet(RuntimeError):
-    """An end event came before its record shows the end: retried (never acked unsettled)."""
-
-
-async def settle_job(jobs: JobStore, budgets: BudgetStore, event: Event) -> None:
+    """Nothing is reserved for a job without a record, or whose record says otherwise."""
     record = await jobs.get(event.tenant, event.job_id)
-    if record is None:
-        return  # no such job: nothing was ever reserved for it
-    if not record.terminal:
-        raise NotEndedYet(f"{event.job_id} is {record.status.value}, not ended")
-    await settle_record(jobs, budgets, record)
+    match await screened(SERVICE, emit, event, screen(record, event)):
+        case Cancelling(record=record) if cancelled_before_admission(record):
+            await cancel_job(jobs, emit, record, detail=CANCELLED_BEFORE, stage=SERVICE)
+        case Live(record=record) | Cancelling(record=record):
+            # A cancelling job admitted earlier: only a reservation already made is carried
+            # out (its admission is refused by the lifecycle); the submitter ends it.
+            await admit_job(jobs, emit, provider, budgets, record=record, event=event)
 
 
-async def settle_record(jobs: JobStore, budgets: BudgetStore, record: JobRecordV1) -> None:
-    """Settle the job's reservation by the billing policy, then write the charge on the job
-    record. Both are idempotent, so a redelivery (or a crash between them) changes nothing."""
-
-    def billed(reservation: ReservationRecord) -> Settlement:
-        return bill(ending(record, reservation))
-
-    settled = await budgets.settle(
-        record.tenant, record.job_id, billed, record.status.value, datetime.now(UTC),
-        admitted="admitted" in record.history,
-    )  # fmt: skip
-    if settled is None:
-        log.warning("%s: %s was admitted without a reservation: not settled",
-                    SERVICE, record.job_id)  # fmt: skip
-        return
-    if settled.reservation.charged_micros is None:
-        return  # disputed: no final charge until it is resolved
-    await write_charge(jobs, record, settled.reservation.charged_micros)
+# Settling never gives up: money held for a job that ended must come back, so its errors
+# are retried (backoff capped at 30 s) for as long as they last; the sweeper backs it up.
+# Each settles by the record alone: the event only says that the job ended.
+async def on_job_completed(event: JobCompletedV1, jobs: Jobs, budgets: Budgets) -> None:
+    await settle_ended(event, jobs, budgets)
 
 
-async def sweep(jobs: JobStore, budgets: BudgetStore, grace: timedelta) -> int:
-    """Settle the open reservations of jobs that ended more than `grace` ago (their end event
-    was lost, or arrived before the record showed the end). Returns how many it settled."""
-    now, settled = datetime.now(UTC), 0
-    for tenant, job_id in await budgets.open_jobs():
-        record = await jobs.get(tenant, job_id)
-        if record is None or not record.terminal:
-            continue
-        ended_at = record.history.get(record.status.value)
-        if ended_at is not None and now - ended_at < grace:
-            continue  # its end event is surely still on its way
-        await settle_record(jobs, budgets, record)
-        settled += 1
-    if settled:
-        log.warning("%s: sweeper settled %d reservation(s) of ended jobs", SERVICE, settled)
-    return settled
+async def on_job_failed(event: JobFailedV1, jobs: Jobs, budgets: Budgets) -> None:
+    await settle_ended(event, jobs, budgets)
 
 
-def ending(record: JobRecordV1, reservation: ReservationRecord) -> Ending:
-    return Ending(
-        status=record.status.value,
-        reason=record.reason,
-        stage=record.stage,
-        reached=frozenset(record.history),
-        estimate_micros=reservation.estimate_micros,
-        requested_seconds=reservation.seconds,
-        produced_seconds=record.produced_seconds,
-        create_may_exist=record.create_may_exist,
-        upstream_known=record.upstream_id is not None,
-    )
+async def on_job_timed_out(event: JobTimedOutV1, jobs: Jobs, budgets: Budgets) -> None:
+    await settle_ended(event, jobs, budgets)
 
 
-async def write_charge(jobs: JobStore, job: JobRef, charged_micros: int) -> None:
-    """The final charge on the job record, written once."""
+async def on_job_cancelled(event: JobCancelledV1, jobs: Jobs, budgets: Budgets) -> None:
+    await settle_ended(event, jobs, budgets)
 
-    def change(record: JobRecordV1 | None) -> JobRecordV1 | None:
-        if record is None:
-            return None
-        try:
-            return settle(record, charged_micros=charged_micros)
-        except IllegalTransition:
-            return None
 
-    await jobs.update(job.tenant, job.job_id, change)
+async def settle_ended(event: Event, jobs: JobStore, budgets: BudgetStore) -> None:
+    """Settle a job its record says ended. An end event the record does not bear out (the
+    job still runs) is looked at again later, as a delayed redelivery that counts no error on
+    the record: a forged end changes nothing, and one read before its record showed the end
+    is settled then (the sweeper backs both up)."""
+    record = await jobs.get(event.tenant, event.job_id)
+    match screen(record, event):
+        case Unknown() | Disagrees() as why:
+            ignored(SERVICE, event, why)  # nothing was ever reserved on its word
+        case Ended(record=ended):
+            await settle_record(jobs, budgets, ended)
+        case Live() | Cancelling():
+            raise NackMessage(delay=NOT_ENDED_RETRY_SECONDS)

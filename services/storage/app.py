@@ -6,12 +6,25 @@ from contextlib import AsyncExitStack
 
 from faststream.asgi import AsgiFastStream
 
+from services.storage import handlers
 from services.storage.domain import CONCURRENT_STORES
-from services.storage.handlers import build_router
+from services.storage.gate import PriorityGate
 from services.storage.ports import AssetStore, Deps, RetentionStore
 from services.storage.retention import retention_task
+from shared.contracts import JobCancelledV1, JobCompletedV1, JobGeneratedV1
+from shared.messaging import ServiceRouter
 from shared.provider import VideoProvider
 from shared.runtime import Platform, make_asgi, wire
+
+
+def build_router(max_attempts: int, *, concurrent_stores: int = CONCURRENT_STORES) -> ServiceRouter:
+    """The handlers of handlers.py on one router. Four times as many jobs are taken as may
+    store at once (`Deps.gate`), so a freed slot goes to the one that expires soonest."""
+    router = ServiceRouter(handlers.SERVICE, emits=[JobCompletedV1, JobCancelledV1])
+    router.on(JobGeneratedV1, max_errors=max_attempts, max_workers=concurrent_stores * 4)(
+        handlers.on_job_generated
+    )
+    return router
 
 
 def build_app(
@@ -25,10 +38,12 @@ def build_app(
     retention: RetentionStore | None = None,
     retention_every: float = 3600.0,
 ) -> AsgiFastStream:
-    router = build_router(
-        max_attempts, delete_upstream=delete_upstream, concurrent_stores=concurrent_stores
-    )
-    wire(platform.broker, router, Deps(platform.jobs, router.emit, provider, store), platform.jobs)
+    router = build_router(max_attempts, concurrent_stores=concurrent_stores)
+    deps = Deps(
+        platform.jobs, router.emit, provider, store,
+        gate=PriorityGate(concurrent_stores), delete_upstream=delete_upstream,
+    )  # fmt: skip
+    wire(platform.broker, router, deps, platform.jobs)
     # No bucket check at start: the store creates its bucket on first use, so storage starts
     # (and is healthy) while S3 is down.
     app = make_asgi(platform.broker)

@@ -1,6 +1,5 @@
-"""storage handlers: stream every variant into S3, then emit the completion event."""
-
-from __future__ import annotations
+"""storage handlers: stream every variant of a generated job, as its record names them, into
+S3, then emit the completion event. Registered on the router in app.py."""
 
 import asyncio
 import logging
@@ -12,7 +11,6 @@ from typing import Annotated
 from faststream.exceptions import NackMessage
 
 from services.storage.domain import (
-    CONCURRENT_STORES,
     CONTENT_TYPES,
     AssetsExpired,
     JobFacts,
@@ -29,81 +27,127 @@ from services.storage.gate import PriorityGate
 from services.storage.ports import AssetStore, StoreUnavailable
 from shared.contracts import (
     AssetRef,
-    JobCancelledV1,
     JobCompletedV1,
     JobGeneratedV1,
     JobRecordV1,
     JobTimings,
 )
-from shared.contracts.lifecycle import JobStatus, begin_store, complete, keep_assets
-from shared.jobstore import JobStore, advance
-from shared.messaging import Context, ServiceRouter
-from shared.outcomes import Emit, announce_end, cancel_job, end_job
+from shared.contracts.lifecycle import (
+    IllegalTransition,
+    JobStatus,
+    begin_store,
+    complete,
+    keep_assets,
+)
+from shared.contracts.stage import Cancelling, Disagrees, Ended, Live, Unknown, screen_then
+from shared.jobstore import JobStore, advance, apply
+from shared.messaging import Context
+from shared.outcomes import Emit, announce_end, cancel_job, end_job, ignored
 from shared.provider import ProviderNotFound, ProviderRejected, VideoProvider
 from shared.provider.wire import VARIANTS, Variant
 
 SERVICE = "storage"
 log = logging.getLogger("clipline.storage")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+STORED_FROM = frozenset({JobStatus.GENERATED, JobStatus.STORING})
 
 
+# Real annotations here (no `from __future__ import annotations`): FastStream resolves string
+# annotations by name, also in its callers' frames, where a local of the same name wins.
 Jobs = Annotated[JobStore, Context("deps.jobs")]
 Emitter = Annotated[Emit, Context("deps.emit")]
 Provider = Annotated[VideoProvider, Context("deps.provider")]
 Assets = Annotated[AssetStore, Context("deps.store")]
+StoreSlots = Annotated[PriorityGate, Context("deps.gate")]
+DeleteUpstream = Annotated[bool, Context("deps.delete_upstream")]
 
 
-def build_router(
-    max_attempts: int, *, delete_upstream: bool = False, concurrent_stores: int = CONCURRENT_STORES
-) -> ServiceRouter:
-    """`delete_upstream`: once a job is recorded completed, delete the upstream's copy.
-    `concurrent_stores`: stores (downloads and uploads) at once; four times as many jobs are
-    taken, so a freed slot goes to the one whose upstream copy expires soonest."""
-    router = ServiceRouter(SERVICE, emits=[JobCompletedV1, JobCancelledV1])
-    gate = PriorityGate(concurrent_stores)
-
-    @router.on(JobGeneratedV1, max_errors=max_attempts, max_workers=concurrent_stores * 4)
-    async def on_job_generated(
-        event: JobGeneratedV1, jobs: Jobs, emit: Emitter, provider: Provider, store: Assets
-    ) -> None:
-        record = await jobs.get(event.tenant, event.job_id)
-        if record is not None and record.status == JobStatus.COMPLETED:
-            await emit(await completed(event, record, store))  # redelivered: store nothing
+async def on_job_generated(  # noqa: PLR0917 (one injected port each)
+    event: JobGeneratedV1,
+    jobs: Jobs,
+    emit: Emitter,
+    provider: Provider,
+    store: Assets,
+    gate: StoreSlots,
+    delete_upstream: DeleteUpstream,
+) -> None:
+    """Store what the record says was generated: its upstream id, cost and expiry, never the
+    event's copies (an event that disagrees with the record changes nothing)."""
+    now = datetime.now(UTC)
+    verdict = await apply(jobs, event, lambda r: screen_then(r, event, lambda j: start(j, now)))
+    match verdict:
+        case Unknown() | Disagrees() as why:
+            ignored(SERVICE, event, why)
+        case Ended(record=ended) if ended.status == JobStatus.COMPLETED:
+            await emit(await completed(ended, store))  # redelivered: store nothing
             if delete_upstream:  # a crash may have come before the delete: again (404 is fine)
-                await delete_upstream_copy(provider, event)
-            return
-        if record is not None and record.terminal:
-            if record.status == JobStatus.CANCELLED and JobStatus.STORING.value in record.history:
+                await delete_upstream_copy(provider, ended)
+        case Ended(record=ended):
+            if ended.status == JobStatus.CANCELLED and JobStatus.STORING.value in ended.history:
                 # Cancelled while storing (by this stage or another): a store cut short by a
                 # crash, or a delete that failed, may have left objects. Keep nothing.
-                await forget(store, facts_of(event, record))
-            await announce_end(emit, record, SERVICE)  # its event may have been lost
-            return
-        if record is not None and record.status == JobStatus.CANCELLING:
-            await cancel_job(jobs, emit, event, stage=SERVICE)  # asked to cancel: not stored
-            if JobStatus.STORING.value in record.history:
-                await forget(store, facts_of(event, record))  # a crash may have left some
-            return
-        if record is None or not await advance(jobs, event, begin_store):
-            return  # absent, or ended otherwise meanwhile
-        facts = facts_of(event, record)
-        try:
-            assets = await store_in_turn(
-                gate, jobs, emit, provider, store, event=event, facts=facts, record=record
+                await forget(store, facts_of(ended))
+            await announce_end(emit, ended, SERVICE)  # its event may have been lost
+        case Cancelling(record=asked):
+            await cancel_job(jobs, emit, asked, stage=SERVICE)  # asked to cancel: not stored
+            if JobStatus.STORING.value in asked.history:
+                await forget(store, facts_of(asked))  # a crash may have left some
+        case Live(record=live) if live.status != JobStatus.STORING:
+            ignored(SERVICE, event, Disagrees((f"status ({live.status.value})",)))
+        case Live(record=live):
+            await store_job(
+                jobs,
+                emit,
+                provider,
+                store,
+                gate=gate,
+                job=live,
+                delete_upstream=delete_upstream,
             )
-        except (ProviderNotFound, ProviderRejected) as exc:
-            await end_job(
-                jobs, emit, event, reason="assets_unavailable", detail=exc.message,
-                stage=SERVICE, upstream_id=event.upstream_id,
-            )  # fmt: skip
-            return
-        except StoreUnavailable as exc:
-            await wait_for_store(jobs, emit, event, record, exc)
-            return
-        if assets is not None:  # else cancelled (or ended) while it waited for its turn
-            await finish(jobs, emit, provider, store, event=event, facts=facts, assets=assets,
-                         delete_upstream=delete_upstream)  # fmt: skip
 
-    return router
+
+async def store_job(
+    jobs: JobStore,
+    emit: Emit,
+    provider: VideoProvider,
+    store: AssetStore,
+    *,
+    gate: PriorityGate,
+    job: JobRecordV1,
+    delete_upstream: bool,
+) -> None:
+    """Store a job now `storing`, then complete it (or end it as its upstream or S3 says)."""
+    facts = facts_of(job)
+    try:
+        assets = await store_in_turn(gate, jobs, emit, provider, store, job=job, facts=facts)
+    except (ProviderNotFound, ProviderRejected) as exc:
+        await end_job(
+            jobs, emit, job, reason="assets_unavailable", detail=exc.message,
+            stage=SERVICE, upstream_id=job.upstream_id,
+        )  # fmt: skip
+        return
+    except StoreUnavailable as exc:
+        await wait_for_store(jobs, emit, job, exc)
+        return
+    if assets is not None:  # else cancelled (or ended) while it waited for its turn
+        await finish(jobs, emit, provider, store, job=job, facts=facts, assets=assets,
+                     delete_upstream=delete_upstream)  # fmt: skip
+
+
+def start(record: JobRecordV1, now: datetime) -> JobRecordV1:
+    """The first step of storing: only a job the upstream finished (`generated`), or one a
+    redelivery finds `storing`, is stored; any other state refuses it (a forged or early
+    `generated`: nothing is written)."""
+    if record.status not in STORED_FROM:
+        raise IllegalTransition(f"storing: {record.job_id} is {record.status.value}")
+    return begin_store(record, now)
+
+
+def video_of(job: JobRecordV1) -> str:
+    """The upstream id of a generated job (every record past `submitted` has one)."""
+    if job.upstream_id is None:
+        raise ValueError(f"{job.job_id} has no upstream id on record")
+    return job.upstream_id
 
 
 async def finish(
@@ -112,20 +156,20 @@ async def finish(
     provider: VideoProvider,
     store: AssetStore,
     *,
-    event: JobGeneratedV1,
+    job: JobRecordV1,
     facts: JobFacts,
     assets: list[AssetRef],
     delete_upstream: bool,
 ) -> None:
     """Record the job completed and announce it (then delete the upstream's copy if asked);
     a job asked to cancel while it was storing is cancelled instead, and keeps nothing."""
-    done = await advance(jobs, event, complete, assets=assets)
+    done = await advance(jobs, job, complete, assets=assets)
     if done is not None:
-        await emit(await completed(event, done, store))
+        await emit(await completed(done, store))
         if delete_upstream:
-            await delete_upstream_copy(provider, event)
+            await delete_upstream_copy(provider, job)
     else:
-        await cancel_storing(jobs, emit, store, event=event, facts=facts)
+        await cancel_storing(jobs, emit, store, job=job, facts=facts)
 
 
 async def store_in_turn(
@@ -135,89 +179,82 @@ async def store_in_turn(
     provider: VideoProvider,
     store: AssetStore,
     *,
-    event: JobGeneratedV1,
+    job: JobRecordV1,
     facts: JobFacts,
-    record: JobRecordV1,
 ) -> list[AssetRef] | None:
     """The job's store when its turn comes (the soonest upstream expiry first). None when it
     was asked to cancel, or ended, while it waited: then nothing is fetched (and a cancel is
     carried out here)."""
-    deadline = expires(event.expires_at, record.history.get(JobStatus.GENERATED.value))
+    deadline = expires(job.expires_at, job.history.get(JobStatus.GENERATED.value))
     async with gate.slot(deadline) as waited:
-        if waited and not await still_storing(jobs, event):
-            await cancel_storing(jobs, emit, store, event=event, facts=facts)
+        if waited and not await still_storing(jobs, job):
+            await cancel_storing(jobs, emit, store, job=job, facts=facts)
             return None
-        return await store_assets(
-            jobs, provider, store, event=event, facts=facts, kept=record.assets
-        )
+        return await store_assets(jobs, provider, store, job=job, facts=facts, kept=job.assets)
 
 
 async def cancel_storing(
-    jobs: JobStore, emit: Emit, store: AssetStore, *, event: JobGeneratedV1, facts: JobFacts
+    jobs: JobStore, emit: Emit, store: AssetStore, *, job: JobRecordV1, facts: JobFacts
 ) -> None:
     """Carry out a cancel asked while the job was storing (or waiting to): it ends cancelled
     and keeps nothing in S3 (this or an earlier delivery may have stored some). A job that
     ended otherwise meanwhile is left as it is."""
-    if await cancel_job(jobs, emit, event, stage=SERVICE):
+    if await cancel_job(jobs, emit, job, stage=SERVICE):
         await forget(store, facts)
 
 
-async def still_storing(jobs: JobStore, event: JobGeneratedV1) -> bool:
-    record = await jobs.get(event.tenant, event.job_id)
+async def still_storing(jobs: JobStore, job: JobRecordV1) -> bool:
+    record = await jobs.get(job.tenant, job.job_id)
     return record is not None and record.status == JobStatus.STORING
 
 
-async def delete_upstream_copy(provider: VideoProvider, event: JobGeneratedV1) -> None:
+async def delete_upstream_copy(provider: VideoProvider, job: JobRecordV1) -> None:
     """Delete the upstream's copy of a stored job. Best effort: the job is already completed,
     so a failure is logged and never raised (a 404: deleted by an earlier delivery, or expired)."""
     try:
-        await provider.delete(event.upstream_id)
+        await provider.delete(video_of(job))
     except ProviderNotFound:
-        log.debug("storage: job %s: upstream %s already gone", event.job_id, event.upstream_id)
+        log.debug("storage: job %s: upstream %s already gone", job.job_id, job.upstream_id)
     except Exception as exc:  # any failure: the job is completed whatever happens here
         log.warning(
             "storage: job %s: could not delete upstream %s (kept there until it expires): %s",
-            event.job_id, event.upstream_id, exc,
+            job.job_id, job.upstream_id, exc,
         )  # fmt: skip
     else:
-        log.info("storage: job %s: deleted upstream %s", event.job_id, event.upstream_id)
+        log.info("storage: job %s: deleted upstream %s", job.job_id, job.upstream_id)
 
 
 async def wait_for_store(
-    jobs: JobStore,
-    emit: Emit,
-    event: JobGeneratedV1,
-    record: JobRecordV1,
-    exc: StoreUnavailable,
+    jobs: JobStore, emit: Emit, job: JobRecordV1, exc: StoreUnavailable
 ) -> None:
     """S3 is unreachable: the job waits (a delayed redelivery, no error budget spent) while the
     upstream's copy lasts, and fails `asset_expired` once it has expired."""
     now = datetime.now(UTC)
     match outage(
         now=now,
-        storing_since=record.history.get(JobStatus.STORING.value, now),
-        expires_at=event.expires_at,
-        generated_at=record.history.get(JobStatus.GENERATED.value),
+        storing_since=job.history.get(JobStatus.STORING.value, now),
+        expires_at=job.expires_at,
+        generated_at=job.history.get(JobStatus.GENERATED.value),
     ):
         case WaitForStore(delay=delay):
-            log.warning("storage: job %s waits %.1fs for S3: %s", event.job_id, delay, exc)
+            log.warning("storage: job %s waits %.1fs for S3: %s", job.job_id, delay, exc)
             raise NackMessage(delay=delay)
         case AssetsExpired(detail=detail):
             await end_job(
-                jobs, emit, event, reason="asset_expired", detail=detail,
-                stage=SERVICE, upstream_id=event.upstream_id,
+                jobs, emit, job, reason="asset_expired", detail=detail,
+                stage=SERVICE, upstream_id=job.upstream_id,
             )  # fmt: skip
 
 
-def facts_of(event: JobGeneratedV1, record: JobRecordV1) -> JobFacts:
-    """The job's facts for its keys and metadata, from its record (the same on every delivery:
-    the day is the record's `accepted` time; the event's own time only for a record without)."""
+def facts_of(record: JobRecordV1) -> JobFacts:
+    """The job's facts for its keys and metadata, from its record alone (the same on every
+    delivery: the day is the record's `accepted` time)."""
     spec = record.spec
     return JobFacts(
         job_id=record.job_id, tenant=record.tenant,
-        accepted_at=record.history.get(JobStatus.ACCEPTED.value, event.occurred_at),
+        accepted_at=record.history.get(JobStatus.ACCEPTED.value, EPOCH),
         model=spec.model, size=spec.size, seconds=spec.seconds, prompt=spec.prompt,
-        cost_micros=record.cost_micros if record.cost_micros is not None else event.cost_micros,
+        cost_micros=record.cost_micros or 0,
     )  # fmt: skip
 
 
@@ -235,7 +272,7 @@ async def store_assets(
     provider: VideoProvider,
     store: AssetStore,
     *,
-    event: JobGeneratedV1,
+    job: JobRecordV1,
     facts: JobFacts,
     kept: list[AssetRef],
 ) -> list[AssetRef]:
@@ -245,7 +282,7 @@ async def store_assets(
     recorded = {a.variant: a for a in kept}
     results = await asyncio.gather(
         *(
-            reuse_or_store(provider, store, event, facts, v, recorded=recorded.get(v))
+            reuse_or_store(provider, store, job, facts, v, recorded=recorded.get(v))
             for v in VARIANTS
         ),
         return_exceptions=True,
@@ -260,7 +297,7 @@ async def store_assets(
             ok = record is not None and record.status == JobStatus.STORING
             return keep_assets(record, assets) if ok and record else None
 
-        await jobs.update(event.tenant, event.job_id, keep)
+        await jobs.update(job.tenant, job.job_id, keep)
     raise first_error(errors)
 
 
@@ -275,7 +312,7 @@ def first_error(errors: list[BaseException]) -> BaseException:
 async def reuse_or_store(
     provider: VideoProvider,
     store: AssetStore,
-    event: JobGeneratedV1,
+    job: JobRecordV1,
     facts: JobFacts,
     variant: Variant,
     *,
@@ -287,19 +324,19 @@ async def reuse_or_store(
             recorded.size_bytes, stat.size_bytes, stat.metadata, facts.job_id
         ):
             return recorded
-    return await store_variant(provider, store, event, facts, variant)
+    return await store_variant(provider, store, job, facts, variant)
 
 
 async def store_variant(
     provider: VideoProvider,
     store: AssetStore,
-    event: JobGeneratedV1,
+    job: JobRecordV1,
     facts: JobFacts,
     variant: Variant,
 ) -> AssetRef:
     """Stream one variant from the upstream into S3, its length verified on the way."""
     key, content_type = key_of(facts, variant), CONTENT_TYPES[variant]
-    async with provider.download(event.upstream_id, variant) as download:
+    async with provider.download(video_of(job), variant) as download:
         chunks = verified(download.chunks, download.content_length, variant)
         stored = await store.put_stream(
             key, chunks, content_type, object_metadata(facts), length=download.content_length
@@ -326,18 +363,16 @@ async def forget(store: AssetStore, facts: JobFacts) -> None:
         await store.delete(key_of(facts, variant))
 
 
-async def completed(
-    event: JobGeneratedV1, record: JobRecordV1, store: AssetStore
-) -> JobCompletedV1:
+async def completed(record: JobRecordV1, store: AssetStore) -> JobCompletedV1:
     """The completion event, built from the stored record (the same on every redelivery but
     for the URLs, presigned now: a credential, so only in the event, never on the record)."""
     history = record.history
     finished = history.get(JobStatus.COMPLETED.value, datetime.now(UTC))
     assets = [a.model_copy(update={"url": await store.presign(a.key)}) for a in record.assets]
     return JobCompletedV1.fact(
-        event,
-        upstream_id=event.upstream_id,
+        record,
+        upstream_id=record.upstream_id or "",
         assets=assets,
-        cost_micros=record.cost_micros if record.cost_micros is not None else event.cost_micros,
+        cost_micros=record.cost_micros or 0,
         timings=JobTimings(**asdict(timings(history, finished))),
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from services.storage.domain import CONCURRENT_STORES
+from services.storage.gate import PriorityGate
 from shared.jobstore import JobStore
 from shared.outcomes import Emit
 from shared.provider import VideoProvider
@@ -101,3 +103,8 @@ class Deps:
     emit: Emit
     provider: VideoProvider
     store: AssetStore
+    gate: PriorityGate = field(default_factory=lambda: PriorityGate(CONCURRENT_STORES))
+    """Stores (downloads and uploads) at once; a freed slot goes to the job whose upstream
+    copy expires soonest."""
+    delete_upstream: bool = False
+    """Once a job is recorded completed, delete the upstream's copy."""

@@ -6,15 +6,31 @@ from collections.abc import Callable
 
 from faststream.asgi import AsgiFastStream
 
+from services.submitter import handlers
 from services.submitter.adapters import KvRates
-from services.submitter.handlers import build_router
 from services.submitter.ports import Deps
 from services.submitter.rates import Limits
 from services.submitter.settings import SubmitterSettings
+from shared.contracts import (
+    JobAdmittedV1,
+    JobCancelledV1,
+    JobCancelRequestedV1,
+    JobSubmittedV1,
+    JobTimedOutV1,
+)
+from shared.messaging import ServiceRouter
 from shared.provider import VideoProvider
 from shared.registry import ProviderSpec
 from shared.runtime import Platform, cached, make_asgi, wire
 from shared.streams import RATES_BUCKET
+
+
+def build_router(max_attempts: int) -> ServiceRouter:
+    """The handlers of handlers.py on one router, each a durable consumer."""
+    router = ServiceRouter(handlers.SERVICE, emits=[JobSubmittedV1, JobTimedOutV1, JobCancelledV1])
+    router.on(JobAdmittedV1, max_errors=max_attempts, max_workers=16)(handlers.on_job_admitted)
+    router.on(JobCancelRequestedV1, max_errors=max_attempts)(handlers.on_job_cancel_requested)
+    return router
 
 
 def model_limits(

@@ -1,7 +1,5 @@
 """submitter handlers: create admitted jobs upstream, recording `submitting` before the POST."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import hashlib
@@ -40,12 +38,11 @@ from services.submitter.rates import Wait
 from shared.contracts import (
     InputReference,
     JobAdmittedV1,
-    JobCancelledV1,
     JobCancelRequestedV1,
     JobRecordV1,
     JobSubmittedV1,
-    JobTimedOutV1,
 )
+from shared.contracts.events import JobRef
 from shared.contracts.lifecycle import (
     CreateOutcome,
     IllegalTransition,
@@ -56,10 +53,11 @@ from shared.contracts.lifecycle import (
     renew_attempt,
     retry_submit,
 )
+from shared.contracts.stage import screen
 from shared.inputs import InputMissingError, InputStore
 from shared.jobstore import JobStore, StoreConflictError, advance
-from shared.messaging import Context, ServiceRouter, periodically
-from shared.outcomes import announce_end, cancel_job, end_job
+from shared.messaging import Context, periodically
+from shared.outcomes import cancel_job, end_job, screened
 from shared.provider import (
     CreateVideo,
     InputImage,
@@ -82,61 +80,57 @@ class InputImageError(Exception):
     """The job's input image is missing or not the one that was validated."""
 
 
-def build_router(max_attempts: int) -> ServiceRouter:
-    router = ServiceRouter(SERVICE, emits=[JobSubmittedV1, JobTimedOutV1, JobCancelledV1])
+# Real annotations here (no `from __future__ import annotations`): FastStream resolves string
+# annotations by name, also in its callers' frames, where a local of the same name wins.
+SubmitterDeps = Annotated[Deps, Context("deps")]
 
-    @router.on(JobAdmittedV1, max_errors=max_attempts, max_workers=16)
-    async def on_job_admitted(event: JobAdmittedV1, deps: Annotated[Deps, Context("deps")]) -> None:
-        record = await deps.jobs.get(event.tenant, event.job_id)
-        if record is not None and record.terminal:
-            await announce_end(deps.emit, record, SERVICE)  # its event may have been lost
+
+async def on_job_admitted(event: JobAdmittedV1, deps: SubmitterDeps) -> None:
+    """Create the job upstream exactly as its record says (never the event's copy)."""
+    found = await deps.jobs.get(event.tenant, event.job_id)
+    verdict = await screened(SERVICE, deps.emit, event, screen(found, event))
+    if verdict is None:  # no such job, facts not the record's, or ended (announced again)
+        return
+    record = verdict.record  # live or cancelling: decided from the record alone
+    match decide(record, deps.submit_deadline):
+        case Skip():
             return
-        match decide(record, deps.submit_deadline):
-            case Skip():
-                return
-            case Resend(upstream_id=upstream_id):
-                await deps.emit(submitted(event, upstream_id))
-            case InFlight(retry_in=retry_in):
-                # A live attempt elsewhere (a duplicate delivery): waiting spends no budget.
-                raise NackMessage(delay=retry_in + 0.5)
-            case Expired(detail=detail):
-                await end(deps, event, "submit_timeout", detail, how="time_out")
-            case Submit():
-                assert record is not None
-                await submit(deps, event, record.submit_attempts)
-            case Reconcile(answer_lost=answer_lost):
-                assert record is not None
-                await reconcile_then_submit(deps, event, record, answer_lost=answer_lost)
-            case Cancel():
-                await cancel_job(deps.jobs, deps.emit, event, stage=SERVICE)
-
-    # The prompt end of a cancel, whatever stage the job is at (its own next delivery there may
-    # be a long delayed redelivery). Here, because only the submitter's creates race a cancel:
-    # no create can start once the job is `cancelling` (begin_submit never leaves it), and one
-    # already running keeps its lease renewed until it answers, so ending a cancelling job
-    # only when no live lease is on it never loses what the upstream made.
-    @router.on(JobCancelRequestedV1, max_errors=max_attempts)
-    async def on_job_cancel_requested(
-        event: JobCancelRequestedV1, deps: Annotated[Deps, Context("deps")]
-    ) -> None:
-        record = await deps.jobs.get(event.tenant, event.job_id)
-        if record is not None and record.terminal:
-            await announce_end(deps.emit, record, SERVICE)
-            return
-        match decide(record, deps.submit_deadline):
-            case Cancel():
-                await cancel_job(deps.jobs, deps.emit, event, stage=SERVICE)
-            case InFlight(retry_in=retry_in):
-                raise NackMessage(delay=retry_in + 0.5)  # the create answers, or its lease ends
-
-    return router
+        case Resend(upstream_id=upstream_id):
+            await deps.emit(submitted(record, upstream_id))
+        case InFlight(retry_in=retry_in):
+            # A live attempt elsewhere (a duplicate delivery): waiting spends no budget.
+            raise NackMessage(delay=retry_in + 0.5)
+        case Expired(detail=detail):
+            await end(deps, record, "submit_timeout", detail, how="time_out")
+        case Submit():
+            await submit(deps, record, record.submit_attempts)
+        case Reconcile(answer_lost=answer_lost):
+            await reconcile_then_submit(deps, record, answer_lost=answer_lost)
+        case Cancel():
+            await cancel_job(deps.jobs, deps.emit, record, stage=SERVICE)
 
 
-async def reconcile_then_submit(
-    deps: Deps, event: JobAdmittedV1, record: JobRecordV1, *, answer_lost: bool
-) -> None:
+# The prompt end of a cancel, whatever stage the job is at (its own next delivery there may
+# be a long delayed redelivery). Here, because only the submitter's creates race a cancel:
+# no create can start once the job is `cancelling` (begin_submit never leaves it), and one
+# already running keeps its lease renewed until it answers, so ending a cancelling job
+# only when no live lease is on it never loses what the upstream made.
+async def on_job_cancel_requested(event: JobCancelRequestedV1, deps: SubmitterDeps) -> None:
+    found = await deps.jobs.get(event.tenant, event.job_id)
+    verdict = await screened(SERVICE, deps.emit, event, screen(found, event))
+    if verdict is None:  # no such job, facts not the record's, or ended (announced again)
+        return
+    record = verdict.record  # live or cancelling: decided from the record alone
+    match decide(record, deps.submit_deadline):
+        case Cancel():
+            await cancel_job(deps.jobs, deps.emit, record, stage=SERVICE)
+        case InFlight(retry_in=retry_in):
+            raise NackMessage(delay=retry_in + 0.5)  # the create answers, or its lease ends
+
+
+async def reconcile_then_submit(deps: Deps, record: JobRecordV1, *, answer_lost: bool) -> None:
     """Before creating again, look for the earlier attempt's video upstream and adopt it."""
-    spec = event.spec
+    spec = record.spec
     first = record.history.get(JobStatus.SUBMITTING.value) or record.last_attempt_at
     since = first.timestamp() if first else 0.0
     try:
@@ -147,31 +141,31 @@ async def reconcile_then_submit(
     want = Wanted(spec.model, spec.size, spec.seconds, spec.prompt)
     candidates = matching(want, since, videos)
     owners = {c: await deps.upstream.owner(c) for c in candidates}
-    mine = (event.tenant, event.job_id)
+    mine = (record.tenant, record.job_id)
     owned = frozenset(c for c, owner in owners.items() if owner is not None and owner != mine)
     match reconcile(candidates, owned, answer_lost=answer_lost):
         case Adopt(upstream_id=upstream_id):
-            log.info("submitter: job %s adopts upstream %s", event.job_id, upstream_id)
+            log.info("submitter: job %s adopts upstream %s", record.job_id, upstream_id)
             created = next((v.created_at for v in videos if v.id == upstream_id), None)
-            await recorded(deps, event, upstream_id, created)
+            await recorded(deps, record, upstream_id, created)
         case NoMatch():
-            await submit(deps, event, record.submit_attempts)
+            await submit(deps, record, record.submit_attempts)
         case Ambiguous(detail=detail):
-            await end(deps, event, "create_ambiguous", detail)
+            await end(deps, record, "create_ambiguous", detail)
 
 
-async def submit(deps: Deps, event: JobAdmittedV1, seen: int) -> None:
-    """Create the job upstream, under the attempt after the `seen` ones (the count its
-    decision read): a delivery that loses that claim to another comes back and decides again
-    (it never acks the message the winner may still need)."""
-    spec = event.spec
+async def submit(deps: Deps, job: JobRecordV1, seen: int) -> None:
+    """Create the job upstream as its record says, under the attempt after the `seen` ones
+    (the count its decision read): a delivery that loses that claim to another comes back and
+    decides again (it never acks the message the winner may still need)."""
+    spec = job.spec
     try:
         image = await input_image(deps.inputs, spec.input_reference)
     except InputImageError as exc:
-        await end(deps, event, "input_unavailable", str(exc))
+        await end(deps, job, "input_unavailable", str(exc))
         return
     try:
-        slot = await deps.rates.acquire(spec.model, event.job_id, spec.priority, RATE_SLOT_LEASE)
+        slot = await deps.rates.acquire(spec.model, job.job_id, spec.priority, RATE_SLOT_LEASE)
     except StoreConflictError as exc:  # the shared rate is very busy: waiting, not an error
         raise NackMessage(delay=random.uniform(0.5, 2.0)) from exc  # noqa: S311
     if isinstance(slot, Wait):
@@ -181,56 +175,57 @@ async def submit(deps: Deps, event: JobAdmittedV1, seen: int) -> None:
         # A slot reserved for this job a few seconds ahead: keep the message (heartbeats run)
         # and go at its moment. A timer, not synchronisation.
         await asyncio.sleep(max(0.0, slot.at - time.time()))
-        if not await claim_attempt(deps.jobs, event, seen):
+        if not await claim_attempt(deps.jobs, job, seen):
             raise NackMessage(delay=ATTEMPT_LEASE_SECONDS)  # claimed elsewhere, or moved on
-        video = await create(deps, event, image, seen + 1)
+        video = await create(deps, job, image, seen + 1)
     finally:
         if slot.taken:  # a second delivery of a job holding a slot leaves it to the first
             try:
-                await deps.rates.release(spec.model, event.job_id)
+                await deps.rates.release(spec.model, job.job_id)
             except Exception:  # its lease frees the slot later
-                log.warning("submitter: slot of %s not released", event.job_id, exc_info=True)
+                log.warning("submitter: slot of %s not released", job.job_id, exc_info=True)
     if video is not None:
-        await recorded(deps, event, video.id, video.created_at)
+        await recorded(deps, job, video.id, video.created_at)
 
 
 async def create(
-    deps: Deps, event: JobAdmittedV1, image: InputImage | None, attempt: int
+    deps: Deps, job: JobRecordV1, image: InputImage | None, attempt: int
 ) -> UpstreamVideo | None:
-    """The POST of attempt `attempt`, under its lease; None when the job was ended for it."""
-    spec = event.spec
-    request = CreateVideo(spec.model, spec.size, spec.seconds, spec.prompt, event.job_id, image)
+    """The POST of attempt `attempt` (the record's spec), under its lease; None when the job
+    was ended for it."""
+    spec = job.spec
+    request = CreateVideo(spec.model, spec.size, spec.seconds, spec.prompt, job.job_id, image)
     try:
-        async with attempt_lease(deps, event, attempt):
+        async with attempt_lease(deps, job, attempt):
             return await deps.provider.create(request)
     except ProviderRateLimited as exc:
         # Nothing was created, and waiting for capacity is not an error (no budget spent);
         # every replica slows down, as the upstream asked.
         with contextlib.suppress(Exception):
             await deps.rates.throttle(spec.model, exc.retry_after_seconds)
-        if await cancelled_instead(deps, event, attempt, CreateOutcome.REFUSED):
+        if await cancelled_instead(deps, job, attempt, CreateOutcome.REFUSED):
             return None
         try:
-            if not await advance(deps.jobs, event, retry_submit, attempt=attempt):
+            if not await advance(deps.jobs, job, retry_submit, attempt=attempt):
                 # Asked to cancel since the look above: the cancel still learns nothing was made.
-                await ended_attempt(deps, event, attempt, CreateOutcome.REFUSED)
+                await ended_attempt(deps, job, attempt, CreateOutcome.REFUSED)
         except Exception:  # the lease runs out, and the next delivery reconciles instead
-            log.warning("submitter: could not put %s back in line", event.job_id, exc_info=True)
+            log.warning("submitter: could not put %s back in line", job.job_id, exc_info=True)
         raise NackMessage(delay=rate_limit_delay(exc.retry_after_seconds)) from exc
     except (ProviderRejected, ProviderNotFound) as exc:
         # Refused for good (400/401/403/404/422, moderation, a retired model): never retried.
-        if await cancelled_instead(deps, event, attempt, CreateOutcome.REFUSED):
+        if await cancelled_instead(deps, job, attempt, CreateOutcome.REFUSED):
             return None
-        await ended_attempt(deps, event, attempt, CreateOutcome.REFUSED)
+        await ended_attempt(deps, job, attempt, CreateOutcome.REFUSED)
         refused = rejection(exc.status, exc.code, exc.message)
-        await end(deps, event, refused.reason, refused.detail)
+        await end(deps, job, refused.reason, refused.detail)
         return None
     except Exception as exc:
         # Retried (an error counted); the next delivery acts by what the outcome recorded here
         # says. Unrecorded (a lost write), the lease runs out and it reconciles.
-        if await cancelled_instead(deps, event, attempt, attempt_outcome(exc)):
+        if await cancelled_instead(deps, job, attempt, attempt_outcome(exc)):
             return None
-        await ended_attempt(deps, event, attempt, attempt_outcome(exc))
+        await ended_attempt(deps, job, attempt, attempt_outcome(exc))
         raise
 
 
@@ -245,16 +240,12 @@ def attempt_outcome(exc: Exception) -> CreateOutcome:
     return CreateOutcome.NO_ANSWER
 
 
-async def ended_attempt(
-    deps: Deps, event: JobAdmittedV1, attempt: int, outcome: CreateOutcome
-) -> None:
+async def ended_attempt(deps: Deps, event: JobRef, attempt: int, outcome: CreateOutcome) -> None:
     with contextlib.suppress(Exception):
         await advance(deps.jobs, event, end_attempt, attempt=attempt, outcome=outcome)
 
 
-async def recorded(
-    deps: Deps, event: JobAdmittedV1, upstream_id: str, created_at: int | None
-) -> None:
+async def recorded(deps: Deps, event: JobRef, upstream_id: str, created_at: int | None) -> None:
     """The upstream job exists: index it, record it (with when the upstream says it created it),
     announce it (a fact: one id per job). A job asked to cancel meanwhile ends cancelled, with
     the upstream id as its sunk cost."""
@@ -264,14 +255,14 @@ async def recorded(
         deps.jobs, event, mark_submitted, upstream_id=upstream_id, created_at=created
     )
     if record is not None:  # announced with the id on record (an earlier delivery's, if any)
-        await deps.emit(submitted(event, record.upstream_id or upstream_id))
+        await deps.emit(submitted(record, record.upstream_id or upstream_id))
     elif not await cancel_job(deps.jobs, deps.emit, event, stage=SERVICE, upstream_id=upstream_id):
         log.warning("submitter: job %s ended before upstream %s was recorded on it",
                     event.job_id, upstream_id)  # fmt: skip
 
 
 async def cancelled_instead(
-    deps: Deps, event: JobAdmittedV1, attempt: int, outcome: CreateOutcome
+    deps: Deps, event: JobRef, attempt: int, outcome: CreateOutcome
 ) -> bool:
     """A create that failed while its job was asked to cancel: record what it says of the
     upstream (the bill depends on it) and end the job cancelled, instead of retrying."""
@@ -282,16 +273,14 @@ async def cancelled_instead(
     return await cancel_job(deps.jobs, deps.emit, event, stage=SERVICE) is not None
 
 
-async def end(
-    deps: Deps, event: JobAdmittedV1, reason: str, detail: str, how: str = "fail"
-) -> None:
+async def end(deps: Deps, event: JobRef, reason: str, detail: str, how: str = "fail") -> None:
     await end_job(
         deps.jobs, deps.emit, event, reason=reason, detail=detail, stage=SERVICE,
         how="time_out" if how == "time_out" else "fail",
     )  # fmt: skip
 
 
-async def claim_attempt(jobs: JobStore, job: JobAdmittedV1, seen: int) -> bool:
+async def claim_attempt(jobs: JobStore, job: JobRef, seen: int) -> bool:
     """Record `submitting` only if no other attempt started since the decision read the record
     (it still counts `seen` attempts, a number that only grows): of two deliveries that both
     decided to create, one creates and the other does not."""
@@ -308,9 +297,7 @@ async def claim_attempt(jobs: JobStore, job: JobAdmittedV1, seen: int) -> bool:
     return await jobs.update(job.tenant, job.job_id, change) is not None
 
 
-def attempt_lease(
-    deps: Deps, job: JobAdmittedV1, attempt: int
-) -> AbstractAsyncContextManager[None]:
+def attempt_lease(deps: Deps, job: JobRef, attempt: int) -> AbstractAsyncContextManager[None]:
     """Renew the attempt's lease on the record while the create runs, so a duplicate delivery
     elsewhere waits instead of reconciling (and creating) under a live attempt."""
     return periodically(
@@ -355,7 +342,8 @@ def upstream_time(epoch: int | None) -> datetime | None:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def submitted(event: JobAdmittedV1, upstream_id: str) -> JobSubmittedV1:
+def submitted(record: JobRecordV1, upstream_id: str) -> JobSubmittedV1:
+    """The `submitted` fact, its copies of the facts from the record (never from an event)."""
     return JobSubmittedV1.fact(
-        event, spec=event.spec, cost_micros=event.cost_micros, upstream_id=upstream_id
+        record, spec=record.spec, cost_micros=record.cost_micros or 0, upstream_id=upstream_id
     )

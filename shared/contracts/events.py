@@ -80,7 +80,12 @@ class JobTimings(Contract):
 
 
 class Event(Contract):
-    """Base of every job event. `event_id` is also the Nats-Msg-Id of its publish."""
+    """Base of every job event. `event_id` is also the Nats-Msg-Id of its publish.
+
+    An event is a notification that names a job. The job record is the one source of its facts
+    (spec, cost, upstream id, expiry): whatever copies of them an event carries are for
+    subscribers outside the pipeline, and no stage acts on them (an event whose copies
+    disagree with the record changes nothing; shared.contracts.stage)."""
 
     kind: ClassVar[str]
     version: ClassVar[int] = 1
@@ -162,7 +167,7 @@ class JobRejectedV1(Event):
 
 
 class JobAdmittedV1(Event):
-    """pricing_guard: priced and within budget; may be sent upstream."""
+    """pricing_guard: priced and within budget; may be sent upstream (as the record says)."""
 
     kind = "admitted"
     spec: JobSpec
@@ -170,7 +175,7 @@ class JobAdmittedV1(Event):
 
 
 class JobSubmittedV1(Event):
-    """submitter: the upstream job exists."""
+    """submitter: the upstream job exists (its id is on the record)."""
 
     kind = "submitted"
     spec: JobSpec
@@ -188,7 +193,8 @@ class JobProgressV1(Event):
 
 
 class JobGeneratedV1(Event):
-    """poller: upstream finished generating; assets can be downloaded."""
+    """poller: upstream finished generating; assets can be downloaded (the record holds the
+    upstream id, cost and expiry storage uses)."""
 
     kind = "generated"
     upstream_id: str
@@ -199,7 +205,7 @@ class JobGeneratedV1(Event):
     expires_at: datetime | None = Field(
         default=None,
         description="when the upstream's copy of the assets expires (its `expires_at`, UTC), "
-        "when it says",
+        "when it says; a copy of the record's `expires_at`",
     )
 
 

@@ -46,6 +46,9 @@ class JobRecordV1(BaseModel):
     progress: int = 0
     produced_seconds: int | None = None
     """Seconds of video the upstream reports it produced (what a completed job is billed for)."""
+    expires_at: datetime | None = None
+    """When the upstream's copy of the assets expires (its `expires_at`, UTC), when it says:
+    recorded when the job is marked generated; storage's deadline."""
     assets: list[AssetRef] = []
     reason: str | None = None
     detail: str | None = None

@@ -216,9 +216,16 @@ def report_progress(record: JobRecordV1, at: datetime, *, progress: int) -> JobR
 
 
 def mark_generated(
-    record: JobRecordV1, at: datetime, *, produced_seconds: int | None = None
+    record: JobRecordV1,
+    at: datetime,
+    *,
+    produced_seconds: int | None = None,
+    expires_at: datetime | None = None,
 ) -> JobRecordV1:
-    return _move(record, "mark_generated", at, progress=100, produced_seconds=produced_seconds)
+    return _move(
+        record, "mark_generated", at, progress=100, produced_seconds=produced_seconds,
+        expires_at=expires_at,
+    )  # fmt: skip
 
 
 def begin_store(record: JobRecordV1, at: datetime) -> JobRecordV1:
@@ -426,4 +433,28 @@ Notes:
 - Error budgets (`errors` per stage), the variants a `storing` job has stored so far
   (`keep_assets`) and the final charge (`charged_micros`) are bookkeeping on the record, not
   moves.
+
+## Who trusts what
+
+The record is the one source of a job's facts: its `spec` (written by intake), its
+`cost_micros` (pricing_guard, `admit`), its `upstream_id` (submitter, `mark_submitted`) and its
+`expires_at`, when the upstream's copy of the assets expires (poller, `mark_generated`). Events
+are notifications that name a job; the copies of these facts they carry are for subscribers
+outside the pipeline, and no stage acts on them:
+
+| stage | woken by | acts on the record's |
+|---|---|---|
+| pricing_guard | `accepted` | `spec` (priced and reserved; never for a job without a record) |
+| submitter | `admitted`, `cancel_requested` | `spec` (what is created upstream) |
+| poller | `submitted` (and signed webhooks) | `upstream_id` (what is looked at) |
+| storage | `generated` | `upstream_id`, `cost_micros`, `expires_at` (what is stored, by when) |
+| pricing_guard | every end (`completed`, `failed`, ...) | status, history (what is charged) |
+| `clipline submit --wait` | any terminal event | status, assets, cost (what is reported) |
+
+Every stage first screens the event against the record (`shared/contracts/stage.py`): an
+event whose job has no record, or whose copies of the facts disagree with it (another spec,
+cost, upstream id or tenant), changes nothing, and the stage logs one WARNING naming the job,
+the event kind and what disagreed (the message is acked, never retried). A job that already
+ended is announced again by the stage that ended it; a job that is `cancelling` is cancelled
+by the stage whose work it stops. What is left, the stage decides from the record alone.
 """

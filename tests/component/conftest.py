@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.pricing_guard.adapters import KvBudgets
-from services.pricing_guard.handlers import build_router
+from services.pricing_guard.app import build_router
 from services.pricing_guard.ports import Deps
 from shared.registry import load_registry
 from tests.component.harness import Harness, running

@@ -241,6 +241,8 @@ def job_record(
     history = {s.value: at + i * step for i, s in enumerate(steps)}
     if status not in LIFECYCLE:
         history[status.value] = at + len(steps) * step
+    if JobStatus.ADMITTED.value in history:  # admitted at the cost `admitted()` announces
+        changes.setdefault("cost_micros", 400_000)
     return JobRecordV1(
         job_id=job_id,
         tenant=TENANT,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from services.submitter.handlers import build_router as build_submitter
+from services.submitter.app import build_router as build_submitter
 from services.submitter.ports import Deps as SubmitterDeps
 from shared.contracts import JobRecordV1, JobSpec
 from shared.jobstore import Change

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.pricing_guard.adapters import KvBudgets
+from services.pricing_guard.app import build_router
 from services.pricing_guard.budgets import Charge, Limit, Slot, window
-from services.pricing_guard.handlers import build_router, sweep
 from services.pricing_guard.ports import Claim, Deps, Reserved
 from services.pricing_guard.records import reservation_key
+from services.pricing_guard.usecases import sweep
 from shared.contracts import (
     BudgetAlertV1,
     JobAdmittedV1,
@@ -64,6 +65,8 @@ def ended(job_id: str, status: JobStatus, reached: list[str], **changes: object)
 
 
 async def end(guard: Harness, record: JobRecordV1) -> None:
+    if record.status == JobStatus.COMPLETED and record.upstream_id is None:
+        record = record.model_copy(update={"upstream_id": "video_1"})  # as its event says
     guard.jobs.put(record)
     now = datetime.now(UTC)
     common = {"event_id": new_event_id(), "occurred_at": now, "job_id": record.job_id}

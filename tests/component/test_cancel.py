@@ -11,14 +11,14 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from services.poller.app import build_router as build_poller
 from services.poller.domain import PollPolicy
-from services.poller.handlers import build_router as build_poller
 from services.poller.ports import Deps as PollerDeps
 from services.poller.ports import WebhookDeps
 from services.poller.webhooks import PATH, build_webhooks
 from services.pricing_guard.adapters import KvBudgets
+from services.storage.app import build_router as build_storage
 from services.storage.domain import object_key
-from services.storage.handlers import build_router as build_storage
 from services.storage.ports import Deps as StorageDeps
 from services.storage.ports import Stored
 from shared.contracts import (

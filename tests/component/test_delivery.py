@@ -13,15 +13,15 @@ from typing import Any
 import anyio.to_thread
 import pytest
 
-from services.poller import handlers as poller
+from services.poller import app as poller
 from services.poller.domain import PollPolicy
 from services.poller.ports import Deps as PollerDeps
-from services.pricing_guard import handlers as pricing_guard
+from services.pricing_guard import app as pricing_guard
 from services.pricing_guard.adapters import KvBudgets
 from services.pricing_guard.ports import Deps as PricingDeps
-from services.storage import handlers as storage
+from services.storage import app as storage
 from services.storage.ports import Deps as StorageDeps
-from services.submitter import handlers as submitter
+from services.submitter import app as submitter
 from services.submitter.ports import Deps as SubmitterDeps
 from shared.contracts import (
     Event,
@@ -80,7 +80,7 @@ SERVICES = [
     Service(
         "pricing_guard",
         JobStatus.ACCEPTED,
-        lambda j: JobAcceptedV1(**common(j), spec=SPEC, idempotency_key="k"),
+        lambda j: JobAcceptedV1(**common(j), spec=SPEC, idempotency_key=f"key-{j}"),
         pricing_guard.build_router,
         lambda f, _: PricingDeps(
             f.jobs, f.emit, load_registry().provider("simulator"), KvBudgets(InMemoryAtomicStore())

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.poller.app import build_router
 from services.poller.domain import PollPolicy
-from services.poller.handlers import build_router
 from services.poller.ports import Deps
 from shared.contracts import (
     JobFailedV1,

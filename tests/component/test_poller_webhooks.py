@@ -14,8 +14,8 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from services.poller.app import build_router
 from services.poller.domain import PollPolicy
-from services.poller.handlers import build_router
 from services.poller.ports import Deps, WebhookDeps
 from services.poller.webhooks import PATH, build_webhooks
 from shared.contracts import Event, JobGeneratedV1, JobProgressV1, JobStatus, JobSubmittedV1

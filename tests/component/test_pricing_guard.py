@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.pricing_guard.adapters import KvBudgets
-from services.pricing_guard.handlers import build_router
+from services.pricing_guard.app import build_router
 from services.pricing_guard.ports import Deps
 from shared.contracts import (
     JobAcceptedV1,

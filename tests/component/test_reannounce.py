@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from services.poller.app import build_router as poller_router
 from services.poller.domain import PollPolicy
-from services.poller.handlers import build_router as poller_router
 from services.poller.ports import Deps as PollerDeps
-from services.submitter.handlers import build_router as submitter_router
+from services.submitter.app import build_router as submitter_router
 from services.submitter.ports import Deps as SubmitterDeps
 from shared.contracts import (
     JobFailedV1,
@@ -46,7 +46,7 @@ async def test_submitter_announces_its_lost_failure_again() -> None:
                 stage="submitter",
             )
         )
-        event = admitted(job_id, cost=1)
+        event = admitted(job_id)
         await h.send(event, delivery=2)
         failed = h.bus.one(JobFailedV1)
         assert (failed.reason, failed.detail, failed.stage) == (
@@ -72,7 +72,12 @@ async def test_poller_announces_its_lost_time_out_but_not_another_stages_end() -
                 upstream_id="video_1",
             )
         )
-        h.jobs.put(job_record(theirs, JobStatus.FAILED, reason="x", detail="y", stage="storage"))
+        h.jobs.put(
+            job_record(
+                theirs, JobStatus.FAILED, reason="x", detail="y", stage="storage",
+                upstream_id="video_1",
+            )
+        )  # fmt: skip
         for job_id in (mine, theirs):
             await h.send(
                 JobSubmittedV1(
@@ -81,7 +86,7 @@ async def test_poller_announces_its_lost_time_out_but_not_another_stages_end() -
                     job_id=job_id,
                     tenant=TENANT,
                     spec=SPEC,
-                    cost_micros=1,
+                    cost_micros=400_000,
                     upstream_id="video_1",
                 )
             )

@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.storage.app import build_router
 from services.storage.domain import CONCURRENT_STORES
-from services.storage.handlers import build_router
+from services.storage.gate import PriorityGate
 from services.storage.ports import Deps, Stored, StoreUnavailable
 from shared.contracts import JobCompletedV1, JobFailedV1, JobGeneratedV1, JobStatus
 from shared.contracts.ids import fact_event_id
@@ -83,7 +84,8 @@ async def storing_into(
     """A storage service writing into `store` (whose job store it shares), downloading from
     `provider` (a FakeProvider of ASSETS unless given)."""
     upstream = provider or FakeProvider(assets=dict(ASSETS), chunk_size=5)
-    deps = lambda f: Deps(f.jobs, f.emit, upstream, store)  # noqa: E731
+    gate = PriorityGate(concurrent_stores)
+    deps = lambda f: Deps(f.jobs, f.emit, upstream, store, gate=gate)  # noqa: E731
     router = build_router(3, concurrent_stores=concurrent_stores)
     async with running(router, deps, jobs=store.jobs) as h:
         yield Storage(h, upstream, store)
@@ -96,11 +98,17 @@ def generated(job_id: str) -> JobGeneratedV1:
     )  # fmt: skip
 
 
-def generated_job(s: Storage, status: JobStatus = JobStatus.GENERATED) -> JobGeneratedV1:
+def generated_job(
+    s: Storage, status: JobStatus = JobStatus.GENERATED, expires_at: datetime | None = None
+) -> JobGeneratedV1:
+    """A job in `status` whose record says its upstream copy expires at `expires_at`; its
+    `generated` event (with the record's copies of the facts)."""
     job_id = new_job_id()
-    record = job_record(job_id, status, step=STEP, upstream_id=VIDEO, cost_micros=400_000)
+    record = job_record(
+        job_id, status, step=STEP, upstream_id=VIDEO, cost_micros=400_000, expires_at=expires_at
+    )
     s.h.jobs.put(record)
-    return generated(job_id)
+    return generated(job_id).model_copy(update={"expires_at": expires_at})
 
 
 async def test_generated_job_is_stored_and_completed(storage: Storage) -> None:
@@ -286,7 +294,7 @@ async def test_variants_are_stored_concurrently() -> None:
     async with storing_into(store) as running_storage:
         h = running_storage.h
         job_id = new_job_id()
-        h.jobs.put(job_record(job_id, JobStatus.GENERATED, upstream_id=VIDEO, cost_micros=1))
+        h.jobs.put(job_record(job_id, JobStatus.GENERATED, upstream_id=VIDEO, cost_micros=400_000))
         await h.send(generated(job_id))
 
     assert store.started == len(EXPECTED)
@@ -343,9 +351,7 @@ async def test_a_recorded_variant_gone_from_s3_is_fetched_again(storage: Storage
 async def test_s3_down_waits_without_spending_the_error_budget(storage: Storage) -> None:
     h, store = storage.h, storage.store
     store.down = True
-    event = generated_job(storage).model_copy(
-        update={"expires_at": datetime.now(UTC) + timedelta(minutes=30)}
-    )
+    event = generated_job(storage, expires_at=datetime.now(UTC) + timedelta(minutes=30))
     await h.send(event)
     await h.send(event, delivery=2)
 
@@ -368,7 +374,7 @@ async def test_s3_down_past_the_upstream_expiry_fails_asset_expired(storage: Sto
     h = storage.h
     storage.store.down = True
     expired = datetime.now(UTC) - timedelta(seconds=1)
-    event = generated_job(storage).model_copy(update={"expires_at": expired})
+    event = generated_job(storage, expires_at=expired)
     await h.send(event)
 
     failed = h.bus.one(JobFailedV1)
@@ -398,7 +404,7 @@ async def test_s3_down_for_one_variant_keeps_the_others(storage: Storage) -> Non
     async with storing_into(DownForVideos("clipline-assets", InMemoryJobStore())) as down:
         h = down.h
         job_id = new_job_id()
-        h.jobs.put(job_record(job_id, JobStatus.GENERATED, upstream_id=VIDEO, cost_micros=1))
+        h.jobs.put(job_record(job_id, JobStatus.GENERATED, upstream_id=VIDEO, cost_micros=400_000))
         event = generated(job_id)
         await h.send(event)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.storage.handlers import build_router
+from services.storage.app import build_router
 from services.storage.ports import Deps
 from shared.contracts import JobCompletedV1, JobStatus
 from shared.provider import ProviderNotFound, ProviderUnavailable
@@ -38,8 +38,9 @@ async def storage_with(delete_upstream: bool) -> AsyncIterator[tuple[Storage, Wa
     jobs = InMemoryJobStore()
     provider = WatchedProvider(assets=dict(ASSETS), chunk_size=5, jobs=jobs)
     store = WatchedAssetStore("clipline-assets", jobs)
-    router = build_router(3, delete_upstream=delete_upstream)
-    async with running(router, lambda f: Deps(f.jobs, f.emit, provider, store), jobs=jobs) as h:
+    router = build_router(3)
+    deps = lambda f: Deps(f.jobs, f.emit, provider, store, delete_upstream=delete_upstream)  # noqa: E731
+    async with running(router, deps, jobs=jobs) as h:
         yield Storage(h, provider, store), provider
 
 

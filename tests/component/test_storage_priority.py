@@ -76,11 +76,16 @@ class Backlog:
     def job(
         self, video: str, expires_in: timedelta | None, status: JobStatus = JobStatus.GENERATED
     ) -> JobGeneratedV1:
-        """A job of upstream `video` in `status`; its `generated` event says it expires in
-        `expires_in` (None: says nothing)."""
+        """A job of upstream `video` in `status` whose record says it expires in `expires_in`
+        (None: says nothing); its `generated` event, with the record's copies of the facts."""
         job_id = new_job_id()
-        self.jobs.put(job_record(job_id, status, step=STEP, upstream_id=video, cost_micros=1))
         expires_at = None if expires_in is None else datetime.now(UTC) + expires_in
+        self.jobs.put(
+            job_record(
+                job_id, status, step=STEP, upstream_id=video, cost_micros=400_000,
+                expires_at=expires_at,
+            )
+        )  # fmt: skip
         return generated(job_id).model_copy(update={"upstream_id": video, "expires_at": expires_at})
 
     async def deliver(self, event: JobGeneratedV1) -> None:

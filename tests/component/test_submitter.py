@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from services.submitter.handlers import build_router
+from services.submitter.app import build_router
 from services.submitter.ports import Deps
 from shared.contracts import (
     InputReference,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.submitter.handlers import build_router
+from services.submitter.app import build_router
 from services.submitter.ports import Deps
 from services.submitter.rates import Limits
 from shared.contracts import JobSpec, JobStatus

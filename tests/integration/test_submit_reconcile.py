@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from clipline.auth import AuthDir
 from clipline.servers import LOOPBACK, Proc, free_port, http_ok, spawn, stop_pid, wait_until
-from services.submitter.handlers import build_router
+from services.submitter.app import build_router
 from services.submitter.ports import Deps
 from shared.contracts import JobAdmittedV1, JobRecordV1, JobSpec, JobStatus
 from shared.provider import CreateVideo, OpenAIVideosProvider, ProviderNoAnswer, ProviderNotSent
