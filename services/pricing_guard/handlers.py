@@ -5,7 +5,7 @@ from typing import Annotated
 
 from faststream.exceptions import NackMessage
 
-from services.pricing_guard.ports import BudgetStore
+from services.pricing_guard.ports import BudgetStore, Deps
 from services.pricing_guard.usecases import (
     CANCELLED_BEFORE,
     SERVICE,
@@ -24,24 +24,20 @@ from shared.contracts.events import Event
 from shared.contracts.stage import Cancelling, Disagrees, Ended, Live, Unknown, screen
 from shared.jobstore import JobStore
 from shared.messaging import Context
-from shared.outcomes import Emit, cancel_job, ignored, screened
-from shared.registry import ProviderSpec
+from shared.outcomes import cancel_job, ignored, screened
 
 SETTLE_FOREVER = 10**9
 NOT_ENDED_RETRY_SECONDS = 10.0
 """An end event whose record has not ended is looked at again this much later."""
 # Real annotations here (no `from __future__ import annotations`): FastStream resolves string
 # annotations by name, also in its callers' frames, where a local of the same name wins.
-Jobs = Annotated[JobStore, Context("deps.jobs")]
-Emitter = Annotated[Emit, Context("deps.emit")]
-Prices = Annotated[ProviderSpec, Context("deps.provider")]
-Budgets = Annotated[BudgetStore, Context("deps.budgets")]
+# One injection style in every service: the handler takes the service's Deps bundle.
+GuardDeps = Annotated[Deps, Context("deps")]
 
 
-async def on_job_accepted(
-    event: JobAcceptedV1, jobs: Jobs, emit: Emitter, provider: Prices, budgets: Budgets
-) -> None:
+async def on_job_accepted(event: JobAcceptedV1, deps: GuardDeps) -> None:
     """Nothing is reserved for a job without a record, or whose record says otherwise."""
+    jobs, emit, provider, budgets = deps.jobs, deps.emit, deps.provider, deps.budgets
     record = await jobs.get(event.tenant, event.job_id)
     match await screened(SERVICE, emit, event, screen(record, event)):
         case Cancelling(record=record) if cancelled_before_admission(record):
@@ -55,20 +51,20 @@ async def on_job_accepted(
 # Settling never gives up: money held for a job that ended must come back, so its errors
 # are retried (backoff capped at 30 s) for as long as they last; the sweeper backs it up.
 # Each settles by the record alone: the event only says that the job ended.
-async def on_job_completed(event: JobCompletedV1, jobs: Jobs, budgets: Budgets) -> None:
-    await settle_ended(event, jobs, budgets)
+async def on_job_completed(event: JobCompletedV1, deps: GuardDeps) -> None:
+    await settle_ended(event, deps.jobs, deps.budgets)
 
 
-async def on_job_failed(event: JobFailedV1, jobs: Jobs, budgets: Budgets) -> None:
-    await settle_ended(event, jobs, budgets)
+async def on_job_failed(event: JobFailedV1, deps: GuardDeps) -> None:
+    await settle_ended(event, deps.jobs, deps.budgets)
 
 
-async def on_job_timed_out(event: JobTimedOutV1, jobs: Jobs, budgets: Budgets) -> None:
-    await settle_ended(event, jobs, budgets)
+async def on_job_timed_out(event: JobTimedOutV1, deps: GuardDeps) -> None:
+    await settle_ended(event, deps.jobs, deps.budgets)
 
 
-async def on_job_cancelled(event: JobCancelledV1, jobs: Jobs, budgets: Budgets) -> None:
-    await settle_ended(event, jobs, budgets)
+async def on_job_cancelled(event: JobCancelledV1, deps: GuardDeps) -> None:
+    await settle_ended(event, deps.jobs, deps.budgets)
 
 
 async def settle_ended(event: Event, jobs: JobStore, budgets: BudgetStore) -> None:

@@ -24,7 +24,7 @@ from services.storage.domain import (
     timings,
 )
 from services.storage.gate import PriorityGate
-from services.storage.ports import AssetStore, StoreUnavailable
+from services.storage.ports import AssetStore, Deps, StoreUnavailable
 from shared.contracts import (
     AssetRef,
     JobCompletedV1,
@@ -54,25 +54,15 @@ STORED_FROM = frozenset({JobStatus.GENERATED, JobStatus.STORING})
 
 # Real annotations here (no `from __future__ import annotations`): FastStream resolves string
 # annotations by name, also in its callers' frames, where a local of the same name wins.
-Jobs = Annotated[JobStore, Context("deps.jobs")]
-Emitter = Annotated[Emit, Context("deps.emit")]
-Provider = Annotated[VideoProvider, Context("deps.provider")]
-Assets = Annotated[AssetStore, Context("deps.store")]
-StoreSlots = Annotated[PriorityGate, Context("deps.gate")]
-DeleteUpstream = Annotated[bool, Context("deps.delete_upstream")]
+# One injection style in every service: the handler takes the service's Deps bundle.
+StorageDeps = Annotated[Deps, Context("deps")]
 
 
-async def on_job_generated(  # noqa: PLR0917 (one injected port each)
-    event: JobGeneratedV1,
-    jobs: Jobs,
-    emit: Emitter,
-    provider: Provider,
-    store: Assets,
-    gate: StoreSlots,
-    delete_upstream: DeleteUpstream,
-) -> None:
+async def on_job_generated(event: JobGeneratedV1, deps: StorageDeps) -> None:
     """Store what the record says was generated: its upstream id, cost and expiry, never the
     event's copies (an event that disagrees with the record changes nothing)."""
+    jobs, emit, provider, store = deps.jobs, deps.emit, deps.provider, deps.store
+    gate, delete_upstream = deps.gate, deps.delete_upstream
     now = datetime.now(UTC)
     verdict = await apply(jobs, event, lambda r: screen_then(r, event, lambda j: start(j, now)))
     match verdict:
