@@ -179,6 +179,7 @@ async def on(stack: StackState) -> AsyncIterator[Stack]:
     }
     events = Events()
     await nc.subscribe("clipline.job.*.v1.*.*", cb=events.on_event)
+    await nc.flush()  # subscribed at the server before another connection forges anything
     try:
         yield Stack(stack, nc, nc.jetstream(), tenant, events, services)
     finally:

@@ -323,6 +323,9 @@ class _Stack:
     intake_url = "http://intake.test"
 
 
+API_KEY = "ck_0123456789abcdef_" + "x" * 43  # given (--api-key): no admin API is asked
+
+
 @pytest.mark.parametrize(
     ("job_id", "key"),
     [("../x", "k/video.mp4"), ("/tmp/clipline-escape-x", "k/video.mp4"),
@@ -352,7 +355,7 @@ def test_download_cli_refuses_a_traversing_record_and_writes_nothing(
     monkeypatch.setattr(cli, "s3_client", no_s3)
     out = tmp_path / "out"
     args = argparse.Namespace(home=tmp_path, job_id=JOB, tenant="acme", variant=["video"],
-                              output=out)  # fmt: skip
+                              output=out, api_key=API_KEY)  # fmt: skip
     assert cli._download(args) == 1
     assert f"job {JOB}: refused, nothing written" in capsys.readouterr().out
     assert not out.exists()
@@ -364,7 +367,7 @@ def test_download_cli_refuses_a_bad_job_id_argument_and_a_malformed_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = argparse.Namespace(home=tmp_path, job_id="../x", tenant="acme", variant=None,
-                              output=tmp_path / "out")  # fmt: skip
+                              output=tmp_path / "out", api_key=API_KEY)  # fmt: skip
     assert cli._download(args) == 1
     assert "is not a job id" in capsys.readouterr().out
 
