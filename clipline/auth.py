@@ -93,23 +93,39 @@ class AuthDir:
 
     def init(self, resolver_dir: Path | None = None) -> AuthDir:
         """Make the keys once, then (again each time: permissions follow the code) the admin,
-        system and service creds and the server's settings. `resolver_dir`: where the server
-        keeps accounts, when not under this folder (a container's own volume)."""
+        system and service creds and the server's settings. Every admin, system and service
+        credential issued before this call is revoked (the accounts revoke all their users
+        issued until the second before), so a leaked one ends with the next fresh start.
+        `resolver_dir`: where the server keeps accounts, when not under this folder (a
+        container's own volume)."""
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.path, 0o700)
         with self._locked():
             keys = self._keys()
+            # Revoke every user issued until `cut` (the last issue included, however recent):
+            # the accounts revoke all users whose JWT was issued at or before it; the new
+            # ones are issued just after it.
+            cut = {"*": max(int(time.time()), self._last_issue())}
+            issue = cut["*"] + 1
             operator, system, clipline = keys[OPERATOR], keys["system"], keys["clipline"]
-            self._issue(ADMIN, clipline, Permissions(everything=True))
-            self._issue(SYSTEM, system, Permissions(everything=True))
+            self._issue(ADMIN, clipline, Permissions(everything=True), issue)
+            self._issue(SYSTEM, system, Permissions(everything=True), issue)
             for service in SERVICES.values():
-                self._issue(service.name, clipline, service.permissions())
+                self._issue(service.name, clipline, service.permissions(), issue)
+            write_private(self.path / "issued-at", str(issue))
             resolver = resolver_dir or self.resolver_dir
             if resolver_dir is None:  # else the server's own path (another container's)
                 resolver.mkdir(mode=0o700, parents=True, exist_ok=True)
             preload = {
-                system.public: account_jwt(system, operator, SYSTEM_ACCOUNT),
-                clipline.public: self._clipline_jwt(operator, clipline),
+                system.public: account_jwt(system, operator, SYSTEM_ACCOUNT, revocations=cut),
+                clipline.public: account_jwt(
+                    clipline,
+                    operator,
+                    CLIPLINE_ACCOUNT,
+                    jetstream=True,
+                    exports=clipline_exports(),
+                    revocations=cut,
+                ),
             }
             lines = [
                 f"operator: {json.dumps(operator_jwt(operator, 'clipline', system_account=system.public))}",  # noqa: E501
@@ -127,11 +143,6 @@ class AuthDir:
             write_private(self.server_config, "\n".join(lines) + "\n")
         return self
 
-    def _clipline_jwt(self, operator: Key, clipline: Key) -> str:
-        return account_jwt(
-            clipline, operator, CLIPLINE_ACCOUNT, jetstream=True, exports=clipline_exports()
-        )
-
     def _keys(self) -> dict[str, Key]:
         path = self.path / "keys.json"
         if path.exists():
@@ -145,11 +156,15 @@ class AuthDir:
             write_private(path, json.dumps(seeds, indent=2))
         return {name: Key.of(seed) for name, seed in seeds.items()}
 
-    def _issue(self, name: str, account: Key, permissions: Permissions) -> None:
+    def _last_issue(self) -> int:
+        """When the fixed identities were last issued (their JWTs' `iat`), 0 if never."""
+        path = self.path / "issued-at"
+        return int(path.read_text()) if path.exists() else 0
+
+    def _issue(self, name: str, account: Key, permissions: Permissions, at: int) -> None:
         user = Key.new(USER)
-        write_private(
-            self.creds_file(name), creds(user_jwt(user, account, name, permissions), user)
-        )
+        jwt = user_jwt(user, account, name, permissions, issued_at=at)
+        write_private(self.creds_file(name), creds(jwt, user))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -19,11 +19,12 @@ from shared.identities import SERVICES
 from shared.runtime import provision
 
 
-def _where(args: argparse.Namespace) -> tuple[AuthDir, str]:
+def _where(args: argparse.Namespace, *, pushes: bool = True) -> tuple[AuthDir, str]:
     """The identities folder and the NATS URL: given (`--auth-dir`, `--nats-url`, e.g. for
-    compose), else the running local stack's."""
+    compose), else the running local stack's. `pushes`: the command changes the server's
+    accounts, so it needs the URL."""
     if args.auth_dir is not None:
-        if not args.nats_url:
+        if pushes and not args.nats_url:
             raise SystemExit("error: --auth-dir needs --nats-url (where to push account changes)")
         return AuthDir(args.auth_dir), args.nats_url
     state = require(args.home)
@@ -39,7 +40,7 @@ def _tenants_add(args: argparse.Namespace) -> int:
 
 
 def _tenants_list(args: argparse.Namespace) -> int:
-    auth, _ = _where(args)
+    auth, _ = _where(args, pushes=False)
     tenants = auth.tenants()
     if args.json:
         print(json.dumps([t.__dict__ for t in tenants], indent=2))
@@ -55,12 +56,14 @@ def _tenants_list(args: argparse.Namespace) -> int:
 def _tenants_remove(args: argparse.Namespace) -> int:
     """Revoke the tenant's NATS credentials, and (on the local stack) its API keys."""
     auth, url = _where(args)
+    if not auth.has_tenant(args.tenant):
+        raise AuthError(f"no tenant {args.tenant!r}")
+    if args.auth_dir is None:  # the keys first: a failure here leaves the tenant to remove again
+        gone = call(args.home, "DELETE", "/v1/admin/keys", params={"tenant": args.tenant})
+        print(f"tenant {args.tenant}: {len(gone.get('revoked', []))} API key(s) revoked")
     asyncio.run(auth.remove_tenant(url, args.tenant))
     print(f"tenant {args.tenant} removed: every NATS credential of it is revoked (now)")
-    if args.auth_dir is None:
-        gone = call(args.home, "DELETE", "/v1/admin/keys", params={"tenant": args.tenant})
-        print(f"and its API keys: {len(gone.get('revoked', []))} revoked")
-    else:
+    if args.auth_dir is not None:
         print(f"revoke its API keys with the admin API: DELETE /v1/admin/keys?tenant={args.tenant}")
     return 0
 
@@ -73,7 +76,7 @@ def _tenants_revoke(args: argparse.Namespace) -> int:
 
 
 def _tenants_creds(args: argparse.Namespace) -> int:
-    auth, _ = _where(args)
+    auth, _ = _where(args, pushes=False)
     users = auth.tenant_users(args.tenant)
     if args.json:
         print(json.dumps(users, indent=2))

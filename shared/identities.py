@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.contracts.events import (
+    EVENT_TYPES,
     BudgetAlertV1,
     Event,
     JobAcceptedV1,
@@ -38,6 +39,7 @@ from shared.streams import (
     JOBS_BUCKET,
     JOBS_STREAM_NAME,
     RATES_BUCKET,
+    REQUESTS_STREAM_NAME,
     UPSTREAM_BUCKET,
     WEBHOOKS_BUCKET,
 )
@@ -46,7 +48,9 @@ CLIPLINE_ACCOUNT = "CLIPLINE"
 SYSTEM_ACCOUNT = "SYS"
 INTAKE_REQUESTS_DURABLE = "intake--job-requested"
 REQUESTS_EXPORT = f"{REQUEST_SUBJECT_PREFIX}.*"
-EVENTS_EXPORT = Event.subject_filter_any()
+TENANT_EVENTS: tuple[type[Event], ...] = tuple(e for e in EVENT_TYPES if e is not BudgetAlertV1)
+"""The job events a tenant account receives: its jobs' lifecycle. Budget alerts are not among
+them: an alert of a global or model window tells of every tenant's spend."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class ServiceIdentity:
     emits: tuple[type[Event], ...]
     consumes: tuple[str, ...]
     """Durable consumer names on the jobs stream."""
+    consumes_requests: tuple[str, ...] = ()
+    """Durable consumer names on the requests stream (intake's)."""
     writes: tuple[str, ...] = ()
     """KV buckets it reads and writes."""
     reads: tuple[str, ...] = ()
@@ -84,7 +90,8 @@ SERVICES: dict[str, ServiceIdentity] = {
         ServiceIdentity(
             "intake",
             emits=(JobAcceptedV1, JobRejectedV1, JobCancelRequestedV1, JobFailedV1),
-            consumes=(INTAKE_REQUESTS_DURABLE,),
+            consumes=(),
+            consumes_requests=(INTAKE_REQUESTS_DURABLE,),
             writes=(JOBS_BUCKET, API_KEYS_BUCKET),  # keys: read, and their last use
             objects_write=(INPUTS_BUCKET,),
         ),
@@ -146,28 +153,27 @@ def _stream_read(stream: str) -> list[str]:
 
 def service_permissions(identity: ServiceIdentity) -> Permissions:
     pub: list[str] = [e.subject_filter(tenant="*", job_id="*") for e in identity.emits]
-    for durable in identity.consumes:
+    durables = [(JOBS_STREAM_NAME, d) for d in identity.consumes] + [
+        (REQUESTS_STREAM_NAME, d) for d in identity.consumes_requests
+    ]
+    for stream, durable in durables:
         pub += [
-            f"$JS.API.CONSUMER.INFO.{JOBS_STREAM_NAME}.{durable}",
-            f"$JS.API.CONSUMER.CREATE.{JOBS_STREAM_NAME}.{durable}",
-            f"$JS.API.CONSUMER.CREATE.{JOBS_STREAM_NAME}.{durable}.>",
-            f"$JS.API.CONSUMER.DURABLE.CREATE.{JOBS_STREAM_NAME}.{durable}",
-            f"$JS.API.CONSUMER.MSG.NEXT.{JOBS_STREAM_NAME}.{durable}",
-            f"$JS.ACK.{JOBS_STREAM_NAME}.{durable}.>",
+            f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.{durable}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.>",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+            f"$JS.ACK.{stream}.{durable}.>",
         ]
-    if identity.consumes:
-        pub.append(f"$JS.API.STREAM.INFO.{JOBS_STREAM_NAME}")
+    # Every service checks at start that the streams it uses exist (none may create them).
+    pub += [f"$JS.API.STREAM.INFO.{s}" for s in {JOBS_STREAM_NAME, *(s for s, _ in durables)}]
     for bucket in identity.writes:
         pub += [*_stream_read(f"KV_{bucket}"), f"$KV.{bucket}.>"]
     for bucket in identity.reads:
         pub += _stream_read(f"KV_{bucket}")
     for bucket in identity.objects_write:
-        # A put that replaces an object purges the old chunks (a purge filtered to them).
-        pub += [
-            *_stream_read(f"OBJ_{bucket}"),
-            f"$O.{bucket}.>",
-            f"$JS.API.STREAM.PURGE.OBJ_{bucket}",
-        ]
+        # Objects are put once, never replaced (shared.inputs): no purge of old chunks.
+        pub += [*_stream_read(f"OBJ_{bucket}"), f"$O.{bucket}.>"]
     for bucket in identity.objects_read:
         pub += _stream_read(f"OBJ_{bucket}")
     if identity.objects_read or identity.objects_write:
@@ -188,33 +194,37 @@ def tenant_permissions(tenant: str) -> Permissions:
 def clipline_exports() -> list[dict[str, object]]:
     """What clipline's account offers tenant accounts: the request subjects (a service, so the
     stream's publish acknowledgement flows back) and the events (a stream)."""
-    return [
-        {
-            "name": "requests",
-            "subject": REQUESTS_EXPORT,
-            "type": "service",
-            "response_type": "Singleton",
-        },
-        {"name": "events", "subject": EVENTS_EXPORT, "type": "stream"},
+    requests: dict[str, object] = {
+        "name": "requests",
+        "subject": REQUESTS_EXPORT,
+        "type": "service",
+        "response_type": "Singleton",
+    }
+    events: list[dict[str, object]] = [
+        {"name": f"events-{e.kind}", "subject": e.subject_filter(), "type": "stream"}
+        for e in TENANT_EVENTS
     ]
+    return [requests, *events]
 
 
 def tenant_imports(tenant: str, clipline_account: str) -> list[dict[str, object]]:
     """A tenant account's imports: only its own request subject and its own events."""
-    return [
+    requests: dict[str, object] = {
+        "name": "requests",
+        "subject": f"{REQUEST_SUBJECT_PREFIX}.{tenant}",
+        "account": clipline_account,
+        "type": "service",
+    }
+    events: list[dict[str, object]] = [
         {
-            "name": "requests",
-            "subject": f"{REQUEST_SUBJECT_PREFIX}.{tenant}",
-            "account": clipline_account,
-            "type": "service",
-        },
-        {
-            "name": "events",
-            "subject": Event.subject_filter_any(tenant),
+            "name": f"events-{e.kind}",
+            "subject": e.subject_filter(tenant),
             "account": clipline_account,
             "type": "stream",
-        },
+        }
+        for e in TENANT_EVENTS
     ]
+    return [requests, *events]
 
 
 __all__ = [

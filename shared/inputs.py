@@ -24,7 +24,16 @@ class ObjectInputStore:
         self._store = store
 
     async def put(self, name: str, data: bytes) -> None:
-        await (await self._store()).put(name, data)
+        """Store `data` as `name` once. Names are content hashes, so an existing object is
+        already these bytes: it is left alone (replacing one would purge the old chunks, a
+        stream purge no service identity may do)."""
+        store = await self._store()
+        try:
+            info = await store.get_info(name)
+        except (ObjectNotFoundError, NotFoundError):
+            info = None
+        if info is None or info.deleted:
+            await store.put(name, data)
 
     async def get(self, name: str) -> bytes:
         try:

@@ -19,7 +19,7 @@ from faststream import AckPolicy
 from faststream._internal.context import Context as ContextField  # its field class
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from faststream.middlewares import BaseMiddleware
-from faststream.nats import ConsumerConfig, NatsRouter, PullSub
+from faststream.nats import ConsumerConfig, JStream, NatsRouter, PullSub
 from faststream.nats.message import NatsMessage
 from nats.aio.msg import Msg
 from nats.errors import NotJSMessageError
@@ -307,6 +307,7 @@ class ServiceRouter(NatsRouter):
         max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
         decoder: Callable[[NatsMessage], Any] | None = None,
         title: str | None = None,
+        stream: JStream = JOBS,
     ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
         """`max_errors` bounds handler errors per job; deliveries themselves are unlimited, so
         JetStream never drops a message on its own (waits such as 429s or polls are not errors).
@@ -325,7 +326,7 @@ class ServiceRouter(NatsRouter):
         self.consumers[durable] = Consumer(durable, max_errors, ack_wait, names_jobs)
         return self.subscriber(
             subject,
-            stream=JOBS,
+            stream=stream,
             durable=durable,
             pull_sub=PullSub(batch_size=1, timeout=5.0),
             max_workers=max_workers,

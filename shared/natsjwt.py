@@ -150,7 +150,9 @@ class Permissions:
     everything: bool = False
 
 
-def user_jwt(user: Key, account: Key, name: str, permissions: Permissions) -> str:
+def user_jwt(
+    user: Key, account: Key, name: str, permissions: Permissions, *, issued_at: int | None = None
+) -> str:
     nats: dict[str, Any] = {
         "type": "user", "version": 2, "subs": UNLIMITED, "data": UNLIMITED, "payload": UNLIMITED,
     }  # fmt: skip
@@ -162,7 +164,7 @@ def user_jwt(user: Key, account: Key, name: str, permissions: Permissions) -> st
             nats["pub"] = {"deny": [">"]}
         if not permissions.sub:
             nats["sub"] = {"deny": [">"]}
-    return encode({"sub": user.public, "name": name, "nats": nats}, account)
+    return encode({"sub": user.public, "name": name, "nats": nats}, account, issued_at=issued_at)
 
 
 def creds(jwt: str, user: Key) -> str:

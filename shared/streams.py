@@ -13,13 +13,19 @@ from shared.contracts.events import EVENT_TYPES, SUBJECT_ROOT
 
 JOBS_STREAM_NAME = "CLIPLINE_JOBS"
 JOBS_SUBJECTS = [
-    # Requests of every version, with or without a tenant token: intake consumes them all and
-    # rejects what it cannot take (no tenant, unknown version) with a reason.
-    f"{SUBJECT_ROOT}.requested.>",
     # Events only of known kinds: a publish of an unknown kind gets no stream ack (the
     # publisher sees the error at once) instead of being stored where nobody consumes it.
     *(e.subject_filter() for e in EVENT_TYPES),
 ]
+REQUESTS_STREAM_NAME = "CLIPLINE_REQUESTS"
+REQUESTS_SUBJECTS = [
+    # Requests of every version, with or without a tenant token: intake consumes them all and
+    # rejects what it cannot take (no tenant, unknown version) with a reason.
+    f"{SUBJECT_ROOT}.requested.>",
+]
+"""Tenants publish here, and only here: a stream of its own, so a tenant's Nats-Msg-Id never
+shares a duplicate window with the events (whose ids are computable from the job id: a
+tenant naming one first would have the real event dropped as a duplicate)."""
 DUPLICATE_WINDOW_SECONDS = 3600.0
 """How long a publish repeating a Nats-Msg-Id is dropped: a fact reached again within the hour
 (a late redelivery, a webhook after a poll) is stored once; after that a repeat is stored, and
@@ -40,6 +46,23 @@ JOBS = JStream(
 JOBS_STREAM_CONFIG = StreamConfig(
     name=JOBS_STREAM_NAME,
     subjects=list(JOBS_SUBJECTS),
+    storage=StorageType.FILE,
+    duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    max_age=JOBS_MAX_AGE_SECONDS,
+)
+
+REQUESTS = JStream(
+    REQUESTS_STREAM_NAME,
+    subjects=list(REQUESTS_SUBJECTS),
+    storage=StorageType.FILE,
+    duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    max_age=JOBS_MAX_AGE_SECONDS,
+    declare=False,
+)
+
+REQUESTS_STREAM_CONFIG = StreamConfig(
+    name=REQUESTS_STREAM_NAME,
+    subjects=list(REQUESTS_SUBJECTS),
     storage=StorageType.FILE,
     duplicate_window=DUPLICATE_WINDOW_SECONDS,
     max_age=JOBS_MAX_AGE_SECONDS,
@@ -122,12 +145,15 @@ MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 
 
 async def ensure_jetstream(js: JetStreamContext) -> None:
-    """Create the stream, KV bucket and object store if missing (idempotent; run on start)."""
-    try:
-        await js.add_stream(JOBS_STREAM_CONFIG)
-    except BadRequestError:
-        # Already exists with this name: update to the declared configuration.
-        await js.update_stream(JOBS_STREAM_CONFIG)
+    """Create the streams, KV buckets and object store if missing (idempotent; run on start).
+    The jobs stream first: one declared before requests had their own stream gives their
+    subjects up before the requests stream takes them."""
+    for config in (JOBS_STREAM_CONFIG, REQUESTS_STREAM_CONFIG):
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            # Already exists with this name: update to the declared configuration.
+            await js.update_stream(config)
     await js.create_key_value(JOBS_BUCKET_CONFIG)
     await js.create_key_value(UPSTREAM_BUCKET_CONFIG)
     await js.create_key_value(WEBHOOKS_BUCKET_CONFIG)

@@ -13,6 +13,7 @@ from services.intake.usecases import SERVICE, asked_by, refuse, take
 from shared.contracts import JobAcceptedV1, JobCancelRequestedV1, JobRejectedV1
 from shared.contracts.requests import REQUESTS_ROOT
 from shared.messaging import NO_TENANT, Context, Message, ServiceRouter
+from shared.streams import REQUESTS
 
 DURABLE = "intake--job-requested"
 MAX_ERRORS = 1_000_000
@@ -46,7 +47,7 @@ def build_router() -> ServiceRouter:
     process), subscribing the module-level handler."""
     router = ServiceRouter(SERVICE, emits=[JobAcceptedV1, JobRejectedV1, JobCancelRequestedV1])
     router.on_subject(
-        f"{REQUESTS_ROOT}.>", DURABLE, max_errors=MAX_ERRORS, decoder=raw_body,
+        f"{REQUESTS_ROOT}.>", DURABLE, max_errors=MAX_ERRORS, decoder=raw_body, stream=REQUESTS,
         title=f"{SERVICE} consumes {REQUESTS_ROOT}.>",
     )(on_job_requested)  # fmt: skip
     return router

@@ -28,10 +28,11 @@ from faststream.nats.testing import PatchedMessage
 from opentelemetry.sdk.trace import TracerProvider
 
 from shared.contracts import Event, JobAcceptedV1, JobAdmittedV1, JobRecordV1, JobSpec, JobStatus
+from shared.contracts.requests import REQUESTS_ROOT
 from shared.messaging import Message, ServiceRouter
 from shared.outcomes import Emit
 from shared.runtime import make_broker, wire
-from shared.streams import JOBS, JOBS_STREAM_NAME
+from shared.streams import JOBS, JOBS_STREAM_NAME, REQUESTS_STREAM_NAME
 from tests.fakes import InMemoryInputStore, InMemoryJobStore, InMemoryUpstreamIndex
 
 UNREACHABLE_NATS = "nats://127.0.0.1:1"  # never dialled under TestNatsBroker
@@ -145,12 +146,14 @@ class Harness:
     ) -> None:
         """Deliver bytes or JSON; `msg_id` is the Nats-Msg-Id header (None: no header)."""
         seq = next(self._seq)
+        requested = subject.startswith(f"{REQUESTS_ROOT}.") or subject == REQUESTS_ROOT
+        stream = REQUESTS_STREAM_NAME if requested else JOBS_STREAM_NAME
         await self.broker.publish(
             body,
             subject=subject,
             headers={"Nats-Msg-Id": msg_id} if msg_id else None,
-            stream=JOBS_STREAM_NAME,
-            reply_to=js_ack_subject(durable, delivery, seq),
+            stream=stream,
+            reply_to=js_ack_subject(durable, delivery, seq, stream),
         )
 
     def outcomes(self, event: Event) -> list[Outcome]:
@@ -197,9 +200,9 @@ async def running(
             )
 
 
-def js_ack_subject(durable: str, delivery: int, seq: int) -> str:
+def js_ack_subject(durable: str, delivery: int, seq: int, stream: str = JOBS_STREAM_NAME) -> str:
     """The reply subject of a JetStream delivery: $JS.ACK.<stream>.<consumer>.<delivered>...."""
-    return f"$JS.ACK.{JOBS_STREAM_NAME}.{durable}.{delivery}.{seq}.{seq}.{time.time_ns()}.0"
+    return f"$JS.ACK.{stream}.{durable}.{delivery}.{seq}.{seq}.{time.time_ns()}.0"
 
 
 def new_job_id() -> str:

@@ -18,6 +18,7 @@ from shared.contracts import JobFailedV1, JobRejectedV1, JobStatus
 from shared.contracts.requests import REQUESTS_ROOT
 from shared.jobstore import StoreConflictError
 from shared.messaging import RETRY_CAP_SECONDS, Message, ServiceRouter
+from shared.streams import JOBS, REQUESTS
 from tests.component.harness import TENANT, new_job_id, running
 from tests.component.support import FlakyJobStore, actions, settled, validation_error
 from tests.component.test_delivery import (
@@ -236,8 +237,9 @@ async def test_intake_still_refuses_a_request_whose_subject_has_an_invalid_tenan
 def raw_router(subject: str, durable: str, calls: list[str]) -> ServiceRouter:
     """A router with one consumer decoding nothing (FastStream's default), whose handler fails."""
     router = ServiceRouter("testsvc")
+    stream = REQUESTS if subject.startswith(f"{REQUESTS_ROOT}.") else JOBS
 
-    @router.on_subject(subject, durable, max_errors=3)
+    @router.on_subject(subject, durable, max_errors=3, stream=stream)
     async def handler(msg: Message) -> None:
         calls.append(msg.raw_message.subject)
         raise RuntimeError("broken")

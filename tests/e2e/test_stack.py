@@ -111,7 +111,7 @@ async def test_raw_nats_request_completes_on_tenant_filtered_subscription(
                     headers={"Nats-Msg-Id": uuid.uuid4().hex},
                 )
             )
-            assert ack.stream == "CLIPLINE_JOBS"
+            assert ack.stream == "CLIPLINE_REQUESTS"  # requests have a stream of their own
         msg = await asyncio.wait_for(done[mine].get(), DEADLINE)
         theirs = await asyncio.wait_for(done[other].get(), DEADLINE)  # the other one's too
         assert json.loads(theirs.data)["tenant"] == other
@@ -347,7 +347,7 @@ def test_removing_a_tenant_revokes_its_nats_credentials_and_its_api_keys(
     assert httpx.get(f"{state.intake_url}/v1/jobs", headers=auth, timeout=10).status_code == 200
     removed = cli("tenants", "remove", tenant)
     assert removed.returncode == 0, removed.stderr
-    assert "1 revoked" in removed.stdout
+    assert "1 API key(s) revoked" in removed.stdout
     refused = httpx.get(f"{state.intake_url}/v1/jobs", headers=auth, timeout=10)
     assert refused.status_code == 401
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):

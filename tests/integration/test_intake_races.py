@@ -33,7 +33,7 @@ from shared.contracts.ids import job_id_for
 from shared.messaging import NO_TENANT
 from shared.registry import load_registry
 from shared.runtime import Platform, make_platform, wire
-from shared.streams import JOBS_STREAM_NAME
+from shared.streams import JOBS_STREAM_NAME, REQUESTS_STREAM_NAME
 
 pytestmark = pytest.mark.integration
 PROVIDER = load_registry().provider("simulator")
@@ -107,7 +107,7 @@ async def settled(nc: Client) -> None:
     """Until intake's consumer has nothing pending, unacked or in flight (bounded)."""
     js = nc.jetstream()
     for _ in range(200):
-        info = await js.consumer_info(JOBS_STREAM_NAME, DURABLE)
+        info = await js.consumer_info(REQUESTS_STREAM_NAME, DURABLE)
         if info.num_pending == 0 and info.num_ack_pending == 0:
             return
         await asyncio.sleep(0.05)
@@ -131,7 +131,7 @@ async def test_poison_requests_are_rejected_once_with_a_reason(intake: Intake, n
             "invalid_tenant",
         ),
     }
-    before = (await js.consumer_info(JOBS_STREAM_NAME, DURABLE)).num_redelivered
+    before = (await js.consumer_info(REQUESTS_STREAM_NAME, DURABLE)).num_redelivered
     for name, (subject, payload, _) in cases.items():
         await js.publish(subject, payload, headers={"Nats-Msg-Id": f"{tenant}-{name}"})
     await settled(nc)
@@ -144,7 +144,7 @@ async def test_poison_requests_are_rejected_once_with_a_reason(intake: Intake, n
         assert event["reason"] == reason, (name, event)
         assert event["detail"], name
         assert event["stage"] == "intake"
-    info = await js.consumer_info(JOBS_STREAM_NAME, DURABLE)
+    info = await js.consumer_info(REQUESTS_STREAM_NAME, DURABLE)
     assert info.num_redelivered == before  # terminal on first sight: none delivered again
     assert info.num_ack_pending == 0
 

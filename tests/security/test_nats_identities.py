@@ -19,11 +19,11 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
 from clipline.auth import AuthDir, AuthError
-from clipline.servers import NatsServer
-from shared.contracts import JobAcceptedV1, JobCompletedV1, JobGeneratedV1
+from clipline.servers import NatsServer, start_secured_nats, stop_pid
+from shared.contracts import BudgetAlertV1, JobAcceptedV1, JobCompletedV1, JobGeneratedV1
 from shared.contracts.requests import request_subject
 from shared.identities import SERVICES
-from shared.streams import BUDGETS_BUCKET, JOBS_BUCKET, JOBS_STREAM_NAME
+from shared.streams import BUDGETS_BUCKET, JOBS_BUCKET, JOBS_STREAM_NAME, REQUESTS_STREAM_NAME
 
 pytestmark = pytest.mark.integration
 DEADLINE = 5.0
@@ -81,8 +81,9 @@ async def tenant(provisioned: str, nats_auth: AuthDir, tmp_path: Path) -> tuple[
 
 
 async def stored(admin: Client, subject: str) -> bool:
+    stream = REQUESTS_STREAM_NAME if subject.startswith("clipline.job.requested.") else None
     try:
-        await admin.jetstream().get_last_msg(JOBS_STREAM_NAME, subject)
+        await admin.jetstream().get_last_msg(stream or JOBS_STREAM_NAME, subject)
     except NotFoundError:
         return False
     return True
@@ -118,7 +119,7 @@ async def test_a_tenant_publishes_its_own_request_and_follows_its_own_events(
         await client.flush()
         # Its own request: stored, and the stream's acknowledgement comes back to it.
         ack = await client.request(request_subject(name), b"{}", timeout=DEADLINE)
-        assert json.loads(ack.data)["stream"] == JOBS_STREAM_NAME
+        assert json.loads(ack.data)["stream"] == REQUESTS_STREAM_NAME
         # Its own events reach it (a JetStream publish is also delivered to core subscribers).
         mine = JobAcceptedV1.subject_filter(name, f"job_{uuid.uuid4().hex}")
         await nc.jetstream().publish(mine, b"{}")
@@ -330,3 +331,56 @@ def test_tenant_names_are_checked(nats_auth: AuthDir) -> None:
     for bad in ("", "A", "a.b", "a*", "a>", "../x", "x" * 64):
         with pytest.raises(AuthError, match="invalid tenant"):
             asyncio.run(nats_auth.add_tenant("nats://127.0.0.1:1", bad))
+
+
+def test_a_fresh_start_revokes_every_earlier_admin_and_service_credential(tmp_path: Path) -> None:
+    """`clipline up` (and `clipline nats-auth init`) issue new admin, system and service creds
+    and revoke the earlier ones: a leaked copy stops working at the next fresh start."""
+    root = tmp_path / "nats"
+    server, auth = start_secured_nats(root)
+    try:
+        leaked = {n: (tmp_path / f"{n}.creds") for n in ("admin", "storage")}
+        for name, path in leaked.items():
+            path.write_text(auth.creds_file(name).read_text())
+        asyncio.run(_connects(server.url, leaked["admin"]))  # valid until the next start
+    finally:
+        stop_pid(server.proc.pid)
+    # JetStream keeps the account's data under its key: the same server data, a fresh start
+    server, auth = start_secured_nats(root)
+    try:
+        for path in leaked.values():
+            with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+                asyncio.run(_connects(server.url, path))
+        asyncio.run(_connects(server.url, auth.creds_file("admin")))
+        asyncio.run(_connects(server.url, auth.creds_file("storage")))
+    finally:
+        stop_pid(server.proc.pid)
+
+
+async def _connects(url: str, creds: Path) -> None:
+    client = await connect(url, creds)
+    await client.close()
+
+
+async def test_a_tenant_never_receives_budget_alerts(
+    provisioned: str, tenant: tuple[str, Path], nc: Client
+) -> None:
+    """A budget alert names a window's spend (global or per model: every tenant's), so it is
+    not among the events a tenant account imports, even on the tenant's own subject."""
+    name, creds = tenant
+    client = await connect(provisioned, creds)
+    try:
+        got: asyncio.Queue[str] = asyncio.Queue()
+
+        async def on(msg: object) -> None:
+            got.put_nowait(msg.subject)  # type: ignore[attr-defined]
+
+        await client.subscribe(f"clipline.job.*.v1.{name}.*", cb=on)
+        await client.flush()
+        job = f"job_{uuid.uuid4().hex}"
+        await nc.jetstream().publish(BudgetAlertV1.subject_filter(name, job), b"{}")
+        after = JobAcceptedV1.subject_filter(name, job)
+        await nc.jetstream().publish(after, b"{}")
+        assert await asyncio.wait_for(got.get(), DEADLINE) == after  # the alert never came
+    finally:
+        await client.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from clipline.docs import routers
-from shared.contracts import JobAcceptedV1
+from shared.contracts import JobAcceptedV1, JobCompletedV1
 from shared.identities import SERVICES, tenant_imports, tenant_permissions
 from shared.natsjwt import (
     ACCOUNT,
@@ -27,7 +27,7 @@ def test_every_service_has_an_identity_matching_its_router() -> None:
     for name, router in described.items():
         identity = SERVICES[name]
         assert set(router.emits) == set(identity.emits), name
-        assert set(router.consumers) == set(identity.consumes), name
+        assert set(router.consumers) == {*identity.consumes, *identity.consumes_requests}, name
         assert router.inbox_prefix == identity.inbox_prefix + "."
 
 
@@ -49,10 +49,13 @@ def test_a_tenant_reaches_only_its_own_subjects() -> None:
     assert perms.pub == ("clipline.job.requested.v1.acme",)
     assert set(perms.sub) == {"clipline.job.*.v1.acme.*", "_INBOX.>"}
     imports = tenant_imports("acme", "ACLIPLINE")
-    assert {i["subject"] for i in imports} == {
-        "clipline.job.requested.v1.acme",
-        JobAcceptedV1.subject_filter_any("acme"),
-    }
+    subjects = {str(i["subject"]) for i in imports}
+    assert "clipline.job.requested.v1.acme" in subjects
+    assert JobAcceptedV1.subject_filter("acme") in subjects
+    assert JobCompletedV1.subject_filter("acme") in subjects
+    # only its own; and no budget alert (a global window's alert tells of every tenant's spend)
+    assert all(".v1.acme" in s for s in subjects)
+    assert not any(s.startswith("clipline.job.budget_alert.") for s in subjects)
 
 
 def test_a_user_jwt_is_signed_by_its_account_and_carries_its_permissions() -> None:
