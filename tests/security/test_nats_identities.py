@@ -384,3 +384,27 @@ async def test_a_tenant_never_receives_budget_alerts(
         assert await asyncio.wait_for(got.get(), DEADLINE) == after  # the alert never came
     finally:
         await client.close()
+
+
+async def test_a_tenants_message_id_cannot_suppress_an_event(
+    provisioned: str, tenant: tuple[str, Path], nc: Client
+) -> None:
+    """Event ids derive from the job id; a tenant publishing first with such an id as its
+    request's Nats-Msg-Id does not make the real event a duplicate (requests have a stream of
+    their own, with its own dedup window)."""
+    name, creds = tenant
+    event_id = f"evt_{uuid.uuid4().hex}"
+    client = await connect(provisioned, creds)
+    try:
+        first = await client.jetstream().publish(
+            request_subject(name), b"{}", headers={"Nats-Msg-Id": event_id}
+        )
+        assert first.stream == REQUESTS_STREAM_NAME
+    finally:
+        await client.close()
+    real = await nc.jetstream().publish(
+        JobAcceptedV1.subject_filter(name, f"job_{uuid.uuid4().hex}"), b"{}",
+        headers={"Nats-Msg-Id": event_id},
+    )  # fmt: skip
+    assert real.stream == JOBS_STREAM_NAME
+    assert not real.duplicate
