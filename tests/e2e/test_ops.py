@@ -162,7 +162,13 @@ def test_logs_of_an_unknown_process_names_the_known_ones(ops: StackState) -> Non
 
 def test_logs_follow_shows_a_restart_and_stops_on_ctrl_c(ops: StackState) -> None:
     argv = [sys.executable, "-m", "clipline.cli", "--home", ops.home, "logs", "intake", "-f"]
-    follower = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as at a terminal: the command gets SIGINT's default disposition even when this
+    # test run was started with SIGINT ignored (a background job of a non-interactive shell
+    # ignores it, and a child inherits an ignored signal).
+    follower = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )  # fmt: skip
     lines: queue.Queue[str] = queue.Queue()
 
     def read() -> None:
