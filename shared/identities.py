@@ -29,7 +29,7 @@ from shared.contracts.events import (
     JobSubmittedV1,
     JobTimedOutV1,
 )
-from shared.contracts.requests import REQUEST_SUBJECT_PREFIX, REQUESTS_ROOT
+from shared.contracts.requests import REQUEST_SUBJECT_PREFIX
 from shared.natsjwt import Permissions
 from shared.streams import (
     API_KEYS_BUCKET,
@@ -229,7 +229,7 @@ def tenant_imports(tenant: str, clipline_account: str) -> list[dict[str, object]
 
 __all__ = [
     "CLIPLINE_ACCOUNT",
-    "REQUESTS_ROOT",
+    "INTAKE_REQUESTS_DURABLE",
     "SERVICES",
     "SYSTEM_ACCOUNT",
     "ServiceIdentity",

@@ -32,41 +32,25 @@ DUPLICATE_WINDOW_SECONDS = 3600.0
 every consumer, idempotent by job state, changes nothing for it."""
 JOBS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 
-JOBS = JStream(
-    JOBS_STREAM_NAME,
-    subjects=list(JOBS_SUBJECTS),
-    storage=StorageType.FILE,
-    duplicate_window=DUPLICATE_WINDOW_SECONDS,
-    max_age=JOBS_MAX_AGE_SECONDS,
-    # Declared by ensure_jetstream before any consumer starts, so FastStream never re-declares
-    # it with a different subject list (which the server would refuse).
-    declare=False,
-)
 
-JOBS_STREAM_CONFIG = StreamConfig(
-    name=JOBS_STREAM_NAME,
-    subjects=list(JOBS_SUBJECTS),
-    storage=StorageType.FILE,
-    duplicate_window=DUPLICATE_WINDOW_SECONDS,
-    max_age=JOBS_MAX_AGE_SECONDS,
-)
+def _stream(name: str, subjects: list[str]) -> tuple[JStream, StreamConfig]:
+    """A stream as FastStream's subscribers name it and as ensure_jetstream declares it: file
+    storage, the hour's dedup window, a week's age."""
+    # declare=False: ensure_jetstream declares it before any consumer starts, so FastStream
+    # never re-declares it with a different subject list (which the server would refuse).
+    declared = JStream(
+        name, subjects=list(subjects), storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS, max_age=JOBS_MAX_AGE_SECONDS, declare=False,
+    )  # fmt: skip
+    config = StreamConfig(
+        name=name, subjects=list(subjects), storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS, max_age=JOBS_MAX_AGE_SECONDS,
+    )  # fmt: skip
+    return declared, config
 
-REQUESTS = JStream(
-    REQUESTS_STREAM_NAME,
-    subjects=list(REQUESTS_SUBJECTS),
-    storage=StorageType.FILE,
-    duplicate_window=DUPLICATE_WINDOW_SECONDS,
-    max_age=JOBS_MAX_AGE_SECONDS,
-    declare=False,
-)
 
-REQUESTS_STREAM_CONFIG = StreamConfig(
-    name=REQUESTS_STREAM_NAME,
-    subjects=list(REQUESTS_SUBJECTS),
-    storage=StorageType.FILE,
-    duplicate_window=DUPLICATE_WINDOW_SECONDS,
-    max_age=JOBS_MAX_AGE_SECONDS,
-)
+JOBS, JOBS_STREAM_CONFIG = _stream(JOBS_STREAM_NAME, JOBS_SUBJECTS)
+REQUESTS, REQUESTS_STREAM_CONFIG = _stream(REQUESTS_STREAM_NAME, REQUESTS_SUBJECTS)
 
 JOBS_BUCKET = "clipline_jobs"
 JOBS_BUCKET_CONFIG = KeyValueConfig(

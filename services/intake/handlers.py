@@ -12,10 +12,11 @@ from services.intake.ports import Deps
 from services.intake.usecases import SERVICE, asked_by, refuse, take
 from shared.contracts import JobAcceptedV1, JobCancelRequestedV1, JobRejectedV1
 from shared.contracts.requests import REQUESTS_ROOT
+from shared.identities import INTAKE_REQUESTS_DURABLE
 from shared.messaging import NO_TENANT, Context, Message, ServiceRouter
 from shared.streams import REQUESTS
 
-DURABLE = "intake--job-requested"
+DURABLE = INTAKE_REQUESTS_DURABLE  # declared with its permissions in shared.identities
 MAX_ERRORS = 1_000_000
 """A request has no job record yet: giving up would lose it, so errors retry (capped backoff)."""
 

@@ -42,7 +42,7 @@ from shared.contracts import (
     JobRecordV1,
     JobSubmittedV1,
 )
-from shared.contracts.events import JobRef
+from shared.contracts.events import Event, JobRef
 from shared.contracts.lifecycle import (
     CreateOutcome,
     IllegalTransition,
@@ -85,13 +85,18 @@ class InputImageError(Exception):
 SubmitterDeps = Annotated[Deps, Context("deps")]
 
 
-async def on_job_admitted(event: JobAdmittedV1, deps: SubmitterDeps) -> None:
-    """Create the job upstream exactly as its record says (never the event's copy)."""
+async def _record_to_act_on(event: Event, deps: Deps) -> JobRecordV1 | None:
+    """The job's record when it is live or cancelling; None when there is no such job, the
+    event's facts are not the record's, or the job ended (its end announced again)."""
     found = await deps.jobs.get(event.tenant, event.job_id)
     verdict = await screened(SERVICE, deps.emit, event, screen(found, event))
-    if verdict is None:  # no such job, facts not the record's, or ended (announced again)
+    return None if verdict is None else verdict.record
+
+
+async def on_job_admitted(event: JobAdmittedV1, deps: SubmitterDeps) -> None:
+    """Create the job upstream exactly as its record says (never the event's copy)."""
+    if (record := await _record_to_act_on(event, deps)) is None:
         return
-    record = verdict.record  # live or cancelling: decided from the record alone
     match decide(record, deps.submit_deadline):
         case Skip():
             return
@@ -116,11 +121,8 @@ async def on_job_admitted(event: JobAdmittedV1, deps: SubmitterDeps) -> None:
 # already running keeps its lease renewed until it answers, so ending a cancelling job
 # only when no live lease is on it never loses what the upstream made.
 async def on_job_cancel_requested(event: JobCancelRequestedV1, deps: SubmitterDeps) -> None:
-    found = await deps.jobs.get(event.tenant, event.job_id)
-    verdict = await screened(SERVICE, deps.emit, event, screen(found, event))
-    if verdict is None:  # no such job, facts not the record's, or ended (announced again)
+    if (record := await _record_to_act_on(event, deps)) is None:
         return
-    record = verdict.record  # live or cancelling: decided from the record alone
     match decide(record, deps.submit_deadline):
         case Cancel():
             await cancel_job(deps.jobs, deps.emit, record, stage=SERVICE)

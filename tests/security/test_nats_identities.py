@@ -57,7 +57,9 @@ class Errors:
                 await asyncio.wait_for(self.event.wait(), timeout=left)
 
 
-async def connect(url: str, creds: Path | str | None, errors: Errors | None = None) -> Client:
+async def connect(
+    url: str, creds: Path | str | None, errors: Errors | None = None, inbox: str = "_INBOX"
+) -> Client:
     async def ignore(_: Exception) -> None:
         return None
 
@@ -67,6 +69,7 @@ async def connect(url: str, creds: Path | str | None, errors: Errors | None = No
         error_cb=errors.on_error if errors is not None else ignore,
         allow_reconnect=False,
         connect_timeout=3,
+        inbox_prefix=inbox,
     )
 
 
@@ -231,10 +234,9 @@ async def test_a_service_cannot_delete_or_purge_streams_or_buckets(
 ) -> None:
     identity = SERVICES[service]
     errors = Errors()
-    client = await nats.connect(
-        provisioned, user_credentials=str(nats_auth.creds_file(service)), error_cb=errors.on_error,
-        inbox_prefix=identity.inbox_prefix, allow_reconnect=False,
-    )  # fmt: skip
+    client = await connect(
+        provisioned, nats_auth.creds_file(service), errors, identity.inbox_prefix
+    )
     try:
         js = client.jetstream(timeout=0.5)
         attempts: list[tuple[str, Callable[[], Awaitable[object]]]] = [
@@ -259,11 +261,9 @@ async def test_a_service_publishes_only_what_it_emits_and_reads_only_its_buckets
 ) -> None:
     """The storage identity may emit `completed`, not `admitted`; may not touch budgets."""
     errors = Errors()
-    client = await nats.connect(
-        provisioned, user_credentials=str(nats_auth.creds_file("storage")),
-        error_cb=errors.on_error, inbox_prefix=SERVICES["storage"].inbox_prefix,
-        allow_reconnect=False,
-    )  # fmt: skip
+    client = await connect(
+        provisioned, nats_auth.creds_file("storage"), errors, SERVICES["storage"].inbox_prefix
+    )
     try:
         job = f"job_{uuid.uuid4().hex}"
         allowed = JobCompletedV1.subject_filter("acme", job)
