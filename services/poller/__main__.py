@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import uvloop
 
 from services.poller.app import build_app, kv_expectations
@@ -9,6 +11,7 @@ from services.poller.domain import PollPolicy, with_webhooks
 from services.poller.settings import PollerSettings
 from shared.config import UpstreamSettings, load_settings
 from shared.provider import OpenAIVideosProvider
+from shared.provider.calls import AiohttpCalls
 from shared.registry import load_provider_or_exit
 from shared.runtime import serve_app, service_runtime
 
@@ -30,10 +33,15 @@ async def main() -> None:
     async with (
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
+        contextlib.aclosing(AiohttpCalls.for_upstream(upstream)) as calls,
     ):
         expectations = kv_expectations(platform, registry)
         app = build_app(
-            platform, OpenAIVideosProvider(http), policy, verifier, expectations=expectations
+            platform,
+            OpenAIVideosProvider(http, calls=calls),
+            policy,
+            verifier,
+            expectations=expectations,
         )
         await serve_app(app, settings)
 

@@ -13,6 +13,7 @@ from services.storage.s3http import S3Endpoint, S3Puts
 from services.storage.settings import StorageSettings
 from shared.config import ConfigError, S3Settings, UpstreamSettings, load_settings
 from shared.provider import OpenAIVideosProvider
+from shared.provider.calls import AiohttpCalls
 from shared.provider.downloads import AiohttpDownloads
 from shared.runtime import serve_app, service_runtime
 
@@ -52,12 +53,13 @@ async def main() -> None:
     async with (
         contextlib.aclosing(puts),
         contextlib.aclosing(AiohttpDownloads.for_upstream(upstream)) as downloads,
+        contextlib.aclosing(AiohttpCalls.for_upstream(upstream)) as calls,
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
     ):
         app = build_app(
             platform,
-            OpenAIVideosProvider(http, downloads),
+            OpenAIVideosProvider(http, downloads, calls),
             store,
             settings.max_attempts,
             delete_upstream=settings.delete_upstream_after_store,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import uvloop
 
 from services.submitter.app import build_app
 from services.submitter.settings import SubmitterSettings
 from shared.config import UpstreamSettings, load_settings
 from shared.provider import OpenAIVideosProvider
+from shared.provider.calls import AiohttpCalls
 from shared.registry import load_provider_or_exit
 from shared.runtime import serve_app, service_runtime
 
@@ -20,8 +23,9 @@ async def main() -> None:
     async with (
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
+        contextlib.aclosing(AiohttpCalls.for_upstream(upstream)) as calls,
     ):
-        app = build_app(platform, OpenAIVideosProvider(http), registry, settings)
+        app = build_app(platform, OpenAIVideosProvider(http, calls=calls), registry, settings)
         await serve_app(app, settings)
 
 

@@ -1,4 +1,6 @@
-"""OpenAI Videos API adapter over httpx: for api.openai.com, compatible gateways, the simulator."""
+"""OpenAI Videos API adapter: for api.openai.com, compatible gateways, the simulator. Calls go
+over aiohttp when given one (shared/provider/calls.py: the services) or over httpx (tests, in
+process against the simulator's ASGI app)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import httpx
 from pydantic import ValidationError
 
 from shared.config import UpstreamSettings
+from shared.provider.calls import AiohttpCalls, Answer
 from shared.provider.errors import (
     ProviderError,
     ProviderInvalidId,
@@ -27,7 +30,7 @@ from shared.provider.errors import (
     ProviderUnavailable,
 )
 from shared.provider.ids import checked_video_id, is_valid_video_id, video_path
-from shared.provider.port import CreateVideo, Download
+from shared.provider.port import CreateVideo, Download, InputImage
 from shared.provider.wire import UpstreamVideo, UpstreamVideoPage, Variant
 
 CHUNK_BYTES = 1024 * 1024
@@ -73,9 +76,10 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def error_for(response: httpx.Response) -> ProviderError:
+def error_for(response: httpx.Response | Answer) -> ProviderError:
     """Map a non-2xx response to a typed error, reading the {error: {...}} envelope if present."""
-    return error_from(response.status_code, response.headers, response.content)
+    status = response.status if isinstance(response, Answer) else response.status_code
+    return error_from(status, response.headers, response.content)
 
 
 def error_from(status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
@@ -101,7 +105,7 @@ def error_from(status: int, headers: Mapping[str, str], body: bytes) -> Provider
     return ProviderRejected(message, status=status, code=code, param=param)
 
 
-def _video(response: httpx.Response, where: str) -> UpstreamVideo:
+def _video(response: Answer, where: str) -> UpstreamVideo:
     """The Video in a 2xx answer; its id checked against the contract's pattern (an id that
     fails it is ProviderInvalidId: nothing may carry it into a URL, a key or a record)."""
     try:
@@ -109,7 +113,7 @@ def _video(response: httpx.Response, where: str) -> UpstreamVideo:
     except ValidationError as exc:
         raise ProviderMalformedResponse(
             f"upstream returned a body that is not a Video: {exc.error_count()} errors",
-            status=response.status_code,
+            status=response.status,
         ) from exc
     checked_video_id(video.id, where)
     return video
@@ -125,11 +129,18 @@ class Downloads(Protocol):
 
 class OpenAIVideosProvider:
     """VideoProvider for the `/v1/videos` contract. The client carries base URL and API key.
-    `downloads`, when given, serves `download` (storage's cheaper streaming client)."""
+    `downloads`, when given, serves `download` (storage's cheaper streaming client); `calls`,
+    when given, makes every other call (the same contract over aiohttp)."""
 
-    def __init__(self, client: httpx.AsyncClient, downloads: Downloads | None = None) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        downloads: Downloads | None = None,
+        calls: AiohttpCalls | None = None,
+    ) -> None:
         self._client = client
         self._downloads = downloads
+        self._calls = calls
 
     @classmethod
     def client_for(cls, upstream: UpstreamSettings) -> httpx.AsyncClient:
@@ -148,14 +159,50 @@ class OpenAIVideosProvider:
             follow_redirects=True,
         )
 
-    async def _send(self, method: str, url: str, **kwargs: object) -> httpx.Response:
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Mapping[str, str] | None = None,
+        form: tuple[Mapping[str, str], InputImage] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        if self._calls is not None:
+            answer = await self._calls.send(
+                method, url, params=params, json=json, form=form, headers=headers
+            )
+        else:
+            answer = await self._send_httpx(
+                method, url, params=params, json=json, form=form, headers=headers
+            )
+        if answer.is_success:
+            return answer
+        raise error_for(answer)
+
+    async def _send_httpx(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None,
+        json: Mapping[str, str] | None,
+        form: tuple[Mapping[str, str], InputImage] | None,
+        headers: Mapping[str, str] | None,
+    ) -> Answer:
+        files = None
+        data = None
+        if form is not None:
+            data, image = form
+            files = {"input_reference": (image.filename, image.data, image.content_type)}
         try:
-            response = await self._client.request(method, url, **kwargs)  # type: ignore[arg-type]
+            response = await self._client.request(
+                method, url, params=params, json=json, data=data, files=files, headers=headers
+            )
         except httpx.TransportError as exc:
             raise transport_error(f"{method} {url}", exc) from exc
-        if response.is_success:
-            return response
-        raise error_for(response)
+        return Answer(response.status_code, response.headers, response.content)
 
     async def create(self, request: CreateVideo) -> UpstreamVideo:
         fields = {
@@ -174,8 +221,7 @@ class OpenAIVideosProvider:
             response = await self._send("POST", "videos", json=fields, headers=headers)
         else:
             # An image file can only travel as multipart (the file part `input_reference`).
-            files = {"input_reference": (image.filename, image.data, image.content_type)}
-            response = await self._send("POST", "videos", data=fields, files=files, headers=headers)
+            response = await self._send("POST", "videos", form=(fields, image), headers=headers)
         return _video(response, "create answer")
 
     async def recent(self, limit: int = 100, since: int | None = None) -> list[UpstreamVideo]:
@@ -209,7 +255,7 @@ class OpenAIVideosProvider:
         except ValidationError as exc:
             raise ProviderMalformedResponse(
                 f"upstream returned a body that is not a list of videos: {exc.error_count()}",
-                status=response.status_code,
+                status=response.status,
             ) from exc
 
     async def retrieve(self, video_id: str) -> tuple[UpstreamVideo, float | None]:
