@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -23,7 +22,6 @@ from faststream.nats import ConsumerConfig, JStream, NatsRouter, PullSub
 from faststream.nats.message import NatsMessage
 from nats.aio.msg import Msg
 from nats.errors import NotJSMessageError
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import DeliverPolicy
 from nats.js.errors import InvalidKeyError
@@ -56,6 +54,8 @@ RETRY_CAP_SECONDS = 30.0
 UNLIMITED = -1
 DEFAULT_MAX_ACK_PENDING = 1000
 """JetStream's own default: messages a consumer may hold delivered and not yet acked."""
+DEFAULT_FETCH_BATCH = 8
+"""Messages one pull request may bring (one is waited for, the rest only taken if ready)."""
 NO_TENANT = "_unknown"
 """Tenant token of rejections of requests that named no (valid) tenant: never a real tenant."""
 
@@ -282,6 +282,7 @@ class ServiceRouter(NatsRouter):
         ack_wait: float = DEFAULT_ACK_WAIT_SECONDS,
         max_workers: int = 8,
         max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
+        fetch_batch: int = DEFAULT_FETCH_BATCH,
     ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
         """Subscribe to every `event` of every tenant through one shared durable consumer; the
         payload is decoded (or judged poison) by the event's contract before the handler runs."""
@@ -292,6 +293,7 @@ class ServiceRouter(NatsRouter):
             ack_wait=ack_wait,
             max_workers=max_workers,
             max_ack_pending=max_ack_pending,
+            fetch_batch=fetch_batch,
             decoder=event_decoder(event),
             title=f"{self.service} consumes {event.subject_filter()}",
         )
@@ -305,6 +307,7 @@ class ServiceRouter(NatsRouter):
         ack_wait: float = DEFAULT_ACK_WAIT_SECONDS,
         max_workers: int = 8,
         max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
+        fetch_batch: int = DEFAULT_FETCH_BATCH,
         decoder: Callable[[NatsMessage], Any] | None = None,
         title: str | None = None,
         stream: JStream = JOBS,
@@ -316,19 +319,21 @@ class ServiceRouter(NatsRouter):
         out a delayed nak (a durable timer: a poll, a rate-limit wait) counts: it is how many
         jobs one consumer can hold waiting at once; the rest wait in the stream.
 
-        Messages are fetched one at a time (a batch fetch waits for the batch to fill, up to
-        the fetch timeout) and each starts, with heartbeats, as soon as one of `max_workers` is
-        free. While every worker is busy, the one message fetched meanwhile waits without
-        heartbeats; should that outlast ack_wait, a second copy goes to another replica: every
-        handler is idempotent, and the submitter's attempt lease keeps that from becoming a
-        second upstream create."""
+        A fetch waits for one message, then takes up to `fetch_batch` - 1 more that are ready
+        (shared/pullfetch.py: one pull request for many messages under load, no wait for a
+        batch to fill under light load); each starts, with heartbeats, as soon as one of
+        `max_workers` is free. While every worker is busy, messages fetched meanwhile wait
+        without heartbeats; should that outlast ack_wait, a second copy goes to another
+        replica: every handler is idempotent, and the submitter's attempt lease keeps that from
+        becoming a second upstream create. A consumer whose handlers can run for long (storage)
+        fetches one at a time."""
         names_jobs = parse_event_subject(subject) is not None
         self.consumers[durable] = Consumer(durable, max_errors, ack_wait, names_jobs)
         return self.subscriber(
             subject,
             stream=stream,
             durable=durable,
-            pull_sub=PullSub(batch_size=1, timeout=5.0),
+            pull_sub=PullSub(batch_size=fetch_batch, timeout=5.0),
             max_workers=max_workers,
             decoder=decoder,
             title=title,
@@ -498,26 +503,3 @@ async def periodically(
 def heartbeat(msg: NatsMessage, every: float) -> AbstractAsyncContextManager[None]:
     """Tell JetStream the message is still being worked on, so live work is not redelivered."""
     return periodically(every, msg.in_progress)
-
-
-def fix_pull_fetch_timeout() -> None:
-    """Work around nats-py 2.16 + FastStream 0.7.8: an empty pull `fetch` raises a plain
-    `asyncio.TimeoutError` where FastStream's pull loop suppresses only
-    `nats.errors.TimeoutError`, so the loop dies with an ERROR traceback while idle and is
-    restarted. Re-raise it as the nats error. Idempotent; remove once FastStream catches both."""
-    pull = JetStreamContext.PullSubscription
-    if getattr(pull.fetch, "_clipline_fixed", False):
-        return
-    original = pull.fetch
-
-    @functools.wraps(original)
-    async def fetch(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await original(self, *args, **kwargs)
-        except nats.errors.TimeoutError:
-            raise
-        except TimeoutError as exc:
-            raise nats.errors.TimeoutError from exc
-
-    fetch._clipline_fixed = True  # type: ignore[attr-defined]
-    pull.fetch = fetch  # type: ignore[method-assign]

@@ -19,13 +19,13 @@ from nats.js.errors import NotFoundError
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared import telemetry
+from shared import pullfetch, telemetry
 from shared.config import CommonSettings
 from shared.identities import SERVICES
 from shared.inputs import InputStore, ObjectInputStore
 from shared.jobstore import JobStore, KvJobStore, KvUpstreamIndex, UpstreamIndex
 from shared.logs import configure_logging
-from shared.messaging import Delivery, DeliveryMiddleware, ServiceRouter, fix_pull_fetch_timeout
+from shared.messaging import Delivery, DeliveryMiddleware, ServiceRouter
 from shared.streams import (
     INPUTS_BUCKET,
     JOBS_BUCKET,
@@ -70,7 +70,7 @@ def make_broker(
     """The broker with telemetry and the house delivery middleware, connecting as the identity
     in `creds` (a `.creds` file) with its own `inbox_prefix`. Per-message lines of FastStream
     are DEBUG: a service logs lifecycle steps at INFO, not every delivery."""
-    fix_pull_fetch_timeout()
+    pullfetch.install()
     return NatsBroker(
         nats_url,
         security=NatsCredentials.from_file(creds) if creds is not None else None,

@@ -21,9 +21,9 @@ def build_router(max_attempts: int, *, concurrent_stores: int = CONCURRENT_STORE
     """The handlers of handlers.py on one router. Four times as many jobs are taken as may
     store at once (`Deps.gate`), so a freed slot goes to the one that expires soonest."""
     router = ServiceRouter(handlers.SERVICE, emits=[JobCompletedV1, JobCancelledV1])
-    router.on(JobGeneratedV1, max_errors=max_attempts, max_workers=concurrent_stores * 4)(
-        handlers.on_job_generated
-    )
+    router.on(
+        JobGeneratedV1, max_errors=max_attempts, max_workers=concurrent_stores * 4, fetch_batch=1
+    )(handlers.on_job_generated)
     return router
 
 
