@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -13,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from services.poller.schedule import Durations, expected_seconds, observe
+from services.poller.schedule import MIN_SAMPLES, Durations, expected_seconds, observe
 from shared.contracts import JobSpec
 from shared.jobstore import update_key
 from shared.registry import ProviderSpec
@@ -122,7 +123,12 @@ class KvExpectations:
     """Expectations on the clipline_durations bucket: one key per provider, model, size and
     seconds, holding the recent durations; every replica learns from every finished job. Reads
     go through a cache of `ttl` seconds (the expectation moves slowly; a poll must not cost a
-    KV read). The registry's generation time is the guess until enough jobs have finished."""
+    KV read). The registry's generation time is the guess until enough jobs have finished.
+
+    Samples are written in batches: at once while a kind has too few to replace the guess,
+    then at most once per `flush_every` seconds per kind (on the next finished job or look),
+    so the shared key costs a read and a write per batch, not per job. A replica that dies
+    loses the samples it had not written yet: they only refine an estimate."""
 
     def __init__(
         self,
@@ -130,16 +136,24 @@ class KvExpectations:
         provider: ProviderSpec,
         *,
         ttl: float = 30.0,
+        flush_every: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._kv = kv
         self._provider = provider
         self._ttl = ttl
+        self._flush_every = flush_every
         self._clock = clock
         self._cache: dict[str, tuple[float, Durations]] = {}
+        self._pending: dict[str, list[tuple[float, str]]] = {}
+        self._flushed: dict[str, float] = {}
 
     async def expected(self, spec: JobSpec) -> float:
         key = self._key(spec)
+        try:
+            await self._flush_if_due(key)
+        except Exception as exc:  # kept for the next flush; the expectation is still known
+            log.warning("poller: could not write durations %s: %s", key, exc)
         cached = self._cache.get(key)
         if cached is None or self._clock() - cached[0] > self._ttl:
             try:
@@ -150,23 +164,58 @@ class KvExpectations:
             except Exception as exc:  # the store unreachable: keep what was known, or guess
                 log.warning("poller: could not read durations %s: %s", key, exc)
                 durations = cached[1] if cached is not None else Durations()
-            cached = (self._clock(), durations)
+            cached = (self._clock(), self._with_pending(key, durations))
             self._cache[key] = cached
         return expected_seconds(cached[1], self._seed(spec))
 
     async def finished(self, spec: JobSpec, video_id: str, took: float) -> None:
         key = self._key(spec)
+        self._pending.setdefault(key, []).append((took, video_id))
+        cached = self._cache.get(key)
+        if cached is not None:  # this replica knows at once; others on the next flush
+            self._cache[key] = (cached[0], observe(cached[1], took, video_id))
+        await self._flush_if_due(key)
+
+    async def flush(self) -> None:
+        """Write every kind's pending samples now (e.g. before the process stops)."""
+        for key in list(self._pending):
+            await self._write(key)
+
+    async def _flush_if_due(self, key: str) -> None:
+        if not self._pending.get(key):
+            return
+        cached = self._cache.get(key)
+        learning = cached is None or len(cached[1].samples) <= MIN_SAMPLES
+        if learning or self._clock() - self._flushed.get(key, -math.inf) >= self._flush_every:
+            await self._write(key)
+
+    async def _write(self, key: str) -> None:
+        batch = self._pending.pop(key, [])
+        if not batch:
+            return
 
         def add(value: bytes | None) -> tuple[bytes | None, Durations]:
             known = _durations(key, value)
-            learned = observe(known, took, video_id)
+            learned = known
+            for took, video_id in batch:
+                learned = observe(learned, took, video_id)
             if learned == known:
                 return None, known  # counted already: no write
             data = {"samples": learned.samples, "videos": learned.videos}
             return json.dumps(data).encode(), learned
 
-        learned = await update_key(await self._kv(), key, add, max_attempts=16)
+        try:
+            learned = await update_key(await self._kv(), key, add, max_attempts=16)
+        except BaseException:
+            self._pending.setdefault(key, [])[:0] = batch  # kept for the next flush
+            raise
+        self._flushed[key] = self._clock()
         self._cache[key] = (self._clock(), learned)
+
+    def _with_pending(self, key: str, durations: Durations) -> Durations:
+        for took, video_id in self._pending.get(key, []):
+            durations = observe(durations, took, video_id)
+        return durations
 
     def _seed(self, spec: JobSpec) -> float:
         model = self._provider.model(spec.model)

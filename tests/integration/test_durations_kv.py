@@ -54,9 +54,35 @@ async def test_concurrent_samples_are_all_kept(nc: Client) -> None:
     await asyncio.gather(
         *(r.finished(spec, f"video_{i}", 10.0 * (i + 1)) for i, r in enumerate(replicas * 3))
     )
+    await asyncio.gather(*(r.flush() for r in replicas))  # what each had not written yet
     entry = await (await nc.jetstream().key_value(DURATIONS_BUCKET)).get(replicas[0]._key(spec))
     assert entry.value is not None
     assert entry.value.count(b".0") == 12  # every one of the 12 samples
+
+
+async def test_samples_past_the_first_are_written_in_batches_not_per_job(nc: Client) -> None:
+    now = [0.0]
+    kv = await nc.jetstream().key_value(DURATIONS_BUCKET)
+
+    async def get_kv() -> KeyValue:
+        return kv
+
+    a = KvExpectations(get_kv, OPENAI, ttl=0.0, flush_every=10.0, clock=lambda: now[0])
+    spec = kind()
+    key = a._key(spec)
+    for n in range(MIN_SAMPLES):  # learning: each one written at once
+        await a.finished(spec, f"video_{n}", 10.0)
+    written = (await kv.get(key)).revision
+    for n in range(20):  # then: kept in the replica until the flush is due
+        await a.finished(spec, f"video_more_{n}", 20.0)
+    assert (await kv.get(key)).revision == written
+    assert await a.expected(spec) == 20.0 + STAMP_SLACK  # this replica knows them already
+    now[0] = 10.0
+    await a.finished(spec, "video_last", 20.0)  # due: all 21 in one write
+    entry = await kv.get(key)
+    assert entry.revision == written + 1
+    assert entry.value is not None
+    assert entry.value.count(b"video_more_") == 20
 
 
 async def test_a_broken_value_is_a_fresh_start(nc: Client) -> None:
