@@ -132,6 +132,9 @@ async def test_a_writer_killed_between_two_scopes_leaks_nothing(
     provisioned: str, nc: Client, bucket: str, admin_creds: str
 ) -> None:
     tenant, job_id = f"t{uuid.uuid4().hex[:8]}", f"job_{uuid.uuid4().hex}"
+    budgets = KvBudgets(atomic(nc, bucket))
+    for scope in ("global", f"tenant:{tenant}"):  # counters of both scopes in the batch
+        await budgets.set_limit(scope, "daily", Limit(100 * COST), datetime.now(UTC))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.integration.partial_reserver", provisioned, admin_creds,
         bucket, tenant, job_id, str(COST), stdout=asyncio.subprocess.PIPE,
@@ -143,7 +146,6 @@ async def test_a_writer_killed_between_two_scopes_leaks_nothing(
     finally:
         proc.kill()  # SIGKILL half-way through the batch: no commit ever comes
         await proc.wait()
-    budgets = KvBudgets(atomic(nc, bucket))
     assert await budgets.reservation(tenant, job_id) is None
     for scope in ("global", f"tenant:{tenant}"):
         assert (await budgets.usage(today(scope))).admitted == 0
