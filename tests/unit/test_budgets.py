@@ -186,8 +186,8 @@ def test_folding_each_reservation_as_it_stands_equals_the_counter_that_ran_all_a
                 case Dispute():
                     jobs[still_open[0]] = (estimate, "disputed", None)
     folded = Usage()
-    for estimate, state, charged in jobs:
-        folded = fold(folded, estimate, state, charged)
+    for job in jobs:
+        folded = fold(folded, *job)
     assert folded == counter
 
 
