@@ -24,14 +24,17 @@ from services.pricing_guard.budgets import (
     Release,
     Slot,
     Usage,
+    slots_for,
     window,
 )
 from services.pricing_guard.ports import Claim, Reserved
 from services.pricing_guard.records import (
     CATALOG_KEY,
     LimitRecord,
+    ReservationRecord,
     counter_key,
     limit_key,
+    reservation_key,
     usage_key,
 )
 from shared.kvatomic import Decide, Entry
@@ -367,9 +370,20 @@ async def test_limits_and_counters_of_the_old_layout_are_converted_once() -> Non
         },
         {},
     )
+    open_before = ReservationRecord(
+        tenant=TENANT, job_id="job_old", model="sora-2", size="1280x720", seconds=4,
+        estimate_micros=COST, slots=list(slots_for(TENANT, now)), reserved_at=now,
+    )  # fmt: skip
+    await store.write(
+        {reservation_key(TENANT, "job_old"): open_before.model_dump_json().encode()}, {}
+    )
     budgets = KvBudgets(store)
     assert [r.limit_micros for r in await budgets.limits()] == [3 * COST]
     assert await budgets.usage(daily) == old_usage
     assert store.values[limit_key(daily.scope, "daily")] is None  # moved into the catalog
     assert isinstance(await budgets.reserve(claim(at=now)), Reserved)  # $1.20 of $1.20
     assert isinstance(await budgets.reserve(claim(at=now)), Exceeded)
+    # a job reserved before the upgrade settles into the converted counter
+    await budgets.settle(TENANT, "job_old", lambda _: Release("x"), "failed", now)
+    assert (await budgets.usage(daily)).used == 2 * COST
+    assert isinstance(await budgets.reserve(claim(at=now)), Reserved)
