@@ -107,6 +107,25 @@ class _State:
         }
 
 
+@dataclass(frozen=True)
+class _Ending:
+    """A settlement asked for: move the job's reservation out of `state` by `bill`."""
+
+    tenant: str
+    job_id: str
+    state: str
+    bill: Bill
+    outcome: str
+    at: datetime
+
+
+class _Held:
+    """The answer for a job that must wait: a limit of its scopes is pending."""
+
+
+HELD = _Held()
+
+
 class KvBudgets:
     """The BudgetStore on JetStream KV (tests run it on an in-memory AtomicStore).
 
@@ -119,6 +138,8 @@ class KvBudgets:
         self._max_group = max_group
         self._waiting: list[tuple[Claim, asyncio.Future[Decision]]] = []
         self._leader: asyncio.Task[None] | None = None
+        self._endings: list[tuple[_Ending, asyncio.Future[Settled | None]]] = []
+        self._closer: asyncio.Task[None] | None = None
         self._catalog = Catalog()  # the last one read: which counter keys to read with it
         self._converted = False
 
@@ -270,49 +291,95 @@ class KvBudgets:
     async def _close(
         self, tenant: str, job_id: str, state: str, *, bill: Bill, outcome: str, at: datetime
     ) -> Settled | None:
-        """Move a reservation out of `state` with the counters that hold it, in one batch."""
-        res_key = reservation_key(tenant, job_id)
-        scopes = scopes_of(tenant)
-        attempt = 0
-        while attempt < MAX_ATTEMPTS:
-            read = await self._state(scopes, [res_key])
-            entry = read.entries[res_key]
-            if entry.value is None:
-                return None
-            record = ReservationRecord.model_validate_json(entry.value)
-            if record.state != state:
-                return Settled(record, False)
-            decision = bill(record)
-            if state == "disputed" and isinstance(decision, Dispute):
-                return Settled(record, False)
-            if read.catalog.pending(scopes):
-                await self._wait_for_pending(scopes)
-                continue
-            after = record.settled(decision, at)
-            touched = _move(read, scopes, record, decision, resolving=state == "disputed")
-            writes: dict[str, bytes | None] = {
-                res_key: after.model_dump_json().encode(),
-                CATALOG_KEY: read.raw,
-                **read.counter_writes(touched),
-            }
-            if state == "reserved":
-                writes[open_key(tenant, job_id)] = None
-            if isinstance(decision, Dispute):
-                writes[dispute_key(tenant, job_id)] = b"{}"  # listed by disputes() until resolved
-            else:
-                writes[spend_key(tenant, job_id)] = (
-                    _entry(after, outcome).model_dump_json().encode()
-                )
-                if state == "disputed":
-                    writes[dispute_key(tenant, job_id)] = None
-            # The reservation's own revision makes this the only settlement of it; the job's
+        """Move a reservation out of `state` with the counters that hold it. Settlements
+        waiting at the same moment are written together, like admissions (group commit)."""
+        done: asyncio.Future[Settled | None] = asyncio.get_running_loop().create_future()
+        self._endings.append((_Ending(tenant, job_id, state, bill, outcome, at), done))
+        if self._closer is None or self._closer.done():
+            self._closer = asyncio.create_task(self._drain_endings())
+        return await asyncio.shield(done)
+
+    async def _drain_endings(self) -> None:
+        """Settle waiting endings a group at a time; a group that fails is tried again one
+        by one; endings of a scope whose new limit is pending wait and come again."""
+        group: list[tuple[_Ending, asyncio.Future[Settled | None]]] = []
+        try:
+            while self._endings:
+                group = self._endings[: self._max_group]
+                del self._endings[: self._max_group]
+                held: list[tuple[_Ending, asyncio.Future[Settled | None]]] = []
+                try:
+                    results = await self._close_group([e for e, _ in group])
+                except Exception:  # retried one by one just below
+                    results = []
+                    for ending, done in group:
+                        try:
+                            (result,) = await self._close_group([ending])
+                        except Exception as exc:  # the handler raises it (redelivered)
+                            if not done.done():
+                                done.set_exception(exc)
+                            result = None
+                        results.append(result)
+                for (ending, done), result in zip(group, results, strict=True):
+                    if isinstance(result, _Held):
+                        held.append((ending, done))
+                    elif not done.done():
+                        done.set_result(result)
+                if held:
+                    self._endings[:0] = held
+                    await self._wait_for_pending(
+                        tuple({s for e, _ in held for s in scopes_of(e.tenant)})
+                    )
+        finally:
+            for _, done in [*group, *self._endings]:
+                if not done.done():
+                    done.cancel()
+
+    async def _close_group(self, endings: list[_Ending]) -> list[Settled | _Held | None]:
+        """Settle `endings` in one batch: each reservation expected at the revision read (so
+        each is settled once), the counters that hold them written once."""
+        res_keys = list(dict.fromkeys(reservation_key(e.tenant, e.job_id) for e in endings))
+        scopes = tuple(dict.fromkeys(s for e in endings for s in scopes_of(e.tenant)))
+        for attempt in range(MAX_ATTEMPTS):
+            read = await self._state(scopes, res_keys)
+            records = {k: read.entries[k].value for k in res_keys}
+            writes: dict[str, bytes | None] = {}
+            touched: set[str] = set()
+            results: list[Settled | _Held | None] = []
+            for e in endings:
+                res_key = reservation_key(e.tenant, e.job_id)
+                value = records[res_key]
+                if value is None:
+                    results.append(None)
+                    continue
+                record = ReservationRecord.model_validate_json(value)
+                if record.state != e.state:
+                    results.append(Settled(record, False))
+                    continue
+                decision = e.bill(record)
+                if e.state == "disputed" and isinstance(decision, Dispute):
+                    results.append(Settled(record, False))
+                    continue
+                if read.catalog.pending(scopes_of(e.tenant)):
+                    results.append(HELD)
+                    continue
+                after = record.settled(decision, e.at)
+                resolving = e.state == "disputed"
+                touched |= _move(read, scopes_of(e.tenant), record, decision, resolving=resolving)
+                records[res_key] = writes[res_key] = after.model_dump_json().encode()
+                writes |= _ending_writes(e, after, decision)
+                results.append(Settled(after, True))
+            if not writes:
+                return results
+            writes |= read.counter_writes(touched)
+            writes[CATALOG_KEY] = read.raw  # unchanged: fails if limits changed meanwhile
+            # A reservation's own revision makes this the only settlement of it; the job's
             # marker and ledger keys follow it.
-            expected = {res_key: entry.revision, **read.expected(writes)}
-            if await self._atomic.write(writes, expected):
-                return Settled(after, True)
+            expected = {k: read.entries[k].revision for k in res_keys if k in writes}
+            if await self._atomic.write(writes, expected | read.expected(writes)):
+                return results
             await _backoff(attempt)
-            attempt += 1
-        raise AtomicConflictError(f"settling {tenant}/{job_id} still contended")
+        raise AtomicConflictError(f"{len(endings)} settlements still contended after {attempt + 1}")
 
     # -- the catalog and counters ----------------------------------------------------------
 
@@ -538,6 +605,23 @@ def _counted(state: _State, tenant: str, at: datetime) -> tuple[CountedSlot, ...
             if usage is not None:
                 found.append(CountedSlot(Slot(scope, period, current), usage, limit))
     return tuple(found)
+
+
+def _ending_writes(
+    e: _Ending, after: ReservationRecord, decision: Settlement
+) -> dict[str, bytes | None]:
+    """The job's keys a settlement writes besides its reservation: its `open` marker goes,
+    its dispute marker comes (or goes, when resolved), its ledger entry is written."""
+    writes: dict[str, bytes | None] = {}
+    if e.state == "reserved":
+        writes[open_key(e.tenant, e.job_id)] = None
+    if isinstance(decision, Dispute):
+        writes[dispute_key(e.tenant, e.job_id)] = b"{}"  # listed by disputes() until resolved
+    else:
+        writes[spend_key(e.tenant, e.job_id)] = _entry(after, e.outcome).model_dump_json().encode()
+        if e.state == "disputed":
+            writes[dispute_key(e.tenant, e.job_id)] = None
+    return writes
 
 
 def _move(

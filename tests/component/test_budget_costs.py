@@ -195,6 +195,25 @@ async def test_a_batch_writes_each_touched_counter_once() -> None:
     assert (daily.reserved, daily.jobs) == (21 * COST, 21)
 
 
+async def test_settlements_at_the_same_moment_are_written_in_one_batch() -> None:
+    store = Counting()
+    budgets = KvBudgets(store)
+    await limit_all(budgets, ["global", f"tenant:{TENANT}"], PERIODS)
+    claims = [claim() for _ in range(20)]
+    await asyncio.gather(*(budgets.reserve(c) for c in claims))
+    store.reset()
+    bill = Charge(COST // 2, "2 s")
+    settled = await asyncio.gather(
+        *(budgets.settle(TENANT, c.job_id, lambda _: bill, "completed", c.at) for c in claims)
+    )
+    assert all(s is not None and s.fresh for s in settled)
+    assert store.written_keys.count(CATALOG_KEY) == 1
+    assert store.written_keys.count(counter_key("global")) == 1
+    assert len(store.written_keys) == 3 * 20 + 3  # res, open, spend per job; catalog, counters
+    daily = await budgets.usage(Slot("global", "daily", window("daily", datetime.now(UTC))))
+    assert (daily.reserved, daily.settled, daily.released) == (0, 10 * COST, 10 * COST)
+
+
 # -- a limit set on a window that had none ----------------------------------------------------
 
 
