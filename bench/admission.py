@@ -4,13 +4,14 @@ and the latency a budget reservation adds to an admission (p50/p99).
 Run: python -m bench.admission [jobs]   (make bench runs it; default 1000 jobs per phase)
 
 1. Added latency: one client, sequential. `KvBudgets.reserve` (one atomic batch over the job's
-   reservation and six window counters, after reading them and the limits) next to the write an
-   admission made before budgets: one compare-and-set of the job record (get + update), on the
-   same nats-server in the same run.
+   reservation and `open` marker, the catalog of limits and the limited scope's counters, after
+   reading the last two) next to the write an admission made before budgets: one
+   compare-and-set of the job record (get + update), on the same nats-server in the same run.
 2. Throughput: `jobs` accepted events of one tenant, published at once, against real
    pricing_guard processes (1, then 2 replicas) with a budget that fits half of them. Every
-   admission touches the same global counters, so the replicas contend on every write. Printed:
-   decisions per second, and the overshoot (admitted beyond what fits; must be 0).
+   batch writes the same catalog and counters, so the replicas contend on every write. Printed:
+   decisions per second, the overshoot (admitted beyond what fits; must be 0), and the
+   GETs and writes on the budgets bucket per decision (messages seen on its subjects).
 On a 2-core machine nats-server, the replicas and this client share the CPU.
 """
 
@@ -183,6 +184,20 @@ async def throughput(nc: Client, replicas: int, jobs: int, logs: Path) -> None:
     sub_r = await nc.subscribe(
         JobAcceptedV1.subject_filter(tenant).replace("accepted", "rejected"), cb=on_decision
     )
+    ops = {"get": 0, "write": 0}
+
+    def count(kind: str) -> Callable[[Msg], Awaitable[None]]:
+        async def seen(_: Msg) -> None:
+            ops[kind] += 1
+
+        return seen
+
+    counting = [
+        await nc.subscribe(f"$JS.API.STREAM.MSG.GET.KV_{BUDGETS_BUCKET}", cb=count("get")),
+        await nc.subscribe(f"$JS.API.DIRECT.GET.KV_{BUDGETS_BUCKET}.>", cb=count("get")),
+        await nc.subscribe(f"$KV.{BUDGETS_BUCKET}.>", cb=count("write")),
+    ]
+    await nc.flush()
     procs = start_replicas(replicas, nc.connected_url.geturl() if nc.connected_url else "", logs)
     try:
         start = time.perf_counter()
@@ -205,11 +220,17 @@ async def throughput(nc: Client, replicas: int, jobs: int, logs: Path) -> None:
             stop_pid(proc.pid)
         await sub_a.unsubscribe()
         await sub_r.unsubscribe()
+        for sub in counting:
+            await sub.unsubscribe()
     admitted = sum(1 for kind in decided.values() if kind == "admitted")
     print(
         f"  {replicas} replica{'s' if replicas > 1 else ' '}  {jobs:6d} jobs  {elapsed:7.2f} s  "
         f"{jobs / elapsed:8.1f} decisions/s  admitted {admitted} of {fits} that fit  "
         f"overshoot {admitted - fits}"
+    )
+    print(
+        f"      budgets bucket per decision: {ops['get'] / jobs:.1f} GETs, "
+        f"{ops['write'] / jobs:.1f} writes (messages seen on its subjects)"
     )
     if admitted != fits:
         raise SystemExit(f"budget overshot or underused: admitted {admitted}, fits {fits}")

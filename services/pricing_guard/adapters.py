@@ -1,15 +1,24 @@
 """Budgets in the clipline_budgets KV bucket: every change of money is one atomic multi-key
-compare-and-set (the job's reservation with every window counter it touches), so any number of
-pricing_guard replicas, and a crash at any point, neither overshoot a limit nor leak a
-reservation."""
+compare-and-set (the jobs' reservations with the counters of the limited scopes they touch and
+the catalog of limits), so any number of pricing_guard replicas, and a crash at any point,
+neither overshoot a limit nor leak a reservation.
+
+What an admission or a settlement touches does not grow with the windows and scopes there are:
+the catalog (one key holding every limit, read once per batch and written back unchanged as a
+guard), one counter key per limited scope (its limited periods together; a scope or period
+without a limit keeps no counter), and the job's own keys. A window's usage without a counter is
+folded from the reservations when asked (and when a limit is set on it, to start its counter)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from services.pricing_guard.budgets import (
+    GLOBAL,
     PERIODS,
     Charge,
     Dispute,
@@ -21,20 +30,30 @@ from services.pricing_guard.budgets import (
     Settlement,
     Slot,
     Usage,
+    fold,
+    newest,
     reserve,
     resolve_usage,
+    scopes_of,
     settle_usage,
     slots_for,
+    window,
+    window_usage,
 )
 from services.pricing_guard.budgets import (
     Counted as CountedSlot,
 )
 from services.pricing_guard.ports import Claim, Reserved, Settled
 from services.pricing_guard.records import (
+    CATALOG_KEY,
     USAGE,
+    Catalog,
+    Counters,
+    LimitEntry,
     LimitRecord,
     ReservationRecord,
     SpendEntry,
+    counter_key,
     dispute_key,
     limit_key,
     open_key,
@@ -42,29 +61,93 @@ from services.pricing_guard.records import (
     spend_key,
     usage_key,
 )
-from shared.kvatomic import AtomicStore, Entry, Outcome
+from shared.kvatomic import AtomicConflictError, AtomicStore, Entry
 
 Bill = Callable[[ReservationRecord], Settlement]
+MAX_ATTEMPTS = 200
+HOLD_PAUSE = 0.02
+"""Seconds a job of a scope whose new limit's counter is being initialised waits before it
+looks again (the initialisation takes one scan of the reservations)."""
+PENDING_STALE = timedelta(seconds=30)
+"""A limit pending this long lost the process initialising it: whoever waits on it does it."""
+
+Kept = dict[Period, dict[str, Usage]]
+Decision = Reserved | Exceeded
+
+
+@dataclass
+class _State:
+    """The catalog and the counters of some scopes as read, with what a write must expect."""
+
+    catalog: Catalog
+    raw: bytes
+    """The catalog as stored: written back unchanged by a batch, as its guard."""
+    revision: int
+    counters: dict[str, Kept]
+    """Scope -> its counters (limited scopes only), mutable copies."""
+    revisions: dict[str, int]
+    """Counter key -> revision read."""
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+    def expected(self, writes: Iterable[str]) -> dict[str, int]:
+        """What the writes to the catalog and counters must expect."""
+        found = {CATALOG_KEY: self.revision, **self.revisions}
+        return {k: found[k] for k in writes if k in found}
+
+    def counter_writes(self, scopes: Iterable[str]) -> dict[str, bytes | None]:
+        return {
+            counter_key(s): (
+                Counters(windows={p: newest(w) for p, w in self.counters[s].items() if w})
+                .model_dump_json()
+                .encode()
+                if any(self.counters[s].values())
+                else None
+            )
+            for s in scopes
+        }
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """A settlement asked for: move the job's reservation out of `state` by `bill`."""
+
+    tenant: str
+    job_id: str
+    state: str
+    bill: Bill
+    outcome: str
+    at: datetime
+
+
+class _Held:
+    """The answer for a job that must wait: a limit of its scopes is pending."""
+
+
+HELD = _Held()
 
 
 class KvBudgets:
     """The BudgetStore on JetStream KV (tests run it on an in-memory AtomicStore).
 
     Admissions waiting at the same moment are decided together, in arrival order, and written
-    in one atomic batch (group commit): every admission touches the same global counters, so
-    one batch for many beats one batch each, retried against each other."""
+    in one atomic batch (group commit): one write of the catalog and of each limited scope's
+    counters per batch, plus each job's reservation and `open` marker."""
 
     def __init__(self, atomic: AtomicStore, *, max_group: int = 64) -> None:
         self._atomic = atomic
         self._max_group = max_group
-        self._waiting: list[tuple[Claim, asyncio.Future[Reserved | Exceeded]]] = []
+        self._waiting: list[tuple[Claim, asyncio.Future[Decision]]] = []
         self._leader: asyncio.Task[None] | None = None
+        self._endings: list[tuple[_Ending, asyncio.Future[Settled | None]]] = []
+        self._closer: asyncio.Task[None] | None = None
+        self._catalog = Catalog()  # the last one read: which counter keys to read with it
+        self._converted = False
 
     # -- admission ---------------------------------------------------------------------------
 
-    async def reserve(self, claim: Claim) -> Reserved | Exceeded:
-        """Reserve the claim's estimate in every window it counts against, or in none."""
-        decided: asyncio.Future[Reserved | Exceeded] = asyncio.get_running_loop().create_future()
+    async def reserve(self, claim: Claim) -> Decision:
+        """Reserve the claim's estimate in every limited window it counts against, or refuse."""
+        decided: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._waiting.append((claim, decided))
         if self._leader is None or self._leader.done():
             self._leader = asyncio.create_task(self._drain())
@@ -72,46 +155,59 @@ class KvBudgets:
 
     async def _drain(self) -> None:
         """Decide and write waiting claims, a group at a time, until none is left. A group
-        that fails is tried again claim by claim, so one bad claim fails only itself."""
-        group: list[tuple[Claim, asyncio.Future[Reserved | Exceeded]]] = []
+        that fails is tried again claim by claim, so one bad claim fails only itself. Claims
+        of a scope whose new limit is being initialised wait (in order) and come again."""
+        group: list[tuple[Claim, asyncio.Future[Decision]]] = []
         try:
             while self._waiting:
                 group = self._waiting[: self._max_group]
                 del self._waiting[: self._max_group]
+                held: list[tuple[Claim, asyncio.Future[Decision]]] = []
                 try:
                     results = await self._reserve_group([claim for claim, _ in group])
                 except Exception:  # retried one by one just below
                     for claim, decided in group:
-                        await _settle_future(decided, self._reserve_group([claim]))
-                    continue
-                for (_, decided), result in zip(group, results, strict=True):
-                    if not decided.done():
-                        decided.set_result(result)
+                        if await _settle_future(decided, self._reserve_group([claim])):
+                            held.append((claim, decided))
+                else:
+                    for (claim, decided), result in zip(group, results, strict=True):
+                        if result is None:
+                            held.append((claim, decided))
+                        elif not decided.done():
+                            decided.set_result(result)
+                if held:
+                    self._waiting[:0] = held
+                    await self._wait_for_pending(
+                        tuple({s for c, _ in held for s in scopes_of(c.tenant)})
+                    )
         finally:
             # Cancelled (the service stops): nobody may wait forever on an undecided claim.
             for _, decided in [*group, *self._waiting]:
                 if not decided.done():
                     decided.cancel()
 
-    async def _reserve_group(self, claims: list[Claim]) -> list[Reserved | Exceeded]:
+    async def _reserve_group(self, claims: list[Claim]) -> list[Decision | None]:
+        """Decide `claims` together and write them in one batch; None for a claim that must
+        wait (a limit of its scopes is pending)."""
+
         def job(claim: Claim) -> tuple[str, str]:
             return claim.tenant, claim.job_id
 
-        slots = {job(c): slots_for(c.tenant, c.at) for c in claims}
         res_keys = {job(c): reservation_key(c.tenant, c.job_id) for c in claims}
         open_keys = {job(c): open_key(c.tenant, c.job_id) for c in claims}
-        every_slot = {s for group in slots.values() for s in group}
-        use_keys = sorted({usage_key(s) for s in every_slot})
-        pairs = sorted({(s.scope, s.period) for s in every_slot})
-        limit_keys = {pair: limit_key(*pair) for pair in pairs}
-
-        def decide(entries: Mapping[str, Entry]) -> Outcome[list[Reserved | Exceeded]]:
-            # Limits are read with the counters, afresh on every attempt.
-            limits = {pair: _limit(entries[key]) for pair, key in limit_keys.items()}
-            usages = {key: _usage(entries[key]) for key in use_keys}
-            records = {k: entries[k].value for k in res_keys.values()}
+        scopes = tuple(dict.fromkeys(s for c in claims for s in scopes_of(c.tenant)))
+        # The handler has just found no reservation: write them expecting none, and read
+        # them only when a batch fails (a redelivery's may exist).
+        read_reservations = False
+        for attempt in range(MAX_ATTEMPTS):
+            state = await self._state(scopes, list(res_keys.values()) if read_reservations else [])
+            waiting = {s for s, _, _ in state.catalog.pending(scopes)}
+            records: dict[str, bytes | None] = {
+                k: state.entries[k].value if read_reservations else None for k in res_keys.values()
+            }
             writes: dict[str, bytes | None] = {}
-            results: list[Reserved | Exceeded] = []
+            touched: set[str] = set()
+            results: list[Decision | None] = []
             for claim in claims:
                 res_key = res_keys[job(claim)]
                 existing = records[res_key]
@@ -119,10 +215,10 @@ class KvBudgets:
                     found = ReservationRecord.model_validate_json(existing)
                     results.append(Reserved(found, False))
                     continue
-                mine = slots[job(claim)]
-                counted = tuple(
-                    CountedSlot(s, usages[usage_key(s)], limits[(s.scope, s.period)]) for s in mine
-                )
+                if waiting.intersection(scopes_of(claim.tenant)):
+                    results.append(None)
+                    continue
+                counted = _counted(state, claim.tenant, claim.at)
                 decision = reserve(counted, claim.estimate_micros)
                 if isinstance(decision, Exceeded):
                     # Refused for good: a copy of this admission that reads later (when room
@@ -131,17 +227,28 @@ class KvBudgets:
                     records[res_key] = writes[res_key] = refused.model_dump_json().encode()
                     results.append(decision)
                     continue
-                for slot, usage in zip(mine, decision.usages, strict=True):
-                    usages[usage_key(slot)] = usage
-                    writes[usage_key(slot)] = USAGE.dump_json(usage)
-                record = _reservation(claim, mine, decision)
+                for c, usage in zip(counted, decision.usages, strict=True):
+                    state.counters[c.slot.scope].setdefault(c.slot.period, {})[c.slot.window] = (
+                        usage
+                    )
+                    touched.add(c.slot.scope)
+                record = _reservation(claim, slots_for(claim.tenant, claim.at), decision)
                 records[res_key] = writes[res_key] = record.model_dump_json().encode()
                 writes[open_keys[job(claim)]] = b"{}"  # listed by open_jobs() until settled
                 results.append(Reserved(record, True))
-            return Outcome(writes, results)
-
-        keys = [*res_keys.values(), *open_keys.values(), *use_keys, *limit_keys.values()]
-        return await self._atomic.transact(keys, decide)
+            if not writes:
+                return results
+            writes |= state.counter_writes(touched)
+            writes[CATALOG_KEY] = state.raw  # unchanged: fails if limits changed meanwhile
+            expected = state.expected(writes)
+            for key in res_keys.values():
+                if key in writes:
+                    expected[key] = state.entries[key].revision if read_reservations else 0
+            if await self._atomic.write(writes, expected):
+                return results
+            read_reservations = True
+            await _backoff(attempt)
+        raise AtomicConflictError(f"{len(claims)} admissions still contended after {attempt + 1}")
 
     # -- settlement --------------------------------------------------------------------------
 
@@ -160,21 +267,18 @@ class KvBudgets:
         ($0), so an admission still in flight for it can no longer reserve anything; an
         admitted job without one (admitted before budgets existed) is left alone (None)."""
         res_key = reservation_key(tenant, job_id)
-        closed = _closed(tenant, job_id, at)
-
-        def close(entries: Mapping[str, Entry]) -> Outcome[Settled | None]:
-            if entries[res_key].value is not None:
-                return Outcome({}, None)  # reserved meanwhile: settle that instead
-            return Outcome({res_key: closed.model_dump_json().encode()}, Settled(closed, True))
-
+        closed = _closed(tenant, job_id, at).model_dump_json().encode()
         while True:
             settled = await self._close(
                 tenant, job_id, "reserved", bill=bill, outcome=outcome, at=at
             )
             if settled is not None or admitted:
                 return settled
-            if (done := await self._atomic.transact([res_key], close)) is not None:
-                return done
+            entry = (await self._atomic.read([res_key]))[res_key]
+            if entry.value is None and await self._atomic.write(
+                {res_key: closed}, {res_key: entry.revision}
+            ):
+                return Settled(_closed(tenant, job_id, at), True)
 
     async def resolve(
         self, tenant: str, job_id: str, decision: Charge | Release, at: datetime
@@ -187,63 +291,256 @@ class KvBudgets:
     async def _close(
         self, tenant: str, job_id: str, state: str, *, bill: Bill, outcome: str, at: datetime
     ) -> Settled | None:
-        res_key = reservation_key(tenant, job_id)
-        first = (await self._atomic.read([res_key]))[res_key]
-        if first.value is None:
-            return None
-        slots = ReservationRecord.model_validate_json(first.value).slots  # fixed at reservation
-        use_keys = [usage_key(s) for s in slots]
-        ledger, disputed = spend_key(tenant, job_id), dispute_key(tenant, job_id)
-        still_open = open_key(tenant, job_id)
+        """Move a reservation out of `state` with the counters that hold it. Settlements
+        waiting at the same moment are written together, like admissions (group commit)."""
+        done: asyncio.Future[Settled | None] = asyncio.get_running_loop().create_future()
+        self._endings.append((_Ending(tenant, job_id, state, bill, outcome, at), done))
+        if self._closer is None or self._closer.done():
+            self._closer = asyncio.create_task(self._drain_endings())
+        return await asyncio.shield(done)
 
-        def decide(entries: Mapping[str, Entry]) -> Outcome[Settled]:
-            record = ReservationRecord.model_validate_json(entries[res_key].value or b"")
-            if record.state != state:
-                return Outcome({}, Settled(record, False))
-            decision = bill(record)
-            if state == "disputed" and isinstance(decision, Dispute):
-                return Outcome({}, Settled(record, False))
-            after = record.settled(decision, at)
+    async def _drain_endings(self) -> None:
+        """Settle waiting endings a group at a time; a group that fails is tried again one
+        by one; endings of a scope whose new limit is pending wait and come again."""
+        group: list[tuple[_Ending, asyncio.Future[Settled | None]]] = []
+        try:
+            while self._endings:
+                group = self._endings[: self._max_group]
+                del self._endings[: self._max_group]
+                held: list[tuple[_Ending, asyncio.Future[Settled | None]]] = []
+                try:
+                    results = await self._close_group([e for e, _ in group])
+                except Exception:  # retried one by one just below
+                    results = []
+                    for ending, done in group:
+                        try:
+                            (result,) = await self._close_group([ending])
+                        except Exception as exc:  # the handler raises it (redelivered)
+                            if not done.done():
+                                done.set_exception(exc)
+                            result = None
+                        results.append(result)
+                for (ending, done), result in zip(group, results, strict=True):
+                    if isinstance(result, _Held):
+                        held.append((ending, done))
+                    elif not done.done():
+                        done.set_result(result)
+                if held:
+                    self._endings[:0] = held
+                    await self._wait_for_pending(
+                        tuple({s for e, _ in held for s in scopes_of(e.tenant)})
+                    )
+        finally:
+            for _, done in [*group, *self._endings]:
+                if not done.done():
+                    done.cancel()
+
+    async def _close_group(self, endings: list[_Ending]) -> list[Settled | _Held | None]:
+        """Settle `endings` in one batch: each reservation expected at the revision read (so
+        each is settled once), the counters that hold them written once."""
+        res_keys = list(dict.fromkeys(reservation_key(e.tenant, e.job_id) for e in endings))
+        scopes = tuple(dict.fromkeys(s for e in endings for s in scopes_of(e.tenant)))
+        for attempt in range(MAX_ATTEMPTS):
+            read = await self._state(scopes, res_keys)
+            records = {k: read.entries[k].value for k in res_keys}
             writes: dict[str, bytes | None] = {}
-            for key in use_keys:
-                usage, estimate = _usage(entries[key]), record.estimate_micros
-                if isinstance(decision, Dispute) or state == "reserved":
-                    usage = settle_usage(usage, estimate, decision)
-                else:
-                    usage = resolve_usage(usage, estimate, decision)
-                writes[key] = USAGE.dump_json(usage)
-            writes[res_key] = after.model_dump_json().encode()
-            if state == "reserved":
-                writes[still_open] = None
-            if isinstance(decision, Dispute):
-                writes[disputed] = b"{}"  # listed by disputes() until resolved
-            else:
-                writes[ledger] = _entry(after, outcome).model_dump_json().encode()
-                if state == "disputed":
-                    writes[disputed] = None
-            return Outcome(writes, Settled(after, True))
+            touched: set[str] = set()
+            results: list[Settled | _Held | None] = []
+            for e in endings:
+                res_key = reservation_key(e.tenant, e.job_id)
+                value = records[res_key]
+                if value is None:
+                    results.append(None)
+                    continue
+                record = ReservationRecord.model_validate_json(value)
+                if record.state != e.state:
+                    results.append(Settled(record, False))
+                    continue
+                decision = e.bill(record)
+                if e.state == "disputed" and isinstance(decision, Dispute):
+                    results.append(Settled(record, False))
+                    continue
+                if read.catalog.pending(scopes_of(e.tenant)):
+                    results.append(HELD)
+                    continue
+                after = record.settled(decision, e.at)
+                resolving = e.state == "disputed"
+                touched |= _move(read, scopes_of(e.tenant), record, decision, resolving=resolving)
+                records[res_key] = writes[res_key] = after.model_dump_json().encode()
+                writes |= _ending_writes(e, after, decision)
+                results.append(Settled(after, True))
+            if not writes:
+                return results
+            writes |= read.counter_writes(touched)
+            writes[CATALOG_KEY] = read.raw  # unchanged: fails if limits changed meanwhile
+            # A reservation's own revision makes this the only settlement of it; the job's
+            # marker and ledger keys follow it.
+            expected = {k: read.entries[k].revision for k in res_keys if k in writes}
+            if await self._atomic.write(writes, expected | read.expected(writes)):
+                return results
+            await _backoff(attempt)
+        raise AtomicConflictError(f"{len(endings)} settlements still contended after {attempt + 1}")
 
-        keys = [res_key, ledger, disputed, still_open, *use_keys]
-        return await self._atomic.transact(keys, decide)
+    # -- the catalog and counters ----------------------------------------------------------
+
+    async def _state(self, scopes: Sequence[str], extra: Sequence[str]) -> _State:
+        """The catalog, the counters of `scopes` that have limits and the `extra` keys, read
+        together (which counters to read is guessed from the last catalog read; a wrong
+        guess costs one more read)."""
+        guess = self._catalog
+        keys = [CATALOG_KEY, *extra, *(counter_key(s) for s in scopes if guess.limited(s))]
+        entries = await self._atomic.read(keys)
+        found = entries[CATALOG_KEY]
+        if found.value is None and not self._converted:
+            await self._convert()
+            return await self._state(scopes, extra)
+        catalog = Catalog.model_validate_json(found.value) if found.value else Catalog()
+        self._catalog = catalog
+        limited = [s for s in scopes if catalog.limited(s)]
+        missing = [counter_key(s) for s in limited if counter_key(s) not in entries]
+        if missing:
+            entries |= await self._atomic.read(missing)
+        counters = {s: _kept(entries[counter_key(s)]) for s in limited}
+        return _State(
+            catalog=catalog,
+            raw=found.value or Catalog().model_dump_json().encode(),
+            revision=found.revision,
+            counters=counters,
+            revisions={counter_key(s): entries[counter_key(s)].revision for s in limited},
+            entries=entries,
+        )
+
+    async def _convert(self) -> None:
+        """Before the catalog, each limit had its own key (`limit.<scope>.<period>`) and every
+        window its counters (`use.<scope>.<period>.<window>`): the limits move into the
+        catalog with their current windows' counters, once, by whichever process is first.
+        (Processes of the older version must be stopped first: their writes are not guarded
+        by the catalog.)"""
+        self._converted = True
+        old = [LimitRecord.model_validate_json(v) for _, v in await self._atomic.scan("limit.>")]
+        if not old:
+            return
+        now = datetime.now(UTC)
+        catalog = Catalog()
+        slots = {r: Slot(r.scope, r.period, window(r.period, now)) for r in old}
+        used = await self._atomic.read(
+            [usage_key(s) for s in slots.values()]
+            + [counter_key(s) for s in {r.scope for r in old}]
+        )
+        counters: dict[str, Kept] = {}
+        for r in old:
+            entry = LimitEntry(
+                limit_micros=r.limit_micros, soft_micros=r.soft_micros, updated_at=r.updated_at
+            )
+            catalog = catalog.with_entry(r.scope, r.period, entry)
+            slot = slots[r]
+            counters.setdefault(r.scope, {})[r.period] = {
+                slot.window: _usage(used[usage_key(slot)])
+            }
+        writes: dict[str, bytes | None] = {CATALOG_KEY: catalog.model_dump_json().encode()}
+        for scope, kept in counters.items():
+            writes[counter_key(scope)] = Counters(windows=kept).model_dump_json().encode()
+        expected = {k: used[k].revision for k in writes if k in used} | {CATALOG_KEY: 0}
+        for r in old:
+            writes[limit_key(r.scope, r.period)] = None
+        await self._atomic.write(writes, expected)  # lost: another process converted them
+
+    async def _wait_for_pending(self, scopes: tuple[str, ...]) -> None:
+        """Let a pending limit of `scopes` be initialised; finish it if its setter died."""
+        await asyncio.sleep(HOLD_PAUSE)
+        now = datetime.now(UTC)
+        for scope, period, since in self._catalog.pending(scopes):
+            if now - since > PENDING_STALE:
+                await self._activate(scope, period)
+
+    async def _activate(self, scope: str, period: Period) -> None:
+        """Start the counter of a pending limit from the reservations made so far, and make
+        the limit active. Every job of the scope waits while it is pending, so the fold is
+        exact however long it takes; the token (when it became pending) keeps a stale
+        initialisation from landing on a limit set again since."""
+        first = await self._state((scope,), [])
+        entry = first.catalog.entry(scope, period)
+        if entry is None or entry.pending_since is None:
+            return
+        token = entry.pending_since
+        current = window(period, datetime.now(UTC))
+        usage = await self._fold(Slot(scope, period, current))
+        for attempt in range(MAX_ATTEMPTS):
+            read = first if attempt == 0 else await self._state((scope,), [])
+            entry = read.catalog.entry(scope, period)
+            if entry is None or entry.pending_since != token:
+                return
+            read.counters.setdefault(scope, {})[period] = {current: usage}
+            active = entry.model_copy(update={"pending_since": None})
+            catalog = read.catalog.with_entry(scope, period, active)
+            writes = {
+                CATALOG_KEY: catalog.model_dump_json().encode(),
+                **read.counter_writes([scope]),
+            }
+            if await self._atomic.write(writes, read.expected(writes)):
+                self._catalog = catalog
+                return
+            await _backoff(attempt)
+        raise AtomicConflictError(f"the limit of {scope} {period} still contended")
+
+    async def _fold(self, slot: Slot) -> Usage:
+        """A window's usage folded from every reservation made in it (one scan)."""
+        pattern = "res.>" if slot.scope == GLOBAL else f"res.{slot.scope.removeprefix('tenant:')}.*"
+        usage = Usage()
+        for _, value in await self._atomic.scan(pattern):
+            r = ReservationRecord.model_validate_json(value)
+            if r.refused is not None or not r.slots or r.estimate_micros <= 0:
+                continue  # refused, or closed before any reservation: never counted
+            if window(slot.period, r.reserved_at) == slot.window:
+                usage = fold(usage, r.estimate_micros, r.state, r.charged_micros)
+        return usage
 
     # -- reading and configuring -------------------------------------------------------------
 
     async def set_limit(
         self, scope: str, period: Period, limit: Limit | None, at: datetime
     ) -> None:
-        key = limit_key(scope, period)
-        record = limit and LimitRecord(
-            scope=scope, period=period, limit_micros=limit.limit_micros,
-            soft_micros=limit.soft_micros, updated_at=at,
-        )  # fmt: skip
-        await self._atomic.write({key: record.model_dump_json().encode() if record else None}, {})
+        """Set, change or remove (None) a limit. A limit on a window that had none starts
+        pending: its counter is initialised from the reservations made so far (the spend of
+        the month before the limit), then it binds."""
+        for attempt in range(MAX_ATTEMPTS):
+            read = await self._state((scope,), [])
+            current = read.catalog.entry(scope, period)
+            if limit is None:
+                if current is None:
+                    return
+                read.counters.get(scope, {}).pop(period, None)
+                writes = read.counter_writes([scope] if scope in read.counters else [])
+                entry = None
+            else:
+                since = at if current is None else current.pending_since
+                entry = LimitEntry(
+                    limit_micros=limit.limit_micros, soft_micros=limit.soft_micros,
+                    updated_at=at, pending_since=since,
+                )  # fmt: skip
+                writes = {}
+            catalog = read.catalog.with_entry(scope, period, entry)
+            writes[CATALOG_KEY] = catalog.model_dump_json().encode()
+            if await self._atomic.write(writes, read.expected(writes)):
+                self._catalog = catalog
+                break
+            await _backoff(attempt)
+        else:
+            raise AtomicConflictError(f"the limit of {scope} {period} still contended")
+        if limit is not None:
+            await self._activate(scope, period)
 
     async def limits(self) -> list[LimitRecord]:
-        return [LimitRecord.model_validate_json(v) for _, v in await self._atomic.scan("limit.>")]
+        return (await self._state((), [])).catalog.records()
 
     async def usage(self, slot: Slot) -> Usage:
-        key = usage_key(slot)
-        return _usage((await self._atomic.read([key]))[key])
+        """A window's usage: its counters if it has a limit, else folded from its reservations
+        (one scan: the admin API's reads, never an admission's)."""
+        read = await self._state((slot.scope,), [])
+        kept = read.counters.get(slot.scope, {}).get(slot.period, {})
+        if read.catalog.active(slot.scope, slot.period) and slot.window in kept:
+            return kept[slot.window]
+        return await self._fold(slot)
 
     async def reservation(self, tenant: str, job_id: str) -> ReservationRecord | None:
         key = reservation_key(tenant, job_id)
@@ -273,20 +570,90 @@ class KvBudgets:
 
 
 async def _settle_future(
-    decided: asyncio.Future[Reserved | Exceeded], work: Awaitable[list[Reserved | Exceeded]]
-) -> None:
+    decided: asyncio.Future[Decision], work: Awaitable[list[Decision | None]]
+) -> bool:
+    """Decide one claim by `work`; True when it must wait (a limit of its scopes is pending)."""
     try:
         (result,) = await work
     except Exception as exc:  # the waiting handler raises it (redelivered)
         if not decided.done():
             decided.set_exception(exc)
-        return
+        return False
+    if result is None:
+        return True
     if not decided.done():
         decided.set_result(result)
+    return False
 
 
-def _limit(entry: Entry) -> Limit | None:
-    return LimitRecord.model_validate_json(entry.value).limit if entry.value else None
+async def _backoff(attempt: int) -> None:
+    """Lost to a concurrent writer: back off a little, with jitter, so that many contenders on
+    one hot key do not retry in lockstep."""
+    await asyncio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))  # noqa: S311
+
+
+def _counted(state: _State, tenant: str, at: datetime) -> tuple[CountedSlot, ...]:
+    """The limited windows a job of `tenant` admitted `at` counts against, with their usage."""
+    found = []
+    for scope in scopes_of(tenant):
+        for period in PERIODS:
+            limit = state.catalog.active(scope, period)
+            if limit is None:
+                continue
+            current = window(period, at)
+            usage = window_usage(state.counters[scope].get(period, {}), current)
+            if usage is not None:
+                found.append(CountedSlot(Slot(scope, period, current), usage, limit))
+    return tuple(found)
+
+
+def _ending_writes(
+    e: _Ending, after: ReservationRecord, decision: Settlement
+) -> dict[str, bytes | None]:
+    """The job's keys a settlement writes besides its reservation: its `open` marker goes,
+    its dispute marker comes (or goes, when resolved), its ledger entry is written."""
+    writes: dict[str, bytes | None] = {}
+    if e.state == "reserved":
+        writes[open_key(e.tenant, e.job_id)] = None
+    if isinstance(decision, Dispute):
+        writes[dispute_key(e.tenant, e.job_id)] = b"{}"  # listed by disputes() until resolved
+    else:
+        writes[spend_key(e.tenant, e.job_id)] = _entry(after, e.outcome).model_dump_json().encode()
+        if e.state == "disputed":
+            writes[dispute_key(e.tenant, e.job_id)] = None
+    return writes
+
+
+def _move(
+    state: _State,
+    scopes: tuple[str, str],
+    record: ReservationRecord,
+    decision: Settlement,
+    *,
+    resolving: bool,
+) -> set[str]:
+    """Move a job's estimate in the counters that hold it (a limited window that keeps the
+    job's window: it counted the job at admission, or folded it in when its limit was set);
+    returns the scopes whose counters changed."""
+    touched = set()
+    for scope in scopes:
+        for period, kept in state.counters.get(scope, {}).items():
+            job_window = window(period, record.reserved_at)
+            if job_window not in kept or state.catalog.active(scope, period) is None:
+                continue
+            usage, estimate = kept[job_window], record.estimate_micros
+            if resolving and not isinstance(decision, Dispute):
+                kept[job_window] = resolve_usage(usage, estimate, decision)
+            else:
+                kept[job_window] = settle_usage(usage, estimate, decision)
+            touched.add(scope)
+    return touched
+
+
+def _kept(entry: Entry) -> Kept:
+    if not entry.value:
+        return {}
+    return {p: dict(w) for p, w in Counters.model_validate_json(entry.value).windows.items()}
 
 
 def _usage(entry: Entry) -> Usage:

@@ -2,7 +2,8 @@
 
 Pure: no I/O, no clock (times come in as arguments), no logging. Money is integer micro-dollars.
 
-Every window (a scope's day, month or lifetime) keeps counters of estimates that always add up:
+Every window (a scope's day, month or lifetime) that has a limit keeps counters of estimates that
+always add up (a window without one keeps none: its usage is folded from the reservations):
     admitted == reserved + settled + released + disputed
 `settled` is what was charged, `released` the unbilled rest of an estimate. A charge above the
 estimate (the upstream produced more seconds than asked) is added to `admitted` as `overrun`,
@@ -72,8 +73,8 @@ class Slot:
 
 
 def slots_for(tenant: str, at: datetime) -> tuple[Slot, ...]:
-    """Every window a job of `tenant` admitted at `at` counts against (limited or not: the
-    counters run always, so a limit set mid-month knows what the month has spent)."""
+    """Every window a job of `tenant` admitted at `at` counts against (limited or not; only
+    the limited ones keep counters)."""
     return tuple(
         Slot(scope, period, window(period, at)) for scope in scopes_of(tenant) for period in PERIODS
     )
@@ -239,6 +240,47 @@ def _close(usage: Usage, estimate: int, outcome: Settlement) -> Usage:
                 settled=usage.settled + charged,
                 released=usage.released + max(0, estimate - charged),
             )
+
+
+def fold(usage: Usage, estimate: int, state: str, charged: int | None) -> Usage:
+    """`usage` with one more job of `estimate` counted as its reservation stands now (`state`:
+    reserved, charged, released or disputed): what its admission and its settlement added to
+    a counter that ran all along. Folding every reservation of a window rebuilds its counters."""
+    admitted = replace(
+        usage,
+        admitted=usage.admitted + estimate,
+        reserved=usage.reserved + estimate,
+        jobs=usage.jobs + 1,
+    )
+    match state:
+        case "charged":
+            return settle_usage(admitted, estimate, Charge(charged or 0, ""))
+        case "released":
+            return settle_usage(admitted, estimate, Release(""))
+        case "disputed":
+            return settle_usage(admitted, estimate, Dispute(""))
+    return admitted
+
+
+KEPT_WINDOWS = 2
+"""Windows a period's counter keeps: the newest and the one before (jobs admitted just before
+midnight still settle into their own day)."""
+
+
+def window_usage(kept: dict[str, Usage], current: str) -> Usage | None:
+    """The usage of window `current` in a counter that keeps `kept`: a newer window starts
+    at zero (every job of it is counted from its first); a window older than every kept one
+    (a clock far behind) is None: not counted, not checked."""
+    if current in kept:
+        return kept[current]
+    if not kept or current > max(kept):
+        return Usage()
+    return None
+
+
+def newest(kept: dict[str, Usage]) -> dict[str, Usage]:
+    """`kept` without the windows older than the newest KEPT_WINDOWS (window names sort by time)."""
+    return {w: kept[w] for w in sorted(kept)[-KEPT_WINDOWS:]}
 
 
 # -- dollars -------------------------------------------------------------------------------------

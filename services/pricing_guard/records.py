@@ -1,5 +1,6 @@
-"""What pricing_guard keeps in the clipline_budgets bucket: limits, window counters,
-per-job reservations and spend-ledger entries (JSON), and the keys they live under."""
+"""What pricing_guard keeps in the clipline_budgets bucket: the limits (one catalog), window
+counters (one key per limited scope), per-job reservations and spend-ledger entries (JSON), and
+the keys they live under."""
 
 from __future__ import annotations
 
@@ -38,6 +39,76 @@ class LimitRecord(Stored):
     @property
     def limit(self) -> Limit:
         return Limit(self.limit_micros, self.soft_micros)
+
+
+class LimitEntry(Stored):
+    """A limit in the catalog. `pending_since` is set while its counter is being initialised
+    from the reservations already made (a limit set on a window that had none): jobs of its
+    scope wait meanwhile, so none is counted twice or missed."""
+
+    limit_micros: int
+    soft_micros: int | None = None
+    updated_at: datetime
+    pending_since: datetime | None = None
+
+    @property
+    def limit(self) -> Limit:
+        return Limit(self.limit_micros, self.soft_micros)
+
+
+class Catalog(Stored):
+    """Every limit of every scope, in one key: read once per batch of admissions, and written
+    (unchanged) by every batch, so a batch decided under limits that changed meanwhile fails
+    its compare-and-set and is decided again."""
+
+    limits: dict[str, dict[Period, LimitEntry]] = {}
+
+    def entry(self, scope: str, period: Period) -> LimitEntry | None:
+        return self.limits.get(scope, {}).get(period)
+
+    def active(self, scope: str, period: Period) -> Limit | None:
+        entry = self.entry(scope, period)
+        return entry.limit if entry is not None and entry.pending_since is None else None
+
+    def limited(self, scope: str) -> bool:
+        """Has `scope` a counter key (a limit, active or pending, on some period)?"""
+        return bool(self.limits.get(scope))
+
+    def pending(self, scopes: tuple[str, ...]) -> list[tuple[str, Period, datetime]]:
+        return [
+            (scope, period, entry.pending_since)
+            for scope in scopes
+            for period, entry in self.limits.get(scope, {}).items()
+            if entry.pending_since is not None
+        ]
+
+    def with_entry(self, scope: str, period: Period, entry: LimitEntry | None) -> Catalog:
+        limits = {s: dict(periods) for s, periods in self.limits.items()}
+        periods = limits.setdefault(scope, {})
+        if entry is None:
+            periods.pop(period, None)
+        else:
+            periods[period] = entry
+        return Catalog(limits={s: p for s, p in limits.items() if p})
+
+    def records(self) -> list[LimitRecord]:
+        return [
+            LimitRecord(
+                scope=scope,
+                period=period,
+                limit_micros=e.limit_micros,
+                soft_micros=e.soft_micros,
+                updated_at=e.updated_at,
+            )
+            for scope, periods in self.limits.items()
+            for period, e in periods.items()
+        ]
+
+
+class Counters(Stored):
+    """A limited scope's counters: per limited period, the newest windows' usage."""
+
+    windows: dict[Period, dict[str, Usage]] = {}
 
 
 USAGE = TypeAdapter(Usage)
@@ -103,11 +174,22 @@ def scope_key(scope: str) -> str:
     return GLOBAL if scope == GLOBAL else "tenant." + scope.removeprefix("tenant:")
 
 
+CATALOG_KEY = "limits"
+"""The catalog of every limit."""
+
+
+def counter_key(scope: str) -> str:
+    """The counters of a limited scope (all its limited periods in one key)."""
+    return f"count.{scope_key(scope)}"
+
+
 def limit_key(scope: str, period: Period) -> str:
+    """A limit as kept before the catalog (read once, to convert it)."""
     return f"limit.{scope_key(scope)}.{period}"
 
 
 def usage_key(slot: Slot) -> str:
+    """A window's counters as kept before the catalog (every window, limited or not)."""
     return f"use.{scope_key(slot.scope)}.{slot.period}.{slot.window}"
 
 

@@ -481,7 +481,7 @@ async def test_one_bad_claim_in_a_group_fails_alone() -> None:
     store = InMemoryAtomicStore()
     budgets = KvBudgets(store)
     bad, good = new_job_id(), new_job_id()
-    store.values[reservation_key(TENANT, bad)] = b"{not json"  # a corrupt record
+    await store.write({reservation_key(TENANT, bad): b"{not json"}, {})  # a corrupt record
     results = await asyncio.gather(
         budgets.reserve(Claim(TENANT, bad, "sora-2", "1280x720", 4, COST, now())),
         budgets.reserve(Claim(TENANT, good, "sora-2", "1280x720", 4, COST, now())),

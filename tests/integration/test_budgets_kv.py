@@ -132,6 +132,9 @@ async def test_a_writer_killed_between_two_scopes_leaks_nothing(
     provisioned: str, nc: Client, bucket: str, admin_creds: str
 ) -> None:
     tenant, job_id = f"t{uuid.uuid4().hex[:8]}", f"job_{uuid.uuid4().hex}"
+    budgets = KvBudgets(atomic(nc, bucket))
+    for scope in ("global", f"tenant:{tenant}"):  # counters of both scopes in the batch
+        await budgets.set_limit(scope, "daily", Limit(100 * COST), datetime.now(UTC))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.integration.partial_reserver", provisioned, admin_creds,
         bucket, tenant, job_id, str(COST), stdout=asyncio.subprocess.PIPE,
@@ -143,7 +146,6 @@ async def test_a_writer_killed_between_two_scopes_leaks_nothing(
     finally:
         proc.kill()  # SIGKILL half-way through the batch: no commit ever comes
         await proc.wait()
-    budgets = KvBudgets(atomic(nc, bucket))
     assert await budgets.reservation(tenant, job_id) is None
     for scope in ("global", f"tenant:{tenant}"):
         assert (await budgets.usage(today(scope))).admitted == 0
@@ -166,3 +168,39 @@ async def test_a_stream_without_atomic_publish_is_refused_loudly(nc: Client) -> 
     store = atomic(nc, name)
     with pytest.raises(AtomicWriteError, match="atomic"):
         await store.write({"a": b"1", "b": b"1"}, {"a": 0, "b": 0})
+
+
+async def test_a_limit_set_while_replicas_admit_counts_every_job_exactly(
+    clients: list[Client], bucket: str
+) -> None:
+    """Three replicas admit jobs of a tenant without a limit; meanwhile an admin sets a monthly
+    limit of 25 jobs. The jobs admitted before it are folded into its counter, the ones
+    decided around it wait or are decided again: exactly 25 are admitted, and the counter is
+    what the reservations add up to."""
+    tenant, fits = f"t{uuid.uuid4().hex[:8]}", 25
+    replicas = [KvBudgets(atomic(c, bucket)) for c in clients[:3]]
+    admin = KvBudgets(atomic(clients[3], bucket))
+    admitted: list[str] = []
+    some_in = asyncio.Event()
+
+    async def producer(budgets: KvBudgets, n: int) -> int:
+        for _ in range(n):
+            c = claim(tenant)
+            if isinstance(await budgets.reserve(c), Reserved):
+                admitted.append(c.job_id)
+                if len(admitted) >= 6:
+                    some_in.set()
+        return n
+
+    runs = [asyncio.create_task(producer(r, 30)) for r in replicas]
+    await asyncio.wait_for(some_in.wait(), 30)
+    now = datetime.now(UTC)
+    await admin.set_limit(f"tenant:{tenant}", "monthly", Limit(fits * COST), now)
+    await asyncio.wait_for(asyncio.gather(*runs), 120)
+    assert len(admitted) == fits
+    month = Slot(f"tenant:{tenant}", "monthly", window("monthly", now))
+    counter = await admin.usage(month)
+    await admin.set_limit(f"tenant:{tenant}", "monthly", None, now)
+    folded = await admin.usage(month)  # no limit: folded from the reservations
+    assert counter == folded
+    assert (counter.reserved, counter.jobs) == (fits * COST, fits)

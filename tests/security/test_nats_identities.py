@@ -271,7 +271,7 @@ async def test_a_service_publishes_only_what_it_emits_and_reads_only_its_buckets
         for subject in (
             "clipline.job.admitted.v1.acme." + job,
             request_subject("acme"),
-            f"$KV.{BUDGETS_BUCKET}.limit.global.daily",
+            f"$KV.{BUDGETS_BUCKET}.limits",  # the catalog of every limit
             f"$JS.ACK.{JOBS_STREAM_NAME}.submitter--job-admitted-v1.1.1.1.1.1",
         ):
             await client.publish(subject, b"{}")

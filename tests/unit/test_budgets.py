@@ -21,6 +21,8 @@ from services.pricing_guard.budgets import (
     Settlement,
     Slot,
     Usage,
+    fold,
+    newest,
     parse_scope,
     parse_usd,
     reserve,
@@ -29,6 +31,7 @@ from services.pricing_guard.budgets import (
     slots_for,
     usd,
     window,
+    window_usage,
 )
 from services.pricing_guard.domain import Ending, bill
 
@@ -156,6 +159,48 @@ def test_admitted_always_equals_reserved_settled_released_disputed(
         assert usage.balanced, usage
         assert min(usage.reserved, usage.settled, usage.released, usage.disputed) >= 0
     assert usage.reserved == sum(held)
+
+
+@given(ops)
+def test_folding_each_reservation_as_it_stands_equals_the_counter_that_ran_all_along(
+    steps: list[tuple[int, Settlement, bool]],
+) -> None:
+    """What a limit set mid-window starts from: the reservations folded by their state now
+    are the counters admission and settlement would have kept (soft crossings aside)."""
+    counter = Usage()
+    jobs: list[tuple[int, str, int | None]] = []  # estimate, state now, charged
+    for amount, outcome, settle_one in steps:
+        decision = reserve((Counted(SLOT, counter, None),), amount)
+        assert isinstance(decision, Reserve)
+        counter = decision.usages[0]
+        jobs.append((amount, "reserved", None))
+        still_open = [i for i, job in enumerate(jobs) if job[1] == "reserved"]
+        if settle_one and still_open:
+            estimate = jobs[still_open[0]][0]
+            counter = settle_usage(counter, estimate, outcome)
+            match outcome:
+                case Charge(amount_micros=charged):
+                    jobs[still_open[0]] = (estimate, "charged", charged)
+                case Release():
+                    jobs[still_open[0]] = (estimate, "released", 0)
+                case Dispute():
+                    jobs[still_open[0]] = (estimate, "disputed", None)
+    folded = Usage()
+    for job in jobs:
+        folded = fold(folded, *job)
+    assert folded == counter
+
+
+def test_a_counter_keeps_the_newest_windows_and_counts_no_older_one() -> None:
+    kept = {"2026-12-06": Usage(jobs=1), "2026-12-07": Usage(jobs=2)}
+    assert window_usage(kept, "2026-12-07") == Usage(jobs=2)
+    assert window_usage(kept, "2026-12-08") == Usage()  # a new day starts at zero
+    assert window_usage(kept, "2026-12-05") is None  # older than kept: not counted
+    assert window_usage({}, "2026-12-05") == Usage()
+    assert newest({**kept, "2026-12-08": Usage()}) == {
+        "2026-12-07": Usage(jobs=2),
+        "2026-12-08": Usage(),
+    }
 
 
 @given(

@@ -1,0 +1,408 @@
+"""What budgets cost per job on the budgets bucket (reads, writes and scans, counted on the
+in-memory AtomicStore): constant as windows and scopes are added, nothing for windows without a
+limit, one write per touched counter per batch; and a limit set mid-month counts the month's
+earlier spend, exactly, even against admissions decided concurrently under the old view."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import pytest
+
+from services.pricing_guard.adapters import KvBudgets
+from services.pricing_guard.budgets import (
+    PERIODS,
+    Charge,
+    Exceeded,
+    Limit,
+    Period,
+    Release,
+    Slot,
+    Usage,
+    slots_for,
+    window,
+)
+from services.pricing_guard.ports import Claim, Reserved
+from services.pricing_guard.records import (
+    CATALOG_KEY,
+    LimitRecord,
+    ReservationRecord,
+    counter_key,
+    limit_key,
+    reservation_key,
+    usage_key,
+)
+from shared.kvatomic import Decide, Entry
+from tests.fakes import InMemoryAtomicStore
+
+T = TypeVar("T")
+COST = 400_000
+TENANT = "acme"
+BIG = Limit(10**12)
+
+
+@dataclass
+class Counting:
+    """An AtomicStore that counts the keys read, written and the scans made, and can run a
+    hook just before a write (to let another writer in between a read and a write)."""
+
+    inner: InMemoryAtomicStore = field(default_factory=InMemoryAtomicStore)
+    read_keys: list[str] = field(default_factory=list)
+    written_keys: list[str] = field(default_factory=list)
+    scans: int = 0
+    before_write: Callable[[Mapping[str, bytes | None]], Awaitable[None]] | None = None
+    after_scan: Callable[[], Awaitable[None]] | None = None
+    yields: bool = False
+    catalog_reads: int = 0
+    moved: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when it read the catalog twice or wrote something."""
+
+    def reset(self) -> None:
+        self.read_keys, self.written_keys, self.scans = [], [], 0
+
+    async def read(self, keys: Sequence[str]) -> dict[str, Entry]:
+        self.read_keys += keys
+        self.catalog_reads += CATALOG_KEY in keys
+        if self.catalog_reads >= 2:
+            self.moved.set()
+        if self.yields:
+            await asyncio.sleep(0)
+        return await self.inner.read(keys)
+
+    async def transact(self, keys: Sequence[str], decide: Decide[T]) -> T:
+        raise AssertionError("budgets make their own compare-and-set")
+
+    async def write(self, writes: Mapping[str, bytes | None], expected: Mapping[str, int]) -> bool:
+        if self.before_write is not None:
+            await self.before_write(writes)
+        if self.yields:
+            await asyncio.sleep(0)
+        self.written_keys += writes
+        done = await self.inner.write(writes, expected)
+        self.moved.set()
+        return done
+
+    async def scan(self, pattern: str) -> list[tuple[str, bytes]]:
+        self.scans += 1
+        found = await self.inner.scan(pattern)
+        if self.yields:  # others go on while the scan's answer travels
+            await asyncio.sleep(0)
+        if self.after_scan is not None:
+            await self.after_scan()
+        return found
+
+
+def claim(tenant: str = TENANT, at: datetime | None = None) -> Claim:
+    job_id = f"job_{uuid.uuid4().hex}"
+    return Claim(tenant, job_id, "sora-2", "1280x720", 4, COST, at or datetime.now(UTC))
+
+
+async def limit_all(budgets: KvBudgets, scopes: Sequence[str], periods: Sequence[Period]) -> None:
+    for scope in scopes:
+        for period in periods:
+            await budgets.set_limit(scope, period, BIG, datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class Cost:
+    reads: int
+    writes: int
+    scans: int
+    keys: frozenset[str]
+
+
+async def cost_of(store: Counting, work: Awaitable[object]) -> Cost:
+    store.reset()
+    await work
+    keys = frozenset(store.read_keys) | frozenset(store.written_keys)
+    return Cost(len(store.read_keys), len(store.written_keys), store.scans, keys)
+
+
+def kinds(keys: frozenset[str]) -> set[str]:
+    """Keys by kind: a job's own keys by prefix, shared keys by name."""
+    return {k.split(".")[0] if k.split(".")[0] in ("res", "open", "spend") else k for k in keys}
+
+
+LAYOUTS: dict[str, Callable[[KvBudgets], Awaitable[None]]] = {
+    "no limit anywhere": lambda b: limit_all(b, [], []),
+    "one period of the tenant": lambda b: limit_all(b, [f"tenant:{TENANT}"], ["daily"]),
+    "one period of each scope": lambda b: limit_all(b, ["global", f"tenant:{TENANT}"], ["daily"]),
+    "every period of each scope, and 50 more tenants": lambda b: limit_all(
+        b, ["global", f"tenant:{TENANT}", *(f"tenant:t{i}" for i in range(50))], PERIODS
+    ),
+}
+
+
+async def admission_and_settlement_costs(layout: str) -> tuple[Cost, Cost]:
+    store = Counting()
+    budgets = KvBudgets(store)
+    await LAYOUTS[layout](budgets)
+    await budgets.reserve(claim())  # the first reads the catalog: later ones know what to read
+    first = claim()
+    admission = await cost_of(store, budgets.reserve(first))
+    bill = Charge(COST, "produced")
+    settlement = await cost_of(
+        store, budgets.settle(TENANT, first.job_id, lambda _: bill, "completed", datetime.now(UTC))
+    )
+    return admission, settlement
+
+
+async def test_admission_and_settlement_cost_the_same_however_many_windows_and_scopes() -> None:
+    costs = {layout: await admission_and_settlement_costs(layout) for layout in LAYOUTS}
+    for layout, (admission, settlement) in costs.items():
+        print(f"{layout:50} admission {admission}  settlement {settlement}")
+        assert admission.scans == settlement.scans == 0
+        # the catalog and at most one counter key per scope; the job's reservation and marker
+        assert admission.reads <= 3, layout
+        assert admission.writes <= 5, layout
+        assert settlement.reads <= 4, layout
+        assert settlement.writes <= 6, layout
+        assert not any(k.startswith("count.tenant.t") for k in admission.keys | settlement.keys)
+    one_each = costs["one period of each scope"]
+    every = costs["every period of each scope, and 50 more tenants"]
+    assert [(c.reads, c.writes) for c in every] == [(c.reads, c.writes) for c in one_each]
+    assert {kinds(c.keys) == kinds(d.keys) for c, d in zip(every, one_each, strict=True)} == {True}
+
+
+async def test_windows_without_a_limit_cost_nothing_at_admission() -> None:
+    admission, settlement = await admission_and_settlement_costs("no limit anywhere")
+    assert kinds(admission.keys) == {CATALOG_KEY, "res", "open"}
+    assert (admission.reads, admission.writes) == (1, 3)  # the catalog; res, open, catalog
+    assert kinds(settlement.keys) == {CATALOG_KEY, "res", "open", "spend"}
+    tenant_only, _ = await admission_and_settlement_costs("one period of the tenant")
+    assert kinds(tenant_only.keys) == {CATALOG_KEY, "res", "open", counter_key(f"tenant:{TENANT}")}
+
+
+async def test_a_batch_writes_each_touched_counter_once() -> None:
+    store = Counting()
+    budgets = KvBudgets(store)
+    await limit_all(budgets, ["global", f"tenant:{TENANT}"], PERIODS)
+    await budgets.reserve(claim())
+    store.reset()
+    claims = [claim() for _ in range(20)]
+    results = await asyncio.gather(*(budgets.reserve(c) for c in claims))
+    assert all(isinstance(r, Reserved) and r.fresh for r in results)
+    assert sorted(store.read_keys) == sorted(
+        [CATALOG_KEY, counter_key("global"), counter_key(f"tenant:{TENANT}")]
+    )
+    assert len(store.written_keys) == 2 * 20 + 3  # res and open per job; catalog, 2 counters
+    daily = await budgets.usage(Slot("global", "daily", window("daily", datetime.now(UTC))))
+    assert (daily.reserved, daily.jobs) == (21 * COST, 21)
+
+
+async def test_settlements_at_the_same_moment_are_written_in_one_batch() -> None:
+    store = Counting()
+    budgets = KvBudgets(store)
+    await limit_all(budgets, ["global", f"tenant:{TENANT}"], PERIODS)
+    claims = [claim() for _ in range(20)]
+    await asyncio.gather(*(budgets.reserve(c) for c in claims))
+    store.reset()
+    bill = Charge(COST // 2, "2 s")
+    settled = await asyncio.gather(
+        *(budgets.settle(TENANT, c.job_id, lambda _: bill, "completed", c.at) for c in claims)
+    )
+    assert all(s is not None and s.fresh for s in settled)
+    assert store.written_keys.count(CATALOG_KEY) == 1
+    assert store.written_keys.count(counter_key("global")) == 1
+    assert len(store.written_keys) == 3 * 20 + 3  # res, open, spend per job; catalog, counters
+    daily = await budgets.usage(Slot("global", "daily", window("daily", datetime.now(UTC))))
+    assert (daily.reserved, daily.settled, daily.released) == (0, 10 * COST, 10 * COST)
+
+
+# -- a limit set on a window that had none ----------------------------------------------------
+
+
+def month(scope: str = f"tenant:{TENANT}") -> Slot:
+    return Slot(scope, "monthly", window("monthly", datetime.now(UTC)))
+
+
+async def test_a_limit_set_mid_month_counts_what_the_month_spent_before_it() -> None:
+    budgets = KvBudgets(InMemoryAtomicStore())
+    jobs = [claim() for _ in range(4)]
+    for c in jobs:
+        assert isinstance(await budgets.reserve(c), Reserved)
+    now = datetime.now(UTC)
+    await budgets.settle(TENANT, jobs[0].job_id, lambda _: Charge(300_000, "3 s"), "completed", now)
+    await budgets.settle(TENANT, jobs[1].job_id, lambda _: Release("not sent"), "failed", now)
+    await budgets.settle(TENANT, jobs[2].job_id, lambda _: Charge(COST, "4 s"), "completed", now)
+    # spent $0.30 + $0.40, $0.40 still reserved: $1.10 used before any limit existed
+    before = Usage(admitted=4 * COST, reserved=COST, settled=700_000, released=500_000, jobs=4)
+    assert await budgets.usage(month()) == before  # folded from the reservations
+    assert sum(e.amount_micros for e in await budgets.spend(TENANT)) == 700_000
+
+    await budgets.set_limit(f"tenant:{TENANT}", "monthly", Limit(1_100_000 + COST), now)
+    assert await budgets.usage(month()) == before  # now the counter, started from the fold
+    assert isinstance(await budgets.reserve(claim()), Reserved)  # $1.50 of $1.50
+    over = await budgets.reserve(claim())
+    assert isinstance(over, Exceeded)
+    assert over.left_micros == 0
+    # settling a job reserved before the limit moves the counter it was folded into
+    await budgets.settle(TENANT, jobs[3].job_id, lambda _: Release("x"), "failed", now)
+    assert (await budgets.usage(month())).used == 1_100_000
+    assert isinstance(await budgets.reserve(claim()), Reserved)
+
+
+async def test_an_admission_decided_before_a_limit_is_set_is_counted_by_it() -> None:
+    """The race: a batch reads 'no limit', a limit is set (its counter folded) before the batch
+    writes; the batch must not land uncounted. Its compare-and-set fails (the catalog moved)
+    and it is decided again under the limit."""
+    shared = InMemoryAtomicStore()
+    racer = Counting(shared)
+    replica, admin = KvBudgets(racer), KvBudgets(shared)
+    for _ in range(3):
+        await admin.reserve(claim())
+    fired = asyncio.Event()
+
+    async def set_the_limit_first(writes: Mapping[str, bytes | None]) -> None:
+        if not fired.is_set() and any(k.startswith("res.") for k in writes):
+            fired.set()
+            await admin.set_limit(f"tenant:{TENANT}", "monthly", Limit(4 * COST), datetime.now(UTC))
+
+    racer.before_write = set_the_limit_first
+    assert isinstance(await replica.reserve(claim()), Reserved)
+    assert fired.is_set()
+    counted = await admin.usage(month())
+    assert (counted.reserved, counted.jobs) == (4 * COST, 4)  # the racer's job counted
+    assert isinstance(await replica.reserve(claim()), Exceeded)  # and the limit is full
+
+
+async def test_jobs_of_a_scope_wait_while_its_new_limit_is_folded() -> None:
+    """A job admitted while a new limit's counter is being folded from the reservations (the
+    fold has read them, its counter is not written yet) waits, then is counted by it: it
+    neither slips in uncounted nor is counted twice."""
+    shared = InMemoryAtomicStore()
+    admin_store, replica_store = Counting(shared), Counting(shared)
+    admin, replica = KvBudgets(admin_store), KvBudgets(replica_store)
+    for _ in range(3):
+        await admin.reserve(claim())
+    await replica.reserve(claim())  # the replica has read the catalog (no limit) before
+    replica_store.catalog_reads = 0
+    replica_store.moved.clear()
+    racing: list[asyncio.Task[object]] = []
+
+    async def admit_during_the_fold() -> None:
+        racing.append(asyncio.create_task(replica.reserve(claim())))
+        await asyncio.wait_for(replica_store.moved.wait(), 10)  # it wrote, or looked twice
+
+    admin_store.after_scan = admit_during_the_fold
+    await admin.set_limit(f"tenant:{TENANT}", "monthly", Limit(6 * COST), datetime.now(UTC))
+    assert isinstance(await asyncio.wait_for(racing[0], 10), Reserved)
+    counted = await admin.usage(month())
+    assert (counted.reserved, counted.jobs) == (5 * COST, 5)
+    assert isinstance(await replica.reserve(claim()), Reserved)
+    assert isinstance(await replica.reserve(claim()), Exceeded)
+
+
+async def test_a_settlement_during_the_fold_waits_and_moves_the_new_counter() -> None:
+    shared = InMemoryAtomicStore()
+    admin_store, replica_store = Counting(shared), Counting(shared)
+    admin, replica = KvBudgets(admin_store), KvBudgets(replica_store)
+    jobs = [claim() for _ in range(3)]
+    for c in jobs:
+        await replica.reserve(c)
+    replica_store.catalog_reads = 0
+    replica_store.moved.clear()
+    racing: list[asyncio.Task[object]] = []
+    charge = Charge(100_000, "1 s")
+
+    async def settle_during_the_fold() -> None:
+        racing.append(
+            asyncio.create_task(
+                replica.settle(TENANT, jobs[0].job_id, lambda _: charge, "completed", jobs[0].at)
+            )
+        )
+        await asyncio.wait_for(replica_store.moved.wait(), 10)
+
+    admin_store.after_scan = settle_during_the_fold
+    await admin.set_limit(f"tenant:{TENANT}", "monthly", Limit(10 * COST), datetime.now(UTC))
+    await asyncio.wait_for(racing[0], 10)
+    counted = await admin.usage(month())
+    assert counted == Usage(
+        admitted=3 * COST, reserved=2 * COST, settled=100_000, released=COST - 100_000, jobs=3
+    )
+
+
+@pytest.mark.parametrize("scope", [f"tenant:{TENANT}", "global"])
+async def test_replicas_admitting_while_a_limit_is_set_admit_exactly_what_fits(scope: str) -> None:
+    """Two replicas admit jobs one at a time (their reads and writes interleaved) while an
+    admin sets a monthly limit of 30 jobs: exactly 30 are admitted in all, the counter equals
+    the fold of the reservations, and another tenant's jobs pass when the limit is its own."""
+    store = Counting(yields=True)
+    replicas = [KvBudgets(store), KvBudgets(store)]
+    admin = KvBudgets(store)
+    admitted: list[Claim] = []  # the tenant's, in order
+    some_in = asyncio.Event()
+
+    async def producer(budgets: KvBudgets, tenant: str, n: int) -> list[bool]:
+        results = []
+        for _ in range(n):
+            c = claim(tenant)
+            ok = isinstance(await budgets.reserve(c), Reserved)
+            results.append(ok)
+            if ok and tenant == TENANT:
+                admitted.append(c)
+                if len(admitted) >= 8:
+                    some_in.set()
+        return results
+
+    runs = [
+        asyncio.create_task(producer(replicas[0], TENANT, 30)),
+        asyncio.create_task(producer(replicas[1], TENANT, 30)),
+        asyncio.create_task(producer(replicas[1], "other", 10)),
+    ]
+    await asyncio.wait_for(some_in.wait(), 10)
+    await admin.set_limit(scope, "monthly", Limit(30 * COST), datetime.now(UTC))
+    *mine, others = await asyncio.wait_for(asyncio.gather(*runs), 30)
+    total = sum(mine[0]) + sum(mine[1]) + (sum(others) if scope == "global" else 0)
+    assert total == 30
+    if scope != "global":
+        assert all(others)
+    counter = await admin.usage(month(scope))
+    store.inner.values.pop(CATALOG_KEY)  # without the catalog, usage() folds the reservations
+    folded = await KvBudgets(store.inner).usage(month(scope))
+    assert counter == folded
+    assert (counter.reserved, counter.jobs) == (30 * COST, 30)
+
+
+# -- a deployment with the keys of before -------------------------------------------------------
+
+
+async def test_limits_and_counters_of_the_old_layout_are_converted_once() -> None:
+    store = InMemoryAtomicStore()
+    now = datetime.now(UTC)
+    daily = Slot(f"tenant:{TENANT}", "daily", window("daily", now))
+    old_limit = LimitRecord(
+        scope=daily.scope, period="daily", limit_micros=3 * COST, updated_at=now
+    )
+    old_usage = Usage(admitted=2 * COST, reserved=2 * COST, jobs=2)
+    await store.write(
+        {
+            limit_key(daily.scope, "daily"): old_limit.model_dump_json().encode(),
+            usage_key(
+                daily
+            ): f'{{"admitted": {2 * COST}, "reserved": {2 * COST}, "jobs": 2}}'.encode(),
+        },
+        {},
+    )
+    open_before = ReservationRecord(
+        tenant=TENANT, job_id="job_old", model="sora-2", size="1280x720", seconds=4,
+        estimate_micros=COST, slots=list(slots_for(TENANT, now)), reserved_at=now,
+    )  # fmt: skip
+    await store.write(
+        {reservation_key(TENANT, "job_old"): open_before.model_dump_json().encode()}, {}
+    )
+    budgets = KvBudgets(store)
+    assert [r.limit_micros for r in await budgets.limits()] == [3 * COST]
+    assert await budgets.usage(daily) == old_usage
+    assert store.values[limit_key(daily.scope, "daily")] is None  # moved into the catalog
+    assert isinstance(await budgets.reserve(claim(at=now)), Reserved)  # $1.20 of $1.20
+    assert isinstance(await budgets.reserve(claim(at=now)), Exceeded)
+    # a job reserved before the upgrade settles into the converted counter
+    await budgets.settle(TENANT, "job_old", lambda _: Release("x"), "failed", now)
+    assert (await budgets.usage(daily)).used == 2 * COST
+    assert isinstance(await budgets.reserve(claim(at=now)), Reserved)
