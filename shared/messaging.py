@@ -40,7 +40,7 @@ from shared.contracts.jobs import JobRecordV1
 from shared.contracts.lifecycle import count_error
 from shared.identities import SERVICES
 from shared.jobstore import JobStore, StoreConflictError
-from shared.logs import job_context
+from shared.logs import job_context, note_wait
 from shared.outcomes import Emit, end_job
 from shared.streams import JOBS, JOBS_STREAM_NAME, MAX_PAYLOAD_BYTES
 
@@ -394,6 +394,7 @@ async def _decide(
         "%s: error %d on %s (%s: %s); retry in %.1fs",
         delivery.service, attempt, shown(subject), type(exc).__name__, exc, delay,
     )  # fmt: skip
+    note_wait("error_backoff", delay)
     return NackMessage(delay=delay)
 
 

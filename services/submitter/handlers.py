@@ -56,6 +56,7 @@ from shared.contracts.lifecycle import (
 from shared.contracts.stage import screen
 from shared.inputs import InputMissingError, InputStore
 from shared.jobstore import JobStore, StoreConflictError, advance
+from shared.logs import note_wait
 from shared.messaging import Context, periodically
 from shared.outcomes import cancel_job, end_job, screened
 from shared.provider import (
@@ -104,6 +105,7 @@ async def on_job_admitted(event: JobAdmittedV1, deps: SubmitterDeps) -> None:
             await deps.emit(submitted(record, upstream_id))
         case InFlight(retry_in=retry_in):
             # A live attempt elsewhere (a duplicate delivery): waiting spends no budget.
+            note_wait("in_flight", retry_in + 0.5)
             raise NackMessage(delay=retry_in + 0.5)
         case Expired(detail=detail):
             await end(deps, record, "submit_timeout", detail, how="time_out")
@@ -135,10 +137,15 @@ async def reconcile_then_submit(deps: Deps, record: JobRecordV1, *, answer_lost:
     spec = record.spec
     first = record.history.get(JobStatus.SUBMITTING.value) or record.last_attempt_at
     since = first.timestamp() if first else 0.0
+    began = time.monotonic()
     try:
         listed = await deps.provider.recent(since=int(since - CLOCK_SLACK_SECONDS))
     except ProviderRateLimited as exc:  # waiting for capacity is not an error
-        raise NackMessage(delay=rate_limit_delay(exc.retry_after_seconds)) from exc
+        delay = rate_limit_delay(exc.retry_after_seconds)
+        note_wait("list_429", delay, exc.retry_after_seconds)
+        raise NackMessage(delay=delay) from exc
+    finally:
+        note_wait("reconcile_list", time.monotonic() - began)
     videos = [Candidate(v.id, v.model, v.size, v.seconds, v.prompt, v.created_at) for v in listed]
     want = Wanted(spec.model, spec.size, spec.seconds, spec.prompt)
     candidates = matching(want, since, videos)
@@ -169,15 +176,20 @@ async def submit(deps: Deps, job: JobRecordV1, seen: int) -> None:
     try:
         slot = await deps.rates.acquire(spec.model, job.job_id, spec.priority, RATE_SLOT_LEASE)
     except StoreConflictError as exc:  # the shared rate is very busy: waiting, not an error
-        raise NackMessage(delay=random.uniform(0.5, 2.0)) from exc  # noqa: S311
+        delay = random.uniform(0.5, 2.0)  # noqa: S311
+        note_wait("rate_conflict", delay)
+        raise NackMessage(delay=delay) from exc
     if isinstance(slot, Wait):
         # No slot near: the job waits in the stream (no error, no budget spent).
+        note_wait("rate_wait", slot.seconds)
         raise NackMessage(delay=slot.seconds)
     try:
         # A slot reserved for this job a few seconds ahead: keep the message (heartbeats run)
         # and go at its moment. A timer, not synchronisation.
+        note_wait("slot_sleep", max(0.0, slot.at - time.time()))
         await asyncio.sleep(max(0.0, slot.at - time.time()))
         if not await claim_attempt(deps.jobs, job, seen):
+            note_wait("claim_lost", ATTEMPT_LEASE_SECONDS)
             raise NackMessage(delay=ATTEMPT_LEASE_SECONDS)  # claimed elsewhere, or moved on
         video = await create(deps, job, image, seen + 1)
     finally:
@@ -213,7 +225,9 @@ async def create(
                 await ended_attempt(deps, job, attempt, CreateOutcome.REFUSED)
         except Exception:  # the lease runs out, and the next delivery reconciles instead
             log.warning("submitter: could not put %s back in line", job.job_id, exc_info=True)
-        raise NackMessage(delay=rate_limit_delay(exc.retry_after_seconds)) from exc
+        delay = rate_limit_delay(exc.retry_after_seconds)
+        note_wait("create_429", delay, exc.retry_after_seconds)
+        raise NackMessage(delay=delay) from exc
     except (ProviderRejected, ProviderNotFound) as exc:
         # Refused for good (400/401/403/404/422, moderation, a retired model): never retried.
         if await cancelled_instead(deps, job, attempt, CreateOutcome.REFUSED):
