@@ -110,9 +110,10 @@ def job_named(subject: str) -> _Job | Unrecordable:
     return _Job(job_id, tenant)
 
 
-def retry_delay(attempt: int) -> float:
-    """Exponential backoff for a failed delivery `attempt` (1-based), capped."""
-    return float(min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1)))
+def retry_delay(attempt: int, cap: float = RETRY_CAP_SECONDS) -> float:
+    """Exponential backoff for a failed delivery `attempt` (1-based), capped at `cap` (the
+    consumer's: RETRY_CAP_SECONDS unless it says less)."""
+    return float(min(cap, RETRY_BASE_SECONDS * 2 ** max(0, min(attempt - 1, 64))))
 
 
 def decode_event(model: type[E], body: bytes) -> E:
@@ -193,6 +194,7 @@ class Consumer:
     max_errors: int
     ack_wait: float
     names_jobs: bool = True
+    retry_cap: float = RETRY_CAP_SECONDS
 
 
 @dataclass
@@ -282,6 +284,7 @@ class ServiceRouter(NatsRouter):
         ack_wait: float = DEFAULT_ACK_WAIT_SECONDS,
         max_workers: int = 8,
         max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
+        retry_cap: float = RETRY_CAP_SECONDS,
     ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
         """Subscribe to every `event` of every tenant through one shared durable consumer; the
         payload is decoded (or judged poison) by the event's contract before the handler runs."""
@@ -290,6 +293,7 @@ class ServiceRouter(NatsRouter):
             event.durable(self.service),
             max_errors=max_errors,
             ack_wait=ack_wait,
+            retry_cap=retry_cap,
             max_workers=max_workers,
             max_ack_pending=max_ack_pending,
             decoder=event_decoder(event),
@@ -308,9 +312,12 @@ class ServiceRouter(NatsRouter):
         decoder: Callable[[NatsMessage], Any] | None = None,
         title: str | None = None,
         stream: JStream = JOBS,
+        retry_cap: float = RETRY_CAP_SECONDS,
     ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
         """`max_errors` bounds handler errors per job; deliveries themselves are unlimited, so
         JetStream never drops a message on its own (waits such as 429s or polls are not errors).
+        An error is retried after `retry_delay`, doubling from RETRY_BASE_SECONDS up to
+        `retry_cap`.
 
         `max_ack_pending` bounds the messages delivered and not yet acked, and a message waiting
         out a delayed nak (a durable timer: a poll, a rate-limit wait) counts: it is how many
@@ -323,7 +330,7 @@ class ServiceRouter(NatsRouter):
         handler is idempotent, and the submitter's attempt lease keeps that from becoming a
         second upstream create."""
         names_jobs = parse_event_subject(subject) is not None
-        self.consumers[durable] = Consumer(durable, max_errors, ack_wait, names_jobs)
+        self.consumers[durable] = Consumer(durable, max_errors, ack_wait, names_jobs, retry_cap)
         return self.subscriber(
             subject,
             stream=stream,
@@ -389,7 +396,7 @@ async def _decide(
             "%s: gave up on %s after %d errors: %r", delivery.service, shown(subject), attempt, exc
         )
         return RejectMessage()
-    delay = retry_delay(attempt)
+    delay = retry_delay(attempt, consumer.retry_cap if consumer else RETRY_CAP_SECONDS)
     log.warning(
         "%s: error %d on %s (%s: %s); retry in %.1fs",
         delivery.service, attempt, shown(subject), type(exc).__name__, exc, delay,
