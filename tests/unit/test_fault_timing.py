@@ -19,9 +19,7 @@ from services.submitter.domain import CREATE_RETRY_CAP_SECONDS
 from shared.contracts import JobAdmittedV1
 from shared.messaging import RETRY_BASE_SECONDS, RETRY_CAP_SECONDS, retry_delay
 
-POLICY = PollPolicy(
-    default_delay=5.0, min_delay=0.2, max_delay=30.0, deadline=3600.0, look_tries=3
-)
+POLICY = PollPolicy(default_delay=5.0, min_delay=0.2, max_delay=30.0, deadline=3600.0, look_tries=3)
 
 
 def test_the_delivery_backoff_doubles_up_to_the_consumers_cap() -> None:
