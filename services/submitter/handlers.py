@@ -134,16 +134,33 @@ async def on_job_cancel_requested(event: JobCancelRequestedV1, deps: SubmitterDe
 
 async def reconcile_then_submit(deps: Deps, record: JobRecordV1, *, answer_lost: bool) -> None:
     """Before creating again, look for the earlier attempt's video upstream and adopt it."""
+    try:
+        verdict, listed = await upstream_match(deps, record, answer_lost=answer_lost)
+    except ProviderRateLimited as exc:  # waiting for capacity is not an error
+        delay = rate_limit_delay(exc.retry_after_seconds)
+        note_wait("list_429", delay, exc.retry_after_seconds)
+        raise NackMessage(delay=delay) from exc
+    match verdict:
+        case Adopt(upstream_id=upstream_id):
+            log.info("submitter: job %s adopts upstream %s", record.job_id, upstream_id)
+            created = next((v.created_at for v in listed if v.id == upstream_id), None)
+            await recorded(deps, record, upstream_id, created)
+        case NoMatch():
+            await submit(deps, record, record.submit_attempts)
+        case Ambiguous(detail=detail):
+            await end(deps, record, "create_ambiguous", detail)
+
+
+async def upstream_match(
+    deps: Deps, record: JobRecordV1, *, answer_lost: bool
+) -> tuple[Adopt | NoMatch | Ambiguous, list[UpstreamVideo]]:
+    """Which of the upstream's recent videos, if any, is the job's earlier create; and them."""
     spec = record.spec
     first = record.history.get(JobStatus.SUBMITTING.value) or record.last_attempt_at
     since = first.timestamp() if first else 0.0
     began = time.monotonic()
     try:
         listed = await deps.provider.recent(since=int(since - CLOCK_SLACK_SECONDS))
-    except ProviderRateLimited as exc:  # waiting for capacity is not an error
-        delay = rate_limit_delay(exc.retry_after_seconds)
-        note_wait("list_429", delay, exc.retry_after_seconds)
-        raise NackMessage(delay=delay) from exc
     finally:
         note_wait("reconcile_list", time.monotonic() - began)
     videos = [Candidate(v.id, v.model, v.size, v.seconds, v.prompt, v.created_at) for v in listed]
@@ -152,15 +169,26 @@ async def reconcile_then_submit(deps: Deps, record: JobRecordV1, *, answer_lost:
     owners = {c: await deps.upstream.owner(c) for c in candidates}
     mine = (record.tenant, record.job_id)
     owned = frozenset(c for c, owner in owners.items() if owner is not None and owner != mine)
-    match reconcile(candidates, owned, answer_lost=answer_lost):
-        case Adopt(upstream_id=upstream_id):
-            log.info("submitter: job %s adopts upstream %s", record.job_id, upstream_id)
-            created = next((v.created_at for v in videos if v.id == upstream_id), None)
-            await recorded(deps, record, upstream_id, created)
-        case NoMatch():
-            await submit(deps, record, record.submit_attempts)
-        case Ambiguous(detail=detail):
-            await end(deps, record, "create_ambiguous", detail)
+    return reconcile(candidates, owned, answer_lost=answer_lost), listed
+
+
+async def found_at_once(deps: Deps, job: JobRef) -> UpstreamVideo | None:
+    """A create whose answer was lost, looked for upstream at once: the video when the listing
+    already shows exactly one unowned match (what the next delivery's reconcile would adopt,
+    without the error's backoff before it). Anything else (no match yet, several, a failed
+    listing, a record that no longer says so) leaves the job to that delivery, as before."""
+    try:
+        record = await deps.jobs.get(job.tenant, job.job_id)
+        if record is None or decide(record, deps.submit_deadline) != Reconcile(answer_lost=True):
+            return None
+        verdict, listed = await upstream_match(deps, record, answer_lost=True)
+    except Exception:  # the delivery after the backoff reconciles
+        log.debug("submitter: no look at once for %s", job.job_id, exc_info=True)
+        return None
+    if not isinstance(verdict, Adopt):
+        return None
+    log.info("submitter: job %s adopts upstream %s at once", job.job_id, verdict.upstream_id)
+    return next((v for v in listed if v.id == verdict.upstream_id), None)
 
 
 async def submit(deps: Deps, job: JobRecordV1, seen: int) -> None:
@@ -238,10 +266,14 @@ async def create(
         return None
     except Exception as exc:
         # Retried (an error counted); the next delivery acts by what the outcome recorded here
-        # says. Unrecorded (a lost write), the lease runs out and it reconciles.
-        if await cancelled_instead(deps, job, attempt, attempt_outcome(exc)):
+        # says. Unrecorded (a lost write), the lease runs out and it reconciles. A lost answer
+        # is looked for at once first: the video it made is usually listed already.
+        outcome = attempt_outcome(exc)
+        if await cancelled_instead(deps, job, attempt, outcome):
             return None
-        await ended_attempt(deps, job, attempt, attempt_outcome(exc))
+        await ended_attempt(deps, job, attempt, outcome)
+        if outcome is CreateOutcome.NO_ANSWER and (found := await found_at_once(deps, job)):
+            return found
         raise
 
 
