@@ -113,7 +113,6 @@ class Run:
     job_ids: list[str]
     creates: dict[str, int]
     create_attempts: dict[str, Counter[int]]
-    lists: Counter[int]
     retrieves: dict[str, int]
     webhooks: list[dict[str, Any]]
     waits: list[Wait]
@@ -173,12 +172,9 @@ async def measure(state: StackState, name: str, jobs: int) -> Run:
         if c["client_request_id"] in mine
     }  # fmt: skip
     attempts: dict[str, Counter[int]] = defaultdict(Counter)
-    lists: Counter[int] = Counter()
     for a in await control(state, "attempts"):
         if a["operation"] == "create" and a["client_request_id"] in mine:
             attempts[a["client_request_id"]][a["status"]] += 1
-        elif a["operation"] == "list":
-            lists[a["status"]] += 1
     videos = [v for v in await control(state, "videos") if v["id"] in video_job]
     retrieves = {video_job[v["id"]]: v["retrieves"] for v in videos}
     lags = [
@@ -189,7 +185,7 @@ async def measure(state: StackState, name: str, jobs: int) -> Run:
     webhooks = [w for w in await control(state, "webhooks") if w["video_id"] in video_job]
     return Run(
         name=name, jobs=jobs, seconds=seconds, timeline=timeline, job_ids=job_ids,
-        creates=dict(creates), create_attempts=dict(attempts), lists=lists,
+        creates=dict(creates), create_attempts=dict(attempts),
         retrieves=retrieves, webhooks=webhooks, waits=read_waits(state, mine), lags=lags,
     )  # fmt: skip
 
@@ -242,9 +238,8 @@ def report(r: Run) -> None:
         statuses.update(counts)
     tries = [sum(r.create_attempts.get(j, Counter()).values()) for j in r.job_ids]
     print(f"    upstream: create attempts {sum(tries)} ({dict(sorted(statuses.items()))}, "
-          f"most for one job {max(tries, default=0)}); lists {sum(r.lists.values())} "
-          f"({dict(r.lists)}); retrieves {sum(r.retrieves.values())} (most for one job "
-          f"{max(r.retrieves.values(), default=0)})")  # fmt: skip
+          f"most for one job {max(tries, default=0)}); retrieves {sum(r.retrieves.values())} "
+          f"(most for one job {max(r.retrieves.values(), default=0)})")  # fmt: skip
     hooks = Counter(w["state"] for w in r.webhooks)
     print(f"    webhooks: {len(r.webhooks)} events, {sum(w['attempts'] for w in r.webhooks)} "
           f"deliveries ({dict(hooks)})")  # fmt: skip
@@ -259,20 +254,7 @@ def report(r: Run) -> None:
         total, most = sum(w.seconds for w in ws), max(w.seconds for w in ws)
         print(f"    {why:<15} {len(ws):>5} {len({w.job for w in ws}):>4} "
               f"{total:>8.1f} {most:>6.2f}  {said}")  # fmt: skip
-    submit_waits: defaultdict[str, float] = defaultdict(float)
-    for w in r.waits:
-        if w.why.startswith("submitter "):
-            submit_waits[w.job] += w.seconds
-    unaccounted = [
-        t["submitted"] - t["admitted"] - submit_waits[j]
-        for j, t in ((j, r.timeline.at[j]) for j in r.job_ids)
-        if "submitted" in t and "admitted" in t
-    ]
-    if unaccounted:
-        mean, p90 = statistics.fmean(unaccounted), quantile(unaccounted, 0.9)
-        most = quantile(unaccounted, 1.0)
-        print(f"    submit stage beyond the submitter's waits (handling, redelivery, queueing): "
-              f"mean {mean:.2f} s, p90 {p90:.2f} s, max {most:.2f} s")  # fmt: skip
+    submit_stage(r)
     slowest = sorted(r.job_ids, key=lambda j: -latency(r, j))[:3]
     for j in slowest:
         t = r.timeline.at[j]
@@ -284,6 +266,45 @@ def report(r: Run) -> None:
         print(f"    slow {j[-8:]}: {steps}; creates {dict(r.create_attempts.get(j, {}))}, "
               f"retrieves {r.retrieves.get(j, 0)}; waits "
               f"{ {k: round(v, 1) for k, v in mine.items()} }")  # fmt: skip
+
+
+NAK_WAITS = frozenset(
+    {"error_backoff", "create_429", "list_429", "rate_wait", "rate_conflict", "claim_lost",
+     "in_flight"}
+)  # fmt: skip
+"""The submitter's decisions that send a job back to the stream for a while (a delayed nak)."""
+
+
+def submit_stage(r: Run) -> None:
+    """The submit stage (admitted -> submitted) of each job: time in the submitter's handlers
+    (`handling`, of which slot sleeps, create calls and reconcile lists), time sent back by a
+    delayed nak, and the rest: a redelivery not picked up at once, or waiting for a worker."""
+    handling: defaultdict[str, float] = defaultdict(float)
+    naks: defaultdict[str, float] = defaultdict(float)
+    for w in r.waits:
+        service, _, why = w.why.partition(" ")
+        if service != "submitter":
+            continue
+        if why == "handling":
+            handling[w.job] += w.seconds
+        elif why in NAK_WAITS:
+            naks[w.job] += w.seconds
+    stage = {
+        j: t["submitted"] - t["admitted"]
+        for j, t in ((j, r.timeline.at[j]) for j in r.job_ids)
+        if "submitted" in t and "admitted" in t
+    }
+    if not stage:
+        return
+    rest = [stage[j] - handling[j] - naks[j] for j in stage]
+    for name, values in (
+        ("in handlers", [handling[j] for j in stage]),
+        ("sent back (naks)", [naks[j] for j in stage]),
+        ("rest: redelivery", rest),
+    ):
+        mean, p90, most = statistics.fmean(values), quantile(values, 0.9), quantile(values, 1.0)
+        print(f"    submit stage, {name:<17} mean {mean:>5.2f} s, p90 {p90:>5.2f} s, "
+              f"max {most:>5.2f} s")  # fmt: skip
 
 
 def latency(r: Run, job: str) -> float:

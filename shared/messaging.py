@@ -9,6 +9,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -457,6 +458,7 @@ class DeliveryMiddleware(BaseMiddleware):
         consumer = delivery.consumers.get(metadata.consumer or "")
         every = (consumer.ack_wait if consumer else DEFAULT_ACK_WAIT_SECONDS) / 3
         with job_context(job.job_id if isinstance(job, _Job) else None):
+            began = time.monotonic()
             try:
                 async with heartbeat(msg, every):
                     return await call_next(msg)
@@ -464,6 +466,8 @@ class DeliveryMiddleware(BaseMiddleware):
                 raise
             except Exception as exc:
                 raise await _settle(delivery, msg, exc, job) from exc
+            finally:
+                note_wait("handling", time.monotonic() - began)
 
 
 @asynccontextmanager

@@ -201,12 +201,15 @@ async def submit(deps: Deps, job: JobRecordV1, seen: int) -> None:
     except InputImageError as exc:
         await end(deps, job, "input_unavailable", str(exc))
         return
+    began = time.monotonic()
     try:
         slot = await deps.rates.acquire(spec.model, job.job_id, spec.priority, RATE_SLOT_LEASE)
     except StoreConflictError as exc:  # the shared rate is very busy: waiting, not an error
         delay = random.uniform(0.5, 2.0)  # noqa: S311
         note_wait("rate_conflict", delay)
         raise NackMessage(delay=delay) from exc
+    finally:
+        note_wait("rate_state", time.monotonic() - began)
     if isinstance(slot, Wait):
         # No slot near: the job waits in the stream (no error, no budget spent).
         note_wait("rate_wait", slot.seconds)
@@ -222,10 +225,12 @@ async def submit(deps: Deps, job: JobRecordV1, seen: int) -> None:
         video = await create(deps, job, image, seen + 1)
     finally:
         if slot.taken:  # a second delivery of a job holding a slot leaves it to the first
+            began = time.monotonic()
             try:
                 await deps.rates.release(spec.model, job.job_id)
             except Exception:  # its lease frees the slot later
                 log.warning("submitter: slot of %s not released", job.job_id, exc_info=True)
+            note_wait("rate_state", time.monotonic() - began)
     if video is not None:
         await recorded(deps, job, video.id, video.created_at)
 
@@ -239,12 +244,18 @@ async def create(
     request = CreateVideo(spec.model, spec.size, spec.seconds, spec.prompt, job.job_id, image)
     try:
         async with attempt_lease(deps, job, attempt):
-            return await deps.provider.create(request)
+            began = time.monotonic()
+            try:
+                return await deps.provider.create(request)
+            finally:
+                note_wait("create_call", time.monotonic() - began)
     except ProviderRateLimited as exc:
         # Nothing was created, and waiting for capacity is not an error (no budget spent);
         # every replica slows down, as the upstream asked.
+        began = time.monotonic()
         with contextlib.suppress(Exception):
             await deps.rates.throttle(spec.model, exc.retry_after_seconds)
+        note_wait("rate_state", time.monotonic() - began)
         if await cancelled_instead(deps, job, attempt, CreateOutcome.REFUSED):
             return None
         try:
