@@ -112,6 +112,7 @@ class Run:
     timeline: Timeline
     job_ids: list[str]
     creates: dict[str, int]
+    dropped: int
     create_attempts: dict[str, Counter[int]]
     retrieves: dict[str, int]
     webhooks: list[dict[str, Any]]
@@ -167,6 +168,11 @@ async def measure(state: StackState, name: str, jobs: int) -> Run:
         c["client_request_id"] for c in await control(state, "creates")
         if c["client_request_id"] in mine
     )  # fmt: skip
+    dropped = sum(
+        1
+        for c in await control(state, "creates")
+        if c["client_request_id"] in mine and c["dropped"]
+    )
     video_job = {
         c["video_id"]: c["client_request_id"] for c in await control(state, "creates")
         if c["client_request_id"] in mine
@@ -185,7 +191,7 @@ async def measure(state: StackState, name: str, jobs: int) -> Run:
     webhooks = [w for w in await control(state, "webhooks") if w["video_id"] in video_job]
     return Run(
         name=name, jobs=jobs, seconds=seconds, timeline=timeline, job_ids=job_ids,
-        creates=dict(creates), create_attempts=dict(attempts),
+        creates=dict(creates), dropped=dropped, create_attempts=dict(attempts),
         retrieves=retrieves, webhooks=webhooks, waits=read_waits(state, mine), lags=lags,
     )  # fmt: skip
 
@@ -238,7 +244,8 @@ def report(r: Run) -> None:
         statuses.update(counts)
     tries = [sum(r.create_attempts.get(j, Counter()).values()) for j in r.job_ids]
     print(f"    upstream: create attempts {sum(tries)} ({dict(sorted(statuses.items()))}, "
-          f"most for one job {max(tries, default=0)}); retrieves {sum(r.retrieves.values())} "
+          f"most for one job {max(tries, default=0)}; {r.dropped} dropped after creating); "
+          f"retrieves {sum(r.retrieves.values())} "
           f"(most for one job {max(r.retrieves.values(), default=0)})")  # fmt: skip
     hooks = Counter(w["state"] for w in r.webhooks)
     print(f"    webhooks: {len(r.webhooks)} events, {sum(w['attempts'] for w in r.webhooks)} "
