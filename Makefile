@@ -102,6 +102,7 @@ bench: install
 	$(BIN)/python -m bench.inflight $(BENCH_INFLIGHT_JOBS) $(BENCH_INFLIGHT_GENERATION_SECONDS)
 	$(BIN)/python -m bench.storage_stream $(BENCH_STORAGE_BYTES)
 	$(BIN)/python -m bench.storage_cpu $(BENCH_STORAGE_JOBS)
+	$(BIN)/python -m bench.faults $(BENCH_FAULT_JOBS) $(BENCH_FAULT_GENERATION_SECONDS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -20,6 +20,18 @@ DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_BACKUPS = 3
 
 _job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("clipline_job", default=None)
+WAITS = logging.getLogger("clipline.waits")
+"""One DEBUG line per timing decision (a backoff, a rate wait, a reconcile list), for
+benchmarks (bench/faults.py): off unless CLIPLINE_LOG_DEBUG names it."""
+
+
+def note_wait(why: str, seconds: float = 0.0, asked: float | None = None) -> None:
+    """Record a timing decision of the job in context: `why` (a short token), the `seconds` it
+    costs the job, and what the upstream `asked` for (a Retry-After), if anything. Costs one
+    level check unless CLIPLINE_LOG_DEBUG=clipline.waits."""
+    if WAITS.isEnabledFor(logging.DEBUG):
+        said = "-" if asked is None else f"{asked:.3f}"
+        WAITS.debug("job=%s why=%s seconds=%.3f asked=%s", _job_id.get(), why, seconds, said)
 
 
 @contextmanager
@@ -84,3 +96,8 @@ def configure_logging(level: str, fmt: LogFormat = "text") -> None:
     root.setLevel(level.upper())
     # One line per upstream request is per-message detail: DEBUG, unless DEBUG is asked for.
     logging.getLogger("httpx").setLevel(logging.DEBUG if level.upper() == "DEBUG" else "WARNING")
+    # CLIPLINE_LOG_DEBUG: loggers (comma-separated) at DEBUG whatever the level, e.g. the
+    # benchmarks' clipline.waits.
+    for name in os.environ.get("CLIPLINE_LOG_DEBUG", "").split(","):
+        if name.strip():
+            logging.getLogger(name.strip()).setLevel(logging.DEBUG)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from shared.contracts.jobs import JobRecordV1
 from shared.contracts.lifecycle import count_error
 from shared.identities import SERVICES
 from shared.jobstore import JobStore, StoreConflictError
-from shared.logs import job_context
+from shared.logs import job_context, note_wait
 from shared.outcomes import Emit, end_job
 from shared.streams import JOBS, JOBS_STREAM_NAME, MAX_PAYLOAD_BYTES
 
@@ -110,9 +111,10 @@ def job_named(subject: str) -> _Job | Unrecordable:
     return _Job(job_id, tenant)
 
 
-def retry_delay(attempt: int) -> float:
-    """Exponential backoff for a failed delivery `attempt` (1-based), capped."""
-    return float(min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1)))
+def retry_delay(attempt: int, cap: float = RETRY_CAP_SECONDS) -> float:
+    """Exponential backoff for a failed delivery `attempt` (1-based), capped at `cap` (the
+    consumer's: RETRY_CAP_SECONDS unless it says less)."""
+    return float(min(cap, RETRY_BASE_SECONDS * 2 ** max(0, min(attempt - 1, 64))))
 
 
 def decode_event(model: type[E], body: bytes) -> E:
@@ -193,6 +195,7 @@ class Consumer:
     max_errors: int
     ack_wait: float
     names_jobs: bool = True
+    retry_cap: float = RETRY_CAP_SECONDS
 
 
 @dataclass
@@ -283,6 +286,7 @@ class ServiceRouter(NatsRouter):
         max_workers: int = 8,
         max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
         fetch_batch: int = DEFAULT_FETCH_BATCH,
+        retry_cap: float = RETRY_CAP_SECONDS,
     ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
         """Subscribe to every `event` of every tenant through one shared durable consumer; the
         payload is decoded (or judged poison) by the event's contract before the handler runs."""
@@ -291,6 +295,7 @@ class ServiceRouter(NatsRouter):
             event.durable(self.service),
             max_errors=max_errors,
             ack_wait=ack_wait,
+            retry_cap=retry_cap,
             max_workers=max_workers,
             max_ack_pending=max_ack_pending,
             fetch_batch=fetch_batch,
@@ -311,9 +316,12 @@ class ServiceRouter(NatsRouter):
         decoder: Callable[[NatsMessage], Any] | None = None,
         title: str | None = None,
         stream: JStream = JOBS,
+        retry_cap: float = RETRY_CAP_SECONDS,
     ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
         """`max_errors` bounds handler errors per job; deliveries themselves are unlimited, so
         JetStream never drops a message on its own (waits such as 429s or polls are not errors).
+        An error is retried after `retry_delay`, doubling from RETRY_BASE_SECONDS up to
+        `retry_cap`.
 
         `max_ack_pending` bounds the messages delivered and not yet acked, and a message waiting
         out a delayed nak (a durable timer: a poll, a rate-limit wait) counts: it is how many
@@ -328,7 +336,7 @@ class ServiceRouter(NatsRouter):
         becoming a second upstream create. A consumer whose handlers can run for long (storage)
         fetches one at a time."""
         names_jobs = parse_event_subject(subject) is not None
-        self.consumers[durable] = Consumer(durable, max_errors, ack_wait, names_jobs)
+        self.consumers[durable] = Consumer(durable, max_errors, ack_wait, names_jobs, retry_cap)
         return self.subscriber(
             subject,
             stream=stream,
@@ -394,11 +402,12 @@ async def _decide(
             "%s: gave up on %s after %d errors: %r", delivery.service, shown(subject), attempt, exc
         )
         return RejectMessage()
-    delay = retry_delay(attempt)
+    delay = retry_delay(attempt, consumer.retry_cap if consumer else RETRY_CAP_SECONDS)
     log.warning(
         "%s: error %d on %s (%s: %s); retry in %.1fs",
         delivery.service, attempt, shown(subject), type(exc).__name__, exc, delay,
     )  # fmt: skip
+    note_wait("error_backoff", delay)
     return NackMessage(delay=delay)
 
 
@@ -454,6 +463,7 @@ class DeliveryMiddleware(BaseMiddleware):
         consumer = delivery.consumers.get(metadata.consumer or "")
         every = (consumer.ack_wait if consumer else DEFAULT_ACK_WAIT_SECONDS) / 3
         with job_context(job.job_id if isinstance(job, _Job) else None):
+            began = time.monotonic()
             try:
                 async with heartbeat(msg, every):
                     return await call_next(msg)
@@ -461,6 +471,8 @@ class DeliveryMiddleware(BaseMiddleware):
                 raise
             except Exception as exc:
                 raise await _settle(delivery, msg, exc, job) from exc
+            finally:
+                note_wait("handling", time.monotonic() - began)
 
 
 @asynccontextmanager

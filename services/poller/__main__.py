@@ -26,6 +26,7 @@ async def main() -> None:
         min_delay=settings.poll_min_seconds,
         max_delay=settings.poll_max_seconds,
         deadline=settings.deadline_seconds,
+        look_tries=settings.poll_look_tries,
     )
     verifier = settings.webhook()
     if verifier is not None:

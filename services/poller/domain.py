@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 
@@ -16,6 +17,9 @@ class PollPolicy:
     safety_delay: float | None = None
     """Webhooks on: polling is their safety net, this far past the expected completion and
     then at this interval (None: polling alone follows jobs)."""
+    look_tries: int = 1
+    """Retrieves one look may make when the upstream fails it (see `look_again`); 1: none
+    repeated, the failure goes to the poll's error budget or the webhook's sender at once."""
 
     def clamp(self, delay: float | None) -> float:
         """A delay (server hint or default) within [min_delay, max_delay]."""
@@ -66,6 +70,30 @@ class Throttled:
     """The upstream answered 429: look again after `delay` (no error budget spent)."""
 
     delay: float
+
+
+LOOK_RETRY_SECONDS = 0.25
+"""The first wait before a failed retrieve is tried again within one look (then doubled)."""
+MAX_LOOK_RETRY_AFTER = 2.0
+"""A 429 asking for longer than this is not waited out within a look: the look ends Throttled
+(the poll's durable timer, or the webhook's sender, comes back after the asked time)."""
+
+
+def look_again(
+    policy: PollPolicy, tries: int, *, rate_limited: bool, retry_after: float | None
+) -> float | None:
+    """After `tries` failed retrieves within one look: seconds to wait before the next, or None
+    to end the look with the failure. A retrieve is a read, safe to repeat; done within the
+    look, a 5xx or a lost answer costs a quarter of a second, not a webhook sender's backoff
+    (1, 2, 4 s...) or the poll's. A 429 is tried again after exactly the time it asked for,
+    when it asked for a short one; one that asked for nothing, or long, ends the look."""
+    if tries >= policy.look_tries:
+        return None
+    if rate_limited:
+        if retry_after is None or not math.isfinite(retry_after):
+            return None
+        return max(0.0, retry_after) if retry_after <= MAX_LOOK_RETRY_AFTER else None
+    return LOOK_RETRY_SECONDS * 2.0 ** (tries - 1)
 
 
 def overdue(policy: PollPolicy, waited: float) -> TimedOut | None:

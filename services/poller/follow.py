@@ -7,6 +7,7 @@ step is a lifecycle function a repeat is refused by, and every announcement a fa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from services.poller.domain import (
     Throttled,
     TimedOut,
     assess,
+    look_again,
     overdue,
     worth_announcing,
 )
@@ -28,11 +30,14 @@ from services.poller.ports import Deps
 from shared.contracts import JobGeneratedV1, JobProgressV1, JobRecordV1
 from shared.contracts.lifecycle import JobStatus, mark_generated, report_progress
 from shared.jobstore import JobStore, advance
+from shared.logs import note_wait
 from shared.outcomes import Emit, end_job
 from shared.provider import (
+    ProviderError,
     ProviderNotFound,
     ProviderRateLimited,
     ProviderRejected,
+    UpstreamVideo,
     VideoProvider,
 )
 
@@ -96,10 +101,11 @@ async def look(
     when the upstream says it still runs, or cannot say (a 429 or an error past the deadline),
     so no upstream trouble extends a job forever. Before it, a 429 waits (no budget spent) and
     other upstream errors (5xx, timeouts, malformed bodies) propagate to the caller (the poll's
-    house error budget and backoff; the webhook's 503, which the sender retries)."""
+    house error budget and backoff; the webhook's 503, which the sender retries), unless the
+    policy lets the look try again first (domain.look_again)."""
     late = overdue(policy, waited)
     try:
-        video, hint = await provider.retrieve(upstream_id)
+        video, hint = await retrieve(provider, policy, upstream_id, again=late is None)
     except ProviderNotFound as exc:
         return Failed("upstream_lost", exc.message)
     except ProviderRejected as exc:
@@ -117,6 +123,30 @@ async def look(
         expires_at=video.expires_at,
     )  # fmt: skip
     return assess(policy, seen, waited=waited, now=time.time(), server_hint=hint)
+
+
+async def retrieve(
+    provider: VideoProvider, policy: PollPolicy, upstream_id: str, *, again: bool
+) -> tuple[UpstreamVideo, float | None]:
+    """The upstream's video; a retryable failure is tried again (`again`) as long as
+    `look_again` says, after the wait it says (a timer, not synchronisation)."""
+    tries = 0
+    while True:
+        try:
+            return await provider.retrieve(upstream_id)
+        except ProviderError as exc:
+            tries += 1
+            limited = isinstance(exc, ProviderRateLimited)
+            asked = exc.retry_after_seconds if isinstance(exc, ProviderRateLimited) else None
+            wait = (
+                look_again(policy, tries, rate_limited=limited, retry_after=asked)
+                if again and exc.retryable
+                else None
+            )
+            if wait is None:
+                raise
+            note_wait("look_429" if limited else "look_retry", wait, asked)
+            await asyncio.sleep(wait)
 
 
 async def learn(deps: Deps, record: JobRecordV1, video_id: str, took: float) -> None:

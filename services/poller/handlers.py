@@ -12,6 +12,7 @@ from services.poller.ports import Deps
 from services.poller.schedule import after_look, first_look
 from shared.contracts import JobSubmittedV1
 from shared.contracts.stage import Cancelling, Live, screen
+from shared.logs import note_wait
 from shared.messaging import Context
 from shared.outcomes import cancel_job, screened
 
@@ -45,12 +46,15 @@ async def on_job_submitted(event: JobSubmittedV1, deps: PollerDeps) -> None:
     expected = await deps.expectations.expected(record.spec)
     early = first_look(deps.policy, waited=running_for(record), expected=expected)
     if early is not None and not await deps.early.told(job.upstream_id):
+        note_wait("first_look", early)
         raise NackMessage(delay=early)  # surely still running: no GET yet
     match await follow(deps, job, record):
         case Pending(hint=hint):
             waited = running_for(record)
             draw = random.random()  # noqa: S311 - jitter, not security
             delay = after_look(deps.policy, waited=waited, expected=expected, hint=hint, draw=draw)
+            note_wait("next_look", delay, hint)
             raise NackMessage(delay=delay)
         case Throttled(delay=delay):
+            note_wait("poll_429", delay)
             raise NackMessage(delay=delay)

@@ -17,6 +17,9 @@ class PollerSettings(CommonSettings):
     poll_min_seconds: float = 0.2
     poll_max_seconds: float = 30.0
     """The longest wait between two looks at a job overdue (polling alone)."""
+    poll_look_tries: int = Field(default=3, ge=1, le=10)
+    """CLIPLINE_POLL_LOOK_TRIES: retrieves one look may make when the upstream answers a 5xx, a
+    429 asking for at most 2 s, or no answer (domain.look_again); 1: a failed look ends."""
     deadline_seconds: float = 3 * 3600.0
     """A job still not finished this long after it was created upstream (else submitted) ends
     `timed_out` (reason upstream_timeout)."""

@@ -9,6 +9,7 @@ from services.poller.domain import Pending, Throttled, VideoEvent
 from services.poller.follow import FOLLOWED, SERVICE, Followed, follow
 from services.poller.ports import WebhookDeps
 from shared.contracts.lifecycle import JobStatus
+from shared.logs import job_context
 from shared.outcomes import cancel_job
 from shared.telemetry import in_job_trace
 
@@ -56,7 +57,7 @@ async def on_video_event(
         if record is not None and not record.terminal and record.upstream_id is None:
             await deps.follow.early.tell(event.video_id)  # linked, not yet `submitted`
         return NotFollowed(owner[1], record.status.value if record else "absent")
-    with in_job_trace(record.trace_id, "poller webhook"):
+    with in_job_trace(record.trace_id, "poller webhook"), job_context(job.job_id):
         looked = await follow(deps.follow, job, record)
     match looked:
         case Throttled() as throttled:

@@ -8,6 +8,7 @@ from faststream.asgi import AsgiFastStream
 
 from services.submitter import handlers
 from services.submitter.adapters import KvRates
+from services.submitter.domain import CREATE_RETRY_CAP_SECONDS
 from services.submitter.ports import Deps
 from services.submitter.rates import Limits
 from services.submitter.settings import SubmitterSettings
@@ -28,7 +29,9 @@ from shared.streams import RATES_BUCKET
 def build_router(max_attempts: int) -> ServiceRouter:
     """The handlers of handlers.py on one router, each a durable consumer."""
     router = ServiceRouter(handlers.SERVICE, emits=[JobSubmittedV1, JobTimedOutV1, JobCancelledV1])
-    router.on(JobAdmittedV1, max_errors=max_attempts, max_workers=16)(handlers.on_job_admitted)
+    router.on(
+        JobAdmittedV1, max_errors=max_attempts, max_workers=16, retry_cap=CREATE_RETRY_CAP_SECONDS
+    )(handlers.on_job_admitted)
     router.on(JobCancelRequestedV1, max_errors=max_attempts)(handlers.on_job_cancel_requested)
     return router
 

@@ -10,6 +10,12 @@ ATTEMPT_LEASE_SECONDS = 6.0
 live attempt elsewhere (never reconciled or repeated), an older one was lost with its process."""
 DEFAULT_RATE_LIMIT_DELAY = 1.0
 MAX_RATE_LIMIT_DELAY = 120.0
+CREATE_RETRY_CAP_SECONDS = 8.0
+"""The longest backoff after a failed create (a 5xx, a dropped connection): the official
+OpenAI SDK's own cap (its retries go 0.5 s, 1 s, ... up to 8 s). Longer waits protect the
+upstream no better (every create, retried or not, still takes a slot of the shared rate,
+rates.py, and honours every 429's Retry-After): they only made a job that met five 5xx in a
+row wait 15.5 s of backoff, and the sixth 31.5 s."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,7 @@ from shared.contracts.lifecycle import (
 from shared.contracts.stage import screen
 from shared.inputs import InputMissingError, InputStore
 from shared.jobstore import JobStore, StoreConflictError, advance
+from shared.logs import note_wait
 from shared.messaging import Context, periodically
 from shared.outcomes import cancel_job, end_job, screened
 from shared.provider import (
@@ -104,6 +105,7 @@ async def on_job_admitted(event: JobAdmittedV1, deps: SubmitterDeps) -> None:
             await deps.emit(submitted(record, upstream_id))
         case InFlight(retry_in=retry_in):
             # A live attempt elsewhere (a duplicate delivery): waiting spends no budget.
+            note_wait("in_flight", retry_in + 0.5)
             raise NackMessage(delay=retry_in + 0.5)
         case Expired(detail=detail):
             await end(deps, record, "submit_timeout", detail, how="time_out")
@@ -132,28 +134,61 @@ async def on_job_cancel_requested(event: JobCancelRequestedV1, deps: SubmitterDe
 
 async def reconcile_then_submit(deps: Deps, record: JobRecordV1, *, answer_lost: bool) -> None:
     """Before creating again, look for the earlier attempt's video upstream and adopt it."""
+    try:
+        verdict, listed = await upstream_match(deps, record, answer_lost=answer_lost)
+    except ProviderRateLimited as exc:  # waiting for capacity is not an error
+        delay = rate_limit_delay(exc.retry_after_seconds)
+        note_wait("list_429", delay, exc.retry_after_seconds)
+        raise NackMessage(delay=delay) from exc
+    match verdict:
+        case Adopt(upstream_id=upstream_id):
+            log.info("submitter: job %s adopts upstream %s", record.job_id, upstream_id)
+            created = next((v.created_at for v in listed if v.id == upstream_id), None)
+            await recorded(deps, record, upstream_id, created)
+        case NoMatch():
+            await submit(deps, record, record.submit_attempts)
+        case Ambiguous(detail=detail):
+            await end(deps, record, "create_ambiguous", detail)
+
+
+async def upstream_match(
+    deps: Deps, record: JobRecordV1, *, answer_lost: bool
+) -> tuple[Adopt | NoMatch | Ambiguous, list[UpstreamVideo]]:
+    """Which of the upstream's recent videos, if any, is the job's earlier create; and them."""
     spec = record.spec
     first = record.history.get(JobStatus.SUBMITTING.value) or record.last_attempt_at
     since = first.timestamp() if first else 0.0
+    began = time.monotonic()
     try:
         listed = await deps.provider.recent(since=int(since - CLOCK_SLACK_SECONDS))
-    except ProviderRateLimited as exc:  # waiting for capacity is not an error
-        raise NackMessage(delay=rate_limit_delay(exc.retry_after_seconds)) from exc
+    finally:
+        note_wait("reconcile_list", time.monotonic() - began)
     videos = [Candidate(v.id, v.model, v.size, v.seconds, v.prompt, v.created_at) for v in listed]
     want = Wanted(spec.model, spec.size, spec.seconds, spec.prompt)
     candidates = matching(want, since, videos)
     owners = {c: await deps.upstream.owner(c) for c in candidates}
     mine = (record.tenant, record.job_id)
     owned = frozenset(c for c, owner in owners.items() if owner is not None and owner != mine)
-    match reconcile(candidates, owned, answer_lost=answer_lost):
-        case Adopt(upstream_id=upstream_id):
-            log.info("submitter: job %s adopts upstream %s", record.job_id, upstream_id)
-            created = next((v.created_at for v in videos if v.id == upstream_id), None)
-            await recorded(deps, record, upstream_id, created)
-        case NoMatch():
-            await submit(deps, record, record.submit_attempts)
-        case Ambiguous(detail=detail):
-            await end(deps, record, "create_ambiguous", detail)
+    return reconcile(candidates, owned, answer_lost=answer_lost), listed
+
+
+async def found_at_once(deps: Deps, job: JobRef) -> UpstreamVideo | None:
+    """A create whose answer was lost, looked for upstream at once: the video when the listing
+    already shows exactly one unowned match (what the next delivery's reconcile would adopt,
+    without the error's backoff before it). Anything else (no match yet, several, a failed
+    listing, a record that no longer says so) leaves the job to that delivery, as before."""
+    try:
+        record = await deps.jobs.get(job.tenant, job.job_id)
+        if record is None or decide(record, deps.submit_deadline) != Reconcile(answer_lost=True):
+            return None
+        verdict, listed = await upstream_match(deps, record, answer_lost=True)
+    except Exception:  # the delivery after the backoff reconciles
+        log.debug("submitter: no look at once for %s", job.job_id, exc_info=True)
+        return None
+    if not isinstance(verdict, Adopt):
+        return None
+    log.info("submitter: job %s adopts upstream %s at once", job.job_id, verdict.upstream_id)
+    return next((v for v in listed if v.id == verdict.upstream_id), None)
 
 
 async def submit(deps: Deps, job: JobRecordV1, seen: int) -> None:
@@ -166,26 +201,36 @@ async def submit(deps: Deps, job: JobRecordV1, seen: int) -> None:
     except InputImageError as exc:
         await end(deps, job, "input_unavailable", str(exc))
         return
+    began = time.monotonic()
     try:
         slot = await deps.rates.acquire(spec.model, job.job_id, spec.priority, RATE_SLOT_LEASE)
     except StoreConflictError as exc:  # the shared rate is very busy: waiting, not an error
-        raise NackMessage(delay=random.uniform(0.5, 2.0)) from exc  # noqa: S311
+        delay = random.uniform(0.5, 2.0)  # noqa: S311
+        note_wait("rate_conflict", delay)
+        raise NackMessage(delay=delay) from exc
+    finally:
+        note_wait("rate_state", time.monotonic() - began)
     if isinstance(slot, Wait):
         # No slot near: the job waits in the stream (no error, no budget spent).
+        note_wait("rate_wait", slot.seconds)
         raise NackMessage(delay=slot.seconds)
     try:
         # A slot reserved for this job a few seconds ahead: keep the message (heartbeats run)
         # and go at its moment. A timer, not synchronisation.
+        note_wait("slot_sleep", max(0.0, slot.at - time.time()))
         await asyncio.sleep(max(0.0, slot.at - time.time()))
         if not await claim_attempt(deps.jobs, job, seen):
+            note_wait("claim_lost", ATTEMPT_LEASE_SECONDS)
             raise NackMessage(delay=ATTEMPT_LEASE_SECONDS)  # claimed elsewhere, or moved on
         video = await create(deps, job, image, seen + 1)
     finally:
         if slot.taken:  # a second delivery of a job holding a slot leaves it to the first
+            began = time.monotonic()
             try:
                 await deps.rates.release(spec.model, job.job_id)
             except Exception:  # its lease frees the slot later
                 log.warning("submitter: slot of %s not released", job.job_id, exc_info=True)
+            note_wait("rate_state", time.monotonic() - began)
     if video is not None:
         await recorded(deps, job, video.id, video.created_at)
 
@@ -199,12 +244,18 @@ async def create(
     request = CreateVideo(spec.model, spec.size, spec.seconds, spec.prompt, job.job_id, image)
     try:
         async with attempt_lease(deps, job, attempt):
-            return await deps.provider.create(request)
+            began = time.monotonic()
+            try:
+                return await deps.provider.create(request)
+            finally:
+                note_wait("create_call", time.monotonic() - began)
     except ProviderRateLimited as exc:
         # Nothing was created, and waiting for capacity is not an error (no budget spent);
         # every replica slows down, as the upstream asked.
+        began = time.monotonic()
         with contextlib.suppress(Exception):
             await deps.rates.throttle(spec.model, exc.retry_after_seconds)
+        note_wait("rate_state", time.monotonic() - began)
         if await cancelled_instead(deps, job, attempt, CreateOutcome.REFUSED):
             return None
         try:
@@ -213,7 +264,9 @@ async def create(
                 await ended_attempt(deps, job, attempt, CreateOutcome.REFUSED)
         except Exception:  # the lease runs out, and the next delivery reconciles instead
             log.warning("submitter: could not put %s back in line", job.job_id, exc_info=True)
-        raise NackMessage(delay=rate_limit_delay(exc.retry_after_seconds)) from exc
+        delay = rate_limit_delay(exc.retry_after_seconds)
+        note_wait("create_429", delay, exc.retry_after_seconds)
+        raise NackMessage(delay=delay) from exc
     except (ProviderRejected, ProviderNotFound) as exc:
         # Refused for good (400/401/403/404/422, moderation, a retired model): never retried.
         if await cancelled_instead(deps, job, attempt, CreateOutcome.REFUSED):
@@ -224,10 +277,14 @@ async def create(
         return None
     except Exception as exc:
         # Retried (an error counted); the next delivery acts by what the outcome recorded here
-        # says. Unrecorded (a lost write), the lease runs out and it reconciles.
-        if await cancelled_instead(deps, job, attempt, attempt_outcome(exc)):
+        # says. Unrecorded (a lost write), the lease runs out and it reconciles. A lost answer
+        # is looked for at once first: the video it made is usually listed already.
+        outcome = attempt_outcome(exc)
+        if await cancelled_instead(deps, job, attempt, outcome):
             return None
-        await ended_attempt(deps, job, attempt, attempt_outcome(exc))
+        await ended_attempt(deps, job, attempt, outcome)
+        if outcome is CreateOutcome.NO_ANSWER and (found := await found_at_once(deps, job)):
+            return found
         raise
 
 

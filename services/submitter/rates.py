@@ -68,6 +68,11 @@ class RateState:
     inflight: tuple[tuple[str, float, float], ...] = ()
     """(job id, slot, lease expiry) of each create holding a slot, reserved or going: counted
     against the cap until released, or until the lease runs out (its replica died)."""
+    drained_tat: float = 0.0
+    """The theoretical arrival time of the upstream's bucket as a 429 left it (empty at the
+    block's end), shared by every priority with the whole burst as tolerance: after a block
+    creates resume at the rate, with no burst, and no priority waits past the block for its
+    own share of the burst to refill (the share is ours, not the upstream's). 0: no 429 yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +139,12 @@ def acquire(
         queued = _queue(state, lane, turn + step)
         why = f"{limits.concurrency} creates in flight or reserved"
         return Wait(turn - now + spread * step, why, queued)
-    slot = max(now, state.blocked_until, state.tat - tolerance(limits, priority))
+    slot = max(
+        now,
+        state.blocked_until,
+        state.tat - tolerance(limits, priority),
+        state.drained_tat - tolerance(limits, "high"),
+    )
     if slot - now > limits.horizon:
         turn = max(state.queue_tat[lane], slot - limits.horizon)
         why = "the upstream asked to wait (429)" if now < state.blocked_until else "rate limit"
@@ -146,6 +156,7 @@ def acquire(
     taken = replace(
         state,
         tat=max(state.tat, slot) + step,
+        drained_tat=max(state.drained_tat, slot) + step,
         inflight=(*state.inflight, (job_id, slot, slot + lease)),
     )
     return Granted(slot, taken)
@@ -165,7 +176,10 @@ def release(state: RateState, job_id: str) -> RateState:
 def throttle(state: RateState, now: float, retry_after: float | None, limits: Limits) -> RateState:
     """The upstream answered 429 anyway: wait as long as it asked (at most MAX_BLOCK_SECONDS;
     one slot when it did not say), halve the rate (once per block: the 429s of creates already
-    under way count as one), and resume after the block with no burst."""
+    under way count as one), and resume after the block with no burst: for every priority at
+    the block's end, one slot at a time, the burst coming back as the bucket refills. (Emptying
+    the priorities' own bucket instead held `normal` creates a quarter of the burst, and `low`
+    half of it, past the block: 15 and 30 s with a minute's burst, whatever was asked.)"""
     state = advance(state, now)
     asked = retry_after if retry_after is not None and math.isfinite(retry_after) else None
     blocked = now < state.blocked_until
@@ -175,4 +189,7 @@ def throttle(state: RateState, now: float, retry_after: float | None, limits: Li
     )
     until = max(state.blocked_until, now + wait)
     burst = tolerance(limits, "high")
-    return replace(slowed, blocked_until=until, tat=max(state.tat, until + burst), at=now)
+    drained = max(state.drained_tat, until + burst)
+    return replace(
+        slowed, blocked_until=until, tat=max(state.tat, until), drained_tat=drained, at=now
+    )

@@ -113,18 +113,44 @@ async def test_a_5xx_whose_create_exists_after_all_is_adopted(submitter: Submitt
     ],
 )
 async def test_a_lost_answer_adopts_the_one_match(submitter: Submitter, lost: Exception) -> None:
+    """Looked for at once, in the same delivery: no error counted, no backoff before it."""
     h, provider = submitter.h, submitter.provider
     event = new_job(submitter)
     provider.creates = [lost]
     provider.listed = [made_upstream("video_dropped")]  # the upstream made it, the answer died
 
     await h.send(event, delivery=1)
-    assert h.jobs.records()[event.job_id].create_outcome == CreateOutcome.NO_ANSWER
+
+    assert len(provider.created) == 1
+    assert provider.list_calls == 1
+    record = h.jobs.records()[event.job_id]
+    assert (record.status, record.upstream_id) == (JobStatus.SUBMITTED, "video_dropped")
+    assert record.errors == {}
+    assert actions(h.outcomes(event)) == ["ack"]
+    assert h.bus.one(JobSubmittedV1).upstream_id == "video_dropped"
+
+
+async def test_a_lost_answer_listed_late_is_adopted_by_the_next_delivery(
+    submitter: Submitter,
+) -> None:
+    """Not listed yet when looked for at once: the error's backoff, then the reconcile."""
+    h, provider = submitter.h, submitter.provider
+    event = new_job(submitter)
+    provider.creates = [ProviderNoAnswer("POST videos: RemoteProtocolError")]
+
+    await h.send(event, delivery=1)  # nothing listed yet
+    record = h.jobs.records()[event.job_id]
+    assert (record.status, record.create_outcome) == (JobStatus.SUBMITTING, CreateOutcome.NO_ANSWER)
+    assert record.errors == {"submitter": 1}
+    assert settled(h.outcomes(event)) == [("nak", 0.5)]  # retry_delay(1)
+
+    provider.listed = [made_upstream("video_listed_late")]
     await h.send(event, delivery=2)
 
     assert len(provider.created) == 1
+    assert provider.list_calls == 2  # at once, then the next delivery's reconcile
     record = h.jobs.records()[event.job_id]
-    assert (record.status, record.upstream_id) == (JobStatus.SUBMITTED, "video_dropped")
+    assert (record.status, record.upstream_id) == (JobStatus.SUBMITTED, "video_listed_late")
 
 
 async def test_a_lost_answer_with_no_match_fails_ambiguous_and_never_creates_again(

@@ -73,6 +73,7 @@ async def test_samples_past_the_first_are_written_in_batches_not_per_job(nc: Cli
     for n in range(MIN_SAMPLES):  # learning: each one written at once
         await a.finished(spec, f"video_{n}", 10.0)
     written = (await kv.get(key)).revision
+    assert written is not None
     for n in range(20):  # then: kept in the replica until the flush is due
         await a.finished(spec, f"video_more_{n}", 20.0)
     assert (await kv.get(key)).revision == written

@@ -161,3 +161,55 @@ def test_a_high_job_never_queues_behind_normal_ones() -> None:
     assert isinstance(normal, Wait)
     assert normal.seconds > 150  # behind the 200 normal ones
     assert isinstance(high, Granted) or high.seconds < 15
+
+
+def test_after_a_429_every_priority_resumes_when_asked_with_no_burst() -> None:
+    """A 429 holds creates back as long as the upstream asked, and then no longer, whatever
+    the priority (before: `normal` waited a quarter of the burst past the block, `low` half);
+    after the block they go one slot at a time at the halved rate, never in a burst."""
+    limits = Limits(rpm=60, concurrency=1000)  # one a second, a minute's burst
+    for priority in ("high", "normal", "low"):
+        state = throttle(fresh(0.0), 0.0, 2.0, limits)
+        went = []
+        for n in range(5):  # five jobs asking at once, just after the 429
+            decision = acquire(state, limits, 0.1, f"j{n}", priority=priority, lease=LEASE)
+            state = decision.state
+            if isinstance(decision, Granted):
+                went.append(decision.at)
+        assert went, priority
+        assert went[0] == 2.0, priority  # exactly when asked: not before, not later
+        gaps = [b - a for a, b in itertools.pairwise(went)]
+        assert all(gap >= 2.0 for gap in gaps), (priority, gaps)  # half the rate, no burst
+
+
+def test_after_a_429_the_upstream_bucket_it_emptied_refuses_nothing() -> None:
+    """The upstream's own bucket, emptied by the time of the 429, refills at its rate: the
+    creates that follow the block, of mixed priorities, never outrun it."""
+    limits = Limits(rpm=60, concurrency=1000)
+    upstream = Bucket(limits.rpm, 0.0)
+    while upstream.take(0.0).allowed:  # drained: that is why it answered 429
+        pass
+    state = throttle(fresh(0.0), 0.0, 1.0, limits)
+    went: list[float] = []
+    now = 0.0
+    priorities: list[Priority] = ["low", "normal", "high"]
+    while now < 90.0:
+        decision = acquire(
+            state, limits, now, f"j{now}", priority=priorities[int(now * 4) % 3], lease=LEASE
+        )
+        state = decision.state
+        if isinstance(decision, Granted):
+            went.append(decision.at)
+            state = release(state, f"j{now}")
+        now += 0.25
+    assert went
+    assert went[0] >= 1.0
+    assert sum(not upstream.take(at).allowed for at in sorted(went)) == 0
+
+
+def test_a_rate_state_stored_before_drained_tat_still_loads() -> None:
+    stored = (
+        b'{"tat": 5.0, "queue_tat": [0, 0, 0], "slowdown": 1.0, "at": 5.0, '
+        b'"blocked_until": 0.0, "inflight": []}'
+    )
+    assert STATE.validate_json(stored).drained_tat == 0.0
