@@ -9,8 +9,10 @@ from shared.config import CommonSettings
 
 class SubmitterSettings(CommonSettings):
     http_port: int = 8082
-    max_attempts: int = 10
-    """Handling errors (5xx, timeouts) of one job before it fails with retries_exhausted."""
+    max_attempts: int = 20
+    """Handling errors (5xx, timeouts) of one job before it fails with retries_exhausted: 20
+    with backoff capped at 8 s ride out about 2 min of continuous upstream failure (10 did,
+    under the old 30 s cap)."""
     submit_deadline_seconds: float = 6 * 3600.0
     """A job still waiting for upstream capacity (429s) this long after admission fails."""
     rate_rpm: PositiveInt | None = None
