@@ -15,7 +15,7 @@ from nats.js.kv import KeyValue
 
 from services.poller.schedule import Durations, expected_seconds, observe
 from shared.contracts import JobSpec
-from shared.jobstore import update_key
+from shared.kvcell import KvCells
 from shared.registry import ProviderSpec
 
 log = logging.getLogger("clipline.poller")
@@ -137,6 +137,7 @@ class KvExpectations:
         self._ttl = ttl
         self._clock = clock
         self._cache: dict[str, tuple[float, Durations]] = {}
+        self._cells = KvCells(kv, _durations_or_none, _encode_durations, max_attempts=16)
 
     async def expected(self, spec: JobSpec) -> float:
         key = self._key(spec)
@@ -157,15 +158,16 @@ class KvExpectations:
     async def finished(self, spec: JobSpec, video_id: str, took: float) -> None:
         key = self._key(spec)
 
-        def add(value: bytes | None) -> tuple[bytes | None, Durations]:
-            known = _durations(key, value)
+        def add(known: Durations | None) -> tuple[Durations | None, Durations]:
+            known = known or Durations()
             learned = observe(known, took, video_id)
             if learned == known:
                 return None, known  # counted already: no write
-            data = {"samples": learned.samples, "videos": learned.videos}
-            return json.dumps(data).encode(), learned
+            return learned, learned
 
-        learned = await update_key(await self._kv(), key, add, max_attempts=16)
+        # One write per finished job at most, fewer under load (grouped with the others);
+        # no read unless another replica wrote meanwhile.
+        learned = await self._cells.change(key, add)
         self._cache[key] = (self._clock(), learned)
 
     def _seed(self, spec: JobSpec) -> float:
@@ -181,6 +183,14 @@ class KvExpectations:
 
 
 _KEY_UNSAFE = re.compile(r"[^-\w]")
+
+
+def _durations_or_none(key: str, value: bytes | None) -> Durations | None:
+    return _durations(key, value) if value else None
+
+
+def _encode_durations(durations: Durations) -> bytes:
+    return json.dumps({"samples": durations.samples, "videos": durations.videos}).encode()
 
 
 def _durations(key: str, value: bytes | None) -> Durations:
