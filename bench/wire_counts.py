@@ -5,7 +5,8 @@ with the admin identity, `jobs` requests published at once; when every job has c
 the subscription has seen the last settlement's messages go quiet), the messages seen are
 classified (KV reads and writes per bucket, inbox replies, JetStream API calls by kind,
 advisories, pulls, acks, events) and divided by the number of jobs; nats-server's own
-`/varz` in_msgs/out_msgs over the same time are printed beside them.
+`/varz` in_msgs/out_msgs and each process's CPU over the same time are printed beside them
+(the CPU includes idle polling while the wire goes quiet, and is noisy on a shared machine).
 
     PYTHONPATH=$PWD .venv/bin/python -m bench.wire_counts [jobs]
 
@@ -24,7 +25,8 @@ import httpx
 import nats
 from nats.aio.msg import Msg
 
-from bench.pipeline import NO_RATE_LIMITS, TERMINAL, new_tenant, stack, submit
+from bench.harness import cpu_seconds
+from bench.pipeline import NO_RATE_LIMITS, TERMINAL, new_tenant, service_pids, stack, submit
 from clipline.stack import StackOptions, StackState
 
 DONE_WITHIN = 300.0
@@ -94,6 +96,8 @@ async def count(state: StackState, jobs: int) -> None:
     await nc.subscribe(">", cb=on)
     await nc.flush()
     in_before, out_before = await varz(varz_url)
+    pids = {**service_pids(state), "nats-server": nats_proc.pid}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.monotonic()
     publisher = await nats.connect(state.nats_url, user_credentials=state.nats_creds)
     await submit(publisher.jetstream(), tenant, [f"w-{i}" for i in range(jobs)])
@@ -105,6 +109,7 @@ async def count(state: StackState, jobs: int) -> None:
         except TimeoutError:
             break
     in_after, out_after = await varz(varz_url)
+    cpu = {name: (cpu_seconds(pid) - cpu_before[name]) * 1000 / jobs for name, pid in pids.items()}
     wall = time.monotonic() - started
     await publisher.close()
     await nc.close()
@@ -112,6 +117,9 @@ async def count(state: StackState, jobs: int) -> None:
     # The subscription's own deliveries are out_msgs; the publisher's requests are in_msgs.
     received, sent = (in_after - in_before) / jobs, (out_after - out_before) / jobs
     print(f"/varz per job: in {received:.1f}  out {sent:.1f}")
+    services = sum(ms for name, ms in cpu.items() if name != "nats-server")
+    shown = "  ".join(f"{name} {ms:.1f}" for name, ms in cpu.items())
+    print(f"CPU ms per job: {shown}  (the five services: {services:.1f})")
     total = sum(seen.values())
     print(f"seen on `>` per job: {total / jobs:.1f}")
     for name, n in sorted(seen.items(), key=lambda kv: -kv[1]):
