@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
@@ -28,8 +29,11 @@ T = TypeVar("T")
 class JobStore(Protocol):
     async def get(self, tenant: str, job_id: str) -> JobRecordV1 | None: ...
 
-    async def update(self, tenant: str, job_id: str, change: Change) -> JobRecordV1 | None:
-        """Apply `change` atomically; returns the stored record, or None if nothing was written."""
+    async def update(
+        self, tenant: str, job_id: str, change: Change, *, fresh: bool = False
+    ) -> JobRecordV1 | None:
+        """Apply `change` atomically; returns the stored record, or None if nothing was written.
+        `fresh`: a hint that the record is most likely absent (a new job)."""
         ...
 
     async def list(self, tenant: str) -> list[JobRecordV1]:
@@ -136,8 +140,19 @@ async def advance(
     return await apply(jobs, job, decide)
 
 
+KNOWN_RECORDS = 4096
+"""How many records a KvJobStore remembers (with their revisions) for its next compare-and-set."""
+
+
 class KvJobStore:
-    """JobStore on a JetStream KV bucket. Keys are `<tenant>.<job_id>`."""
+    """JobStore on a JetStream KV bucket. Keys are `<tenant>.<job_id>`.
+
+    A stage reads a record (`get`, to screen the event), works, then changes it (`update`):
+    the revision of that read (or of this process's own last write) is remembered, and the
+    change's first compare-and-set is made against it, so a step costs one read and one write.
+    A remembered record is only ever a guess: a write against it that loses (someone wrote
+    since) reads the record again and decides again, and a decision to write nothing is never
+    taken on a remembered record, only on one just read. `get` always reads."""
 
     def __init__(
         self,
@@ -145,36 +160,78 @@ class KvJobStore:
         jetstream: Callable[[], JetStreamContext],
         bucket: str = JOBS_BUCKET,
         max_attempts: int = 32,
+        known: int = KNOWN_RECORDS,
     ) -> None:
         self._kv = kv
         self._jetstream = jetstream
         self._bucket = bucket
         self._max_attempts = max_attempts
+        self._known: OrderedDict[str, tuple[int, JobRecordV1 | None]] = OrderedDict()
+        self._known_max = known
 
     async def get(self, tenant: str, job_id: str) -> JobRecordV1 | None:
         return await self._get(record_key(tenant, job_id))
 
     async def _get(self, key: str) -> JobRecordV1 | None:
-        kv = await self._kv()
+        revision, record = await self._read(await self._kv(), key)
+        self._remember(key, revision, record)
+        return record
+
+    async def _read(self, kv: KeyValue, key: str) -> tuple[int, JobRecordV1 | None]:
+        """The record and its revision (0: never written; a deleted record's marker's)."""
         try:
             entry = await kv.get(key)
-        except KeyNotFoundError:
-            return None
-        if entry.value is None:
-            return None
-        return JobRecordV1.model_validate_json(entry.value)
+        except KeyNotFoundError as exc:
+            deleted = getattr(exc, "entry", None)
+            return (deleted.revision or 0) if deleted is not None else 0, None
+        if not entry.value:
+            return entry.revision or 0, None
+        return entry.revision or 0, JobRecordV1.model_validate_json(entry.value)
 
-    async def update(self, tenant: str, job_id: str, change: Change) -> JobRecordV1 | None:
-        def decide(value: bytes | None) -> tuple[bytes | None, JobRecordV1 | None]:
-            current = JobRecordV1.model_validate_json(value) if value else None
+    def _remember(self, key: str, revision: int, record: JobRecordV1 | None) -> None:
+        known = self._known.get(key)
+        if known is not None and known[0] > revision:
+            return  # a read answered after a newer write of ours: keep the newer
+        self._known[key] = (revision, record)
+        self._known.move_to_end(key)
+        while len(self._known) > self._known_max:
+            self._known.popitem(last=False)
+
+    async def update(
+        self, tenant: str, job_id: str, change: Change, *, fresh: bool = False
+    ) -> JobRecordV1 | None:
+        """`fresh`: the record is most likely absent (a new job): the first try creates it
+        without a read (a record found there after all is read, and decided on, as usual)."""
+        key = record_key(tenant, job_id)
+        kv = await self._kv()
+        guess = (0, None) if fresh else self._known.get(key)
+        for attempt in range(self._max_attempts):
+            if guess is None:
+                revision, current = await self._read(kv, key)
+                read = True
+            else:
+                (revision, current), read = guess, False
+            guess = None
             new = change(current)
             if new is None:
-                return None, None
+                if not read:
+                    continue  # nothing to write, on a record not just read: read and decide
+                self._remember(key, revision, current)
+                return None
             check_move(current, new)
-            return new.model_dump_json().encode(), new
-
-        key = record_key(tenant, job_id)
-        return await update_key(await self._kv(), key, decide, max_attempts=self._max_attempts)
+            try:
+                if revision == 0:
+                    written = await kv.create(key, new.model_dump_json().encode())
+                else:
+                    written = await kv.update(key, new.model_dump_json().encode(), last=revision)
+            except KeyWrongLastSequenceError:
+                self._known.pop(key, None)
+                if read:  # lost a race with a concurrent writer: back off a little, jittered
+                    await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
+                continue
+            self._remember(key, written, new)
+            return new
+        raise StoreConflictError(f"could not update {key} after {self._max_attempts} attempts")
 
     async def _keys(self, pattern: str) -> list[str]:
         """Keys matching a subject pattern, filtered by the server (nats-py's `keys(filters=)`

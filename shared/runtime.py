@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -50,13 +51,28 @@ class Platform:
 
 
 def cached(make: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
-    """A lazy handle: opened on first use (after the broker connected), then reused."""
+    """A lazy handle: opened on first use (after the broker connected), then reused. Callers
+    that come while it is being opened wait for that one opening (a KV handle costs a
+    stream-info request: not one per handler started at once); a failed opening is tried
+    again by the next caller."""
     cache: list[T] = []
+    opening: list[asyncio.Future[T]] = []
 
     async def get() -> T:
+        if cache:
+            return cache[0]
+        if not opening:
+            opening.append(asyncio.ensure_future(make()))
+        task = opening[0]
+        try:
+            handle = await asyncio.shield(task)  # a cancelled caller leaves it to the others
+        except Exception:
+            if opening and opening[0] is task:
+                opening.clear()  # the next caller tries again
+            raise
         if not cache:
-            cache.append(await make())
-        return cache[0]
+            cache.append(handle)
+        return handle
 
     return get
 

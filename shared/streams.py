@@ -58,6 +58,7 @@ JOBS_BUCKET_CONFIG = KeyValueConfig(
     description="current state of every job (JobRecordV1), updated with compare-and-set",
     history=8,
     storage=StorageType.FILE,
+    direct=True,
 )
 
 
@@ -67,6 +68,7 @@ UPSTREAM_BUCKET_CONFIG = KeyValueConfig(
     description="upstream video id -> <tenant>.<job_id> (webhooks carry only the video id)",
     history=1,
     storage=StorageType.FILE,
+    direct=True,
 )
 
 WEBHOOK_REPLAY_WINDOW_SECONDS = 15 * 60.0
@@ -79,6 +81,7 @@ WEBHOOKS_BUCKET_CONFIG = KeyValueConfig(
     history=1,
     ttl=WEBHOOK_REPLAY_WINDOW_SECONDS,
     storage=StorageType.FILE,
+    direct=True,
 )
 
 BUDGETS_BUCKET = "clipline_budgets"
@@ -87,6 +90,7 @@ BUDGETS_BUCKET_CONFIG = KeyValueConfig(
     description="budget limits, window counters, job reservations, spend ledger (pricing_guard)",
     history=1,
     storage=StorageType.FILE,
+    direct=True,
 )
 """Written only by atomic batches (shared/kvatomic.py): its stream allows atomic publish."""
 
@@ -98,6 +102,7 @@ RATES_BUCKET_CONFIG = KeyValueConfig(
     # On disk, like every bucket: a memory stream would vanish when nats-server restarts, and
     # the submitters would find no bucket until they restarted too.
     storage=StorageType.FILE,
+    direct=True,
 )
 
 DURATIONS_BUCKET = "clipline_durations"
@@ -106,6 +111,7 @@ DURATIONS_BUCKET_CONFIG = KeyValueConfig(
     description="recent upstream generation times per provider/model/size/seconds (poller)",
     history=1,
     storage=StorageType.FILE,
+    direct=True,
 )
 
 API_KEYS_BUCKET = "clipline_api_keys"
@@ -115,6 +121,7 @@ API_KEYS_BUCKET_CONFIG = KeyValueConfig(
     "created/last used/revoked (written by pricing_guard's admin API; read and touched by intake)",
     history=1,
     storage=StorageType.FILE,
+    direct=True,
 )
 
 INPUTS_BUCKET = "clipline_inputs"
@@ -124,6 +131,19 @@ INPUTS_BUCKET_CONFIG = ObjectStoreConfig(
     ttl=JOBS_MAX_AGE_SECONDS,
     storage=StorageType.FILE,
 )
+KV_BUCKETS = (
+    JOBS_BUCKET_CONFIG,
+    UPSTREAM_BUCKET_CONFIG,
+    WEBHOOKS_BUCKET_CONFIG,
+    BUDGETS_BUCKET_CONFIG,
+    RATES_BUCKET_CONFIG,
+    DURATIONS_BUCKET_CONFIG,
+    API_KEYS_BUCKET_CONFIG,
+)
+"""Every KV bucket: each allows direct gets (`direct=True`, the stream's `allow_direct`), so a
+read is one request to `$JS.API.DIRECT.GET.KV_<bucket>.$KV.<bucket>.<key>` answered with the
+value and its revision (nats-py's KeyValue uses it when the stream allows it), never a
+`$JS.API.STREAM.MSG.GET` (a JetStream API call, which also publishes an advisory)."""
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 """nats-server max_payload clipline runs with: a request may carry an input image (data URL)."""
 
@@ -138,21 +158,20 @@ async def ensure_jetstream(js: JetStreamContext) -> None:
         except BadRequestError:
             # Already exists with this name: update to the declared configuration.
             await js.update_stream(config)
-    await js.create_key_value(JOBS_BUCKET_CONFIG)
-    await js.create_key_value(UPSTREAM_BUCKET_CONFIG)
-    await js.create_key_value(WEBHOOKS_BUCKET_CONFIG)
-    await ensure_atomic_bucket(js, BUDGETS_BUCKET_CONFIG)
-    await js.create_key_value(RATES_BUCKET_CONFIG)
-    await js.create_key_value(DURATIONS_BUCKET_CONFIG)
-    await js.create_key_value(API_KEYS_BUCKET_CONFIG)
+    for bucket in KV_BUCKETS:
+        await ensure_bucket(js, bucket, atomic=bucket is BUDGETS_BUCKET_CONFIG)
     # nats-py overwrites config.bucket with the `bucket` argument, so pass both.
     await js.create_object_store(INPUTS_BUCKET, config=INPUTS_BUCKET_CONFIG)
 
 
-async def ensure_atomic_bucket(js: JetStreamContext, config: KeyValueConfig) -> None:
-    """A KV bucket whose stream allows atomic batches (multi-key compare-and-set; nats-server
-    2.12+). nats-py cannot create it so, and re-creating it once it is set fails (the config
-    differs), so: create it if missing, then switch the stream's `allow_atomic` on."""
+async def ensure_bucket(
+    js: JetStreamContext, config: KeyValueConfig, *, atomic: bool = False
+) -> None:
+    """A KV bucket as declared, created if missing, and a bucket of an older deployment brought
+    up to date: `allow_direct` (reads are direct gets: no JetStream API request or advisory
+    per read) and, with `atomic`, `allow_atomic` (multi-key compare-and-set; nats-server 2.12+).
+    nats-py can create neither flag's absence away: re-creating a bucket whose config differs
+    fails, so the stream is updated instead."""
     stream = f"KV_{config.bucket}"
     try:
         info = await js.stream_info(stream)
@@ -160,11 +179,21 @@ async def ensure_atomic_bucket(js: JetStreamContext, config: KeyValueConfig) -> 
         with contextlib.suppress(BadRequestError):  # another process created it meanwhile
             await js.create_key_value(config)
         info = await js.stream_info(stream)
-    if not info.config.allow_atomic:
-        info.config.allow_atomic = True
-        await js.update_stream(info.config)
-        if not (await js.stream_info(stream)).config.allow_atomic:
-            raise RuntimeError(
-                f"stream {stream} cannot allow atomic publish: nats-server 2.12 or newer is "
-                "needed (budgets change several keys at once)"
-            )
+    wanted = {"allow_direct": bool(config.direct), "allow_atomic": atomic}
+    missing = {flag for flag, on in wanted.items() if on and not getattr(info.config, flag)}
+    if not missing:
+        return
+    for flag in missing:
+        setattr(info.config, flag, True)
+    await js.update_stream(info.config)
+    updated = (await js.stream_info(stream)).config
+    if not all(getattr(updated, flag) for flag in missing):
+        raise RuntimeError(
+            f"stream {stream} cannot allow {', '.join(sorted(missing))}: nats-server 2.12 or "
+            "newer is needed (budgets change several keys at once)"
+        )
+
+
+async def ensure_atomic_bucket(js: JetStreamContext, config: KeyValueConfig) -> None:
+    """A KV bucket whose stream allows atomic batches (shared/kvatomic.py), and direct gets."""
+    await ensure_bucket(js, config, atomic=True)

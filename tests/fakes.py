@@ -59,7 +59,9 @@ class InMemoryJobStore:
         data = self._data.get(record_key(tenant, job_id))
         return None if data is None else JobRecordV1.model_validate_json(data)
 
-    async def update(self, tenant: str, job_id: str, change: Change) -> JobRecordV1 | None:
+    async def update(
+        self, tenant: str, job_id: str, change: Change, *, fresh: bool = False
+    ) -> JobRecordV1 | None:
         current = await self.get(tenant, job_id)
         new = change(current)
         if new is None:

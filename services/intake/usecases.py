@@ -98,7 +98,7 @@ async def take(
         seen[:] = [current]  # the last read wins: compare-and-set retries re-run this
         return fresh if current is None else None
 
-    created = await deps.jobs.update(tenant, job_id, create)
+    created = await deps.jobs.update(tenant, job_id, create, fresh=True)  # a new job: no read
     existing = created or seen[0]
     assert existing is not None  # written by us, or read by us
     match dedupe(None if created else existing.request_hash, fingerprint):

@@ -16,7 +16,7 @@ from nats.js.kv import KeyValue
 
 from services.poller.schedule import MIN_SAMPLES, Durations, expected_seconds, observe
 from shared.contracts import JobSpec
-from shared.jobstore import update_key
+from shared.kvcell import KvCells
 from shared.registry import ProviderSpec
 
 log = logging.getLogger("clipline.poller")
@@ -147,6 +147,7 @@ class KvExpectations:
         self._cache: dict[str, tuple[float, Durations]] = {}
         self._pending: dict[str, list[tuple[float, str]]] = {}
         self._flushed: dict[str, float] = {}
+        self._cells = KvCells(kv, _durations_or_none, _encode_durations, max_attempts=16)
 
     async def expected(self, spec: JobSpec) -> float:
         key = self._key(spec)
@@ -194,18 +195,18 @@ class KvExpectations:
         if not batch:
             return
 
-        def add(value: bytes | None) -> tuple[bytes | None, Durations]:
-            known = _durations(key, value)
+        def add(known: Durations | None) -> tuple[Durations | None, Durations]:
+            known = known or Durations()
             learned = known
             for took, video_id in batch:
                 learned = observe(learned, took, video_id)
             if learned == known:
                 return None, known  # counted already: no write
-            data = {"samples": learned.samples, "videos": learned.videos}
-            return json.dumps(data).encode(), learned
+            return learned, learned
 
+        # No read unless another replica wrote meanwhile (shared/kvcell.py).
         try:
-            learned = await update_key(await self._kv(), key, add, max_attempts=16)
+            learned = await self._cells.change(key, add)
         except BaseException:
             self._pending.setdefault(key, [])[:0] = batch  # kept for the next flush
             raise
@@ -230,6 +231,14 @@ class KvExpectations:
 
 
 _KEY_UNSAFE = re.compile(r"[^-\w]")
+
+
+def _durations_or_none(key: str, value: bytes | None) -> Durations | None:
+    return _durations(key, value) if value else None
+
+
+def _encode_durations(durations: Durations) -> bytes:
+    return json.dumps({"samples": durations.samples, "videos": durations.videos}).encode()
 
 
 def _durations(key: str, value: bytes | None) -> Durations:

@@ -1,5 +1,6 @@
 """The submitter's shared rate state in a KV bucket (clipline_rates), one key per
-provider/model, changed by compare-and-set so every replica shapes one common rate."""
+provider/model, changed by compare-and-set so every replica shapes one common rate; read only
+when another replica changed it, written only when it changes, several changes a write."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from services.submitter.rates import (
     release,
     throttle,
 )
-from shared.jobstore import update_key
+from shared.kvcell import KvCells
 
 T = TypeVar("T")
 log = logging.getLogger("clipline.submitter")
@@ -43,11 +44,10 @@ class KvRates:
         clock: Callable[[], float] = time.time,
         max_attempts: int = 64,
     ) -> None:
-        self._kv = kv
         self._provider = provider
         self._limits = limits
         self._clock = clock
-        self._max_attempts = max_attempts
+        self._cells = KvCells(kv, _state, STATE.dump_json, max_attempts=max_attempts)
 
     async def acquire(
         self, model: str, job_id: str, priority: Priority, lease: float
@@ -71,14 +71,10 @@ class KvRates:
         )
 
     async def _change(self, model: str, limits: Limits, decide: Decide[T]) -> T:
-        key = f"rate.{self._provider}.{model}"
+        def change(value: RateState | None) -> tuple[RateState | None, T]:
+            return decide(value or fresh(self._clock()))
 
-        def change(value: bytes | None) -> tuple[bytes | None, T]:
-            current = _state(key, value)
-            new, result = decide(current or fresh(self._clock()))
-            return (None if new == current else STATE.dump_json(new)), result  # same: no write
-
-        return await update_key(await self._kv(), key, change, max_attempts=self._max_attempts)
+        return await self._cells.change(f"rate.{self._provider}.{model}", change)
 
 
 def _state(key: str, value: bytes | None) -> RateState | None:

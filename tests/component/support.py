@@ -44,11 +44,13 @@ class FlakyJobStore(InMemoryJobStore):
         self.error = error
         self.failures = failures
 
-    async def update(self, tenant: str, job_id: str, change: Change) -> JobRecordV1 | None:
+    async def update(
+        self, tenant: str, job_id: str, change: Change, *, fresh: bool = False
+    ) -> JobRecordV1 | None:
         if self.failures > 0:
             self.failures -= 1
             raise self.error
-        return await super().update(tenant, job_id, change)
+        return await super().update(tenant, job_id, change, fresh=fresh)
 
 
 @dataclass

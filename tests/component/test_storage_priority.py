@@ -59,8 +59,10 @@ class StoringNoted(InMemoryJobStore):
         super().__init__()
         self.storing: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
-    async def update(self, tenant: str, job_id: str, change: Change) -> JobRecordV1 | None:
-        new = await super().update(tenant, job_id, change)
+    async def update(
+        self, tenant: str, job_id: str, change: Change, *, fresh: bool = False
+    ) -> JobRecordV1 | None:
+        new = await super().update(tenant, job_id, change, fresh=fresh)
         if new is not None and new.status == JobStatus.STORING:
             self.storing[job_id].set()
         return new

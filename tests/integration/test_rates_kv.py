@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.js.kv import KeyValue
 
 from services.submitter.adapters import KvRates
 from services.submitter.rates import Granted, Limits, Wait
@@ -64,3 +65,78 @@ async def test_a_429_seen_by_one_replica_holds_back_all(clients: list[Client]) -
     held = await other.acquire("sora-2", "j", "high", 30.0)
     assert isinstance(held, Granted)
     assert held.at == 54.0  # a slot no earlier than the upstream asked, for every replica
+
+
+class CountingKv:
+    """The rates bucket, counting reads and writes."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+        self.gets = 0
+        self.writes = 0
+
+    async def get(self, key: str) -> KeyValue.Entry:
+        self.gets += 1
+        return await self._kv.get(key)
+
+    async def create(self, key: str, value: bytes) -> int:
+        self.writes += 1
+        return await self._kv.create(key, value)
+
+    async def update(self, key: str, value: bytes, last: int | None = None) -> int:
+        self.writes += 1
+        return await self._kv.update(key, value, last=last)
+
+
+async def counted(
+    nc: Client, provider: str, limits: Limits, now: float
+) -> tuple[KvRates, CountingKv]:
+    kv = CountingKv(await nc.jetstream().key_value(RATES_BUCKET))
+
+    async def get_kv():  # type: ignore[no-untyped-def]
+        return kv
+
+    return KvRates(get_kv, provider, lambda m: (m, limits), clock=lambda: now), kv
+
+
+async def test_the_state_is_read_once_and_written_only_when_it_changes(
+    clients: list[Client],
+) -> None:
+    provider = f"p{uuid.uuid4().hex[:8]}"
+    shaper, kv = await counted(clients[0], provider, Limits(rpm=600, concurrency=10), 10.0)
+    assert isinstance(await shaper.acquire("sora-2", "a", "high", 30.0), Granted)
+    await shaper.release("sora-2", "a")
+    assert isinstance(await shaper.acquire("sora-2", "b", "high", 30.0), Granted)
+    assert (kv.gets, kv.writes) == (1, 3)  # read once: this process knows what it wrote
+    await shaper.release("sora-2", "nobody")  # holds no slot: nothing changes
+    assert kv.writes == 3
+    assert kv.gets == 2  # "no change" is decided on a state just read, never on a remembered one
+
+
+async def test_changes_asked_together_go_in_few_writes(clients: list[Client]) -> None:
+    provider = f"p{uuid.uuid4().hex[:8]}"
+    shaper, kv = await counted(clients[0], provider, Limits(rpm=6000, concurrency=100), 10.0)
+    results = await asyncio.gather(
+        *(shaper.acquire("sora-2", f"j{i}", "high", 30.0) for i in range(30))
+    )
+    assert all(isinstance(r, Granted) for r in results)
+    assert {r.at for r in results if isinstance(r, Granted)} == {10.0}  # a burst: all at once
+    assert kv.writes <= 2  # asked while one write was on its way: grouped, not 30 writes
+    other = rates(clients[1], provider, Limits(rpm=6000, concurrency=100), 10.0)
+    late = await other.acquire("sora-2", "late", "high", 30.0)
+    assert isinstance(late, Granted)
+    # What the group wrote is the shared state: 31 slots held, the cap counts them all.
+    capped = rates(clients[2], provider, Limits(rpm=6000, concurrency=31), 10.0)
+    assert isinstance(await capped.acquire("sora-2", "over", "high", 30.0), Wait)
+
+
+async def test_a_state_changed_by_another_replica_is_read_again(clients: list[Client]) -> None:
+    provider = f"p{uuid.uuid4().hex[:8]}"
+    limits = Limits(rpm=600, concurrency=2)
+    one, kv = await counted(clients[0], provider, limits, 10.0)
+    other = rates(clients[1], provider, limits, 10.0)
+    assert isinstance(await one.acquire("sora-2", "a", "high", 30.0), Granted)
+    assert isinstance(await other.acquire("sora-2", "b", "high", 30.0), Granted)
+    # `one` remembers one slot taken; the bucket says two: the cap of 2 holds anyway.
+    assert isinstance(await one.acquire("sora-2", "c", "high", 30.0), Wait)
+    assert kv.gets == 2  # its first read, and the read after its remembered state lost
