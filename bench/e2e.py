@@ -1,7 +1,7 @@
 """End to end: clipline against the script a user would write (bench/naive.py: asyncio, the
 openai SDK and minio), on one embedded stack, same simulator, same S3, same run.
 
-Run: python -m bench.e2e [jobs] [--quick]   (or BENCH_E2E_JOBS, default 1000; about 4 minutes;
+Run: python -m bench.e2e [jobs] [--quick]   (or BENCH_E2E_JOBS, default 1000; about 5 minutes;
      make bench runs it. --quick: 100 jobs, a short sweep, for trying it)
 
 One fresh stack (bench/pipeline.py) with the simulator in zero-latency mode (no queue, generation
@@ -53,8 +53,8 @@ from bench.e2e_report import (
     report_idle,
     report_sweep,
 )
-from bench.e2e_stats import Latency, completion_rate, per_job, varz_delta
-from bench.harness import ROOT, cpu_seconds
+from bench.e2e_stats import Latency, Usage, completion_rate, per_job, varz_delta
+from bench.harness import ROOT, context_switches, cpu_split
 from bench.naive import Script
 from bench.nats_traffic import Wiretap, monitor_url, settle, varz
 from bench.pipeline import NO_RATE_LIMITS, TERMINAL, env_number, new_tenant, request, stack
@@ -158,11 +158,10 @@ class Bench:
     script: Script
     monitor: str
 
-    def cpu(self) -> dict[str, float]:
-        """CPU seconds so far of every process of the stack, and of this one ("bench")."""
-        out = {p.name: cpu_seconds(p.pid) for p in self.state.processes}
-        out["bench"] = cpu_seconds(os.getpid())
-        return out
+    def cpu(self) -> dict[str, Usage]:
+        """CPU so far of every process of the stack, and of this one ("bench")."""
+        pids = {p.name: p.pid for p in self.state.processes} | {"bench": os.getpid()}
+        return {name: Usage(*cpu_split(pid), context_switches(pid)) for name, pid in pids.items()}
 
     async def clipline(self, name: str, offsets: Sequence[float]) -> Phase:
         """Job requests over NATS at `offsets` until every job is terminal and the stack has

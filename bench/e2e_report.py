@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.e2e_stats import Latency, breakdown, completion_rate, summed
+from bench.e2e_stats import Latency, Usage, breakdown, completion_rate, summed
 from bench.pipeline import verdict
 from bench.svgplot import Panel, Series, render
 
@@ -31,7 +31,7 @@ class Phase:
     latencies: list[float]
     stages: dict[str, Latency] = field(default_factory=dict)
     settled: float | None = None  # when the stack was quiet again after the phase (monotonic)
-    cpu: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, Usage] = field(default_factory=dict)
     cpu_wall: float = 0.0  # the time between the two CPU readings
     varz: dict[str, float] = field(default_factory=dict)
 
@@ -48,7 +48,13 @@ class Phase:
         return Latency.of(self.latencies)
 
     def ms_per_job(self, process: str) -> float:
-        return 1000 * self.cpu.get(process, 0.0) / self.jobs
+        return 1000 * self.cpu.get(process, Usage()).total / self.jobs
+
+    def split_per_job(self, process: str) -> str:
+        """User + system ms per job, and context switches per job."""
+        usage = self.cpu.get(process, Usage())
+        return (f"{1000 * usage.user / self.jobs:6.2f} + {1000 * usage.system / self.jobs:6.2f}"
+                f"  {usage.switches / self.jobs:6.1f}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -84,16 +90,17 @@ def report_burst(naive: Phase, ours: Phase, services: Sequence[str]) -> None:
     print("  clipline's stages (time between a job's events as they arrived here):")
     for stage, latency in ours.stages.items():
         print(f"    {stage:<24} {_latency(latency)}")
-    print(f"\n  CPU ms per job ({'clipline':>8} | {'script':>8})   CPU-s per wall-s (clipline)")
+    print("\n  CPU ms per job: clipline (user + system, context switches per job, CPU-s per "
+          "wall-s) | the script's phase")  # fmt: skip
     for process in (*services, *OTHERS):
         note = "  (this process: publisher and event subscriber | the script)" * (
             process == "bench"
         )
-        share = ours.cpu.get(process, 0.0) / ours.cpu_wall
-        print(f"    {process:<15} {ours.ms_per_job(process):8.2f} | "
-              f"{naive.ms_per_job(process):8.2f}   {share:5.2f}{note}")  # fmt: skip
+        share = ours.cpu.get(process, Usage()).total / ours.cpu_wall
+        print(f"    {process:<15} {ours.ms_per_job(process):8.2f} ({ours.split_per_job(process)} "
+              f"{share:5.2f}) | {naive.ms_per_job(process):8.2f}{note}")  # fmt: skip
     total = sum(ours.ms_per_job(s) for s in services)
-    print(f"    {'five services':<15} {total:8.2f} | "
+    print(f"    {'five services':<15} {total:8.2f} {'':31} | "
           f"{sum(naive.ms_per_job(s) for s in services):8.2f}   goal <= {GOAL_SERVICES_MS:g} ms "
           f"(clipline)  {verdict(total <= GOAL_SERVICES_MS)}")  # fmt: skip
     varz = ours.varz

@@ -42,6 +42,24 @@ class Latency:
         )
 
 
+@dataclass(frozen=True)
+class Usage:
+    """A process's CPU seconds (user, system) and context switches, or their growth."""
+
+    user: float = 0.0
+    system: float = 0.0
+    switches: int = 0
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(
+            self.user - other.user, self.system - other.system, self.switches - other.switches
+        )
+
+
 def completion_rate(completed_at: Sequence[float]) -> float:
     """Jobs per second at which a set of jobs completed: the jobs after the first over the time
     from the first completion to the last (a steady offered rate gives that rate back; more

@@ -9,6 +9,7 @@ import pytest
 
 from bench.e2e_stats import (
     Latency,
+    Usage,
     breakdown,
     classify,
     completion_rate,
@@ -121,3 +122,9 @@ def test_the_plot_is_well_formed_svg_with_every_point() -> None:
     circles = root.findall("{http://www.w3.org/2000/svg}circle")
     assert len(circles) == 8
     assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 4
+
+
+def test_usage_growth() -> None:
+    grown = Usage(2.5, 1.0, 700) - Usage(0.5, 0.25, 100)
+    assert grown == Usage(2.0, 0.75, 600)
+    assert grown.total == 2.75
