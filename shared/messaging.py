@@ -327,9 +327,9 @@ class ServiceRouter(NatsRouter):
         out a delayed nak (a durable timer: a poll, a rate-limit wait) counts: it is how many
         jobs one consumer can hold waiting at once; the rest wait in the stream.
 
-        A fetch waits for one message, then takes up to `fetch_batch` - 1 more that are ready
-        (shared/pullfetch.py: one pull request for many messages under load, no wait for a
-        batch to fill under light load); each starts, with heartbeats, as soon as one of
+        One pull request stands open for up to `fetch_batch` messages, each handed on as soon
+        as it arrives (shared/pullfetch.py: one request for many messages, never a wait for a
+        batch to fill); each starts, with heartbeats, as soon as one of
         `max_workers` is free. While every worker is busy, messages fetched meanwhile wait
         without heartbeats; should that outlast ack_wait, a second copy goes to another
         replica: every handler is idempotent, and the submitter's attempt lease keeps that from

@@ -1,18 +1,21 @@
-"""Pull fetches that wait for one message and take what else is ready, in one more request.
+"""Pull fetches over one standing pull request: a message is handed on as soon as it arrives,
+and one request brings up to a batch of them, however slowly they come.
 
 nats-py 2.16's `PullSubscription.fetch(batch=n)` either returns at once what a no-wait request
 found or, when nothing was there, sends a lingering request and waits for all `n` messages until
 its timeout: under light load a message would wait seconds for the batch to fill, so clipline
-fetched one message per pull request (two messages on the wire per delivery, plus the answer).
-`fetch` here first asks, without waiting, for up to `n` that are ready: under load one pull
-request brings many messages. When none is ready it waits as a batch of one does (no added
-latency), then asks once more, without waiting, for what else is ready.
+fetched one message per pull request (a request and its answer on the wire per delivery, and
+more for an empty poll). `fetch` here keeps one pull request open on the server (for `n`
+messages, expiring after REQUEST_SECONDS) and returns as soon as a message has arrived, with
+whatever else has arrived by then; the next fetch takes what the same request delivered
+meanwhile, and only asks again once that request is used up, expired or refused. Messages it
+delivered wait in the subscription for the next fetch: at most a batch, as with nats-py.
 
-Two nats-py quirks handled here rather than by callers: an empty fetch raises a plain
+Two nats-py quirks are handled here rather than by callers: an empty fetch raises a plain
 `asyncio.TimeoutError` where FastStream 0.7.8's pull loop suppresses only
 `nats.errors.TimeoutError` (the loop would die with an ERROR traceback while idle); and
 nats-py's own drain of messages already delivered takes all of them whatever the batch asked.
-Both are worked around by `install()`, idempotent; it patches the class (every subscription).
+`install()` patches the class (every subscription of the process); it is idempotent.
 """
 
 from __future__ import annotations
@@ -20,77 +23,109 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-TOP_UP_WAIT_SECONDS = 0.25
-"""How long the no-wait request's answer may take; it normally comes in a millisecond. An answer
-later than that is not lost: its messages wait in the subscription for the next fetch."""
-_NO_MESSAGES, _TIMEOUT, _HEARTBEAT = "404", "408", "100"
+REQUEST_SECONDS = 5.0
+"""How long one pull request stays open on the server (then it answers 408 and a new one is
+sent). A request the server lost (a reconnect) is replaced at the latest after this."""
+MARGIN_SECONDS = 0.1
+"""A request this close to its expiry counts as expired: a fresh one is sent instead."""
+REFUSED_PAUSE_SECONDS = 0.1
+"""After a refused request (409: too many waiting, max ack pending), the next one waits this
+long: never a hot loop of requests."""
+_HEARTBEAT, _EXPIRED = "100", "408"
+
+
+@dataclass
+class _Standing:
+    """The subscription's open pull request, as this process knows it."""
+
+    until: float = 0.0
+    left: int = 0
+
+    def open(self, now: float) -> bool:
+        return self.left > 0 and now < self.until - MARGIN_SECONDS
 
 
 def install() -> None:
     pull = JetStreamContext.PullSubscription
     if getattr(pull.fetch, "_clipline_fixed", False):
         return
-    original = pull.fetch
 
-    @functools.wraps(original)
     async def fetch(
         self: Any,
         batch: int = 1,
         timeout: float | None = 5,  # noqa: ASYNC109 (nats-py's signature; called by keyword)
-        **kwargs: Any,
-    ) -> Any:
+        heartbeat: float | None = None,
+    ) -> list[Msg]:
         try:
-            msgs = _drain(self, batch) or await _top_up(self, batch)
-            if not msgs:  # nothing ready: wait for one as a batch of one waits, then top up
-                msgs = await original(self, 1, timeout, **kwargs)
-                if len(msgs) < batch:
-                    msgs += await _top_up(self, batch - len(msgs))
+            return await _fetch(
+                self, max(1, batch), REQUEST_SECONDS if timeout is None else timeout
+            )
         except nats.errors.TimeoutError:
             raise
         except TimeoutError as exc:
             raise nats.errors.TimeoutError from exc
-        return msgs
 
+    functools.update_wrapper(fetch, pull.fetch)
     fetch._clipline_fixed = True  # type: ignore[attr-defined]
-    pull.fetch = fetch  # type: ignore[method-assign, assignment]
+    pull.fetch = fetch  # type: ignore[method-assign]
 
 
-def _status(msg: Msg) -> str | None:
-    return JetStreamContext.is_status_msg(msg)
+async def _fetch(pull: Any, batch: int, within: float) -> list[Msg]:
+    standing: _Standing = pull.__dict__.setdefault("_clipline_standing", _Standing())
+    msgs = _drain(pull, standing, batch)
+    if msgs:
+        return msgs
+    deadline = time.monotonic() + within
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            raise nats.errors.TimeoutError
+        if not standing.open(now):
+            await _ask(pull, standing, batch, now)
+        wait = min(deadline, standing.until - MARGIN_SECONDS) - now
+        try:
+            msg = await pull._sub.next_msg(timeout=max(wait, 0.001))
+        except (TimeoutError, nats.errors.TimeoutError):
+            continue  # the fetch's time is up (raised above) or the request's: ask again
+        status = JetStreamContext.is_status_msg(msg)
+        if status is None:
+            standing.left -= 1
+            return [msg, *_drain(pull, standing, batch - 1)]
+        if status == _HEARTBEAT:
+            continue
+        standing.left = 0  # 408 expired, 404, 409 refused: this request is over
+        if status != _EXPIRED:
+            await asyncio.sleep(min(REFUSED_PAUSE_SECONDS, max(0.0, deadline - now)))
 
 
-def _drain(pull: Any, most: int) -> list[Msg]:
-    """Messages already delivered to the subscription (a late answer to a top-up), at most
-    `most`; status messages among them answered earlier requests and are dropped."""
+async def _ask(pull: Any, standing: _Standing, batch: int, now: float) -> None:
+    """One pull request for `batch` messages, open for REQUEST_SECONDS."""
+    expires = int(REQUEST_SECONDS * 1_000_000_000)
+    request = json.dumps({"batch": batch, "expires": expires}).encode()
+    await pull._nc.publish(pull._nms, request, pull._deliver)
+    standing.until, standing.left = now + REQUEST_SECONDS, batch
+
+
+def _drain(pull: Any, standing: _Standing, most: int) -> list[Msg]:
+    """Messages already delivered to the subscription, at most `most`; a status among them
+    ends the request it answers (a 408 of an expired one, a 409)."""
     queue: asyncio.Queue[Msg] = pull._sub._pending_queue
     msgs: list[Msg] = []
     while len(msgs) < most and not queue.empty():
         msg = queue.get_nowait()
         pull._sub._pending_size -= len(msg.data)
-        if _status(msg) is None:
-            msgs.append(msg)
-    return msgs
-
-
-async def _top_up(pull: Any, most: int) -> list[Msg]:
-    """Up to `most` messages that are ready now, by one no-wait pull request."""
-    request = json.dumps({"batch": most, "no_wait": True}).encode()
-    await pull._nc.publish(pull._nms, request, pull._deliver)
-    msgs: list[Msg] = []
-    while len(msgs) < most:
-        try:
-            msg = await pull._sub.next_msg(timeout=TOP_UP_WAIT_SECONDS)
-        except (TimeoutError, nats.errors.TimeoutError):
-            break
-        status = _status(msg)
+        status = JetStreamContext.is_status_msg(msg)
         if status is None:
             msgs.append(msg)
+            standing.left -= 1
         elif status != _HEARTBEAT:
-            break  # 404 no more messages, 408, 409 (max ack pending): the request is over
+            standing.left = 0
     return msgs

@@ -47,21 +47,38 @@ async def pull(
         await js.delete_stream(name)
 
 
-async def test_ready_messages_come_in_two_pull_requests_not_one_each(
+async def test_ready_messages_come_a_batch_per_pull_request(
     nc: Client, pull: tuple[JetStreamContext.PullSubscription, str, list[str]]
 ) -> None:
     sub, subject, requests = pull
     js = nc.jetstream()
     for n in range(20):
         await js.publish(f"{subject}.{n}", str(n).encode())
-    got = await sub.fetch(batch=8, timeout=5)
-    assert [m.data for m in got] == [str(n).encode() for n in range(8)]
-    more = await sub.fetch(batch=8, timeout=5)
-    assert [m.data for m in more] == [str(n).encode() for n in range(8, 16)]
+    got: list[Msg] = []
+    while len(got) < 16:
+        fetched = await sub.fetch(batch=8, timeout=5)
+        assert 1 <= len(fetched) <= 8
+        got += fetched
+    assert [m.data for m in got] == [str(n).encode() for n in range(16)]
     await nc.flush()
-    assert len(requests) == 2, requests  # one per fetch of eight ready, not one per message
-    for m in [*got, *more]:
+    assert len(requests) == 2, requests  # one per batch of eight, not one per message
+    for m in got:
         await m.ack()
+
+
+async def test_messages_that_trickle_in_share_one_pull_request(
+    nc: Client, pull: tuple[JetStreamContext.PullSubscription, str, list[str]]
+) -> None:
+    sub, subject, requests = pull
+    js = nc.jetstream()
+    for n in range(5):
+        fetching = asyncio.create_task(sub.fetch(batch=8, timeout=5))
+        await js.publish(f"{subject}.{n}", str(n).encode())
+        got = await asyncio.wait_for(fetching, 10)
+        assert [m.data for m in got] == [str(n).encode()]
+        await got[0].ack()
+    await nc.flush()
+    assert len(requests) == 1, requests  # the first request, still open, brought all five
 
 
 async def test_a_lone_message_is_not_held_for_the_batch_to_fill(
