@@ -55,8 +55,6 @@ RETRY_CAP_SECONDS = 30.0
 UNLIMITED = -1
 DEFAULT_MAX_ACK_PENDING = 1000
 """JetStream's own default: messages a consumer may hold delivered and not yet acked."""
-DEFAULT_FETCH_BATCH = 8
-"""Messages one pull request may bring (one is waited for, the rest only taken if ready)."""
 NO_TENANT = "_unknown"
 """Tenant token of rejections of requests that named no (valid) tenant: never a real tenant."""
 
@@ -285,7 +283,7 @@ class ServiceRouter(NatsRouter):
         ack_wait: float = DEFAULT_ACK_WAIT_SECONDS,
         max_workers: int = 8,
         max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
-        fetch_batch: int = DEFAULT_FETCH_BATCH,
+        fetch_batch: int | None = None,
         retry_cap: float = RETRY_CAP_SECONDS,
     ) -> Callable[[Callable[..., Awaitable[None]]], Any]:
         """Subscribe to every `event` of every tenant through one shared durable consumer; the
@@ -312,7 +310,7 @@ class ServiceRouter(NatsRouter):
         ack_wait: float = DEFAULT_ACK_WAIT_SECONDS,
         max_workers: int = 8,
         max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
-        fetch_batch: int = DEFAULT_FETCH_BATCH,
+        fetch_batch: int | None = None,
         decoder: Callable[[NatsMessage], Any] | None = None,
         title: str | None = None,
         stream: JStream = JOBS,
@@ -327,11 +325,11 @@ class ServiceRouter(NatsRouter):
         out a delayed nak (a durable timer: a poll, a rate-limit wait) counts: it is how many
         jobs one consumer can hold waiting at once; the rest wait in the stream.
 
-        One pull request stands open for up to `fetch_batch` messages, each handed on as soon
-        as it arrives (shared/pullfetch.py: one request for many messages, never a wait for a
-        batch to fill); each starts, with heartbeats, as soon as one of
-        `max_workers` is free. While every worker is busy, messages fetched meanwhile wait
-        without heartbeats; should that outlast ack_wait, a second copy goes to another
+        One pull request stands open for up to `fetch_batch` (default: `max_workers`) messages,
+        each handed on as soon as it arrives (shared/pullfetch.py: one request for many
+        messages, never a wait for a batch to fill); each starts, with heartbeats, as soon as
+        one of `max_workers` is free. While every worker is busy, messages fetched meanwhile
+        wait without heartbeats; should that outlast ack_wait, a second copy goes to another
         replica: every handler is idempotent, and the submitter's attempt lease keeps that from
         becoming a second upstream create. A consumer whose handlers can run for long (storage)
         fetches one at a time."""
@@ -341,7 +339,7 @@ class ServiceRouter(NatsRouter):
             subject,
             stream=stream,
             durable=durable,
-            pull_sub=PullSub(batch_size=fetch_batch, timeout=5.0),
+            pull_sub=PullSub(batch_size=fetch_batch or max_workers, timeout=5.0),
             max_workers=max_workers,
             decoder=decoder,
             title=title,

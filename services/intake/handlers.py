@@ -49,6 +49,6 @@ def build_router() -> ServiceRouter:
     router = ServiceRouter(SERVICE, emits=[JobAcceptedV1, JobRejectedV1, JobCancelRequestedV1])
     router.on_subject(
         f"{REQUESTS_ROOT}.>", DURABLE, max_errors=MAX_ERRORS, decoder=raw_body, stream=REQUESTS,
-        max_workers=32, fetch_batch=32, title=f"{SERVICE} consumes {REQUESTS_ROOT}.>",
+        max_workers=32, title=f"{SERVICE} consumes {REQUESTS_ROOT}.>",
     )(on_job_requested)  # fmt: skip
     return router

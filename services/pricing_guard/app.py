@@ -41,10 +41,11 @@ def build_router() -> ServiceRouter:
     )
     # Admissions and settlements are group-committed (KvBudgets): the more are in flight at
     # once, the fewer atomic batches (and writes of the shared catalog and counters) per job.
-    grouped = {"max_workers": GROUP_WORKERS, "fetch_batch": GROUP_WORKERS}
-    router.on(JobAcceptedV1, **grouped)(handlers.on_job_accepted)
+    router.on(JobAcceptedV1, max_workers=GROUP_WORKERS)(handlers.on_job_accepted)
     forever = handlers.SETTLE_FOREVER
-    router.on(JobCompletedV1, max_errors=forever, **grouped)(handlers.on_job_completed)
+    router.on(JobCompletedV1, max_errors=forever, max_workers=GROUP_WORKERS)(
+        handlers.on_job_completed
+    )
     router.on(JobFailedV1, max_errors=forever)(handlers.on_job_failed)
     router.on(JobTimedOutV1, max_errors=forever)(handlers.on_job_timed_out)
     router.on(JobCancelledV1, max_errors=forever)(handlers.on_job_cancelled)
