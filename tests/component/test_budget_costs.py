@@ -38,7 +38,7 @@ from services.pricing_guard.records import (
     usage_key,
 )
 from shared.kvatomic import Decide, Entry
-from tests.fakes import InMemoryAtomicStore
+from tests.fakes import InMemoryAtomicStore, subject_matches
 
 T = TypeVar("T")
 COST = 400_000
@@ -56,6 +56,8 @@ class Counting:
     written_keys: list[str] = field(default_factory=list)
     scans: int = 0
     before_write: Callable[[Mapping[str, bytes | None]], Awaitable[None]] | None = None
+    after_write: Callable[[Mapping[str, bytes | None], bool], Awaitable[None]] | None = None
+    """Run right after a write, before anyone else runs: sees the store exactly as it left it."""
     after_scan: Callable[[], Awaitable[None]] | None = None
     yields: bool = False
     catalog_reads: int = 0
@@ -84,6 +86,8 @@ class Counting:
             await asyncio.sleep(0)
         self.written_keys += writes
         done = await self.inner.write(writes, expected)
+        if self.after_write is not None:
+            await self.after_write(writes, done)
         self.moved.set()
         return done
 
@@ -327,16 +331,30 @@ async def test_a_settlement_during_the_fold_waits_and_moves_the_new_counter() ->
     )
 
 
+def admitted_in(store: InMemoryAtomicStore, scope: str) -> int:
+    """Jobs of `scope` holding a reservation (not refused) in the store as it is now."""
+    pattern = "res.>" if scope == "global" else f"res.{scope.removeprefix('tenant:')}.*"
+    values = [v for k, v in store.values.items() if v is not None and subject_matches(pattern, k)]
+    records = [ReservationRecord.model_validate_json(v) for v in values]
+    return sum(1 for r in records if r.refused is None and r.slots)
+
+
 @pytest.mark.parametrize("scope", [f"tenant:{TENANT}", "global"])
 async def test_replicas_admitting_while_a_limit_is_set_admit_exactly_what_fits(scope: str) -> None:
     """Two replicas admit jobs one at a time (their reads and writes interleaved) while an
-    admin sets a monthly limit of 30 jobs: exactly 30 are admitted in all, the counter equals
-    the fold of the reservations, and another tenant's jobs pass when the limit is its own."""
+    admin sets a monthly limit of 30 jobs: the limit binds from the moment it lands (pending),
+    counting every job admitted before it, so exactly max(30, admitted before it landed) are
+    admitted in all; the counter equals the fold of the reservations, and another tenant's
+    jobs pass when the limit is its own. (Every admission batch writes the catalog back as
+    its guard, so the admin's compare-and-set of the catalog can lose to several batches in
+    a row: the limit may land after more than 30 jobs are in. Those were admitted before any
+    limit existed; the limit counts them and refuses every later job.)"""
     store = Counting(yields=True)
     replicas = [KvBudgets(store), KvBudgets(store)]
     admin = KvBudgets(store)
     admitted: list[Claim] = []  # the tenant's, in order
     some_in = asyncio.Event()
+    landed: list[int] = []  # jobs of the scope admitted when the limit landed (pending)
 
     async def producer(budgets: KvBudgets, tenant: str, n: int) -> list[bool]:
         results = []
@@ -350,6 +368,12 @@ async def test_replicas_admitting_while_a_limit_is_set_admit_exactly_what_fits(s
                     some_in.set()
         return results
 
+    async def count_when_pending(writes: Mapping[str, bytes | None], done: bool) -> None:
+        catalog = writes.get(CATALOG_KEY)
+        if done and not landed and catalog and b'"pending_since":"' in catalog:
+            landed.append(admitted_in(store.inner, scope))
+
+    store.after_write = count_when_pending
     runs = [
         asyncio.create_task(producer(replicas[0], TENANT, 30)),
         asyncio.create_task(producer(replicas[1], TENANT, 30)),
@@ -359,14 +383,46 @@ async def test_replicas_admitting_while_a_limit_is_set_admit_exactly_what_fits(s
     await admin.set_limit(scope, "monthly", Limit(30 * COST), datetime.now(UTC))
     *mine, others = await asyncio.wait_for(asyncio.gather(*runs), 30)
     total = sum(mine[0]) + sum(mine[1]) + (sum(others) if scope == "global" else 0)
-    assert total == 30
+    (before,) = landed
+    assert before >= 8
+    assert total == max(30, before)
     if scope != "global":
         assert all(others)
     counter = await admin.usage(month(scope))
     store.inner.values.pop(CATALOG_KEY)  # without the catalog, usage() folds the reservations
     folded = await KvBudgets(store.inner).usage(month(scope))
     assert counter == folded
-    assert (counter.reserved, counter.jobs) == (30 * COST, 30)
+    assert (counter.reserved, counter.jobs) == (total * COST, total)
+
+
+async def test_a_limit_that_lands_after_more_than_it_allows_counts_them_and_binds() -> None:
+    """The interleaving of the test above when it admits more than the limit: the admin's
+    write of the pending limit loses its compare-and-set of the catalog to admission batches
+    (each writes the catalog back as its guard), which admit jobs past what the limit will
+    allow while no limit exists yet. When the limit lands, it counts every one of them (its
+    counter is the fold), and refuses every later job: nothing is admitted under it."""
+    shared = InMemoryAtomicStore()
+    admin_store = Counting(shared)
+    admin, replica = KvBudgets(admin_store), KvBudgets(shared)
+    for _ in range(2):
+        assert isinstance(await replica.reserve(claim()), Reserved)
+    lost = 0
+
+    async def admit_first(writes: Mapping[str, bytes | None]) -> None:
+        nonlocal lost
+        if CATALOG_KEY in writes and not any(k.startswith("res.") for k in writes) and lost < 3:
+            lost += 1  # a batch lands between the admin's read and write of the catalog
+            assert isinstance(await replica.reserve(claim()), Reserved)
+
+    admin_store.before_write = admit_first
+    await admin.set_limit(f"tenant:{TENANT}", "monthly", Limit(3 * COST), datetime.now(UTC))
+    assert lost == 3
+    assert shared.conflicts >= 3  # the admin's pending limit lost to each of those batches
+    counted = await admin.usage(month())
+    assert (counted.reserved, counted.jobs) == (5 * COST, 5)  # 2 + 3, over the limit's 3
+    assert isinstance(await replica.reserve(claim()), Exceeded)  # nothing more once it binds
+    shared.values.pop(CATALOG_KEY)
+    assert await KvBudgets(shared).usage(month()) == counted
 
 
 # -- a deployment with the keys of before -------------------------------------------------------
