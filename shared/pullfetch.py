@@ -8,8 +8,9 @@ fetched one message per pull request (a request and its answer on the wire per d
 more for an empty poll). `fetch` here keeps one pull request open on the server (for `n`
 messages, expiring after REQUEST_SECONDS) and returns as soon as a message has arrived, with
 whatever else has arrived by then; the next fetch takes what the same request delivered
-meanwhile, and only asks again once that request is used up, expired or refused. Messages it
-delivered wait in the subscription for the next fetch: at most a batch, as with nats-py.
+meanwhile, and only asks again once that request is used up, expired (its 408) or refused.
+Messages it delivered wait in the subscription for the next fetch: at most a batch, as with
+nats-py.
 
 Two nats-py quirks are handled here rather than by callers: an empty fetch raises a plain
 `asyncio.TimeoutError` where FastStream 0.7.8's pull loop suppresses only
@@ -32,10 +33,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 REQUEST_SECONDS = 5.0
-"""How long one pull request stays open on the server (then it answers 408 and a new one is
-sent). A request the server lost (a reconnect) is replaced at the latest after this."""
-MARGIN_SECONDS = 0.1
-"""A request this close to its expiry counts as expired: a fresh one is sent instead."""
+"""How long one pull request stays open on the server; then it answers 408 and a new one is
+sent (idle, a consumer asks once per REQUEST_SECONDS)."""
+LOST_SECONDS = 1.0
+"""A request whose 408 has not come this long after its expiry was lost with its connection:
+a new one is sent."""
 REFUSED_PAUSE_SECONDS = 0.1
 """After a refused request (409: too many waiting, max ack pending), the next one waits this
 long: never a hot loop of requests."""
@@ -44,13 +46,14 @@ _HEARTBEAT, _EXPIRED = "100", "408"
 
 @dataclass
 class _Standing:
-    """The subscription's open pull request, as this process knows it."""
+    """The subscription's open pull request, as this process knows it: one at a time, so a
+    status the server sends (408 expired, 409 refused) is about that one."""
 
     until: float = 0.0
     left: int = 0
 
     def open(self, now: float) -> bool:
-        return self.left > 0 and now < self.until - MARGIN_SECONDS
+        return self.left > 0 and now < self.until + LOST_SECONDS
 
 
 def install() -> None:
@@ -90,11 +93,11 @@ async def _fetch(pull: Any, batch: int, within: float) -> list[Msg]:
             raise nats.errors.TimeoutError
         if not standing.open(now):
             await _ask(pull, standing, batch, now)
-        wait = min(deadline, standing.until - MARGIN_SECONDS) - now
+        wait = min(deadline, standing.until + LOST_SECONDS) - now
         try:
             msg = await pull._sub.next_msg(timeout=max(wait, 0.001))
         except (TimeoutError, nats.errors.TimeoutError):
-            continue  # the fetch's time is up (raised above) or the request's: ask again
+            continue  # the fetch's time is up (raised above), or the request was lost
         status = JetStreamContext.is_status_msg(msg)
         if status is None:
             standing.left -= 1

@@ -12,7 +12,6 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.kv import KeyValue
 
 from clipline.auth import AuthDir
 from shared.contracts import JobRecordV1, JobSpec, JobStatus
@@ -21,6 +20,7 @@ from shared.identities import SERVICES
 from shared.jobstore import KvJobStore, advance
 from shared.streams import BUDGETS_BUCKET, JOBS_BUCKET, KV_BUCKETS, ensure_bucket
 from tests.conftest import seed_record
+from tests.counting_kv import CountingKv
 
 pytestmark = pytest.mark.integration
 
@@ -206,27 +206,6 @@ async def test_a_new_record_is_created_without_a_read(nc: Client) -> None:
     again = KvJobStore(_fixed(counting), nc.jetstream)
     assert await again.update(record.tenant, record.job_id, create, fresh=True) is None
     assert (counting.gets, counting.writes) == (1, 2)
-
-
-class CountingKv:
-    """A KeyValue that counts the reads and writes going through it."""
-
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
-        self.gets = 0
-        self.writes = 0
-
-    async def get(self, key: str) -> KeyValue.Entry:
-        self.gets += 1
-        return await self._kv.get(key)
-
-    async def create(self, key: str, value: bytes) -> int:
-        self.writes += 1
-        return await self._kv.create(key, value)
-
-    async def update(self, key: str, value: bytes, last: int | None = None) -> int:
-        self.writes += 1
-        return await self._kv.update(key, value, last=last)
 
 
 def _fixed(kv: object):  # type: ignore[no-untyped-def]

@@ -101,3 +101,26 @@ async def test_an_empty_fetch_raises_the_nats_timeout(
     sub, _, _ = pull
     with pytest.raises(nats.errors.TimeoutError):
         await sub.fetch(batch=8, timeout=0.5)
+
+
+async def test_an_idle_consumer_asks_once_per_request_lifetime(
+    nc: Client,
+    pull: tuple[JetStreamContext.PullSubscription, str, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Empty fetches in a row reuse the open request; a new one goes out only after the
+    server's 408 says the last one expired."""
+    monkeypatch.setattr(pullfetch, "REQUEST_SECONDS", 0.5)
+    sub, subject, requests = pull
+    started = time.monotonic()
+    empty = 0
+    while time.monotonic() - started < 1.6:
+        with pytest.raises(nats.errors.TimeoutError):
+            await sub.fetch(batch=8, timeout=0.1)
+        empty += 1
+    await nc.flush()
+    assert empty >= 10
+    assert 3 <= len(requests) <= 5, requests  # one per 0.5 s lifetime, not one per fetch
+    await nc.jetstream().publish(f"{subject}.late", b"late")
+    got = await sub.fetch(batch=8, timeout=5)
+    assert [m.data for m in got] == [b"late"]

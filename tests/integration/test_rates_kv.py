@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 from nats.aio.client import Client
-from nats.js.kv import KeyValue
 
 from services.submitter.adapters import KvRates
 from services.submitter.rates import Granted, Limits, Wait
 from shared.streams import RATES_BUCKET
+from tests.counting_kv import CountingKv
 
 pytestmark = pytest.mark.integration
 
@@ -65,27 +65,6 @@ async def test_a_429_seen_by_one_replica_holds_back_all(clients: list[Client]) -
     held = await other.acquire("sora-2", "j", "high", 30.0)
     assert isinstance(held, Granted)
     assert held.at == 54.0  # a slot no earlier than the upstream asked, for every replica
-
-
-class CountingKv:
-    """The rates bucket, counting reads and writes."""
-
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
-        self.gets = 0
-        self.writes = 0
-
-    async def get(self, key: str) -> KeyValue.Entry:
-        self.gets += 1
-        return await self._kv.get(key)
-
-    async def create(self, key: str, value: bytes) -> int:
-        self.writes += 1
-        return await self._kv.create(key, value)
-
-    async def update(self, key: str, value: bytes, last: int | None = None) -> int:
-        self.writes += 1
-        return await self._kv.update(key, value, last=last)
 
 
 async def counted(

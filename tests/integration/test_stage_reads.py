@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 import pytest
 from nats.aio.client import Client
-from nats.js.kv import KeyValue
 
 from services.poller import handlers as poller
 from services.poller.domain import PollPolicy
@@ -35,6 +34,7 @@ from shared.jobstore import KvJobStore
 from shared.registry import load_registry
 from shared.streams import JOBS_BUCKET
 from tests.conftest import seed_record
+from tests.counting_kv import CountingKv
 from tests.fakes import (
     FakeProvider,
     InMemoryAssetStore,
@@ -47,32 +47,6 @@ from tests.fakes import (
 pytestmark = pytest.mark.integration
 SPEC = JobSpec(model="sora-2", size="1280x720", seconds=4, prompt="a paper boat")
 POLICY = PollPolicy(default_delay=5.0, min_delay=0.2, max_delay=30.0, deadline=3 * 3600.0)
-
-
-class CountingKv:
-    """The jobs bucket, counting the reads and writes going through it."""
-
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
-        self.gets = 0
-        self.writes = 0
-
-    async def get(self, key: str) -> KeyValue.Entry:
-        self.gets += 1
-        return await self._kv.get(key)
-
-    async def create(self, key: str, value: bytes) -> int:
-        self.writes += 1
-        return await self._kv.create(key, value)
-
-    async def update(self, key: str, value: bytes, last: int | None = None) -> int:
-        self.writes += 1
-        return await self._kv.update(key, value, last=last)
-
-    def counts(self) -> tuple[int, int]:
-        gets, writes = self.gets, self.writes
-        self.gets = self.writes = 0
-        return gets, writes
 
 
 class Emitted:
