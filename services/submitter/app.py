@@ -30,7 +30,7 @@ def build_router(max_attempts: int) -> ServiceRouter:
     """The handlers of handlers.py on one router, each a durable consumer."""
     router = ServiceRouter(handlers.SERVICE, emits=[JobSubmittedV1, JobTimedOutV1, JobCancelledV1])
     router.on(
-        JobAdmittedV1, max_errors=max_attempts, max_workers=16, retry_cap=CREATE_RETRY_CAP_SECONDS
+        JobAdmittedV1, max_errors=max_attempts, max_workers=64, retry_cap=CREATE_RETRY_CAP_SECONDS
     )(handlers.on_job_admitted)
     router.on(JobCancelRequestedV1, max_errors=max_attempts)(handlers.on_job_cancel_requested)
     return router
