@@ -5,6 +5,11 @@ that stream, nats-server (2.12+) stores a batch of messages all together or not 
 checks `Nats-Expected-Last-Subject-Sequence` on each of them: so a batch of writes, each
 expecting the revision its writer read, is a multi-key compare-and-set. A batch never committed
 (the writer crashed half-way) is discarded by the server: no key changes.
+
+A batch can also check a key it does not write (a guard): with
+`Nats-Expected-Last-Subject-Sequence-Subject: $KV.<bucket>.<key>` (nats-server 2.11+) the
+expectation of a message applies to that key instead of its own, so a message written without
+an expectation of its own carries the guard; a failed guard fails the whole batch.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ nothing of this batch was stored, so it is retried like a lost race."""
 
 class AtomicWriteError(RuntimeError):
     """The server refused a batch for a reason other than a lost compare-and-set."""
+
+
+class GuardError(ValueError):
+    """A batch asked to guard keys it cannot: no written key free to carry the check."""
 
 
 class AtomicConflictError(RuntimeError):
@@ -118,10 +127,18 @@ class AtomicKv:
             await asyncio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))  # noqa: S311
         raise AtomicConflictError(f"{len(keys)} keys still contended after {attempt + 1} tries")
 
-    async def write(self, writes: Mapping[str, bytes | None], expected: Mapping[str, int]) -> bool:
+    async def write(
+        self,
+        writes: Mapping[str, bytes | None],
+        expected: Mapping[str, int],
+        guards: Mapping[str, int] | None = None,
+    ) -> bool:
         """Store all `writes` or none; False when some key's revision is no longer `expected`
-        (a key missing from `expected` is written whatever its revision) or the server has too
-        many batches open to take this one."""
+        (a key missing from `expected` is written whatever its revision), or some key of
+        `guards` (checked, not written) is no longer at its revision, or the server has too
+        many batches open to take this one. Each guard rides on a written key without an
+        expectation of its own (GuardError when there are not enough of them)."""
+        carriers = assign_guards(writes, expected, guards or {})
         nc = self._connection()
         batch = uuid.uuid4().hex
         items = list(writes.items())
@@ -129,6 +146,10 @@ class AtomicKv:
             headers = {"Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(n)}
             if key in expected:
                 headers["Nats-Expected-Last-Subject-Sequence"] = str(expected[key])
+            elif key in carriers:
+                guarded, revision = carriers[key]
+                headers["Nats-Expected-Last-Subject-Sequence-Subject"] = self._prefix + guarded
+                headers["Nats-Expected-Last-Subject-Sequence"] = str(revision)
             if value is None:
                 headers["KV-Operation"] = "DEL"
             subject = self._prefix + key
@@ -169,8 +190,28 @@ class AtomicStore(Protocol):
     async def transact(self, keys: Sequence[str], decide: Decide[T]) -> T: ...
 
     async def write(
-        self, writes: Mapping[str, bytes | None], expected: Mapping[str, int]
+        self,
+        writes: Mapping[str, bytes | None],
+        expected: Mapping[str, int],
+        guards: Mapping[str, int] | None = None,
     ) -> bool: ...
+
+
+def assign_guards(
+    writes: Mapping[str, bytes | None], expected: Mapping[str, int], guards: Mapping[str, int]
+) -> dict[str, tuple[str, int]]:
+    """Which written key carries which guard (written key -> (guarded key, revision)): a
+    message holds one expectation, so each guard takes a written key expecting nothing."""
+    written = set(writes) & set(guards)
+    if written:
+        raise GuardError(f"guarded keys are also written (expect them instead): {sorted(written)}")
+    free = [k for k in writes if k not in expected]
+    if len(free) < len(guards):
+        raise GuardError(
+            f"{len(guards)} guards need as many written keys without an expectation; "
+            f"this batch has {len(free)}"
+        )
+    return dict(zip(free, guards.items(), strict=False))
 
     async def scan(self, pattern: str) -> list[tuple[str, bytes]]: ...
 

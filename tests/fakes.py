@@ -28,7 +28,7 @@ from shared.contracts.events import JobRef
 from shared.contracts.lifecycle import check_move
 from shared.inputs import InputMissingError
 from shared.jobstore import Change, UpstreamOwnedError
-from shared.kvatomic import Decide, Entry
+from shared.kvatomic import Decide, Entry, assign_guards
 from shared.provider import CreateVideo, UpstreamVideo
 from shared.provider.port import Download
 from shared.provider.wire import UpstreamError, Variant
@@ -308,8 +308,17 @@ class InMemoryAtomicStore:
                 return outcome.result
         raise AssertionError("in-memory transaction kept conflicting")
 
-    async def write(self, writes: Mapping[str, bytes | None], expected: Mapping[str, int]) -> bool:
-        if any(self.revisions.get(k, 0) != rev for k, rev in expected.items()):
+    async def write(
+        self,
+        writes: Mapping[str, bytes | None],
+        expected: Mapping[str, int],
+        guards: Mapping[str, int] | None = None,
+    ) -> bool:
+        """As AtomicKv: `guards` are checked like `expected` but not written, each needing a
+        written key without an expectation to ride on (GuardError otherwise)."""
+        checks = {**expected, **(guards or {})}
+        assign_guards(writes, expected, guards or {})
+        if any(self.revisions.get(k, 0) != rev for k, rev in checks.items()):
             self.conflicts += 1
             return False
         for key, value in writes.items():

@@ -17,7 +17,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from services.pricing_guard.adapters import KvBudgets
 from services.pricing_guard.budgets import Exceeded, Limit, Slot, window
 from services.pricing_guard.ports import Claim, Reserved
-from shared.kvatomic import AtomicKv, AtomicWriteError, Outcome
+from shared.kvatomic import AtomicKv, AtomicWriteError, GuardError, Outcome
 from shared.streams import BUDGETS_BUCKET, ensure_jetstream
 
 pytestmark = pytest.mark.integration
@@ -90,6 +90,50 @@ async def test_a_batch_with_one_stale_revision_writes_nothing(nc: Client, bucket
     assert not await store.write({"a": b"3", "b": b"3"}, stale)
     after = await store.read(["a", "b"])
     assert (after["a"].value, after["b"].value) == (b"1", b"2")
+
+
+async def test_a_guard_checks_a_key_without_writing_it(nc: Client, bucket: str) -> None:
+    """`Nats-Expected-Last-Subject-Sequence-Subject` on the real server, inside an atomic
+    batch: a stale guard fails the whole batch (nothing stored), a fresh one commits and leaves
+    the guarded key alone, and a key never written has last sequence 0. (The key carrying the
+    guard is never at the guarded revision itself: a server checking the carrier instead of the
+    guarded key would fail these.)"""
+    store = atomic(nc, bucket)
+    assert await store.write({"a": b"1", "b": b"1", "g": b"v1"}, {"a": 0, "b": 0, "g": 0})
+    g = (await store.read(["g"]))["g"]
+    assert await store.write({"g": b"v2"}, {"g": g.revision})  # the guarded key moves on
+    before = await store.read(["a", "b", "g"])
+    assert before["g"].revision != g.revision
+    own = {"a": before["a"].revision}  # `a` expects its own revision, `b` carries the guard
+
+    # a stale guard: the whole batch fails, nothing stored
+    assert not await store.write({"a": b"2", "b": b"2"}, own, guards={"g": g.revision})
+    # on the first message of the batch (sent as a request) as well as on a later one
+    assert not await store.write({"b": b"2", "a": b"2"}, own, guards={"g": g.revision})
+    assert await store.read(["a", "b", "g"]) == before
+
+    # a key never written has last sequence 0: any other guard on it fails
+    assert not await store.write({"a": b"3", "b": b"3"}, own, guards={"never": 1})
+    assert await store.read(["a", "b", "g"]) == before
+    assert before["b"].revision != 0
+    assert await store.write({"a": b"3", "b": b"3"}, own, guards={"never": 0})
+    now = await store.read(["a", "b", "g", "never"])
+    assert (now["a"].value, now["b"].value, now["never"].value) == (b"3", b"3", None)
+
+    # a fresh guard commits, and the guarded key is neither written nor moved
+    own = {"a": now["a"].revision}
+    assert now["b"].revision != before["g"].revision
+    assert await store.write({"a": b"4", "b": b"4"}, own, guards={"g": before["g"].revision})
+    final = await store.read(["a", "b", "g"])
+    assert (final["a"].value, final["b"].value) == (b"4", b"4")
+    assert final["g"] == before["g"]
+
+    # no message free to carry the guard: refused before anything is sent
+    with pytest.raises(GuardError, match="without an expectation"):
+        await store.write({"a": b"5"}, {"a": final["a"].revision}, guards={"g": 1})
+    with pytest.raises(GuardError, match="also written"):
+        await store.write({"g": b"5", "b": b"5"}, {}, guards={"g": final["g"].revision})
+    assert await store.read(["a", "b", "g"]) == final
 
 
 async def test_transact_retries_a_lost_race_and_deletes(nc: Client, bucket: str) -> None:
