@@ -4,12 +4,13 @@ and the latency a budget reservation adds to an admission (p50/p99).
 Run: python -m bench.admission [jobs]   (make bench runs it; default 1000 jobs per phase)
 
 1. Added latency: one client, sequential. `KvBudgets.reserve` (one atomic batch over the job's
-   reservation and `open` marker, the catalog of limits and the limited scope's counters, after
-   reading the last two) next to the write an admission made before budgets: one
-   compare-and-set of the job record (get + update), on the same nats-server in the same run.
+   reservation and `open` marker and the limited scope's counters, checking the catalog of
+   limits, after reading the catalog and counters) next to the write an admission made before
+   budgets: one compare-and-set of the job record (get + update), on the same nats-server in the
+   same run.
 2. Throughput: `jobs` accepted events of one tenant, published at once, against real
    pricing_guard processes (1, then 2 replicas) with a budget that fits half of them. Every
-   batch writes the same catalog and counters, so the replicas contend on every write. Printed:
+   batch writes the same counters, so the replicas contend on every write. Printed:
    decisions per second, the overshoot (admitted beyond what fits; must be 0), and the
    GETs and writes on the budgets bucket per decision (messages seen on its subjects).
 On a 2-core machine nats-server, the replicas and this client share the CPU.

@@ -4,10 +4,11 @@ the catalog of limits), so any number of pricing_guard replicas, and a crash at 
 neither overshoot a limit nor leak a reservation.
 
 What an admission or a settlement touches does not grow with the windows and scopes there are:
-the catalog (one key holding every limit, read once per batch and written back unchanged as a
-guard), one counter key per limited scope (its limited periods together; a scope or period
-without a limit keeps no counter), and the job's own keys. A window's usage without a counter is
-folded from the reservations when asked (and when a limit is set on it, to start its counter)."""
+the catalog (one key holding every limit, read once per batch and checked by it, never written:
+see `_write_guarded`), one counter key per limited scope (its limited periods together; a scope
+or period without a limit keeps no counter), and the job's own keys. A window's usage without a
+counter is folded from the reservations when asked (and when a limit is set on it, to start its
+counter)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from services.pricing_guard.budgets import (
 from services.pricing_guard.ports import Claim, Reserved, Settled
 from services.pricing_guard.records import (
     CATALOG_KEY,
+    GUARD_KEY,
     USAGE,
     Catalog,
     Counters,
@@ -66,7 +68,8 @@ from shared.kvatomic import AtomicConflictError, AtomicStore, Entry
 Bill = Callable[[ReservationRecord], Settlement]
 LINGER_SECONDS = 0.005
 """How long a batch waits for more admissions (or settlements) before it is written: a few
-milliseconds on a decision that takes seconds end to end, for fewer writes of the catalog."""
+milliseconds on a decision that takes seconds end to end, for fewer batches (and writes of the
+shared counters)."""
 MAX_ATTEMPTS = 200
 HOLD_PAUSE = 0.02
 """Seconds a job of a scope whose new limit's counter is being initialised waits before it
@@ -83,9 +86,8 @@ class _State:
     """The catalog and the counters of some scopes as read, with what a write must expect."""
 
     catalog: Catalog
-    raw: bytes
-    """The catalog as stored: written back unchanged by a batch, as its guard."""
     revision: int
+    """The catalog's revision read: a batch decided under it is guarded by it."""
     counters: dict[str, Kept]
     """Scope -> its counters (limited scopes only), mutable copies."""
     revisions: dict[str, int]
@@ -133,8 +135,8 @@ class KvBudgets:
     """The BudgetStore on JetStream KV (tests run it on an in-memory AtomicStore).
 
     Admissions waiting at the same moment are decided together, in arrival order, and written
-    in one atomic batch (group commit): one write of the catalog and of each limited scope's
-    counters per batch, plus each job's reservation and `open` marker."""
+    in one atomic batch (group commit): one write of each limited scope's counters per batch,
+    plus each job's reservation and `open` marker; the catalog is checked, not written."""
 
     def __init__(
         self, atomic: AtomicStore, *, max_group: int = 64, linger: float = LINGER_SECONDS
@@ -195,7 +197,7 @@ class KvBudgets:
 
     async def _gather(self, waiting: Sized) -> None:
         """Let a group fill a little before it is written: jobs arrive a few milliseconds
-        apart (each handler reads its record first), and every batch writes the catalog."""
+        apart (each handler reads its record first), and every batch writes the counters."""
         if self._linger > 0 and len(waiting) < self._max_group:
             await asyncio.sleep(self._linger)
 
@@ -252,12 +254,11 @@ class KvBudgets:
             if not writes:
                 return results
             writes |= state.counter_writes(touched)
-            writes[CATALOG_KEY] = state.raw  # unchanged: fails if limits changed meanwhile
             expected = state.expected(writes)
             for key in res_keys.values():
                 if key in writes:
                     expected[key] = state.entries[key].revision if read_reservations else 0
-            if await self._atomic.write(writes, expected):
+            if await _write_guarded(self._atomic, writes, expected, state.revision):
                 return results
             read_reservations = True
             await _backoff(attempt)
@@ -386,11 +387,12 @@ class KvBudgets:
             if not writes:
                 return results
             writes |= read.counter_writes(touched)
-            writes[CATALOG_KEY] = read.raw  # unchanged: fails if limits changed meanwhile
             # A reservation's own revision makes this the only settlement of it; the job's
-            # marker and ledger keys follow it.
+            # marker and ledger keys follow it (one of them carries the catalog's guard).
             expected = {k: read.entries[k].revision for k in res_keys if k in writes}
-            if await self._atomic.write(writes, expected | read.expected(writes)):
+            if await _write_guarded(
+                self._atomic, writes, expected | read.expected(writes), read.revision
+            ):
                 return results
             await _backoff(attempt)
         raise AtomicConflictError(f"{len(endings)} settlements still contended after {attempt + 1}")
@@ -417,7 +419,6 @@ class KvBudgets:
         counters = {s: _kept(entries[counter_key(s)]) for s in limited}
         return _State(
             catalog=catalog,
-            raw=found.value or Catalog().model_dump_json().encode(),
             revision=found.revision,
             counters=counters,
             revisions={counter_key(s): entries[counter_key(s)].revision for s in limited},
@@ -598,6 +599,24 @@ async def _settle_future(
     if not decided.done():
         decided.set_result(result)
     return False
+
+
+async def _write_guarded(
+    atomic: AtomicStore,
+    writes: dict[str, bytes | None],
+    expected: dict[str, int],
+    catalog_revision: int,
+) -> bool:
+    """Write a batch decided under the catalog at `catalog_revision`, guarded by it: it fails
+    (and is decided again) if a limit changed meanwhile, without writing the catalog (so
+    batches neither serialise on it nor starve a limit's own compare-and-set of it). The guard
+    rides on a key written without an expectation (a job's `open` marker, ledger entry or
+    dispute marker); a batch of refusals only has none, and writes GUARD_KEY to carry it."""
+    if CATALOG_KEY in writes:
+        raise ValueError("a batch guarded by the catalog must not write it")
+    if all(k in expected for k in writes):
+        writes = {**writes, GUARD_KEY: b"{}"}
+    return await atomic.write(writes, expected, guards={CATALOG_KEY: catalog_revision})
 
 
 async def _backoff(attempt: int) -> None:

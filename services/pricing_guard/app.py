@@ -40,7 +40,7 @@ def build_router() -> ServiceRouter:
         SERVICE, emits=[JobAdmittedV1, JobRejectedV1, BudgetAlertV1, JobCancelledV1]
     )
     # Admissions and settlements are group-committed (KvBudgets): the more are in flight at
-    # once, the fewer atomic batches (and writes of the shared catalog and counters) per job.
+    # once, the fewer atomic batches (and writes of the shared counters) per job.
     router.on(JobAcceptedV1, max_workers=GROUP_WORKERS)(handlers.on_job_accepted)
     forever = handlers.SETTLE_FOREVER
     router.on(JobCompletedV1, max_errors=forever, max_workers=GROUP_WORKERS)(

@@ -176,6 +176,9 @@ def scope_key(scope: str) -> str:
 
 CATALOG_KEY = "limits"
 """The catalog of every limit."""
+GUARD_KEY = "guard"
+"""Written (`{}`, whatever its revision, never read) by a batch that has no other key without
+an expectation to carry its guard on the catalog: a batch of refusals only."""
 
 
 def counter_key(scope: str) -> str:

@@ -30,6 +30,8 @@ from services.pricing_guard.budgets import (
 from services.pricing_guard.ports import Claim, Reserved
 from services.pricing_guard.records import (
     CATALOG_KEY,
+    GUARD_KEY,
+    Catalog,
     LimitRecord,
     ReservationRecord,
     counter_key,
@@ -54,6 +56,8 @@ class Counting:
     inner: InMemoryAtomicStore = field(default_factory=InMemoryAtomicStore)
     read_keys: list[str] = field(default_factory=list)
     written_keys: list[str] = field(default_factory=list)
+    guarded_keys: list[str] = field(default_factory=list)
+    """Keys checked (not written) by a batch: one entry per batch guarding it."""
     scans: int = 0
     before_write: Callable[[Mapping[str, bytes | None]], Awaitable[None]] | None = None
     after_write: Callable[[Mapping[str, bytes | None], bool], Awaitable[None]] | None = None
@@ -65,7 +69,7 @@ class Counting:
     """Set when it read the catalog twice or wrote something."""
 
     def reset(self) -> None:
-        self.read_keys, self.written_keys, self.scans = [], [], 0
+        self.read_keys, self.written_keys, self.guarded_keys, self.scans = [], [], [], 0
 
     async def read(self, keys: Sequence[str]) -> dict[str, Entry]:
         self.read_keys += keys
@@ -79,13 +83,19 @@ class Counting:
     async def transact(self, keys: Sequence[str], decide: Decide[T]) -> T:
         raise AssertionError("budgets make their own compare-and-set")
 
-    async def write(self, writes: Mapping[str, bytes | None], expected: Mapping[str, int]) -> bool:
+    async def write(
+        self,
+        writes: Mapping[str, bytes | None],
+        expected: Mapping[str, int],
+        guards: Mapping[str, int] | None = None,
+    ) -> bool:
         if self.before_write is not None:
             await self.before_write(writes)
         if self.yields:
             await asyncio.sleep(0)
         self.written_keys += writes
-        done = await self.inner.write(writes, expected)
+        self.guarded_keys += guards or {}
+        done = await self.inner.write(writes, expected, guards)
         if self.after_write is not None:
             await self.after_write(writes, done)
         self.moved.set()
@@ -118,13 +128,18 @@ class Cost:
     writes: int
     scans: int
     keys: frozenset[str]
+    guards: int = 0
+    written: frozenset[str] = frozenset()
 
 
 async def cost_of(store: Counting, work: Awaitable[object]) -> Cost:
     store.reset()
     await work
     keys = frozenset(store.read_keys) | frozenset(store.written_keys)
-    return Cost(len(store.read_keys), len(store.written_keys), store.scans, keys)
+    return Cost(
+        len(store.read_keys), len(store.written_keys), store.scans, keys,
+        len(store.guarded_keys), frozenset(store.written_keys),
+    )  # fmt: skip
 
 
 def kinds(keys: frozenset[str]) -> set[str]:
@@ -163,9 +178,10 @@ async def test_admission_and_settlement_cost_the_same_however_many_windows_and_s
         assert admission.scans == settlement.scans == 0
         # the catalog and at most one counter key per scope; the job's reservation and marker
         assert admission.reads <= 3, layout
-        assert admission.writes <= 5, layout
+        assert admission.writes <= 4, layout
         assert settlement.reads <= 4, layout
-        assert settlement.writes <= 6, layout
+        assert settlement.writes <= 5, layout
+        assert admission.guards == settlement.guards == 1, layout  # the catalog, not written
         assert not any(k.startswith("count.tenant.t") for k in admission.keys | settlement.keys)
     one_each = costs["one period of each scope"]
     every = costs["every period of each scope, and 50 more tenants"]
@@ -176,8 +192,10 @@ async def test_admission_and_settlement_cost_the_same_however_many_windows_and_s
 async def test_windows_without_a_limit_cost_nothing_at_admission() -> None:
     admission, settlement = await admission_and_settlement_costs("no limit anywhere")
     assert kinds(admission.keys) == {CATALOG_KEY, "res", "open"}
-    assert (admission.reads, admission.writes) == (1, 3)  # the catalog; res, open, catalog
+    assert (admission.reads, admission.writes) == (1, 2)  # the catalog; res, open
+    assert kinds(admission.written) == {"res", "open"}  # the catalog is guarded, not written
     assert kinds(settlement.keys) == {CATALOG_KEY, "res", "open", "spend"}
+    assert kinds(settlement.written) == {"res", "open", "spend"}
     tenant_only, _ = await admission_and_settlement_costs("one period of the tenant")
     assert kinds(tenant_only.keys) == {CATALOG_KEY, "res", "open", counter_key(f"tenant:{TENANT}")}
 
@@ -194,7 +212,9 @@ async def test_a_batch_writes_each_touched_counter_once() -> None:
     assert sorted(store.read_keys) == sorted(
         [CATALOG_KEY, counter_key("global"), counter_key(f"tenant:{TENANT}")]
     )
-    assert len(store.written_keys) == 2 * 20 + 3  # res and open per job; catalog, 2 counters
+    assert len(store.written_keys) == 2 * 20 + 2  # res and open per job; 2 counters
+    assert CATALOG_KEY not in store.written_keys
+    assert store.guarded_keys == [CATALOG_KEY]  # one batch, guarded by the catalog
     daily = await budgets.usage(Slot("global", "daily", window("daily", datetime.now(UTC))))
     assert (daily.reserved, daily.jobs) == (21 * COST, 21)
 
@@ -211,9 +231,10 @@ async def test_settlements_at_the_same_moment_are_written_in_one_batch() -> None
         *(budgets.settle(TENANT, c.job_id, lambda _: bill, "completed", c.at) for c in claims)
     )
     assert all(s is not None and s.fresh for s in settled)
-    assert store.written_keys.count(CATALOG_KEY) == 1
+    assert CATALOG_KEY not in store.written_keys
+    assert store.guarded_keys == [CATALOG_KEY]
     assert store.written_keys.count(counter_key("global")) == 1
-    assert len(store.written_keys) == 3 * 20 + 3  # res, open, spend per job; catalog, counters
+    assert len(store.written_keys) == 3 * 20 + 2  # res, open, spend per job; 2 counters
     daily = await budgets.usage(Slot("global", "daily", window("daily", datetime.now(UTC))))
     assert (daily.reserved, daily.settled, daily.released) == (0, 10 * COST, 10 * COST)
 
@@ -273,6 +294,32 @@ async def test_an_admission_decided_before_a_limit_is_set_is_counted_by_it() -> 
     counted = await admin.usage(month())
     assert (counted.reserved, counted.jobs) == (4 * COST, 4)  # the racer's job counted
     assert isinstance(await replica.reserve(claim()), Exceeded)  # and the limit is full
+
+
+async def test_a_refusal_decided_before_a_limit_is_raised_is_decided_again() -> None:
+    """A batch of refusals only (no `open` marker to carry the catalog's guard) is guarded all
+    the same, on the `guard` key it writes: a limit raised between its read and its write
+    makes it fail, and the job is admitted under the new limit."""
+    shared = InMemoryAtomicStore()
+    racer = Counting(shared)
+    replica, admin = KvBudgets(racer), KvBudgets(shared)
+    now = datetime.now(UTC)
+    await admin.set_limit(f"tenant:{TENANT}", "monthly", Limit(COST), now)
+    assert isinstance(await replica.reserve(claim()), Reserved)  # full
+    fired = asyncio.Event()
+
+    async def raise_the_limit_first(writes: Mapping[str, bytes | None]) -> None:
+        if not fired.is_set() and any(k.startswith("res.") for k in writes):
+            fired.set()
+            assert GUARD_KEY in writes
+            assert not any(k.startswith("open.") for k in writes)
+            await admin.set_limit(f"tenant:{TENANT}", "monthly", Limit(2 * COST), now)
+
+    racer.before_write = raise_the_limit_first
+    assert isinstance(await replica.reserve(claim()), Reserved)  # refused, then decided again
+    assert fired.is_set()
+    assert CATALOG_KEY not in racer.written_keys
+    assert isinstance(await replica.reserve(claim()), Exceeded)
 
 
 async def test_jobs_of_a_scope_wait_while_its_new_limit_is_folded() -> None:
@@ -345,10 +392,9 @@ async def test_replicas_admitting_while_a_limit_is_set_admit_exactly_what_fits(s
     admin sets a monthly limit of 30 jobs: the limit binds from the moment it lands (pending),
     counting every job admitted before it, so exactly max(30, admitted before it landed) are
     admitted in all; the counter equals the fold of the reservations, and another tenant's
-    jobs pass when the limit is its own. (Every admission batch writes the catalog back as
-    its guard, so the admin's compare-and-set of the catalog can lose to several batches in
-    a row: the limit may land after more than 30 jobs are in. Those were admitted before any
-    limit existed; the limit counts them and refuses every later job.)"""
+    jobs pass when the limit is its own. (The limit may land after more than 30 jobs are in:
+    those were admitted before any limit existed; the limit counts them and refuses every
+    later job.)"""
     store = Counting(yields=True)
     replicas = [KvBudgets(store), KvBudgets(store)]
     admin = KvBudgets(store)
@@ -395,32 +441,97 @@ async def test_replicas_admitting_while_a_limit_is_set_admit_exactly_what_fits(s
     assert (counter.reserved, counter.jobs) == (total * COST, total)
 
 
-async def test_a_limit_that_lands_after_more_than_it_allows_counts_them_and_binds() -> None:
-    """The interleaving of the test above when it admits more than the limit: the admin's
-    write of the pending limit loses its compare-and-set of the catalog to admission batches
-    (each writes the catalog back as its guard), which admit jobs past what the limit will
-    allow while no limit exists yet. When the limit lands, it counts every one of them (its
-    counter is the fold), and refuses every later job: nothing is admitted under it."""
+async def test_a_limit_set_while_batches_land_wins_its_first_compare_and_set() -> None:
+    """Admission batches landing between the admin's read and write of the catalog do not
+    make the limit's compare-and-set fail (batches check the catalog, never write it): it
+    lands at once. The jobs admitted before it (under no limit, past what it allows) are
+    counted by it (its counter is the fold), and it refuses every later job."""
     shared = InMemoryAtomicStore()
     admin_store = Counting(shared)
     admin, replica = KvBudgets(admin_store), KvBudgets(shared)
     for _ in range(2):
         assert isinstance(await replica.reserve(claim()), Reserved)
-    lost = 0
+    landed = 0
 
     async def admit_first(writes: Mapping[str, bytes | None]) -> None:
-        nonlocal lost
-        if CATALOG_KEY in writes and not any(k.startswith("res.") for k in writes) and lost < 3:
-            lost += 1  # a batch lands between the admin's read and write of the catalog
-            assert isinstance(await replica.reserve(claim()), Reserved)
+        nonlocal landed
+        if b'"pending_since":"' in (writes.get(CATALOG_KEY) or b"") and landed < 3:
+            for _ in range(3):  # batches land between the admin's read and write of the catalog
+                assert isinstance(await replica.reserve(claim()), Reserved)
+                landed += 1
 
     admin_store.before_write = admit_first
     await admin.set_limit(f"tenant:{TENANT}", "monthly", Limit(3 * COST), datetime.now(UTC))
-    assert lost == 3
-    assert shared.conflicts >= 3  # the admin's pending limit lost to each of those batches
+    assert landed == 3
+    assert shared.conflicts == 0  # nothing lost: not the limit, not the batches
+    assert admin_store.written_keys.count(CATALOG_KEY) == 2  # pending, then active
     counted = await admin.usage(month())
     assert (counted.reserved, counted.jobs) == (5 * COST, 5)  # 2 + 3, over the limit's 3
     assert isinstance(await replica.reserve(claim()), Exceeded)  # nothing more once it binds
+    shared.values.pop(CATALOG_KEY)
+    assert await KvBudgets(shared).usage(month()) == counted
+
+
+async def test_a_limit_lands_promptly_while_two_replicas_admit_continuously() -> None:
+    """The starvation this guards against: two replicas admit without pause, and before each
+    of the admin's writes of the catalog both land another batch. When batches wrote the
+    catalog back as their guard, every such write lost its compare-and-set and set_limit
+    gave up (AtomicConflictError) after MAX_ATTEMPTS: a limit failed to land exactly while
+    spend ran. Now it lands on its first try, and binds."""
+    shared = InMemoryAtomicStore()
+    admin_store = Counting(shared)
+    stores = [Counting(shared), Counting(shared)]
+    replicas = [KvBudgets(s) for s in stores]
+    admin = KvBudgets(admin_store)
+    landed = [asyncio.Event(), asyncio.Event()]
+    batches = [0, 0]
+    stop = asyncio.Event()
+
+    def counting(i: int) -> Callable[[Mapping[str, bytes | None], bool], Awaitable[None]]:
+        async def after(writes: Mapping[str, bytes | None], done: bool) -> None:
+            if done and any(k.startswith("res.") for k in writes):
+                batches[i] += 1
+                landed[i].set()
+
+        return after
+
+    for i, store in enumerate(stores):
+        store.after_write = counting(i)
+
+    async def admit(budgets: KvBudgets) -> int:
+        n = 0
+        while not stop.is_set():
+            n += isinstance(await budgets.reserve(claim()), Reserved)
+        return n
+
+    attempts = 0
+
+    async def both_replicas_land_first(writes: Mapping[str, bytes | None]) -> None:
+        nonlocal attempts
+        if b'"pending_since":"' in (writes.get(CATALOG_KEY) or b""):
+            attempts += 1
+            for event in landed:
+                event.clear()
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in landed)), 10)
+
+    runs = [asyncio.create_task(admit(r)) for r in replicas]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in landed)), 10)
+        admin_store.before_write = both_replicas_land_first
+        limit = Limit(200 * COST)
+        await asyncio.wait_for(
+            admin.set_limit(f"tenant:{TENANT}", "monthly", limit, datetime.now(UTC)), 30
+        )
+        assert attempts == 1  # the first compare-and-set of the pending limit won
+        assert [r.limit_micros for r in await admin.limits()] == [limit.limit_micros]
+        catalog = Catalog.model_validate_json(shared.values[CATALOG_KEY] or b"")
+        assert catalog.active(f"tenant:{TENANT}", "monthly") is not None  # no longer pending
+    finally:
+        stop.set()
+        admitted = await asyncio.wait_for(asyncio.gather(*runs), 30)
+    assert min(batches) >= 2  # both kept admitting, before and while the limit was set
+    counted = await admin.usage(month())
+    assert counted.jobs == sum(admitted) <= 200  # every job counted, and the limit binds
     shared.values.pop(CATALOG_KEY)
     assert await KvBudgets(shared).usage(month()) == counted
 
