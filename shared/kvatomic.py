@@ -196,6 +196,8 @@ class AtomicStore(Protocol):
         guards: Mapping[str, int] | None = None,
     ) -> bool: ...
 
+    async def scan(self, pattern: str) -> list[tuple[str, bytes]]: ...
+
 
 def assign_guards(
     writes: Mapping[str, bytes | None], expected: Mapping[str, int], guards: Mapping[str, int]
@@ -212,8 +214,6 @@ def assign_guards(
             f"this batch has {len(free)}"
         )
     return dict(zip(free, guards.items(), strict=False))
-
-    async def scan(self, pattern: str) -> list[tuple[str, bytes]]: ...
 
 
 def _committed(data: bytes) -> bool:
