@@ -40,7 +40,16 @@ from typing import Any
 import nats
 from nats.aio.msg import Msg
 
-from bench.pipeline import NO_RATE_LIMITS, control, env_number, new_tenant, stack, submit, verdict
+from bench.pipeline import (
+    NO_RATE_LIMITS,
+    control,
+    env_number,
+    new_tenant,
+    stack,
+    submit,
+    until,
+    verdict,
+)
 from clipline.stack import StackOptions, StackState
 from shared.contracts.ids import job_id_for
 
@@ -84,16 +93,7 @@ class Timeline:
         self.changed.set()
 
     async def until_ended(self, jobs: int, deadline: float) -> bool:
-        while len(self.ended) < jobs:
-            self.changed.clear()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self.changed.wait(), min(left, 5.0))
-            except TimeoutError:
-                continue
-        return True
+        return await until(self.changed, lambda: len(self.ended) >= jobs, deadline)
 
 
 @dataclass(frozen=True)

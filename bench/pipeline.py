@@ -124,16 +124,21 @@ class Events:
 
     async def until(self, done: Callable[[], bool], deadline: float) -> bool:
         """Wait (woken by each event) until `done()` holds; False at `deadline` (monotonic)."""
-        while not done():
-            self.changed.clear()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self.changed.wait(), min(left, 5.0))
-            except TimeoutError:
-                continue
-        return True
+        return await until(self.changed, done, deadline)
+
+
+async def until(changed: asyncio.Event, done: Callable[[], bool], deadline: float) -> bool:
+    """Wait, woken by `changed`, until `done()` holds; False at `deadline` (monotonic)."""
+    while not done():
+        changed.clear()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            await asyncio.wait_for(changed.wait(), min(left, 5.0))
+        except TimeoutError:
+            continue
+    return True
 
 
 async def control(state: StackState, what: str) -> Any:
