@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.poller.domain import Pending, Throttled, VideoEvent
-from services.poller.follow import FOLLOWED, SERVICE, Followed, follow
+from services.poller.follow import FOLLOWED, SERVICE, Followed, follow, not_followed
 from services.poller.ports import WebhookDeps
 from shared.contracts.lifecycle import JobStatus
 from shared.logs import job_context
@@ -56,6 +56,10 @@ async def on_video_event(
     if record is None or job is None or record.status not in FOLLOWED:
         if record is not None and not record.terminal and record.upstream_id is None:
             await deps.follow.early.tell(event.video_id)  # linked, not yet `submitted`
+        if record is not None:
+            # A replica that died between recording `generated` and announcing it: the
+            # sender's retry announces it now, not the job's safety poll a minute later.
+            await not_followed(deps.follow.emit, record)
         return NotFollowed(owner[1], record.status.value if record else "absent")
     with in_job_trace(record.trace_id, "poller webhook"), job_context(job.job_id):
         looked = await follow(deps.follow, job, record)

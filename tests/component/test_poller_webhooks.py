@@ -196,6 +196,22 @@ async def test_a_job_not_followed_is_left_alone(endpoint: Endpoint) -> None:
     assert response.json() == {"accepted": "not_followed", "job_id": job_id, "status": "generated"}
     assert endpoint.provider.retrieved == []
     assert endpoint.seen.told_videos == set()  # past polling: nothing to remember
+    # Recorded `generated` (perhaps by a replica that died before announcing it): the webhook
+    # announces the fact again, under its one id, instead of leaving it to the safety poll.
+    generated = endpoint.h.bus.one(JobGeneratedV1)
+    assert generated.event_id == fact_event_id(job_id, "generated")
+
+
+async def test_a_job_past_generated_is_not_announced_again(endpoint: Endpoint) -> None:
+    job_id = new_job_id()
+    endpoint.h.jobs.put(job_record(job_id, JobStatus.STORING, upstream_id=VIDEO))
+    endpoint.h.upstream.links[VIDEO] = (TENANT, job_id)
+    body = event_body(VIDEO)
+
+    response = await endpoint.post(body, signed(body))
+
+    assert response.json() == {"accepted": "not_followed", "job_id": job_id, "status": "storing"}
+    assert endpoint.h.bus.events(JobGeneratedV1) == []
 
 
 async def test_forged_and_stale_webhooks_change_nothing(
