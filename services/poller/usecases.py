@@ -35,6 +35,17 @@ class Looked:
     still_running: bool
 
 
+async def announce_recorded(deps: WebhookDeps, event: VideoEvent) -> None:
+    """A webhook another taker holds (a replay, or the retry of one whose taker died mid-look):
+    announce what its job's record already says this stage did. A taker that died between
+    recording `generated` and announcing it leaves its claim until it is stale; the sender's
+    retries meanwhile announce the fact (under its one id) instead of the job's safety poll."""
+    owner = await deps.upstream.owner(event.video_id)
+    record = await deps.follow.jobs.get(*owner) if owner is not None else None
+    if record is not None:
+        await not_followed(deps.follow.emit, record)
+
+
 async def on_video_event(
     deps: WebhookDeps, event: VideoEvent
 ) -> UnknownVideo | NotFollowed | Looked | Throttled:

@@ -29,7 +29,13 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from services.poller.domain import Malformed, Throttled, VideoEvent, video_event
 from services.poller.ports import WebhookDeps
-from services.poller.usecases import Looked, NotFollowed, UnknownVideo, on_video_event
+from services.poller.usecases import (
+    Looked,
+    NotFollowed,
+    UnknownVideo,
+    announce_recorded,
+    on_video_event,
+)
 from shared.logs import job_context
 from shared.messaging import periodically
 from shared.provider.ids import MAX_SHOWN, is_valid_video_id
@@ -116,6 +122,12 @@ def build_webhooks(deps: WebhookDeps | None) -> FastAPI:
             log.warning("webhook %r: id not recorded: %r", verdict.event.event_id, exc)
             return _refuse(503, "retry", "the webhook could not be recorded now; retry later")
         if not taken:
+            try:
+                await announce_recorded(deps, verdict.event)
+            except Exception as exc:  # best effort: the job's own poll is the safety net
+                log.warning(
+                    "webhook %r: recorded state not announced: %r", verdict.event.event_id, exc
+                )
             log.warning("webhook refused: replayed (event %r)", verdict.event.event_id)
             detail = f"webhook id {verdict.webhook_id!r:.80} was already taken"
             return _refuse(409, "replayed", detail)

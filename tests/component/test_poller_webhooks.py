@@ -127,6 +127,26 @@ async def test_a_replayed_webhook_id_is_refused(endpoint: Endpoint) -> None:
     assert endpoint.provider.retrieved == [VIDEO]
 
 
+async def test_the_retry_of_a_webhook_whose_taker_died_announces_what_it_recorded(
+    endpoint: Endpoint,
+) -> None:
+    """The taker recorded `generated` and died before announcing it and before marking the
+    webhook done: its claim holds until stale, but the sender's retry meanwhile announces the
+    recorded fact (not the job's safety poll, a minute later)."""
+    job_id = new_job_id()
+    endpoint.h.jobs.put(job_record(job_id, JobStatus.GENERATED, upstream_id=VIDEO))
+    endpoint.h.upstream.links[VIDEO] = (TENANT, job_id)
+    assert await endpoint.seen.claim("msg_dead")  # the dead taker's claim
+    body = event_body(VIDEO)
+
+    retry = await endpoint.post(body, signed(body, webhook_id="msg_dead"))
+
+    assert retry.status_code == 409
+    assert endpoint.provider.retrieved == []
+    generated = endpoint.h.bus.one(JobGeneratedV1)
+    assert generated.event_id == fact_event_id(job_id, "generated")
+
+
 async def test_an_unknown_video_is_accepted_and_ignored(
     endpoint: Endpoint, caplog: pytest.LogCaptureFixture
 ) -> None:
