@@ -88,6 +88,18 @@ async def update_key(
     raise StoreConflictError(f"could not update {key} after {max_attempts} attempts")
 
 
+async def read_revision(kv: KeyValue, key: str) -> tuple[int, bytes | None]:
+    """A key's value (None: absent or deleted) and the revision a compare-and-set must expect:
+    0 when never written, a deleted key's delete marker's otherwise (nats-py passes it along
+    in the error)."""
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError as exc:
+        deleted = getattr(exc, "entry", None)
+        return (deleted.revision or 0) if deleted is not None else 0, None
+    return entry.revision or 0, entry.value or None
+
+
 class UpstreamOwnedError(RuntimeError):
     """An upstream id is already linked to a different job."""
 
@@ -179,14 +191,8 @@ class KvJobStore:
 
     async def _read(self, kv: KeyValue, key: str) -> tuple[int, JobRecordV1 | None]:
         """The record and its revision (0: never written; a deleted record's marker's)."""
-        try:
-            entry = await kv.get(key)
-        except KeyNotFoundError as exc:
-            deleted = getattr(exc, "entry", None)
-            return (deleted.revision or 0) if deleted is not None else 0, None
-        if not entry.value:
-            return entry.revision or 0, None
-        return entry.revision or 0, JobRecordV1.model_validate_json(entry.value)
+        revision, value = await read_revision(kv, key)
+        return revision, JobRecordV1.model_validate_json(value) if value else None
 
     def _remember(self, key: str, revision: int, record: JobRecordV1 | None) -> None:
         known = self._known.get(key)

@@ -16,10 +16,10 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, cast
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from shared.jobstore import StoreConflictError
+from shared.jobstore import StoreConflictError, read_revision
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -116,9 +116,5 @@ class KvCells(Generic[S]):
 
     async def _read(self, kv: KeyValue, key: str) -> tuple[int, S | None]:
         """The value and its revision (0: never written; a deleted key's marker's)."""
-        try:
-            entry = await kv.get(key)
-        except KeyNotFoundError as exc:
-            deleted = getattr(exc, "entry", None)
-            return (deleted.revision or 0) if deleted is not None else 0, None
-        return entry.revision or 0, self._decode(key, entry.value)
+        revision, value = await read_revision(kv, key)
+        return revision, self._decode(key, value)
