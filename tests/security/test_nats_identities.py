@@ -272,6 +272,8 @@ async def test_a_service_publishes_only_what_it_emits_and_reads_only_its_buckets
             "clipline.job.admitted.v1.acme." + job,
             request_subject("acme"),
             f"$KV.{BUDGETS_BUCKET}.limits",  # the catalog of every limit
+            # reads are direct gets now: not of a bucket this identity does not read
+            f"$JS.API.DIRECT.GET.KV_{BUDGETS_BUCKET}.$KV.{BUDGETS_BUCKET}.limits",
             f"$JS.ACK.{JOBS_STREAM_NAME}.submitter--job-admitted-v1.1.1.1.1.1",
         ):
             await client.publish(subject, b"{}")
