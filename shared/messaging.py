@@ -10,9 +10,9 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, Protocol, TypeVar
 
 import nats.errors
 from faststream import AckPolicy
@@ -20,14 +20,16 @@ from faststream._internal.context import Context as ContextField  # its field cl
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from faststream.middlewares import BaseMiddleware
 from faststream.nats import ConsumerConfig, JStream, NatsRouter, PullSub
-from faststream.nats.message import NatsMessage
 from nats.aio.msg import Msg
 from nats.errors import NotJSMessageError
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import DeliverPolicy
 from nats.js.errors import InvalidKeyError
+from opentelemetry import propagate
 from pydantic import ValidationError
 
+from shared.consume import Handling
 from shared.contracts.events import (
     Event,
     JobFailedV1,
@@ -142,12 +144,28 @@ def check_subject(event: Event, subject: str) -> None:
         )
 
 
-def event_decoder(model: type[E]) -> Callable[[NatsMessage], Awaitable[E]]:
+class Incoming(Protocol):
+    """A delivered message as decoders, handlers and the delivery policy use it: FastStream's
+    NatsMessage, or the house consume loop's Delivered (shared/consume.py)."""
+
+    @property
+    def raw_message(self) -> Msg: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def headers(self) -> dict[str, Any]: ...
+
+    async def in_progress(self) -> None: ...
+
+
+def event_decoder(model: type[E]) -> Callable[[Incoming], Awaitable[E]]:
     """A FastStream decoder: decoding is the one place a payload is judged poison, or
     unrecordable (its subject names no valid job, or its body another job than its subject).
     Async, as FastStream runs a sync decoder in a worker thread: a thread hop per message."""
 
-    async def decode(msg: NatsMessage) -> E:
+    async def decode(msg: Incoming) -> E:
         subject = msg.raw_message.subject
         if isinstance(named := job_named(subject), Unrecordable):
             raise named  # judged before the body: its job could not even be failed
@@ -173,7 +191,7 @@ def Context(name: str) -> Any:  # noqa: N802 (named as FastStream's, used the sa
     return _OnLoop(name)
 
 
-Message = Annotated[NatsMessage, Context("message")]
+Message = Annotated[Incoming, Context("message")]
 """The delivered message itself, as `faststream.nats.annotations.NatsMessage` gives it."""
 
 
@@ -237,6 +255,11 @@ class ServiceRouter(NatsRouter):
         # connection's prefix): a service's identity may subscribe only under its own prefix.
         self.inbox_prefix = (identity.inbox_prefix if identity else "_INBOX") + "."
         self.consumers: dict[str, Consumer] = {}
+        self.handlings: list[Handling] = []
+        """Every handler as declared: what the house consume loop serves (shared/consume.py)."""
+        self.direct: JetStreamContext | None = None
+        """Set by a production broker once connected: emits go to JetStream straight, not
+        through FastStream's publisher (an in-memory TestNatsBroker leaves it unset)."""
         # Any service may fail a job (error budget spent, poison), so each can emit `failed`.
         kinds: dict[type[Event], None] = dict.fromkeys([*emits, JobFailedV1])
         self._event_publishers = {
@@ -260,12 +283,18 @@ class ServiceRouter(NatsRouter):
         publisher = self._event_publishers.get(type(event))
         if publisher is None:
             raise TypeError(f"{self.service} does not declare {type(event).__name__}")
-        await publisher.publish(
-            event.model_dump(mode="json"),
-            subject=event.subject,
-            headers={"Nats-Msg-Id": event.event_id},
-            stream=JOBS_STREAM_NAME,
-        )
+        headers = {"Nats-Msg-Id": event.event_id}
+        if self.direct is not None:
+            propagate.inject(headers)  # the job's trace goes on with the event
+            await self.direct.publish(
+                event.subject, event.model_dump_json().encode(), headers=headers,
+                stream=JOBS_STREAM_NAME,
+            )  # fmt: skip
+        else:
+            await publisher.publish(
+                event.model_dump(mode="json"), subject=event.subject, headers=headers,
+                stream=JOBS_STREAM_NAME,
+            )  # fmt: skip
         # One line per lifecycle step at INFO; progress is per poll, so DEBUG.
         level = logging.DEBUG if event.kind == "progress" else logging.INFO
         why = getattr(event, "reason", None)  # an end says why, in the same line
@@ -311,7 +340,7 @@ class ServiceRouter(NatsRouter):
         max_workers: int = 8,
         max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
         fetch_batch: int | None = None,
-        decoder: Callable[[NatsMessage], Any] | None = None,
+        decoder: Callable[[Incoming], Awaitable[Any]] | None = None,
         title: str | None = None,
         stream: JStream = JOBS,
         retry_cap: float = RETRY_CAP_SECONDS,
@@ -335,34 +364,55 @@ class ServiceRouter(NatsRouter):
         fetches one at a time."""
         names_jobs = parse_event_subject(subject) is not None
         self.consumers[durable] = Consumer(durable, max_errors, ack_wait, names_jobs, retry_cap)
-        return self.subscriber(
+        config = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=JsAckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ack_wait,
+            max_deliver=UNLIMITED,
+            max_ack_pending=max_ack_pending,
+        )
+        batch = fetch_batch or max_workers
+        declare = self.subscriber(
             subject,
             stream=stream,
             durable=durable,
-            pull_sub=PullSub(batch_size=fetch_batch or max_workers, timeout=5.0),
+            pull_sub=PullSub(batch_size=batch, timeout=5.0),
             max_workers=max_workers,
             decoder=decoder,
             title=title,
             inbox_prefix=self.inbox_prefix.encode(),
-            config=ConsumerConfig(
-                durable_name=durable,
-                ack_policy=JsAckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=ack_wait,
-                max_deliver=UNLIMITED,
-                max_ack_pending=max_ack_pending,
-            ),
+            config=config,
         )
+
+        def register(handler: Callable[..., Awaitable[None]]) -> Any:
+            self.handlings.append(
+                Handling(
+                    subject,
+                    durable,
+                    stream.name,
+                    config,
+                    batch,
+                    max_workers,
+                    self.inbox_prefix,
+                    decoder,
+                    handler,
+                )
+            )
+            return declare(handler)
+
+        return register
 
 
 # -- the delivery middleware ----------------------------------------------------------------
 
 
 def _metadata(msg: Any) -> Msg.Metadata | None:
-    if not isinstance(msg, NatsMessage):
+    raw = getattr(msg, "raw_message", None)
+    if not isinstance(raw, Msg):
         return None
     try:
-        return msg.raw_message.metadata
+        return raw.metadata
     except NotJSMessageError:
         return None
 
@@ -376,7 +426,7 @@ def _job_of(delivery: Delivery, metadata: Msg.Metadata, subject: str) -> _Job | 
 
 
 async def _decide(
-    delivery: Delivery, msg: NatsMessage, exc: Exception, job: _Job | Unrecordable | None
+    delivery: Delivery, msg: Incoming, exc: Exception, job: _Job | Unrecordable | None
 ) -> HandlerException:
     """The outcome of a failed delivery; may raise the job store's error (see `_settle`)."""
     subject = msg.raw_message.subject
@@ -410,7 +460,7 @@ async def _decide(
 
 
 async def _settle(
-    delivery: Delivery, msg: NatsMessage, exc: Exception, job: _Job | Unrecordable | None
+    delivery: Delivery, msg: Incoming, exc: Exception, job: _Job | Unrecordable | None
 ) -> HandlerException:
     """`_decide`, and what to do when the failure cannot be recorded: a store error no retry
     can change ends the message (one warning); any other is retried at the capped delay (a
@@ -453,24 +503,33 @@ class DeliveryMiddleware(BaseMiddleware):
     """
 
     async def consume_scope(self, call_next: Any, msg: Any) -> Any:
-        delivery: Delivery | None = self.context.get("delivery")
-        metadata = _metadata(msg)
-        if delivery is None or metadata is None:
-            return await call_next(msg)  # not a JetStream delivery (e.g. a core request)
-        job = _job_of(delivery, metadata, msg.raw_message.subject)
-        consumer = delivery.consumers.get(metadata.consumer or "")
-        every = (consumer.ack_wait if consumer else DEFAULT_ACK_WAIT_SECONDS) / 3
-        with job_context(job.job_id if isinstance(job, _Job) else None):
-            began = time.monotonic()
-            try:
-                async with heartbeat(msg, every):
-                    return await call_next(msg)
-            except HandlerException:
-                raise
-            except Exception as exc:
-                raise await _settle(delivery, msg, exc, job) from exc
-            finally:
-                note_wait("handling", time.monotonic() - began)
+        return await handle_delivery(self.context.get("delivery"), msg, lambda: call_next(msg))
+
+
+async def handle_delivery(
+    delivery: Delivery | None, msg: Incoming, handle: Callable[[], Awaitable[Any]]
+) -> Any:
+    """Run `handle()` (decode and handler) for one delivered message under the house delivery
+    policy (DeliveryMiddleware's): returns when the message is done with (ack), raises a
+    HandlerException for any other outcome. `msg` is FastStream's NatsMessage or the consume
+    loop's Delivered (shared/consume.py): the same `raw_message`."""
+    metadata = _metadata(msg)
+    if delivery is None or metadata is None:
+        return await handle()  # not a JetStream delivery (e.g. a core request)
+    job = _job_of(delivery, metadata, msg.raw_message.subject)
+    consumer = delivery.consumers.get(metadata.consumer or "")
+    every = (consumer.ack_wait if consumer else DEFAULT_ACK_WAIT_SECONDS) / 3
+    with job_context(job.job_id if isinstance(job, _Job) else None):
+        began = time.monotonic()
+        try:
+            async with heartbeat(msg, every):
+                return await handle()
+        except HandlerException:
+            raise
+        except Exception as exc:
+            raise await _settle(delivery, msg, exc, job) from exc
+        finally:
+            note_wait("handling", time.monotonic() - began)
 
 
 @asynccontextmanager
@@ -510,6 +569,34 @@ async def periodically(
             await task
 
 
-def heartbeat(msg: NatsMessage, every: float) -> AbstractAsyncContextManager[None]:
-    """Tell JetStream the message is still being worked on, so live work is not redelivered."""
-    return periodically(every, msg.in_progress)
+class heartbeat:  # noqa: N801 (used as a function: `async with heartbeat(msg, every)`)
+    """Tell JetStream the message is still being worked on, every `every` seconds while the
+    block runs, so live work is not redelivered. A timer on the loop rather than
+    `periodically`'s task: every message has one, and most end long before its first beat. A
+    beat that fails is skipped (a lost heartbeat only risks a redelivery)."""
+
+    __slots__ = ("_every", "_msg", "_timer")
+    _sending: ClassVar[set[asyncio.Task[None]]] = set()
+
+    def __init__(self, msg: Incoming, every: float) -> None:
+        self._msg = msg
+        self._every = every
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self._every, self._beat)
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _beat(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self._every, self._beat)
+        task = asyncio.ensure_future(self._send())
+        self._sending.add(task)  # held until sent: the loop keeps only weak references
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._msg.in_progress()

@@ -22,11 +22,12 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from shared import pullfetch, telemetry
 from shared.config import CommonSettings
+from shared.consume import ConsumeLoop
 from shared.identities import SERVICES
 from shared.inputs import InputStore, ObjectInputStore
 from shared.jobstore import JobStore, KvJobStore, KvUpstreamIndex, UpstreamIndex
 from shared.logs import configure_logging
-from shared.messaging import Delivery, DeliveryMiddleware, ServiceRouter
+from shared.messaging import Delivery, DeliveryMiddleware, ServiceRouter, handle_delivery
 from shared.streams import (
     INPUTS_BUCKET,
     JOBS_BUCKET,
@@ -77,18 +78,56 @@ def cached(make: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
     return get
 
 
+class ServiceBroker(NatsBroker):
+    """A service's broker: FastStream's connection, context, KV and object-store handles, and
+    its declarations (the AsyncAPI document, an in-memory TestNatsBroker); but its subscribers
+    are served by the house consume loop and its routers emit straight to JetStream
+    (shared/consume.py says why). TestNatsBroker replaces `start`, so under it FastStream
+    serves them as before."""
+
+    def __init__(self, *args: Any, tracer_provider: TracerProvider, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.house_routers: list[ServiceRouter] = []
+        self._tracer = tracer_provider.get_tracer("clipline.consume")
+        self._loops: list[ConsumeLoop] = []
+
+    async def start(self) -> None:
+        connection = await self.connect()
+        js = connection.jetstream()
+        delivery = self.context.get("delivery")
+
+        async def policy(msg: Any, handle: Callable[[], Awaitable[Any]]) -> Any:
+            return await handle_delivery(delivery, msg, handle)
+
+        for router in self.house_routers:
+            router.direct = js
+            for handling in router.handlings:
+                loop = ConsumeLoop(handling, policy, self._tracer, self.context)
+                await loop.start(js)
+                self._loops.append(loop)
+        self.running = True
+
+    async def stop(self, *args: Any, **kwargs: Any) -> None:
+        loops, self._loops = self._loops, []
+        await asyncio.gather(*(loop.stop() for loop in loops))
+        for router in self.house_routers:
+            router.direct = None
+        await super().stop(*args, **kwargs)
+
+
 def make_broker(
     nats_url: str,
     tracer_provider: TracerProvider,
     creds: Path | None = None,
     inbox_prefix: str = "_INBOX",
-) -> NatsBroker:
+) -> ServiceBroker:
     """The broker with telemetry and the house delivery middleware, connecting as the identity
     in `creds` (a `.creds` file) with its own `inbox_prefix`. Per-message lines of FastStream
     are DEBUG: a service logs lifecycle steps at INFO, not every delivery."""
     pullfetch.install()
-    return NatsBroker(
+    return ServiceBroker(
         nats_url,
+        tracer_provider=tracer_provider,
         security=NatsCredentials.from_file(creds) if creds is not None else None,
         inbox_prefix=inbox_prefix,
         middlewares=[NatsTelemetryMiddleware(tracer_provider=tracer_provider), DeliveryMiddleware],
@@ -123,6 +162,8 @@ def wire(broker: NatsBroker, router: ServiceRouter, deps: object, jobs: JobStore
     """Include a service's router and put its deps (handlers inject `Context("deps.<x>")`) and
     the delivery policy's needs in the broker's context."""
     broker.include_router(router)
+    if isinstance(broker, ServiceBroker):
+        broker.house_routers.append(router)
     broker.context.set_global("deps", deps)
     broker.context.set_global(
         "delivery", Delivery(router.service, jobs, router.emit, router.consumers)

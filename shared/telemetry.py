@@ -13,6 +13,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 log = logging.getLogger("clipline.telemetry")
@@ -20,14 +21,19 @@ log = logging.getLogger("clipline.telemetry")
 
 def make_tracer_provider(service_name: str) -> TracerProvider:
     """A provider tagged with `service.name`; exports over OTLP/HTTP when
-    OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set, otherwise records nothing."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set. Otherwise it records nothing
+    and samples nothing: its spans still carry trace ids (a job keeps one trace id, which
+    events carry on), but none is built up (attributes, events, timings) only to be dropped:
+    about 45 us of CPU per span (bench/consume.py)."""
+    resource = Resource.create({"service.name": service_name})
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):
+        provider = TracerProvider(resource=resource)
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         log.info("tracing: OTLP export enabled for %s", service_name)
-    return provider
+        return provider
+    return TracerProvider(resource=resource, sampler=ALWAYS_OFF)
 
 
 def install(provider: TracerProvider) -> None:

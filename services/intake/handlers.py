@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from faststream.nats.annotations import NatsMessage
-
 from services.intake.domain import Invalid, decode, parse_request_subject, tenant_token
 from services.intake.ports import Deps
 from services.intake.usecases import SERVICE, asked_by, refuse, take
 from shared.contracts import JobAcceptedV1, JobCancelRequestedV1, JobRejectedV1
 from shared.contracts.requests import REQUESTS_ROOT
 from shared.identities import INTAKE_REQUESTS_DURABLE
-from shared.messaging import NO_TENANT, Context, Message, ServiceRouter
+from shared.messaging import NO_TENANT, Context, Incoming, Message, ServiceRouter
 from shared.streams import REQUESTS
 
 DURABLE = INTAKE_REQUESTS_DURABLE  # declared with its permissions in shared.identities
@@ -21,7 +19,7 @@ MAX_ERRORS = 1_000_000
 """A request has no job record yet: giving up would lose it, so errors retry (capped backoff)."""
 
 
-async def raw_body(msg: NatsMessage) -> bytes:  # async: FastStream runs a sync one in a thread
+async def raw_body(msg: Incoming) -> bytes:  # async: FastStream runs a sync one in a thread
     """The request's bytes, undecoded: FastStream's default decoder lets json.loads'
     RecursionError (a nesting bomb) escape before the handler runs, which would retry the
     request forever; `decode` judges the bytes instead, and the request is rejected."""
