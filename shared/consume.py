@@ -23,6 +23,7 @@ import inspect
 import json
 import logging
 import typing
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,8 @@ from nats.js.api import ConsumerConfig
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
+
+from shared import pullfetch
 
 log = logging.getLogger("clipline.consume")
 
@@ -163,6 +166,8 @@ class ConsumeLoop:
     tracer: trace.Tracer
     context: Any
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _held: deque[Msg] = field(default_factory=deque)
+    """Fetched, waiting for a free worker."""
     _fetching: asyncio.Task[None] | None = None
     _stopping: bool = False
 
@@ -175,14 +180,26 @@ class ConsumeLoop:
             h.subject, durable=h.durable, stream=h.stream, config=dataclasses.replace(h.config),
             inbox_prefix=h.inbox_prefix.encode(),
         )  # fmt: skip
+        self._sub = sub
         self._fetching = asyncio.create_task(self._fetch(sub), name=f"consume {h.durable}")
 
     async def stop(self) -> None:
+        """Fetch no more and unsubscribe (the standing pull request then delivers nothing more
+        here); hand back at once what was fetched and not started (a nak: another replica takes
+        it now, not after ack_wait); give running handlers STOP_GRACE_SECONDS. Not nats-py's
+        drain, which would wait for the messages left in the subscription."""
         self._stopping = True
         if self._fetching is not None:
             self._fetching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._fetching
+            unstarted = [*self._held, *pullfetch.take_delivered(self._sub)]
+            self._held.clear()
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            for raw in [*unstarted, *pullfetch.take_delivered(self._sub)]:
+                with contextlib.suppress(Exception):
+                    await raw.nak()
         if self._tasks:
             _, late = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_SECONDS)
             for task in late:
@@ -203,9 +220,10 @@ class ConsumeLoop:
                 log.warning("%s: fetch failed (%s: %s)", h.durable, type(exc).__name__, exc)
                 await asyncio.sleep(FETCH_ERROR_PAUSE_SECONDS)
                 continue
-            for raw in msgs:
+            self._held.extend(msgs)
+            while self._held:
                 await self._slots.acquire()
-                task = asyncio.create_task(self._handle(raw))
+                task = asyncio.create_task(self._handle(self._held.popleft()))
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
 

@@ -132,3 +132,10 @@ def _drain(pull: Any, standing: _Standing, most: int) -> list[Msg]:
         elif status != _HEARTBEAT:
             standing.left = 0
     return msgs
+
+
+def take_delivered(pull: Any) -> list[Msg]:
+    """Every message delivered to the subscription and not yet fetched (statuses dropped): what
+    a stopping consumer hands back."""
+    standing: _Standing = pull.__dict__.setdefault("_clipline_standing", _Standing())
+    return _drain(pull, standing, pull._sub._pending_queue.qsize())
