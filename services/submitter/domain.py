@@ -25,7 +25,7 @@ class Submit:
 
 @dataclass(frozen=True, slots=True)
 class Resend:
-    """Already created upstream and not yet picked up: announce it again, create nothing."""
+    """Already created upstream: announce it again (one fact id), create nothing."""
 
     upstream_id: str
 
@@ -94,7 +94,10 @@ def plan(
             return InFlight(min(lease, lease - attempt_age))
         return Cancel()
     if upstream_id:
-        return Resend(upstream_id) if status == "submitted" else Skip()
+        # `submitted` (and past it) with an upstream id: created. Its announcement may be the
+        # one a process lost, dying between recording and announcing, while a webhook moved the
+        # job on: announced again (the same fact id: JetStream keeps one), created never.
+        return Resend(upstream_id)
     if status not in ("admitted", "submitting"):
         return Skip()
     if status == "submitting" and attempt_age is not None and attempt_age < lease:

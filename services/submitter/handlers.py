@@ -96,8 +96,15 @@ async def _record_to_act_on(event: Event, deps: Deps) -> JobRecordV1 | None:
 
 async def on_job_admitted(event: JobAdmittedV1, deps: SubmitterDeps) -> None:
     """Create the job upstream exactly as its record says (never the event's copy)."""
-    if (record := await _record_to_act_on(event, deps)) is None:
+    found = await deps.jobs.get(event.tenant, event.job_id)
+    if found is not None and found.terminal and found.upstream_id is not None:
+        # Created, and ended before this delivery: a process that died between recording
+        # `submitted` and announcing it left the announcement to this one (one fact id).
+        await deps.emit(submitted(found, found.upstream_id))
+    verdict = await screened(SERVICE, deps.emit, event, screen(found, event))
+    if verdict is None:
         return
+    record = verdict.record
     match decide(record, deps.submit_deadline):
         case Skip():
             return

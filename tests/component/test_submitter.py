@@ -225,21 +225,30 @@ async def test_the_same_submission_reached_twice_is_one_fact(submitter: Submitte
 
 
 @pytest.mark.parametrize(
-    ("status", "upstream_id"),
-    [
-        (JobStatus.GENERATING, "video_old"),  # moved on: the poller has it
-        (JobStatus.STORING, "video_old"),
-        (JobStatus.FAILED, None),
-        (JobStatus.REJECTED, None),
-        (JobStatus.TIMED_OUT, None),
-    ],
+    "status", [JobStatus.GENERATING, JobStatus.STORING, JobStatus.COMPLETED, JobStatus.FAILED]
 )
-async def test_job_that_moved_on_or_ended_is_skipped(
-    submitter: Submitter, status: JobStatus, upstream_id: str | None
+async def test_a_created_job_that_moved_on_or_ended_is_announced_submitted_again(
+    submitter: Submitter, status: JobStatus
 ) -> None:
+    """A submitter killed between recording `submitted` and announcing it, while a webhook
+    moved the job on: the redelivered `admitted` announces it (the same fact id, so JetStream
+    keeps one), and creates nothing."""
     h = submitter.h
     job_id = new_job_id()
-    h.jobs.put(job_record(job_id, status, upstream_id=upstream_id))
+    h.jobs.put(job_record(job_id, status, upstream_id="video_old"))
+    await h.send(admitted(job_id))
+
+    assert submitter.provider.created == []
+    again = h.bus.one(JobSubmittedV1)
+    assert (again.upstream_id, again.event_id) == ("video_old", fact_event_id(job_id, "submitted"))
+    assert h.jobs.writes == []
+
+
+@pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.REJECTED, JobStatus.TIMED_OUT])
+async def test_job_that_ended_uncreated_is_skipped(submitter: Submitter, status: JobStatus) -> None:
+    h = submitter.h
+    job_id = new_job_id()
+    h.jobs.put(job_record(job_id, status, upstream_id=None))
     await h.send(admitted(job_id))
 
     assert submitter.provider.created == []

