@@ -212,13 +212,13 @@ async def test_a_bucket_of_the_layout_before_is_converted_and_read_where_it_is()
     assert store.values[LAYOUT_KEY] is not None  # converted once
     assert store.revisions[open_key(TENANT, ids["refused"])] > 0  # decided: never again
     for kind, job_id in ids.items():
-        record = await replica.reservation(TENANT, job_id)
-        assert record is not None, kind
+        found = await replica.reservation(TENANT, job_id)
+        assert found is not None, kind
         again = await replica.reserve(
             Claim(TENANT, job_id, "sora-2", "1280x720", 4, COST, datetime.now(UTC))
         )
         assert isinstance(again, Reserved), kind
-        assert (again.fresh, again.reservation) == (False, record), kind
+        assert (again.fresh, again.reservation) == (False, found), kind
     assert [r.job_id for r in await budgets.disputes()] == [ids["disputed"]]
     assert await budgets.spend() == [line]
 
