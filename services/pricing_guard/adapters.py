@@ -8,7 +8,14 @@ the catalog (one key holding every limit, read once per batch and checked by it,
 see `_write_guarded`), one counter key per limited scope (its limited periods together; a scope
 or period without a limit keeps no counter), and the job's own keys. A window's usage without a
 counter is folded from the reservations when asked (and when a limit is set on it, to start its
-counter)."""
+counter).
+
+A job's own keys: its reservation lives under its `open` key while reserved (one write at
+admission, expecting no revision at all) and moves to its `res` key when it closes (the `open`
+key deleted, expecting the revision read: two writes); the closed reservation is the job's line
+of the spend ledger. The `open` key's delete marker stays (the bucket keeps one revision of each
+key), so an admission of a job decided before (reserved, refused or closed) can never reserve
+it again: a job's `open` key at revision 0 means nothing was ever decided for it."""
 
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from services.pricing_guard.budgets import (
     GLOBAL,
@@ -48,6 +56,8 @@ from services.pricing_guard.ports import Claim, Reserved, Settled
 from services.pricing_guard.records import (
     CATALOG_KEY,
     GUARD_KEY,
+    LAYOUT_KEY,
+    OPEN_MARKER,
     USAGE,
     Catalog,
     Counters,
@@ -60,7 +70,6 @@ from services.pricing_guard.records import (
     limit_key,
     open_key,
     reservation_key,
-    spend_key,
     usage_key,
 )
 from shared.kvatomic import AtomicConflictError, AtomicStore, Entry
@@ -77,8 +86,14 @@ looks again (the initialisation takes one scan of the reservations)."""
 PENDING_STALE = timedelta(seconds=30)
 """A limit pending this long lost the process initialising it: whoever waits on it does it."""
 
+CONVERT_CHUNK = 100
+"""Reservations of the older layout looked at (and converted) per batch, once per bucket."""
+
 Kept = dict[Period, dict[str, Usage]]
 Decision = Reserved | Exceeded
+Job = tuple[str, str]
+First = Literal["open", "res"]
+"""Which of a job's keys to read first: where its reservation most likely is."""
 
 
 @dataclass
@@ -122,6 +137,57 @@ class _Ending:
     bill: Bill
     outcome: str
     at: datetime
+    first: First = "open"
+
+
+@dataclass(frozen=True)
+class _Found:
+    """Where a job's reservation is: under its `open` key (reserved), its `res` key (closed,
+    or reserved in the older layout, the `open` key then holding OPEN_MARKER or nothing), or
+    nowhere; with the entries of the keys read (None: not read, the reservation is not there)."""
+
+    record: ReservationRecord | None
+    open: Entry | None
+    res: Entry | None
+
+    @property
+    def under_open(self) -> bool:
+        """The reservation is the `open` key's value (reserved, this layout)."""
+        return self.record is not None and self.open is not None and _is_record(self.open.value)
+
+
+def _is_record(value: bytes | None) -> bool:
+    return value is not None and value != OPEN_MARKER
+
+
+def _found(job: Job, entries: dict[str, Entry]) -> _Found | None:
+    """The job's reservation from the keys read so far; None when the other key is needed."""
+    o, r = entries.get(open_key(*job)), entries.get(reservation_key(*job))
+    if o is not None and _is_record(o.value):
+        return _Found(_parse(o.value), o, r)
+    if r is not None and r.value is not None:
+        record = _parse(r.value)
+        if record.state != "reserved" or o is not None:
+            return _Found(record, o, r)  # closed (or reserved in the older layout)
+        return None  # reserved in the older layout: a settlement deletes its `open` key too
+    if o is not None and o.value is None and o.revision == 0:
+        return _Found(None, o, r)  # nothing was ever decided for the job
+    if o is None or r is None:
+        return None
+    return _Found(None, o, r)
+
+
+def _parse(value: bytes | None) -> ReservationRecord:
+    return ReservationRecord.model_validate_json(value or b"")
+
+
+def _still_reserved(value: bytes) -> bool:
+    """Is this stored reservation `reserved`? (An unreadable one is taken as decided: reading
+    it fails loudly wherever it is asked for, as before.)"""
+    try:
+        return _parse(value).state == "reserved"
+    except ValueError:
+        return False
 
 
 class _Held:
@@ -136,7 +202,7 @@ class KvBudgets:
 
     Admissions waiting at the same moment are decided together, in arrival order, and written
     in one atomic batch (group commit): one write of each limited scope's counters per batch,
-    plus each job's reservation and `open` marker; the catalog is checked, not written."""
+    plus each job's reservation (its `open` key); the catalog is checked, not written."""
 
     def __init__(
         self, atomic: AtomicStore, *, max_group: int = 64, linger: float = LINGER_SECONDS
@@ -150,6 +216,8 @@ class KvBudgets:
         self._closer: asyncio.Task[None] | None = None
         self._catalog = Catalog()  # the last one read: which counter keys to read with it
         self._converted = False
+        self._layout_ready = False
+        self._layout_lock = asyncio.Lock()
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -204,42 +272,44 @@ class KvBudgets:
     async def _reserve_group(self, claims: list[Claim]) -> list[Decision | None]:
         """Decide `claims` together and write them in one batch; None for a claim that must
         wait (a limit of its scopes is pending)."""
-
-        def job(claim: Claim) -> tuple[str, str]:
-            return claim.tenant, claim.job_id
-
-        res_keys = {job(c): reservation_key(c.tenant, c.job_id) for c in claims}
-        open_keys = {job(c): open_key(c.tenant, c.job_id) for c in claims}
+        jobs: dict[Job, First] = {(c.tenant, c.job_id): "open" for c in claims}
         scopes = tuple(dict.fromkeys(s for c in claims for s in scopes_of(c.tenant)))
-        # The handler has just found no reservation: write them expecting none, and read
-        # them only when a batch fails (a redelivery's may exist).
-        read_reservations = False
+        # The handler has just found nothing decided for these jobs: write their `open` keys
+        # expecting revision 0, and look again only when a batch fails (a redelivery's may
+        # have been decided meanwhile).
+        found: dict[Job, _Found] = {}
         for attempt in range(MAX_ATTEMPTS):
-            state = await self._state(scopes, list(res_keys.values()) if read_reservations else [])
+            state = await self._state(scopes, [open_key(*j) for j in jobs] if attempt else [])
+            if attempt:
+                found = await self._lookup(jobs, state.entries)
             waiting = {s for s, _, _ in state.catalog.pending(scopes)}
-            records: dict[str, bytes | None] = {
-                k: state.entries[k].value if read_reservations else None for k in res_keys.values()
-            }
+            decided = {j: f.record for j, f in found.items()}
             writes: dict[str, bytes | None] = {}
+            expected: dict[str, int] = {}
             touched: set[str] = set()
             results: list[Decision | None] = []
             for claim in claims:
-                res_key = res_keys[job(claim)]
-                existing = records[res_key]
+                job = (claim.tenant, claim.job_id)
+                existing = decided.get(job)
                 if existing is not None:  # a redelivery (or a twin in this group)
-                    found = ReservationRecord.model_validate_json(existing)
-                    results.append(Reserved(found, False))
+                    results.append(Reserved(existing, False))
                     continue
                 if waiting.intersection(scopes_of(claim.tenant)):
                     results.append(None)
                     continue
                 counted = _counted(state, claim.tenant, claim.at)
                 decision = reserve(counted, claim.estimate_micros)
+                # Only the first decision of a job finds its `open` key where it was read
+                # (revision 0): every later one (a redelivery) fails and reads what it was.
+                expected[open_key(*job)] = _revision(found[job].open) if job in found else 0
                 if isinstance(decision, Exceeded):
-                    # Refused for good: a copy of this admission that reads later (when room
-                    # may have opened) finds the refusal instead of reserving.
+                    # Refused for good: a copy of this admission that comes later (when room
+                    # may have opened) finds the refusal instead of reserving. Its `open` key
+                    # is deleted (never written before): that decides the job.
                     refused = _refused(claim, decision.detail)
-                    records[res_key] = writes[res_key] = refused.model_dump_json().encode()
+                    decided[job] = refused
+                    writes[reservation_key(*job)] = refused.model_dump_json().encode()
+                    writes[open_key(*job)] = None
                     results.append(decision)
                     continue
                 for c, usage in zip(counted, decision.usages, strict=True):
@@ -248,21 +318,37 @@ class KvBudgets:
                     )
                     touched.add(c.slot.scope)
                 record = _reservation(claim, slots_for(claim.tenant, claim.at), decision)
-                records[res_key] = writes[res_key] = record.model_dump_json().encode()
-                writes[open_keys[job(claim)]] = b"{}"  # listed by open_jobs() until settled
+                decided[job] = record
+                writes[open_key(*job)] = record.model_dump_json().encode()  # until it closes
                 results.append(Reserved(record, True))
             if not writes:
                 return results
             writes |= state.counter_writes(touched)
-            expected = state.expected(writes)
-            for key in res_keys.values():
-                if key in writes:
-                    expected[key] = state.entries[key].revision if read_reservations else 0
+            expected |= state.expected(writes)
             if await _write_guarded(self._atomic, writes, expected, state.revision):
                 return results
-            read_reservations = True
             await _backoff(attempt)
         raise AtomicConflictError(f"{len(claims)} admissions still contended after {attempt + 1}")
+
+    async def _lookup(
+        self, jobs: dict[Job, First], known: dict[str, Entry] | None = None
+    ) -> dict[Job, _Found]:
+        """Where each job's reservation is: its `first` key read (unless `known` holds it),
+        then its other key for the jobs whose first did not tell."""
+        entries = dict(known or {})
+        first = [open_key(*j) if f == "open" else reservation_key(*j) for j, f in jobs.items()]
+        if missing := [k for k in first if k not in entries]:
+            entries |= await self._atomic.read(missing)
+        found = {j: f for j in jobs if (f := _found(j, entries)) is not None}
+        rest = [j for j in jobs if j not in found]
+        if rest:
+            both = [k for j in rest for k in (open_key(*j), reservation_key(*j))]
+            entries |= await self._atomic.read([k for k in both if k not in entries])
+            for j in rest:
+                found[j] = _found(j, entries) or _Found(
+                    None, entries[open_key(*j)], entries[reservation_key(*j)]
+                )
+        return found
 
     # -- settlement --------------------------------------------------------------------------
 
@@ -276,21 +362,25 @@ class KvBudgets:
         *,
         admitted: bool = True,
     ) -> Settled | None:
-        """Settle a job's reservation by `bill`: charged or released (with its ledger entry),
-        or disputed. A job that ended before it was ever admitted gets a closed reservation
-        ($0), so an admission still in flight for it can no longer reserve anything; an
-        admitted job without one (admitted before budgets existed) is left alone (None)."""
-        res_key = reservation_key(tenant, job_id)
+        """Settle a job's reservation by `bill`: charged or released (its closed reservation
+        is its ledger line), or disputed. A job that ended before it was ever admitted gets a
+        closed reservation ($0) and its `open` key deleted, so an admission still in flight
+        for it can no longer reserve anything; an admitted job without one (admitted before
+        budgets existed) is left alone (None)."""
+        job = (tenant, job_id)
+        res_key, o_key = reservation_key(tenant, job_id), open_key(tenant, job_id)
         closed = _closed(tenant, job_id, at).model_dump_json().encode()
+        first: First = "open" if admitted else "res"
         while True:
             settled = await self._close(
-                tenant, job_id, "reserved", bill=bill, outcome=outcome, at=at
+                tenant, job_id, "reserved", bill=bill, outcome=outcome, at=at, first=first
             )
             if settled is not None or admitted:
                 return settled
-            entry = (await self._atomic.read([res_key]))[res_key]
-            if entry.value is None and await self._atomic.write(
-                {res_key: closed}, {res_key: entry.revision}
+            found = (await self._lookup({job: "res"}))[job]
+            if found.record is None and await self._atomic.write(
+                {res_key: closed, o_key: None},
+                {res_key: _revision(found.res), o_key: _revision(found.open)},
             ):
                 return Settled(_closed(tenant, job_id, at), True)
 
@@ -299,16 +389,25 @@ class KvBudgets:
     ) -> Settled | None:
         """End a dispute: the admin says what the upstream billed."""
         return await self._close(
-            tenant, job_id, "disputed", bill=lambda _: decision, outcome="resolved", at=at
-        )
+            tenant, job_id, "disputed", bill=lambda _: decision, outcome="resolved", at=at,
+            first="res",
+        )  # fmt: skip
 
     async def _close(
-        self, tenant: str, job_id: str, state: str, *, bill: Bill, outcome: str, at: datetime
+        self,
+        tenant: str,
+        job_id: str,
+        state: str,
+        *,
+        bill: Bill,
+        outcome: str,
+        at: datetime,
+        first: First = "open",
     ) -> Settled | None:
         """Move a reservation out of `state` with the counters that hold it. Settlements
         waiting at the same moment are written together, like admissions (group commit)."""
         done: asyncio.Future[Settled | None] = asyncio.get_running_loop().create_future()
-        self._endings.append((_Ending(tenant, job_id, state, bill, outcome, at), done))
+        self._endings.append((_Ending(tenant, job_id, state, bill, outcome, at, first), done))
         if self._closer is None or self._closer.done():
             self._closer = asyncio.create_task(self._drain_endings())
         return await asyncio.shield(done)
@@ -351,23 +450,27 @@ class KvBudgets:
                     done.cancel()
 
     async def _close_group(self, endings: list[_Ending]) -> list[Settled | _Held | None]:
-        """Settle `endings` in one batch: each reservation expected at the revision read (so
-        each is settled once), the counters that hold them written once."""
-        res_keys = list(dict.fromkeys(reservation_key(e.tenant, e.job_id) for e in endings))
+        """Settle `endings` in one batch: each reservation's key expected at the revision read
+        (so each is settled once), the counters that hold them written once."""
+        jobs: dict[Job, First] = {}
+        for e in endings:
+            jobs.setdefault((e.tenant, e.job_id), e.first)
+        first = [open_key(*j) if f == "open" else reservation_key(*j) for j, f in jobs.items()]
         scopes = tuple(dict.fromkeys(s for e in endings for s in scopes_of(e.tenant)))
         for attempt in range(MAX_ATTEMPTS):
-            read = await self._state(scopes, res_keys)
-            records = {k: read.entries[k].value for k in res_keys}
+            read = await self._state(scopes, first)
+            found = await self._lookup(jobs, read.entries)
+            current = {j: f.record for j, f in found.items()}
             writes: dict[str, bytes | None] = {}
+            expected: dict[str, int] = {}
             touched: set[str] = set()
             results: list[Settled | _Held | None] = []
             for e in endings:
-                res_key = reservation_key(e.tenant, e.job_id)
-                value = records[res_key]
-                if value is None:
+                job = (e.tenant, e.job_id)
+                record = current[job]
+                if record is None:
                     results.append(None)
                     continue
-                record = ReservationRecord.model_validate_json(value)
                 if record.state != e.state:
                     results.append(Settled(record, False))
                     continue
@@ -378,18 +481,17 @@ class KvBudgets:
                 if read.catalog.pending(scopes_of(e.tenant)):
                     results.append(HELD)
                     continue
-                after = record.settled(decision, e.at)
+                after = record.settled(decision, e.at, e.outcome)
                 resolving = e.state == "disputed"
                 touched |= _move(read, scopes_of(e.tenant), record, decision, resolving=resolving)
-                records[res_key] = writes[res_key] = after.model_dump_json().encode()
-                writes |= _ending_writes(e, after, decision)
+                current[job] = after
+                job_writes, job_expected = _ending_writes(e, found[job], after, decision)
+                writes |= job_writes
+                expected |= job_expected
                 results.append(Settled(after, True))
             if not writes:
                 return results
             writes |= read.counter_writes(touched)
-            # A reservation's own revision makes this the only settlement of it; the job's
-            # marker and ledger keys follow it (one of them carries the catalog's guard).
-            expected = {k: read.entries[k].revision for k in res_keys if k in writes}
             if await _write_guarded(
                 self._atomic, writes, expected | read.expected(writes), read.revision
             ):
@@ -403,6 +505,7 @@ class KvBudgets:
         """The catalog, the counters of `scopes` that have limits and the `extra` keys, read
         together (which counters to read is guessed from the last catalog read; a wrong
         guess costs one more read)."""
+        await self._ready()
         guess = self._catalog
         keys = [CATALOG_KEY, *extra, *(counter_key(s) for s in scopes if guess.limited(s))]
         entries = await self._atomic.read(keys)
@@ -460,6 +563,43 @@ class KvBudgets:
             writes[limit_key(r.scope, r.period)] = None
         await self._atomic.write(writes, expected)  # lost: another process converted them
 
+    async def _ready(self) -> None:
+        """Convert the reservations of the older layout, once per bucket (LAYOUT_KEY says it
+        was done; each process reads it once). There, a job's reservation lived under its
+        `res` key from its admission on, its `open` key held OPEN_MARKER while it was
+        reserved, or nothing (before markers existed; and for a job refused, or closed before
+        its admission). This layout reads a job's `open` key first and takes revision 0 for
+        "nothing decided": so every older job whose `open` key was never written gets one
+        (OPEN_MARKER if still reserved: the sweeper lists it; else a delete marker). Older
+        reservations are then read where they are (see _found) and their ledger lines too
+        (spend()). Processes of the older version must be stopped first."""
+        if self._layout_ready:
+            return
+        async with self._layout_lock:
+            if self._layout_ready:
+                return
+            if (await self._atomic.read([LAYOUT_KEY]))[LAYOUT_KEY].value is None:
+                await self._convert_reservations()
+                await self._atomic.write({LAYOUT_KEY: b'{"reservations": 2}'}, {})
+            self._layout_ready = True
+
+    async def _convert_reservations(self) -> None:
+        older = {
+            k.removeprefix("res."): _still_reserved(v) for k, v in await self._atomic.scan("res.>")
+        }
+        names = list(older)
+        for n in range(0, len(names), CONVERT_CHUNK):
+            chunk = names[n : n + CONVERT_CHUNK]
+            opens = await self._atomic.read([f"open.{name}" for name in chunk])
+            writes: dict[str, bytes | None] = {
+                f"open.{name}": OPEN_MARKER if older[name] else None
+                for name in chunk
+                if opens[f"open.{name}"].revision == 0
+            }
+            if writes and not await self._atomic.write(writes, dict.fromkeys(writes, 0)):
+                for key, value in writes.items():  # some moved meanwhile: the rest, one by one
+                    await self._atomic.write({key: value}, {key: 0})
+
     async def _wait_for_pending(self, scopes: tuple[str, ...]) -> None:
         """Let a pending limit of `scopes` be initialised; finish it if its setter died."""
         await asyncio.sleep(HOLD_PAUSE)
@@ -499,11 +639,18 @@ class KvBudgets:
         raise AtomicConflictError(f"the limit of {scope} {period} still contended")
 
     async def _fold(self, slot: Slot) -> Usage:
-        """A window's usage folded from every reservation made in it (one scan)."""
-        pattern = "res.>" if slot.scope == GLOBAL else f"res.{slot.scope.removeprefix('tenant:')}.*"
+        """A window's usage folded from every reservation made in it (two scans: the open
+        ones, then the closed ones, a job closed in between counted once, as closed)."""
+        await self._ready()
+        tenants = "*" if slot.scope == GLOBAL else slot.scope.removeprefix("tenant:")
+        records: dict[str, bytes] = {}
+        for kind in ("open", "res"):
+            for key, value in await self._atomic.scan(f"{kind}.{tenants}.*"):
+                if value != OPEN_MARKER:
+                    records[key.split(".", 1)[1]] = value
         usage = Usage()
-        for _, value in await self._atomic.scan(pattern):
-            r = ReservationRecord.model_validate_json(value)
+        for value in records.values():
+            r = _parse(value)
             if r.refused is not None or not r.slots or r.estimate_micros <= 0:
                 continue  # refused, or closed before any reservation: never counted
             if window(slot.period, r.reserved_at) == slot.window:
@@ -558,25 +705,37 @@ class KvBudgets:
         return await self._fold(slot)
 
     async def reservation(self, tenant: str, job_id: str) -> ReservationRecord | None:
-        key = reservation_key(tenant, job_id)
-        entry = (await self._atomic.read([key]))[key]
-        return ReservationRecord.model_validate_json(entry.value) if entry.value else None
+        """The job's reservation, wherever it is (one read while it is open, or never was)."""
+        await self._ready()
+        job = (tenant, job_id)
+        return (await self._lookup({job: "open"}))[job].record
 
     async def spend(self, tenant: str | None = None) -> list[SpendEntry]:
-        pattern = f"spend.{tenant}.*" if tenant else "spend.>"
-        return [SpendEntry.model_validate_json(v) for _, v in await self._atomic.scan(pattern)]
+        """The ledger: every closed reservation charged or released by a settlement (and the
+        lines an older layout kept under `spend` keys)."""
+        await self._ready()
+        tenants = tenant or "*"
+        older = await self._atomic.scan(f"spend.{tenants}.*")
+        entries = [SpendEntry.model_validate_json(v) for _, v in older]
+        for _, value in await self._atomic.scan(f"res.{tenants}.*"):
+            record = _parse(value)
+            if record.outcome is not None and record.state in ("charged", "released"):
+                entries.append(_entry(record, record.outcome))
+        return sorted(entries, key=lambda e: (e.tenant, e.job_id))
 
     async def open_jobs(self) -> list[tuple[str, str]]:
         """(tenant, job_id) of every reservation still `reserved`."""
+        await self._ready()
         return await self._jobs_marked("open")
 
     async def disputes(self) -> list[ReservationRecord]:
-        found = []
-        for tenant, job_id in await self._jobs_marked("dispute"):
-            record = await self.reservation(tenant, job_id)
-            if record is not None and record.state == "disputed":
-                found.append(record)
-        return found
+        jobs = await self._jobs_marked("dispute")
+        found = await self._lookup(dict.fromkeys(jobs, "res")) if jobs else {}
+        return [
+            record
+            for job in jobs
+            if (record := found[job].record) is not None and record.state == "disputed"
+        ]
 
     async def _jobs_marked(self, marker: str) -> list[tuple[str, str]]:
         """(tenant, job_id) of every `<marker>.<tenant>.<job_id>` key."""
@@ -641,20 +800,32 @@ def _counted(state: _State, tenant: str, at: datetime) -> tuple[CountedSlot, ...
 
 
 def _ending_writes(
-    e: _Ending, after: ReservationRecord, decision: Settlement
-) -> dict[str, bytes | None]:
-    """The job's keys a settlement writes besides its reservation: its `open` marker goes,
-    its dispute marker comes (or goes, when resolved), its ledger entry is written."""
-    writes: dict[str, bytes | None] = {}
-    if e.state == "reserved":
-        writes[open_key(e.tenant, e.job_id)] = None
+    e: _Ending, found: _Found, after: ReservationRecord, decision: Settlement
+) -> tuple[dict[str, bytes | None], dict[str, int]]:
+    """What a settlement writes of the job's keys, and what they expect: the closed
+    reservation under its `res` key; its `open` key deleted, expected at the revision read
+    (that makes it the only settlement); its dispute marker comes (or goes, when resolved)."""
+    res_key, o_key = reservation_key(e.tenant, e.job_id), open_key(e.tenant, e.job_id)
+    writes: dict[str, bytes | None] = {res_key: after.model_dump_json().encode()}
+    expected: dict[str, int] = {}
+    if found.under_open:
+        # no expectation of its own: the `open` key's decides (and it carries the guard)
+        writes[o_key] = None
+        expected[o_key] = _revision(found.open)
+    else:  # a dispute resolved, or a reservation of the older layout
+        expected[res_key] = _revision(found.res)
+        if e.state == "reserved":
+            writes[o_key] = None
+            expected[o_key] = _revision(found.open)
     if isinstance(decision, Dispute):
         writes[dispute_key(e.tenant, e.job_id)] = b"{}"  # listed by disputes() until resolved
-    else:
-        writes[spend_key(e.tenant, e.job_id)] = _entry(after, e.outcome).model_dump_json().encode()
-        if e.state == "disputed":
-            writes[dispute_key(e.tenant, e.job_id)] = None
-    return writes
+    elif e.state == "disputed":
+        writes[dispute_key(e.tenant, e.job_id)] = None
+    return writes, expected
+
+
+def _revision(entry: Entry | None) -> int:
+    return entry.revision if entry is not None else 0
 
 
 def _move(

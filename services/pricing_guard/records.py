@@ -1,6 +1,6 @@
 """What pricing_guard keeps in the clipline_budgets bucket: the limits (one catalog), window
-counters (one key per limited scope), per-job reservations and spend-ledger entries (JSON), and
-the keys they live under."""
+counters (one key per limited scope), per-job reservations (JSON; a closed one is also the job's
+line of the spend ledger), and the keys they live under."""
 
 from __future__ import annotations
 
@@ -117,7 +117,8 @@ USAGE = TypeAdapter(Usage)
 
 class ReservationRecord(Stored):
     """One job's reservation: made with the window counters in one atomic write, and moved
-    (charged, released, disputed) with them in another, so none is ever counted twice."""
+    (charged, released, disputed) with them in another, so none is ever counted twice. It
+    lives under the job's `open` key while `reserved`, under its `res` key once closed."""
 
     tenant: str
     job_id: str
@@ -134,20 +135,27 @@ class ReservationRecord(Stored):
     refused: str | None = None
     """The reason the job was refused instead (e.g. budget_exceeded); `why` says the detail."""
     alerts: list[Alert] = []
+    outcome: str | None = None
+    """How the job ended (completed, failed, ..., `resolved` by an admin), set when its cost
+    became final (charged or released by a settlement): such a record is a spend-ledger line."""
 
-    def settled(self, outcome: Settlement, at: datetime) -> ReservationRecord:
-        match outcome:
+    def settled(self, decision: Settlement, at: datetime, outcome: str) -> ReservationRecord:
+        update: dict[str, object]
+        match decision:
             case Charge(amount_micros=amount, why=why):
                 update = {"state": "charged", "charged_micros": amount, "why": why}
             case Release(why=why):
                 update = {"state": "released", "charged_micros": 0, "why": why}
             case Dispute(why=why):
                 update = {"state": "disputed", "why": why}
+        if not isinstance(decision, Dispute):
+            update["outcome"] = outcome
         return self.model_copy(update={**update, "settled_at": at})
 
 
 class SpendEntry(Stored):
-    """One line of the spend ledger: written once, when a job's cost is final."""
+    """One line of the spend ledger: a job's cost once final (read from its closed reservation;
+    a bucket written before kept it under its own `spend` key)."""
 
     tenant: str
     job_id: str
@@ -196,7 +204,15 @@ def usage_key(slot: Slot) -> str:
     return f"use.{scope_key(slot.scope)}.{slot.period}.{slot.window}"
 
 
+LAYOUT_KEY = "layout"
+"""Written once the reservations of an older layout are converted (see KvBudgets._ready)."""
+OPEN_MARKER = b"{}"
+"""What an `open` key held before it held the reservation itself (the older layout)."""
+
+
 def reservation_key(tenant: str, job_id: str) -> str:
+    """A job's closed reservation (charged, released, disputed, refused): written once the
+    reservation leaves `reserved` (and, in the older layout, from its admission on)."""
     return f"res.{tenant}.{job_id}"
 
 
@@ -205,9 +221,12 @@ def dispute_key(tenant: str, job_id: str) -> str:
 
 
 def open_key(tenant: str, job_id: str) -> str:
-    """Present while a job's reservation is `reserved`: what the sweeper looks at."""
+    """A job's reservation while it is `reserved` (what the sweeper looks at); deleted when it
+    closes, so its delete marker (a revision above 0) tells any later admission of the job
+    that it was decided already."""
     return f"open.{tenant}.{job_id}"
 
 
 def spend_key(tenant: str, job_id: str) -> str:
+    """A spend-ledger line as the older layout kept it (read, no longer written)."""
     return f"spend.{tenant}.{job_id}"

@@ -27,7 +27,7 @@ async def main(url: str, creds: str, bucket: str, tenant: str, job_id: str, esti
         return kv
 
     async def between(sent: int) -> None:
-        if sent >= 2:  # the reservation and its open marker are out, the rest is not
+        if sent >= 2:  # the reservation and a counter are out, the rest is not
             await nc.flush()
             print(f"partial {sent}", flush=True)
             await hang.wait()  # never set: killed here

@@ -15,8 +15,9 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
 
 from services.pricing_guard.adapters import KvBudgets
-from services.pricing_guard.budgets import Exceeded, Limit, Slot, window
+from services.pricing_guard.budgets import Charge, Exceeded, Limit, Release, Slot, slots_for, window
 from services.pricing_guard.ports import Claim, Reserved
+from services.pricing_guard.records import ReservationRecord, open_key, reservation_key
 from shared.kvatomic import AtomicKv, AtomicWriteError, GuardError, Outcome
 from shared.streams import BUDGETS_BUCKET, ensure_jetstream
 
@@ -203,6 +204,80 @@ async def test_a_writer_killed_between_two_scopes_leaks_nothing(
     for scope in ("global", f"tenant:{tenant}"):
         usage = await budgets.usage(today(scope))
         assert (usage.reserved, usage.jobs) == (COST, 1)
+
+
+async def test_a_job_decided_before_is_never_reserved_again_on_a_real_server(
+    clients: list[Client], bucket: str
+) -> None:
+    """A job's `open` key deleted when it closes (or when it is refused, or ends before its
+    admission) keeps its delete marker: an admission reaching the store later, from either
+    replica, fails its compare-and-set (expecting revision 0) and finds the decision."""
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    replicas = [KvBudgets(atomic(c, bucket)) for c in clients[:2]]
+    now = datetime.now(UTC)
+    settled, refused, ended = claim(tenant), claim(tenant), claim(tenant)
+    assert isinstance(await replicas[0].reserve(settled), Reserved)
+    await replicas[0].settle(
+        tenant, settled.job_id, lambda _: Charge(COST, "4 s"), "completed", now
+    )
+    await replicas[0].set_limit(f"tenant:{tenant}", "daily", Limit(COST), now)
+    assert isinstance(await replicas[0].reserve(refused), Exceeded)
+    await replicas[0].set_limit(f"tenant:{tenant}", "daily", None, now)
+    await replicas[0].settle(
+        tenant, ended.job_id, lambda _: Release("x"), "failed", now, admitted=False
+    )
+    before = await replicas[0].usage(today(f"tenant:{tenant}"))
+    for c in (settled, refused, ended):
+        first = await replicas[1].reservation(tenant, c.job_id)
+        assert first is not None
+        again = await asyncio.gather(*(r.reserve(c) for r in replicas))
+        assert [(a.fresh, a.reservation) for a in again if isinstance(a, Reserved)] == [
+            (False, first),
+            (False, first),
+        ]
+    assert await replicas[1].usage(today(f"tenant:{tenant}")) == before
+    assert await replicas[1].open_jobs() == []
+    assert [e.job_id for e in await replicas[1].spend(tenant)] == [settled.job_id]
+
+
+async def test_a_bucket_of_the_older_layout_is_converted_on_a_real_server(
+    nc: Client, bucket: str
+) -> None:
+    """Reservations the older code left (`res` keys; an `open` marker while reserved, none for
+    a refused job) are converted once: the refused job's `open` key gets a delete marker
+    (written expecting none), so it is never reserved; the reserved one is swept and settled."""
+    tenant, now = f"t{uuid.uuid4().hex[:8]}", datetime.now(UTC)
+    store = atomic(nc, bucket)
+    reserved = ReservationRecord(
+        tenant=tenant, job_id="job_open", model="sora-2", size="1280x720", seconds=4,
+        estimate_micros=COST, slots=list(slots_for(tenant, now)), reserved_at=now,
+    )  # fmt: skip
+    refused = reserved.model_copy(
+        update={"job_id": "job_refused", "slots": [], "state": "released",
+                "charged_micros": 0, "settled_at": now, "refused": "budget_exceeded"}
+    )  # fmt: skip
+    assert await store.write(
+        {
+            reservation_key(tenant, "job_open"): reserved.model_dump_json().encode(),
+            open_key(tenant, "job_open"): b"{}",
+            reservation_key(tenant, "job_refused"): refused.model_dump_json().encode(),
+        },
+        {},
+    )
+    budgets = KvBudgets(store)
+    assert await budgets.open_jobs() == [(tenant, "job_open")]
+    marker = (await store.read([open_key(tenant, "job_refused")]))[open_key(tenant, "job_refused")]
+    assert (marker.value, marker.revision > 0) == (None, True)
+    again = await budgets.reserve(claim(tenant, "job_refused"))
+    assert isinstance(again, Reserved)
+    assert (again.fresh, again.reservation.refused) == (False, "budget_exceeded")
+    done = await budgets.settle(tenant, "job_open", lambda _: Release("x"), "failed", now)
+    assert done is not None
+    assert done.fresh
+    assert await budgets.open_jobs() == []
+    assert [(e.job_id, e.settlement) for e in await budgets.spend(tenant)] == [
+        ("job_open", "released")
+    ]
 
 
 async def test_a_stream_without_atomic_publish_is_refused_loudly(nc: Client) -> None:
