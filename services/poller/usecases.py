@@ -1,16 +1,19 @@
 """poller use cases: the look a verified webhook asks for (the poll's own look is
-follow.follow); called by the webhook endpoint."""
+follow.follow), without a read for a job this process holds (held.py); called by the webhook
+endpoint."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from services.poller.domain import Pending, Throttled, VideoEvent
-from services.poller.follow import FOLLOWED, SERVICE, Followed, follow, not_followed
+from services.poller.follow import FOLLOWED, SERVICE, Elsewhere, Followed, follow, not_followed
+from services.poller.held import Held
 from services.poller.ports import WebhookDeps
+from shared.contracts import JobRecordV1
 from shared.contracts.lifecycle import JobStatus
 from shared.logs import job_context
-from shared.outcomes import cancel_job
+from shared.outcomes import announce_end, cancel_job
 from shared.telemetry import in_job_trace
 
 
@@ -49,12 +52,48 @@ async def announce_recorded(deps: WebhookDeps, event: VideoEvent) -> None:
 async def on_video_event(
     deps: WebhookDeps, event: VideoEvent
 ) -> UnknownVideo | NotFollowed | Looked | Throttled:
-    """A verified webhook: find the job through the index and look at its video now. The
-    payload's claim (completed, failed) is not trusted: the upstream's answer decides."""
-    owner = await deps.upstream.owner(event.video_id)
+    """A verified webhook: find the job and look at its video now. The payload's claim
+    (completed, failed) is not trusted: the upstream's answer decides.
+
+    A job whose `submitted` delivery this process holds in a delayed nak (held.py) is known
+    without a read: its job, upstream id and record are the handling's. The look's write is a
+    compare-and-set against that record's revision, so a record changed meanwhile (a cancel) is
+    read again and decided on again. Once the job is past following here, the held delivery
+    is acked: its poll is not redelivered. Any other job is found through the upstream index
+    and its record read."""
+    held = deps.follow.held.take(event.video_id) if deps.follow.held is not None else None
+    moved_on, known = False, None
+    try:
+        outcome, moved_on, known = await _look(deps, event, held)
+    finally:
+        if deps.follow.held is not None:
+            await deps.follow.held.settle(held, moved_on=moved_on, record=known)
+    return outcome
+
+
+Outcome = UnknownVideo | NotFollowed | Looked | Throttled
+PAST_FOLLOWING = (JobStatus.GENERATED, JobStatus.STORING)
+"""Live states a followed job moves on to: its poll, redelivered, would only ack."""
+
+
+async def _look(
+    deps: WebhookDeps, event: VideoEvent, held: Held | None
+) -> tuple[Outcome, bool, JobRecordV1 | None]:
+    """The webhook's outcome; whether its job is now past following (a held delivery may be
+    acked: its redelivery would only find the job moved on, and announce what was announced);
+    and the record still followed as known unchanged (None: unknown, or changed)."""
+    if held is not None and held.record is not None:
+        known = held.record
+        with in_job_trace(known.trace_id, "poller webhook"), job_context(held.job.job_id):
+            looked = await follow(deps.follow, held.job, known)
+        if not isinstance(looked, Elsewhere):
+            return _looked(held.job, known, looked)
+        owner: tuple[str, str] | None = held.key  # the record changed: decide again
+    else:
+        owner = await deps.upstream.owner(event.video_id)
     if owner is None:  # perhaps a lost create's, adopted later: its first poll looks at once
         await deps.follow.early.tell(event.video_id)
-        return UnknownVideo()
+        return UnknownVideo(), False, None
     record = await deps.follow.jobs.get(*owner)
     if record is not None and record.status == JobStatus.CANCELLING:
         # The index says the video is this job's: its upstream job exists (the sunk cost),
@@ -62,7 +101,7 @@ async def on_video_event(
         ended = await cancel_job(
             deps.follow.jobs, deps.follow.emit, record, stage=SERVICE, upstream_id=event.video_id
         )
-        return NotFollowed(owner[1], (ended or record).status.value)
+        return NotFollowed(owner[1], (ended or record).status.value), ended is not None, None
     job = Followed.of_record(record) if record is not None else None
     if record is None or job is None or record.status not in FOLLOWED:
         if record is not None and not record.terminal and record.upstream_id is None:
@@ -71,12 +110,23 @@ async def on_video_event(
             # A replica that died between recording `generated` and announcing it: the
             # sender's retry announces it now, not the job's safety poll a minute later.
             await not_followed(deps.follow.emit, record)
-        return NotFollowed(owner[1], record.status.value if record else "absent")
+            if held is not None:  # and what the held poll would announce of an end, now
+                await announce_end(deps.follow.emit, record, SERVICE)
+        past = record is not None and (record.terminal or record.status in PAST_FOLLOWING)
+        return NotFollowed(owner[1], record.status.value if record else "absent"), past, None
     with in_job_trace(record.trace_id, "poller webhook"), job_context(job.job_id):
         looked = await follow(deps.follow, job, record)
+    if isinstance(looked, Elsewhere):  # a cancel meanwhile: the held poll's redelivery decides
+        return Looked(job.job_id, still_running=False), False, None
+    return _looked(job, record, looked)
+
+
+def _looked(
+    job: Followed, record: JobRecordV1, looked: Pending | Throttled | None
+) -> tuple[Outcome, bool, JobRecordV1 | None]:
     match looked:
         case Throttled() as throttled:
-            return throttled
+            return throttled, False, record  # nothing recorded: the record is as it was
         case Pending():
-            return Looked(job.job_id, still_running=True)
-    return Looked(job.job_id, still_running=False)
+            return Looked(job.job_id, still_running=True), False, None
+    return Looked(job.job_id, still_running=False), True, None
