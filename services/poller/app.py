@@ -59,14 +59,16 @@ def build_app(
     *,
     expectations: Expectations,
     seen: SeenWebhooks | None = None,
+    held: HeldTimers | None = None,
 ) -> Dispatch:
-    """`verifier` None: webhooks off (the endpoint answers 503)."""
+    """`verifier` None: webhooks off (the endpoint answers 503), and no delivery held."""
     router = build_router()
     hooks, deps = None, Deps(platform.jobs, router.emit, provider, policy, expectations)
     if verifier is not None:
         kv = kv_seen(platform)
         broker = platform.broker
-        held = HeldTimers(NatsTimerAcks(lambda: broker.connection))
+        if held is None:
+            held = HeldTimers(NatsTimerAcks(lambda: broker.connection))
         deps = Deps(platform.jobs, router.emit, provider, policy, expectations, early=kv, held=held)
         hooks = WebhookDeps(deps, platform.upstream, seen or kv, verifier)
     wire(platform.broker, router, deps, platform.jobs)
