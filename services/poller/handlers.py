@@ -50,24 +50,30 @@ async def on_job_submitted(event: JobSubmittedV1, deps: PollerDeps, msg: Message
     expected = await deps.expectations.expected(record.spec)
     early = first_look(deps.policy, waited=running_for(record), expected=expected)
     if early is not None and not await deps.early.told(job.upstream_id):
+        if not hold(deps, msg, job, record):
+            return  # a webhook moved it on meanwhile: nothing to wait for
         note_wait("first_look", early)
-        hold(deps, msg, job, record)
         raise NackMessage(delay=early)  # surely still running: no GET yet
     match await follow(deps, job, record):
         case Pending(hint=hint):
             waited = running_for(record)
             draw = random.random()  # noqa: S311 - jitter, not security
             delay = after_look(deps.policy, waited=waited, expected=expected, hint=hint, draw=draw)
+            if not hold(deps, msg, job, None):  # its look may have recorded progress
+                return
             note_wait("next_look", delay, hint)
-            hold(deps, msg, job, None)  # its look may have recorded progress: not `record`
             raise NackMessage(delay=delay)
         case Throttled(delay=delay):
+            if not hold(deps, msg, job, record):
+                return
             note_wait("poll_429", delay)
-            hold(deps, msg, job, record)
             raise NackMessage(delay=delay)
 
 
-def hold(deps: Deps, msg: Message, job: Followed, record: JobRecordV1 | None) -> None:
-    """This delivery is about to wait in a delayed nak: remember where its ack goes."""
-    if deps.held is not None and (reply := msg.raw_message.reply):
-        deps.held.hold(Held(reply, job, record))
+def hold(deps: Deps, msg: Message, job: Followed, record: JobRecordV1 | None) -> bool:
+    """This delivery is about to wait in a delayed nak: remember where its ack goes. False
+    when a webhook's look here moved the job past following since the delivery arrived (it
+    recorded and announced what this stage does): the delivery is acked instead."""
+    if deps.held is None or not (reply := msg.raw_message.reply):
+        return True
+    return deps.held.hold(Held(reply, job, record))

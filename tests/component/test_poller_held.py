@@ -5,7 +5,7 @@ a job this process does not hold goes through the index as before."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -81,6 +81,21 @@ class CountingIndex(InMemoryUpstreamIndex):
         return await super().owner(upstream_id)
 
 
+class ToldWithAHook(InMemorySeenWebhooks):
+    """InMemorySeenWebhooks whose `told` (the `submitted` handling's early-webhook check) first
+    runs `during`, if set: a webhook that comes while the delivery is being handled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.during: Callable[[], Awaitable[object]] | None = None
+
+    async def told(self, video_id: str) -> bool:
+        if self.during is not None:
+            during, self.during = self.during, None
+            await during()
+        return await super().told(video_id)
+
+
 @dataclass
 class RecordingAcks:
     """TimerAcks that records the ack subjects it was asked to ack."""
@@ -94,6 +109,7 @@ class RecordingAcks:
 @dataclass
 class Held:
     h: Harness
+    seen: ToldWithAHook
     provider: FakeProvider
     jobs: CountingJobStore
     index: CountingIndex
@@ -114,7 +130,7 @@ class Held:
 async def poller() -> AsyncIterator[Held]:
     """The poller with webhooks on: jobs expected done in 10 minutes, so a `submitted` waits in
     a delayed nak (held) until a webhook comes."""
-    provider, seen, acks = FakeProvider(), InMemorySeenWebhooks(), RecordingAcks()
+    provider, seen, acks = FakeProvider(), ToldWithAHook(), RecordingAcks()
     jobs, index, held = CountingJobStore(), CountingIndex(), HeldTimers(acks)
     deps = lambda f: Deps(  # noqa: E731
         f.jobs, f.emit, provider, POLICY, FixedExpectations(600.0), early=seen, held=held
@@ -123,7 +139,7 @@ async def poller() -> AsyncIterator[Held]:
         api = build_webhooks(WebhookDeps(h.deps, index, seen, Webhook(SECRET)))
         transport = httpx.ASGITransport(app=api)
         async with httpx.AsyncClient(transport=transport, base_url="http://poller") as client:
-            yield Held(h, provider, jobs, index, acks, held, client)
+            yield Held(h, seen, provider, jobs, index, acks, held, client)
 
 
 def a_submitted_job(p: Held) -> JobSubmittedV1:
@@ -268,3 +284,25 @@ async def test_a_webhook_for_a_held_job_already_generated_acks_its_poll(poller: 
     assert response.json() == {"accepted": "looked", "job_id": event.job_id, "running": False}
     assert poller.h.bus.one(JobGeneratedV1).job_id == event.job_id
     assert len(poller.acks.acked) == 1
+
+
+async def test_a_webhook_while_the_delivery_is_handled_ends_it_with_an_ack(poller: Held) -> None:
+    """The webhook comes after the handling read the record `submitted`, before it naks: the
+    webhook (nothing held yet) goes through the index and moves the job on; the handling then
+    acks its delivery instead of leaving it to wait a minute for nothing."""
+    event = a_submitted_job(poller)
+    poller.provider.retrieves.append((upstream_video(VIDEO, "completed", progress=100), None))
+    answers: list[httpx.Response] = []
+
+    async def webhook() -> None:
+        answers.append(await poller.webhook())
+
+    poller.seen.during = webhook
+
+    await poller.h.send(event)
+
+    assert [r.json()["accepted"] for r in answers] == ["looked"]
+    assert poller.h.bus.one(JobGeneratedV1).job_id == event.job_id
+    assert [a for a, _ in settled(poller.h.outcomes(event))] == ["ack"]
+    assert len(poller.held) == 0
+    assert poller.acks.acked == []

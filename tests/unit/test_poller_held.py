@@ -101,3 +101,21 @@ async def test_the_adapter_acks_only_jetstream_ack_subjects() -> None:
 
     with pytest.raises(ValueError, match="not a JetStream ack subject"):
         await NatsTimerAcks(no_connection).ack("clipline.job.submitted.v1.acme.job_1")
+
+
+def test_a_job_moved_on_while_its_delivery_is_handled_is_not_held() -> None:
+    timers = HeldTimers(RecordingAcks())
+    timers.moved_on(("acme", "job_1"))
+
+    assert timers.hold(held(1)) is False  # acked instead of waiting
+    assert timers.take("video_1") is None
+    assert timers.hold(held(1)) is True  # the mark is spent: a later delivery waits
+
+
+def test_a_mark_is_forgotten_when_a_delivery_arrives() -> None:
+    """The handling reads the record after its delivery arrived: it sees the move itself."""
+    timers = HeldTimers(RecordingAcks())
+    timers.moved_on(("acme", "job_1"))
+    timers.arrived("acme", "job_1")
+
+    assert timers.hold(held(1)) is True
