@@ -97,10 +97,15 @@ class HeldTimers:
             self._out[key] = held
         return held
 
-    def moved_on(self, key: JobKey) -> None:
-        """A look with no delivery held moved the job past following here: a handling of it
-        under way (its delivery arrived, not yet held) acks instead of waiting (`hold`)."""
+    async def moved_on(self, key: JobKey) -> None:
+        """A look that had taken no delivery moved the job past following here: one held while
+        it looked is acked; a handling under way (its delivery arrived, not yet held) acks
+        instead of waiting (`hold`)."""
         if self._limit <= 0:
+            return
+        held = self._drop(key)
+        if held is not None:
+            await self._ack(held)
             return
         self._moved_on[key] = None
         self._moved_on.move_to_end(key)
@@ -119,6 +124,9 @@ class HeldTimers:
         if not moved_on:
             self._keep(Held(held.reply, held.job, record))
             return
+        await self._ack(held)
+
+    async def _ack(self, held: Held) -> None:
         try:
             await self._acks.ack(held.reply)
         except Exception as exc:  # the timer comes due and the poll finds the job moved on

@@ -96,7 +96,7 @@ async def _settle(timers: HeldTimers, held: Held | None, seen: Seen) -> None:
         return
     await timers.settle(held, moved_on=False, record=None)  # the index named another job
     if seen.moved_on and seen.job is not None:
-        timers.moved_on(seen.job)
+        await timers.moved_on(seen.job)
 
 
 async def _look(deps: WebhookDeps, event: VideoEvent, held: Held | None) -> Seen:

@@ -103,19 +103,33 @@ async def test_the_adapter_acks_only_jetstream_ack_subjects() -> None:
         await NatsTimerAcks(no_connection).ack("clipline.job.submitted.v1.acme.job_1")
 
 
-def test_a_job_moved_on_while_its_delivery_is_handled_is_not_held() -> None:
+async def test_a_job_moved_on_while_its_delivery_is_handled_is_not_held() -> None:
     timers = HeldTimers(RecordingAcks())
-    timers.moved_on(("acme", "job_1"))
+    await timers.moved_on(("acme", "job_1"))
 
     assert timers.hold(held(1)) is False  # acked instead of waiting
     assert timers.take("video_1") is None
     assert timers.hold(held(1)) is True  # the mark is spent: a later delivery waits
 
 
-def test_a_mark_is_forgotten_when_a_delivery_arrives() -> None:
+async def test_a_mark_is_forgotten_when_a_delivery_arrives() -> None:
     """The handling reads the record after its delivery arrived: it sees the move itself."""
     timers = HeldTimers(RecordingAcks())
-    timers.moved_on(("acme", "job_1"))
+    await timers.moved_on(("acme", "job_1"))
     timers.arrived("acme", "job_1")
 
     assert timers.hold(held(1)) is True
+
+
+async def test_a_delivery_held_while_a_look_ran_is_acked_when_it_moves_the_job_on() -> None:
+    """The look began before the delivery was held (it took nothing) and ended after."""
+    acks = RecordingAcks()
+    timers = HeldTimers(acks)
+    assert timers.take("video_1") is None  # the look begins
+    first = held(1)
+    assert timers.hold(first) is True  # the handling naks meanwhile
+
+    await timers.moved_on(("acme", "job_1"))  # the look moved the job on
+
+    assert acks.acked == [first.reply]
+    assert len(timers) == 0
