@@ -146,14 +146,3 @@ class HeldTimers:
         if held is not None and self._videos.get(held.job.upstream_id) == key:
             del self._videos[held.job.upstream_id]
         return held
-
-
-class NoAcks:
-    """TimerAcks that is never asked (a HeldTimers that holds nothing)."""
-
-    async def ack(self, reply: str) -> None:
-        return None
-
-
-NOT_HELD = HeldTimers(NoAcks(), limit=0)
-"""Webhooks off: nothing but the job's own poll ends its following, so nothing is held."""
