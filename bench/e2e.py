@@ -20,7 +20,10 @@ them for the script's videos, which the poller drops as unknown). In order:
    plotted to docs/performance-load.svg (BENCH_E2E_PLOT; empty: no plot).
 CPU: utime + stime of every process of the stack (/proc/<pid>/stat) and of this process (the
 script's, in phase 2) over each phase, per job. Messages: nats-server's /varz counters over
-phase 3 (the events this bench subscribes to add about one out message per event).
+phase 3 (the events this bench subscribes to add about one out message per event). A clipline
+phase ends only when every durable consumer of the jobs stream has no message pending its ack
+(/jsz; at most DRAIN_SECONDS, printed if hit) and the server is then quiet: work a job leaves
+behind it, such as a poll held in a delayed nak past the job's completion, is counted.
 Goals: jobs/s at least 1.0x the script's (beyond: 2x), the five services' CPU at most 15 ms per
 job, at most 40 messages in per job. A missed goal prints FAIL (exit status 0); a lost or failed
 job, on either side, fails the run.
@@ -56,15 +59,18 @@ from bench.e2e_report import (
 from bench.e2e_stats import Latency, Usage, completion_rate, per_job, varz_delta
 from bench.harness import ROOT, context_switches, cpu_split
 from bench.naive import Script
-from bench.nats_traffic import Wiretap, monitor_url, settle, varz
+from bench.nats_traffic import Wiretap, drained, monitor_url, settle, varz
 from bench.pipeline import NO_RATE_LIMITS, TERMINAL, env_number, new_tenant, request, stack
 from clipline.replicas import SERVICES
 from clipline.stack import StackOptions, StackState
 from shared.contracts.ids import job_id_for
+from shared.streams import JOBS_STREAM_NAME
 
 DEFAULT_JOBS = 1000
 WARM_UP = 5
 DEADLINE_SECONDS = 120.0  # for a phase's jobs to end, plus half a second a job
+DRAIN_SECONDS = 120.0
+"""After a phase's jobs ended, how long its durable timers (delayed naks) may take to come due."""
 IDLE_SECONDS = 2.0
 STAGES = ("accepted", "admitted", "submitted", "generated", "completed")
 
@@ -188,6 +194,13 @@ class Bench:
         if completed != len(ids):
             failed = dict(list(tracker.failed.items())[:5])
             raise SystemExit(f"clipline {name}: {completed}/{len(ids)} jobs completed; {failed}")
+        # What a job leaves behind counts: a message held in a delayed nak (a followed job's
+        # next poll, past its completion) is redelivered, read and acked later, so the phase
+        # ends only once no consumer of the jobs stream has one pending, then quiet.
+        held = await drained(self.monitor, JOBS_STREAM_NAME, DRAIN_SECONDS)
+        if held is not None:
+            print(f"  WARNING: clipline {name}: after {DRAIN_SECONDS:g} s messages still pending "
+                  f"their ack: {held}", flush=True)  # fmt: skip
         settled = await settle(self.monitor)
         done = [stages["completed"] for stages in seen]
         latencies = [t - (start + o) for t, o in zip(done, offsets, strict=True)]

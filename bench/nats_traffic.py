@@ -93,6 +93,38 @@ class Wiretap:
             await self._nc.close()
 
 
+async def ack_pending(monitor: str, stream: str) -> dict[str, int]:
+    """num_ack_pending of every durable consumer of `stream`, from nats-server's /jsz (the
+    monitoring port: no message through the server, so none counted in /varz)."""
+    query = "accounts=true&streams=true&consumers=true"
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.get(f"{monitor}/jsz?{query}")
+        answer.raise_for_status()
+        body: dict[str, Any] = answer.json()
+    pending: dict[str, int] = {}
+    for account in body.get("account_details") or []:
+        for found in account.get("stream_detail") or []:
+            if found.get("name") != stream:
+                continue
+            for consumer in found.get("consumer_detail") or []:
+                pending[consumer["name"]] = int(consumer.get("num_ack_pending", 0))
+    return pending
+
+
+async def drained(
+    monitor: str, stream: str, deadline_seconds: float = 120.0
+) -> dict[str, int] | None:
+    """Wait until no durable consumer of `stream` has a message pending its ack: no delayed
+    nak (a durable timer, such as a followed job's next poll) is left to come due. None when
+    drained; at the deadline, the consumers still holding messages and how many."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        held = {name: n for name, n in (await ack_pending(monitor, stream)).items() if n}
+        if not held or time.monotonic() >= deadline:
+            return held or None
+        await asyncio.sleep(SETTLE_WINDOW)  # polling a counter over HTTP, not synchronisation
+
+
 async def settle(monitor: str, deadline_seconds: float = 120.0) -> float | None:
     """Wait until nats-server takes in fewer than SETTLED_RATE messages a second over a window
     of SETTLE_WINDOW (the work a job leaves behind it, such as its budget settlement after its

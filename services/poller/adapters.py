@@ -1,5 +1,6 @@
 """poller adapters, in JetStream KV buckets: webhook ids taken (compare-and-set create) and
-the generation times learned per kind of job (compare-and-set update, read through a cache)."""
+the generation times learned per kind of job (compare-and-set update, read through a cache);
+and the ack of a delivery held in a delayed nak."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 
+from nats.aio.client import Client
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -112,6 +114,23 @@ class KvSeenWebhooks:
         except KeyNotFoundError:
             return False
         return True
+
+
+ACK = b"+ACK"
+
+
+class NatsTimerAcks:
+    """TimerAcks on the service's NATS connection: `+ACK` published to the delivery's ack
+    subject, as nats-py's Msg.ack does (whose own message object refuses a second answer after
+    its nak). nats-server drops a message acked in its delayed nak: nothing is redelivered."""
+
+    def __init__(self, connection: Callable[[], Client]) -> None:
+        self._connection = connection
+
+    async def ack(self, reply: str) -> None:
+        if not reply.startswith("$JS.ACK."):
+            raise ValueError(f"not a JetStream ack subject: {reply[:80]!r}")
+        await self._connection().publish(reply, ACK)
 
 
 def _key(text: str) -> str:

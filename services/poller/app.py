@@ -5,9 +5,10 @@ from __future__ import annotations
 from standardwebhooks import Webhook
 
 from services.poller import handlers
-from services.poller.adapters import KvExpectations, KvSeenWebhooks
+from services.poller.adapters import KvExpectations, KvSeenWebhooks, NatsTimerAcks
 from services.poller.domain import PollPolicy
 from services.poller.follow import SERVICE
+from services.poller.held import HeldTimers
 from services.poller.ports import Deps, Expectations, SeenWebhooks, WebhookDeps
 from services.poller.webhooks import build_webhooks
 from shared.contracts import (
@@ -58,13 +59,17 @@ def build_app(
     *,
     expectations: Expectations,
     seen: SeenWebhooks | None = None,
+    held: HeldTimers | None = None,
 ) -> Dispatch:
-    """`verifier` None: webhooks off (the endpoint answers 503)."""
+    """`verifier` None: webhooks off (the endpoint answers 503), and no delivery held."""
     router = build_router()
     hooks, deps = None, Deps(platform.jobs, router.emit, provider, policy, expectations)
     if verifier is not None:
         kv = kv_seen(platform)
-        deps = Deps(platform.jobs, router.emit, provider, policy, expectations, early=kv)
+        broker = platform.broker
+        if held is None:
+            held = HeldTimers(NatsTimerAcks(lambda: broker.connection))
+        deps = Deps(platform.jobs, router.emit, provider, policy, expectations, early=kv, held=held)
         hooks = WebhookDeps(deps, platform.upstream, seen or kv, verifier)
     wire(platform.broker, router, deps, platform.jobs)
     return Dispatch("/webhooks/", build_webhooks(hooks), make_asgi(platform.broker))

@@ -65,10 +65,19 @@ class Followed:
         return cls(record.tenant, record.job_id, record.upstream_id, record.cost_micros)
 
 
-async def follow(deps: Deps, job: Followed, record: JobRecordV1) -> Pending | Throttled | None:
+@dataclass(frozen=True, slots=True)
+class Elsewhere:
+    """The upstream video was done, but the job's record had moved on since it was read (a
+    cancel, or another's look recorded it): nothing recorded or announced by this look."""
+
+
+async def follow(
+    deps: Deps, job: Followed, record: JobRecordV1
+) -> Pending | Throttled | Elsewhere | None:
     """One look at a followed job (`record` in FOLLOWED) and its consequence: progress recorded
     and announced (Pending: look again later), a 429 (Throttled: look again after its delay),
-    or the job generated, failed or timed out, recorded and announced (None)."""
+    the job generated, failed or timed out, recorded and announced (None: past following), or
+    the video done on a record no longer followed (Elsewhere: the caller decides again)."""
     match await look(deps.provider, deps.policy, job.upstream_id, running_for(record)):
         case Pending() as pending:
             await progressed(deps.jobs, deps.emit, job, record, pending)
@@ -80,10 +89,11 @@ async def follow(deps: Deps, job: Followed, record: JobRecordV1) -> Pending | Th
                 deps.jobs, job, mark_generated, produced_seconds=produced,
                 expires_at=upstream_expiry(expires),
             )  # fmt: skip
-            if done is not None:
-                await deps.emit(generated(done))
-                if took is not None:
-                    await learn(deps, record, job.upstream_id, took)
+            if done is None:
+                return Elsewhere()
+            await deps.emit(generated(done))
+            if took is not None:
+                await learn(deps, record, job.upstream_id, took)
         case Failed() | TimedOut() as why:
             await end_job(
                 deps.jobs, deps.emit, job, reason=why.reason, detail=why.detail, stage=SERVICE,

@@ -1,5 +1,6 @@
 """poller handlers: follow submitted jobs, by their record, with durable timers (delayed
-naks) to the end. Registered on the router in app.py."""
+naks) to the end; each delivery left in a delayed nak is remembered (held.py), so a webhook
+that moves its job on acks it at once. Registered on the router in app.py."""
 
 import random
 from typing import Annotated
@@ -8,12 +9,13 @@ from faststream.exceptions import NackMessage
 
 from services.poller.domain import Pending, Throttled
 from services.poller.follow import FOLLOWED, SERVICE, Followed, follow, not_followed, running_for
+from services.poller.held import Held
 from services.poller.ports import Deps
 from services.poller.schedule import after_look, first_look
-from shared.contracts import JobSubmittedV1
+from shared.contracts import JobRecordV1, JobSubmittedV1
 from shared.contracts.stage import Cancelling, Live, screen
 from shared.logs import note_wait
-from shared.messaging import Context
+from shared.messaging import Context, Message
 from shared.outcomes import cancel_job, screened
 
 MAX_ERRORS = 60  # upstream errors (5xx, timeouts) over a job's whole follow-up before it fails
@@ -25,8 +27,10 @@ delayed nak): above JetStream's default of 1000, so 10,000 jobs in flight are al
 PollerDeps = Annotated[Deps, Context("deps")]
 
 
-async def on_job_submitted(event: JobSubmittedV1, deps: PollerDeps) -> None:
+async def on_job_submitted(event: JobSubmittedV1, deps: PollerDeps, msg: Message) -> None:
     """Look at the upstream job the record names (a `submitted` naming another is ignored)."""
+    if deps.held is not None:
+        deps.held.arrived(event.tenant, event.job_id)  # back from its timer, if it had one
     record = await deps.jobs.get(event.tenant, event.job_id)
     match await screened(SERVICE, deps.emit, event, screen(record, event)):
         case Cancelling(record=asked):
@@ -46,6 +50,8 @@ async def on_job_submitted(event: JobSubmittedV1, deps: PollerDeps) -> None:
     expected = await deps.expectations.expected(record.spec)
     early = first_look(deps.policy, waited=running_for(record), expected=expected)
     if early is not None and not await deps.early.told(job.upstream_id):
+        if not hold(deps, msg, job, record):
+            return  # a webhook moved it on meanwhile: nothing to wait for
         note_wait("first_look", early)
         raise NackMessage(delay=early)  # surely still running: no GET yet
     match await follow(deps, job, record):
@@ -53,8 +59,21 @@ async def on_job_submitted(event: JobSubmittedV1, deps: PollerDeps) -> None:
             waited = running_for(record)
             draw = random.random()  # noqa: S311 - jitter, not security
             delay = after_look(deps.policy, waited=waited, expected=expected, hint=hint, draw=draw)
+            if not hold(deps, msg, job, None):  # its look may have recorded progress
+                return
             note_wait("next_look", delay, hint)
             raise NackMessage(delay=delay)
         case Throttled(delay=delay):
+            if not hold(deps, msg, job, record):
+                return
             note_wait("poll_429", delay)
             raise NackMessage(delay=delay)
+
+
+def hold(deps: Deps, msg: Message, job: Followed, record: JobRecordV1 | None) -> bool:
+    """This delivery is about to wait in a delayed nak: remember where its ack goes. False
+    when a webhook's look here moved the job past following since the delivery arrived (it
+    recorded and announced what this stage does): the delivery is acked instead."""
+    if deps.held is None or not (reply := msg.raw_message.reply):
+        return True
+    return deps.held.hold(Held(reply, job, record))

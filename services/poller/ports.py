@@ -4,7 +4,7 @@ what its webhook endpoint adds: the upstream-id index and the ids of webhooks al
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from standardwebhooks import Webhook
 
@@ -13,6 +13,9 @@ from shared.contracts import JobSpec
 from shared.jobstore import JobStore, UpstreamIndex
 from shared.outcomes import Emit
 from shared.provider import VideoProvider
+
+if TYPE_CHECKING:
+    from services.poller.held import HeldTimers
 
 
 class Expectations(Protocol):
@@ -69,6 +72,13 @@ class AtOnce:
 AT_ONCE = AtOnce()
 
 
+class TimerAcks(Protocol):
+    """Acks a delivery still held in a delayed nak (its ack subject), before it comes due:
+    JetStream then forgets the message and redelivers nothing."""
+
+    async def ack(self, reply: str) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Deps:
     jobs: JobStore
@@ -77,6 +87,9 @@ class Deps:
     policy: PollPolicy
     expectations: Expectations = AT_ONCE
     early: EarlyWebhooks = NEVER_TOLD
+    held: HeldTimers | None = None
+    """Webhooks on: the `submitted` deliveries this process holds in delayed naks (held.py),
+    acked when a webhook moves their job on. None: nothing held (webhooks off)."""
 
 
 class SeenWebhooks(Protocol):

@@ -1,16 +1,19 @@
 """poller use cases: the look a verified webhook asks for (the poll's own look is
-follow.follow); called by the webhook endpoint."""
+follow.follow), without a read for a job this process holds (held.py); called by the webhook
+endpoint."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from services.poller.domain import Pending, Throttled, VideoEvent
-from services.poller.follow import FOLLOWED, SERVICE, Followed, follow, not_followed
+from services.poller.follow import FOLLOWED, SERVICE, Elsewhere, Followed, follow, not_followed
+from services.poller.held import Held, HeldTimers
 from services.poller.ports import WebhookDeps
+from shared.contracts import JobRecordV1
 from shared.contracts.lifecycle import JobStatus
 from shared.logs import job_context
-from shared.outcomes import cancel_job
+from shared.outcomes import announce_end, cancel_job
 from shared.telemetry import in_job_trace
 
 
@@ -49,12 +52,66 @@ async def announce_recorded(deps: WebhookDeps, event: VideoEvent) -> None:
 async def on_video_event(
     deps: WebhookDeps, event: VideoEvent
 ) -> UnknownVideo | NotFollowed | Looked | Throttled:
-    """A verified webhook: find the job through the index and look at its video now. The
-    payload's claim (completed, failed) is not trusted: the upstream's answer decides."""
-    owner = await deps.upstream.owner(event.video_id)
+    """A verified webhook: find the job and look at its video now. The payload's claim
+    (completed, failed) is not trusted: the upstream's answer decides.
+
+    A job whose `submitted` delivery this process holds in a delayed nak (held.py) is known
+    without a read: its job, upstream id and record are the handling's. The look's write is a
+    compare-and-set against that record's revision, so a record changed meanwhile (a cancel) is
+    read again and decided on again. Once the job is past following here, the held delivery
+    is acked: its poll is not redelivered. Any other job is found through the upstream index
+    and its record read."""
+    held = deps.follow.held.take(event.video_id) if deps.follow.held is not None else None
+    seen = Seen(UnknownVideo())
+    try:
+        seen = await _look(deps, event, held)
+    finally:
+        if deps.follow.held is not None:
+            await _settle(deps.follow.held, held, seen)
+    return seen.outcome
+
+
+Outcome = UnknownVideo | NotFollowed | Looked | Throttled
+PAST_FOLLOWING = (JobStatus.GENERATED, JobStatus.STORING)
+"""Live states a followed job moves on to: its poll, redelivered, would only ack."""
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A webhook's look: its outcome; the job it was about; whether that job is now past
+    following (its poll, redelivered, would only find it moved on and announce what was
+    announced); and its record as still followed, unchanged (None: not known)."""
+
+    outcome: Outcome
+    job: tuple[str, str] | None = None
+    moved_on: bool = False
+    known: JobRecordV1 | None = None
+
+
+async def _settle(timers: HeldTimers, held: Held | None, seen: Seen) -> None:
+    """The held delivery of the job looked at is acked (moved on) or held again; with none
+    held, a handling of the job under way is told it moved on (it acks, not waits)."""
+    if held is not None and seen.job == held.key:
+        await timers.settle(held, moved_on=seen.moved_on, record=seen.known)
+        return
+    await timers.settle(held, moved_on=False, record=None)  # the index named another job
+    if seen.moved_on and seen.job is not None:
+        await timers.moved_on(seen.job)
+
+
+async def _look(deps: WebhookDeps, event: VideoEvent, held: Held | None) -> Seen:
+    if held is not None and held.record is not None:
+        known = held.record
+        with in_job_trace(known.trace_id, "poller webhook"), job_context(held.job.job_id):
+            looked = await follow(deps.follow, held.job, known)
+        if not isinstance(looked, Elsewhere):
+            return _looked(held.job, looked, known)
+        owner: tuple[str, str] | None = held.key  # the record changed: decide again
+    else:
+        owner = await deps.upstream.owner(event.video_id)
     if owner is None:  # perhaps a lost create's, adopted later: its first poll looks at once
         await deps.follow.early.tell(event.video_id)
-        return UnknownVideo()
+        return Seen(UnknownVideo())
     record = await deps.follow.jobs.get(*owner)
     if record is not None and record.status == JobStatus.CANCELLING:
         # The index says the video is this job's: its upstream job exists (the sunk cost),
@@ -62,7 +119,8 @@ async def on_video_event(
         ended = await cancel_job(
             deps.follow.jobs, deps.follow.emit, record, stage=SERVICE, upstream_id=event.video_id
         )
-        return NotFollowed(owner[1], (ended or record).status.value)
+        status = (ended or record).status.value
+        return Seen(NotFollowed(owner[1], status), owner, moved_on=ended is not None)
     job = Followed.of_record(record) if record is not None else None
     if record is None or job is None or record.status not in FOLLOWED:
         if record is not None and not record.terminal and record.upstream_id is None:
@@ -71,12 +129,25 @@ async def on_video_event(
             # A replica that died between recording `generated` and announcing it: the
             # sender's retry announces it now, not the job's safety poll a minute later.
             await not_followed(deps.follow.emit, record)
-        return NotFollowed(owner[1], record.status.value if record else "absent")
+        past = record is not None and (record.terminal or record.status in PAST_FOLLOWING)
+        if record is not None and past:  # what its poll, redelivered, would announce of an end
+            await announce_end(deps.follow.emit, record, SERVICE)
+        status = record.status.value if record else "absent"
+        return Seen(NotFollowed(owner[1], status), owner, moved_on=past)
     with in_job_trace(record.trace_id, "poller webhook"), job_context(job.job_id):
         looked = await follow(deps.follow, job, record)
+    if isinstance(looked, Elsewhere):  # a cancel meanwhile: the poll's redelivery decides
+        return Seen(Looked(job.job_id, still_running=False), owner)
+    return _looked(job, looked, None)  # a held record is only ever the handling's own read
+
+
+def _looked(job: Followed, looked: Pending | Throttled | None, known: JobRecordV1 | None) -> Seen:
+    """A look by `follow` at a followed job: `known`, the record it looked with, is still the
+    record when nothing was recorded (Throttled)."""
+    key = (job.tenant, job.job_id)
     match looked:
         case Throttled() as throttled:
-            return throttled
+            return Seen(throttled, key, known=known)
         case Pending():
-            return Looked(job.job_id, still_running=True)
-    return Looked(job.job_id, still_running=False)
+            return Seen(Looked(job.job_id, still_running=True), key)
+    return Seen(Looked(job.job_id, still_running=False), key, moved_on=True)

@@ -5,6 +5,8 @@ per step, and one write per lifecycle step it records."""
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from nats.aio.client import Client
@@ -31,6 +33,7 @@ from shared.contracts import (
 )
 from shared.contracts.events import Event
 from shared.jobstore import KvJobStore
+from shared.messaging import Message
 from shared.registry import load_registry
 from shared.streams import JOBS_BUCKET
 from tests.conftest import seed_record
@@ -117,7 +120,8 @@ async def test_each_stage_reads_a_record_once_a_step_and_writes_each_step_once(
     def poller_deps(jobs: KvJobStore) -> PollerDeps:
         return PollerDeps(jobs, emitted, provider, POLICY)
 
-    await step("look", lambda jobs: poller.on_job_submitted(submitted, poller_deps(jobs)))
+    delivery = cast("Message", SimpleNamespace(raw_message=SimpleNamespace(reply="")))
+    await step("look", lambda jobs: poller.on_job_submitted(submitted, poller_deps(jobs), delivery))
     generated = emitted.one(JobGeneratedV1)
     assert isinstance(generated, JobGeneratedV1)
 
