@@ -24,9 +24,14 @@ from shared.registry import ProviderSpec
 log = logging.getLogger("clipline.poller")
 
 
-CLAIM_STALE_SECONDS = 10.0
+CLAIM_STALE_SECONDS = 5.0
 """A claim neither done nor renewed this long is its taker's death (a live taker renews it every
-webhooks.CLAIM_RENEW_SECONDS while its look runs): the sender's retry may take it over."""
+webhooks.CLAIM_RENEW_SECONDS while its look runs): the sender's retry may take it over. Short,
+because a sender backs off (the simulator as the OpenAI API: 1, 2, 4, 8 s...): a claim left by
+a poller killed mid-look must be free by the retry after its restart, or the job waits for the
+one after (seen in CI: 10 s here cost a job 12 s after the restart). Taking over a live but
+slow taker's claim costs one more look, which changes nothing (the record write is a
+compare-and-set)."""
 TAKING, DONE = b"taking ", b"done"
 WRONG_LAST_SEQUENCE = 10071
 

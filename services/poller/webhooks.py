@@ -40,9 +40,9 @@ from shared.logs import job_context
 from shared.messaging import periodically
 from shared.provider.ids import MAX_SHOWN, is_valid_video_id
 
-CLAIM_RENEW_SECONDS = 3.0
+CLAIM_RENEW_SECONDS = 1.5
 """While a look runs its claim is renewed this often, so the sender's retry does not take it
-over (a claim neither done nor renewed for 10 s is a dead taker's)."""
+over (a claim neither done nor renewed for 5 s is a dead taker's)."""
 
 log = logging.getLogger("clipline.poller.webhooks")
 PATH = "/webhooks/videos"
