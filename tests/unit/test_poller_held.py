@@ -89,6 +89,23 @@ def test_the_map_is_bounded_the_oldest_forgotten() -> None:
     assert timers.take("video_3") is not None
 
 
+def test_records_are_kept_for_a_bounded_number_of_entries() -> None:
+    """Past `records` entries with a record, the next are held without one (a webhook reads
+    the record then); one dropped frees its room."""
+    timers = HeldTimers(RecordingAcks(), records=2)
+    for n in (1, 2, 3):
+        timers.hold(held(n))
+
+    assert len(timers) == 3
+    kept = [timers.take(f"video_{n}") for n in (1, 2, 3)]
+    assert [h is not None and h.record is not None for h in kept] == [True, True, False]
+    timers.arrived(*held(4).key)  # nothing held for it: changes nothing
+    timers.hold(held(4))  # 1-3 are out with looks: their room is free again
+    again = timers.take("video_4")
+    assert again is not None
+    assert again.record is not None
+
+
 def test_nothing_is_held_with_no_room() -> None:
     timers = HeldTimers(RecordingAcks(), limit=0)
     timers.hold(held(1))
