@@ -286,7 +286,8 @@ async def run(state: StackState, config: Config) -> None:
     bench = Bench(state, nc, Script(state), monitor_url(state))
     try:
         await burst(bench, config)
-        await tapped(bench, config.tap_jobs)
+        if config.tap_jobs:
+            await tapped(bench, config.tap_jobs)
         if config.rates:
             print(f"\nOffered-load sweep ({config.sweep_seconds:g} s per rate):", flush=True)
             steps = await sweep(bench, config)

@@ -21,9 +21,8 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
@@ -93,60 +92,111 @@ def verify(verifier: Webhook, body: bytes, headers: Mapping[str, str]) -> Verifi
             return Verified(wanted["webhook-id"], event)
 
 
-def _answer(
-    status: int, body: dict[str, object], headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(body, status, headers=headers)
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer: a status and a JSON body (plus headers, e.g. Retry-After)."""
+
+    status: int
+    body: dict[str, object]
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-def _refuse(status: int, reason: str, detail: str) -> JSONResponse:
+def _answer(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> Answer:
+    return Answer(status, body, tuple((headers or {}).items()))
+
+
+def _refuse(status: int, reason: str, detail: str) -> Answer:
     return _answer(status, {"error": {"reason": reason, "detail": detail}})
 
 
-def build_webhooks(deps: WebhookDeps | None) -> FastAPI:
+class WebhookEndpoint:
+    """The endpoint as a bare ASGI app: one route, so no framework's routing, middleware and
+    per-request span (a seventh of the poller's CPU per job under FastAPI; the look itself has
+    its span in the job's trace). Any other path under /webhooks/ is 404, any method but POST
+    405 (with Allow), both in the endpoint's error envelope."""
+
+    def __init__(self, deps: WebhookDeps | None) -> None:
+        self.deps = deps
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # websocket or lifespan: not ours (Dispatch routes HTTP)
+            return
+        if scope["path"] != PATH:
+            answer = _refuse(404, "not_found", f"no such endpoint; webhooks go to POST {PATH}")
+        elif scope["method"] != "POST":
+            answer = _refuse(405, "method_not_allowed", f"{PATH} takes POST only")
+            answer = Answer(answer.status, answer.body, (("Allow", "POST"),))
+        else:
+            body = await _read_at_most(receive, MAX_BODY_BYTES)
+            if body is None:  # the sender went away mid-body: nobody to answer
+                return
+            answer = await receive_webhook(self.deps, body, _headers(scope))
+        await _send(send, answer)
+
+
+def build_webhooks(deps: WebhookDeps | None) -> WebhookEndpoint:
     """The endpoint; `deps` None (no secret configured): it answers 503 and polling alone runs."""
-    api = FastAPI(title="clipline poller webhooks", openapi_url=None, docs_url=None)
+    return WebhookEndpoint(deps)
 
-    @api.post(PATH)
-    async def receive(request: Request) -> JSONResponse:
-        if deps is None:
-            return _refuse(503, "webhooks_disabled", "CLIPLINE_WEBHOOK_SECRET is not set")
-        body = await _read_at_most(request, MAX_BODY_BYTES)
-        verdict = verify(deps.verifier, body, request.headers)
-        if isinstance(verdict, Refused):
-            log.warning("webhook refused: %s (%s)", verdict.reason, verdict.detail)
-            return _refuse(verdict.status, verdict.reason, verdict.detail)
+
+async def receive_webhook(
+    deps: WebhookDeps | None, body: bytes, headers: Mapping[str, str]
+) -> Answer:
+    """One webhook delivery: verified, claimed (a replay refused), then its job looked at."""
+    if deps is None:
+        return _refuse(503, "webhooks_disabled", "CLIPLINE_WEBHOOK_SECRET is not set")
+    verdict = verify(deps.verifier, body, headers)
+    if isinstance(verdict, Refused):
+        log.warning("webhook refused: %s (%s)", verdict.reason, verdict.detail)
+        return _refuse(verdict.status, verdict.reason, verdict.detail)
+    try:
+        taken = await deps.seen.claim(verdict.webhook_id)
+    except Exception as exc:  # NATS unreachable: nothing was taken, the retry will be
+        log.warning("webhook %r: id not recorded: %r", verdict.event.event_id, exc)
+        return _refuse(503, "retry", "the webhook could not be recorded now; retry later")
+    if not taken:
         try:
-            taken = await deps.seen.claim(verdict.webhook_id)
-        except Exception as exc:  # NATS unreachable: nothing was taken, the retry will be
-            log.warning("webhook %r: id not recorded: %r", verdict.event.event_id, exc)
-            return _refuse(503, "retry", "the webhook could not be recorded now; retry later")
-        if not taken:
-            try:
-                await announce_recorded(deps, verdict.event)
-            except Exception as exc:  # best effort: the job's own poll is the safety net
-                log.warning(
-                    "webhook %r: recorded state not announced: %r", verdict.event.event_id, exc
-                )
-            log.warning("webhook refused: replayed (event %r)", verdict.event.event_id)
-            detail = f"webhook id {verdict.webhook_id!r:.80} was already taken"
-            return _refuse(409, "replayed", detail)
-        return await _take(deps, verdict.webhook_id, verdict.event)
-
-    return api
+            await announce_recorded(deps, verdict.event)
+        except Exception as exc:  # best effort: the job's own poll is the safety net
+            log.warning("webhook %r: recorded state not announced: %r", verdict.event.event_id, exc)
+        log.warning("webhook refused: replayed (event %r)", verdict.event.event_id)
+        detail = f"webhook id {verdict.webhook_id!r:.80} was already taken"
+        return _refuse(409, "replayed", detail)
+    return await _take(deps, verdict.webhook_id, verdict.event)
 
 
-async def _read_at_most(request: Request, limit: int) -> bytes:
-    """The body, but never more than `limit` + 1 bytes of it in memory (`verify` refuses it)."""
+def _headers(scope: Any) -> dict[str, str]:
+    """The request's headers by lower-case name (the first of a repeated one)."""
+    out: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        out.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+    return out
+
+
+async def _read_at_most(receive: Any, limit: int) -> bytes | None:
+    """The body, but never more than `limit` + 1 bytes of it in memory (`verify` refuses it);
+    None when the client disconnected before its end."""
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            break
-    return bytes(body[: limit + 1])
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        if len(body) > limit or not message.get("more_body", False):
+            return bytes(body[: limit + 1])
 
 
-async def _take(deps: WebhookDeps, webhook_id: str, event: VideoEvent) -> JSONResponse:
+async def _send(send: Any, answer: Answer) -> None:
+    payload = json.dumps(answer.body, separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+    headers += [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers
+    ]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _take(deps: WebhookDeps, webhook_id: str, event: VideoEvent) -> Answer:
     try:
         async with periodically(CLAIM_RENEW_SECONDS, lambda: deps.seen.renew(webhook_id)):
             outcome = await on_video_event(deps, event)

@@ -294,6 +294,16 @@ async def test_without_a_secret_the_endpoint_is_disabled() -> None:
     assert response.json()["error"]["reason"] == "webhooks_disabled"
 
 
+async def test_other_paths_and_methods_get_the_error_envelope(endpoint: Endpoint) -> None:
+    wrong_path = await endpoint.client.post("/webhooks/other", content=b"{}")
+    wrong_method = await endpoint.client.get(PATH)
+    assert wrong_path.status_code == 404
+    assert wrong_path.json()["error"]["reason"] == "not_found"
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["allow"] == "POST"
+    assert wrong_method.json()["error"]["reason"] == "method_not_allowed"
+
+
 async def test_an_oversize_body_is_refused(endpoint: Endpoint) -> None:
     body = b"x" * (10 * 1024 * 1024)
     response = await endpoint.post(body, signed(b"{}"))
