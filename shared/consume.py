@@ -37,7 +37,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 
-from shared import pullfetch
+from shared import pullfetch, telemetry
 
 log = logging.getLogger("clipline.consume")
 
@@ -165,6 +165,8 @@ class ConsumeLoop:
     policy: Policy
     tracer: trace.Tracer
     context: Any
+    spans: bool = True
+    """False where nothing records spans: each message's trace is carried on, no span built."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _held: deque[Msg] = field(default_factory=deque)
     """Fetched, waiting for a free worker."""
@@ -233,20 +235,7 @@ class ConsumeLoop:
 
     async def _handle(self, raw: Msg) -> None:
         msg = Delivered(raw)
-        parent = propagate.extract(raw.headers) if raw.headers else None
-        with self.tracer.start_as_current_span(
-            self._span_name,
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": raw.subject,
-                "messaging.consumer.group.name": self.handling.durable,
-            },
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+        with self._span(raw) as span:
             try:
                 await self.policy(msg, lambda: self._run(msg))
             except NackMessage as nack:
@@ -266,6 +255,24 @@ class ConsumeLoop:
             span.set_attribute("clipline.delivery.outcome", how)
             with contextlib.suppress(Exception):  # lost with the connection: redelivered anyway
                 await answer
+
+    def _span(self, raw: Msg) -> contextlib.AbstractContextManager[trace.Span]:
+        if not self.spans:
+            return telemetry.carried(raw.headers)
+        parent = propagate.extract(raw.headers) if raw.headers else None
+        return self.tracer.start_as_current_span(
+            self._span_name,
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": raw.subject,
+                "messaging.consumer.group.name": self.handling.durable,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        )
 
     async def _run(self, msg: Delivered) -> Any:
         body = await self._decode(msg)

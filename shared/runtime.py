@@ -89,6 +89,7 @@ class ServiceBroker(NatsBroker):
         super().__init__(*args, **kwargs)
         self.house_routers: list[ServiceRouter] = []
         self._tracer = tracer_provider.get_tracer("clipline.consume")
+        self._spans = telemetry.records(tracer_provider)
         self._loops: list[ConsumeLoop] = []
 
     async def start(self) -> None:
@@ -102,7 +103,7 @@ class ServiceBroker(NatsBroker):
         for router in self.house_routers:
             router.direct = js
             for handling in router.handlings:
-                loop = ConsumeLoop(handling, policy, self._tracer, self.context)
+                loop = ConsumeLoop(handling, policy, self._tracer, self.context, self._spans)
                 await loop.start(js)
                 self._loops.append(loop)
         self.running = True

@@ -16,6 +16,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from shared.consume import STOP_GRACE_SECONDS
 from shared.contracts import JobAdmittedV1, JobSubmittedV1
@@ -127,6 +128,42 @@ async def test_an_emit_inside_a_handler_carries_the_job_trace_on(
         assert spans[0].context.trace_id == root.get_span_context().trace_id
         assert spans[0].attributes is not None
         assert spans[0].attributes["clipline.delivery.outcome"] == "ack"
+    finally:
+        await r.stop()
+
+
+async def test_without_a_recording_provider_the_trace_is_carried_on_without_spans(
+    provisioned: str, admin_creds: str, nc: Client
+) -> None:
+    """No exporter (an ALWAYS_OFF sampler): no consumer span is built, yet an event emitted
+    while handling carries the delivered message's trace (and its parent span) on."""
+    r = Replica(provisioned, admin_creds, TracerProvider(sampler=ALWAYS_OFF))
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    out: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def seen(msg: Msg) -> None:
+        out.put_nowait(msg)
+
+    await nc.subscribe(JobSubmittedV1.subject_filter(tenant), cb=seen)
+
+    @r.router.on_subject(JobAdmittedV1.subject_filter(tenant), f"test--{tenant}")
+    async def handler(event: JobAdmittedV1) -> None:
+        assert trace.get_current_span().is_recording() is False
+        await r.router.emit(
+            JobSubmittedV1.fact(
+                event, key="s", spec=event.spec, cost_micros=1, upstream_id="video_1"
+            )
+        )
+
+    await r.start()
+    try:
+        with TracerProvider().get_tracer("test").start_as_current_span("request") as root:
+            await r.router.emit(admitted(tenant))
+        emitted = await asyncio.wait_for(out.get(), 10)
+        assert emitted.headers is not None
+        _, trace_id, span_id, _ = emitted.headers["traceparent"].split("-")
+        assert trace_id == format(root.get_span_context().trace_id, "032x")
+        assert span_id == format(root.get_span_context().span_id, "016x")
     finally:
         await r.stop()
 
