@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,10 @@ class S3Settings(BaseSettings):
     secret_key: SecretStr = Field(min_length=1)
     """CLIPLINE_S3_SECRET_KEY: required, no built-in default."""
     secure: bool = False
+    public_url: str | None = None
+    """CLIPLINE_S3_PUBLIC_URL: where callers outside reach S3 (`scheme://host[:port]`), the
+    address presigned URLs given to them name (`GET /v1/jobs/{id}/assets`, completion events);
+    in compose MinIO's published address. Unset: the endpoint the services use."""
     bucket: str = "clipline-assets"
     region: str = "us-east-1"
     presign_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
@@ -61,6 +66,18 @@ class S3Settings(BaseSettings):
     retention_sweep_seconds: float = Field(default=3600.0, gt=0)
     """CLIPLINE_S3_RETENTION_SWEEP_SECONDS: how often storage looks at retention (each replica,
     jittered): writes the rule when it could not yet, or sweeps where S3 does not expire."""
+
+    @field_validator("public_url")
+    @classmethod
+    def _origin_only(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be http(s)://host[:port]")
+        if parts.path.strip("/") or parts.query or parts.fragment or parts.username:
+            raise ValueError("must be http(s)://host[:port], without a path, query or user")
+        return f"{parts.scheme}://{parts.netloc}"
 
 
 class UpstreamSettings(BaseSettings):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.contracts.assets import ASSETS_SUBJECT_FILTER
 from shared.contracts.events import (
     EVENT_TYPES,
     BudgetAlertV1,
@@ -69,6 +70,10 @@ class ServiceIdentity:
     """KV buckets it only reads."""
     objects_write: tuple[str, ...] = ()
     objects_read: tuple[str, ...] = ()
+    requests: tuple[str, ...] = ()
+    """Core NATS request subjects it sends to (the replies come to its own inbox)."""
+    answers: tuple[str, ...] = ()
+    """Core NATS request subjects it subscribes to and answers (a reply each)."""
 
     @property
     def inbox_prefix(self) -> str:
@@ -94,6 +99,7 @@ SERVICES: dict[str, ServiceIdentity] = {
             consumes_requests=(INTAKE_REQUESTS_DURABLE,),
             writes=(JOBS_BUCKET, API_KEYS_BUCKET),  # keys: read, and their last use
             objects_write=(INPUTS_BUCKET,),
+            requests=(ASSETS_SUBJECT_FILTER,),  # presign/delete, answered by storage
         ),
         ServiceIdentity(
             "pricing_guard",
@@ -127,6 +133,7 @@ SERVICES: dict[str, ServiceIdentity] = {
             emits=(JobCompletedV1, JobCancelledV1, JobFailedV1),
             consumes=_durables("storage", JobGeneratedV1),
             writes=(JOBS_BUCKET,),
+            answers=(ASSETS_SUBJECT_FILTER,),
         ),
     )
 }
@@ -179,7 +186,12 @@ def service_permissions(identity: ServiceIdentity) -> Permissions:
     if identity.objects_read or identity.objects_write:
         # nats-py's object-store get finds the stream of the chunks' subject by name lookup
         pub.append("$JS.API.STREAM.NAMES")
-    return Permissions(pub=tuple(pub), sub=(f"{identity.inbox_prefix}.>",))
+    pub += identity.requests
+    return Permissions(
+        pub=tuple(pub),
+        sub=(f"{identity.inbox_prefix}.>", *identity.answers),
+        responds=bool(identity.answers),
+    )
 
 
 def tenant_permissions(tenant: str) -> Permissions:

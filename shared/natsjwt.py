@@ -148,6 +148,9 @@ class Permissions:
     pub: tuple[str, ...] = ()
     sub: tuple[str, ...] = ()
     everything: bool = False
+    responds: bool = False
+    """May answer a request it received (one reply to its reply subject, within the server's
+    default two minutes) without a publish permission on the requester's inbox."""
 
 
 def user_jwt(
@@ -164,6 +167,8 @@ def user_jwt(
             nats["pub"] = {"deny": [">"]}
         if not permissions.sub:
             nats["sub"] = {"deny": [">"]}
+        if permissions.responds:
+            nats["resp"] = {"max": 1, "ttl": 0}  # 0: the server's default expiry
     return encode({"sub": user.public, "name": name, "nats": nats}, account, issued_at=issued_at)
 
 

@@ -244,8 +244,13 @@ class InMemoryAssetStore:
         obj = self.objects.get(key)
         return ObjectStat(len(obj.data), obj.metadata) if obj else None
 
-    async def presign(self, key: str) -> str:
-        return f"https://s3.test/{self.bucket}/{key}?X-Amz-Signature=fake"
+    async def presign(self, key: str, *, internal: bool = False) -> str:
+        host = "s3.internal" if internal else "s3.test"
+        return f"https://{host}/{self.bucket}/{key}?X-Amz-Signature=fake"
+
+    @property
+    def presign_seconds(self) -> int:
+        return 3600
 
     async def delete(self, key: str) -> None:
         self._reachable()

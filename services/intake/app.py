@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.intake.adapters import probe_image
+from services.intake.adapters import NatsAssets, probe_image
 from services.intake.handlers import build_router
 from services.intake.http import build_http
 from services.intake.ports import Deps
@@ -20,6 +20,7 @@ def build_app(platform: Platform, provider: ProviderSpec) -> Dispatch:
         provider=provider,
         probe=probe_image,
         keys=kv_api_keys(platform.broker),
+        assets=NatsAssets(lambda: platform.broker.connection),
     )
     wire(platform.broker, router, deps, platform.jobs)
     return Dispatch("/v1/", build_http(deps), make_asgi(platform.broker))

@@ -195,6 +195,9 @@ def build_http(deps: Deps) -> FastAPI:
     api = FastAPI(title="clipline intake", openapi_url="/v1/openapi.json", docs_url=None)
     api.state.deps = deps
     api.include_router(router)
+    from services.intake.facade_assets import router as assets  # noqa: PLC0415 (imports this)
+
+    api.include_router(assets)
     api.add_exception_handler(Unauthorized, _unauthorized)
     api.add_exception_handler(KeysUnavailable, _keys_unavailable)
     return api

@@ -1,13 +1,15 @@
 """What intake's use cases touch: job store, input images, emitter, provider, image prober,
-API keys."""
+API keys, and storage's assets request."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from services.intake.domain import ImageFacts
 from shared.apikeys import ApiKeys
+from shared.contracts.assets import AssetsReplyV1, AssetsRequestV1
 from shared.inputs import InputStore
 from shared.jobstore import JobStore
 from shared.outcomes import Emit
@@ -15,6 +17,20 @@ from shared.registry import ProviderSpec
 
 ImageProbe = Callable[[bytes], ImageFacts | None]
 """Reads what image bytes really are (blocking: run in a thread)."""
+
+
+class Assets(Protocol):
+    """Storage's assets request: presigned URLs of a job's stored variants, or their deletion.
+    Never raises: storage unreachable (or no storage running) is an `unavailable` reply."""
+
+    async def ask(self, tenant: str, request: AssetsRequestV1) -> AssetsReplyV1: ...
+
+
+class NoAssets:
+    """No storage to ask (tests of the rest of intake): every request is `unavailable`."""
+
+    async def ask(self, tenant: str, request: AssetsRequestV1) -> AssetsReplyV1:
+        return AssetsReplyV1(job_id=request.job_id, error="unavailable", detail="no storage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,3 +41,4 @@ class Deps:
     provider: ProviderSpec
     probe: ImageProbe
     keys: ApiKeys
+    assets: Assets = field(default_factory=NoAssets)

@@ -39,7 +39,12 @@ async def main() -> None:
         raise ConfigError(f"configuration error: CLIPLINE_S3_ENDPOINT: {exc}") from None
     puts = S3Puts(
         S3Endpoint(
-            s3.endpoint, s3.access_key, s3.secret_key.get_secret_value(), s3.secure, s3.region
+            s3.endpoint,
+            s3.access_key,
+            s3.secret_key.get_secret_value(),
+            s3.secure,
+            s3.region,
+            public_url=s3.public_url,
         )
     )
     store = S3AssetStore(

@@ -159,13 +159,19 @@ class S3AssetStore:
         self._retention_days = retention_days
         self._retention: RetentionMode | None = None
 
-    async def presign(self, key: str) -> str:
+    async def presign(self, key: str, *, internal: bool = False) -> str:
         # Local: signed with the configured region, so no request (and no thread). Where minio
-        # stores (no `puts`, or an endpoint that refused them), minio signs as it addresses.
+        # stores (no `puts`, or an endpoint that refused them), minio signs as it addresses
+        # (the services' endpoint: a public URL needs `puts`, as storage's __main__ gives).
         if self._puts is not None:
             seconds = int(self._presign.total_seconds())
-            return self._puts.presign(self._bucket, key, seconds, datetime.now(UTC))
+            now = datetime.now(UTC)
+            return self._puts.presign(self._bucket, key, seconds, now, internal=internal)
         return self._client.presigned_get_object(self._bucket, key, expires=self._presign)
+
+    @property
+    def presign_seconds(self) -> int:
+        return int(self._presign.total_seconds())
 
     async def ensure_bucket(self) -> None:
         """Create the bucket unless it exists, once per process (per store): later calls cost

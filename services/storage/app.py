@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack
 from faststream.asgi import AsgiFastStream
 
 from services.storage import handlers
+from services.storage.assets import AssetsResponder
 from services.storage.domain import CONCURRENT_STORES
 from services.storage.gate import PriorityGate
 from services.storage.ports import AssetStore, Deps, RetentionStore
@@ -47,6 +48,16 @@ def build_app(
     # No bucket check at start: the store creates its bucket on first use, so storage starts
     # (and is healthy) while S3 is down.
     app = make_asgi(platform.broker)
+    responder = AssetsResponder(deps)  # presign/delete for intake (services/storage/assets.py)
+
+    @app.after_startup
+    async def answer_assets() -> None:
+        await responder.start(platform.broker.connection)
+
+    @app.on_shutdown
+    async def stop_answering() -> None:
+        await responder.stop()
+
     if retention is not None:  # CLIPLINE_S3_RETENTION_DAYS > 0
         running = AsyncExitStack()
 

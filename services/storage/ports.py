@@ -60,9 +60,15 @@ class AssetStore(Protocol):
         StoreUnavailable when S3 cannot be reached."""
         ...
 
-    async def presign(self, key: str) -> str:
+    async def presign(self, key: str, *, internal: bool = False) -> str:
         """A presigned GET URL of `key`, valid for the store's configured lifetime (computed
-        locally, no request to S3). A credential: never logged."""
+        locally, no request to S3), on the public S3 URL (or `internal`: the endpoint the
+        services use). A credential: never logged."""
+        ...
+
+    @property
+    def presign_seconds(self) -> int:
+        """How long a presigned URL is valid."""
         ...
 
     async def delete(self, key: str) -> None:

@@ -40,6 +40,15 @@ class S3Endpoint:
     secret_key: str = field(repr=False)
     secure: bool = False
     region: str = "us-east-1"
+    public_url: str | None = None
+    """scheme://host[:port] presigned URLs for callers outside name (None: `endpoint`'s)."""
+
+
+def _host(url: str) -> str:
+    """The Host header a client sends for `url` (its port only when not the scheme's default)."""
+    parsed = yarl.URL(url)
+    host = parsed.raw_host or ""
+    return host if parsed.is_default_port() else f"{host}:{parsed.port}"
 
 
 class S3RequestError(Exception):
@@ -71,6 +80,7 @@ class S3Puts:
     ) -> None:
         self._endpoint = endpoint
         self._base = f"{'https' if endpoint.secure else 'http'}://{endpoint.endpoint}"
+        self._public = endpoint.public_url or self._base
         self._timeout = aiohttp.ClientTimeout(sock_connect=connect_seconds, sock_read=read_seconds)
         self._connect_seconds, self._read_seconds = connect_seconds, read_seconds
         self._min_rate = min_bytes_per_second
@@ -95,11 +105,16 @@ class S3Puts:
             access_key=e.access_key, secret_key=e.secret_key, region=e.region, now=now,
         )  # fmt: skip
 
-    def presign(self, bucket: str, key: str, seconds: int, now: datetime) -> str:
-        """A presigned GET URL of the object, valid `seconds` from `now` (no request)."""
+    def presign(
+        self, bucket: str, key: str, seconds: int, now: datetime, *, internal: bool = False
+    ) -> str:
+        """A presigned GET URL of the object, valid `seconds` from `now` (no request): on the
+        public URL (`public_url`, for callers outside), or `internal` on the services' own
+        endpoint. The host is part of the signature, so each is signed for its own."""
         e = self._endpoint
+        base, host = (self._base, e.endpoint) if internal else (self._public, _host(self._public))
         return presign_get(
-            base=self._base, host=e.endpoint, path=uri_path(bucket, key),
+            base=base, host=host, path=uri_path(bucket, key),
             access_key=e.access_key, secret_key=e.secret_key, region=e.region, now=now,
             expires_seconds=seconds,
         )  # fmt: skip

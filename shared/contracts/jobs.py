@@ -57,6 +57,9 @@ class JobRecordV1(BaseModel):
     history: dict[str, datetime] = {}
     errors: dict[str, int] = {}
     """Handling errors so far, per stage: the retry budget survives redeliveries and crashes."""
+    deleted_at: datetime | None = None
+    """When the caller deleted the job's stored assets (storage, asked through intake): the
+    OpenAI-compatible facade no longer shows the job; the native API shows it with this."""
 
     @property
     def terminal(self) -> bool:

@@ -346,17 +346,28 @@ def check_move(old: JobRecordV1 | None, new: JobRecordV1) -> None:
             raise IllegalTransition(f"a job is created accepted, not {new.status.value}")
         return
     if old.status == new.status:
-        if old.status in TERMINAL and new.model_dump(exclude={"charged_micros"}) != old.model_dump(
-            exclude={"charged_micros"}
+        bookkeeping = {"charged_micros", "deleted_at"}
+        if old.status in TERMINAL and (
+            new.model_dump(exclude=bookkeeping) != old.model_dump(exclude=bookkeeping)
+            or (old.deleted_at is not None and new.deleted_at != old.deleted_at)
         ):
             raise IllegalTransition(
-                f"{old.job_id} is {old.status.value}: only settled, never changed"
+                f"{old.job_id} is {old.status.value}: only settled or deleted, never changed"
             )
         return
     if not any(old.status in s.sources and s.target == new.status for s in STEPS.values()):
         raise IllegalTransition(
             f"{old.job_id}: no step leads {old.status.value} -> {new.status.value}"
         )
+
+
+def mark_deleted(record: JobRecordV1, at: datetime) -> JobRecordV1:
+    """The caller deleted the stored assets of an ended job (once: a repeat keeps the time)."""
+    if record.status not in TERMINAL:
+        raise IllegalTransition(f"mark_deleted: {record.job_id} is {record.status.value}")
+    if record.deleted_at is not None:
+        return record
+    return record.model_copy(update={"deleted_at": at})
 
 
 def settle(record: JobRecordV1, *, charged_micros: int) -> JobRecordV1:

@@ -7,12 +7,19 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from shared.contracts.assets import AssetsReplyV1, AssetsRequestV1
 from shared.contracts.events import EVENT_TYPES
 from shared.contracts.jobs import JobRecordV1
 from shared.contracts.requests import JobRequestV1
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
-CONTRACTS: tuple[type[BaseModel], ...] = (*EVENT_TYPES, JobRecordV1, JobRequestV1)
+CONTRACTS: tuple[type[BaseModel], ...] = (
+    *EVENT_TYPES,
+    JobRecordV1,
+    JobRequestV1,
+    AssetsRequestV1,
+    AssetsReplyV1,
+)
 
 
 def rendered() -> dict[str, str]:

@@ -211,3 +211,14 @@ def test_env_example_names_every_variable_compose_requires_and_gives_no_value() 
     }
     assert required <= set(example)
     assert all(value == "" for value in example.values())  # no secret ships with the project
+
+
+def test_presigned_urls_name_minios_published_address() -> None:
+    services = rendered()["services"]
+    published = services["minio"]["ports"][0]
+    host = (published["host_ip"], published["published"]) if isinstance(published, dict) else None
+    for name in SERVICES:
+        url = services[name]["environment"]["CLIPLINE_S3_PUBLIC_URL"]
+        assert url == "http://127.0.0.1:9000", name
+    if host is not None:
+        assert url == f"http://{host[0]}:{host[1]}"

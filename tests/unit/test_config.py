@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from services.storage.settings import StorageSettings
 from shared.config import CommonSettings, ConfigError, S3Settings, load_settings
@@ -126,3 +127,24 @@ def test_concurrent_stores_is_read_and_at_least_one(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("CLIPLINE_CONCURRENT_STORES", "0")
     with pytest.raises(ConfigError, match="CLIPLINE_CONCURRENT_STORES: Input should be greater"):
         load_settings(StorageSettings)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+        ("https://s3.example.com/", "https://s3.example.com"),
+        ("", None),
+    ],
+)
+def test_s3_public_url_is_an_origin(value: str, expected: str | None) -> None:
+    s3 = S3Settings(access_key="a", secret_key="s", public_url=value)
+    assert s3.public_url == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["minio:9000", "ftp://h", "http://h/bucket", "http://u:p@h", "http://h?x=1"]
+)
+def test_s3_public_url_refuses_what_would_sign_for_the_wrong_place(value: str) -> None:
+    with pytest.raises(ValidationError):
+        S3Settings(access_key="a", secret_key="s", public_url=value)

@@ -40,7 +40,8 @@ def test_a_service_may_publish_only_its_events_and_no_stream_admin(name: str) ->
     forbidden = ("STREAM.DELETE", "STREAM.CREATE", "STREAM.UPDATE", "CONSUMER.DURABLE.DELETE")
     assert not [p for p in perms.pub if any(f in p for f in forbidden)]
     assert not [p for p in perms.pub if p.endswith(">") and p.count(".") < 2]
-    assert perms.sub == (f"_INBOX_{name}.>",)
+    assert perms.sub == (f"_INBOX_{name}.>", *SERVICES[name].answers)
+    assert perms.responds == bool(SERVICES[name].answers)
     assert not [p for p in perms.pub if p.startswith("clipline.job.requested.")]  # no forging
 
 
@@ -89,3 +90,25 @@ def test_a_creds_file_has_the_nsc_layout_and_no_seed_in_reprs() -> None:
     assert user.public.startswith("U")
     with pytest.raises(ValueError, match=r"not a NATS \.creds"):
         creds_jwt("nothing here")
+
+
+def test_only_intake_asks_storage_for_assets_and_only_storage_answers() -> None:
+    asking = [
+        n for n, s in SERVICES.items() if "clipline.storage.assets.v1.*" in s.permissions().pub
+    ]
+    answering = [
+        n for n, s in SERVICES.items() if "clipline.storage.assets.v1.*" in s.permissions().sub
+    ]
+    assert (asking, answering) == (["intake"], ["storage"])
+    claims = decode(
+        user_jwt(Key.new(USER), Key.new(ACCOUNT), "storage", SERVICES["storage"].permissions())
+    )
+    assert claims["nats"]["resp"] == {"max": 1, "ttl": 0}
+    assert (
+        "resp"
+        not in decode(
+            user_jwt(Key.new(USER), Key.new(ACCOUNT), "intake", SERVICES["intake"].permissions())
+        )["nats"]
+    )
+    # a tenant reaches no assets subject: intake asks for it, for the API key's tenant
+    assert not [p for p in tenant_permissions("acme").pub if p.startswith("clipline.storage.")]

@@ -10,6 +10,7 @@ import pytest
 from minio.credentials.credentials import Credentials
 from minio.signer import presign_v4, sign_v4_s3
 
+from services.storage.s3http import S3Endpoint, S3Puts
 from services.storage.sigv4 import UNSIGNED, presign_get, sign_headers, signing_key, uri_path
 
 NOW = datetime(2026, 12, 3, 4, 5, 6, tzinfo=UTC)
@@ -74,3 +75,32 @@ def test_the_signing_key_depends_on_day_region_and_secret() -> None:
     }
     assert key not in others
     assert len(others) == 3
+
+
+@pytest.mark.parametrize(
+    ("public", "host"),
+    [
+        ("http://127.0.0.1:9000", "127.0.0.1:9000"),
+        ("https://s3.example.com", "s3.example.com"),
+        ("http://localhost:80", "localhost"),  # a client sends no default port in Host
+    ],
+)
+def test_a_public_url_is_signed_for_its_own_host(public: str, host: str) -> None:
+    puts = S3Puts(S3Endpoint("minio:9000", ACCESS, SECRET, public_url=public))
+    path = uri_path("clipline-assets", "acme/x.mp4")
+    url = puts.presign("clipline-assets", "acme/x.mp4", 3600, NOW)
+    assert url.startswith(f"{public}{path}?")
+    theirs = presign_v4(
+        method="GET", url=urlsplit(f"http://{host}{path}"), region="us-east-1",
+        credentials=Credentials(ACCESS, SECRET), date=NOW, expires=3600,
+    )  # fmt: skip
+    assert dict(parse_qsl(urlsplit(url).query)) == dict(parse_qsl(theirs.query))
+    inside = puts.presign("clipline-assets", "acme/x.mp4", 3600, NOW, internal=True)
+    assert inside.startswith(f"http://minio:9000{path}?")
+
+
+def test_without_a_public_url_both_audiences_get_the_services_endpoint() -> None:
+    puts = S3Puts(S3Endpoint(HOST, ACCESS, SECRET))
+    outside = puts.presign("b", "k", 60, NOW)
+    assert outside == puts.presign("b", "k", 60, NOW, internal=True)
+    assert outside.startswith(f"http://{HOST}/b/k?")
