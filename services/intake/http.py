@@ -195,9 +195,10 @@ def build_http(deps: Deps) -> FastAPI:
     api = FastAPI(title="clipline intake", openapi_url="/v1/openapi.json", docs_url=None)
     api.state.deps = deps
     api.include_router(router)
-    from services.intake.facade_assets import router as assets  # noqa: PLC0415 (imports this)
+    from services.intake import facade, facade_assets  # noqa: PLC0415 (they import this module)
 
-    api.include_router(assets)
+    api.include_router(facade_assets.router)
+    api.include_router(facade.router)  # the OpenAI-compatible /v1/videos
     api.add_exception_handler(Unauthorized, _unauthorized)
     api.add_exception_handler(KeysUnavailable, _keys_unavailable)
     return api
