@@ -62,6 +62,8 @@ class Served:
     store: InMemoryAssetStore
     assets: LoopbackAssets
     events: list[Event]
+    app: Any
+    """The ASGI app (to serve it on a socket too)."""
 
     def completed(self, job_id: str, tenant: str = "acme", **changes: Any) -> JobRecordV1:
         """Seed a completed job of `tenant` with its three variants stored."""
@@ -105,4 +107,4 @@ async def serving(transport: httpx.AsyncBaseTransport | None = None) -> AsyncIte
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://intake", headers=bearer("acme")
     ) as client:
-        yield Served(client, jobs, store, assets, events)
+        yield Served(client, jobs, store, assets, events, app)
