@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nats.errors import Error as NatsError
+from opentelemetry import propagate
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
@@ -43,9 +44,11 @@ class NatsAssets:
 
     async def ask(self, tenant: str, request: AssetsRequestV1) -> AssetsReplyV1:
         payload = request.model_dump_json().encode()
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)  # storage's work joins the caller's trace
         try:
             msg = await self._connection().request(
-                assets_subject(tenant), payload, timeout=self._timeout
+                assets_subject(tenant), payload, timeout=self._timeout, headers=carrier or None
             )
             return AssetsReplyV1.model_validate_json(msg.data)
         except (NatsError, TimeoutError, OSError, ValueError) as exc:

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from services.storage.handlers import facts_of, forget
@@ -26,8 +28,10 @@ from shared.contracts.assets import (
 )
 from shared.contracts.ids import is_valid_tenant
 from shared.contracts.lifecycle import IllegalTransition, mark_deleted
+from shared.telemetry import carried
 
 log = logging.getLogger("clipline.storage.assets")
+_TRACER = trace.get_tracer("clipline.storage.assets")
 
 
 def _refused(job_id: str, error: Any, detail: str) -> AssetsReplyV1:
@@ -146,12 +150,25 @@ class AssetsResponder:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _on_message(self, msg: Any) -> None:
-        task = asyncio.create_task(self._reply(msg.subject, msg.data, msg.reply, msg.respond))
+        task = asyncio.create_task(
+            self._reply(msg.subject, msg.data, msg.reply, msg.respond, msg.headers)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _reply(self, subject: str, data: bytes, reply: str, respond: Respond) -> None:
-        answered = await answer(self._deps, subject, data)
+    async def _reply(
+        self,
+        subject: str,
+        data: bytes,
+        reply: str,
+        respond: Respond,
+        headers: dict[str, str] | None,
+    ) -> None:
+        with (
+            carried(headers),
+            _TRACER.start_as_current_span("storage assets", kind=SpanKind.SERVER),
+        ):
+            answered = await answer(self._deps, subject, data)
         if reply:
             try:
                 await respond(answered.model_dump_json().encode())

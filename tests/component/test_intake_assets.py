@@ -3,7 +3,16 @@ for the API key's tenant only; every refusal a typed error, an outage a 503."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
+import nats.errors
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from services.intake.adapters import NatsAssets
 from shared.contracts import JobStatus
+from shared.contracts.assets import AssetsReplyV1, AssetsRequestV1
 from tests.component.facade_support import serving
 from tests.component.harness import job_record, new_job_id
 from tests.fakes import bearer
@@ -60,3 +69,49 @@ async def test_no_key_is_401() -> None:
             f"/v1/jobs/{new_job_id()}/assets", headers={"Authorization": ""}
         )
         assert answer.status_code == 401
+
+
+class FakeConnection:
+    """A NATS connection's `request`: records what was sent, answers or fails as told."""
+
+    def __init__(self, answer: bytes | Exception) -> None:
+        self.answer = answer
+        self.sent: list[tuple[str, bytes, dict[str, str] | None]] = []
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        timeout: float,  # noqa: ASYNC109 (nats-py's signature)
+        headers: dict[str, str] | None,
+    ) -> Any:
+        self.sent.append((subject, payload, headers))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return SimpleNamespace(data=self.answer)
+
+
+async def test_the_nats_adapter_asks_the_tenants_subject_in_the_callers_trace() -> None:
+    job_id = new_job_id()
+    reply = AssetsReplyV1(job_id=job_id, deleted_at=None)
+    connection = FakeConnection(reply.model_dump_json().encode())
+    assets = NatsAssets(lambda: connection)
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("caller") as span:
+        got = await assets.ask("acme", AssetsRequestV1(job_id=job_id, action="delete"))
+    assert got == reply
+    subject, payload, headers = connection.sent[0]
+    assert subject == "clipline.storage.assets.v1.acme"
+    assert AssetsRequestV1.model_validate_json(payload).action == "delete"
+    assert headers is not None
+    assert format(span.get_span_context().trace_id, "032x") in headers["traceparent"]
+
+
+@pytest.mark.parametrize(
+    "failure", [nats.errors.NoRespondersError(), nats.errors.TimeoutError(), b"not json"]
+)
+async def test_no_answer_from_storage_is_unavailable(failure: Exception | bytes) -> None:
+    assets = NatsAssets(lambda: FakeConnection(failure))
+    got = await assets.ask("acme", AssetsRequestV1(job_id=new_job_id(), action="presign"))
+    assert got.error == "unavailable"
