@@ -4,6 +4,7 @@ where, another tenant's job is not found, a delete marks the record and removes 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -163,3 +164,16 @@ async def test_an_outage_is_unavailable_never_a_crash() -> None:
     store.down = True
     reply = await ask(deps, TENANT, job_id=job_id, action="delete")
     assert reply.error == "unavailable"
+
+
+async def test_presigned_urls_are_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    deps, jobs, store = deps_with()
+    job_id = new_job_id()
+    jobs.put(completed(job_id, store))
+    reply = await ask(deps, TENANT, job_id=job_id, action="presign")
+    assert reply.urls
+    store.down = True  # and a failing one logs its error, not a URL
+    assert (await ask(deps, TENANT, job_id=job_id, action="delete")).error == "unavailable"
+    assert caplog.records  # the failure was logged...
+    assert "X-Amz-Signature" not in caplog.text  # ...without a credential
