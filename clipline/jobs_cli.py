@@ -103,7 +103,9 @@ async def submit(args: argparse.Namespace) -> int:
         answer = await api.json(
             "submit", "POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key}
         )
-        job_id = str(answer["job_id"])
+        if not isinstance(answer, dict) or not isinstance(answer.get("job_id"), str):
+            raise CliError(UNREACHABLE, f"submit: {where.url} answered no job id")
+        job_id = answer["job_id"]
         if not args.json:
             again = answer.get("status") not in (None, "accepted") or not args.wait
             status = f", {answer.get('status')}" if again else ""

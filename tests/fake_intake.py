@@ -53,6 +53,8 @@ class Fake:
     """(method, path with query, headers) of every request."""
     streams: int = 0
     job_id: str = JOB
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    """Variant -> bytes behind the download links of GET /v1/jobs/{id}/assets."""
     """The one job this fake knows (any other is not found)."""
 
     def reply(self, name: str) -> web.Response | None:
@@ -71,6 +73,8 @@ def _app(fake: Fake) -> web.Application:
     @web.middleware
     async def note(request: web.Request, handler: Callable[..., Any]) -> Any:
         fake.asked.append((request.method, request.path_qs, dict(request.headers)))
+        if request.path.startswith("/blob/"):  # a presigned link: no API key there
+            return await handler(request)
         if request.headers.get("Authorization") != f"Bearer {API_KEY}":
             body = {"error": {"reason": "unauthorized", "detail": "unknown API key"}}
             return web.json_response(body, status=401)
@@ -133,7 +137,17 @@ def _app(fake: Fake) -> web.Application:
             return answer
         return web.json_response(record("cancelling"), status=202)
 
+    async def assets(request: web.Request) -> web.Response:
+        base = f"{request.scheme}://{request.host}"
+        links = [{"variant": v, "url": f"{base}/blob/{v}?X-Amz-Signature=s"} for v in fake.blobs]
+        return web.json_response({"data": links})
+
+    async def blob(request: web.Request) -> web.Response:
+        return web.Response(body=fake.blobs[request.match_info["variant"]])
+
     app = web.Application(middlewares=[note])
+    app.router.add_get("/v1/jobs/{job_id}/assets", assets)
+    app.router.add_get("/blob/{variant}", blob)
     app.router.add_post("/v1/jobs", submit)
     app.router.add_get("/v1/jobs", listing)
     app.router.add_get("/v1/jobs/{job_id}", show)

@@ -4,6 +4,7 @@ server has no event stream."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -355,3 +356,31 @@ def test_cancel_reports_and_an_ended_job_is_a_refusal(
     code, _, err = cli(capsys, "cancel", JOB)
     assert code == 1
     assert "refused (409): already_ended: completed" in err
+
+
+def test_download_from_a_remote_goes_through_its_links_and_checks_each_file(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    video, thumb = b"\x00\x00\x00\x18ftypmp42" * 100, b"RIFF....WEBPVP8 "
+    fake.blobs = {"video": video, "thumbnail": thumb}
+    assets = [
+        {"variant": v, "bucket": "b", "key": f"acme/{JOB}/{v}.{ext}", "size_bytes": len(data),
+         "sha256": hashlib.sha256(data).hexdigest(), "content_type": "x/y"}
+        for v, ext, data in (("video", "mp4", video), ("thumbnail", "webp", thumb))
+    ]  # fmt: skip
+    fake.records = [record("completed", assets=assets)]
+    code, out, err = cli(capsys, "download", JOB, "--variant", "video", "thumbnail", "-o",
+                         str(tmp_path / "out"))  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "out" / f"{JOB}-video.mp4").read_bytes() == video
+    assert (tmp_path / "out" / f"{JOB}-thumbnail.webp").read_bytes() == thumb
+    assert len(out.splitlines()) == 2
+    links = [h for _, p, h in fake.asked if p.startswith("/blob/")]
+    assert len(links) == 2
+    assert all("Authorization" not in h for h in links)  # the key stays with intake
+
+    fake.blobs["video"] = video[:-1] + b"!"  # the store hands out other bytes
+    code, _, err = cli(capsys, "download", JOB, "--variant", "video", "-o", str(tmp_path / "2"))
+    assert code == 1
+    assert "video: not kept:" in err
+    assert list((tmp_path / "2").iterdir()) == []
