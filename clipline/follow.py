@@ -25,6 +25,10 @@ RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 TICK_SECONDS = 0.5
 """How often the bar is redrawn while no event comes (the estimate moves with the clock)."""
 POLL_SECONDS = 1.0
+LASTED_SECONDS = 30.0
+"""A stream that lasted this long before it dropped worked: the drops in a row start again."""
+READ_TIMEOUT_SECONDS = 120.0
+"""Silence on an event stream (not even a heartbeat) for this long: reconnect."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,8 +207,8 @@ async def _read(api: Api, job_id: str, last_id: str | None, queue: asyncio.Queue
     headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
     if last_id is not None:
         headers["Last-Event-ID"] = last_id
-    # no read timeout: a quiet job sends only heartbeats, and those may be far apart
-    timeout = httpx.Timeout(None, connect=5.0)
+    # a quiet job sends only heartbeats; silence longer than this is a dead connection
+    timeout = httpx.Timeout(READ_TIMEOUT_SECONDS, connect=5.0)
     path = f"/v1/jobs/{job_id}/events"
     try:
         async with api.http.stream("GET", path, headers=headers, timeout=timeout) as response:
@@ -241,16 +245,18 @@ async def stream(
     with (None, last id) past `deadline` (time.monotonic()) or after `idle` seconds without
     an event. RouteMissing when the server has no such route but has the job; CliError
     REFUSED when it has no such job."""
-    failures, terminal = 0, None
+    failures, terminal, seen = 0, None, False
     while True:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         reader = asyncio.create_task(_read(api, job_id, last_id, queue))
-        quiet_since = time.monotonic()
+        connected = quiet_since = time.monotonic()
         try:
             while True:
                 if deadline is not None and time.monotonic() >= deadline:
                     return None, last_id
-                if idle is not None and time.monotonic() - quiet_since >= idle:
+                # before the first event, more patience: the replay may take a moment to start
+                patience = idle if idle is None or seen else 5 * idle
+                if patience is not None and time.monotonic() - quiet_since >= patience:
                     return terminal, last_id
                 try:
                     item = await asyncio.wait_for(queue.get(), TICK_SECONDS)
@@ -259,7 +265,7 @@ async def stream(
                     continue
                 if isinstance(item, _End):
                     break
-                failures, quiet_since = 0, time.monotonic()
+                failures, seen, quiet_since = 0, True, time.monotonic()
                 last_id = item.id if item.id is not None else last_id
                 terminal = item.event if item.event in TERMINAL_KINDS else terminal
                 sink(item)
@@ -270,6 +276,8 @@ async def stream(
         if item.error is None and terminal is not None:
             return terminal, last_id
         await _unless_dropped(api, job_id, item.error)
+        if time.monotonic() - connected >= LASTED_SECONDS:
+            failures = 0  # it worked for a while (a proxy's connection limit, say)
         failures += 1
         if failures > MAX_RECONNECTS:
             if isinstance(item.error, httpx.HTTPError):

@@ -59,6 +59,13 @@ def image_data_url(path: Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
+def _json_or_none(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 def choice(args: argparse.Namespace) -> Choice:
     return Choice(url=args.url, api_key=args.api_key, profile=args.profile)
 
@@ -100,16 +107,20 @@ async def submit(args: argparse.Namespace) -> int:
         raise CliError(USAGE, "--verify needs --wait and the local stack (it reads its S3)")
     key = args.idempotency_key or f"cli:{uuid.uuid4().hex}"
     async with Api(where) as api:
-        answer = await api.json(
-            "submit", "POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key}
-        )
+        response = await api.call("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
+        if not response.is_success:
+            raise refusal("submit", response)
+        answer = _json_or_none(response)
         if not isinstance(answer, dict) or not isinstance(answer.get("job_id"), str):
             raise CliError(UNREACHABLE, f"submit: {where.url} answered no job id")
         job_id = answer["job_id"]
         if not args.json:
-            again = answer.get("status") not in (None, "accepted") or not args.wait
-            status = f", {answer.get('status')}" if again else ""
-            output.line(f"job {job_id} submitted (tenant {answer.get('tenant')}{status})")
+            tenant = answer.get("tenant")
+            if response.status_code == 200:  # this key's job already exists
+                output.line(f"job {job_id} already exists (tenant {tenant}, "
+                            f"{answer.get('status')})")  # fmt: skip
+            else:
+                output.line(f"job {job_id} submitted (tenant {tenant})")
         if not args.wait:
             if args.json:
                 output.line(json.dumps(answer))

@@ -384,3 +384,21 @@ def test_download_from_a_remote_goes_through_its_links_and_checks_each_file(
     assert code == 1
     assert "video: not kept:" in err
     assert list((tmp_path / "2").iterdir()) == []
+
+
+def test_a_repeated_key_says_the_job_already_exists(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.submit_answer = (200, {"job_id": JOB, "tenant": "acme", "status": "completed"},
+                          "application/json")  # fmt: skip
+    code, out, _ = cli(capsys, "submit", "--prompt", "x", "--idempotency-key", "again")
+    assert (code, out) == (0, f"job {JOB} already exists (tenant acme, completed)\n")
+
+
+def test_an_answer_that_is_not_intakes_is_unreachable_not_a_traceback(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.submit_answer = (202, "<html>a proxy</html>", "text/html")
+    code, _, err = cli(capsys, "submit", "--prompt", "x")
+    assert code == 2
+    assert "answered no job id" in err
