@@ -28,6 +28,7 @@ POLL_SECONDS = 1.0
 LASTED_SECONDS = 30.0
 """A stream that lasted this long before it dropped worked: the drops in a row start again."""
 READ_TIMEOUT_SECONDS = 120.0
+AFTER_GENERATION = TERMINAL_KINDS | {"generated", "storing"}
 """Silence on an event stream (not even a heartbeat) for this long: reconnect."""
 
 
@@ -305,15 +306,20 @@ async def _job_exists(api: Api, job_id: str) -> None:
 
 
 def changes(before: dict[str, Any] | None, record: dict[str, Any]) -> Iterator[Message]:
-    """The events a polled record shows since `before`: each new step of its history (in time
-    order) and a changed progress."""
+    """The events a polled record shows since `before`: each new step of its history in time
+    order, a changed progress among them before the generation's end."""
     seen = (before or {}).get("history") or {}
     history = record.get("history") or {}
-    for kind, at in sorted(history.items(), key=lambda item: str(item[1])):
-        if kind not in seen:
-            yield Message(None, kind, {"job_id": record.get("job_id"), "occurred_at": at})
     progress = record.get("progress")
-    if progress and progress != (before or {}).get("progress"):
+    news = bool(progress) and progress != (before or {}).get("progress")
+    for kind, at in sorted(history.items(), key=lambda item: str(item[1])):
+        if kind in seen:
+            continue
+        if news and kind in AFTER_GENERATION:
+            yield Message(None, "progress", {"progress": progress})
+            news = False
+        yield Message(None, kind, {"job_id": record.get("job_id"), "occurred_at": at})
+    if news:
         yield Message(None, "progress", {"progress": progress})
     status = record.get("status")
     if status in TERMINAL_KINDS and status not in history:

@@ -91,7 +91,8 @@ def test_polled_records_become_events_once_each() -> None:
     assert [m.event for m in changes(None, before)] == ["accepted", "submitted"]
     after = record("completed", progress=100)
     after["history"] = before["history"] | {"completed": "2026-12-07T12:00:09+00:00"}
-    assert [m.event for m in changes(before, after)] == ["completed", "progress"]
+    assert [m.event for m in changes(before, after)] == ["progress", "completed"]
+    assert list(changes(after, after)) == []
 
 
 @pytest.mark.parametrize(
