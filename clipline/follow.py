@@ -120,27 +120,21 @@ class Estimate:
         if isinstance(data.get("expected_seconds"), int | float) and data["expected_seconds"] > 0:
             self.expected = float(data["expected_seconds"])
 
-    def view(self, now: float) -> tuple[int, str]:
-        """(percent of the whole job, label): 0-5 before generation, 5-95 generating, then
-        storing, 100 when stored."""
-        fixed = {"requested": (0, "requested"), "accepted": (1, "accepted"),
-                 "admitted": (3, "admitted"), "submitting": (4, "submitting"),
-                 "generated": (96, "generated, storing"), "storing": (97, "storing"),
-                 "completed": (100, "completed")}  # fmt: skip
-        if self.stage in fixed:
-            return fixed[self.stage]
-        if self.stage in TERMINAL_KINDS or self.stage == "cancelling":
-            return 0, self.stage
-        if self.started is None:
-            return 4, self.stage
+    def view(self, now: float) -> tuple[int, str, bool]:
+        """(percent of the generation, label, whether the percent is an estimate): 0 before the
+        upstream starts, then upstream's figure or the estimate, 100 once generated."""
+        fixed = {"requested": "requested", "accepted": "accepted", "admitted": "admitted",
+                 "submitting": "submitting", "generated": "generated, storing",
+                 "storing": "storing", "completed": "completed"}  # fmt: skip
+        if self.stage in ("generated", "storing", "completed"):
+            return 100, fixed[self.stage], False
+        if self.stage in fixed or self.stage in TERMINAL_KINDS or self.started is None:
+            return 0, fixed.get(self.stage, self.stage), False
         guess = estimated_share(now - self.started, self.expected)
         if self.upstream is not None and self.upstream / 100 >= guess:
-            share, label = self.upstream / 100, f"{self.upstream}% upstream"
-            if self.upstream_status:
-                label += f" ({self.upstream_status})"
-        else:
-            share, label = guess, f"~{round(guess * 100)}% (estimated)"
-        return 5 + round(90 * share), f"generating {label}"
+            status = f", {self.upstream_status}" if self.upstream_status else ""
+            return self.upstream, f"generating (upstream{status})", False
+        return round(guess * 100), "generating (estimated)", True
 
 
 def _int(value: Any) -> int:
@@ -174,7 +168,7 @@ class Progress:
 
     def draw(self, *, news: bool = False) -> None:
         """Redraw (a terminal) or print a line (elsewhere: on a new stage or upstream news)."""
-        percent, label = self.estimate.view(time.time())
+        percent, label, estimated = self.estimate.view(time.time())
         if self.estimate.stage in TERMINAL_KINDS - {"completed"}:
             return  # the report says how it ended
         percent = max(percent, self.last, 0)  # never draw the bar going backwards
@@ -183,7 +177,8 @@ class Progress:
         changed_stage = self.estimate.stage != self.stage
         self.last, self.label, self.stage = percent, label, self.estimate.stage
         filled = percent * 30 // 100
-        line = f"[{'#' * filled}{'.' * (30 - filled)}] {percent:3d}% {label}"
+        figure = f"~{percent}%" if estimated else f"{percent}%"
+        line = f"[{'#' * filled}{'.' * (30 - filled)}] {figure:>4} {label}"
         if self.tty:
             self.stream.write("\r" + line.ljust(78))
         elif changed_stage or news:

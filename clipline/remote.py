@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from clipline import local_keys
-from clipline.keys_cli import intake_key
+from clipline.budget_cli import endpoint
 from clipline.servers import ServerError
 from clipline.stack import require
 
@@ -148,7 +148,7 @@ def target(choice: Choice, home: Path, tenant: str) -> Target:
         return Target(url, key, source)
     try:
         state = require(home)
-        key = key or intake_key(home, tenant, None)
+        key = key or local_keys.ensure(home, tenant, *endpoint(home))
     except ServerError as exc:
         raise CliError(
             UNREACHABLE, f"{exc} (or set {URL_ENV} and {KEY_ENV} for a remote clipline)"

@@ -269,7 +269,7 @@ def test_wait_follows_the_stream_across_a_dropped_connection(
     streams = [h for _, p, h in fake.asked if p.endswith("/events")]
     assert [h.get("Last-Event-ID") for h in streams] == [None, "3"]
     assert all(h["Accept"] == "text/event-stream" for h in streams)
-    assert "generating 40% upstream (in_progress)" in err  # the bar showed upstream's figure
+    assert " 40% generating (upstream, in_progress)" in err  # the bar showed upstream's figure
 
 
 def test_events_json_resumes_without_losing_or_repeating_an_event(
