@@ -269,8 +269,8 @@ async def stream(
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-        if item.error is None and terminal is not None:
-            return terminal, last_id
+        if item.error is None and (terminal is not None or idle is not None):
+            return terminal, last_id  # ended after the terminal event, or: all there is now
         await _unless_dropped(api, job_id, item.error)
         if time.monotonic() - connected >= LASTED_SECONDS:
             failures = 0  # it worked for a while (a proxy's connection limit, say)

@@ -337,23 +337,18 @@ async def cancel(args: argparse.Namespace) -> int:
     job_id = _job_arg(args.job_id)
     async with Api(target(choice(args), args.home, args.tenant)) as api:
         response = await api.call("POST", f"/v1/jobs/{job_id}/cancel")
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    return report_cancel(job_id, response.status_code, body, response)
-
-
-def report_cancel(job_id: str, code: int, body: Any, response: Any = None) -> int:
-    if code in (200, 202) and isinstance(body, dict):
-        if body.get("status") == "cancelled":
-            output.line(f"job {job_id} is cancelled: {body.get('detail')}")
-        elif code == 202:
-            output.line(f"job {job_id} is cancelling")
-        else:
-            output.line(f"job {job_id} was already cancelling")
-        return OK
-    raise refusal(f"cannot cancel job {job_id}", response)
+    body = _json_or_none(response)
+    if response.status_code not in (200, 202) or not isinstance(body, dict):
+        raise refusal(f"cannot cancel job {job_id}", response)
+    if args.json:
+        output.line(json.dumps(body))
+    elif body.get("status") == "cancelled":
+        output.line(f"job {job_id} is cancelled: {body.get('detail')}")
+    elif response.status_code == 202:
+        output.line(f"job {job_id} is cancelling")
+    else:
+        output.line(f"job {job_id} was already cancelling")
+    return OK
 
 
 # ---- download -----------------------------------------------------------------------------
@@ -426,6 +421,7 @@ def add_commands(sub: Any) -> None:
     c = sub.add_parser("cancel", parents=[conn],
                        help="cancel a job (before submission nothing is spent)")  # fmt: skip
     c.add_argument("job_id", help="the job id (job_...)")
+    c.add_argument("--json", action="store_true", help="the job's record after the request")
     c.set_defaults(func=lambda a: run(lambda: cancel(a)))
 
     d = sub.add_parser("download", parents=[conn],

@@ -52,6 +52,8 @@ class Fake:
     asked: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     """(method, path with query, headers) of every request."""
     streams: int = 0
+    hold_open: bool = False
+    """After its events, a stream stays open (live, heartbeats only) instead of ending."""
     job_id: str = JOB
     blobs: dict[str, bytes] = field(default_factory=dict)
     """Variant -> bytes behind the download links of GET /v1/jobs/{id}/assets."""
@@ -129,6 +131,9 @@ def _app(fake: Fake) -> web.Application:
                 return response
             if first and fake.end_after == seq:
                 break
+        while fake.hold_open:  # a live stream of a job that runs on: heartbeats only
+            await response.write(b": keep-alive\n\n")
+            await asyncio.sleep(0.2)
         await response.write_eof()
         return response
 

@@ -352,6 +352,8 @@ def test_cancel_reports_and_an_ended_job_is_a_refusal(
 ) -> None:
     code, out, _ = cli(capsys, "cancel", JOB)
     assert (code, out) == (0, f"job {JOB} is cancelling\n")
+    code, out, _ = cli(capsys, "cancel", JOB, "--json")
+    assert (code, json.loads(out)["status"]) == (0, "cancelling")
     fake.fail["cancel"] = (409, {"error": {"reason": "already_ended", "detail": "completed"}})
     code, _, err = cli(capsys, "cancel", JOB)
     assert code == 1
@@ -402,3 +404,23 @@ def test_an_answer_that_is_not_intakes_is_unreachable_not_a_traceback(
     code, _, err = cli(capsys, "submit", "--prompt", "x")
     assert code == 2
     assert "answered no job id" in err
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_events_without_follow_print_what_there_is_and_stop(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str], live: bool
+) -> None:
+    """A running job: the stream replays its events, then ends (an older server) or stays open
+    with heartbeats only (live); either way `events JOB` prints them and stops."""
+    fake.events = ENDED[:4]
+    fake.hold_open = live
+    try:
+        code, out, _ = cli(capsys, "events", JOB, "--idle", "0.3")
+    finally:
+        fake.hold_open = False
+    assert code == 0
+    assert [line.split()[-1] for line in out.splitlines()][:3] == [
+        "accepted", "admitted", "submitted"
+    ]  # fmt: skip
+    assert "progress 40% in_progress" in out.splitlines()[3]
+    assert fake.streams == 1
