@@ -424,3 +424,22 @@ def test_events_without_follow_print_what_there_is_and_stop(
     ]  # fmt: skip
     assert "progress 40% in_progress" in out.splitlines()[3]
     assert fake.streams == 1
+
+
+def test_a_profile_selects_the_server_over_the_environment(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    profiles = tmp_path / "config" / "clipline" / "profiles.toml"
+    profiles.parent.mkdir(parents=True)
+    profiles.write_text(f'[profiles.here]\nurl = "{url}"\napi_key = "{API_KEY}"\n')
+    profiles.chmod(0o600)
+    monkeypatch.setenv(remote.URL_ENV, "http://127.0.0.1:9")  # the profile wins over it
+    monkeypatch.setenv(remote.KEY_ENV, "ck_not_this_one")
+    code, out, err = cli(capsys, "jobs", "show", JOB, "--profile", "here", "--json")
+    assert code == 0, err
+    assert json.loads(out)["job_id"] == JOB
+    monkeypatch.setenv(remote.PROFILE_ENV, "here")  # from the environment it does not
+    code, _, err = cli(capsys, "jobs", "show", JOB)
+    assert code == 2
+    assert "cannot reach clipline at http://127.0.0.1:9" in err
