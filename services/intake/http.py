@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
 from services.intake.domain import decode
 from services.intake.ports import Deps
+from services.intake.problems import Formatter, Problem, ProblemError, error_envelopes
 from services.intake.usecases import AlreadyEnded, Refused, cancel, find, jobs_of, take
 from shared.apikeys import Denied, authenticate
 from shared.contracts.ids import JOB_ID_RE
@@ -23,34 +25,27 @@ from shared.streams import MAX_PAYLOAD_BYTES
 log = logging.getLogger("clipline.intake.http")
 MAX_BODY_BYTES = MAX_PAYLOAD_BYTES - 64 * 1024  # the same limit as a request over NATS
 STATUS_OF = {"idempotency_conflict": 409}
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="clipline"'}
 
 
-class Unauthorized(Exception):
-    """No valid API key: answered 401 with the reason."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-class KeysUnavailable(Exception):
-    """The key store cannot be read: answered 503 (the caller retries)."""
-
-
-def _error(
-    code: int, reason: str, detail: str, field: str | None = None, **more: str
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"reason": reason, "detail": detail, "field": field, **more}}, code
-    )
+def problem(
+    status: int,
+    reason: str,
+    detail: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> ProblemError:
+    """The error to raise for an answer `status` with `reason` (problems.py envelopes it)."""
+    return ProblemError(Problem(status, reason, detail, field, extensions, headers or {}))
 
 
-def _unavailable_read() -> JSONResponse:
-    return _error(503, "unavailable", "job records cannot be read now; retry shortly")
+def _unavailable_read() -> ProblemError:
+    return problem(503, "unavailable", "job records cannot be read now; retry shortly")
 
 
-def _not_found(job_id: str) -> JSONResponse:
-    return _error(404, "not_found", f"no job {job_id!r} for this API key's tenant")
+def _not_found(job_id: str) -> ProblemError:
+    return problem(404, "not_found", f"no job {job_id!r} for this API key's tenant")
 
 
 def deps_of(request: Request) -> Deps:
@@ -62,16 +57,17 @@ DepsOf = Annotated[Deps, Depends(deps_of)]
 
 
 async def tenant_of(request: Request, deps: DepsOf) -> str:
-    """The tenant of the request's API key (Unauthorized without a valid one)."""
+    """The tenant of the request's API key (a 401 problem without a valid one)."""
     try:
         found = await authenticate(
             deps.keys, request.headers.get("authorization"), datetime.now(UTC)
         )
     except Exception as exc:  # NATS or KV unreachable: not the caller's fault
         log.warning("intake: could not read the API keys", exc_info=True)
-        raise KeysUnavailable from exc
+        detail = "API keys cannot be checked now; retry shortly"
+        raise problem(503, "unavailable", detail) from exc
     if isinstance(found, Denied):
-        raise Unauthorized(found.detail)
+        raise problem(401, "unauthorized", found.detail, headers=UNAUTHORIZED_HEADERS)
     return found.tenant
 
 
@@ -101,7 +97,7 @@ async def create_job(
 ) -> JSONResponse:
     raw = await read_limited(request, MAX_BODY_BYTES)
     if raw is None:
-        return _error(413, "invalid_request", f"body exceeds {MAX_BODY_BYTES} bytes")
+        raise problem(413, "invalid_request", f"body exceeds {MAX_BODY_BYTES} bytes")
     body = decode(raw)
     if isinstance(body, dict) and body.get("idempotency_key") is None:
         # A request without a key gets one here, so that even a 503 names a key to retry
@@ -115,17 +111,15 @@ async def create_job(
         )  # fmt: skip
     except Exception:  # NATS or KV unreachable: the job may or may not be recorded
         log.exception("intake: could not take an HTTP request")
-        answer = _error(
+        raise problem(
             503, "unavailable",
             "the job could not be queued; retry with the same Idempotency-Key "
             "(it is the same job, and is queued then)",
-        )  # fmt: skip
-        if isinstance(key, str):
-            answer.headers["Idempotency-Key"] = key
-        return answer
+            headers={"Idempotency-Key": key} if isinstance(key, str) else None,
+        ) from None  # fmt: skip
     if isinstance(outcome, Refused):
         why = outcome.why
-        return _error(STATUS_OF.get(why.reason, 422), why.reason, why.detail, why.field)
+        raise problem(STATUS_OF.get(why.reason, 422), why.reason, why.detail, why.field)
     record = outcome.record
     return JSONResponse(
         {"job_id": record.job_id, "tenant": record.tenant, "status": record.status.value},
@@ -140,9 +134,9 @@ async def get_job(job_id: str, deps: DepsOf, tenant: Tenant) -> JSONResponse:
         record = await find(deps, tenant, job_id)
     except Exception:  # NATS or KV unreachable
         log.warning("intake: could not read job %s", job_id, exc_info=True)
-        return _unavailable_read()
+        raise _unavailable_read() from None
     if record is None:
-        return _not_found(job_id)
+        raise _not_found(job_id)
     return JSONResponse(record.model_dump(mode="json"))
 
 
@@ -151,18 +145,18 @@ async def cancel_job(job_id: str, deps: DepsOf, tenant: Tenant) -> JSONResponse:
     """Ask to cancel a job of the key's tenant: 202 when asked now, 200 when it was already
     cancelling or cancelled, 409 when it ended otherwise, 404 when unknown (or another's)."""
     if not JOB_ID_RE.fullmatch(job_id):
-        return _not_found(job_id)
+        raise _not_found(job_id)
     try:
         outcome = await cancel(deps, tenant, job_id)
     except Exception:  # NATS or KV unreachable: the cancel may or may not be recorded
         log.warning("intake: could not cancel job %s", job_id, exc_info=True)
-        return _error(503, "unavailable", "the cancel could not be recorded; retry it")
+        raise problem(503, "unavailable", "the cancel could not be recorded; retry it") from None
     if outcome is None:
-        return _not_found(job_id)
+        raise _not_found(job_id)
     if isinstance(outcome, AlreadyEnded):
         ended = outcome.record.status.value
         detail = f"job {job_id} is {ended}: nothing to cancel"
-        return _error(409, "already_ended", detail, status=ended)
+        raise problem(409, "already_ended", detail, job_status=ended)
     return JSONResponse(
         outcome.record.model_dump(mode="json"), status_code=202 if outcome.new else 200
     )
@@ -175,26 +169,21 @@ async def list_jobs(deps: DepsOf, tenant: Tenant) -> JSONResponse:
         records = await jobs_of(deps, tenant)
     except Exception:  # NATS or KV unreachable
         log.warning("intake: could not list jobs of %s", tenant, exc_info=True)
-        return _unavailable_read()
+        raise _unavailable_read() from None
     return JSONResponse({"tenant": tenant, "jobs": [r.model_dump(mode="json") for r in records]})
 
 
-async def _unauthorized(_: Request, exc: Exception) -> JSONResponse:
-    detail = exc.detail if isinstance(exc, Unauthorized) else "unauthorized"
-    answer = _error(401, "unauthorized", detail)
-    answer.headers["WWW-Authenticate"] = 'Bearer realm="clipline"'
-    return answer
-
-
-async def _keys_unavailable(_: Request, __: Exception) -> JSONResponse:
-    return _error(503, "unavailable", "API keys cannot be checked now; retry shortly")
-
-
-def build_http(deps: Deps) -> FastAPI:
-    """The API on `deps` (each endpoint gets them, and the caller's tenant, by dependency)."""
-    api = FastAPI(title="clipline intake", openapi_url="/v1/openapi.json", docs_url=None)
+def build_http(deps: Deps, envelopes: Mapping[str, Formatter] | None = None) -> FastAPI:
+    """The API on `deps` (each endpoint gets them, and the caller's tenant, by dependency).
+    Errors answer RFC 9457 problem details, except under a prefix of `envelopes`, which its
+    formatter answers (e.g. `{"/v1/videos": openai_error}` for an OpenAI-compatible facade)."""
+    api = FastAPI(
+        title="clipline intake",
+        openapi_url="/v1/openapi.json",
+        docs_url="/docs",
+        redoc_url="/redoc",
+    )
     api.state.deps = deps
     api.include_router(router)
-    api.add_exception_handler(Unauthorized, _unauthorized)
-    api.add_exception_handler(KeysUnavailable, _keys_unavailable)
+    error_envelopes(api, envelopes)
     return api
