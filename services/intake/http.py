@@ -14,12 +14,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
+from services.intake import openapi
 from services.intake.domain import decode
+from services.intake.openapi import JobTaken, answers, json_body, problems
 from services.intake.ports import Deps
 from services.intake.problems import Formatter, Problem, ProblemError, error_envelopes
 from services.intake.usecases import AlreadyEnded, Refused, cancel, find, jobs_of, take
 from shared.apikeys import Denied, authenticate
 from shared.contracts.ids import JOB_ID_RE
+from shared.contracts.jobs import JobRecordV1
+from shared.contracts.requests import JobRequestV1
 from shared.streams import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger("clipline.intake.http")
@@ -88,7 +92,18 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-@router.post("/v1/jobs", status_code=202)
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    responses={
+        **answers(JobTaken, 202, "a new job, queued"),
+        **answers(JobTaken, 200, "the same request again (same Idempotency-Key): that job"),
+        **problems(409, 413, 422, 503),
+    },
+    openapi_extra=json_body(
+        JobRequestV1, "the job; `tenant`, when named, must be the API key's tenant"
+    ),
+)
 async def create_job(
     request: Request,
     deps: DepsOf,
@@ -127,7 +142,7 @@ async def create_job(
     )
 
 
-@router.get("/v1/jobs/{job_id}")
+@router.get("/v1/jobs/{job_id}", responses={**answers(JobRecordV1), **problems(404, 503)})
 async def get_job(job_id: str, deps: DepsOf, tenant: Tenant) -> JSONResponse:
     """A job of the key's tenant: another tenant's job is not found, whatever its id."""
     try:
@@ -140,7 +155,15 @@ async def get_job(job_id: str, deps: DepsOf, tenant: Tenant) -> JSONResponse:
     return JSONResponse(record.model_dump(mode="json"))
 
 
-@router.post("/v1/jobs/{job_id}/cancel", status_code=202)
+@router.post(
+    "/v1/jobs/{job_id}/cancel",
+    status_code=202,
+    responses={
+        **answers(JobRecordV1, 202, "asked to cancel now"),
+        **answers(JobRecordV1, 200, "already cancelling or cancelled"),
+        **problems(404, 409, 503),
+    },
+)
 async def cancel_job(job_id: str, deps: DepsOf, tenant: Tenant) -> JSONResponse:
     """Ask to cancel a job of the key's tenant: 202 when asked now, 200 when it was already
     cancelling or cancelled, 409 when it ended otherwise, 404 when unknown (or another's)."""
@@ -162,7 +185,7 @@ async def cancel_job(job_id: str, deps: DepsOf, tenant: Tenant) -> JSONResponse:
     )
 
 
-@router.get("/v1/jobs")
+@router.get("/v1/jobs", responses=problems(422, 503))
 async def list_jobs(deps: DepsOf, tenant: Tenant) -> JSONResponse:
     """The key's tenant's jobs, in order of acceptance."""
     try:
@@ -186,4 +209,5 @@ def build_http(deps: Deps, envelopes: Mapping[str, Formatter] | None = None) -> 
     api.state.deps = deps
     api.include_router(router)
     error_envelopes(api, envelopes)
+    openapi.install(api, foreign_prefixes=tuple(envelopes or ()))
     return api

@@ -69,7 +69,7 @@ class ProblemDetails(BaseModel):
     """An error of clipline's native API (RFC 9457 problem details, application/problem+json).
     `reason` is the machine-readable cause to switch on; more members may follow."""
 
-    model_config = ConfigDict(extra="allow", title="Problem")
+    model_config = ConfigDict(extra="allow")
 
     type: str = Field(description=f"{PROBLEM_TYPES}<reason>")
     title: str = Field(description="the HTTP status phrase")
