@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from services.intake import openapi
-from services.intake.domain import decode
-from services.intake.openapi import JobTaken, answers, json_body, problems
+from services.intake.domain import Invalid, decode
+from services.intake.listing import DEFAULT_LIMIT, KINDS, MAX_LIMIT, encode_cursor, parse_query
+from services.intake.openapi import JobList, JobTaken, answers, json_body, problems
 from services.intake.ports import Deps
 from services.intake.problems import Formatter, Problem, ProblemError, error_envelopes
 from services.intake.usecases import AlreadyEnded, Refused, cancel, find, jobs_of, take
@@ -185,15 +186,49 @@ async def cancel_job(job_id: str, deps: DepsOf, tenant: Tenant) -> JSONResponse:
     )
 
 
-@router.get("/v1/jobs", responses=problems(422, 503))
-async def list_jobs(deps: DepsOf, tenant: Tenant) -> JSONResponse:
-    """The key's tenant's jobs, in order of acceptance."""
+TIME = {"format": "date-time"}
+
+
+@router.get("/v1/jobs", responses={**answers(JobList), **problems(422, 503)})
+async def list_jobs(
+    *,
+    deps: DepsOf,
+    tenant: Tenant,
+    status: Annotated[
+        list[str] | None, Query(description="job status; repeat it or give a comma list")
+    ] = None,
+    kind: Annotated[
+        list[str] | None, Query(description=f"job kind ({', '.join(KINDS)}); repeatable")
+    ] = None,
+    model: Annotated[list[str] | None, Query(description="model name; repeatable")] = None,
+    created_after: Annotated[
+        str | None, Query(description="accepted at or after (RFC 3339)", json_schema_extra=TIME)
+    ] = None,
+    created_before: Annotated[
+        str | None, Query(description="accepted before (RFC 3339)", json_schema_extra=TIME)
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(description="the previous page's next_cursor")] = None,
+) -> JSONResponse:
+    """The key's tenant's jobs, newest first (by accepted time, then job id), one page at a
+    time: pass a page's `next_cursor` as `cursor` for the next."""
+    query = parse_query(
+        status=status, kind=kind, model=model, created_after=created_after,
+        created_before=created_before, limit=limit, cursor=cursor,
+    )  # fmt: skip
+    if isinstance(query, Invalid):
+        raise problem(422, query.reason, query.detail, query.field)
     try:
-        records = await jobs_of(deps, tenant)
+        records, more = await jobs_of(deps, tenant, query)
     except Exception:  # NATS or KV unreachable
         log.warning("intake: could not list jobs of %s", tenant, exc_info=True)
         raise _unavailable_read() from None
-    return JSONResponse({"tenant": tenant, "jobs": [r.model_dump(mode="json") for r in records]})
+    answer = {
+        "data": [r.model_dump(mode="json") for r in records],
+        "next_cursor": encode_cursor(more) if more is not None else None,
+        "tenant": tenant,
+    }
+    return JSONResponse(answer)
 
 
 def build_http(deps: Deps, envelopes: Mapping[str, Formatter] | None = None) -> FastAPI:

@@ -10,9 +10,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.intake.problems import PROBLEM_MEDIA_TYPE, ProblemDetails
+from shared.contracts.jobs import JobRecordV1
 from shared.contracts.lifecycle import JobStatus
 from shared.contracts.requests import JobRequestV1
 
@@ -51,6 +52,16 @@ class JobTaken(BaseModel):
     job_id: str
     tenant: str
     status: JobStatus
+
+
+class JobList(BaseModel):
+    """GET /v1/jobs: one page of the key's tenant's jobs, newest first."""
+
+    data: list[JobRecordV1]
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null on the last page"
+    )
+    tenant: str = Field(description="the API key's tenant")
 
 
 def answers(

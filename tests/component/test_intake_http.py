@@ -250,7 +250,7 @@ async def test_get_job_validates_the_id(api: Api) -> None:
     assert missing.json()["reason"] == "not_found"
 
 
-async def test_list_shows_one_tenants_jobs_in_order_of_acceptance(api: Api) -> None:
+async def test_list_shows_one_tenants_jobs_newest_first(api: Api) -> None:
     for key in ("b", "a", "c"):
         await api.post(key=key, **ACME)
     await api.post(key="other", **bearer("globex"))
@@ -266,10 +266,12 @@ async def test_list_shows_one_tenants_jobs_in_order_of_acceptance(api: Api) -> N
     spoofed = await api.client.get("/v1/jobs", headers={"X-Clipline-Tenant": "acme"})
 
     assert listed.json()["tenant"] == "acme"
-    assert [j["job_id"] for j in listed.json()["jobs"]] == [
-        job_id_for("acme", k) for k in ("c", "a", "b")
+    assert [j["job_id"] for j in listed.json()["data"]] == [
+        job_id_for("acme", k)
+        for k in ("b", "a", "c")  # newest first
     ]
-    assert [j["job_id"] for j in default.json()["jobs"]] == [job_id_for("default", "mine")]
+    assert listed.json()["next_cursor"] is None
+    assert [j["job_id"] for j in default.json()["data"]] == [job_id_for("default", "mine")]
     assert spoofed.json() == default.json()
 
 

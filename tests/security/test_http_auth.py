@@ -155,7 +155,7 @@ async def test_every_endpoint_refuses_a_request_without_a_valid_key(stack: Stack
                 raise AssertionError(f"{name}: {method} {path}: {exc}") from exc
     record = await stack.intake.get(f"/v1/jobs/{job_id}", headers=bearer(good))
     assert not set(record.json()["history"]) & CANCEL_STATES  # no refused cancel reached it
-    listed = (await stack.intake.get("/v1/jobs", headers=bearer(good))).json()["jobs"]
+    listed = (await stack.intake.get("/v1/jobs", headers=bearer(good))).json()["data"]
     assert [j["job_id"] for j in listed] == [job_id]  # no refused POST made a job
     assert (await stack.intake.get("/healthz")).status_code == 204  # open
 
