@@ -173,7 +173,7 @@ async def test_one_tenants_key_never_reaches_another_tenants_jobs(stack: Stack) 
         listed = await stack.intake.get("/v1/jobs", headers=headers)
         assert (read.status_code, read.json()["reason"]) == (404, "not_found")
         assert (cancel.status_code, cancel.json()["reason"]) == (404, "not_found")
-        assert listed.json() == {"tenant": attacker, "jobs": []}
+        assert listed.json() == {"tenant": attacker, "data": [], "next_cursor": None}
         assert victim not in read.text + cancel.text
     mine = await stack.intake.get(f"/v1/jobs/{job_id}", headers=bearer(victim_key))
     assert not set(mine.json()["history"]) & CANCEL_STATES  # never cancelled by the attacker
@@ -201,7 +201,7 @@ async def test_neither_the_header_nor_the_body_moves_a_job_to_another_tenant(
     assert in_body.json()["reason"] == "invalid_tenant"
     victim_key = await stack.key(victim)
     listed = await stack.intake.get("/v1/jobs", headers=bearer(victim_key))
-    assert listed.json()["jobs"] == []
+    assert listed.json()["data"] == []
 
 
 async def test_over_nats_only_the_subjects_tenant_counts(stack: Stack, nc: Client) -> None:
@@ -220,7 +220,7 @@ async def test_over_nats_only_the_subjects_tenant_counts(stack: Stack, nc: Clien
         await rejected.unsubscribe()
     assert event["reason"] == "invalid_tenant"
     victim_key = await stack.key(victim)
-    assert (await stack.intake.get("/v1/jobs", headers=bearer(victim_key))).json()["jobs"] == []
+    assert (await stack.intake.get("/v1/jobs", headers=bearer(victim_key))).json()["data"] == []
 
 
 async def test_admin_keys_endpoints_on_the_real_bucket(stack: Stack) -> None:
