@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.intake.adapters import probe_image
+from services.intake.adapters import NatsJobEvents, probe_image
 from services.intake.handlers import build_router
 from services.intake.http import build_http
 from services.intake.ports import Deps
@@ -24,6 +24,7 @@ def build_app(platform: Platform, provider: ProviderSpec) -> Dispatch:
         provider=provider,
         probe=probe_image,
         keys=kv_api_keys(platform.broker),
+        events=NatsJobEvents(lambda: platform.broker.connection),  # connected by then
     )
     wire(platform.broker, router, deps, platform.jobs)
     return ApiFirst("/", build_http(deps), make_asgi(platform.broker))

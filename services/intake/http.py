@@ -1,7 +1,9 @@
-"""Intake's HTTP API: POST /v1/jobs (taken by the same rules as NATS requests), GET /v1/jobs,
-GET /v1/jobs/{id}, POST /v1/jobs/{id}/cancel. Every endpoint needs `Authorization: Bearer
-<API key>`, and the key decides the tenant: `X-Clipline-Tenant` is ignored, a body `tenant`
-naming another tenant is refused, and another tenant's job is not found (404)."""
+"""Intake's HTTP API: POST /v1/jobs (taken by the same rules as NATS requests), GET /v1/jobs
+(filtered, cursor pages), GET /v1/jobs/{id}, GET /v1/jobs/{id}/events (Server-Sent Events),
+POST /v1/jobs/{id}/cancel; errors are problem details (problems.py). Every endpoint needs
+`Authorization: Bearer <API key>`, and the key decides the tenant: `X-Clipline-Tenant` is
+ignored, a body `tenant` naming another tenant is refused, and another tenant's job is not
+found (404)."""
 
 from __future__ import annotations
 
@@ -12,14 +14,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from services.intake import openapi
 from services.intake.domain import Invalid, decode
+from services.intake.follow import HEARTBEAT_SECONDS, event_stream
 from services.intake.listing import DEFAULT_LIMIT, KINDS, MAX_LIMIT, encode_cursor, parse_query
 from services.intake.openapi import JobList, JobTaken, answers, json_body, problems
 from services.intake.ports import Deps
 from services.intake.problems import Formatter, Problem, ProblemError, error_envelopes
+from services.intake.sse import resume_after
 from services.intake.usecases import AlreadyEnded, Refused, cancel, find, jobs_of, take
 from shared.apikeys import Denied, authenticate
 from shared.contracts.ids import JOB_ID_RE
@@ -186,6 +190,49 @@ async def cancel_job(job_id: str, deps: DepsOf, tenant: Tenant) -> JSONResponse:
     )
 
 
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-Sent Events: `id` the stream sequence, `event` the event "
+            "kind, `data` the event JSON; ends after the job's terminal event",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **problems(404, 422, 503),
+    },
+)
+async def job_events(
+    job_id: str,
+    request: Request,
+    deps: DepsOf,
+    tenant: Tenant,
+    last_event_id: Annotated[
+        str | None, Header(description="resume after this event id (sent by the stream)")
+    ] = None,
+) -> StreamingResponse:
+    """The job's events as Server-Sent Events: every stored one (after `Last-Event-ID`), then
+    each new one, until the terminal one; a comment heartbeat while idle."""
+    after = resume_after(last_event_id)
+    if isinstance(after, Invalid):
+        raise problem(422, after.reason, after.detail, after.field)
+    if deps.events is None:
+        raise problem(503, "unavailable", "this intake cannot follow job events")
+    try:
+        record = await find(deps, tenant, job_id)
+    except Exception:  # NATS or KV unreachable
+        log.warning("intake: could not read job %s", job_id, exc_info=True)
+        raise _unavailable_read() from None
+    if record is None:
+        raise _not_found(job_id)
+    idle: float = request.app.state.heartbeat_seconds
+    return StreamingResponse(
+        event_stream(deps, deps.events, tenant, job_id, after=after, idle_seconds=idle),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 TIME = {"format": "date-time"}
 
 
@@ -231,7 +278,11 @@ async def list_jobs(
     return JSONResponse(answer)
 
 
-def build_http(deps: Deps, envelopes: Mapping[str, Formatter] | None = None) -> FastAPI:
+def build_http(
+    deps: Deps,
+    envelopes: Mapping[str, Formatter] | None = None,
+    heartbeat_seconds: float = HEARTBEAT_SECONDS,
+) -> FastAPI:
     """The API on `deps` (each endpoint gets them, and the caller's tenant, by dependency).
     Errors answer RFC 9457 problem details, except under a prefix of `envelopes`, which its
     formatter answers (e.g. `{"/v1/videos": openai_error}` for an OpenAI-compatible facade)."""
@@ -242,6 +293,7 @@ def build_http(deps: Deps, envelopes: Mapping[str, Formatter] | None = None) -> 
         redoc_url="/redoc",
     )
     api.state.deps = deps
+    api.state.heartbeat_seconds = heartbeat_seconds
     api.include_router(router)
     error_envelopes(api, envelopes)
     openapi.install(api, foreign_prefixes=tuple(envelopes or ()))

@@ -1,10 +1,11 @@
 """What intake's use cases touch: job store, input images, emitter, provider, image prober,
-API keys."""
+API keys, the jobs' event stream."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from services.intake.domain import ImageFacts
 from shared.apikeys import ApiKeys
@@ -18,6 +19,28 @@ ImageProbe = Callable[[bytes], ImageFacts | None]
 
 
 @dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One event of a job as the jobs stream holds it."""
+
+    seq: int
+    """Its stream sequence: the SSE id a client resumes after."""
+    subject: str
+    data: str
+
+
+class JobEvents(Protocol):
+    """A job's events, in stream order: the stored ones after a sequence, then each new one."""
+
+    def follow(
+        self, tenant: str, job_id: str, after: int, idle_seconds: float
+    ) -> AsyncIterator[StoredEvent | None]:
+        """Every event of the job after stream sequence `after`, then live ones as they come;
+        None after each `idle_seconds` without one (time for a heartbeat). Endless: the caller
+        stops reading."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class Deps:
     jobs: JobStore
     inputs: InputStore
@@ -25,3 +48,5 @@ class Deps:
     provider: ProviderSpec
     probe: ImageProbe
     keys: ApiKeys
+    events: JobEvents | None = None
+    """None: this intake cannot follow events (GET /v1/jobs/{id}/events answers 503)."""
