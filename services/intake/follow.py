@@ -14,6 +14,8 @@ from shared.identities import TENANT_EVENTS
 
 log = logging.getLogger("clipline.intake.http")
 HEARTBEAT_SECONDS = 15.0
+IDLE_ENDS = 2
+"""Idle periods with the record ended (and no terminal event) after which the stream ends."""
 SHOWN_KINDS = frozenset(e.kind for e in TENANT_EVENTS)
 """What a tenant sees of its job: its lifecycle, as over NATS (no budget alert: an alert of a
 global window tells of every tenant's spend)."""
@@ -22,14 +24,17 @@ global window tells of every tenant's spend)."""
 async def event_stream(
     deps: Deps, events: JobEvents, tenant: str, job_id: str, *, after: int, idle_seconds: float
 ) -> AsyncIterator[bytes]:
-    """The SSE body. It ends after the job's terminal event; or, when idle, once the record says
-    the job ended (its terminal event is older than the stream keeps); or when the stream
-    cannot be read (a comment says so, and the client resumes with Last-Event-ID)."""
+    """The SSE body. It ends after the job's terminal event; or after two idle periods in which
+    the record said the job ended (its terminal event is older than the stream keeps); or when
+    the stream cannot be read (a comment says so, and the client resumes with Last-Event-ID)."""
+    ended_idle = 0  # idle periods in a row in which the record said the job ended
     try:
         async for stored in events.follow(tenant, job_id, after, idle_seconds):
             if stored is None:
                 record = await find(deps, tenant, job_id)
-                if record is not None and record.terminal:
+                ended_idle = ended_idle + 1 if record is not None and record.terminal else 0
+                # Twice: a stage records the end just before it announces it.
+                if ended_idle >= IDLE_ENDS:
                     yield sse.ENDED
                     return
                 yield sse.HEARTBEAT
