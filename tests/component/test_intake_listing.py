@@ -3,11 +3,15 @@ end, bad values a 422 problem naming the parameter, another tenant's jobs never 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.contracts import JobStatus
 from tests.component.harness import job_record, new_job_id
@@ -130,3 +134,29 @@ async def test_a_store_outage_is_a_503_problem() -> None:
         r = await api.client.get("/v1/jobs", headers=ACME)
 
     assert_problem(r, 503, "unavailable")
+
+
+QUERY_VALUES = st.one_of(
+    st.text(max_size=40),
+    st.integers(-(10**20), 10**20).map(str),
+    st.datetimes().map(lambda d: d.isoformat()),
+    st.sampled_from(["completed", "generate", "2026-12-01T00:00:00Z", "", ",", "%00", "1e3"]),
+)
+PARAMS = ("status", "kind", "model", "created_after", "created_before", "limit", "cursor")
+
+
+@given(st.dictionaries(st.sampled_from(PARAMS), st.lists(QUERY_VALUES, min_size=1, max_size=3)))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_query_is_a_page_or_a_422_problem_never_a_5xx(params: dict[str, list[str]]) -> None:
+    async def ask() -> httpx.Response:
+        async with serving(InMemoryJobStore()) as served:
+            return await served.client.get("/v1/jobs", params=params, headers=ACME)
+
+    r = asyncio.run(ask())
+
+    assert r.status_code in (200, 422), r.text
+    if r.status_code == 422:
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["field"] in PARAMS
+    else:
+        assert set(r.json()) == {"data", "next_cursor", "tenant"}
