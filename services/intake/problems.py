@@ -135,7 +135,7 @@ def http_problem(exc: StarletteHTTPException) -> Problem:
     """An HTTPException raised by the framework (routing: 404, 405 with Allow) or by code."""
     status = exc.status_code
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail else _title(status)
-    if status == 404:
+    if status == 404 and detail == _title(404):  # the router's: no route has this path
         detail = "no such endpoint"
     elif status == 405:
         allowed = (exc.headers or {}).get("Allow", "")
