@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
+from services.intake.callbacks_view import callbacks_view
 from services.intake.domain import decode
 from services.intake.ports import Deps
 from services.intake.usecases import AlreadyEnded, Refused, cancel, find, jobs_of, take
@@ -143,7 +144,7 @@ async def get_job(job_id: str, deps: DepsOf, tenant: Tenant) -> JSONResponse:
         return _unavailable_read()
     if record is None:
         return _not_found(job_id)
-    return JSONResponse(record.model_dump(mode="json"))
+    return JSONResponse({**record.model_dump(mode="json"), **await callbacks_view(deps, record)})
 
 
 @router.post("/v1/jobs/{job_id}/cancel", status_code=202)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from services.intake.callbacks_send import Sender
 from services.intake.domain import ImageFacts
 from shared.apikeys import ApiKeys
 from shared.contracts.assets import AssetsReplyV1, AssetsRequestV1
@@ -42,3 +43,6 @@ class Deps:
     probe: ImageProbe
     keys: ApiKeys
     assets: Assets = field(default_factory=NoAssets)
+    callbacks: Sender | None = None
+    """Caller webhooks (services/intake/callbacks_send.py); None: a request naming a
+    callback_url is refused."""
