@@ -20,7 +20,7 @@ import urllib3
 from minio.error import S3Error
 from pydantic import ValidationError
 
-from clipline import auth_cli, budget_cli, keys_cli
+from clipline import auth_cli, budget_cli, keys_cli, webhooks_cli
 from clipline.download import (
     VARIANTS,
     AssetGone,
@@ -501,6 +501,7 @@ def parser() -> argparse.ArgumentParser:
     budget_cli.add_commands(sub)
     keys_cli.add_commands(sub)
     auth_cli.add_commands(sub)
+    webhooks_cli.add_commands(sub)
     return p
 
 

@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from standardwebhooks import Webhook
 
 from clipline.auth import AuthDir
+from clipline.cli import main as cli_main
 from clipline.servers import LOOPBACK, free_port
 from services.intake.callbacks import (
     CLAIM_SECONDS,
@@ -339,3 +340,33 @@ async def test_a_name_resolving_to_loopback_is_refused_at_connect_time(
     finally:
         await strict.close()
         await lenient.close()
+
+
+def test_the_admin_cli_sets_shows_rotates_and_clears_a_tenants_endpoint(
+    provisioned: str, admin_creds: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("CLIPLINE_NATS_URL", provisioned)
+    monkeypatch.setenv("CLIPLINE_NATS_CREDS", admin_creds)
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+
+    def run(*argv: str) -> str:
+        assert cli_main(["webhooks", *argv]) == 0
+        return capsys.readouterr().out
+
+    made = run("set", tenant, "--url", "https://hooks.example.com/a")
+    secret = made.splitlines()[0]
+    assert secret.startswith("whsec_")
+    Webhook(secret)  # a secret standardwebhooks takes
+    again = run("set", tenant, "--url", "https://hooks.example.com/b")
+    assert "whsec_" not in again  # printed once: kept, not shown
+    shown = json.loads(run("show", tenant))
+    assert (shown["configured"], shown["url"]) == (True, "https://hooks.example.com/b")
+    assert "whsec_" not in json.dumps(shown)
+    rotated = run("rotate", tenant).splitlines()[0]
+    assert rotated.startswith("whsec_")
+    assert rotated != secret
+    run("clear", tenant)
+    assert json.loads(run("show", tenant)) == {"tenant": tenant, "configured": False}
+    with pytest.raises(SystemExit, match="credentials"):
+        cli_main(["webhooks", "set", tenant, "--url", "https://u:p@hooks.example.com/"])
