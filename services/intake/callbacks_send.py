@@ -209,9 +209,12 @@ class Sender:
         target = state.targets[name]
         status, error = await self._send(record, endpoint, state.webhook_id, target.url)
         after = self.clock()
+        # The outcome in short: an error's text (which may quote the URL) goes to the KV state
+        # the tenant reads, not into the log.
         log.info(
             "intake: webhook %s of job %s to its %s receiver: attempt %d, %s",
-            state.event, record.job_id, name, target.attempts, error or status,
+            state.event, record.job_id, name, target.attempts,
+            f"HTTP {status}" if status is not None else "no answer",
         )  # fmt: skip
         wait = self.schedule(target.attempts)
         done = settle(target, after, status, error, wait, give_up_after=self.give_up_after)
