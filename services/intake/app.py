@@ -20,6 +20,9 @@ def build_app(
     router = build_router()
     broker = platform.broker
     callbacks_kv = cached(lambda: broker.key_value(CALLBACKS_BUCKET, declare=False))
+    sender = callbacks_send.Sender(
+        platform.jobs, KvCallbacks(callbacks_kv), allow_private=callbacks_allow_private
+    )
     deps = Deps(
         jobs=platform.jobs,
         inputs=platform.inputs,
@@ -28,9 +31,9 @@ def build_app(
         probe=probe_image,
         keys=kv_api_keys(platform.broker),
         assets=NatsAssets(lambda: platform.broker.connection),
-        callbacks=callbacks_send.Sender(
-            platform.jobs, KvCallbacks(callbacks_kv), allow_private=callbacks_allow_private
-        ),
+        callbacks=sender,
     )
     wire(platform.broker, router, deps, platform.jobs)
-    return Dispatch("/v1/", build_http(deps), make_asgi(platform.broker))
+    stream_app = make_asgi(platform.broker)
+    stream_app.after_shutdown(sender.close)  # its HTTP session, once the consumers stopped
+    return Dispatch("/v1/", build_http(deps), stream_app)
