@@ -14,7 +14,7 @@ from typing import NoReturn
 import httpx
 import nats.errors
 
-from clipline import auth_cli, budget_cli, jobs_cli, keys_cli
+from clipline import auth_cli, budget_cli, jobs_cli, keys_cli, webhooks_cli
 from clipline.logs import Follower, last_lines
 from clipline.remote import OK, REFUSED, UNREACHABLE, USAGE, CliError
 from clipline.replicas import parse_replica, scalable
@@ -203,6 +203,7 @@ def parser() -> argparse.ArgumentParser:
     budget_cli.add_commands(sub)
     keys_cli.add_commands(sub)
     auth_cli.add_commands(sub)
+    webhooks_cli.add_commands(sub)
     return p
 
 

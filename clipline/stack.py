@@ -303,6 +303,10 @@ def simulator_env(
     return {name: value for name, value in env.items() if name not in SECRET_NAMES}
 
 
+CALLBACKS_ALLOW_PRIVATE = "CLIPLINE_CALLBACKS_ALLOW_PRIVATE"
+"""intake's setting (services/intake/settings.py): the embedded stack is local, its callers too."""
+
+
 def services_env(nats_url: str, s3: S3Server, sim_url: str) -> dict[str, str]:
     """What every service of the stack is told, from the Settings classes they read."""
     return settings_env(
@@ -318,7 +322,7 @@ def services_env(nats_url: str, s3: S3Server, sim_url: str) -> dict[str, str]:
         ),
         settings_from(UpstreamSettings, {"base_url": f"{sim_url}/v1", "api_key": LOCAL_API_KEY}),
         settings_from(PollerSettings, {"poll_default_seconds": 1.0}),
-    )
+    ) | {CALLBACKS_ALLOW_PRIVATE: "true"}  # caller webhooks to receivers on this machine
 
 
 def _start(

@@ -35,6 +35,7 @@ from shared.natsjwt import Permissions
 from shared.streams import (
     API_KEYS_BUCKET,
     BUDGETS_BUCKET,
+    CALLBACKS_BUCKET,
     DURATIONS_BUCKET,
     INPUTS_BUCKET,
     JOBS_BUCKET,
@@ -101,9 +102,13 @@ SERVICES: dict[str, ServiceIdentity] = {
         ServiceIdentity(
             "intake",
             emits=(JobAcceptedV1, JobRejectedV1, JobCancelRequestedV1, JobFailedV1),
-            consumes=(),
+            # the terminal events: caller webhooks (services/intake/callbacks_send.py)
+            consumes=_durables(
+                "intake", JobCompletedV1, JobFailedV1, JobCancelledV1, JobTimedOutV1, JobRejectedV1
+            ),
             consumes_requests=(INTAKE_REQUESTS_DURABLE,),
-            writes=(JOBS_BUCKET, API_KEYS_BUCKET),  # keys: read, and their last use
+            # keys: read, and their last use; callbacks: tenants' endpoints, delivery states
+            writes=(JOBS_BUCKET, API_KEYS_BUCKET, CALLBACKS_BUCKET),
             objects_write=(INPUTS_BUCKET,),
             requests=(ASSETS_SUBJECT_FILTER,),  # presign/delete, answered by storage
             follows=(JOBS_STREAM_NAME,),

@@ -124,6 +124,17 @@ API_KEYS_BUCKET_CONFIG = KeyValueConfig(
     direct=True,
 )
 
+CALLBACKS_BUCKET = "clipline_callbacks"
+CALLBACKS_BUCKET_CONFIG = KeyValueConfig(
+    bucket=CALLBACKS_BUCKET,
+    description="caller webhooks: each tenant's endpoint and signing secret (tenant.<tenant>, "
+    "written by the admin CLI) and each job's delivery state (job.<tenant>.<job_id>, intake)",
+    history=1,
+    storage=StorageType.FILE,
+    direct=True,
+)
+"""Holds signing secrets: readable only by the admin identity and intake (shared.identities)."""
+
 INPUTS_BUCKET = "clipline_inputs"
 INPUTS_BUCKET_CONFIG = ObjectStoreConfig(
     bucket=INPUTS_BUCKET,
@@ -139,6 +150,7 @@ KV_BUCKETS = (
     RATES_BUCKET_CONFIG,
     DURATIONS_BUCKET_CONFIG,
     API_KEYS_BUCKET_CONFIG,
+    CALLBACKS_BUCKET_CONFIG,
 )
 """Every KV bucket: each allows direct gets (`direct=True`, the stream's `allow_direct`), so a
 read is one request to `$JS.API.DIRECT.GET.KV_<bucket>.$KV.<bucket>.<key>` answered with the

@@ -17,7 +17,10 @@ async def main() -> None:
     settings = load_settings(IntakeSettings)
     provider = load_provider_or_exit(settings.registry_path, settings.provider)
     async with service_runtime(SERVICE, settings) as platform:
-        await serve_app(build_app(platform, provider), settings)
+        app = build_app(
+            platform, provider, callbacks_allow_private=settings.callbacks_allow_private
+        )
+        await serve_app(app, settings)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any
 
 from shared.contracts.ids import is_valid_tenant
 from shared.contracts.requests import (
+    CALLBACK_URL_MAX_CHARS,
     KEY_MAX_CHARS,
     PROMPT_MAX_CHARS,
     JobRequestV1,
@@ -58,6 +59,7 @@ class Valid:
     tenant: str
     spec: Spec
     idempotency_key: str | None
+    callback_url: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -67,6 +69,8 @@ class Valid:
         fields = [self.tenant, s.model, s.size, s.seconds, s.prompt, image]
         if s.priority != "normal":  # absent before priorities existed: old fingerprints hold
             fields.append(s.priority)
+        if self.callback_url is not None:  # likewise: absent before callbacks existed
+            fields.append(self.callback_url)
         return json.dumps(fields)
 
 
@@ -84,6 +88,12 @@ def _check_fields(body: Mapping[str, Any], refused: Mapping[str, str]) -> Invali
     if "schema_version" in refused:
         version = body["schema_version"]
         return Invalid("unsupported_version", f"schema_version {version!r} is not supported (1)")
+    if "callback_url" in refused:
+        return Invalid(
+            "invalid_callback_url",
+            f"callback_url must be a string of at most {CALLBACK_URL_MAX_CHARS} chars",
+            "callback_url",
+        )
     if "idempotency_key" in refused:
         return Invalid(
             "invalid_request",
@@ -218,7 +228,10 @@ def validate(body: Any, tenant: str, provider: ProviderSpec) -> Valid | Invalid:
     spec = _check_spec(body, parsed, refused, provider)
     if isinstance(spec, Invalid):
         return spec
-    return Valid(tenant=tenant, spec=spec, idempotency_key=parsed.idempotency_key)
+    return Valid(
+        tenant=tenant, spec=spec, idempotency_key=parsed.idempotency_key,
+        callback_url=parsed.callback_url,
+    )  # fmt: skip
 
 
 def decode(raw: bytes) -> Any:

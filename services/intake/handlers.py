@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from services.intake import callbacks_send
 from services.intake.domain import Invalid, decode, parse_request_subject, tenant_token
 from services.intake.ports import Deps
 from services.intake.usecases import SERVICE, asked_by, refuse, take
@@ -49,4 +50,5 @@ def build_router() -> ServiceRouter:
         f"{REQUESTS_ROOT}.>", DURABLE, max_errors=MAX_ERRORS, decoder=raw_body, stream=REQUESTS,
         max_workers=32, title=f"{SERVICE} consumes {REQUESTS_ROOT}.>",
     )(on_job_requested)  # fmt: skip
+    callbacks_send.subscribe(router)  # caller webhooks: the terminal events
     return router

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from services.intake import openapi
+from services.intake.callbacks_view import callbacks_view
 from services.intake.domain import Invalid, decode
 from services.intake.follow import HEARTBEAT_SECONDS, event_stream
 from services.intake.listing import DEFAULT_LIMIT, KINDS, MAX_LIMIT, encode_cursor, parse_query
@@ -157,7 +158,7 @@ async def get_job(job_id: str, deps: DepsOf, tenant: Tenant) -> JSONResponse:
         raise _unavailable_read() from None
     if record is None:
         raise _not_found(job_id)
-    return JSONResponse(record.model_dump(mode="json"))
+    return JSONResponse({**record.model_dump(mode="json"), **await callbacks_view(deps, record)})
 
 
 @router.post(

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from services.intake.callbacks_send import Sender
 from services.intake.domain import ImageFacts
 from shared.apikeys import ApiKeys
 from shared.contracts.assets import AssetsReplyV1, AssetsRequestV1
@@ -66,3 +67,6 @@ class Deps:
     assets: Assets = field(default_factory=NoAssets)
     events: JobEvents | None = None
     """None: this intake cannot follow events (GET /v1/jobs/{id}/events answers 503)."""
+    callbacks: Sender | None = None
+    """Caller webhooks (services/intake/callbacks_send.py); None: a request naming a
+    callback_url is refused."""

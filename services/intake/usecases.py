@@ -9,6 +9,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from services.intake.callbacks import url_problem
 from services.intake.domain import (
     Conflict,
     Invalid,
@@ -82,6 +83,8 @@ async def take(
     decision = validate(body, tenant, deps.provider)
     if isinstance(decision, Valid):
         decision = await check_input_image(deps, decision) or decision
+    if isinstance(decision, Valid):
+        decision = await check_callback(deps, decision) or decision
     if isinstance(decision, Invalid):
         return await refuse(deps, tenant, cause, decision, asked, announce=announce)
     key = decision.idempotency_key or f"auto:{cause}"
@@ -92,6 +95,7 @@ async def take(
         job_id=job_id, tenant=tenant, status=JobStatus.ACCEPTED, spec=spec,
         idempotency_key=key, request_hash=fingerprint, trace_id=current_trace_id(),
         history={JobStatus.ACCEPTED.value: datetime.now(UTC)},
+        callback_url=decision.callback_url,
     )  # fmt: skip
     seen: list[JobRecordV1 | None] = []
 
@@ -123,6 +127,28 @@ async def check_input_image(deps: Deps, valid: Valid) -> Invalid | None:
         return None
     facts = await asyncio.to_thread(deps.probe, image.data)
     return check_image(image, facts, valid.spec.size)
+
+
+async def check_callback(deps: Deps, valid: Valid) -> Invalid | None:
+    """A callback_url must be one the sender may POST to, and its tenant must have a signing
+    secret (docs/webhooks.md): refused now rather than never delivered."""
+    url = valid.callback_url
+    if url is None:
+        return None
+    field = "callback_url"
+    if deps.callbacks is None:
+        return Invalid("callbacks_unavailable", "this deployment sends no webhooks", field)
+    problem = url_problem(url, deps.callbacks.allow_private)
+    if problem is not None:
+        return Invalid("invalid_callback_url", problem, field)
+    if await deps.callbacks.store.endpoint(valid.tenant) is None:
+        return Invalid(
+            "callbacks_not_configured",
+            f"tenant {valid.tenant} has no webhook signing secret yet: an admin sets one with "
+            "`clipline webhooks set TENANT`",
+            field,
+        )
+    return None
 
 
 async def _spec(deps: Deps, valid: Valid) -> JobSpec:

@@ -57,6 +57,9 @@ class JobRecordV1(BaseModel):
     history: dict[str, datetime] = {}
     errors: dict[str, int] = {}
     """Handling errors so far, per stage: the retry budget survives redeliveries and crashes."""
+    callback_url: str | None = None
+    """The caller's webhook URL for this job's end (its request's `callback_url`, checked by
+    intake): what intake's webhook sender reads, never an event's copy."""
     deleted_at: datetime | None = None
     """When the caller deleted the job's stored assets (storage, asked through intake): the
     OpenAI-compatible facade no longer shows the job; the native API shows it with this."""

@@ -23,6 +23,7 @@ REQUEST_SUBJECT_PREFIX = f"{REQUESTS_ROOT}.v1"
 
 PROMPT_MAX_CHARS = 32_000
 KEY_MAX_CHARS = 255
+CALLBACK_URL_MAX_CHARS = 2048
 Priority = Literal["high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
 
@@ -86,6 +87,12 @@ class JobRequestV1(BaseModel):
         default=None,
         description="optional first frame: a data URL (data:image/png;base64,...) of a JPEG, "
         "PNG or WebP image whose dimensions equal `size`",
+    )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=CALLBACK_URL_MAX_CHARS,
+        description="optional absolute http(s) URL that receives a signed POST when the job "
+        "ends (docs/webhooks.md); no credentials in it",
     )
 
 

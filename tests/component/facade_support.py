@@ -92,7 +92,7 @@ class Served:
 
 @asynccontextmanager
 async def serving(
-    transport: httpx.AsyncBaseTransport | None = None, events: JobEvents | None = None
+    transport: httpx.AsyncBaseTransport | None = None, job_events: JobEvents | None = None
 ) -> AsyncIterator[Served]:
     jobs, store = InMemoryJobStore(), InMemoryAssetStore("clipline-assets")
     assets = LoopbackAssets(jobs, store)
@@ -103,7 +103,7 @@ async def serving(
 
     deps = Deps(
         jobs, InMemoryInputStore(), emit, load_registry().provider("simulator"), probe_image,
-        InMemoryApiKeys(TENANTS), assets=assets, events=events,
+        InMemoryApiKeys(TENANTS), assets=assets, events=job_events,
     )  # fmt: skip
     app = build_http(deps)
     async with httpx.AsyncClient(

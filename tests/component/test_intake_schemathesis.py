@@ -54,7 +54,7 @@ def schemathesis_run(url: str, authorization: str) -> subprocess.CompletedProces
 
 @pytest.mark.timeout(300)
 async def test_no_generated_request_gets_a_5xx_or_an_undeclared_answer() -> None:
-    async with serving(events=NoEvents()) as s:
+    async with serving(job_events=NoEvents()) as s:
         port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(s.app, host="127.0.0.1", port=port, log_config=None, lifespan="off")

@@ -53,4 +53,5 @@ def test_the_services_get_what_they_always_got() -> None:
         "CLIPLINE_UPSTREAM_BASE_URL": "http://127.0.0.1:18000/v1",
         "CLIPLINE_UPSTREAM_API_KEY": "sk-clipline-local",
         "CLIPLINE_POLL_DEFAULT_SECONDS": "1.0",
+        "CLIPLINE_CALLBACKS_ALLOW_PRIVATE": "true",  # intake's: webhooks to local receivers
     }

@@ -1,0 +1,151 @@
+"""Intake's HTTP API and caller webhooks: a callback_url is checked when the job is asked for
+(form, private addresses, the tenant's secret), kept on the record, and GET /v1/jobs/{id}
+shows the deliveries."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from services.intake.adapters import probe_image
+from services.intake.callbacks import Deliveries, Endpoint, TargetDelivery
+from services.intake.callbacks_send import Sender
+from services.intake.http import build_http
+from services.intake.ports import Deps
+from shared.contracts import Event
+from shared.registry import load_registry
+from tests.fakes import InMemoryApiKeys, InMemoryInputStore, InMemoryJobStore, bearer
+from tests.webhook_signing import SECRET
+
+BODY = {"model": "sora-2", "size": "1280x720", "seconds": 4, "prompt": "a paper boat"}
+HOOK = "https://hooks.example.com/clipline?x=1"
+
+
+class MemoryCallbacks:
+    """The callbacks bucket in memory."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, Endpoint] = {}
+        self.states: dict[tuple[str, str], Deliveries] = {}
+        self.down = False
+
+    async def endpoint(self, tenant: str) -> Endpoint | None:
+        return self.endpoints.get(tenant)
+
+    async def deliveries(self, tenant: str, job_id: str) -> Deliveries | None:
+        if self.down:
+            raise ConnectionError("nats is down")
+        return self.states.get((tenant, job_id))
+
+    async def change(
+        self, tenant: str, job_id: str, change: Callable[[Deliveries | None], Deliveries | None]
+    ) -> Deliveries | None:
+        new = change(self.states.get((tenant, job_id)))
+        if new is not None:
+            self.states[(tenant, job_id)] = new
+        return new
+
+
+async def _noop(event: Event) -> None:
+    return None
+
+
+def api(
+    jobs: InMemoryJobStore, store: MemoryCallbacks | None, *, allow_private: bool = False
+) -> httpx.AsyncClient:
+    sender = Sender(jobs, store, allow_private=allow_private) if store is not None else None
+    deps = Deps(
+        jobs, InMemoryInputStore(), _noop, load_registry().provider("simulator"), probe_image,
+        InMemoryApiKeys(("acme",)), callbacks=sender,
+    )  # fmt: skip
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=build_http(deps)), base_url="http://intake",
+        headers=bearer("acme"),
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def configured() -> AsyncIterator[tuple[httpx.AsyncClient, MemoryCallbacks]]:
+    store = MemoryCallbacks()
+    store.endpoints["acme"] = Endpoint(secret=SECRET, updated_at=datetime.now(UTC))
+    async with api(InMemoryJobStore(), store) as client:
+        yield client, store
+
+
+async def test_a_callback_url_is_kept_on_the_record_and_its_deliveries_shown(
+    configured: tuple[httpx.AsyncClient, MemoryCallbacks],
+) -> None:
+    client, store = configured
+    made = await client.post("/v1/jobs", json={**BODY, "callback_url": HOOK})
+    assert made.status_code == 202, made.text
+    job_id = made.json()["job_id"]
+
+    shown = (await client.get(f"/v1/jobs/{job_id}")).json()
+    assert shown["callback_url"] == HOOK
+    assert shown["callbacks"] is None  # nothing sent yet
+    store.states[("acme", job_id)] = Deliveries(
+        event="completed", webhook_id="msg_1",
+        targets={"job": TargetDelivery(url=HOOK, state="delivered", attempts=1, last_status=200)},
+    )  # fmt: skip
+    shown = (await client.get(f"/v1/jobs/{job_id}")).json()
+    assert shown["callbacks"]["targets"]["job"]["state"] == "delivered"
+    assert shown["callbacks"]["webhook_id"] == "msg_1"
+    store.down = True
+    shown = await client.get(f"/v1/jobs/{job_id}")
+    assert shown.status_code == 200
+    assert shown.json()["callbacks"] == {"error": "unavailable"}
+
+
+@pytest.mark.parametrize(
+    ("url", "reason", "says"),
+    [
+        ("ftp://hooks.example.com/x", "invalid_callback_url", "absolute http(s) URL"),
+        ("/relative", "invalid_callback_url", "absolute http(s) URL"),
+        ("https://user:pw@hooks.example.com/", "invalid_callback_url", "credentials"),
+        ("http://127.0.0.1:9/x", "invalid_callback_url", "private, loopback or link-local"),
+        ("http://[::1]/x", "invalid_callback_url", "private, loopback or link-local"),
+        ("http://169.254.169.254/latest", "invalid_callback_url", "link-local"),
+        ("http://10.1.2.3/x", "invalid_callback_url", "private"),
+        ("http://localhost:8080/x", "invalid_callback_url", "private"),
+        ("https://hooks.example.com/" + "a" * 2100, "invalid_callback_url", "2048"),
+        (12, "invalid_callback_url", "string"),
+    ],
+)
+async def test_a_callback_url_that_cannot_be_used_is_refused(
+    configured: tuple[httpx.AsyncClient, MemoryCallbacks], url: object, reason: str, says: str
+) -> None:
+    client, _ = configured
+    refused = await client.post("/v1/jobs", json={**BODY, "callback_url": url})
+    assert refused.status_code == 422, refused.text
+    assert says in refused.text
+    assert reason in refused.text
+
+
+async def test_a_private_address_is_taken_where_the_deployment_allows_it() -> None:
+    store = MemoryCallbacks()
+    store.endpoints["acme"] = Endpoint(secret=SECRET, updated_at=datetime.now(UTC))
+    async with api(InMemoryJobStore(), store, allow_private=True) as client:
+        made = await client.post("/v1/jobs", json={**BODY, "callback_url": "http://127.0.0.1:9/x"})
+    assert made.status_code == 202, made.text
+
+
+async def test_a_tenant_without_a_secret_is_told_how_to_get_one() -> None:
+    async with api(InMemoryJobStore(), MemoryCallbacks()) as client:
+        refused = await client.post("/v1/jobs", json={**BODY, "callback_url": HOOK})
+        plain = await client.post("/v1/jobs", json=BODY)
+    assert refused.status_code == 422
+    assert "callbacks_not_configured" in refused.text
+    assert "clipline webhooks set" in refused.text
+    assert plain.status_code == 202  # no callback_url: no secret needed
+
+
+async def test_without_a_sender_a_callback_url_is_refused_and_no_member_is_shown() -> None:
+    async with api(InMemoryJobStore(), None) as client:
+        refused = await client.post("/v1/jobs", json={**BODY, "callback_url": HOOK})
+        made = await client.post("/v1/jobs", json=BODY)
+        shown = (await client.get(f"/v1/jobs/{made.json()['job_id']}")).json()
+    assert "callbacks_unavailable" in refused.text
+    assert "callbacks" not in shown
