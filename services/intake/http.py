@@ -22,7 +22,7 @@ from shared.streams import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger("clipline.intake.http")
 MAX_BODY_BYTES = MAX_PAYLOAD_BYTES - 64 * 1024  # the same limit as a request over NATS
-STATUS_OF = {"idempotency_conflict": 409}
+STATUS_OF = {"idempotency_conflict": 409, "source_not_found": 404, "source_not_completed": 409}
 
 
 class Unauthorized(Exception):
