@@ -14,6 +14,7 @@ from services.intake.domain import (
     derive,
     validate,
 )
+from services.intake.facade_map import Problem, derived_request, video_object
 from services.pricing_guard.budgets import Charge
 from services.pricing_guard.domain import Admitted, Ending, bill, price
 from services.submitter.domain import (
@@ -282,3 +283,54 @@ def test_a_record_of_before_kinds_is_still_read() -> None:
     for name in ("kind", "source_job_id", "total_seconds", "extensions"):
         del raw["spec"][name]
     assert JobRecordV1.model_validate(raw).spec.kind == "generate"
+
+
+# -- the facade's mapping ------------------------------------------------------------------------
+
+
+def test_facade_maps_each_kind_to_a_clipline_request() -> None:
+    vid = "video_" + "a" * 32
+    assert derived_request("remix", {"prompt": "p"}, vid) == {
+        "kind": "remix", "source_job_id": SRC, "prompt": "p",
+    }  # fmt: skip
+    assert derived_request("edit", {"prompt": "p", "video": {"id": vid}}) == {
+        "kind": "edit", "source_job_id": SRC, "prompt": "p",
+    }  # fmt: skip
+    extension = derived_request("extend", {"prompt": "p", "seconds": "8", "video": {"id": vid}})
+    assert extension == {"kind": "extend", "source_job_id": SRC, "prompt": "p", "seconds": 8}
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "status", "param"),
+    [
+        ("remix", {"prompt": "p", "model": "sora-2"}, 400, "model"),
+        ("edit", {"prompt": "p"}, 400, "video"),
+        ("edit", {"prompt": "p", "video": "video_x"}, 400, "video"),
+        ("edit", {"prompt": "p", "video": {"id": "video_theirs"}}, 404, "video_id"),
+        ("extend", {"prompt": "p", "video": {"id": "video_" + "a" * 32}}, 400, "seconds"),
+        ("extend", {"prompt": "p", "seconds": 8, "video": {"id": "video_" + "a" * 32}}, 400,
+         "seconds"),
+        ("extend", {"video": {"id": "video_" + "a" * 32}, "seconds": "8"}, 400, "prompt"),
+    ],
+)  # fmt: skip
+def test_facade_refuses_what_is_not_a_remix_edit_or_extension(
+    kind: str, fields: dict[str, Any], status: int, param: str
+) -> None:
+    problem = derived_request(kind, fields)
+    assert isinstance(problem, Problem)
+    assert (problem.status, problem.param) == (status, param)
+
+
+def test_a_video_object_shows_the_stitched_total_and_what_was_remixed() -> None:
+    def record(spec: JobSpec) -> JobRecordV1:
+        return JobRecordV1(
+            job_id="job_" + "b" * 32, tenant="acme", status=JobStatus.ACCEPTED,
+            idempotency_key="k", request_hash="h", spec=spec,
+        )  # fmt: skip
+
+    base = JobSpec(model="sora-2", size="1280x720", seconds=8, prompt="x", source_job_id=SRC)
+    remix = video_object(record(base.model_copy(update={"kind": "remix"})))
+    assert (remix["remixed_from_video_id"], remix["seconds"]) == ("video_" + "a" * 32, "8")
+    extension = base.model_copy(update={"kind": "extend", "seconds": 4, "total_seconds": 12})
+    extended = video_object(record(extension))
+    assert (extended["remixed_from_video_id"], extended["seconds"]) == (None, "12")
