@@ -1,5 +1,5 @@
 """`clipline keys create|list|revoke`: intake's API keys through pricing_guard's admin API (as
-`clipline budget` reaches it), and the key a CLI command sends to intake."""
+`clipline budget` reaches it), and the local stack's key a job command sends to its intake."""
 
 from __future__ import annotations
 
@@ -20,19 +20,6 @@ def intake_key(home: Path, tenant: str, explicit: str | None) -> str:
     if given:
         return given
     return local_keys.ensure(home, tenant, *endpoint(home))
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def add_key_option(parser: argparse.ArgumentParser) -> None:
-    """`--api-key` on a command that calls intake's HTTP API."""
-    parser.add_argument(
-        "--api-key",
-        default=None,
-        help=f"intake API key (else ${local_keys.ENV}, else the stack's key of --tenant)",
-    )
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -46,6 +46,8 @@ from shared.streams import (
 )
 
 CLIPLINE_ACCOUNT = "CLIPLINE"
+STREAM_SUBJECTS = {JOBS_STREAM_NAME: [Event.subject_filter_any()]}
+"""What a `follows` identity may hear of a stream: the job events (v1) of every tenant."""
 SYSTEM_ACCOUNT = "SYS"
 INTAKE_REQUESTS_DURABLE = "intake--job-requested"
 REQUESTS_EXPORT = f"{REQUEST_SUBJECT_PREFIX}.*"
@@ -74,6 +76,10 @@ class ServiceIdentity:
     """Core NATS request subjects it sends to (the replies come to its own inbox)."""
     answers: tuple[str, ...] = ()
     """Core NATS request subjects it subscribes to and answers (a reply each)."""
+    follows: tuple[str, ...] = ()
+    """Streams whose messages it reads one by one (by sequence and subject) and whose subjects
+    it hears as they are stored: intake replays, then follows, a job's events to an HTTP client
+    (GET /v1/jobs/{id}/events)."""
 
     @property
     def inbox_prefix(self) -> str:
@@ -100,6 +106,7 @@ SERVICES: dict[str, ServiceIdentity] = {
             writes=(JOBS_BUCKET, API_KEYS_BUCKET),  # keys: read, and their last use
             objects_write=(INPUTS_BUCKET,),
             requests=(ASSETS_SUBJECT_FILTER,),  # presign/delete, answered by storage
+            follows=(JOBS_STREAM_NAME,),
         ),
         ServiceIdentity(
             "pricing_guard",
@@ -183,15 +190,20 @@ def service_permissions(identity: ServiceIdentity) -> Permissions:
         pub += [*_stream_read(f"OBJ_{bucket}"), f"$O.{bucket}.>"]
     for bucket in identity.objects_read:
         pub += _stream_read(f"OBJ_{bucket}")
+    sub: list[str] = [f"{identity.inbox_prefix}.>"]
+    for stream in identity.follows:
+        # A message read (`MSG.GET`, with `next_by_subj`) changes nothing. Not a consumer:
+        # the create subject that takes no name (`CONSUMER.CREATE.<stream>`) still applies a
+        # config naming an existing durable of another service as an update of that durable
+        # (tests/security/test_intake_follow.py); no permission on subjects can prevent it.
+        pub.append(f"$JS.API.STREAM.MSG.GET.{stream}")
+        sub += STREAM_SUBJECTS[stream]
     if identity.objects_read or identity.objects_write:
         # nats-py's object-store get finds the stream of the chunks' subject by name lookup
         pub.append("$JS.API.STREAM.NAMES")
     pub += identity.requests
-    return Permissions(
-        pub=tuple(pub),
-        sub=(f"{identity.inbox_prefix}.>", *identity.answers),
-        responds=bool(identity.answers),
-    )
+    sub += identity.answers
+    return Permissions(pub=tuple(pub), sub=tuple(sub), responds=bool(identity.answers))
 
 
 def tenant_permissions(tenant: str) -> Permissions:

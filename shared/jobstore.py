@@ -239,15 +239,10 @@ class KvJobStore:
             return new
         raise StoreConflictError(f"could not update {key} after {self._max_attempts} attempts")
 
-    async def _keys(self, pattern: str) -> list[str]:
-        """Keys matching a subject pattern, filtered by the server (nats-py's `keys(filters=)`
-        reads every key of the bucket and matches substrings on the client)."""
-        found = await scan(self._jetstream(), self._bucket, pattern, meta_only=True)
-        return [key for key, _ in found]
-
     async def list(self, tenant: str) -> list[JobRecordV1]:
-        records = [await self._get(key) for key in await self._keys(f"{tenant}.*")]
-        return [r for r in records if r is not None]
+        """In one pass over the tenant's keys (their last values), not one read per key."""
+        found = await scan(self._jetstream(), self._bucket, f"{tenant}.*")
+        return [JobRecordV1.model_validate_json(value) for _, value in found if value]
 
 
 class KvUpstreamIndex:

@@ -1,19 +1,27 @@
-"""Intake's adapters: image facts read with Pillow, and storage's assets request over NATS."""
+"""Intake's adapters: image facts read with Pillow, storage's assets request over NATS, and
+a job's events read from the jobs stream."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
 from opentelemetry import propagate
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from services.intake.domain import ImageFacts
+from services.intake.ports import StoredEvent
 from shared.contracts.assets import AssetsReplyV1, AssetsRequestV1, assets_subject
+from shared.contracts.events import Event
+from shared.streams import JOBS_STREAM_NAME
 
 log = logging.getLogger("clipline.intake.assets")
 
@@ -56,3 +64,49 @@ class NatsAssets:
             return AssetsReplyV1(
                 job_id=request.job_id, error="unavailable", detail="storage did not answer"
             )
+
+
+class NatsJobEvents:
+    """JobEvents on the jobs stream, read message by message (`STREAM.MSG.GET` with
+    `next_by_subj`), woken by a core subscription to the job's subjects.
+
+    Not an ordered consumer: the permission to create ephemeral consumers on CLIPLINE_JOBS
+    would also let intake rename-update any durable consumer of that stream (the server applies
+    a create naming an existing consumer as an update), so intake may only read messages."""
+
+    def __init__(self, connection: Callable[[], Client], stream: str = JOBS_STREAM_NAME) -> None:
+        self._connection = connection
+        self._stream = stream
+
+    async def follow(
+        self, tenant: str, job_id: str, after: int, idle_seconds: float
+    ) -> AsyncIterator[StoredEvent | None]:
+        nc = self._connection()
+        js = nc.jetstream()
+        subjects = Event.subject_filter_any(tenant, job_id)
+        woken = asyncio.Event()
+
+        async def wake(_: Msg) -> None:
+            woken.set()
+
+        # Subscribed before the first read: an event stored after that read still wakes us.
+        sub = await nc.subscribe(subjects, cb=wake)
+        try:
+            seq = after
+            while True:
+                woken.clear()
+                while True:
+                    try:
+                        msg = await js.get_msg(self._stream, seq + 1, subjects, next=True)
+                    except NotFoundError:
+                        break  # caught up
+                    if msg.seq is None or msg.subject is None:
+                        break
+                    seq = msg.seq
+                    yield StoredEvent(seq, msg.subject, (msg.data or b"").decode())
+                try:
+                    await asyncio.wait_for(woken.wait(), timeout=idle_seconds)
+                except TimeoutError:
+                    yield None  # idle; a lost wake-up is also caught here, by the next read
+        finally:
+            await sub.unsubscribe()

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
+from services.intake import problems
 from services.intake.domain import IMAGE_FORMATS, IMAGE_TYPES, MAX_IMAGE_BYTES, Invalid, decode
 from services.intake.facade_map import (
     Problem,
@@ -41,8 +42,9 @@ from services.intake.facade_map import (
     video_id,
     video_object,
 )
+from services.intake.openapi import openai_errors
 from services.intake.ports import Deps
-from services.intake.usecases import Refused, find, jobs_of, take
+from services.intake.usecases import Refused, find, take
 from shared.apikeys import Denied, authenticate
 from shared.contracts import JobRecordV1
 from shared.contracts.assets import AssetsReplyV1, AssetsRequestV1
@@ -57,6 +59,17 @@ PASSED_HEADERS = (
 )  # fmt: skip
 NO_RETRY = {"x-should-retry": "false"}  # the SDK retries a 409: a conflict stays one
 router = APIRouter()
+
+
+PREFIX = "/v1/videos"
+
+
+def openai_envelope(problem: problems.Problem) -> Response:
+    """A problem raised under /v1/videos by the framework or a shared dependency (an unknown
+    path, a 405, a 422) in OpenAI's envelope, as the facade's own refusals are."""
+    body = error_body(problem.detail, status=problem.status, param=problem.field,
+                      code=problem.reason)  # fmt: skip
+    return _json(body, problem.status, dict(problem.headers))
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -100,7 +113,7 @@ async def _video_of(deps: Deps, tenant: str, video: str) -> JobRecordV1 | None:
     return None if record is None or record.deleted_at is not None else record
 
 
-@router.post("/v1/videos")
+@router.post("/v1/videos", responses=openai_errors(400, 409, 413, 503))
 async def create_video(request: Request) -> Response:
     caller = await _caller(request)
     if isinstance(caller, Response):
@@ -112,20 +125,20 @@ async def create_video(request: Request) -> Response:
     return await _take(request, deps, tenant, body)
 
 
-@router.post("/v1/videos/edits")
+@router.post("/v1/videos/edits", responses=openai_errors(400, 404, 409, 413, 503))
 async def edit_video(request: Request) -> Response:
     """An edit of one of the caller's completed videos: `{"prompt", "video": {"id"}}`."""
     return await _derived(request, "edit")
 
 
-@router.post("/v1/videos/extensions")
+@router.post("/v1/videos/extensions", responses=openai_errors(400, 404, 409, 413, 503))
 async def extend_video(request: Request) -> Response:
     """An extension of one of the caller's completed videos: `{"prompt", "seconds" (the added
     segment), "video": {"id"}}`; the answer's `seconds` is the stitched total."""
     return await _derived(request, "extend")
 
 
-@router.post("/v1/videos/{video}/remix")
+@router.post("/v1/videos/{video}/remix", responses=openai_errors(400, 404, 409, 413, 503))
 async def remix_video(video: str, request: Request) -> Response:
     """A remix of one of the caller's completed videos: `{"prompt"}`."""
     return await _derived(request, "remix", video)
@@ -304,7 +317,7 @@ async def _image_data_url(upload: UploadFile, deps: Deps) -> str | Problem:
     return f"data:{declared};base64,{base64.b64encode(data).decode()}"
 
 
-@router.get("/v1/videos")
+@router.get("/v1/videos", responses=openai_errors(400, 503))
 async def list_videos(request: Request) -> Response:
     caller = await _caller(request)
     if isinstance(caller, Response):
@@ -314,7 +327,7 @@ async def list_videos(request: Request) -> Response:
     if isinstance(query, Problem):
         return _problem(query)
     try:
-        records = await jobs_of(deps, tenant)
+        records = await deps.jobs.list(tenant)  # the facade orders and pages them itself
     except Exception:  # NATS or KV unreachable
         log.warning("facade: could not list the videos of %s", tenant, exc_info=True)
         return _unavailable("videos cannot be read now")
@@ -322,7 +335,7 @@ async def list_videos(request: Request) -> Response:
     return _problem(found) if isinstance(found, Problem) else _json(list_body(found))
 
 
-@router.get("/v1/videos/{video}")
+@router.get("/v1/videos/{video}", responses=openai_errors(404, 503))
 async def retrieve_video(video: str, request: Request) -> Response:
     caller = await _caller(request)
     if isinstance(caller, Response):
@@ -340,7 +353,7 @@ async def retrieve_video(video: str, request: Request) -> Response:
     return _json(answer, headers={"openai-poll-after-ms": POLL_AFTER_MS} if running else None)
 
 
-@router.delete("/v1/videos/{video}")
+@router.delete("/v1/videos/{video}", responses=openai_errors(404, 409, 503))
 async def delete_video(video: str, request: Request) -> Response:
     """Removes the video's assets from clipline's S3 (storage does) and hides it from the
     facade; the native API still shows the job, with `deleted_at`."""
@@ -371,7 +384,7 @@ def _assets_problem(video: str, reply: AssetsReplyV1) -> JSONResponse:
             return _unavailable("storage cannot answer now")
 
 
-@router.get("/v1/videos/{video}/content")
+@router.get("/v1/videos/{video}/content", responses=openai_errors(400, 404, 409, 416, 503))
 async def video_content(video: str, request: Request) -> Response:
     """The variant's bytes, streamed from clipline's S3 as they arrive (never held whole);
     a `Range` is forwarded and its 206 / Content-Range answered as S3 gives them."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from services.intake.http import DepsOf, Tenant
+from services.intake.http import DepsOf, Tenant, problem
+from services.intake.openapi import problems
 from shared.contracts.assets import AssetsRequestV1
 from shared.contracts.ids import JOB_ID_RE
 
@@ -22,27 +23,20 @@ STATUS_OF = {
 router = APIRouter()
 
 
-def _error(code: int, reason: str, detail: str) -> JSONResponse:
-    """The native API's envelope (as services/intake/http.py answers)."""
-    return JSONResponse({"error": {"reason": reason, "detail": detail, "field": None}}, code)
-
-
-@router.get("/v1/jobs/{job_id}/assets")
+@router.get("/v1/jobs/{job_id}/assets", responses=problems(404, 409, 410, 503))
 async def job_assets(job_id: str, deps: DepsOf, tenant: Tenant) -> JSONResponse:
     """Presigned GET URLs of the job's stored variants, valid until `expires_at`: 404 for an
     unknown job (or another tenant's), 409 while it runs or when it stored nothing, 410 once
     its assets were deleted, 503 when storage cannot answer now."""
     if not JOB_ID_RE.fullmatch(job_id):
-        return _error(404, "not_found", f"no job {job_id!r} for this API key's tenant")
+        raise problem(404, "not_found", f"no job {job_id!r} for this API key's tenant")
     reply = await deps.assets.ask(tenant, AssetsRequestV1(job_id=job_id, action="presign"))
     if reply.error is not None:
         detail = reply.detail or reply.error
         if reply.error == "not_found":
             detail = f"no job {job_id!r} for this API key's tenant"
-        answer = _error(STATUS_OF.get(reply.error, 503), reply.error, detail)
-        if reply.error == "unavailable":
-            answer.headers["Retry-After"] = "1"
-        return answer
+        retry = {"Retry-After": "1"} if reply.error == "unavailable" else None
+        raise problem(STATUS_OF.get(reply.error, 503), reply.error, detail, headers=retry)
     return JSONResponse(
         {
             "job_id": job_id,

@@ -1,9 +1,9 @@
 """What intake's use cases touch: job store, input images, emitter, provider, image prober,
-API keys, and storage's assets request."""
+API keys, storage's assets request, the jobs' event stream."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,6 +34,28 @@ class NoAssets:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One event of a job as the jobs stream holds it."""
+
+    seq: int
+    """Its stream sequence: the SSE id a client resumes after."""
+    subject: str
+    data: str
+
+
+class JobEvents(Protocol):
+    """A job's events, in stream order: the stored ones after a sequence, then each new one."""
+
+    def follow(
+        self, tenant: str, job_id: str, after: int, idle_seconds: float
+    ) -> AsyncIterator[StoredEvent | None]:
+        """Every event of the job after stream sequence `after`, then live ones as they come;
+        None after each `idle_seconds` without one (time for a heartbeat). Endless: the caller
+        stops reading."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class Deps:
     jobs: JobStore
     inputs: InputStore
@@ -42,3 +64,5 @@ class Deps:
     probe: ImageProbe
     keys: ApiKeys
     assets: Assets = field(default_factory=NoAssets)
+    events: JobEvents | None = None
+    """None: this intake cannot follow events (GET /v1/jobs/{id}/events answers 503)."""

@@ -22,6 +22,7 @@ from services.intake.domain import (
     derive,
     validate,
 )
+from services.intake.listing import GENERATE, NEVER, JobQuery, Position, Row, page
 from services.intake.ports import Deps
 from shared.contracts import (
     InputReference,
@@ -249,7 +250,18 @@ async def find(deps: Deps, tenant: str, job_id: str) -> JobRecordV1 | None:
     return await deps.jobs.get(tenant, job_id) if JOB_ID_RE.fullmatch(job_id) else None
 
 
-async def jobs_of(deps: Deps, tenant: str) -> list[JobRecordV1]:
-    """Every job of `tenant`, in order of acceptance."""
-    found = await deps.jobs.list(tenant)
-    return sorted(found, key=lambda r: r.history.get("accepted") or r.job_id)
+def row_of(record: JobRecordV1) -> Row:
+    """What listing looks at of a record. A record names no kind until remix, edit and extend
+    exist: read one where it may come (the record, then the spec), else `generate`."""
+    kind = getattr(record, "kind", None) or getattr(record.spec, "kind", None) or GENERATE
+    accepted = record.history.get(JobStatus.ACCEPTED.value) or NEVER
+    return Row(record.job_id, record.status.value, str(kind), record.spec.model, accepted)
+
+
+async def jobs_of(
+    deps: Deps, tenant: str, query: JobQuery
+) -> tuple[list[JobRecordV1], Position | None]:
+    """One page of `tenant`'s jobs matching `query`, newest first, and where the next starts."""
+    records = {r.job_id: r for r in await deps.jobs.list(tenant)}
+    found = page((row_of(r) for r in records.values()), query)
+    return [records[row.job_id] for row in found.rows], found.next

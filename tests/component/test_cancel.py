@@ -126,8 +126,8 @@ async def test_a_job_that_ended_otherwise_is_a_conflict_naming_its_status(
     r = await api.client.post(f"/v1/jobs/{job_id}/cancel", headers=ACME)
 
     assert r.status_code == 409
-    error = r.json()["error"]
-    assert (error["reason"], error["status"]) == ("already_ended", status.value)
+    error = r.json()
+    assert (error["reason"], error["job_status"]) == ("already_ended", status.value)
     assert status.value in error["detail"]
     assert (await api.jobs.get("acme", job_id)).status == status  # type: ignore[union-attr]
     assert api.emitted.events == []
@@ -141,7 +141,7 @@ async def test_an_unknown_or_another_tenants_job_is_not_found(api: Api) -> None:
     malformed = await api.client.post("/v1/jobs/not-a-job/cancel", headers=ACME)
 
     assert [r.status_code for r in (other, unknown, malformed)] == [404, 404, 404]
-    assert other.json()["error"]["reason"] == "not_found"
+    assert other.json()["reason"] == "not_found"
     assert (await api.jobs.get("acme", job_id)).status == JobStatus.ACCEPTED  # type: ignore[union-attr]
 
 
@@ -153,7 +153,7 @@ async def test_nats_down_is_503_and_the_retry_announces_the_cancel(api: Api) -> 
     api.emitted.down = False
     retried = await api.client.post(f"/v1/jobs/{job_id}/cancel", headers=ACME)
 
-    assert (down.status_code, down.json()["error"]["reason"]) == (503, "unavailable")
+    assert (down.status_code, down.json()["reason"]) == (503, "unavailable")
     assert retried.status_code == 200  # recorded by the first, announced by the retry
     assert [type(e) for e in api.emitted.events][-1] is JobCancelRequestedV1
 

@@ -40,7 +40,7 @@ async def test_another_tenants_job_is_404_and_storage_is_asked_for_the_keys_tena
         s.completed(job_id, tenant="globex")
         answer = await s.client.get(f"/v1/jobs/{job_id}/assets")
         assert answer.status_code == 404
-        assert answer.json()["error"]["reason"] == "not_found"
+        assert answer.json()["reason"] == "not_found"
         assert [t for t, _ in s.assets.asked] == ["acme"]
         mine = await s.client.get(f"/v1/jobs/{job_id}/assets", headers=bearer("globex"))
         assert mine.status_code == 200
@@ -51,7 +51,7 @@ async def test_refusals_and_outages_are_typed() -> None:
         running = new_job_id()
         s.jobs.put(job_record(running, JobStatus.GENERATING))
         answer = await s.client.get(f"/v1/jobs/{running}/assets")
-        assert (answer.status_code, answer.json()["error"]["reason"]) == (409, "not_finished")
+        assert (answer.status_code, answer.json()["reason"]) == (409, "not_finished")
         bad = await s.client.get("/v1/jobs/not-a-job/assets")
         assert bad.status_code == 404
         assert len(s.assets.asked) == 1  # a malformed id never reaches storage

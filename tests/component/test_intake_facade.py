@@ -272,3 +272,19 @@ def test_ids_map_both_ways() -> None:
     assert video_id(job_id) == "video_" + job_id[4:]
     for other in ("video_" + "a" * 48, "video_" + "A" * 32, "job_" + "a" * 32, ""):
         assert job_id_of(other) is None
+
+
+async def test_the_frameworks_own_errors_under_v1_videos_are_in_openais_envelope() -> None:
+    """An unknown path, a wrong method and a route not served (yet) under /v1/videos answer
+    OpenAI's envelope, not the native API's problem details."""
+    async with serving() as s:
+        unknown = await s.client.get("/v1/videos/video_x/nothing")
+        wrong = await s.client.put("/v1/videos", json=BODY)
+        native = await s.client.get("/v1/nothing")
+    assert unknown.status_code == 404
+    assert envelope(unknown.json())["code"] == "not_found"
+    assert wrong.status_code == 405
+    assert envelope(wrong.json())["code"] == "method_not_allowed"
+    assert "GET" in wrong.headers["allow"]
+    assert native.status_code == 404
+    assert native.headers["content-type"].startswith("application/problem+json")

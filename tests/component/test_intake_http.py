@@ -122,7 +122,7 @@ async def test_key_reused_for_another_request_conflicts(api: Api) -> None:
     other = await api.post({**BODY, "prompt": "a dog"}, key="k2")
 
     assert other.status_code == 409
-    error = other.json()["error"]
+    error = other.json()
     assert error["reason"] == "idempotency_conflict"
     assert job_id_for("default", "k2") in error["detail"]
     record = await api.jobs.get("default", job_id_for("default", "k2"))
@@ -162,7 +162,7 @@ async def test_invalid_request_is_answered_at_once_and_never_recorded(
     r = await api.post(body, key="k4", **ACME)
 
     assert r.status_code == 422
-    error = r.json()["error"]
+    error = r.json()
     assert (error["reason"], error["field"]) == (reason, field)
     assert error["detail"]
     assert api.jobs.records() == {}
@@ -178,7 +178,7 @@ async def test_undecodable_body_is_a_422(api: Api, raw: bytes) -> None:
     r = await api.client.post("/v1/jobs", content=raw)
 
     assert r.status_code == 422
-    assert r.json()["error"]["reason"] == "invalid_request"
+    assert r.json()["reason"] == "invalid_request"
     assert api.jobs.records() == {}
     assert api.emitted.events == []
 
@@ -195,7 +195,7 @@ async def test_oversized_body_is_refused_declared_or_streamed(api: Api) -> None:
 
     for r in (declared, streamed):
         assert r.status_code == 413
-        assert r.json()["error"]["reason"] == "invalid_request"
+        assert r.json()["reason"] == "invalid_request"
     assert api.jobs.records() == {}
     assert api.emitted.events == []
 
@@ -209,7 +209,7 @@ async def test_tenant_comes_from_the_key_never_a_header_or_the_body(api: Api) ->
     assert spoofed.json()["tenant"] == "default"
     assert same.json()["job_id"] == job_id_for("default", "k5b")
     assert other.status_code == 422  # a body naming another tenant is refused
-    assert other.json()["error"]["reason"] == "invalid_tenant"
+    assert other.json()["reason"] == "invalid_tenant"
     assert {r.tenant for r in api.jobs.records().values()} == {"default"}
 
 
@@ -247,10 +247,10 @@ async def test_get_job_validates_the_id(api: Api) -> None:
     assert (await api.client.get("/v1/jobs/a*b")).status_code == 404
     missing = await api.client.get(f"/v1/jobs/{job_id_for('acme', 'none')}")
     assert missing.status_code == 404
-    assert missing.json()["error"]["reason"] == "not_found"
+    assert missing.json()["reason"] == "not_found"
 
 
-async def test_list_shows_one_tenants_jobs_in_order_of_acceptance(api: Api) -> None:
+async def test_list_shows_one_tenants_jobs_newest_first(api: Api) -> None:
     for key in ("b", "a", "c"):
         await api.post(key=key, **ACME)
     await api.post(key="other", **bearer("globex"))
@@ -266,10 +266,12 @@ async def test_list_shows_one_tenants_jobs_in_order_of_acceptance(api: Api) -> N
     spoofed = await api.client.get("/v1/jobs", headers={"X-Clipline-Tenant": "acme"})
 
     assert listed.json()["tenant"] == "acme"
-    assert [j["job_id"] for j in listed.json()["jobs"]] == [
-        job_id_for("acme", k) for k in ("c", "a", "b")
+    assert [j["job_id"] for j in listed.json()["data"]] == [
+        job_id_for("acme", k)
+        for k in ("b", "a", "c")  # newest first
     ]
-    assert [j["job_id"] for j in default.json()["jobs"]] == [job_id_for("default", "mine")]
+    assert listed.json()["next_cursor"] is None
+    assert [j["job_id"] for j in default.json()["data"]] == [job_id_for("default", "mine")]
     assert spoofed.json() == default.json()
 
 
@@ -280,7 +282,7 @@ async def test_store_outage_is_a_503_and_a_retry_takes_the_job() -> None:
         up = await api.post(key="k7")
 
     assert down.status_code == 503
-    assert down.json()["error"]["reason"] == "unavailable"
+    assert down.json()["reason"] == "unavailable"
     assert up.status_code == 202
     assert up.json()["job_id"] == job_id_for("default", "k7")
 
@@ -292,7 +294,7 @@ async def test_nats_outage_is_a_503_not_a_lost_job(api: Api) -> None:
     retried = await api.post(key="k8")
 
     assert down.status_code == 503
-    assert down.json()["error"]["reason"] == "unavailable"
+    assert down.json()["reason"] == "unavailable"
     # the record was written before NATS failed: the retry finds it and announces it now
     assert retried.status_code == 200
     assert retried.json() == {
@@ -341,8 +343,8 @@ async def test_every_endpoint_needs_a_valid_key(
         r = await api.client.request(method, path, json=BODY, headers=headers)
         assert r.status_code == 401, (method, path)
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
-        assert r.json()["error"]["reason"] == "unauthorized"
-        assert says in r.json()["error"]["detail"]
+        assert r.json()["reason"] == "unauthorized"
+        assert says in r.json()["detail"]
     assert api.jobs.records() == {}
     assert api.emitted.events == []
 
@@ -353,7 +355,7 @@ async def test_a_revoked_key_is_refused_from_the_next_request_on(api: Api) -> No
     refused = await api.client.get("/v1/jobs", headers=ACME)
 
     assert refused.status_code == 401
-    assert refused.json()["error"]["detail"] == "the API key was revoked"
+    assert refused.json()["detail"] == "the API key was revoked"
 
 
 async def test_last_use_is_noted_once_for_a_burst_of_requests(api: Api) -> None:
@@ -375,5 +377,5 @@ async def test_a_key_store_outage_is_a_503_not_a_401() -> None:
         r = await api.post(key="k10")
 
     assert r.status_code == 503
-    assert r.json()["error"]["reason"] == "unavailable"
+    assert r.json()["reason"] == "unavailable"
     assert api.jobs.records() == {}

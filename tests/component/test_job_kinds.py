@@ -84,8 +84,8 @@ async def test_native_api_refuses_a_source_it_cannot_use(
         body = {"kind": "remix", "source_job_id": record.job_id, "prompt": "x"} | extra
         answer = await api.client.post("/v1/jobs", json=body, headers=bearer("acme"))
     assert answer.status_code == code, answer.text
-    assert answer.json()["error"]["reason"] == reason
-    assert answer.json()["error"]["field"] in ("source_job_id", "model")
+    assert answer.json()["reason"] == reason
+    assert answer.json()["field"] in ("source_job_id", "model")
     assert [r.job_id for r in await jobs.list("acme")] == (
         [record.job_id] if source_tenant == "acme" else []
     )  # nothing recorded
@@ -106,7 +106,7 @@ async def test_native_api_refuses_a_seventh_extension_and_past_120_seconds() -> 
             body = {"kind": "extend", "source_job_id": source.job_id, "prompt": "x", "seconds": 8}
             answer = await api.client.post("/v1/jobs", json=body, headers=bearer("acme"))
             assert answer.status_code == 422, answer.text
-            assert answer.json()["error"]["reason"] == "extension_limit"
+            assert answer.json()["reason"] == "extension_limit"
 
 
 # -- intake, the OpenAI facade -------------------------------------------------------------------

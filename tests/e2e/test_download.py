@@ -108,8 +108,8 @@ def test_download_of_a_job_not_completed_says_so_and_exits_1(
         assert ended(http, job_id)["status"] == "cancelled"
     out = clipline(stack.home, "download", job_id, "--tenant", tenant, "-o", str(tmp_path))
     assert out.returncode == 1, out.stdout + out.stderr
-    assert f"job {job_id} is cancelled, not completed" in out.stdout
+    assert f"job {job_id} is cancelled, not completed" in out.stderr
     assert list(tmp_path.iterdir()) == []
     other = clipline(stack.home, "download", job_id, "--tenant", "someone", "-o", str(tmp_path))
     assert other.returncode == 1, other.stdout + other.stderr
-    assert f"no job {job_id} for tenant someone" in other.stdout
+    assert f"no job {job_id} for this API key" in other.stderr

@@ -199,7 +199,7 @@ async def test_rejections_carry_a_reason(stack: tuple[StackState, OtlpSink]) -> 
     ) as http:
         bad = http.post("/v1/jobs", json={"prompt": "x", "seconds": 5})
         assert bad.status_code == 422
-        assert bad.json()["error"]["reason"] == "invalid_seconds"
+        assert bad.json()["reason"] == "invalid_seconds"
         key = uuid.uuid4().hex
         body = {"model": "sora-2-pro", "size": "1920x1080", "seconds": 4, "prompt": "p"}
         headers = {**as_tenant(state, "acme"), "Idempotency-Key": key}

@@ -179,7 +179,7 @@ async def test_concurrent_http_pairs_with_one_key_make_one_job_and_a_409(
         assert codes == [202, 409], (key, [r.text for r in pair])
         winner = next(r for r in pair if r.status_code == 202).json()
         loser = next(r for r in pair if r.status_code == 409).json()
-        assert loser["error"]["reason"] == "idempotency_conflict"
+        assert loser["reason"] == "idempotency_conflict"
         job_id = job_id_for(tenant, key)
         assert winner["job_id"] == job_id
         record = await intake.deps.jobs.get(tenant, job_id)

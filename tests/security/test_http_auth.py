@@ -122,7 +122,7 @@ def endpoints(job_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
 async def assert_unauthorized(response: httpx.Response, says: str) -> None:
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"].startswith("Bearer")
-    error = response.json()["error"]
+    error = response.json()
     assert error["reason"] == "unauthorized"
     assert says in error["detail"]
 
@@ -155,7 +155,7 @@ async def test_every_endpoint_refuses_a_request_without_a_valid_key(stack: Stack
                 raise AssertionError(f"{name}: {method} {path}: {exc}") from exc
     record = await stack.intake.get(f"/v1/jobs/{job_id}", headers=bearer(good))
     assert not set(record.json()["history"]) & CANCEL_STATES  # no refused cancel reached it
-    listed = (await stack.intake.get("/v1/jobs", headers=bearer(good))).json()["jobs"]
+    listed = (await stack.intake.get("/v1/jobs", headers=bearer(good))).json()["data"]
     assert [j["job_id"] for j in listed] == [job_id]  # no refused POST made a job
     assert (await stack.intake.get("/healthz")).status_code == 204  # open
 
@@ -171,9 +171,9 @@ async def test_one_tenants_key_never_reaches_another_tenants_jobs(stack: Stack) 
         read = await stack.intake.get(f"/v1/jobs/{job_id}", headers=headers)
         cancel = await stack.intake.post(f"/v1/jobs/{job_id}/cancel", headers=headers)
         listed = await stack.intake.get("/v1/jobs", headers=headers)
-        assert (read.status_code, read.json()["error"]["reason"]) == (404, "not_found")
-        assert (cancel.status_code, cancel.json()["error"]["reason"]) == (404, "not_found")
-        assert listed.json() == {"tenant": attacker, "jobs": []}
+        assert (read.status_code, read.json()["reason"]) == (404, "not_found")
+        assert (cancel.status_code, cancel.json()["reason"]) == (404, "not_found")
+        assert listed.json() == {"tenant": attacker, "data": [], "next_cursor": None}
         assert victim not in read.text + cancel.text
     mine = await stack.intake.get(f"/v1/jobs/{job_id}", headers=bearer(victim_key))
     assert not set(mine.json()["history"]) & CANCEL_STATES  # never cancelled by the attacker
@@ -198,10 +198,10 @@ async def test_neither_the_header_nor_the_body_moves_a_job_to_another_tenant(
     assert spoofed.json()["tenant"] == attacker
     assert spoofed.json()["job_id"] == job_id_for(attacker, key)
     assert in_body.status_code == 422
-    assert in_body.json()["error"]["reason"] == "invalid_tenant"
+    assert in_body.json()["reason"] == "invalid_tenant"
     victim_key = await stack.key(victim)
     listed = await stack.intake.get("/v1/jobs", headers=bearer(victim_key))
-    assert listed.json()["jobs"] == []
+    assert listed.json()["data"] == []
 
 
 async def test_over_nats_only_the_subjects_tenant_counts(stack: Stack, nc: Client) -> None:
@@ -220,7 +220,7 @@ async def test_over_nats_only_the_subjects_tenant_counts(stack: Stack, nc: Clien
         await rejected.unsubscribe()
     assert event["reason"] == "invalid_tenant"
     victim_key = await stack.key(victim)
-    assert (await stack.intake.get("/v1/jobs", headers=bearer(victim_key))).json()["jobs"] == []
+    assert (await stack.intake.get("/v1/jobs", headers=bearer(victim_key))).json()["data"] == []
 
 
 async def test_admin_keys_endpoints_on_the_real_bucket(stack: Stack) -> None:

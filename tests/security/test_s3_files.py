@@ -3,7 +3,6 @@ authenticated S3, private folders and files, `clipline download` confined to its
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import shutil
@@ -20,7 +19,7 @@ import pytest
 from minio import Minio
 from minio.error import S3Error
 
-from clipline import cli, s3_key
+from clipline import cli, downloads, remote, s3_key
 from clipline.download import UnsafeRecord, file_name, target, targets
 from clipline.seaweed_security import (
     CA_CERT,
@@ -35,6 +34,7 @@ from clipline.servers import S3Server
 from clipline.stack import STATE_FILE, StackOptions, StackState, down, up
 from services.simulator.journal import FRAMES, JOURNAL, LOCK, Journal
 from shared.contracts import AssetRef, JobRecordV1
+from tests.fake_intake import API_KEY, Fake, serving
 from tests.fakes import FakeClock
 
 DEFAULT_KEYS = [("clipline", "clipline-secret"), ("minioadmin", "minioadmin"), ("admin", "admin")]
@@ -319,13 +319,6 @@ def test_a_record_of_another_job_is_refused(tmp_path: Path) -> None:
         targets(other, JOB, other.assets, tmp_path)
 
 
-class _Stack:
-    intake_url = "http://intake.test"
-
-
-API_KEY = "ck_0123456789abcdef_" + "x" * 43  # given (--api-key): no admin API is asked
-
-
 @pytest.mark.parametrize(
     ("job_id", "key"),
     [("../x", "k/video.mp4"), ("/tmp/clipline-escape-x", "k/video.mp4"),
@@ -337,27 +330,20 @@ def test_download_cli_refuses_a_traversing_record_and_writes_nothing(
 ) -> None:  # fmt: skip
     """The intake (or whatever answers on its port) returns a record naming `job_id` and an
     object `key`: exit 1, a clear line, no file anywhere, S3 never asked."""
-    body = record(job_id, [asset(key=key)])
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=body)
-
-    real_client = httpx.Client
-
-    def client(**kwargs: Any) -> httpx.Client:
-        return real_client(transport=httpx.MockTransport(answer), **kwargs)
+    fake = Fake(records=[record(job_id, [asset(key=key)])], job_id=JOB)
 
     def no_s3(_: object) -> None:
         raise AssertionError("S3 must not be asked for a refused record")
 
-    monkeypatch.setattr(cli, "require", lambda _: _Stack())
-    monkeypatch.setattr(httpx, "Client", client)
-    monkeypatch.setattr(cli, "s3_client", no_s3)
+    monkeypatch.setattr(downloads, "s3_client", no_s3)
     out = tmp_path / "out"
-    args = argparse.Namespace(home=tmp_path, job_id=JOB, tenant="acme", variant=["video"],
-                              output=out, api_key=API_KEY)  # fmt: skip
-    assert cli._download(args) == 1
-    assert f"job {JOB}: refused, nothing written" in capsys.readouterr().out
+    with serving(fake) as url:
+        local = remote.Target(url, API_KEY, "test", local=tmp_path)  # as the local stack
+        monkeypatch.setattr(downloads, "target", lambda *_: local)
+        code = cli.main(["--home", str(tmp_path), "download", JOB, "--variant", "video",
+                         "-o", str(out)])  # fmt: skip
+    assert code == 1
+    assert f"job {JOB}: refused, nothing written" in capsys.readouterr().err
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     assert not Path("/tmp/clipline-escape-x-video.mp4").exists()
@@ -366,20 +352,13 @@ def test_download_cli_refuses_a_traversing_record_and_writes_nothing(
 def test_download_cli_refuses_a_bad_job_id_argument_and_a_malformed_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = argparse.Namespace(home=tmp_path, job_id="../x", tenant="acme", variant=None,
-                              output=tmp_path / "out", api_key=API_KEY)  # fmt: skip
-    assert cli._download(args) == 1
-    assert "is not a job id" in capsys.readouterr().out
+    assert cli.main(["--home", str(tmp_path), "download", "../x", "-o", str(tmp_path)]) == 3
+    assert "is not a job id" in capsys.readouterr().err
 
-    real_client = httpx.Client
-
-    def client(**kwargs: Any) -> httpx.Client:
-        answer = httpx.MockTransport(lambda _: httpx.Response(200, json={"job_id": JOB}))
-        return real_client(transport=answer, **kwargs)
-
-    monkeypatch.setattr(cli, "require", lambda _: _Stack())
-    monkeypatch.setattr(httpx, "Client", client)
-    args.job_id = JOB
-    assert cli._download(args) == 1
-    assert "not a job record" in capsys.readouterr().out
+    fake = Fake(records=[{"job_id": JOB}], job_id=JOB)
+    with serving(fake) as url:
+        monkeypatch.setattr(downloads, "target", lambda *_: remote.Target(url, API_KEY, "test"))
+        code = cli.main(["--home", str(tmp_path), "download", JOB, "-o", str(tmp_path / "out")])
+    assert code == 1
+    assert "not a job record" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from clipline.docs import routers
-from shared.contracts import JobAcceptedV1, JobCompletedV1
+from shared.contracts import Event, JobAcceptedV1, JobCompletedV1
 from shared.identities import SERVICES, tenant_imports, tenant_permissions
 from shared.natsjwt import (
     ACCOUNT,
@@ -19,6 +19,7 @@ from shared.natsjwt import (
     user_jwt,
     verify,
 )
+from shared.streams import JOBS_STREAM_NAME
 
 
 def test_every_service_has_an_identity_matching_its_router() -> None:
@@ -40,8 +41,14 @@ def test_a_service_may_publish_only_its_events_and_no_stream_admin(name: str) ->
     forbidden = ("STREAM.DELETE", "STREAM.CREATE", "STREAM.UPDATE", "CONSUMER.DURABLE.DELETE")
     assert not [p for p in perms.pub if any(f in p for f in forbidden)]
     assert not [p for p in perms.pub if p.endswith(">") and p.count(".") < 2]
-    assert perms.sub == (f"_INBOX_{name}.>", *SERVICES[name].answers)
+    heard = [Event.subject_filter_any()] if SERVICES[name].follows else []
+    assert perms.sub == (f"_INBOX_{name}.>", *heard, *SERVICES[name].answers)
     assert perms.responds == bool(SERVICES[name].answers)
+    jobs = f"$JS.API.CONSUMER.%s.{JOBS_STREAM_NAME}"
+    # no unnamed (or wildcard-named) consumer on the jobs stream: either could change a durable
+    assert jobs % "CREATE" not in perms.pub
+    assert not [p for p in perms.pub if p.startswith(jobs % "CREATE" + ".*")]
+    assert not [p for p in perms.pub if p.startswith(jobs % "MSG.NEXT" + ".*")]
     assert not [p for p in perms.pub if p.startswith("clipline.job.requested.")]  # no forging
 
 

@@ -85,7 +85,7 @@ def test_scale_argument_errors(
 ) -> None:
     with pytest.raises(SystemExit) as exited:
         parser().parse_args(["scale", *argv])
-    assert exited.value.code == 2
+    assert exited.value.code == 3  # usage (docs/cli.md)
     err = capsys.readouterr().err
     assert message in err, err
 
