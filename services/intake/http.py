@@ -103,7 +103,7 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
     responses={
         **answers(JobTaken, 202, "a new job, queued"),
         **answers(JobTaken, 200, "the same request again (same Idempotency-Key): that job"),
-        **problems(409, 413, 422, 503),
+        **problems(404, 409, 413, 422, 503),
     },
     openapi_extra=json_body(
         JobRequestV1, "the job; `tenant`, when named, must be the API key's tenant"
