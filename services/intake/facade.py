@@ -28,6 +28,9 @@ from starlette.formparsers import MultiPartException
 from services.intake import problems
 from services.intake.domain import IMAGE_FORMATS, IMAGE_TYPES, MAX_IMAGE_BYTES, Invalid, decode
 from services.intake.facade_map import (
+    DEFAULTS,
+    LIST_DEFAULT_LIMIT,
+    LIST_MAX_LIMIT,
     Problem,
     create_request,
     derived_request,
@@ -62,6 +65,47 @@ router = APIRouter()
 
 
 PREFIX = "/v1/videos"
+_TEXT = {"type": "string"}
+_CREATE_FIELDS: dict[str, Any] = {
+    "prompt": {"type": "string", "minLength": 1, "description": "what to generate"},
+    "model": {"type": "string", "default": DEFAULTS["model"]},
+    "size": {"type": "string", "default": DEFAULTS["size"], "description": "WIDTHxHEIGHT"},
+    "seconds": {"type": "string", "default": DEFAULTS["seconds"], "description": 'e.g. "4"'},
+}
+CREATE_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {
+                "type": "object", "required": ["prompt"], "additionalProperties": False,
+                "properties": {**_CREATE_FIELDS, "input_reference": {
+                    "type": "object", "properties": {"image_url": {**_TEXT,
+                        "description": "a data URL of a JPEG, PNG or WebP image of `size`"}},
+                }},
+            }},
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["prompt"],
+                "properties": {**_CREATE_FIELDS, "input_reference": {
+                    "type": "string", "format": "binary",
+                    "description": "the first frame: a JPEG, PNG or WebP image of `size`",
+                }},
+            }},
+        },
+    }
+}  # fmt: skip
+"""The create's body as the OpenAPI document shows it (the handler reads and checks it itself,
+to answer OpenAI's envelope)."""
+LIST_DOC: dict[str, Any] = {
+    "parameters": [
+        {"name": "after", "in": "query", "required": False, "schema": _TEXT,
+         "description": "a video id: the page starts after it"},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 0, "maximum": LIST_MAX_LIMIT,
+                    "default": LIST_DEFAULT_LIMIT}},
+        {"name": "order", "in": "query", "required": False,
+         "schema": {"type": "string", "enum": ["asc", "desc"], "default": "desc"}},
+    ]
+}  # fmt: skip
 
 
 def openai_envelope(problem: problems.Problem) -> Response:
@@ -113,7 +157,7 @@ async def _video_of(deps: Deps, tenant: str, video: str) -> JobRecordV1 | None:
     return None if record is None or record.deleted_at is not None else record
 
 
-@router.post("/v1/videos", responses=openai_errors(400, 409, 413, 503))
+@router.post("/v1/videos", responses=openai_errors(400, 409, 413, 503), openapi_extra=CREATE_DOC)
 async def create_video(request: Request) -> Response:
     caller = await _caller(request)
     if isinstance(caller, Response):
@@ -317,7 +361,7 @@ async def _image_data_url(upload: UploadFile, deps: Deps) -> str | Problem:
     return f"data:{declared};base64,{base64.b64encode(data).decode()}"
 
 
-@router.get("/v1/videos", responses=openai_errors(400, 503))
+@router.get("/v1/videos", responses=openai_errors(400, 503), openapi_extra=LIST_DOC)
 async def list_videos(request: Request) -> Response:
     caller = await _caller(request)
     if isinstance(caller, Response):

@@ -12,7 +12,7 @@ import httpx
 
 from services.intake.adapters import probe_image
 from services.intake.http import build_http
-from services.intake.ports import Deps
+from services.intake.ports import Deps, JobEvents
 from services.storage import assets as storage_assets
 from services.storage import ports as storage_ports
 from services.storage.handlers import facts_of, key_of
@@ -91,7 +91,9 @@ class Served:
 
 
 @asynccontextmanager
-async def serving(transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[Served]:
+async def serving(
+    transport: httpx.AsyncBaseTransport | None = None, events: JobEvents | None = None
+) -> AsyncIterator[Served]:
     jobs, store = InMemoryJobStore(), InMemoryAssetStore("clipline-assets")
     assets = LoopbackAssets(jobs, store)
     events: list[Event] = []
@@ -101,7 +103,7 @@ async def serving(transport: httpx.AsyncBaseTransport | None = None) -> AsyncIte
 
     deps = Deps(
         jobs, InMemoryInputStore(), emit, load_registry().provider("simulator"), probe_image,
-        InMemoryApiKeys(TENANTS), assets=assets,
+        InMemoryApiKeys(TENANTS), assets=assets, events=events,
     )  # fmt: skip
     app = build_http(deps)
     async with httpx.AsyncClient(
