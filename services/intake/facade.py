@@ -95,6 +95,39 @@ CREATE_DOC: dict[str, Any] = {
 }  # fmt: skip
 """The create's body as the OpenAPI document shows it (the handler reads and checks it itself,
 to answer OpenAI's envelope)."""
+_PROMPT = {"type": "string", "minLength": 1}
+_VIDEO_REF = {
+    "type": "object", "required": ["id"], "additionalProperties": False,
+    "properties": {"id": {**_TEXT, "description": "one of the caller's completed videos"}},
+}  # fmt: skip
+_ADDED = {"type": "string", "enum": ["4", "8", "12", "16", "20"], "description": "seconds added"}
+
+
+def _derived_doc(fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """A remix's, edit's or extension's body as the OpenAPI document shows it (JSON; multipart
+    the same fields, `video[id]` for `video`)."""
+    form = {("video[id]" if k == "video" else k): (_TEXT if k == "video" else v)
+            for k, v in fields.items()}  # fmt: skip
+    form_required = ["video[id]" if k == "video" else k for k in required]
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "object", "required": required,
+                                                "additionalProperties": False,
+                                                "properties": fields}},
+                "multipart/form-data": {"schema": {"type": "object", "required": form_required,
+                                                   "properties": form}},
+            },
+        }
+    }  # fmt: skip
+
+
+REMIX_DOC = _derived_doc({"prompt": _PROMPT}, ["prompt"])
+EDIT_DOC = _derived_doc({"prompt": _PROMPT, "video": _VIDEO_REF}, ["prompt", "video"])
+EXTEND_DOC = _derived_doc(
+    {"prompt": _PROMPT, "seconds": _ADDED, "video": _VIDEO_REF}, ["prompt", "seconds", "video"]
+)
 LIST_DOC: dict[str, Any] = {
     "parameters": [
         {"name": "after", "in": "query", "required": False, "schema": _TEXT,
@@ -169,20 +202,32 @@ async def create_video(request: Request) -> Response:
     return await _take(request, deps, tenant, body)
 
 
-@router.post("/v1/videos/edits", responses=openai_errors(400, 404, 409, 413, 503))
+@router.post(
+    "/v1/videos/edits",
+    responses=openai_errors(400, 404, 409, 413, 503),
+    openapi_extra=EDIT_DOC,
+)
 async def edit_video(request: Request) -> Response:
     """An edit of one of the caller's completed videos: `{"prompt", "video": {"id"}}`."""
     return await _derived(request, "edit")
 
 
-@router.post("/v1/videos/extensions", responses=openai_errors(400, 404, 409, 413, 503))
+@router.post(
+    "/v1/videos/extensions",
+    responses=openai_errors(400, 404, 409, 413, 503),
+    openapi_extra=EXTEND_DOC,
+)
 async def extend_video(request: Request) -> Response:
     """An extension of one of the caller's completed videos: `{"prompt", "seconds" (the added
     segment), "video": {"id"}}`; the answer's `seconds` is the stitched total."""
     return await _derived(request, "extend")
 
 
-@router.post("/v1/videos/{video}/remix", responses=openai_errors(400, 404, 409, 413, 503))
+@router.post(
+    "/v1/videos/{video}/remix",
+    responses=openai_errors(400, 404, 409, 413, 503),
+    openapi_extra=REMIX_DOC,
+)
 async def remix_video(video: str, request: Request) -> Response:
     """A remix of one of the caller's completed videos: `{"prompt"}`."""
     return await _derived(request, "remix", video)
