@@ -17,6 +17,7 @@ from shared.contracts.requests import (
     KEY_MAX_CHARS,
     PROMPT_MAX_CHARS,
     JobRequestV1,
+    Kind,
     parse_request,
 )
 from shared.registry import ProviderSpec
@@ -52,6 +53,10 @@ class Spec:
     prompt: str
     image: Image | None = None
     priority: str = "normal"
+    kind: Kind = "generate"
+    source_job_id: str | None = None
+    total_seconds: int | None = None
+    extensions: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +74,10 @@ class Valid:
         fields = [self.tenant, s.model, s.size, s.seconds, s.prompt, image]
         if s.priority != "normal":  # absent before priorities existed: old fingerprints hold
             fields.append(s.priority)
+        if s.kind != "generate":  # absent before kinds existed: old fingerprints hold
+            fields += ["kind", s.kind, s.source_job_id]
         if self.callback_url is not None:  # likewise: absent before callbacks existed
-            fields.append(self.callback_url)
+            fields += ["callback_url", self.callback_url]
         return json.dumps(fields)
 
 
@@ -204,11 +211,12 @@ def check_image(image: Image, facts: ImageFacts | None, size: str) -> Invalid | 
     return None
 
 
-def validate(body: Any, tenant: str, provider: ProviderSpec) -> Valid | Invalid:
+def validate(body: Any, tenant: str, provider: ProviderSpec) -> Valid | Derived | Invalid:
     """Decide whether a decoded request body is a job clipline can take, and normalise it.
 
     The JobRequestV1 contract says what a request is (fields, types, limits, defaults); this
-    explains its refusals in clipline's reasons and adds the registry's checks."""
+    explains its refusals in clipline's reasons and adds the registry's checks. A remix, edit
+    or extension is Derived: derive() decides it once its source job is read."""
     if isinstance(body, Invalid):  # it did not even decode
         return body
     if not isinstance(body, Mapping):
@@ -225,6 +233,8 @@ def validate(body: Any, tenant: str, provider: ProviderSpec) -> Valid | Invalid:
     if not isinstance(parsed, JobRequestV1):  # a refusal the contract gained and this missed
         field, kind = sorted(parsed.items())[0]
         return Invalid("invalid_request", f"{field} is not valid ({kind})", field)
+    if parsed.kind != "generate" or parsed.source_job_id is not None or _kind_refused(refused):
+        return _check_derived(body, parsed, refused, tenant)
     spec = _check_spec(body, parsed, refused, provider)
     if isinstance(spec, Invalid):
         return spec
@@ -232,6 +242,159 @@ def validate(body: Any, tenant: str, provider: ProviderSpec) -> Valid | Invalid:
         tenant=tenant, spec=spec, idempotency_key=parsed.idempotency_key,
         callback_url=parsed.callback_url,
     )  # fmt: skip
+
+
+# -- remix, edit, extend -------------------------------------------------------------------------
+
+EXTENSION_SECONDS = (4, 8, 12, 16, 20)
+"""What one extension may add (reference §7.3)."""
+MAX_EXTENSIONS = 6
+MAX_STITCHED_SECONDS = 120
+"""A video may be extended at most 6 times, to at most 120 s in all (reference §7.3)."""
+INHERITED = ("model", "size", "seconds")
+_DONE = {"remix": "remixed", "edit": "edited", "extend": "extended"}
+
+
+def _kind_refused(refused: Mapping[str, str]) -> bool:
+    return "kind" in refused or "source_job_id" in refused
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """A valid remix, edit or extension request whose source job is still to be looked up:
+    `named` holds the model, size and seconds the body named (a remix or edit inherits all
+    three, an extension model and size; `seconds` is the segment it adds)."""
+
+    tenant: str
+    kind: Kind
+    source_job_id: str
+    prompt: str
+    priority: str
+    idempotency_key: str | None
+    named: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """What a derived job needs of its source job (read from its record by the use case)."""
+
+    job_id: str
+    status: str
+    model: str
+    size: str
+    video_seconds: int  # the length of its video (an extension's stitched total)
+    extensions: int
+
+
+def _check_derived(
+    body: Mapping[str, Any], request: JobRequestV1, refused: Mapping[str, str], tenant: str
+) -> Derived | Invalid:
+    """A remix, edit or extension request, checked as far as it can be without its source."""
+    if "kind" in refused:
+        return Invalid(
+            "invalid_request", f"kind {body['kind']!r} is not one of generate, remix, edit, extend",
+            "kind",
+        )  # fmt: skip
+    if "source_job_id" in refused:
+        return Invalid("invalid_request", "source_job_id must be a job id", "source_job_id")
+    if request.kind == "generate":
+        return Invalid(
+            "invalid_request",
+            "source_job_id is only for kind remix, edit or extend",
+            "source_job_id",
+        )
+    if request.source_job_id is None:
+        return Invalid(
+            "invalid_request", f"kind {request.kind} needs source_job_id", "source_job_id"
+        )
+    if request.input_reference is not None or "input_reference" in refused:
+        return Invalid(
+            "invalid_request",
+            f"input_reference is only for generate, not {request.kind}",
+            "input_reference",
+        )
+    if "priority" in refused:
+        priority = body["priority"]
+        return Invalid(
+            "invalid_priority", f"priority {priority!r} is not one of high, normal, low", "priority"
+        )
+    for name in INHERITED:
+        if name in refused:
+            return Invalid(
+                f"invalid_{name}" if name != "model" else "unknown_model",
+                f"{name} {body.get(name)!r} is not valid",
+                name,
+            )
+    if request.kind == "extend" and "seconds" not in body:
+        added = ", ".join(str(s) for s in EXTENSION_SECONDS)
+        return Invalid(
+            "invalid_seconds", f"an extension needs seconds: the segment it adds ({added})",
+            "seconds",
+        )  # fmt: skip
+    named = {name: getattr(request, name) for name in INHERITED if name in body}
+    return Derived(
+        tenant=tenant, kind=request.kind, source_job_id=request.source_job_id,
+        prompt=request.prompt, priority=request.priority,
+        idempotency_key=request.idempotency_key, named=named,
+    )  # fmt: skip
+
+
+def derive(request: Derived, source: Source | None) -> Valid | Invalid:
+    """The job a remix, edit or extension request makes of its source (None: the tenant has no
+    such job). The source must be completed; model and size are its own (a request naming
+    others is refused), and so is the length of a remix or edit; an extension adds 4..20 s,
+    at most 6 times in a chain and to at most 120 s in all."""
+    field = "source_job_id"
+    if source is None:
+        return Invalid(
+            "source_not_found", f"no job {request.source_job_id!r} for this tenant", field
+        )
+    if source.status != "completed":
+        return Invalid(
+            "source_not_completed",
+            f"job {source.job_id} is {source.status}: only a completed job can be "
+            f"{_DONE[request.kind]}",
+            field,
+        )
+    inherited = {"model": source.model, "size": source.size, "seconds": source.video_seconds}
+    for name, value in request.named.items():
+        if request.kind == "extend" and name == "seconds":
+            continue
+        if value != inherited[name]:
+            return Invalid(
+                "invalid_request",
+                f"{name} {value!r} differs from the source job's ({inherited[name]!r}): "
+                f"a {request.kind} keeps its source's {name}; omit it",
+                name,
+            )
+    seconds, total, extensions = source.video_seconds, None, source.extensions
+    if request.kind == "extend":
+        seconds = request.named["seconds"]
+        if seconds not in EXTENSION_SECONDS:
+            added = ", ".join(str(s) for s in EXTENSION_SECONDS)
+            return Invalid(
+                "invalid_seconds", f"an extension adds {added} seconds, not {seconds!r}", "seconds"
+            )
+        if source.extensions >= MAX_EXTENSIONS:
+            return Invalid(
+                "extension_limit",
+                f"job {source.job_id} is already extended {source.extensions} times "
+                f"(at most {MAX_EXTENSIONS})",
+                field,
+            )
+        total, extensions = source.video_seconds + seconds, source.extensions + 1
+        if total > MAX_STITCHED_SECONDS:
+            return Invalid(
+                "extension_limit",
+                f"the extended video would be {total} s long (at most {MAX_STITCHED_SECONDS})",
+                "seconds",
+            )
+    spec = Spec(
+        model=source.model, size=source.size, seconds=seconds, prompt=request.prompt,
+        priority=request.priority, kind=request.kind, source_job_id=source.job_id,
+        total_seconds=total, extensions=extensions,
+    )  # fmt: skip
+    return Valid(tenant=request.tenant, spec=spec, idempotency_key=request.idempotency_key)
 
 
 def decode(raw: bytes) -> Any:

@@ -1,5 +1,6 @@
 """The OpenAI-compatible Videos facade on intake: `/v1/videos` create (JSON or multipart with an
-`input_reference` file), retrieve, list, delete and `/content`, for the official openai SDK with
+`input_reference` file), remix, edits and extensions (of the caller's own completed videos),
+retrieve, list, delete and `/content`, for the official openai SDK with
 `base_url` pointed at clipline. Every create is a clipline job taken by intake's own use case
 (budgets, idempotency by `Idempotency-Key`, exactly-once creation, storage, tracing); assets are
 presigned or deleted by storage over NATS, and `/content` streams the object through from S3.
@@ -32,6 +33,7 @@ from services.intake.facade_map import (
     LIST_MAX_LIMIT,
     Problem,
     create_request,
+    derived_request,
     error_body,
     job_id_of,
     json_image,
@@ -93,6 +95,39 @@ CREATE_DOC: dict[str, Any] = {
 }  # fmt: skip
 """The create's body as the OpenAPI document shows it (the handler reads and checks it itself,
 to answer OpenAI's envelope)."""
+_PROMPT = {"type": "string", "minLength": 1}
+_VIDEO_REF = {
+    "type": "object", "required": ["id"], "additionalProperties": False,
+    "properties": {"id": {**_TEXT, "description": "one of the caller's completed videos"}},
+}  # fmt: skip
+_ADDED = {"type": "string", "enum": ["4", "8", "12", "16", "20"], "description": "seconds added"}
+
+
+def _derived_doc(fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """A remix's, edit's or extension's body as the OpenAPI document shows it (JSON; multipart
+    the same fields, `video[id]` for `video`)."""
+    form = {("video[id]" if k == "video" else k): (_TEXT if k == "video" else v)
+            for k, v in fields.items()}  # fmt: skip
+    form_required = ["video[id]" if k == "video" else k for k in required]
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "object", "required": required,
+                                                "additionalProperties": False,
+                                                "properties": fields}},
+                "multipart/form-data": {"schema": {"type": "object", "required": form_required,
+                                                   "properties": form}},
+            },
+        }
+    }  # fmt: skip
+
+
+REMIX_DOC = _derived_doc({"prompt": _PROMPT}, ["prompt"])
+EDIT_DOC = _derived_doc({"prompt": _PROMPT, "video": _VIDEO_REF}, ["prompt", "video"])
+EXTEND_DOC = _derived_doc(
+    {"prompt": _PROMPT, "seconds": _ADDED, "video": _VIDEO_REF}, ["prompt", "seconds", "video"]
+)
 LIST_DOC: dict[str, Any] = {
     "parameters": [
         {"name": "after", "in": "query", "required": False, "schema": _TEXT,
@@ -164,6 +199,107 @@ async def create_video(request: Request) -> Response:
     body = await _create_body(request, deps)
     if isinstance(body, Problem):
         return _problem(body)
+    return await _take(request, deps, tenant, body)
+
+
+@router.post(
+    "/v1/videos/edits",
+    responses=openai_errors(400, 404, 409, 413, 503),
+    openapi_extra=EDIT_DOC,
+)
+async def edit_video(request: Request) -> Response:
+    """An edit of one of the caller's completed videos: `{"prompt", "video": {"id"}}`."""
+    return await _derived(request, "edit")
+
+
+@router.post(
+    "/v1/videos/extensions",
+    responses=openai_errors(400, 404, 409, 413, 503),
+    openapi_extra=EXTEND_DOC,
+)
+async def extend_video(request: Request) -> Response:
+    """An extension of one of the caller's completed videos: `{"prompt", "seconds" (the added
+    segment), "video": {"id"}}`; the answer's `seconds` is the stitched total."""
+    return await _derived(request, "extend")
+
+
+@router.post(
+    "/v1/videos/{video}/remix",
+    responses=openai_errors(400, 404, 409, 413, 503),
+    openapi_extra=REMIX_DOC,
+)
+async def remix_video(video: str, request: Request) -> Response:
+    """A remix of one of the caller's completed videos: `{"prompt"}`."""
+    return await _derived(request, "remix", video)
+
+
+async def _derived(request: Request, kind: str, path_video: str | None = None) -> Response:
+    caller = await _caller(request)
+    if isinstance(caller, Response):
+        return caller
+    deps, tenant = caller
+    fields = await _derived_fields(request)
+    if isinstance(fields, Problem):
+        return _problem(fields)
+    body = derived_request(kind, fields, path_video)
+    if isinstance(body, Problem):
+        return _problem(body)
+    source = str(body["source_job_id"])
+    try:
+        found = await _video_of(deps, tenant, video_id(source))
+    except Exception:
+        log.warning("facade: could not read the source %s", source, exc_info=True)
+        return _unavailable("the source video cannot be read now")
+    if found is None:  # unknown, another tenant's, or deleted: all the same to the caller
+        return _not_found(path_video or video_id(source))
+    return await _take(request, deps, tenant, body)
+
+
+async def _derived_fields(request: Request) -> dict[str, Any] | Problem:
+    """A remix's, edit's or extension's fields from JSON or multipart (`video[id]` read as
+    `video: {"id"}`; an uploaded video file is refused by derived_request)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return Problem(413, f"request body exceeds {MAX_BODY_BYTES} bytes", None, "too_large")
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        if declared is None:
+            return Problem(411, "a multipart body needs a Content-Length", None, "length_required")
+        try:
+            form = await request.form(max_files=1, max_fields=16)
+        except MultiPartException as exc:
+            return Problem(
+                400, f"the multipart body cannot be read: {exc.message}", None, "invalid_body"
+            )
+        try:
+            fields: dict[str, Any] = {}
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile) and name == "video":
+                    fields[name] = "uploaded file"  # never a `{"id"}`: refused as such
+                elif isinstance(value, UploadFile):
+                    return Problem(
+                        400, f"Unknown file parameter: '{name}'.", name, "unknown_parameter"
+                    )
+                elif name == "video[id]":
+                    fields["video"] = {"id": value}
+                else:
+                    fields[name] = value
+            return fields
+        finally:
+            await form.close()
+    raw = await _read_limited(request)
+    if raw is None:
+        return Problem(413, f"request body exceeds {MAX_BODY_BYTES} bytes", None, "too_large")
+    decoded = decode(raw)
+    if isinstance(decoded, Invalid) or not isinstance(decoded, dict):
+        detail = (
+            decoded.detail if isinstance(decoded, Invalid) else "the body must be a JSON object"
+        )
+        return Problem(400, detail, None, "invalid_json")
+    return decoded
+
+
+async def _take(request: Request, deps: Deps, tenant: str, body: dict[str, Any]) -> Response:
+    """The job of a create, remix, edit or extension, taken by intake's own use case."""
     key = request.headers.get("idempotency-key") or f"openai:{uuid.uuid4().hex}"
     body["idempotency_key"] = key
     try:

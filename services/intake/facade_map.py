@@ -96,8 +96,10 @@ def video_object(record: JobRecordV1) -> dict[str, Any]:
         "expires_at": None,
         "prompt": spec.prompt,
         "size": spec.size,
-        "seconds": str(spec.seconds),
-        "remixed_from_video_id": None,
+        "seconds": str(spec.video_seconds),  # an extension's: the stitched total (§7.3)
+        "remixed_from_video_id": (
+            video_id(spec.source_job_id) if spec.kind == "remix" and spec.source_job_id else None
+        ),
         "error": error,
     }
 
@@ -153,6 +155,78 @@ def create_request(
     return body
 
 
+DERIVED_FIELDS = {
+    "remix": frozenset({"prompt"}),
+    "edit": frozenset({"prompt", "video"}),
+    "extend": frozenset({"prompt", "seconds", "video"}),
+}
+
+
+def _no_video(video: str) -> Problem:
+    return Problem(404, f"No video found with id '{video}'.", "video_id", "not_found")
+
+
+def source_video(value: Any) -> str | Problem:
+    """The `video` of an edit or extension: `{"id": "video_..."}` (JSON; multipart's `video[id]`
+    arrives as the same). An uploaded video file is not supported by clipline."""
+    if value is None:
+        return Problem(
+            400, "Missing required parameter: 'video'.", "video", "missing_required_parameter"
+        )
+    found = value.get("id") if isinstance(value, Mapping) else None
+    if isinstance(found, str) and found:
+        return found
+    return Problem(
+        400,
+        'video must be {"id": "video_..."} (multipart: video[id]); uploaded videos are not '
+        "supported by clipline",
+        "video",
+        "unsupported_value",
+    )
+
+
+def derived_request(
+    kind: str, fields: Mapping[str, Any], source: str | None = None
+) -> dict[str, Any] | Problem:
+    """A remix (`source` from the path), edit or extension (`video` in the body) as clipline's
+    request body (reference §7): the source video must be one of the caller's (`video_...`:
+    anything else is not found); intake checks it is, and that it is completed."""
+    unknown = sorted(set(fields) - DERIVED_FIELDS[kind])
+    if unknown:
+        return Problem(400, f"Unknown parameter: '{unknown[0]}'.", unknown[0], "unknown_parameter")
+    prompt = fields.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return Problem(
+            400, "Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter"
+        )
+    video = source_video(fields.get("video")) if source is None else source
+    if isinstance(video, Problem):
+        return video
+    job_id = job_id_of(video)
+    if job_id is None:
+        return _no_video(video)
+    body: dict[str, Any] = {"kind": kind, "source_job_id": job_id, "prompt": prompt}
+    if kind == "extend":
+        seconds = fields.get("seconds")
+        if seconds is None:
+            return Problem(
+                400, "Missing required parameter: 'seconds'.", "seconds",
+                "missing_required_parameter",
+            )  # fmt: skip
+        if not isinstance(seconds, str):
+            kind_of = "an integer" if isinstance(seconds, int) else f"a {type(seconds).__name__}"
+            return Problem(
+                400, f"Invalid type for 'seconds': expected a string, but got {kind_of} instead.",
+                "seconds", "invalid_type",
+            )  # fmt: skip
+        if not seconds.isdigit() or len(seconds) > 4:
+            return Problem(
+                400, f"Invalid value: '{seconds}' for 'seconds'.", "seconds", "invalid_value"
+            )
+        body["seconds"] = int(seconds)
+    return body
+
+
 def json_image(value: Any) -> str | Problem | None:
     """A JSON `input_reference`: `{"image_url": "data:..."}` (a data URL clipline can take);
     `file_id`s and remote URLs are not supported."""
@@ -176,6 +250,12 @@ def refusal(reason: str, detail: str, field: str | None) -> Problem:
         return Problem(409, detail, "Idempotency-Key", reason)
     if reason == "invalid_tenant":
         return Problem(400, detail, None, reason)
+    if reason == "source_not_found":  # another tenant's video, or none: never told apart
+        return Problem(404, detail, "video", "not_found")
+    if reason == "source_not_completed":
+        return Problem(409, detail, "video", "video_not_ready")
+    if reason == "extension_limit":
+        return Problem(400, detail, field, "invalid_value")
     return Problem(400, detail, field, reason)
 
 

@@ -34,7 +34,7 @@ from shared.streams import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger("clipline.intake.http")
 MAX_BODY_BYTES = MAX_PAYLOAD_BYTES - 64 * 1024  # the same limit as a request over NATS
-STATUS_OF = {"idempotency_conflict": 409}
+STATUS_OF = {"idempotency_conflict": 409, "source_not_found": 404, "source_not_completed": 409}
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="clipline"'}
 
 
@@ -104,7 +104,7 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
     responses={
         **answers(JobTaken, 202, "a new job, queued"),
         **answers(JobTaken, 200, "the same request again (same Idempotency-Key): that job"),
-        **problems(409, 413, 422, 503),
+        **problems(404, 409, 413, 422, 503),
     },
     openapi_extra=json_body(
         JobRequestV1, "the job; `tenant`, when named, must be the API key's tenant"

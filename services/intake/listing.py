@@ -20,8 +20,7 @@ from shared.contracts.lifecycle import JobStatus
 
 GENERATE = "generate"
 KINDS = (GENERATE, "remix", "edit", "extend")
-"""Job kinds a filter may name. Only `generate` (text or image to video) exists today; the others
-are accepted now so that clients written against them keep working when they come."""
+"""Job kinds a filter may name (a record's `spec.kind`; records of before kinds are `generate`)."""
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 NEVER = datetime.min.replace(tzinfo=UTC)

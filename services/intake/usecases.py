@@ -12,12 +12,15 @@ from datetime import UTC, datetime
 from services.intake.callbacks import url_problem
 from services.intake.domain import (
     Conflict,
+    Derived,
     Invalid,
     New,
     Repeat,
+    Source,
     Valid,
     check_image,
     dedupe,
+    derive,
     validate,
 )
 from services.intake.listing import GENERATE, NEVER, JobQuery, Position, Row, page
@@ -80,7 +83,9 @@ async def take(
     is announced as a `rejected` event (naming `request_id` and the key) unless the caller
     answers it itself (HTTP)."""
     asked = asked_by(body, request_id)
-    decision = validate(body, tenant, deps.provider)
+    decision: Valid | Derived | Invalid = validate(body, tenant, deps.provider)
+    if isinstance(decision, Derived):
+        decision = derive(decision, await source_of(deps, tenant, decision.source_job_id))
     if isinstance(decision, Valid):
         decision = await check_input_image(deps, decision) or decision
     if isinstance(decision, Valid):
@@ -118,6 +123,19 @@ async def take(
                     JobAcceptedV1.fact(existing, spec=existing.spec, idempotency_key=key)
                 )
             return Taken(existing, new=created is not None)
+
+
+async def source_of(deps: Deps, tenant: str, job_id: str) -> Source | None:
+    """The source job of a remix, edit or extension: only ever one of `tenant`'s own (another
+    tenant's job is not found, whatever its id)."""
+    record = await find(deps, tenant, job_id)
+    if record is None:
+        return None
+    spec = record.spec
+    return Source(
+        job_id=record.job_id, status=record.status.value, model=spec.model, size=spec.size,
+        video_seconds=spec.video_seconds, extensions=spec.extensions,
+    )  # fmt: skip
 
 
 async def check_input_image(deps: Deps, valid: Valid) -> Invalid | None:
@@ -170,7 +188,8 @@ async def _spec(deps: Deps, valid: Valid) -> JobSpec:
         )
     return JobSpec(
         model=s.model, size=s.size, seconds=s.seconds, prompt=s.prompt, input_reference=reference,
-        priority=s.priority,
+        priority=s.priority, kind=s.kind, source_job_id=s.source_job_id,
+        total_seconds=s.total_seconds, extensions=s.extensions,
     )  # fmt: skip
 
 

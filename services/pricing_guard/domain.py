@@ -31,7 +31,9 @@ def price(
     provider: ProviderSpec, model: str, size: str, seconds: int, today: date
 ) -> Admitted | Refused:
     """Cost of a job in integer micro-dollars. A model its provider has retired by `today` is
-    refused before any price is looked at; a model/size without a price is refused, never $0."""
+    refused before any price is looked at; a model/size without a price is refused, never $0.
+    `seconds` is what the job makes itself (clipline's policy): a remix's or edit's inherited
+    length, an extension's added segment (not the stitched total)."""
     spec = provider.model(model)
     if spec is not None and spec.retired_on(today):
         return Refused("model_retired", retired_detail(model, spec, provider.name))
@@ -85,6 +87,17 @@ class Ending:
     upstream_known: bool = False
     """The record names an upstream job: it surely exists, even if the job never reached
     `submitted` (a create that answered after the job was asked to cancel)."""
+    base_seconds: int = 0
+    """Seconds of the produced video this job did not make: an extension's upstream reports
+    the stitched total, of which only what it added is its own (clipline's policy)."""
+
+    @property
+    def billed_seconds(self) -> int:
+        """The seconds a finished video is billed for: what the upstream produced (less what
+        an extension's source already was), else what was asked for."""
+        if self.produced_seconds is None or self.produced_seconds - self.base_seconds <= 0:
+            return self.requested_seconds
+        return self.produced_seconds - self.base_seconds
 
     @property
     def upstream_exists(self) -> bool:
@@ -108,7 +121,7 @@ def bill(ending: Ending) -> Settlement:
         or ending.reason in GENERATED_REASONS
     ):
         # The provider bills a finished video, stored by clipline or not (asset expired).
-        seconds = ending.produced_seconds or ending.requested_seconds
+        seconds = ending.billed_seconds
         per_second = ending.estimate_micros // ending.requested_seconds
         return Charge(per_second * seconds, f"{seconds} s produced")
     if not ending.create_sent:

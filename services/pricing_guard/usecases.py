@@ -164,6 +164,7 @@ def ending(record: JobRecordV1, reservation: ReservationRecord) -> Ending:
         produced_seconds=record.produced_seconds,
         create_may_exist=record.create_may_exist,
         upstream_known=record.upstream_id is not None,
+        base_seconds=record.spec.video_seconds - record.spec.seconds,
     )
 
 

@@ -112,12 +112,15 @@ def plan(
 
 @dataclass(frozen=True, slots=True)
 class Wanted:
-    """What the job asked the upstream to create."""
+    """What the job asked the upstream to create. `seconds` is the length of the video it
+    makes (an extension's stitched total: what the upstream lists); `source_video` the
+    upstream video a remix, edit or extension was made from."""
 
     model: str
     size: str
     seconds: int
     prompt: str
+    source_video: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,7 @@ class Candidate:
     seconds: str | None
     prompt: str | None
     created_at: int | None
+    remixed_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +162,8 @@ still counts as a candidate."""
 
 def matching(want: Wanted, first_attempt: float, videos: Iterable[Candidate]) -> list[str]:
     """Ids of listed videos that could be the job's create: same request, made no earlier than
-    the first attempt (epoch seconds, less clock slack)."""
+    the first attempt (epoch seconds, less clock slack). A video listed as remixed from
+    another is only ever a remix (or edit, or extension) of that one: never a generate's."""
     return [
         v.id
         for v in videos
@@ -166,6 +171,7 @@ def matching(want: Wanted, first_attempt: float, videos: Iterable[Candidate]) ->
         and v.model in (None, want.model)
         and v.size in (None, want.size)
         and v.seconds in (None, str(want.seconds))
+        and v.remixed_from in (None, want.source_video)
         and (v.created_at is None or v.created_at >= first_attempt - CLOCK_SLACK_SECONDS)
     ]
 
@@ -201,12 +207,32 @@ UPSTREAM_OWN_REASONS = frozenset({"moderation_blocked"})
 """Upstream error codes that are reasons of clipline's own (billing and clients know them)."""
 
 
-def rejection(status: int | None, code: str | None, message: str) -> Rejected:
+def rejection(
+    status: int | None, code: str | None, message: str, *, source: str | None = None
+) -> Rejected:
     """Why a refused create fails its job: the upstream's code as the reason when clipline
-    knows it (moderation), else `upstream_rejected`; the detail names status and code."""
-    reason = code if code in UPSTREAM_OWN_REASONS else "upstream_rejected"
+    knows it (moderation), else `upstream_rejected`; the detail names status and code. A
+    remix, edit or extension (made from upstream video `source`) answered 404 has lost its
+    source: `source_gone`."""
     said = " ".join(str(part) for part in (status, code) if part is not None)
+    if source is not None and status == 404:
+        return Rejected("source_gone", f"the source video {source} is gone upstream ({said})")
+    reason = code if code in UPSTREAM_OWN_REASONS else "upstream_rejected"
     return Rejected(reason, f"{said}: {message}" if said else message)
+
+
+def source_problem(
+    kind: str, source_job_id: str | None, found: bool, upstream_id: str | None
+) -> str | None:
+    """Why a remix, edit or extension cannot be sent (None: it can, from `upstream_id`): its
+    source job's record is gone, or names no upstream video (or one off the contract)."""
+    if kind == "generate":
+        return None
+    if not found:
+        return f"the source job {source_job_id} has no record"
+    if upstream_id is None:
+        return f"the source job {source_job_id} has no upstream video to {kind}"
+    return None
 
 
 def rate_limit_delay(retry_after_seconds: float | None) -> float:

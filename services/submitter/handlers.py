@@ -32,6 +32,7 @@ from services.submitter.domain import (
     rate_limit_delay,
     reconcile,
     rejection,
+    source_problem,
 )
 from services.submitter.ports import Deps
 from services.submitter.rates import Wait
@@ -69,6 +70,7 @@ from shared.provider import (
     ProviderServerError,
     UpstreamVideo,
 )
+from shared.provider.ids import is_valid_video_id
 
 SERVICE = "submitter"
 RATE_SLOT_LEASE = 300.0
@@ -170,8 +172,12 @@ async def upstream_match(
         listed = await deps.provider.recent(since=int(since - CLOCK_SLACK_SECONDS))
     finally:
         note_wait("reconcile_list", time.monotonic() - began)
-    videos = [Candidate(v.id, v.model, v.size, v.seconds, v.prompt, v.created_at) for v in listed]
-    want = Wanted(spec.model, spec.size, spec.seconds, spec.prompt)
+    videos = [
+        Candidate(v.id, v.model, v.size, v.seconds, v.prompt, v.created_at, v.remixed_from_video_id)
+        for v in listed
+    ]
+    source, _ = await source_video(deps, record)
+    want = Wanted(spec.model, spec.size, spec.video_seconds, spec.prompt, source)
     candidates = matching(want, since, videos)
     owners = {c: await deps.upstream.owner(c) for c in candidates}
     mine = (record.tenant, record.job_id)
@@ -208,6 +214,10 @@ async def submit(deps: Deps, job: JobRecordV1, seen: int) -> None:
     except InputImageError as exc:
         await end(deps, job, "input_unavailable", str(exc))
         return
+    source, problem = await source_video(deps, job)
+    if problem is not None:  # nothing was sent: it never will be (no retry, no loop)
+        await end(deps, job, "source_unavailable", problem)
+        return
     began = time.monotonic()
     try:
         slot = await deps.rates.acquire(spec.model, job.job_id, spec.priority, RATE_SLOT_LEASE)
@@ -229,7 +239,7 @@ async def submit(deps: Deps, job: JobRecordV1, seen: int) -> None:
         if not await claim_attempt(deps.jobs, job, seen):
             note_wait("claim_lost", ATTEMPT_LEASE_SECONDS)
             raise NackMessage(delay=ATTEMPT_LEASE_SECONDS)  # claimed elsewhere, or moved on
-        video = await create(deps, job, image, seen + 1)
+        video = await create(deps, job, image, seen + 1, source)
     finally:
         if slot.taken:  # a second delivery of a job holding a slot leaves it to the first
             began = time.monotonic()
@@ -243,12 +253,19 @@ async def submit(deps: Deps, job: JobRecordV1, seen: int) -> None:
 
 
 async def create(
-    deps: Deps, job: JobRecordV1, image: InputImage | None, attempt: int
+    deps: Deps,
+    job: JobRecordV1,
+    image: InputImage | None,
+    attempt: int,
+    source: str | None = None,
 ) -> UpstreamVideo | None:
-    """The POST of attempt `attempt` (the record's spec), under its lease; None when the job
-    was ended for it."""
+    """The POST of attempt `attempt` (the record's spec; a remix, edit or extension from the
+    upstream video `source`), under its lease; None when the job was ended for it."""
     spec = job.spec
-    request = CreateVideo(spec.model, spec.size, spec.seconds, spec.prompt, job.job_id, image)
+    request = CreateVideo(
+        spec.model, spec.size, spec.seconds, spec.prompt, job.job_id, image,
+        kind=spec.kind, source_video_id=source,
+    )  # fmt: skip
     try:
         async with attempt_lease(deps, job, attempt):
             began = time.monotonic()
@@ -279,7 +296,7 @@ async def create(
         if await cancelled_instead(deps, job, attempt, CreateOutcome.REFUSED):
             return None
         await ended_attempt(deps, job, attempt, CreateOutcome.REFUSED)
-        refused = rejection(exc.status, exc.code, exc.message)
+        refused = rejection(exc.status, exc.code, exc.message, source=source)
         await end(deps, job, refused.reason, refused.detail)
         return None
     except Exception as exc:
@@ -398,6 +415,20 @@ async def input_image(inputs: InputStore, ref: InputReference | None) -> InputIm
         raise InputImageError(f"input image {ref.object_name} does not match its sha256")
     extension = ref.content_type.split("/")[1].replace("jpeg", "jpg")
     return InputImage(data, ref.content_type, f"input_reference.{extension}")
+
+
+async def source_video(deps: Deps, job: JobRecordV1) -> tuple[str | None, str | None]:
+    """The upstream video a remix, edit or extension is made from, read from its SOURCE JOB'S
+    record (never from an event), and why it cannot be sent (None: it can). A generate has
+    neither."""
+    spec = job.spec
+    if spec.kind == "generate":
+        return None, None
+    found = await deps.jobs.get(job.tenant, spec.source_job_id) if spec.source_job_id else None
+    upstream = found.upstream_id if found is not None else None
+    if not is_valid_video_id(upstream):
+        upstream = None
+    return upstream, source_problem(spec.kind, spec.source_job_id, found is not None, upstream)
 
 
 def upstream_time(epoch: int | None) -> datetime | None:

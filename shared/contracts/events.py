@@ -37,8 +37,19 @@ class InputReference(Contract):
     sha256: str
 
 
+JobKind = Literal["generate", "remix", "edit", "extend"]
+JOB_KINDS: tuple[JobKind, ...] = ("generate", "remix", "edit", "extend")
+DERIVED_KINDS: frozenset[str] = frozenset({"remix", "edit", "extend"})
+"""Kinds made from a completed job of the same tenant (`source_job_id`)."""
+
+
 class JobSpec(Contract):
-    """What to generate. Validated by intake against the model registry."""
+    """What to generate. Validated by intake against the model registry.
+
+    A remix, edit or extension is made from `source_job_id` (a completed job of the same
+    tenant): model and size are the source's; a remix or edit is as long as the source's
+    video, and an extension's `seconds` is the segment it adds (what it is priced by), its
+    `total_seconds` the stitched length of the video it makes."""
 
     model: str
     size: str
@@ -48,6 +59,24 @@ class JobSpec(Contract):
     priority: Literal["high", "normal", "low"] = Field(
         default="normal", description="who goes first under the upstream's rate limit"
     )
+    kind: JobKind = Field(
+        default="generate", description="generate (from a prompt), remix, edit or extend"
+    )
+    source_job_id: str | None = Field(
+        default=None, description="the completed job a remix, edit or extension is made from"
+    )
+    total_seconds: int | None = Field(
+        default=None,
+        description="extend: the stitched length (the source's video plus `seconds`)",
+    )
+    extensions: int = Field(
+        default=0, description="extensions in the video's chain (this one included)"
+    )
+
+    @property
+    def video_seconds(self) -> int:
+        """How long the video this job makes is (an extension's stitched total)."""
+        return self.seconds if self.total_seconds is None else self.total_seconds
 
 
 class AssetRef(Contract):

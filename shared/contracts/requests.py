@@ -25,6 +25,7 @@ PROMPT_MAX_CHARS = 32_000
 KEY_MAX_CHARS = 255
 CALLBACK_URL_MAX_CHARS = 2048
 Priority = Literal["high", "normal", "low"]
+Kind = Literal["generate", "remix", "edit", "extend"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
 
 
@@ -86,7 +87,18 @@ class JobRequestV1(BaseModel):
     input_reference: str | None = Field(
         default=None,
         description="optional first frame: a data URL (data:image/png;base64,...) of a JPEG, "
-        "PNG or WebP image whose dimensions equal `size`",
+        "PNG or WebP image whose dimensions equal `size` (generate only)",
+    )
+    kind: Kind = Field(
+        default="generate",
+        description="generate, or remix / edit / extend a completed job of the same tenant "
+        "(`source_job_id`): those take model and size from the source; remix and edit also "
+        "its length, while an extension's `seconds` is the segment it adds (4, 8, 12, 16, 20)",
+    )
+    source_job_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the job to remix, edit or extend (required for those, refused otherwise)",
     )
     callback_url: str | None = Field(
         default=None,

@@ -75,7 +75,7 @@ class AiohttpCalls:
         path: str,
         *,
         params: Mapping[str, str] | None = None,
-        json: Mapping[str, str] | None = None,
+        json: Mapping[str, object] | None = None,
         form: tuple[Mapping[str, str], InputImage] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Answer:

@@ -119,6 +119,22 @@ def _video(response: Answer, where: str) -> UpstreamVideo:
     return video
 
 
+def derived_call(request: CreateVideo) -> tuple[str, dict[str, object]]:
+    """The URL and JSON body of a remix, edit or extension (reference §7): the source video
+    by id, in the path (remix) or as `video: {"id": ...}`; `seconds` (an extension's added
+    segment) a string on the wire. ProviderInvalidId for a source id off the pattern."""
+    source = checked_video_id(request.source_video_id or "", f"{request.kind} source")
+    match request.kind:
+        case "remix":
+            return video_path(source, "remix"), {"prompt": request.prompt}
+        case "edit":
+            return "videos/edits", {"prompt": request.prompt, "video": {"id": source}}
+        case "extend":
+            body = {"prompt": request.prompt, "seconds": str(request.seconds)}
+            return "videos/extensions", body | {"video": {"id": source}}
+    raise ValueError(f"no upstream call for kind {request.kind!r}")
+
+
 class Downloads(Protocol):
     """Where `download` goes when the provider is given one (shared/provider/downloads.py)."""
 
@@ -165,7 +181,7 @@ class OpenAIVideosProvider:
         url: str,
         *,
         params: Mapping[str, str] | None = None,
-        json: Mapping[str, str] | None = None,
+        json: Mapping[str, object] | None = None,
         form: tuple[Mapping[str, str], InputImage] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Answer:
@@ -187,7 +203,7 @@ class OpenAIVideosProvider:
         url: str,
         *,
         params: Mapping[str, str] | None,
-        json: Mapping[str, str] | None,
+        json: Mapping[str, object] | None,
         form: tuple[Mapping[str, str], InputImage] | None,
         headers: Mapping[str, str] | None,
     ) -> Answer:
@@ -205,15 +221,19 @@ class OpenAIVideosProvider:
         return Answer(response.status_code, response.headers, response.content)
 
     async def create(self, request: CreateVideo) -> UpstreamVideo:
+        headers = {
+            "X-Client-Request-Id": request.client_request_id,
+            "Idempotency-Key": request.client_request_id,
+        }
+        if request.kind != "generate":
+            url, body = derived_call(request)
+            response = await self._send("POST", url, json=body, headers=headers)
+            return _video(response, f"{request.kind} answer")
         fields = {
             "prompt": request.prompt,
             "model": request.model,
             "size": request.size,
             "seconds": str(request.seconds),  # a string on the wire
-        }
-        headers = {
-            "X-Client-Request-Id": request.client_request_id,
-            "Idempotency-Key": request.client_request_id,
         }
         image = request.input_reference
         if image is None:

@@ -22,7 +22,11 @@ class InputImage:
 @dataclass(frozen=True, slots=True)
 class CreateVideo:
     """One create call. `client_request_id` identifies the job upstream (X-Client-Request-Id and
-    Idempotency-Key), so an upstream that honours either never creates it twice."""
+    Idempotency-Key), so an upstream that honours either never creates it twice.
+
+    A remix, edit or extension (`kind`) is made from the upstream video `source_video_id`:
+    the upstream takes model and size from it, so only the prompt (and an extension's added
+    `seconds`) are sent."""
 
     model: str
     size: str
@@ -30,6 +34,8 @@ class CreateVideo:
     prompt: str
     client_request_id: str
     input_reference: InputImage | None = None
+    kind: str = "generate"
+    source_video_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,10 +96,10 @@ async def serving(
 ) -> AsyncIterator[Served]:
     jobs, store = InMemoryJobStore(), InMemoryAssetStore("clipline-assets")
     assets = LoopbackAssets(jobs, store)
-    events: list[Event] = []
+    emitted: list[Event] = []
 
     async def emit(event: Event) -> None:
-        events.append(event)
+        emitted.append(event)
 
     deps = Deps(
         jobs, InMemoryInputStore(), emit, load_registry().provider("simulator"), probe_image,
@@ -109,4 +109,4 @@ async def serving(
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://intake", headers=bearer("acme")
     ) as client:
-        yield Served(client, jobs, store, assets, events, app)
+        yield Served(client, jobs, store, assets, emitted, app)

@@ -84,6 +84,38 @@ async def make(request: pytest.FixtureRequest) -> AsyncIterator[Make]:
         await close()
 
 
+@pytest.mark.parametrize(
+    ("kind", "path", "body"),
+    [
+        ("remix", "/v1/videos/video_src/remix", {"prompt": "p"}),
+        ("edit", "/v1/videos/edits", {"prompt": "p", "video": {"id": "video_src"}}),
+        ("extend", "/v1/videos/extensions",
+         {"prompt": "p", "seconds": "8", "video": {"id": "video_src"}}),
+    ],
+)  # fmt: skip
+async def test_a_remix_edit_or_extension_is_json_with_the_source_by_id_and_the_ids(
+    make: Make, kind: str, path: str, body: dict[str, object]
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=VIDEO)
+
+    provider = await make(handler)
+    made = CreateVideo(
+        "sora-2", "1280x720", 8, "p", "job_9", kind=kind, source_video_id="video_src"
+    )
+    assert (await provider.create(made)).id == VIDEO["id"]
+    req = seen[0]
+    assert (req.method, req.url.path) == ("POST", path)
+    assert req.headers["content-type"].startswith("application/json")
+    assert json.loads(req.content) == body
+    assert (req.headers["X-Client-Request-Id"], req.headers["Idempotency-Key"]) == (
+        "job_9", "job_9",
+    )  # fmt: skip
+
+
 async def test_create_sends_the_documented_json_and_ids(make: Make) -> None:
     seen: list[httpx.Request] = []
 

@@ -201,3 +201,46 @@ def test_a_wrong_key_is_401(stack: StackState) -> None:
     ):
         sdk.videos.list()
     assert error_body(caught.value)["code"] == "invalid_api_key"
+
+
+def test_a_remix_through_the_sdk_is_a_clipline_remix(
+    client: openai.OpenAI, completed: Video, native: httpx.Client
+) -> None:
+    remix = client.videos.remix(completed.id, prompt=unique("the lighthouse, at night"))
+    assert remix.remixed_from_video_id == completed.id
+    assert (remix.model, remix.size, remix.seconds) == (
+        completed.model, completed.size, completed.seconds,
+    )  # fmt: skip
+    done = client.videos.poll(remix.id, poll_interval_ms=100)
+    assert (done.status, done.remixed_from_video_id) == ("completed", completed.id)
+    record = native.get(f"/v1/jobs/job_{remix.id.removeprefix('video_')}").json()
+    assert (record["spec"]["kind"], record["spec"]["source_job_id"]) == (
+        "remix", f"job_{completed.id.removeprefix('video_')}",
+    )  # fmt: skip
+
+
+def test_an_extension_through_the_sdks_post_has_the_stitched_total(
+    client: openai.OpenAI, completed: Video
+) -> None:
+    """`videos.extend` refuses a `{"id"}` video client-side (reference §7.3, §10.1): the SDK's
+    low-level `post` sends it, as OpenAI's own Sora CLI does, in every SDK generation."""
+    extension = client.post(
+        "/videos/extensions",
+        body={
+            "prompt": unique("the beam sweeps on"),
+            "seconds": "4",
+            "video": {"id": completed.id},
+        },
+        cast_to=Video,
+    )
+    assert extension.seconds == str(int(completed.seconds) + 4)
+    assert extension.remixed_from_video_id is None
+    done = client.videos.poll(extension.id, poll_interval_ms=100)
+    assert (done.status, done.seconds) == ("completed", extension.seconds)
+
+
+def test_another_tenants_video_is_no_source(stack: StackState, completed: Video) -> None:
+    other = facade(stack, f"other{uuid.uuid4().hex[:8]}")
+    with other, pytest.raises(openai.NotFoundError) as caught:
+        other.videos.remix(completed.id, prompt=unique("not mine"))
+    assert error_body(caught.value)["code"] == "not_found"
