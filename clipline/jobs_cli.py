@@ -90,14 +90,37 @@ def run(coroutine: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 
 def _body(args: argparse.Namespace) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": args.model, "size": args.size, "seconds": args.seconds, "prompt": args.prompt,
-    }  # fmt: skip
+    """The request of `submit`: a new video, or (--remix/--edit/--extend JOB) one made from a
+    completed job of the tenant, whose model and size it inherits (and length, but for an
+    extension, whose --seconds is the segment it adds)."""
+    kind, source = _kind(args)
+    given = {f: getattr(args, f) for f in ("model", "size", "seconds") if getattr(args, f)}
+    body: dict[str, Any] = {"prompt": args.prompt}
+    if kind == "generate":
+        body |= {f: request_default(f) for f in ("model", "size", "seconds")} | given
+    else:
+        if args.image is not None:
+            raise CliError(USAGE, f"--{kind} takes no --image (the source job's video is used)")
+        if kind == "extend" and "seconds" not in given:
+            raise CliError(USAGE, "--extend needs --seconds N: the seconds it adds (4..20)")
+        if kind != "extend" and "seconds" in given:
+            raise CliError(USAGE, f"--{kind} takes no --seconds (the source job's length)")
+        body |= {"kind": kind, "source_job_id": source} | given
     if args.priority != request_default("priority"):
         body["priority"] = args.priority
     if args.image is not None:
         body["input_reference"] = image_data_url(args.image)
     return body
+
+
+def _kind(args: argparse.Namespace) -> tuple[str, str | None]:
+    for kind in ("remix", "edit", "extend"):
+        source = getattr(args, kind, None)
+        if source is not None:
+            if not JOB_ID_RE.fullmatch(source):
+                raise CliError(USAGE, f"--{kind}: {source!r} is not a job id (job_ + 32 hex)")
+            return kind, source
+    return "generate", None
 
 
 async def submit(args: argparse.Namespace) -> int:
@@ -125,7 +148,9 @@ async def submit(args: argparse.Namespace) -> int:
             if args.json:
                 output.line(json.dumps(answer))
             return OK
-        guess = expected_seconds(args.model, args.seconds, where.local is not None)
+        model = body.get("model") or request_default("model")
+        seconds = body.get("seconds") or request_default("seconds")
+        guess = expected_seconds(model, seconds, where.local is not None)
         record = await wait(api, job_id, Estimate(guess), args.timeout, quiet=args.json)
     if record is None:
         raise CliError(
@@ -190,8 +215,11 @@ def report(record: dict[str, Any], where: Target, args: argparse.Namespace) -> i
 
 def _verify(record: dict[str, Any], home: Path, args: argparse.Namespace) -> int:
     video = next(a for a in record["assets"] if a["variant"] == "video")
+    spec = record.get("spec") or {}
+    size = str(spec.get("size") or "")
+    seconds = int(spec.get("total_seconds") or spec.get("seconds") or 0)  # an extension: stitched
     try:
-        facts = verify_video(require(home), video["bucket"], video["key"], args.size, args.seconds)
+        facts = verify_video(require(home), video["bucket"], video["key"], size, seconds)
     except VerificationError as exc:
         output.line(f"verification FAILED: {exc}")
         return REFUSED
@@ -385,9 +413,15 @@ def add_commands(sub: Any) -> None:
     s = sub.add_parser("submit", parents=[conn], help="submit a job (POST /v1/jobs)")
     s.add_argument("--prompt", required=True)
     model, size, seconds = (request_default(f) for f in ("model", "size", "seconds"))
-    s.add_argument("--model", default=model, help=f"(default: {model})")
-    s.add_argument("--size", default=size, help=f"WIDTHxHEIGHT (default: {size})")
-    s.add_argument("--seconds", type=int, default=seconds, help=f"(default: {seconds})")
+    inherit = "; with --remix/--edit/--extend: the source's"
+    s.add_argument("--model", default=None, help=f"(default: {model}{inherit})")
+    s.add_argument("--size", default=None, help=f"WIDTHxHEIGHT (default: {size}{inherit})")
+    s.add_argument("--seconds", type=int, default=None,
+                   help=f"(default: {seconds}; with --extend: the seconds it adds)")  # fmt: skip
+    made_from = s.add_mutually_exclusive_group()
+    made_from.add_argument("--remix", metavar="JOB", help="remix a completed job of the tenant")
+    made_from.add_argument("--edit", metavar="JOB", help="edit a completed job of the tenant")
+    made_from.add_argument("--extend", metavar="JOB", help="extend a completed job (--seconds)")
     s.add_argument("--priority", choices=PRIORITIES, default=request_default("priority"),
                    help="under the upstream's rate limit, higher goes first")  # fmt: skip
     s.add_argument("--idempotency-key", default=None, help="(default: a new one)")

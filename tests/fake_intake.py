@@ -50,6 +50,8 @@ class Fake:
     fail: dict[str, tuple[int, Any]] = field(default_factory=dict)
     """Route name -> (status, body) to answer instead."""
     asked: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    submitted: list[dict[str, Any]] = field(default_factory=list)
+    """The bodies of POST /v1/jobs, as sent."""
     """(method, path with query, headers) of every request."""
     streams: int = 0
     hold_open: bool = False
@@ -82,7 +84,8 @@ def _app(fake: Fake) -> web.Application:
             return web.json_response(body, status=401)
         return await handler(request)
 
-    async def submit(_: web.Request) -> web.Response:
+    async def submit(request: web.Request) -> web.Response:
+        fake.submitted.append(await request.json())
         if (answer := fake.reply("submit")) is not None:
             return answer
         status, body, kind = fake.submit_answer

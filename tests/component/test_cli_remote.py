@@ -72,6 +72,49 @@ def test_submit_posts_with_an_idempotency_key_and_prints_json(
     assert (method, path, headers["Idempotency-Key"]) == ("POST", "/v1/jobs", "mine-1")
 
 
+def test_submit_sends_the_defaults_for_a_new_video(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(capsys, "submit", "--prompt", "a harbour")[0] == 0
+    assert fake.submitted == [
+        {"prompt": "a harbour", "model": "sora-2", "size": "720x1280", "seconds": 4}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "body"),
+    [
+        (["--remix", JOB], {"kind": "remix", "source_job_id": JOB}),
+        (["--edit", JOB, "--model", "sora-2"], {"kind": "edit", "source_job_id": JOB,
+                                                "model": "sora-2"}),
+        (["--extend", JOB, "--seconds", "8"], {"kind": "extend", "source_job_id": JOB,
+                                               "seconds": 8}),
+    ],
+)  # fmt: skip
+def test_remix_edit_and_extend_name_the_source_and_inherit_the_rest(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str], argv: list[str], body: dict[str, Any]
+) -> None:
+    assert cli(capsys, "submit", "--prompt", "again", *argv)[0] == 0
+    assert fake.submitted == [{"prompt": "again", **body}]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--extend", JOB], "--extend needs --seconds"),
+        (["--remix", JOB, "--seconds", "8"], "--remix takes no --seconds"),
+        (["--remix", "job_nope"], "is not a job id"),
+    ],
+)
+def test_a_bad_kind_request_is_a_usage_error_before_anything_is_sent(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    code, _, err = cli(capsys, "submit", "--prompt", "again", *argv)
+    assert code == 3
+    assert said in err
+    assert fake.submitted == []
+
+
 def test_submit_without_a_key_sends_a_new_one_each_time(
     url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
 ) -> None:
