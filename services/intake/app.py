@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from services.intake import callbacks_send
 from services.intake.adapters import NatsAssets, NatsJobEvents, probe_image
+from services.intake.callbacks import RETRY_SCHEDULE_SECONDS, retry_wait
 from services.intake.callbacks_kv import KvCallbacks
 from services.intake.handlers import build_router
 from services.intake.http import build_http
@@ -19,13 +21,20 @@ HEALTH_PATH = "/healthz"
 
 
 def build_app(
-    platform: Platform, provider: ProviderSpec, *, callbacks_allow_private: bool = False
+    platform: Platform,
+    provider: ProviderSpec,
+    *,
+    callbacks_allow_private: bool = False,
+    callbacks_retry: tuple[float, ...] = RETRY_SCHEDULE_SECONDS,
 ) -> Dispatch:
     router = build_router()
     broker = platform.broker
     callbacks_kv = cached(lambda: broker.key_value(CALLBACKS_BUCKET, declare=False))
     sender = callbacks_send.Sender(
-        platform.jobs, KvCallbacks(callbacks_kv), allow_private=callbacks_allow_private
+        platform.jobs,
+        KvCallbacks(callbacks_kv),
+        allow_private=callbacks_allow_private,
+        schedule=functools.partial(retry_wait, schedule=callbacks_retry),
     )
     deps = Deps(
         jobs=platform.jobs,

@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict
 from shared.contracts.jobs import JobRecordV1
 from shared.contracts.requests import CALLBACK_URL_MAX_CHARS
 
-RETRY_SCHEDULE_SECONDS: tuple[float, ...] = (30, 120, 300, 900, 1800)
-"""Waits after the 1st..5th failed attempt; then hourly (RETRY_LATER_SECONDS)."""
-RETRY_LATER_SECONDS = 3600.0
+RETRY_SCHEDULE_SECONDS: tuple[float, ...] = (30, 120, 300, 900, 1800, 3600)
+"""Waits after the 1st..6th failed attempt; then the last again (hourly), until
+GIVE_UP_AFTER_SECONDS. CLIPLINE_CALLBACKS_RETRY_SECONDS sets another."""
 GIVE_UP_AFTER_SECONDS = 24 * 3600.0
 """No attempt starts later than this after the first: the target is then `given_up`."""
 SEND_TIMEOUT_SECONDS = 15.0
@@ -138,11 +138,24 @@ def public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def retry_wait(attempts: int) -> float:
-    """Seconds to wait after `attempts` failed attempts (1-based)."""
-    if attempts <= len(RETRY_SCHEDULE_SECONDS):
-        return RETRY_SCHEDULE_SECONDS[max(attempts, 1) - 1]
-    return RETRY_LATER_SECONDS
+def retry_wait(attempts: int, schedule: tuple[float, ...] = RETRY_SCHEDULE_SECONDS) -> float:
+    """Seconds to wait after `attempts` failed attempts (1-based): the schedule's, then its
+    last (hourly with the production one)."""
+    if attempts <= len(schedule):
+        return schedule[max(attempts, 1) - 1]
+    return schedule[-1]
+
+
+def parse_schedule(text: str) -> tuple[float, ...]:
+    """CLIPLINE_CALLBACKS_RETRY_SECONDS: comma-separated positive seconds, e.g. `30,120,300`;
+    after the last, attempts go on at the last's interval. ValueError saying what is wrong."""
+    try:
+        waits = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma-separated list of seconds") from None
+    if not waits or any(not 0 < w <= 24 * 3600 for w in waits):
+        raise ValueError(f"{text!r}: each wait must be more than 0 and at most 86400 seconds")
+    return waits
 
 
 def payload(record: JobRecordV1) -> dict[str, object]:

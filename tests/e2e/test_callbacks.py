@@ -27,13 +27,18 @@ from tests.e2e.test_recovery import restart
 
 pytestmark = pytest.mark.e2e
 DEADLINE = 120.0
-"""The first retry comes 30 s after the first attempt (the production schedule)."""
+RETRY_SECONDS = 8
+"""The first retry's wait here (production: 30 s): long enough that intake is killed and
+restarted before it comes (the delayed nak is the server's), short for CI."""
 CONSUMER = JobCompletedV1.durable("intake")
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
-    options = StackOptions(generation_seconds=1.0, queue_seconds=0.2, poll_after_ms=200)
+    options = StackOptions(
+        generation_seconds=1.0, queue_seconds=0.2, poll_after_ms=200,
+        env={"CLIPLINE_CALLBACKS_RETRY_SECONDS": str(RETRY_SECONDS)},
+    )  # fmt: skip
     with running_stack(tmp_path_factory.mktemp("callbacks"), options) as state:
         yield state
 

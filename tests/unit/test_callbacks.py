@@ -11,10 +11,12 @@ import pytest
 from services.intake.callbacks import (
     CLAIM_SECONDS,
     GIVE_UP_AFTER_SECONDS,
+    RETRY_SCHEDULE_SECONDS,
     Endpoint,
     TargetDelivery,
     claim,
     due,
+    parse_schedule,
     payload,
     public,
     retry_wait,
@@ -25,6 +27,7 @@ from services.intake.callbacks import (
     webhook_id,
 )
 from services.intake.domain import Invalid, Valid, validate
+from services.intake.settings import IntakeSettings
 from shared.contracts import JobRecordV1, JobSpec, JobStatus
 from shared.contracts.events import AssetRef
 from shared.registry import load_registry
@@ -151,3 +154,12 @@ def test_a_request_callback_url_is_read_and_part_of_its_fingerprint() -> None:
     )
     assert isinstance(too_long, Invalid)
     assert (too_long.reason, too_long.field) == ("invalid_callback_url", "callback_url")
+
+
+def test_a_retry_schedule_from_the_environment_is_checked_and_repeats_its_last_wait() -> None:
+    schedule = parse_schedule("1,2.5,10")
+    assert [retry_wait(n, schedule) for n in range(1, 6)] == [1, 2.5, 10, 10, 10]
+    for bad in ["", "1,,2", "fast", "0", "-5", "90000"]:
+        with pytest.raises(ValueError, match="seconds"):
+            parse_schedule(bad)
+    assert parse_schedule(IntakeSettings().callbacks_retry_seconds) == RETRY_SCHEDULE_SECONDS
