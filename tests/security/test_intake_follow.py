@@ -58,6 +58,7 @@ async def test_intake_reads_and_hears_a_jobs_events_and_touches_no_consumer(
     client = await connect(provisioned, nats_auth.creds_file("intake"), errors, INTAKE.inbox_prefix)
     try:
         heard = await client.subscribe(subjects)
+        await client.flush()  # the server has the subscription before the event is stored
         stored = await nc.jetstream().publish(JobAcceptedV1.subject_filter("acme", job), b"{}")
         assert (await heard.next_msg(timeout=5)).subject.startswith("clipline.job.accepted.")
         js = client.jetstream(timeout=1.0)
