@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from clipline import jobs_cli
 from clipline.cli import parser
 from services.intake.domain import Valid, validate
 from shared.contracts.requests import JobRequestV1, request_default
@@ -23,8 +24,10 @@ def test_the_contract_defaults_to_the_openai_videos_api() -> None:
 
 
 def test_clipline_submit_defaults_are_the_contracts() -> None:
+    """What a plain `clipline submit` sends (a remix, edit or extension inherits them)."""
     args = parser().parse_args(["submit", "--prompt", "x"])
-    assert (args.model, args.size, args.seconds, args.priority) == (
+    body = jobs_cli._body(args)
+    assert (body["model"], body["size"], body["seconds"], args.priority) == (
         DEFAULTS.model, DEFAULTS.size, DEFAULTS.seconds, DEFAULTS.priority
     )  # fmt: skip
 
