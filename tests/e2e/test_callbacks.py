@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +19,21 @@ from aiohttp import web
 from standardwebhooks import Webhook
 
 from clipline.servers import LOOPBACK, free_port
-from clipline.stack import StackOptions, StackState
+from clipline.stack import StackState
 from shared.contracts import JobCompletedV1
 from shared.streams import JOBS_STREAM_NAME
-from tests.e2e.harness import as_tenant, clipline, current, kill_hard, running_stack
+from tests.e2e.harness import as_tenant, clipline, current, kill_hard
 from tests.e2e.test_recovery import restart
 
 pytestmark = pytest.mark.e2e
 DEADLINE = 120.0
-RETRY_SECONDS = 8
-"""The first retry's wait here (production: 30 s): long enough that intake is killed and
-restarted before it comes (the delayed nak is the server's), short for CI."""
 CONSUMER = JobCompletedV1.durable("intake")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
-    options = StackOptions(
-        generation_seconds=1.0, queue_seconds=0.2, poll_after_ms=200,
-        env={"CLIPLINE_CALLBACKS_RETRY_SECONDS": str(RETRY_SECONDS)},
-    )  # fmt: skip
-    with running_stack(tmp_path_factory.mktemp("callbacks"), options) as state:
-        yield state
+@pytest.fixture
+def stack(surfaces_stack: StackState) -> StackState:
+    """The e2e modules' shared stack (tests/e2e/conftest.py)."""
+    return surfaces_stack
 
 
 class Receiver:

@@ -9,24 +9,22 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from clipline.stack import StackOptions, StackState
+from clipline.stack import StackState
 from tests.conftest import repo_root
-from tests.e2e.harness import as_tenant, running_stack
+from tests.e2e.harness import as_tenant
 
 pytestmark = pytest.mark.e2e
 DEADLINE = 90.0
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
-    options = StackOptions(generation_seconds=1.5, poll_after_ms=200)
-    with running_stack(tmp_path_factory.mktemp("cli-remote"), options) as state:
-        yield state
+@pytest.fixture
+def stack(surfaces_stack: StackState) -> StackState:
+    """The e2e modules' shared stack (tests/e2e/conftest.py)."""
+    return surfaces_stack
 
 
 def remote(stack: StackState, key: str, elsewhere: Path, *args: str) -> tuple[int, str, str]:

@@ -6,24 +6,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from clipline.stack import StackOptions, StackState
-from tests.e2e.harness import as_tenant, running_stack
+from clipline.stack import StackState
+from tests.e2e.harness import as_tenant
 
 pytestmark = pytest.mark.e2e
 DEADLINE = 90.0
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
-    options = StackOptions(generation_seconds=2.0, env={"CLIPLINE_SIM_SMALL_ASSETS": "true"})
-    with running_stack(tmp_path_factory.mktemp("events"), options) as state:
-        yield state
+@pytest.fixture
+def stack(surfaces_stack: StackState) -> StackState:
+    """The e2e modules' shared stack (tests/e2e/conftest.py)."""
+    return surfaces_stack
 
 
 def events(http: httpx.Client, job_id: str, **headers: str) -> list[tuple[int, str, Any]]:

@@ -6,26 +6,24 @@ registry's price (an extension: the seconds it adds, not the stitched total)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from clipline.stack import StackOptions, StackState
+from clipline.stack import StackState
 from shared.registry import load_registry
-from tests.e2e.harness import as_tenant, running_stack, wait_for
+from tests.e2e.harness import as_tenant, wait_for
 
 pytestmark = pytest.mark.e2e
 DEADLINE = 90.0
 TERMINAL = {"completed", "failed", "rejected", "timed_out", "cancelled"}
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
-    options = StackOptions(generation_seconds=2.0, env={"CLIPLINE_SIM_SMALL_ASSETS": "true"})
-    with running_stack(tmp_path_factory.mktemp("kinds"), options) as state:
-        yield state
+@pytest.fixture
+def stack(surfaces_stack: StackState) -> StackState:
+    """The e2e modules' shared stack (tests/e2e/conftest.py)."""
+    return surfaces_stack
 
 
 def finished(http: httpx.Client, job_id: str) -> dict[str, Any]:

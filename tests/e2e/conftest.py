@@ -1,0 +1,30 @@
+"""A stack shared by the e2e modules of the public surfaces (SSE events, job kinds, the remote
+CLI, caller webhooks): each stack costs ~10 s to start and stop, and none of them needs one of
+its own (they use their own tenants and jobs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from clipline.stack import StackOptions, StackState
+from tests.e2e.harness import running_stack
+
+CALLBACK_RETRY_SECONDS = 8
+"""The first caller-webhook retry's wait on this stack (production: 30 s): long enough that
+intake is killed and restarted before it comes (the delayed nak is the server's)."""
+
+
+@pytest.fixture(scope="session")
+def surfaces_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
+    options = StackOptions(
+        generation_seconds=1.5,
+        poll_after_ms=200,
+        env={
+            "CLIPLINE_SIM_SMALL_ASSETS": "true",
+            "CLIPLINE_CALLBACKS_RETRY_SECONDS": str(CALLBACK_RETRY_SECONDS),
+        },
+    )
+    with running_stack(tmp_path_factory.mktemp("surfaces"), options) as state:
+        yield state
