@@ -38,14 +38,17 @@ class ServerError(RuntimeError):
 
 
 def free_port(avoid: set[int] | None = None) -> int:
-    """A currently free loopback TCP port (below 55000, so port+10000 gRPC offsets stay valid)."""
+    """A currently free loopback TCP port (below 55000, so port+10000 gRPC offsets stay valid),
+    not in `avoid` and not 10000 from one of them; it and its offset are added to `avoid`."""
     avoid = set() if avoid is None else avoid
     for _ in range(200):
         with socket.socket() as s:
             s.bind((LOOPBACK, 0))
             port = int(s.getsockname()[1])
-        if port < 55000 and port not in avoid and _is_free(port + 10000):
-            avoid.add(port)
+        # Neither it nor its gRPC offset may be one of `avoid` or an offset of one: SeaweedFS
+        # refuses a port that is another of its ports + 10000 ("reserved for gRPC").
+        if port < 55000 and not {port, port + 10000} & avoid and _is_free(port + 10000):
+            avoid.update({port, port + 10000})
             return port
     raise ServerError("no free loopback port found")
 
