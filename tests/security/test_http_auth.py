@@ -116,6 +116,21 @@ def endpoints(job_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("GET", "/v1/jobs", None),
         ("GET", f"/v1/jobs/{job_id}", None),
         ("POST", f"/v1/jobs/{job_id}/cancel", None),
+        ("GET", f"/v1/jobs/{job_id}/events", None),
+        ("GET", f"/v1/jobs/{job_id}/assets", None),
+    ]
+
+
+def videos(job_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """The OpenAI-compatible facade's endpoints (OpenAI's envelope), for the job's video."""
+    video = "video_" + job_id.removeprefix("job_")
+    return [
+        ("POST", "/v1/videos", {"prompt": "x"}),
+        ("GET", "/v1/videos", None),
+        ("GET", f"/v1/videos/{video}", None),
+        ("DELETE", f"/v1/videos/{video}", None),
+        ("GET", f"/v1/videos/{video}/content", None),
+        ("POST", f"/v1/videos/{video}/remix", {"prompt": "x"}),
     ]
 
 
@@ -153,6 +168,10 @@ async def test_every_endpoint_refuses_a_request_without_a_valid_key(stack: Stack
                 await assert_unauthorized(r, says)
             except AssertionError as exc:
                 raise AssertionError(f"{name}: {method} {path}: {exc}") from exc
+        for method, path, body in videos(job_id):
+            r = await stack.intake.request(method, path, json=body, headers=headers)
+            assert r.status_code == 401, f"{name}: {method} {path}: {r.text}"
+            assert r.json()["error"]["code"] == "invalid_api_key", f"{name}: {method} {path}"
     record = await stack.intake.get(f"/v1/jobs/{job_id}", headers=bearer(good))
     assert not set(record.json()["history"]) & CANCEL_STATES  # no refused cancel reached it
     listed = (await stack.intake.get("/v1/jobs", headers=bearer(good))).json()["data"]
@@ -175,6 +194,16 @@ async def test_one_tenants_key_never_reaches_another_tenants_jobs(stack: Stack) 
         assert (cancel.status_code, cancel.json()["reason"]) == (404, "not_found")
         assert listed.json() == {"tenant": attacker, "data": [], "next_cursor": None}
         assert victim not in read.text + cancel.text
+        # (assets: storage answers from the record, tests/security/test_assets_identities.py)
+        events = await stack.intake.get(f"/v1/jobs/{job_id}/events", headers=headers)
+        assert (events.status_code, events.json()["reason"]) == (404, "not_found")
+        # (a delete and a download are storage's to refuse, from the record: this stack runs
+        # no storage; test_assets_identities.py and tests/sdk/test_facade.py cover them)
+        for method, path, body in [v for v in videos(job_id)[2:] if "/content" not in v[1]
+                                   and v[0] != "DELETE"]:  # fmt: skip
+            other = await stack.intake.request(method, path, json=body, headers=headers)
+            assert other.status_code == 404, f"{method} {path}: {other.text}"
+            assert victim not in other.text
     mine = await stack.intake.get(f"/v1/jobs/{job_id}", headers=bearer(victim_key))
     assert not set(mine.json()["history"]) & CANCEL_STATES  # never cancelled by the attacker
 
