@@ -94,6 +94,11 @@ class ProcInfo:
     env: dict[str, str] = field(default_factory=dict, repr=False)
     cwd: str | None = None
     health: str = ""  # a URL that answers once the process is ready
+    metrics_port: int | None = None  # where it serves /metrics for Prometheus (loopback)
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"http://{LOOPBACK}:{self.metrics_port}/metrics" if self.metrics_port else None
 
     @classmethod
     def of(cls, proc: Proc, port: int | None, health: str) -> ProcInfo:
@@ -107,6 +112,7 @@ class ProcInfo:
             env=proc.env,
             cwd=None if proc.cwd is None else str(proc.cwd),
             health=health,
+            metrics_port=_metrics_port(proc.env),
         )
 
     def log_files(self) -> list[Path]:
@@ -115,6 +121,11 @@ class ProcInfo:
         if self.output and self.output != self.log:
             files.append(Path(self.output))
         return files
+
+
+def _metrics_port(env: Mapping[str, str]) -> int | None:
+    value = env.get(METRICS_PORT)
+    return int(value) if value else None
 
 
 @dataclass
@@ -303,6 +314,10 @@ def simulator_env(
     return {name: value for name, value in env.items() if name not in SECRET_NAMES}
 
 
+METRICS_PORT = "CLIPLINE_METRICS_PORT"
+"""Every process of the stack serves its metrics on a loopback port of its own (shared/config.py
+MetricsSettings), recorded in the state; Prometheus (`clipline up --observe`) scrapes them."""
+
 CALLBACKS_ALLOW_PRIVATE = "CLIPLINE_CALLBACKS_ALLOW_PRIVATE"
 """intake's setting (services/intake/settings.py): the embedded stack is local, its callers too."""
 
@@ -348,11 +363,13 @@ def _start(
     sim_port = free_port(taken)
     # The services' ports are chosen now: the simulator is told where the poller will listen.
     ports = {name: free_port(taken) for name in SERVICES}
+    metrics_ports = {name: free_port(taken) for name in ("simulator", *SERVICES)}
     hook = None
     if options.webhooks:
         hook = webhook_secret.for_fresh_start(home, {**os.environ, **options.env})
     webhook_url = f"http://{LOOPBACK}:{ports['poller']}{WEBHOOK_PATH}"
     sim_env = simulator_env(home, options, sim_port, (webhook_url, hook) if hook else None)
+    sim_env[METRICS_PORT] = str(metrics_ports["simulator"])
     sim_secret = webhook_secret.for_simulator(hook) if hook else None
     sim = _python_module("simulator", home, sim_env, options, sim_secret)
     sim_url = f"http://{LOOPBACK}:{sim_port}"
@@ -364,6 +381,7 @@ def _start(
         port = ports[name]
         own = {"http_port": port, "nats_creds": auth.creds_file(name)}
         env = {**common, **settings_env(settings_from(CommonSettings, own))}
+        env[METRICS_PORT] = str(metrics_ports[name])
         secret = {**token, **(webhook_secret.for_poller(hook) if hook and name == "poller" else {})}
         proc = _python_module(name, home, env, options, secret)
         started.append((proc, port, f"http://{LOOPBACK}:{port}/healthz"))
@@ -515,7 +533,9 @@ def _add_replica(state: StackState, first: ProcInfo, k: int, timeout: float) -> 
     record it after the service's others."""
     name = replica_name(first.name, k)
     logs = Path(state.home) / "logs"
-    port = free_port({p.port for p in state.processes if p.port})  # a dead one's port too
+    taken = {q for p in state.processes for q in (p.port, p.metrics_port) if q}  # the dead's too
+    port = free_port(taken)
+    metrics_port = free_port(taken | {port})
     log_file = logs / f"{name}.log"
     info = ProcInfo(
         name=name,
@@ -524,10 +544,14 @@ def _add_replica(state: StackState, first: ProcInfo, k: int, timeout: float) -> 
         log=str(log_file),
         output=str(logs / f"{name}.stderr"),
         argv=first.argv,
-        env={**first.env, "CLIPLINE_HTTP_PORT": str(port), "CLIPLINE_LOG_FILE": str(log_file)},
+        env={
+            **first.env, "CLIPLINE_HTTP_PORT": str(port), "CLIPLINE_LOG_FILE": str(log_file),
+            METRICS_PORT: str(metrics_port),
+        },
         cwd=first.cwd,
         health=f"http://{LOOPBACK}:{port}/healthz",
-    )
+        metrics_port=metrics_port,
+    )  # fmt: skip
     info.pid = _launch(state, info, timeout)
     last = max(state.processes.index(p) for p in state.replicas(first.name).values())
     state.processes.insert(last + 1, info)

@@ -39,6 +39,20 @@ class CommonSettings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
 
+class MetricsSettings(BaseSettings):
+    """Where a process (every service, the simulator) serves its metrics for Prometheus:
+    CLIPLINE_METRICS_HOST and CLIPLINE_METRICS_PORT, a listener of its own, apart from the
+    service's API (the metrics name tenants and spend: they are for operators, never published).
+    No port: no /metrics, and the instruments record nothing (shared/metrics.py)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLIPLINE_METRICS_", extra="ignore", env_ignore_empty=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+
 class S3Settings(BaseSettings):
     """Where finished assets are stored (SeaweedFS locally, MinIO in compose, any S3)."""
 

@@ -20,8 +20,8 @@ from nats.js.errors import NotFoundError
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared import pullfetch, telemetry
-from shared.config import CommonSettings
+from shared import metrics, pullfetch, telemetry
+from shared.config import CommonSettings, MetricsSettings, load_settings
 from shared.consume import ConsumeLoop
 from shared.identities import SERVICES
 from shared.inputs import InputStore, ObjectInputStore
@@ -91,6 +91,7 @@ class ServiceBroker(NatsBroker):
         self._tracer = tracer_provider.get_tracer("clipline.consume")
         self._spans = telemetry.records(tracer_provider)
         self._loops: list[ConsumeLoop] = []
+        self._readings: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         connection = await self.connect()
@@ -106,14 +107,50 @@ class ServiceBroker(NatsBroker):
                 loop = ConsumeLoop(handling, policy, self._tracer, self.context, self._spans)
                 await loop.start(js)
                 self._loops.append(loop)
+        if metrics.enabled() and self._loops:
+            durables = sorted(
+                {(loop.handling.stream, loop.handling.durable) for loop in self._loops}
+            )
+            service = self.house_routers[0].service
+            self._readings = asyncio.create_task(read_consumers(js, service, durables))
         self.running = True
 
     async def stop(self, *args: Any, **kwargs: Any) -> None:
+        if self._readings is not None:
+            self._readings.cancel()
+            self._readings = None
         loops, self._loops = self._loops, []
         await asyncio.gather(*(loop.stop() for loop in loops))
         for router in self.house_routers:
             router.direct = None
         await super().stop(*args, **kwargs)
+
+
+CONSUMER_READING_SECONDS = 10.0
+"""How often a service reads its durables' state from JetStream for its metrics (one
+CONSUMER.INFO request per durable: Prometheus scrapes every 15 s)."""
+
+
+async def read_consumers(
+    js: Any,
+    service: str,
+    durables: Sequence[tuple[str, str]],
+    every: float = CONSUMER_READING_SECONDS,
+) -> None:
+    """Keep the consumer gauges (pending, ack pending, redelivered) of this service's own
+    durables current: its identity may read their info and no other's."""
+    while True:
+        for stream, durable in durables:
+            labels = {"service": service, "stream": stream, "durable": durable}
+            try:
+                info = await js.consumer_info(stream, durable)
+            except Exception as exc:  # NATS away for a moment: the last reading stays
+                log.debug("metrics: no info of %s/%s: %s", stream, durable, exc)
+                continue
+            metrics.CONSUMER_PENDING.set(info.num_pending or 0, labels)
+            metrics.CONSUMER_ACK_PENDING.set(info.num_ack_pending or 0, labels)
+            metrics.CONSUMER_REDELIVERED.set(info.num_redelivered or 0, labels)
+        await asyncio.sleep(every)
 
 
 def make_broker(
@@ -253,6 +290,8 @@ async def service_runtime(service: str, settings: CommonSettings) -> AsyncIterat
     provider = telemetry.make_tracer_provider(service)
     telemetry.install(provider)
     HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    where = load_settings(MetricsSettings)
+    metrics.start(service, where.host, where.port)
     identity = SERVICES.get(service)
     if settings.nats_creds is None:
         log.warning("%s: no CLIPLINE_NATS_CREDS: connecting to NATS anonymously", service)

@@ -7,7 +7,8 @@ import uvicorn
 from services.simulator.app import build_app
 from services.simulator.journal import JournalError
 from services.simulator.settings import LogSettings, SimulatorSettings
-from shared.config import ConfigError, load_settings
+from shared import metrics
+from shared.config import ConfigError, MetricsSettings, load_settings
 from shared.logs import configure_logging
 
 
@@ -15,6 +16,8 @@ def main() -> None:
     logs = load_settings(LogSettings)
     configure_logging(logs.log_level, logs.log_format)
     settings = load_settings(SimulatorSettings)
+    where = load_settings(MetricsSettings)
+    metrics.start("simulator", where.host, where.port)
     try:
         app = build_app(settings)
     except JournalError as exc:
