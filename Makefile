@@ -9,6 +9,8 @@ PROMPT ?= A paper boat drifting down a rain-soaked street at dusk, cinematic
 MODEL ?=
 SIZE ?=
 DURATION ?=
+# `make run OBSERVE=1` / `make up OBSERVE=1`: the stack with Prometheus and Phoenix (`make observe`).
+OBSERVE ?=
 BENCH_SECONDS ?= 8
 BENCH_JOBS ?= 1000
 BENCH_RPM ?= 600
@@ -27,8 +29,13 @@ OPENAI_LEGACY := 2.14.0
 SDK_LEGACY := $(VENV)/sdk/openai-$(OPENAI_LEGACY)
 SDK_LEGACY_PYTEST = PYTHONPATH=$(SDK_LEGACY) CLIPLINE_EXPECT_OPENAI=$(OPENAI_LEGACY) \
   $(BIN)/pytest -q tests/sdk
+# Arize Phoenix, the trace UI of `clipline up --observe`: ~480 MB of dependencies of its own, so it
+# lives in a venv of its own (nothing in it meets the services' pins) and the base install stays
+# small. clipline/observe.py finds it there.
+OBSERVE_VENV := .venv-observe
+PHOENIX_VERSION := 20.26.1
 
-.PHONY: install system-deps run up down status test unit component integration e2e sdk bench lint typecheck format schemas clean
+.PHONY: install system-deps observe run up down status test unit component integration e2e sdk bench lint typecheck format schemas clean
 
 install: $(VENV)/.installed $(SDK_LEGACY)/.installed system-deps
 
@@ -48,24 +55,38 @@ $(SDK_LEGACY)/.installed: | $(VENV)/.installed
 	  'import openai; assert openai.__version__ == "$(OPENAI_LEGACY)", openai.__version__'
 	touch $@
 
+# `clipline up --observe`'s trace UI (Prometheus comes from system-deps).
+observe: $(OBSERVE_VENV)/.installed
+
+$(OBSERVE_VENV)/.installed:
+	$(PYTHON) -m venv $(OBSERVE_VENV)
+	$(OBSERVE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OBSERVE_VENV)/bin/python -m pip install -q arize-phoenix==$(PHOENIX_VERSION)
+	test -x $(OBSERVE_VENV)/bin/arize-phoenix
+	touch $@
+
 # Debian's docker-compose validates docker-compose.yml without a Docker daemon (tests use it);
 # iproute2's `ss` shows a test how far storage's upload to S3 has got (tests/e2e/test_storage_kill);
-# openssl makes the embedded SeaweedFS's TLS keys for its gRPC ports (clipline/seaweed_security.py).
+# openssl makes the embedded SeaweedFS's TLS keys for its gRPC ports (clipline/seaweed_security.py);
+# prometheus (and its promtool) is `clipline up --observe`'s metrics store and rule checker;
+# chromium opens the trace and graph pages in tests/e2e/test_observe.py.
 system-deps:
-	@{ command -v docker-compose && command -v ss && command -v openssl; } >/dev/null || { \
+	@{ command -v docker-compose && command -v ss && command -v openssl && command -v prometheus \
+	  && command -v promtool && command -v chromium; } >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq docker-compose iproute2 openssl >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq docker-compose iproute2 openssl chromium >/dev/null \
+	  && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 # The main job end to end on the embedded stack: start it, run one job, verify the MP4, stop it.
-run: install
-	$(BIN)/clipline up
+run: install $(if $(OBSERVE),observe)
+	$(BIN)/clipline up $(if $(OBSERVE),--observe)
 	status=0; $(BIN)/clipline submit --wait --verify $(if $(MODEL),--model $(MODEL)) \
 	  $(if $(SIZE),--size $(SIZE)) $(if $(DURATION),--seconds $(DURATION)) \
 	  --prompt "$(PROMPT)" || status=$$?; \
 	  [ -n "$(KEEP)" ] || $(BIN)/clipline down; exit $$status
 
-up: install
-	$(BIN)/clipline up
+up: install $(if $(OBSERVE),observe)
+	$(BIN)/clipline up $(if $(OBSERVE),--observe)
 
 down:
 	$(BIN)/clipline down
@@ -74,7 +95,8 @@ status:
 	$(BIN)/clipline status
 
 # Everything under the latest SDK, then tests/sdk again under the 2.x one; both always run.
-test: install lint typecheck
+# observe: tests/e2e/test_observe.py opens Phoenix's trace page.
+test: install observe lint typecheck
 	status=0; $(BIN)/pytest -q || status=$$?; \
 	  $(SDK_LEGACY_PYTEST) || status=$$?; exit $$status
 
@@ -87,7 +109,7 @@ component: install
 integration: install
 	$(BIN)/pytest -q tests/integration
 
-e2e: install
+e2e: install observe
 	$(BIN)/pytest -q tests/e2e
 
 # The openai-SDK suite alone, under both SDKs.

@@ -14,7 +14,7 @@ from typing import NoReturn
 import httpx
 import nats.errors
 
-from clipline import auth_cli, budget_cli, jobs_cli, keys_cli, webhooks_cli
+from clipline import auth_cli, budget_cli, jobs_cli, keys_cli, observe, webhooks_cli
 from clipline.logs import Follower, last_lines
 from clipline.remote import OK, REFUSED, UNREACHABLE, USAGE, CliError
 from clipline.replicas import parse_replica, scalable
@@ -49,15 +49,24 @@ def _status(args: argparse.Namespace) -> int:
         where = f"127.0.0.1:{p.port}" if p.port else "-"
         ok = p.pid in alive and health_check(p)()
         healthy += ok
-        print(f"{p.name:<{width}} pid {p.pid:<8} {'up' if ok else 'DOWN':<5} {where}")
+        metrics = f"  metrics {p.metrics_url}" if p.metrics_url else ""
+        print(f"{p.name:<{width}} pid {p.pid:<8} {'up' if ok else 'DOWN':<5} {where}{metrics}")
     print(f"nats: {state.nats_url}  s3: {state.s3_endpoint}  intake: {state.intake_url}")
+    if state.prometheus_url:
+        print(f"prometheus: {state.prometheus_url}  (alerts: {state.prometheus_url}/alerts)")
+    if state.phoenix_url:
+        print(f"phoenix (traces): {state.phoenix_url}")
     return 0 if healthy == len(state.processes) else 1
 
 
 def _up(args: argparse.Namespace) -> int:
     before = StackState.load(args.home)
     pids = {p.name: p.pid for p in before.alive()} if before else {}
-    state = up(args.home, StackOptions(generation_seconds=args.generation_seconds))
+    if args.observe and observe.phoenix_binary() is None:
+        print(f"{observe.describe_missing_phoenix(os.environ)}; observing with Prometheus alone",
+              file=sys.stderr)  # fmt: skip
+    options = StackOptions(generation_seconds=args.generation_seconds, observe=args.observe)
+    state = up(args.home, options)
     started = [p.name for p in state.processes if pids.get(p.name) != p.pid]
     if not pids:
         print(f"clipline stack is up under {state.home}")
@@ -183,6 +192,10 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument(
         "--generation-seconds", type=float, default=4.0, help="simulated render time (new stack)"
     )
+    u.add_argument(
+        "--observe", action="store_true",
+        help="also start Prometheus (metrics, alerts) and Arize Phoenix (traces; `make observe`)",
+    )  # fmt: skip
     u.set_defaults(func=_up)
     sub.add_parser("down", help="stop everything `up` started").set_defaults(func=_down)
     sub.add_parser("status", help="show the stack's processes").set_defaults(func=_status)

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -14,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from clipline import downloads, output
+from clipline import downloads, observe, output
 from clipline.download import VARIANTS
 from clipline.follow import Estimate, Message, Progress, RouteMissing, poll, stream
 from clipline.remote import (
@@ -32,7 +33,7 @@ from clipline.remote import (
     refusal,
     target,
 )
-from clipline.stack import require
+from clipline.stack import StackState, require
 from clipline.verify import VerificationError, verify_video
 from shared.contracts import TERMINAL_KINDS
 from shared.contracts.ids import JOB_ID_RE
@@ -200,17 +201,38 @@ def report(record: dict[str, Any], where: Target, args: argparse.Namespace) -> i
     if status != "completed":
         output.line(f"job {record.get('job_id')} {status}: {record.get('reason')}: "
                     f"{record.get('detail')}")  # fmt: skip
-        output.line(f"trace id: {record.get('trace_id')}")
+        _trace(record, where)
         return REFUSED
     output.line(f"job {record.get('job_id')} completed{took(record)}")
     for asset in record.get("assets") or []:
         output.line(f"  {asset.get('variant', ''):<11} s3://{asset.get('bucket')}/"
                     f"{asset.get('key')} ({asset.get('size_bytes')} bytes)")  # fmt: skip
     output.line(f"cost: {dollars(record.get('cost_micros'))}")
-    output.line(f"trace id: {record.get('trace_id')}")
+    _trace(record, where)
     if getattr(args, "verify", False) and where.local is not None:
         return _verify(record, where.local, args)
     return OK
+
+
+def _trace(record: dict[str, Any], where: Target) -> None:
+    """The job's trace id, and its page in the trace UI when one is known."""
+    trace_id = record.get("trace_id")
+    output.line(f"trace id: {trace_id}")
+    link = trace_link(str(trace_id), where) if trace_id else None
+    if link:
+        output.line(f"trace: {link}")
+
+
+def trace_link(trace_id: str, where: Target) -> str | None:
+    """The trace's page: CLIPLINE_TRACE_URL's template (`{trace_id}` replaced) when set, else
+    the local stack's Phoenix when it runs one (`clipline up --observe`), else None."""
+    template = os.environ.get(observe.TRACE_URL_ENV)
+    if template:
+        return template.replace("{trace_id}", trace_id)
+    state = StackState.load(where.local) if where.local is not None else None
+    if state is not None and state.phoenix_url:
+        return observe.trace_link(state.phoenix_url, trace_id)
+    return None
 
 
 def _verify(record: dict[str, Any], home: Path, args: argparse.Namespace) -> int:

@@ -14,10 +14,10 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from clipline import admin_token, local_keys, replicas, s3_key, webhook_secret
+from clipline import admin_token, local_keys, observe, replicas, s3_key, webhook_secret
 from clipline.auth import ADMIN, AuthDir
 from clipline.private import private_dir
 from clipline.replicas import parse_replica, plan, replica_name, scalable
@@ -143,6 +143,10 @@ class StackState:
     processes: list[ProcInfo] = field(default_factory=list)
     nats_creds: str = ""
     """The admin identity's creds file: what the local CLI and the tests connect with."""
+    prometheus_url: str = ""
+    """Prometheus's UI and API when the stack was started with `--observe` ("" otherwise)."""
+    phoenix_url: str = ""
+    """Arize Phoenix's UI (and OTLP/HTTP receiver) when the stack observes with it."""
 
     @property
     def auth(self) -> AuthDir:
@@ -208,6 +212,9 @@ class StackOptions:
     # The simulator's signed webhooks go to the first poller, which then polls only as a safety
     # net (CLIPLINE_POLL_WEBHOOK_SAFETY_SECONDS apart); False: polling alone, as before.
     webhooks: bool = True
+    # Also Prometheus (scraping every process, with the rules) and, when installed, Arize
+    # Phoenix (the processes export their spans to it): clipline/observe.py.
+    observe: bool = False
 
 
 def health_check(proc: ProcInfo) -> Callable[[], bool]:
@@ -275,11 +282,19 @@ def up(home: Path, options: StackOptions | None = None) -> StackState:
     with _locked(home):
         existing = StackState.load(home)
         if existing is not None and existing.alive():
+            if options.observe and not existing.prometheus_url:
+                raise ServerError(
+                    f"the stack under {home} runs without --observe: `clipline down`, then "
+                    "`clipline up --observe`"
+                )
             state = _heal(existing, options.startup_timeout)
         else:
             started: list[tuple[Proc, int | None, str]] = []
             try:
-                state = _start(home, options, started)
+                if options.observe:
+                    state = _start_observed(home, options, started)
+                else:
+                    state = _start(home, options, started)
             except BaseException:
                 for proc, _, _ in reversed(started):
                     stop_pid(proc.pid)
@@ -403,6 +418,59 @@ def _start(
     return state
 
 
+def _start_observed(
+    home: Path, options: StackOptions, started: list[tuple[Proc, int | None, str]]
+) -> StackState:
+    """`_start`, with Phoenix started first (it is slow to answer; the processes are told to
+    export their spans to it) when installed, and Prometheus last, scraping every process."""
+    private_dir(home)
+    private_dir(home / "logs")
+    observe.prometheus_binary()  # missing: said before anything starts
+    binary = observe.phoenix_binary()
+    phoenix = None
+    if binary is not None:
+        taken: set[int] = set()
+        port, grpc_port = free_port(taken), free_port(taken)
+        phoenix = (observe.spawn_phoenix(home, binary, port, grpc_port), port)
+        started.append((*phoenix, observe.phoenix_health(port)))
+        tracing = observe.tracing_env(observe.phoenix_url(port))
+        options = replace(options, env={**tracing, **options.env})
+    inner: list[tuple[Proc, int | None, str]] = []
+    try:
+        state = _start(home, options, inner)
+    finally:
+        started.extend(inner)
+    taken = {q for p in state.processes for q in (p.port, p.metrics_port) if q}
+    if phoenix is not None:
+        taken.add(phoenix[1])
+    port = free_port(taken)
+    observe.write_config(home, observe.targets_of(state.processes))
+    prometheus = observe.spawn_prometheus(home, port)
+    health = observe.prometheus_health(port)
+    started.append((prometheus, port, health))
+    wait_until(http_ok(health), "prometheus", options.startup_timeout, prometheus)
+    state.processes.append(ProcInfo.of(prometheus, port, health))
+    state.prometheus_url = f"http://{LOOPBACK}:{port}"
+    if phoenix is not None:
+        health = observe.phoenix_health(phoenix[1])
+        # Phoenix migrates its database and loads its UI first: up to half a minute.
+        wait_until(http_ok(health), "phoenix", max(options.startup_timeout, 120.0), phoenix[0])
+        state.processes.insert(0, ProcInfo.of(phoenix[0], phoenix[1], health))
+        state.phoenix_url = observe.phoenix_url(phoenix[1])
+    state.save()
+    return state
+
+
+def _reobserve(state: StackState) -> None:
+    """Prometheus's scrape targets written again from the state (a replica came or went) and
+    Prometheus told to read them (SIGHUP), when the stack observes."""
+    for proc in state.processes:
+        if proc.name == observe.PROMETHEUS:
+            observe.write_config(Path(state.home), observe.targets_of(state.processes))
+            if state.running(proc):
+                observe.reload(proc.pid)
+
+
 async def _provision(nats_url: str, auth: AuthDir) -> None:
     await provision(nats_url, auth.creds_file(ADMIN))
     await auth.add_tenant(nats_url, DEFAULT_TENANT)
@@ -484,7 +552,10 @@ def restart(home: Path, name: str, timeout: float = 60.0) -> ProcInfo:
         proc = state.find(name)
         if state.running(proc):
             stop_pid(proc.pid)
+        if proc.name == observe.PROMETHEUS:
+            _reobserve(state)  # the configuration it starts with is the stack's of now
         _respawn(state, proc, timeout)
+        _reobserve(state)
         return proc
 
 
@@ -524,7 +595,10 @@ def scale(
             state.processes.remove(proc)
             state.save()
             stopped.append(proc)
-        started = [_add_replica(state, have[1], k, timeout) for k in todo.start]
+        try:
+            started = [_add_replica(state, have[1], k, timeout) for k in todo.start]
+        finally:
+            _reobserve(state)
         return Scaled(service, len(state.replicas(service)), started, stopped)
 
 
