@@ -11,6 +11,7 @@ import pytest
 from clipline import observe
 from clipline.jobs_cli import trace_link
 from clipline.remote import Target
+from clipline.servers import ServerError
 from clipline.stack import ProcInfo, StackState
 
 TRACE = "33445ef71d4d3206fa51f12a359d040f"
@@ -81,7 +82,7 @@ def test_phoenix_is_found_where_clipline_phoenix_says(
     monkeypatch.setenv(observe.PHOENIX_ENV, str(server))
     assert observe.phoenix_binary() == str(server)
     server.chmod(0o644)
-    with pytest.raises(observe.ServerError, match="not an executable"):
+    with pytest.raises(ServerError, match="not an executable"):
         observe.phoenix_binary()
 
 
