@@ -49,9 +49,13 @@ def _status(args: argparse.Namespace) -> int:
         where = f"127.0.0.1:{p.port}" if p.port else "-"
         ok = p.pid in alive and health_check(p)()
         healthy += ok
-        metrics = f"  metrics {p.metrics_url}" if p.metrics_url else ""
-        print(f"{p.name:<{width}} pid {p.pid:<8} {'up' if ok else 'DOWN':<5} {where}{metrics}")
+        print(f"{p.name:<{width}} pid {p.pid:<8} {'up' if ok else 'DOWN':<5} {where}")
     print(f"nats: {state.nats_url}  s3: {state.s3_endpoint}  intake: {state.intake_url}")
+    scraped = [p for p in state.processes if p.metrics_url]
+    if scraped:
+        print("metrics (Prometheus text, on loopback):")
+        for p in scraped:
+            print(f"  {p.name:<{width}} {p.metrics_url}")
     if state.prometheus_url:
         print(f"prometheus: {state.prometheus_url}  (alerts: {state.prometheus_url}/alerts)")
     if state.phoenix_url:

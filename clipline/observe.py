@@ -96,11 +96,22 @@ def spawn_phoenix(home: Path, binary: str, port: int, grpc_port: int) -> Proc:
         "PHOENIX_GRPC_PORT": str(grpc_port),
         "PHOENIX_WORKING_DIR": str(work),
         "PHOENIX_TELEMETRY_ENABLED": "false",  # no usage reports leave the machine
+        "PHOENIX_LOGGING_LEVEL": "warning",  # not a line per OTLP post and health check
         # Phoenix must not trace itself into the stack's collector.
         "OTEL_SDK_DISABLED": "true",
     }
     logs = home / "logs"
     return spawn(PHOENIX, [binary, "serve"], logs / "phoenix.log", env, work)
+
+
+PHOENIX_START_SECONDS = 180.0
+"""Phoenix migrates its database and loads its UI before it answers: 10 s on an idle machine,
+over a minute on a busy one."""
+
+
+def start_timeout(name: str, timeout: float) -> float:
+    """How long `name` may take to become healthy when `timeout` is the stack's wait."""
+    return max(timeout, PHOENIX_START_SECONDS) if name == PHOENIX else timeout
 
 
 def phoenix_health(port: int) -> str:

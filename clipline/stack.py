@@ -453,8 +453,13 @@ def _start_observed(
     state.prometheus_url = f"http://{LOOPBACK}:{port}"
     if phoenix is not None:
         health = observe.phoenix_health(phoenix[1])
-        # Phoenix migrates its database and loads its UI first: up to half a minute.
-        wait_until(http_ok(health), "phoenix", max(options.startup_timeout, 120.0), phoenix[0])
+        # Phoenix migrates its database and loads its UI first (observe.PHOENIX_START_SECONDS).
+        wait_until(
+            http_ok(health),
+            "phoenix",
+            observe.start_timeout(observe.PHOENIX, options.startup_timeout),
+            phoenix[0],
+        )
         state.processes.insert(0, ProcInfo.of(phoenix[0], phoenix[1], health))
         state.phoenix_url = observe.phoenix_url(phoenix[1])
     state.save()
@@ -519,7 +524,7 @@ def _launch(state: StackState, info: ProcInfo, timeout: float) -> int:
         replace_prefixes=INHERITED_PREFIXES, replace_names=INHERITED_NAMES, secret_env=secret,
     )  # fmt: skip
     try:
-        wait_until(health_check(info), info.name, timeout, proc)
+        wait_until(health_check(info), info.name, observe.start_timeout(info.name, timeout), proc)
     except BaseException:
         stop_pid(proc.pid)
         raise

@@ -66,7 +66,7 @@ def test_status_prints_the_observers_urls_and_every_metrics_url(stack: StackStat
     assert f"phoenix (traces): {stack.phoenix_url}" in done.stdout
     for proc in stack.processes:
         if proc.name in ("simulator", *SERVICES):
-            assert f"metrics {proc.metrics_url}" in done.stdout, proc.name
+            assert re.search(rf"^  {proc.name} +{proc.metrics_url}$", done.stdout, re.M), proc.name
 
 
 def spans_of(phoenix: str, trace_id: str) -> list[dict[str, Any]]:
@@ -222,6 +222,20 @@ def test_scaling_adds_the_replica_to_prometheus_targets(stack: StackState) -> No
     finally:
         done = clipline(stack.home, "scale", "storage", "1")
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_prometheus_restarts_with_the_stacks_targets(stack: StackState) -> None:
+    done = clipline(stack.home, "restart", "prometheus")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"prometheus restarted: pid {current(stack.home).find('prometheus').pid}" in done.stdout
+
+    def all_scraped() -> bool:
+        response = httpx.get(f"{stack.prometheus_url}/api/v1/targets", timeout=10)
+        up = {t["labels"]["process"] for t in response.json()["data"]["activeTargets"]
+              if t["health"] == "up"}  # fmt: skip
+        return up == {"simulator", *SERVICES}
+
+    wait_for(all_scraped, "Prometheus to scrape every process again", 30)
 
 
 def test_artifacts_are_ignored_by_git() -> None:
