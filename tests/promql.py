@@ -167,6 +167,8 @@ AFTER_AN_EVENT = frozenset(
         "clipline_rate_limit_wait_seconds_bucket",
         "clipline_rate_limit_wait_seconds_sum",
         "clipline_rate_limit_wait_seconds_count",
+        # pricing_guard gauges a tenant's disputed reservations once it has had one.
+        "clipline_reservations_disputed",
     }
 )
 """Counters a clean run never moves: an OpenTelemetry counter has no series before its first

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from clipline import observe
-from clipline.stack import StackOptions, StackState
+from clipline.stack import WEBHOOK_PATH, StackOptions, StackState
 from tests import promql
 from tests.conftest import repo_root
 from tests.e2e import chromium
@@ -42,6 +42,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
         generation_seconds=1.5,
         poll_after_ms=200,
         env={"CLIPLINE_SIM_SMALL_ASSETS": "true"},
+        # The poller polls (the overview graphs its polls; with webhooks it would only as a
+        # safety net, after the job's end); `job` sends it a webhook of its own.
+        webhooks=False,
         observe=True,
     )
     with running_stack(tmp_path_factory.mktemp("observe"), options) as state:
@@ -50,9 +53,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
 
 @pytest.fixture(scope="module")
 def job(stack: StackState) -> tuple[str, str]:
-    """One job run with `clipline submit --wait` as a user runs it: (trace link, trace id)."""
+    """One job run with `clipline submit --wait` as a user runs it: (trace link, trace id).
+    The tenant has a budget first, so pricing_guard has one to gauge."""
+    done = clipline(stack.home, "budget", "set", "--scope", "tenant:default", "--period",
+                    "daily", "--limit", "50", "--soft", "40")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
     done = clipline(stack.home, "submit", "--wait", "--prompt", "a lighthouse in the fog")
     assert done.returncode == 0, done.stdout + done.stderr
+    # A stranger's webhook (unsigned; this stack's simulator sends none): the poller counts it.
+    poller = current(stack.home).find("poller")
+    stray = httpx.post(f"http://127.0.0.1:{poller.port}{WEBHOOK_PATH}", json={}, timeout=10)
+    assert stray.status_code != 200, stray.text  # refused: 503 webhooks_disabled
     found = TRACE_LINK.search(done.stdout)
     assert found, f"no trace link printed:\n{done.stdout}"
     assert found.group(1).startswith(stack.phoenix_url)
@@ -162,14 +173,23 @@ def test_every_metric_the_rules_and_dashboards_read_is_scraped(
     catalogue = promql.catalogue_names()
     assert not [n for n in used if not promql.exposed(n, catalogue)], "not in shared/metrics.py"
     recorded = promql.recorded_in_code()
-    scraped = scraped_names(stack)
-    missing = {
-        name: sorted(where)
-        for name, where in used.items()
-        if not promql.exposed(name, scraped)
-        and promql.instrument_of(name) in recorded
-        and name not in promql.AFTER_AN_EVENT
-    }
+    scraped: set[str] = set()
+    missing: dict[str, list[str]] = {}
+
+    def all_scraped() -> bool:  # gauges read periodically appear within one reading
+        scraped.update(scraped_names(stack))
+        missing.clear()
+        missing.update(
+            (name, sorted(where))
+            for name, where in used.items()
+            if not promql.exposed(name, scraped)
+            and promql.instrument_of(name) in recorded
+            and name not in promql.AFTER_AN_EVENT
+        )
+        return not missing
+
+    with contextlib.suppress(AssertionError):
+        wait_for(all_scraped, "every metric read to be scraped", 20)
     assert not missing, f"read by the rules or dashboards, never scraped: {missing}"
     unrecorded = sorted(n for n in used if promql.instrument_of(n) not in recorded)
     waiting = sorted(
