@@ -71,7 +71,8 @@ class JobTimeline(BaseModel):
 
 
 def _utc(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    """In UTC (a time without an offset is taken as UTC, as every clipline time is)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def happened(stored: StoredEvent, tenant: str, job_id: str) -> Happened | None:

@@ -5,7 +5,7 @@ aged out (and a note saying so), a 503 problem when the stream cannot be read.""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from services.intake.ports import StoredEvent
@@ -188,3 +188,17 @@ async def test_an_intake_without_events_answers_the_record_and_says_so() -> None
 
     assert body["notes"][0] == "this intake reads no job events: every step is the record's"
     assert len(body["steps"]) == 7
+
+
+async def test_times_are_answered_in_utc_whatever_offset_an_event_states() -> None:
+    job_id = new_job_id()
+    record, events = life(job_id)
+    elsewhere = timezone(timedelta(hours=5))
+    shifted = JobAcceptedV1.model_validate_json(events[0].data)
+    shifted = shifted.model_copy(update={"occurred_at": at(0.01).astimezone(elsewhere)})
+    async with serving(job_events=StreamOf([stored(1, shifted), *events[1:]])) as s:
+        s.jobs.put(record)
+        body = (await s.client.get(f"/v1/jobs/{job_id}/timeline")).json()
+
+    assert body["steps"][0]["at"] == "2026-12-07T12:00:00.010000Z"
+    assert body["steps"][0]["since_start_seconds"] == 0.01
