@@ -1,6 +1,6 @@
 """The `clipline` command: up | down | status | restart | scale | logs (the embedded stack);
-submit | jobs | events | cancel | download (a tenant's jobs, local or remote); budget | spend |
-keys | auth (operators)."""
+submit | jobs | events | timeline | cancel | download (a tenant's jobs, local or remote);
+budget | spend | keys | auth (operators)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import NoReturn
 import httpx
 import nats.errors
 
-from clipline import auth_cli, budget_cli, jobs_cli, keys_cli, webhooks_cli
+from clipline import auth_cli, budget_cli, jobs_cli, keys_cli, timeline_cli, webhooks_cli
 from clipline.logs import Follower, last_lines
 from clipline.remote import OK, REFUSED, UNREACHABLE, USAGE, CliError
 from clipline.replicas import parse_replica, scalable
@@ -200,6 +200,7 @@ def parser() -> argparse.ArgumentParser:
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing until Ctrl-C")
     lg.set_defaults(func=_logs)
     jobs_cli.add_commands(sub)
+    timeline_cli.add_commands(sub)
     budget_cli.add_commands(sub)
     keys_cli.add_commands(sub)
     auth_cli.add_commands(sub)

@@ -296,9 +296,14 @@ def build_http(
     api.state.deps = deps
     api.state.heartbeat_seconds = heartbeat_seconds
     api.include_router(router)
-    from services.intake import facade, facade_assets  # noqa: PLC0415 (they import this module)
+    from services.intake import (  # noqa: PLC0415 (they import this module)
+        facade,
+        facade_assets,
+        timeline_http,
+    )
 
     api.include_router(facade_assets.router)
+    api.include_router(timeline_http.router)
     api.include_router(facade.router)  # the OpenAI-compatible /v1/videos
     formats = {facade.PREFIX: facade.openai_envelope, **(envelopes or {})}
     error_envelopes(api, formats)
