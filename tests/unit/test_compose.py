@@ -409,3 +409,14 @@ def test_every_image_is_pinned_to_a_version_never_latest() -> None:
         assert "/" not in tag, f"{name}: {image} has no tag"
         assert tag != "latest", f"{name}: {image} is not pinned"
         assert re.search(r"\d", tag), f"{name}: {image} is not pinned to a version"
+
+
+def test_docs_deploy_lists_every_published_port_and_every_pinned_observability_image() -> None:
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    services = rendered()["services"]
+    table = {
+        line.split("|")[1].strip() for line in text.splitlines() if re.match(r"\|\s*\d+\s*\|", line)
+    }
+    assert table == {port for svc in services.values() for _, port, _ in published(svc)}
+    for name in ("jaeger", "prometheus", "nats-exporter", "grafana"):
+        assert f"`{services[name]['image']}`" in text, name
