@@ -19,7 +19,7 @@ from opentelemetry import metrics as otel_metrics
 
 from clipline.servers import free_port
 from shared import metrics
-from tests.promql import metric_names
+from tests.support.promql import metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"

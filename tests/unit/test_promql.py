@@ -1,10 +1,10 @@
-"""tests/promql.py: the metric names a PromQL expression reads, and nothing else."""
+"""tests/support/promql.py: the metric names a PromQL expression reads, and nothing else."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.promql import metric_names
+from tests.support.promql import metric_names
 
 
 @pytest.mark.parametrize(
