@@ -353,6 +353,8 @@ def test_every_process_serves_metrics_inside_the_network_and_prometheus_scrapes_
     jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
     targets = {t for cfg in jobs["clipline"]["static_configs"] for t in cfg["targets"]}
     assert targets == {f"{name}:{METRICS_PORT}" for name in PROCESSES}
+    for cfg in jobs["clipline"]["static_configs"]:  # labelled as `clipline up --observe` does
+        assert cfg["targets"] == [f"{cfg['labels']['process']}:{METRICS_PORT}"]
     for name in PROCESSES:
         env = services[name]["environment"]
         assert env["CLIPLINE_METRICS_HOST"] == "0.0.0.0", name
