@@ -110,6 +110,8 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
         body["priority"] = args.priority
     if args.image is not None:
         body["input_reference"] = image_data_url(args.image)
+    if args.callback_url is not None:
+        body["callback_url"] = args.callback_url  # intake checks it (422 invalid_callback_url)
     return body
 
 
@@ -426,6 +428,8 @@ def add_commands(sub: Any) -> None:
                    help="under the upstream's rate limit, higher goes first")  # fmt: skip
     s.add_argument("--idempotency-key", default=None, help="(default: a new one)")
     s.add_argument("--image", type=Path, default=None, help="first frame (must match --size)")
+    s.add_argument("--callback-url", metavar="URL", default=None,
+                   help="POST the job's end here, signed (docs/webhooks.md)")  # fmt: skip
     s.add_argument("--wait", action="store_true", help="follow the job to its end")
     s.add_argument("--verify", action="store_true", help="with --wait: decode the stored MP4")
     s.add_argument("--timeout", type=float, default=600.0, help="--wait at most so long (600)")

@@ -98,6 +98,26 @@ def test_remix_edit_and_extend_name_the_source_and_inherit_the_rest(
     assert fake.submitted == [{"prompt": "again", **body}]
 
 
+def test_a_callback_url_is_sent_and_its_refusal_exits_1_naming_the_field(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hook = "https://hooks.example.com/clipline"
+    assert cli(capsys, "submit", "--prompt", "a harbour", "--callback-url", hook)[0] == 0
+    assert (
+        cli(capsys, "submit", "--prompt", "again", "--remix", JOB, "--callback-url", hook)[0] == 0
+    )
+    assert [b.get("callback_url") for b in fake.submitted] == [hook, hook]
+    fake.fail["submit"] = (422, {
+        "type": "about:blank", "title": "invalid_callback_url", "status": 422,
+        "detail": "callback_url names a private, loopback or link-local address (10.0.0.1)",
+        "reason": "invalid_callback_url", "field": "callback_url",
+    })  # fmt: skip
+    code, _, err = cli(capsys, "submit", "--prompt", "x", "--callback-url", "http://10.0.0.1/")
+    assert code == 1
+    assert "invalid_callback_url" in err
+    assert "callback_url" in err
+
+
 @pytest.mark.parametrize(
     ("argv", "said"),
     [
