@@ -260,13 +260,30 @@ async def jobs_list(args: argparse.Namespace) -> int:
     if not jobs:
         output.line("no jobs")
         return OK
-    rows = [[str(j.get("job_id")), str(j.get("status")), str(_spec(j, "model")),
-             str(_spec(j, "size")), str(_spec(j, "seconds")),
+    rows = [[str(j.get("job_id")), _status_text(j), str(_spec(j, "kind") or "generate"),
+             str(_spec(j, "source_job_id") or "-"), str(_spec(j, "model")),
+             str(_spec(j, "size")), _seconds_text(j),
              str((j.get("history") or {}).get("accepted", ""))[:19],
              dollars(j.get("cost_micros")).split(" ")[0]] for j in jobs]  # fmt: skip
-    output.line(output.table(["JOB", "STATUS", "MODEL", "SIZE", "SECONDS", "ACCEPTED", "COST"],
-                             rows))  # fmt: skip
+    heads = ["JOB", "STATUS", "KIND", "SOURCE", "MODEL", "SIZE", "SECONDS", "ACCEPTED", "COST"]
+    output.line(output.table(heads, rows))
     return OK
+
+
+def _status_text(job: dict[str, Any]) -> str:
+    """The status; `completed(deleted)` for a job whose assets were deleted (DELETE
+    /v1/videos/{id}): its record stays, its download answers 410."""
+    status = str(job.get("status"))
+    return f"{status}(deleted)" if job.get("deleted_at") else status
+
+
+def _seconds_text(job: dict[str, Any]) -> str:
+    """The video's length; an extension's as `12(+4)`: the stitched total, and the seconds it
+    added (what it was priced by)."""
+    seconds, total = _spec(job, "seconds"), _spec(job, "total_seconds")
+    if _spec(job, "kind") == "extend" and total not in (None, ""):
+        return f"{total}(+{seconds})"
+    return str(seconds)
 
 
 def _spec(job: dict[str, Any], name: str) -> Any:
@@ -311,14 +328,24 @@ async def jobs_show(args: argparse.Namespace) -> int:
     progress = f" ({record['progress']}% upstream)" if record.get("progress") else ""
     output.line(f"status    {record.get('status')}{progress}")
     output.line(f"tenant    {record.get('tenant')}")
-    output.line(f"request   {spec.get('model')} {spec.get('size')} {spec.get('seconds')}s: "
+    kind = spec.get("kind") or "generate"
+    if kind != "generate":
+        chain = f" (extension {spec.get('extensions')} of the chain)" if kind == "extend" else ""
+        output.line(f"kind      {kind} of {spec.get('source_job_id')}{chain}")
+    length = f"{spec.get('seconds')}s"
+    if kind == "extend" and spec.get("total_seconds") is not None:
+        length = f"{spec.get('total_seconds')}s stitched (+{spec.get('seconds')}s added)"
+    output.line(f"request   {spec.get('model')} {spec.get('size')} {length}: "
                 f"{spec.get('prompt')!r}")  # fmt: skip
     output.line(f"cost      {dollars(record.get('cost_micros'))}")
     if record.get("reason"):
         output.line(f"reason    {record.get('reason')}: {record.get('detail')}")
     for kind, at in sorted((record.get("history") or {}).items(), key=lambda i: str(i[1])):
         output.line(f"  {str(at)[:23]:<23}  {kind}")
-    for asset in record.get("assets") or []:
+    deleted = record.get("deleted_at")
+    if deleted:
+        output.line(f"deleted   {str(deleted)[:23]}: its assets are removed (download: 410)")
+    for asset in [] if deleted else record.get("assets") or []:
         output.line(f"asset     {asset.get('variant'):<11} {asset.get('size_bytes')} bytes, "
                     f"sha256 {str(asset.get('sha256'))[:16]}...")  # fmt: skip
     output.line(f"trace id  {record.get('trace_id')}")

@@ -288,8 +288,51 @@ def test_jobs_list_accepts_the_older_answer_and_filters_it_here(
     assert f"job_{1:032x}" in out
     assert f"job_{3:032x}" not in out
     assert out.splitlines()[0].split() == [
-        "JOB", "STATUS", "MODEL", "SIZE", "SECONDS", "ACCEPTED", "COST"
+        "JOB", "STATUS", "KIND", "SOURCE", "MODEL", "SIZE", "SECONDS", "ACCEPTED", "COST"
     ]  # fmt: skip
+
+
+SOURCE = "job_" + "a" * 32
+EXTENSION = record(
+    "completed", job_id=f"job_{7:032x}", deleted_at="2026-12-07T12:05:00+00:00",
+    spec={"model": "sora-2", "size": "720x1280", "seconds": 4, "prompt": "on", "kind": "extend",
+          "source_job_id": SOURCE, "total_seconds": 12, "extensions": 1},
+    assets=[{"variant": "video", "bucket": "b", "key": "k", "size_bytes": 9, "sha256": "0" * 64,
+             "content_type": "video/mp4"}],
+)  # fmt: skip
+
+
+def test_jobs_list_shows_kind_source_stitched_seconds_and_deleted_jobs(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    remix = record("running", job_id=f"job_{8:032x}",
+                   spec={**record()["spec"], "kind": "remix", "source_job_id": SOURCE})  # fmt: skip
+    fake.pages = [{"data": [EXTENSION, remix, record()], "next_cursor": None}]
+    code, out, _ = cli(capsys, "jobs", "list")
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [[*r[1:4], r[6]] for r in rows] == [
+        ["completed(deleted)", "extend", SOURCE, "12(+4)"],
+        ["running", "remix", SOURCE, "4"],
+        ["completed", "generate", "-", "4"],
+    ]
+
+
+def test_jobs_show_names_the_source_the_stitched_length_and_a_deletion(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.job_id, fake.records = EXTENSION["job_id"], [EXTENSION]
+    code, out, _ = cli(capsys, "jobs", "show", EXTENSION["job_id"])
+    assert code == 0
+    assert f"kind      extend of {SOURCE} (extension 1 of the chain)" in out
+    assert "12s stitched (+4s added)" in out
+    assert "deleted   2026-12-07T12:05:00" in out
+    assert "asset " not in out  # removed: not offered as if it could be downloaded
+    fake.records = [record()]
+    fake.job_id = JOB
+    plain = cli(capsys, "jobs", "show", JOB)[1]
+    assert ("kind " not in plain, "deleted " not in plain) == (True, True)
+    assert "sora-2 720x1280 4s: 'a harbour'" in plain
 
 
 def test_jobs_show_json_is_the_record_and_an_unknown_job_exits_1(
