@@ -61,6 +61,12 @@ def _up(args: argparse.Namespace) -> int:
     started = [p.name for p in state.processes if pids.get(p.name) != p.pid]
     if not pids:
         print(f"clipline stack is up under {state.home}")
+        for name, port in sorted(state.moved_ports.items()):
+            now = state.find(name).port
+            print(
+                f"note: {name}'s port of the previous run ({port}) was taken: it is {now} now"
+                + (f" (export CLIPLINE_URL={state.intake_url})" if name == "intake" else "")
+            )
     elif started:
         print(f"started again: {', '.join(started)}; the rest kept running")
     else:
