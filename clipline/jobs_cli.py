@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,9 @@ async def submit(args: argparse.Namespace) -> int:
         seconds = body.get("seconds") or request_default("seconds")
         guess = expected_seconds(model, seconds, where.local is not None)
         record = await wait(api, job_id, Estimate(guess), args.timeout, quiet=args.json)
+        links = None
+        if record is not None and record.get("status") == "completed" and not args.json:
+            links = await download_links(api, job_id)
     if record is None:
         raise CliError(
             UNREACHABLE,
@@ -163,7 +167,26 @@ async def submit(args: argparse.Namespace) -> int:
     if args.json:
         output.line(json.dumps(record))
         return OK if record.get("status") == "completed" else REFUSED
-    return report(record, where, args)
+    return report(record, where, args, links)
+
+
+async def download_links(api: Api, job_id: str) -> Links:
+    """The job's fresh presigned download links (GET /v1/jobs/{id}/assets) to print; a server
+    that gives none, or cannot now, gets the `clipline download` hint instead (the job is
+    done: that is no reason to fail the command)."""
+    try:
+        response = await api.call("GET", f"/v1/jobs/{job_id}/assets")
+    except CliError:
+        return Links({}, None)
+    body = _json_or_none(response) if response.is_success else None
+    expires = body.get("expires_at") if isinstance(body, dict) else None
+    return Links(downloads.link_map(body), expires if isinstance(expires, str) else None)
+
+
+@dataclass(frozen=True)
+class Links:
+    urls: dict[str, str]
+    expires_at: str | None
 
 
 async def wait(
@@ -196,8 +219,11 @@ async def wait(
             bar.done()
 
 
-def report(record: dict[str, Any], where: Target, args: argparse.Namespace) -> int:
-    """What the job's record says about its end (never what an event said)."""
+def report(
+    record: dict[str, Any], where: Target, args: argparse.Namespace, links: Links | None = None
+) -> int:
+    """What the job's record says about its end (never what an event said); a completed job's
+    assets with their download links (the local stack's also with their S3 location)."""
     status = record.get("status")
     if status != "completed":
         output.line(f"job {record.get('job_id')} {status}: {record.get('reason')}: "
@@ -205,9 +231,20 @@ def report(record: dict[str, Any], where: Target, args: argparse.Namespace) -> i
         output.line(f"trace id: {record.get('trace_id')}")
         return REFUSED
     output.line(f"job {record.get('job_id')} completed{took(record)}")
+    urls = links.urls if links is not None else {}
     for asset in record.get("assets") or []:
-        output.line(f"  {asset.get('variant', ''):<11} s3://{asset.get('bucket')}/"
-                    f"{asset.get('key')} ({asset.get('size_bytes')} bytes)")  # fmt: skip
+        variant = str(asset.get("variant", ""))
+        stored = f"s3://{asset.get('bucket')}/{asset.get('key')}"
+        output.line(f"  {variant:<11} {urls.get(variant, '(no download link)')} "
+                    f"({asset.get('size_bytes')} bytes)")  # fmt: skip
+        if where.local is not None:
+            output.line(f"  {'':<11} stored at {stored}")
+    saves = f"`clipline download {record.get('job_id')}` saves the files, verified"
+    if urls:
+        until = f" until {links.expires_at}" if links and links.expires_at else ""
+        output.line(f"links valid{until} (credentials: share with care); {saves}")
+    elif record.get("assets"):
+        output.line(saves)
     output.line(f"cost: {dollars(record.get('cost_micros'))}")
     output.line(f"trace id: {record.get('trace_id')}")
     if getattr(args, "verify", False) and where.local is not None:

@@ -378,6 +378,32 @@ def test_wait_follows_the_stream_across_a_dropped_connection(
     assert " 40% generating (upstream, in_progress)" in err  # the bar showed upstream's figure
 
 
+STORED = [{"variant": "video", "bucket": "clipline-assets", "key": "acme/job/video.mp4",
+           "size_bytes": 9, "sha256": "0" * 64, "content_type": "video/mp4"}]  # fmt: skip
+
+
+def test_a_remote_wait_prints_download_links_not_s3_locations(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.events, fake.records, fake.blobs = ENDED, [record(assets=STORED)], {"video": b"x"}
+    code, out, err = cli(capsys, "submit", "--prompt", "x", "--wait")
+    assert code == 0, err
+    assert f"  video       {url}/blob/video?X-Amz-Signature=s (9 bytes)" in out
+    assert "s3://" not in out  # a remote user cannot open the stack's S3
+    assert f"`clipline download {JOB}` saves the files" in out
+    assert [p for _, p, _ in fake.asked][-1] == f"/v1/jobs/{JOB}/assets"
+
+
+def test_without_links_a_wait_still_succeeds_and_points_to_download(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.events, fake.records = ENDED, [record(assets=STORED)]  # the server gives no link
+    code, out, err = cli(capsys, "submit", "--prompt", "x", "--wait")
+    assert code == 0, err
+    assert "  video       (no download link) (9 bytes)" in out
+    assert f"`clipline download {JOB}` saves the files, verified" in out
+
+
 def test_events_json_resumes_without_losing_or_repeating_an_event(
     url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
 ) -> None:
