@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import httpx
+import openai
 import pytest
 from PIL import Image
 
@@ -205,3 +206,34 @@ async def test_the_facade_tells_a_tenant_without_a_secret_how_to_get_one() -> No
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "callbacks_not_configured"
     assert "clipline webhooks set" in refused.json()["error"]["message"]
+
+
+@pytest.mark.filterwarnings(
+    "ignore:The Sora API is scheduled to permanently shut down:DeprecationWarning"
+)  # openai 3.x's own warning on every videos call
+async def test_the_openai_sdks_extra_body_carries_a_callback_url_json_and_multipart() -> None:
+    store = MemoryCallbacks()
+    store.endpoints["acme"] = Endpoint(secret=SECRET, updated_at=datetime.now(UTC))
+    jobs = InMemoryJobStore()
+    async with api(jobs, store) as client:
+        sdk = openai.AsyncOpenAI(
+            api_key=client.headers["Authorization"].removeprefix("Bearer "),
+            base_url="http://intake/v1", max_retries=0,
+            http_client=client,  # type: ignore[arg-type]  # 3.x types it as its own httpx2's
+        )  # fmt: skip
+        made = await sdk.videos.create(
+            prompt="a paper boat", size="1280x720", extra_body={"callback_url": HOOK}
+        )
+        framed = await sdk.videos.create(
+            prompt="a paper boat", size="1280x720", input_reference=("f.png", png(), "image/png"),
+            extra_body={"callback_url": HOOK + "&f=1"},
+        )  # fmt: skip
+        with pytest.raises(openai.BadRequestError) as refused:
+            await sdk.videos.create(
+                prompt="x", size="1280x720", extra_body={"callback_url": "http://10.0.0.1/"}
+            )
+    assert refused.value.code == "invalid_callback_url"
+    for video, url in ((made, HOOK), (framed, HOOK + "&f=1")):
+        record = await jobs.get("acme", "job_" + video.id.removeprefix("video_"))
+        assert record is not None
+        assert record.callback_url == url
