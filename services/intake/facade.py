@@ -321,7 +321,10 @@ async def _take(request: Request, deps: Deps, tenant: str, body: dict[str, Any])
         return answer
     if isinstance(outcome, Refused):
         why = outcome.why
-        problem = refusal(why.reason, why.detail, why.field)
+        source = body.get("source_job_id")
+        problem = refusal(
+            why.reason, why.detail, why.field, source if isinstance(source, str) else None
+        )
         return _problem(problem, NO_RETRY if problem.status == 409 else None)
     return _json(video_object(outcome.record))
 

@@ -254,16 +254,24 @@ def json_image(value: Any) -> str | Problem | None:
     )
 
 
-def refusal(reason: str, detail: str, field: str | None) -> Problem:
-    """Intake's refusal of a create (its reason and field) in OpenAI's terms."""
+def refusal(
+    reason: str, detail: str, field: str | None, source_job_id: str | None = None
+) -> Problem:
+    """Intake's refusal of a create (its reason and field) in OpenAI's terms; a refused source
+    (of a remix, edit or extension) is named by its video id, never as a clipline job."""
+    source = video_id(source_job_id) if source_job_id else "the source video"
     if reason == "idempotency_conflict":
         return Problem(409, detail, "Idempotency-Key", reason)
     if reason == "invalid_tenant":
         return Problem(400, detail, None, reason)
     if reason == "source_not_found":  # another tenant's video, or none: never told apart
-        return Problem(404, detail, "video", "not_found")
+        return Problem(404, f"No video found with id '{source}'.", "video", "not_found")
     if reason == "source_not_completed":
-        return Problem(409, detail, "video", "video_not_ready")
+        message = (
+            f"Video '{source}' is not completed: only a completed video can be remixed, "
+            "edited or extended."
+        )
+        return Problem(409, message, "video", "video_not_ready")
     if reason == "extension_limit":
         return Problem(400, detail, field, "invalid_value")
     return Problem(400, detail, field, reason)
