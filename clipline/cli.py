@@ -184,6 +184,7 @@ def parser() -> argparse.ArgumentParser:
     p = Parser(prog="clipline", description=__doc__, epilog=EXIT_CODES,
                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--home", type=Path, default=None, help="stack folder (default ./.clipline)")
+    jobs_cli.add_global_options(p)
     sub = p.add_subparsers(dest="command", required=True)
     u = sub.add_parser("up", help="start the embedded stack, or what of it is not running")
     u.add_argument(
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.home = (args.home or default_home()).resolve()
     try:
+        jobs_cli.apply_global_options(args)
         return int(args.func(args))
     except CliError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

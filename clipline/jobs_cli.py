@@ -468,9 +468,40 @@ def _connection_options() -> argparse.ArgumentParser:
         "--profile", default=None, help=f"a profile of the profile file (else ${PROFILE_ENV})"
     )
     where.add_argument(
-        "--tenant", default="default", help="the local stack's tenant whose key is used"
+        "--tenant", default=None, help="the local stack's tenant whose key is used (default)"
     )
+    parent.set_defaults(connection=True)
     return parent
+
+
+CONNECTION = ("url", "api_key", "profile", "tenant")
+DEFAULT_TENANT = "default"
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """`clipline --url U --api-key K jobs list`: the job commands' connection options before
+    the command too (one given after it wins)."""
+    where = parser.add_argument_group("which clipline (the job commands; also after them)")
+    for name in CONNECTION:
+        where.add_argument(f"--{name.replace('_', '-')}", dest=f"global_{name}", default=None,
+                           help=argparse.SUPPRESS)  # fmt: skip
+
+
+def apply_global_options(args: argparse.Namespace) -> None:
+    """Fill a job command's connection options from those given before it; CliError(USAGE)
+    when they were given before a command that takes none."""
+    given = {name: getattr(args, f"global_{name}", None) for name in CONNECTION}
+    if not getattr(args, "connection", False):
+        named = [f"--{n.replace('_', '-')}" for n, v in given.items() if v is not None]
+        if named:
+            raise CliError(USAGE, f"{', '.join(named)}: only the job commands take it "
+                                  "(submit, jobs, events, cancel, download)")  # fmt: skip
+        return
+    for name, value in given.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    if args.tenant is None:
+        args.tenant = DEFAULT_TENANT
 
 
 def add_commands(sub: Any) -> None:

@@ -335,6 +335,24 @@ def test_jobs_show_names_the_source_the_stitched_length_and_a_deletion(
     assert "sora-2 720x1280 4s: 'a harbour'" in plain
 
 
+def test_connection_options_may_come_before_the_command(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(remote.URL_ENV)
+    monkeypatch.delenv(remote.KEY_ENV)
+    fake.pages = [{"data": [record()], "next_cursor": None}]
+    code, out, err = cli(capsys, "--url", url, "--api-key", API_KEY, "jobs", "list", "--json")
+    assert code == 0, err
+    assert json.loads(out)["job_id"] == JOB
+    # one after the command wins over one before it
+    code, _, err = cli(capsys, "--url", "http://127.0.0.1:9", "--api-key", API_KEY,
+                       "jobs", "show", JOB, "--url", url)  # fmt: skip
+    assert code == 0, err
+    code, _, err = cli(capsys, "--api-key", API_KEY, "status")
+    assert code == 3
+    assert "--api-key: only the job commands take it" in err
+
+
 def test_jobs_show_json_is_the_record_and_an_unknown_job_exits_1(
     url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
