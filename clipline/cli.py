@@ -61,6 +61,12 @@ def _up(args: argparse.Namespace) -> int:
     started = [p.name for p in state.processes if pids.get(p.name) != p.pid]
     if not pids:
         print(f"clipline stack is up under {state.home}")
+        for name, port in sorted(state.moved_ports.items()):
+            now = state.find(name).port
+            print(
+                f"note: {name}'s port of the previous run ({port}) was taken: it is {now} now"
+                + (f" (export CLIPLINE_URL={state.intake_url})" if name == "intake" else "")
+            )
     elif started:
         print(f"started again: {', '.join(started)}; the rest kept running")
     else:
@@ -178,6 +184,7 @@ def parser() -> argparse.ArgumentParser:
     p = Parser(prog="clipline", description=__doc__, epilog=EXIT_CODES,
                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--home", type=Path, default=None, help="stack folder (default ./.clipline)")
+    jobs_cli.add_global_options(p)
     sub = p.add_subparsers(dest="command", required=True)
     u = sub.add_parser("up", help="start the embedded stack, or what of it is not running")
     u.add_argument(
@@ -220,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.home = (args.home or default_home()).resolve()
     try:
+        jobs_cli.apply_global_options(args)
         return int(args.func(args))
     except CliError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

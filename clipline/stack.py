@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from clipline import admin_token, local_keys, replicas, s3_key, webhook_secret
+from clipline import ports as stack_ports
 from clipline.auth import ADMIN, AuthDir
 from clipline.private import private_dir
 from clipline.replicas import parse_replica, plan, replica_name, scalable
@@ -143,6 +144,9 @@ class StackState:
     processes: list[ProcInfo] = field(default_factory=list)
     nats_creds: str = ""
     """The admin identity's creds file: what the local CLI and the tests connect with."""
+    moved_ports: dict[str, int] = field(default_factory=dict)
+    """Processes whose port of the home's previous run was taken at this start: name -> that
+    port (they have new ones; clipline/ports.py)."""
 
     @property
     def auth(self) -> AuthDir:
@@ -359,10 +363,11 @@ def _start(
     key = s3_key.for_stack(home)
     s3 = start_seaweed(home / "s3", logs, *key, log_max_bytes=cap, log_backups=backups)
     started.append((s3.proc, s3.port, s3.health))
-    taken: set[int] = set()
-    sim_port = free_port(taken)
     # The services' ports are chosen now: the simulator is told where the poller will listen.
-    ports = {name: free_port(taken) for name in SERVICES}
+    # The previous run's are taken again where free (an exported CLIPLINE_URL keeps working).
+    taken: set[int] = set()
+    chosen = stack_ports.choose(["simulator", *SERVICES], stack_ports.previous(home), taken)
+    sim_port, ports = chosen.ports["simulator"], chosen.ports
     metrics_ports = {name: free_port(taken) for name in ("simulator", *SERVICES)}
     hook = None
     if options.webhooks:
@@ -398,8 +403,10 @@ def _start(
         simulator_url=sim_url,
         intake_url=f"http://{LOOPBACK}:{ports['intake']}",
         processes=[ProcInfo.of(proc, port, health) for proc, port, health in started],
+        moved_ports=chosen.moved,
     )
     state.save()
+    stack_ports.remember(home, chosen.ports)
     return state
 
 
