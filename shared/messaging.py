@@ -63,7 +63,6 @@ NO_TENANT = "_unknown"
 """Tenant token of rejections of requests that named no (valid) tenant: never a real tenant."""
 
 E = TypeVar("E", bound=Event)
-_TRACER = trace.get_tracer("clipline.messaging")
 
 
 class Poison(Exception):
@@ -260,6 +259,10 @@ class ServiceRouter(NatsRouter):
         self.consumers: dict[str, Consumer] = {}
         self.handlings: list[Handling] = []
         """Every handler as declared: what the house consume loop serves (shared/consume.py)."""
+        self.tracer: trace.Tracer | None = None
+        """Set with `direct` by a broker whose provider records spans: each emit is then a
+        PRODUCER span of it. Unset (nothing records): no span is built, the trace of the
+        emitter is carried on as it is."""
         self.direct: JetStreamContext | None = None
         """Set by a production broker once connected: emits go to JetStream straight, not
         through FastStream's publisher (an in-memory TestNatsBroker leaves it unset)."""
@@ -288,8 +291,8 @@ class ServiceRouter(NatsRouter):
             raise TypeError(f"{self.service} does not declare {type(event).__name__}")
         headers = {"Nats-Msg-Id": event.event_id}
         if self.direct is not None:
-            if trace.get_current_span().is_recording():
-                await self._send_traced(event, headers)
+            if self.tracer is not None:
+                await self._send_traced(event, self.tracer, headers)
             else:  # nothing records: the trace is carried on, no span built
                 propagate.inject(headers)  # the job's trace goes on with the event
                 await self.direct.publish(
@@ -310,12 +313,14 @@ class ServiceRouter(NatsRouter):
                 f" ({why})" if why else "",
             )  # fmt: skip
 
-    async def _send_traced(self, event: Event, headers: dict[str, str]) -> None:
+    async def _send_traced(
+        self, event: Event, tracer: trace.Tracer, headers: dict[str, str]
+    ) -> None:
         """Publish `event` inside a PRODUCER span of OpenTelemetry's messaging conventions (a
         child of the span that emits it, the consumer's parent), named by the subject's
         template (low cardinality); its message id is the stream sequence JetStream gave it."""
         assert self.direct is not None
-        with _TRACER.start_as_current_span(
+        with tracer.start_as_current_span(
             f"{event.subject_filter()} send", kind=SpanKind.PRODUCER,
             attributes=send_attributes(event),
         ) as span:  # fmt: skip
