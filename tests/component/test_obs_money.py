@@ -89,7 +89,7 @@ async def test_the_budget_decision_is_on_the_jobs_span(guard: Harness, budgets: 
     record = job_record(job_id, JobStatus.ACCEPTED)
     guard.jobs.put(record)
 
-    async def emit(_: Event) -> None:
+    async def emit(event: Event) -> None:
         return None
 
     with tracing.get_tracer("test").start_as_current_span("accepted process"):
