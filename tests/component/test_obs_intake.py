@@ -36,7 +36,7 @@ async def test_a_new_job_enters_accepted_once(api: Api) -> None:
     before = moves(from_state="", to_state="accepted", model="sora-2", kind="generate")
     await api.post(key="obs-1", **ACME)
     await api.post(key="obs-1", **ACME)  # the same request again: the same job, no move
-    assert moves(from_state="", to_state="accepted", model="sora-2") - before == 1
+    assert moves(from_state="", to_state="accepted", model="sora-2", kind="generate") - before == 1
 
 
 async def test_a_request_refused_at_the_edge_is_a_rejected_transition(api: Api) -> None:
