@@ -1,7 +1,7 @@
 """Intake's part of the job metrics and traces: a new job counted once as it enters
 `accepted` (the same request again is no move), a request refused at the edge counted as a
-`rejected` transition with its reason; an HTTP create is a SERVER span in the caller's trace,
-whose id the job's record keeps."""
+`rejected` transition with its reason; an HTTP create is a SERVER span starting the job's
+trace (its id on the record), linked to the caller's."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ async def test_a_request_refused_at_the_edge_is_a_rejected_transition(api: Api) 
     assert moves(to_state="rejected", reason="idempotency_conflict") - conflict_before == 1
 
 
-async def test_an_http_create_is_a_server_span_in_the_callers_trace(
+async def test_an_http_create_is_a_server_span_that_links_the_callers_trace(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     exporter = InMemorySpanExporter()
@@ -69,7 +69,10 @@ async def test_an_http_create_is_a_server_span_in_the_callers_trace(
     (span,) = exporter.get_finished_spans()
     assert span.name == "POST /v1/jobs"
     assert span.kind == trace.SpanKind.SERVER
-    assert format(span.context.trace_id, "032x") == CALLER_TRACE
+    assert format(span.context.trace_id, "032x") != CALLER_TRACE  # a trace of its own
+    assert span.parent is None
+    (link,) = span.links
+    assert format(link.context.trace_id, "032x") == CALLER_TRACE  # the caller's, linked
     attributes = dict(span.attributes or {})
     assert attributes["http.route"] == "/v1/jobs"
     assert attributes["clipline.job.id"] == job_id_for("acme", "obs-4")
@@ -78,4 +81,4 @@ async def test_an_http_create_is_a_server_span_in_the_callers_trace(
     assert [(e.attributes or {}).get("clipline.to_state") for e in moved] == ["accepted"]
     record = await api.jobs.get("acme", job_id_for("acme", "obs-4"))
     assert record is not None
-    assert record.trace_id == CALLER_TRACE
+    assert record.trace_id == format(span.context.trace_id, "032x")
