@@ -11,7 +11,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from services.pricing_guard.adapters import KvBudgets
-from services.pricing_guard.budgets import Limit
+from services.pricing_guard.admin import resolve_dispute
+from services.pricing_guard.budgets import Limit, Release
 from services.pricing_guard.observe import Gauges
 from services.pricing_guard.usecases import admit_job
 from shared.contracts import JobRejectedV1, JobStatus
@@ -109,3 +110,26 @@ async def test_the_budget_decision_is_on_the_jobs_span(guard: Harness, budgets: 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def test_a_dispute_is_counted_once_gauged_and_its_resolution_settled(
+    guard: Harness, budgets: KvBudgets
+) -> None:
+    disputed_before = total("clipline.cost.disputed_micros", **MONEY)
+    released_before = total("clipline.cost.released_micros", **MONEY)
+    job_id = await admit(guard)
+    ambiguous = ended(job_id, JobStatus.FAILED, ["admitted", "submitting"],
+                      reason="create_ambiguous", stage="submitter")  # fmt: skip
+    await end(guard, ambiguous)
+    await end(guard, ambiguous)  # its end again: disputed once
+    assert total("clipline.cost.disputed_micros", **MONEY) - disputed_before == COST
+
+    gauges = Gauges(budgets)
+    await gauges.refresh()
+    assert gauge("clipline.reservations.disputed", tenant=TENANT) == 1
+
+    answer = await resolve_dispute(budgets, guard.jobs, TENANT, job_id, Release("no video"))
+    assert answer.status_code == 200
+    assert total("clipline.cost.released_micros", **MONEY) - released_before == COST
+    await gauges.refresh()
+    assert gauge("clipline.reservations.disputed", tenant=TENANT) == 0  # back to none
