@@ -123,7 +123,7 @@ class ServiceBroker(NatsBroker):
         loops, self._loops = self._loops, []
         await asyncio.gather(*(loop.stop() for loop in loops))
         for router in self.house_routers:
-            router.direct = None
+            router.direct, router.tracer = None, None
         await super().stop(*args, **kwargs)
 
 
