@@ -103,6 +103,7 @@ class ServiceBroker(NatsBroker):
 
         for router in self.house_routers:
             router.direct = js
+            router.tracer = self._tracer if self._spans else None  # PRODUCER spans of emits
             for handling in router.handlings:
                 loop = ConsumeLoop(handling, policy, self._tracer, self.context, self._spans)
                 await loop.start(js)
@@ -122,7 +123,7 @@ class ServiceBroker(NatsBroker):
         loops, self._loops = self._loops, []
         await asyncio.gather(*(loop.stop() for loop in loops))
         for router in self.house_routers:
-            router.direct = None
+            router.direct, router.tracer = None, None
         await super().stop(*args, **kwargs)
 
 

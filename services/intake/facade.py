@@ -47,6 +47,7 @@ from services.intake.facade_map import (
 )
 from services.intake.openapi import openai_errors
 from services.intake.ports import Deps
+from services.intake.spans import server_span
 from services.intake.usecases import Refused, find, take
 from shared.apikeys import Denied, authenticate
 from shared.contracts import JobRecordV1
@@ -313,7 +314,8 @@ async def _take(request: Request, deps: Deps, tenant: str, body: dict[str, Any])
     key = request.headers.get("idempotency-key") or f"openai:{uuid.uuid4().hex}"
     body["idempotency_key"] = key
     try:
-        outcome = await take(deps, body, tenant, f"http:{uuid.uuid4().hex}", announce=False)
+        with server_span(request, "POST"):
+            outcome = await take(deps, body, tenant, f"http:{uuid.uuid4().hex}", announce=False)
     except Exception:  # NATS or KV unreachable: the job may or may not be recorded
         log.exception("facade: could not take a create")
         answer = _unavailable("the video could not be queued (retry with the same Idempotency-Key)")
