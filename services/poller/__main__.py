@@ -34,12 +34,12 @@ async def main() -> None:
     async with (
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
-        contextlib.aclosing(AiohttpCalls.for_upstream(upstream)) as calls,
+        contextlib.aclosing(AiohttpCalls.for_upstream(upstream, settings.provider)) as calls,
     ):
         expectations = kv_expectations(platform, registry)
         app = build_app(
             platform,
-            OpenAIVideosProvider(http, calls=calls),
+            OpenAIVideosProvider(http, calls=calls, provider=settings.provider),
             policy,
             verifier,
             expectations=expectations,
