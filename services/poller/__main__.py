@@ -8,6 +8,7 @@ import uvloop
 
 from services.poller.app import build_app, kv_expectations
 from services.poller.domain import PollPolicy, with_webhooks
+from services.poller.observe import PollerObserver
 from services.poller.settings import PollerSettings
 from shared.config import UpstreamSettings, load_settings
 from shared.provider import OpenAIVideosProvider
@@ -43,6 +44,7 @@ async def main() -> None:
             policy,
             verifier,
             expectations=expectations,
+            observer=PollerObserver(settings.provider, settings.poll_overdue_grace_seconds),
         )
         await serve_app(app, settings)
 

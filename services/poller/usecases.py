@@ -68,6 +68,8 @@ async def on_video_event(
     finally:
         if deps.follow.held is not None:
             await _settle(deps.follow.held, held, seen)
+    if seen.moved_on and seen.job is not None:
+        deps.follow.observer.moved_on(seen.job)  # no longer waiting here
     return seen.outcome
 
 
