@@ -93,7 +93,13 @@ def current_trace_id() -> str | None:
 
 
 @contextmanager
-def in_job_trace(trace_id: str | None, name: str) -> Iterator[None]:
+def in_job_trace(
+    trace_id: str | None,
+    name: str,
+    attributes: Mapping[str, str] | None = None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+) -> Iterator[None]:
     """A span in a job's trace (its id is kept on the job record) for work on the job that no
     message of it started, such as a webhook: so one job stays one trace, and the events
     emitted inside carry it on. The parent span is not known (only the trace id is kept), so
@@ -111,7 +117,9 @@ def in_job_trace(trace_id: str | None, name: str) -> Iterator[None]:
             trace_flags=TraceFlags(TraceFlags.SAMPLED),
         )
         context = trace.set_span_in_context(NonRecordingSpan(parent))
-    with trace.get_tracer("clipline").start_as_current_span(name, context=context):
+    with trace.get_tracer("clipline").start_as_current_span(
+        name, context=context, kind=kind, attributes=attributes
+    ):
         yield
 
 
@@ -124,20 +132,21 @@ def recording() -> bool:
 
 @contextmanager
 def short_span(
-    tracer: trace.Tracer,
+    tracer: str,
     name: str,
     attributes: Mapping[str, str | int] | None = None,
     *,
     kind: SpanKind = SpanKind.INTERNAL,
 ) -> Iterator[trace.Span]:
-    """A short span (one upstream call, one poll, one S3 transfer) under the current context,
-    or, where nothing records spans, none (the invalid span, whose methods do nothing): the
-    trace is still carried on by the current context. An exception ends it with `error.type`
-    (the exception's class name, never its message: that may quote a URL) and ERROR status."""
+    """A short span (one upstream call, one poll, one S3 transfer) under the current
+    context, from the global provider's tracer named `tracer`; or, where nothing records
+    spans, none (the invalid span, whose methods do nothing): the trace is still carried on
+    by the current context. An exception ends it with `error.type` (the exception's class
+    name, never its message: that may quote a URL) and ERROR status."""
     if not recording():
         yield trace.INVALID_SPAN
         return
-    with tracer.start_as_current_span(
+    with trace.get_tracer(tracer).start_as_current_span(
         name, kind=kind, attributes=attributes,
         record_exception=False, set_status_on_exception=False,
     ) as span:  # fmt: skip

@@ -1,9 +1,10 @@
 """In-memory OpenTelemetry readers for tests: the metrics and the spans this process records.
 
-A process has one global meter provider and one global tracer provider, each set once: the
-first test to ask installs an SDK provider with an in-memory reader (metrics) or exporter
-(spans), and every later one reads the same. Counters and histograms are cumulative, so a test
-reads a value before and after what it does and checks the difference."""
+A process has one global meter provider, set once: the first test to ask installs an SDK
+provider with an in-memory reader, and every later one reads the same. Counters and histograms
+are cumulative, so a test reads a value before and after what it does (or uses labels of its
+own) and checks the difference. Spans: a recording provider of the test's own
+(`span_exporter`)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from shared.telemetry import records
-
 _readers: list[InMemoryMetricReader] = []
-_exporters: list[InMemorySpanExporter] = []
 
 
 def metric_reader() -> InMemoryMetricReader:
@@ -33,8 +31,17 @@ def metric_reader() -> InMemoryMetricReader:
     the test is skipped when another kind of provider was installed first."""
     if _readers:
         return _readers[0]
-    if isinstance(metrics.get_meter_provider(), MeterProvider):
-        pytest.skip("another meter provider is installed in this process")
+    installed = metrics.get_meter_provider()
+    if isinstance(installed, MeterProvider):  # another helper's: read it if it keeps one
+        found = [
+            reader
+            for reader in getattr(installed, "_sdk_config").metric_readers  # noqa: B009
+            if isinstance(reader, InMemoryMetricReader)
+        ]
+        if not found:
+            pytest.skip("another meter provider, without an in-memory reader, is installed")
+        _readers.append(found[0])
+        return found[0]
     reader = InMemoryMetricReader()
     metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
     _readers.append(reader)
@@ -78,23 +85,15 @@ def histogram_sum(name: str, labels: Mapping[str, str] | None = None) -> float:
     return total
 
 
-def span_exporter() -> InMemorySpanExporter:
-    """The process's in-memory span exporter, cleared (installed with a recording global
-    tracer provider on first use); skipped when a provider that records nothing came first."""
-    if not _exporters:
-        provider = trace.get_tracer_provider()
-        exporter = InMemorySpanExporter()
-        if isinstance(provider, TracerProvider):
-            if not records(provider):
-                pytest.skip("a tracer provider that records nothing is installed")
-            provider.add_span_processor(SimpleSpanProcessor(exporter))
-        else:
-            provider = TracerProvider()
-            provider.add_span_processor(SimpleSpanProcessor(exporter))
-            trace.set_tracer_provider(provider)
-        _exporters.append(exporter)
-    _exporters[0].clear()
-    return _exporters[0]
+def span_exporter(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
+    """An in-memory exporter of the spans this test makes: a recording tracer provider is the
+    global one for the test only (`monkeypatch` puts back what was there, usually none, so
+    the tests after it see the process as it was)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
+    return exporter
 
 
 def spans_named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:

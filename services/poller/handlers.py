@@ -6,7 +6,6 @@ import random
 from typing import Annotated
 
 from faststream.exceptions import NackMessage
-from opentelemetry import trace
 
 from services.poller.domain import Pending, Throttled
 from services.poller.follow import (
@@ -35,7 +34,7 @@ delayed nak): above JetStream's default of 1000, so 10,000 jobs in flight are al
 # Real annotations here (no `from __future__ import annotations`): FastStream resolves string
 # annotations by name, also in its callers' frames, where a local of the same name wins.
 PollerDeps = Annotated[Deps, Context("deps")]
-_tracer = trace.get_tracer("clipline.poller")
+_TRACER = "clipline.poller"
 
 
 async def on_job_submitted(event: JobSubmittedV1, deps: PollerDeps, msg: Message) -> None:
@@ -94,7 +93,7 @@ async def look(deps: Deps, job: Followed, record: JobRecordV1) -> Pending | Thro
     """One poll's look at the job: a short span of its own in the job's trace (under the
     delivery's), counted by outcome. None: the job is past following (ended, or moved on)."""
     attributes = {"clipline.job.id": job.job_id, "clipline.tenant": job.tenant}
-    with short_span(_tracer, "clipline.poll", attributes) as span:
+    with short_span(_TRACER, "clipline.poll", attributes) as span:
         try:
             looked = await follow(deps, job, record)
         except Exception:

@@ -22,7 +22,6 @@ from minio.commonconfig import ENABLED, Filter
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from services.storage.domain import (
@@ -55,7 +54,7 @@ key layout, under the rule (which covers the whole bucket)."""
 _DELETE_BATCH = 1000  # S3's DeleteObjects limit
 T = TypeVar("T")
 log = logging.getLogger("clipline.storage")
-_tracer = trace.get_tracer("clipline.storage.s3")
+_TRACER = "clipline.storage.s3"
 _S3_CODE = re.compile(r"[A-Za-z]{1,40}")
 
 
@@ -374,7 +373,7 @@ class S3AssetStore:
             "rpc.system": "aws-api", "rpc.service": "S3", "rpc.method": "PutObject",
             "http.request.method": "PUT", "aws.s3.bucket": self._bucket, "aws.s3.key": key,
         }  # fmt: skip
-        with short_span(_tracer, "S3.PutObject", attributes, kind=SpanKind.CLIENT) as span:
+        with short_span(_TRACER, "S3.PutObject", attributes, kind=SpanKind.CLIENT) as span:
             try:
                 await self.ensure_bucket()
                 if self._puts is not None and length is not None and length <= self._part_size:

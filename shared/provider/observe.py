@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 from shared import metrics
 from shared.telemetry import short_span
 
-_tracer = trace.get_tracer("clipline.provider")
+_TRACER = "clipline.provider"
 
 ENDPOINTS: dict[str, tuple[str, str]] = {
     "create": ("POST", "videos"),
@@ -95,7 +95,7 @@ def observed(upstream: Upstream, endpoint: str) -> Iterator[Call]:
     began = time.perf_counter()
     call: Call | None = None
     try:
-        with short_span(_tracer, f"{method} {template}", attributes, kind=SpanKind.CLIENT) as span:
+        with short_span(_TRACER, f"{method} {template}", attributes, kind=SpanKind.CLIENT) as span:
             call = Call(span)
             yield call
     finally:

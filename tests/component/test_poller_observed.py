@@ -61,8 +61,10 @@ def submitted_job(p: Poller, *, ago: timedelta = timedelta(seconds=10)) -> JobSu
     )  # fmt: skip
 
 
-async def test_a_finished_look_is_counted_timed_and_spanned_and_the_job_no_longer_waits() -> None:
-    spans = span_exporter()
+async def test_a_finished_look_is_counted_timed_and_spanned_and_the_job_no_longer_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spans = span_exporter(monkeypatch)
     async with poller() as p:
         event = submitted_job(p)
         video = upstream_video(VIDEO, "completed", progress=100)

@@ -110,8 +110,10 @@ def no_secret_in(span: ReadableSpan) -> None:
     assert "?" not in str((span.attributes or {}).get("url.template", ""))
 
 
-async def test_each_call_is_one_client_span_named_by_its_template(upstream: Upstream) -> None:
-    spans = span_exporter()
+async def test_each_call_is_one_client_span_named_by_its_template(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spans = span_exporter(monkeypatch)
     await upstream.provider.create(request())
     create = only_span(list(spans.get_finished_spans()))
     assert create.name == "POST /v1/videos"
@@ -159,8 +161,10 @@ async def test_calls_are_counted_by_endpoint_method_and_status(upstream: Upstrea
     assert reading("clipline.upstream.request.duration", labels) == 1
 
 
-async def test_a_download_span_names_its_template_and_variant(upstream: Upstream) -> None:
-    spans = span_exporter()
+async def test_a_download_span_names_its_template_and_variant(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spans = span_exporter(monkeypatch)
     async with upstream.downloads.download(VIDEO_ID, "thumbnail") as download:
         async for _ in download.chunks:
             pass
@@ -172,8 +176,10 @@ async def test_a_download_span_names_its_template_and_variant(upstream: Upstream
     no_secret_in(span)
 
 
-async def test_a_call_without_an_answer_is_counted_as_error() -> None:
-    spans = span_exporter()
+async def test_a_call_without_an_answer_is_counted_as_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spans = span_exporter(monkeypatch)
     name = f"p{uuid.uuid4().hex[:8]}"
     calls = AiohttpCalls(f"http://127.0.0.1:{closed_port()}/v1", KEY, timeout=2, provider=name)
     unused = httpx.AsyncClient(base_url="http://127.0.0.1:9/v1/")
