@@ -99,24 +99,31 @@ def in_job_trace(
     attributes: Mapping[str, str] | None = None,
     *,
     kind: SpanKind = SpanKind.INTERNAL,
+    parent: str | None = None,
 ) -> Iterator[None]:
     """A span in a job's trace (its id is kept on the job record) for work on the job that no
     message of it started, such as a webhook: so one job stays one trace, and the events
-    emitted inside carry it on. The parent span is not known (only the trace id is kept), so
-    the span hangs under a placeholder parent of that trace."""
+    emitted inside carry it on. Its parent is `parent` (a W3C traceparent) when that names a
+    span of the same trace (e.g. the job's delivery held by this process); otherwise not known
+    (only the trace id is kept), so the span hangs under a placeholder parent of that trace."""
     context = None
+    known = remote_parent({"traceparent": parent}) if parent else None
+    if known is not None:
+        known_trace = trace.get_current_span(known).get_span_context().trace_id
+        if format(known_trace, "032x") == trace_id:
+            context = known  # a span of the job's trace (a delivery's): a real parent
     try:
         trace_number = int(trace_id or "", 16) if len(trace_id or "") == 32 else 0
     except ValueError:
         trace_number = 0
-    if trace_number:
-        parent = SpanContext(
+    if trace_number and context is None:
+        placeholder = SpanContext(
             trace_id=trace_number,
             span_id=secrets.randbits(64) or 1,
             is_remote=True,
             trace_flags=TraceFlags(TraceFlags.SAMPLED),
         )
-        context = trace.set_span_in_context(NonRecordingSpan(parent))
+        context = trace.set_span_in_context(NonRecordingSpan(placeholder))
     with trace.get_tracer("clipline").start_as_current_span(
         name, context=context, kind=kind, attributes=attributes
     ):

@@ -123,4 +123,5 @@ def hold(deps: Deps, msg: Message, job: Followed, record: JobRecordV1 | None) ->
     recorded and announced what this stage does): the delivery is acked instead."""
     if deps.held is None or not (reply := msg.raw_message.reply):
         return True
-    return deps.held.hold(Held(reply, job, record))
+    headers = msg.raw_message.headers or {}
+    return deps.held.hold(Held(reply, job, record, headers.get("traceparent")))
