@@ -38,9 +38,9 @@ _TRACER = "clipline.poller"
 
 
 async def on_job_submitted(event: JobSubmittedV1, deps: PollerDeps, msg: Message) -> None:
-    """Look at the upstream job the record names (a `submitted` naming another is ignored).
-    A delivery acked here leaves the job past following (no longer counted as waiting); one
-    left in a delayed nak, or failed (retried), keeps it followed."""
+    """Look at the upstream job the record names (a `submitted` naming another is ignored)."""
+    # A delivery acked here leaves the job past following (no longer counted as waiting); one
+    # left in a delayed nak, or failed (retried), keeps it followed.
     await poll(event, deps, msg)
     deps.observer.moved_on((event.tenant, event.job_id))
 
