@@ -72,7 +72,7 @@ STAGE_DURATION = _seconds(
 GENERATION_DURATION = _seconds(
     "clipline.generation.duration",
     "Upstream generation time of a finished job (created to completed/failed upstream). Labels: "
-    "provider, model, size, outcome.",
+    "provider, model, size, outcome (completed, failed, timed_out).",
 )  # clipline_generation_duration_seconds_{bucket,sum,count}
 MESSAGES_REJECTED = _counter(
     "clipline.messages.rejected", "{message}",
@@ -140,12 +140,13 @@ RATE_LIMIT_WAIT = _seconds(
 POLLS = _counter(
     "clipline.poller.polls", "{poll}",
     "Looks at an upstream job by the poller's timers. Labels: provider, outcome (pending, "
-    "progress, ended, error).",
+    "throttled, ended, elsewhere, error).",
 )  # clipline_poller_polls_total  # fmt: skip
 WEBHOOKS = _counter(
     "clipline.poller.webhooks", "{webhook}",
-    "Upstream webhooks received. Labels: provider, outcome (taken, duplicate, unknown_job, "
-    "bad_signature, bad_request).",
+    "Upstream webhooks received. Labels: provider, outcome (looked, not_followed, "
+    "unknown_job, duplicate, throttled, retry, bad_signature, stale, bad_request, too_large, "
+    "disabled).",
 )  # clipline_poller_webhooks_total  # fmt: skip
 JOBS_WAITING = _gauge(
     "clipline.poller.waiting",
@@ -162,11 +163,11 @@ JOBS_OVERDUE = _gauge(
 # --- storage ------------------------------------------------------------------------------------
 S3_TRANSFERRED = _counter(
     "clipline.s3.transferred", "By",
-    "Bytes written to (or read from) S3. Labels: operation (put, get).",
+    "Bytes written to S3. Labels: operation (put).",
 )  # clipline_s3_transferred_bytes_total  # fmt: skip
 S3_ERRORS = _counter(
     "clipline.s3.errors", "{error}",
-    "Failed S3 requests. Labels: operation, reason.",
+    "Failed S3 requests. Labels: operation (put), reason (S3's error code, or unavailable).",
 )  # clipline_s3_errors_total  # fmt: skip
 
 # --- JetStream consumers (every service, of its own durables) -----------------------------------
@@ -192,7 +193,8 @@ CONSUMER_REDELIVERED = _gauge(
 # --- simulator ----------------------------------------------------------------------------------
 SIMULATOR_REQUESTS = _counter(
     "clipline.simulator.requests", "{request}",
-    "Requests the Sora 2 simulator answered. Labels: endpoint, status.",
+    "Requests the Sora 2 simulator answered. Labels: endpoint (method and path template, "
+    "e.g. 'GET /v1/videos/{video_id}'; 'other' when unrouted), status.",
 )  # clipline_simulator_requests_total  # fmt: skip
 SIMULATOR_CREATES = _counter(
     "clipline.simulator.creates", "{video}",

@@ -290,7 +290,11 @@ async def service_runtime(service: str, settings: CommonSettings) -> AsyncIterat
     configure_logging(settings.log_level, settings.log_format)
     provider = telemetry.make_tracer_provider(service)
     telemetry.install(provider)
-    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    HTTPXClientInstrumentor().instrument(
+        tracer_provider=provider,
+        request_hook=telemetry.scrub_httpx_span,  # a span keeps no URL query (credentials)
+        async_request_hook=telemetry.scrub_httpx_span_async,
+    )
     where = load_settings(MetricsSettings)
     metrics.start(service, where.host, where.port)
     identity = SERVICES.get(service)
