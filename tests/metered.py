@@ -9,22 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from opentelemetry import metrics
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from tests.otel_probe import metric_reader
 
 _installed: list[InMemoryMetricReader] = []
 
 
 def reader() -> InMemoryMetricReader:
-    """The process's test reader, installed as the global provider's on first use."""
+    """The process's test reader: tests.otel_probe's, which installs the global provider on
+    first use (one reader for every test module, whichever asks first)."""
     if not _installed:
-        found = InMemoryMetricReader()
-        provider = MeterProvider(metric_readers=[found])
-        metrics.set_meter_provider(provider)
-        if metrics.get_meter_provider() is not provider:
-            raise RuntimeError("another meter provider was installed first in this process")
-        _installed.append(found)
+        _installed.append(metric_reader())
     return _installed[0]
 
 
