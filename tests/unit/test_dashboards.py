@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import yaml
-from opentelemetry import metrics as otel_metrics
 
 from clipline.servers import free_port
 from shared import metrics
@@ -46,36 +45,9 @@ NATS_EXPORTER_METRICS = frozenset(
     }
 )  # fmt: skip
 
-_UNIT_SUFFIX = {"s": "_seconds", "By": "_bytes", "1": "_ratio"}
-
-
-def prometheus_names(instrument: otel_metrics.Instrument) -> set[str]:
-    """The series names Prometheus sees for one instrument: `.` becomes `_`, the unit's suffix
-    (`{...}` annotations add none; `_ratio` is not repeated), `_total` for counters and
-    `_bucket/_sum/_count` for histograms."""
-    name: str = getattr(instrument, "_name", "").replace(".", "_")
-    unit: str = getattr(instrument, "_unit", "") or ""
-    if unit and not (unit.startswith("{") and unit.endswith("}")):
-        suffix = _UNIT_SUFFIX[unit]  # a new unit: teach this table its Prometheus suffix
-        if not name.endswith(suffix):
-            name += suffix
-    if isinstance(instrument, otel_metrics.Counter):
-        return {f"{name}_total"}
-    if isinstance(instrument, otel_metrics.Histogram):
-        return {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
-    return {name}
-
-
-def instruments() -> dict[str, otel_metrics.Instrument]:
-    return {
-        attr: value
-        for attr, value in vars(metrics).items()
-        if isinstance(value, otel_metrics.Instrument)
-    }
-
 
 def catalogue() -> set[str]:
-    return set().union(*(prometheus_names(i) for i in instruments().values()))
+    return set().union(*(metrics.series_names(i) for i in metrics.instruments().values()))
 
 
 def dashboard(path: Path) -> dict[str, Any]:
