@@ -1,6 +1,6 @@
 """The `clipline` command: up | down | status | restart | scale | logs (the embedded stack);
-submit | jobs | events | cancel | download (a tenant's jobs, local or remote); budget | spend |
-keys | auth (operators)."""
+submit | jobs | events | timeline | cancel | download (a tenant's jobs, local or remote);
+budget | spend | keys | auth (operators)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import NoReturn
 import httpx
 import nats.errors
 
-from clipline import auth_cli, budget_cli, jobs_cli, keys_cli, observe, webhooks_cli
+from clipline import auth_cli, budget_cli, jobs_cli, keys_cli, observe, timeline_cli, webhooks_cli
 from clipline.logs import Follower, last_lines
 from clipline.remote import OK, REFUSED, UNREACHABLE, USAGE, CliError
 from clipline.replicas import parse_replica, scalable
@@ -74,6 +74,12 @@ def _up(args: argparse.Namespace) -> int:
     started = [p.name for p in state.processes if pids.get(p.name) != p.pid]
     if not pids:
         print(f"clipline stack is up under {state.home}")
+        for name, port in sorted(state.moved_ports.items()):
+            now = state.find(name).port
+            print(
+                f"note: {name}'s port of the previous run ({port}) was taken: it is {now} now"
+                + (f" (export CLIPLINE_URL={state.intake_url})" if name == "intake" else "")
+            )
     elif started:
         print(f"started again: {', '.join(started)}; the rest kept running")
     else:
@@ -191,6 +197,7 @@ def parser() -> argparse.ArgumentParser:
     p = Parser(prog="clipline", description=__doc__, epilog=EXIT_CODES,
                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--home", type=Path, default=None, help="stack folder (default ./.clipline)")
+    jobs_cli.add_global_options(p)
     sub = p.add_subparsers(dest="command", required=True)
     u = sub.add_parser("up", help="start the embedded stack, or what of it is not running")
     u.add_argument(
@@ -217,6 +224,7 @@ def parser() -> argparse.ArgumentParser:
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing until Ctrl-C")
     lg.set_defaults(func=_logs)
     jobs_cli.add_commands(sub)
+    timeline_cli.add_commands(sub)
     budget_cli.add_commands(sub)
     keys_cli.add_commands(sub)
     auth_cli.add_commands(sub)
@@ -236,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.home = (args.home or default_home()).resolve()
     try:
+        jobs_cli.apply_global_options(args)
         return int(args.func(args))
     except CliError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -1,5 +1,5 @@
-"""Generated documents: docs/lifecycle.md and docs/asyncapi.json (`make schemas` rewrites them;
-tests fail when a committed copy drifts from the code)."""
+"""Generated documents: docs/lifecycle.md, docs/asyncapi.json and docs/metrics.md (`make
+schemas` rewrites them; tests fail when a committed copy drifts from the code)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from services.submitter.app import build_router as submitter
 from shared.contracts.lifecycle import lifecycle_markdown
 from shared.contracts.requests import REQUESTS_ROOT, JobRequestV1
 from shared.messaging import ServiceRouter
+from shared.metrics import catalogue_markdown
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 TITLE = "clipline events"
@@ -68,6 +69,7 @@ def rendered() -> dict[Path, str]:
     return {
         DOCS / "lifecycle.md": lifecycle_markdown(),
         DOCS / "asyncapi.json": asyncapi_document(),
+        DOCS / "metrics.md": catalogue_markdown(),
     }
 
 

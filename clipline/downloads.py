@@ -113,6 +113,12 @@ async def _links(where: Target, job_id: str) -> dict[str, str]:
         body: Any = response.json()
     except ValueError:
         body = None
+    return link_map(body)
+
+
+def link_map(body: Any) -> dict[str, str]:
+    """variant -> download link, from GET /v1/jobs/{id}/assets's answer (`{"assets": [...]}`,
+    or `{"data": [...]}`); whatever is not one is left out."""
     items = body.get("data", body.get("assets")) if isinstance(body, dict) else body
     return {
         str(item["variant"]): str(item["url"])

@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,8 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
         body["priority"] = args.priority
     if args.image is not None:
         body["input_reference"] = image_data_url(args.image)
+    if args.callback_url is not None:
+        body["callback_url"] = args.callback_url  # intake checks it (422 invalid_callback_url)
     return body
 
 
@@ -153,6 +156,9 @@ async def submit(args: argparse.Namespace) -> int:
         seconds = body.get("seconds") or request_default("seconds")
         guess = expected_seconds(model, seconds, where.local is not None)
         record = await wait(api, job_id, Estimate(guess), args.timeout, quiet=args.json)
+        links = None
+        if record is not None and record.get("status") == "completed" and not args.json:
+            links = await download_links(api, job_id)
     if record is None:
         raise CliError(
             UNREACHABLE,
@@ -162,7 +168,26 @@ async def submit(args: argparse.Namespace) -> int:
     if args.json:
         output.line(json.dumps(record))
         return OK if record.get("status") == "completed" else REFUSED
-    return report(record, where, args)
+    return report(record, where, args, links)
+
+
+async def download_links(api: Api, job_id: str) -> Links:
+    """The job's fresh presigned download links (GET /v1/jobs/{id}/assets) to print; a server
+    that gives none, or cannot now, gets the `clipline download` hint instead (the job is
+    done: that is no reason to fail the command)."""
+    try:
+        response = await api.call("GET", f"/v1/jobs/{job_id}/assets")
+    except CliError:
+        return Links({}, None)
+    body = _json_or_none(response) if response.is_success else None
+    expires = body.get("expires_at") if isinstance(body, dict) else None
+    return Links(downloads.link_map(body), expires if isinstance(expires, str) else None)
+
+
+@dataclass(frozen=True)
+class Links:
+    urls: dict[str, str]
+    expires_at: str | None
 
 
 async def wait(
@@ -195,8 +220,11 @@ async def wait(
             bar.done()
 
 
-def report(record: dict[str, Any], where: Target, args: argparse.Namespace) -> int:
-    """What the job's record says about its end (never what an event said)."""
+def report(
+    record: dict[str, Any], where: Target, args: argparse.Namespace, links: Links | None = None
+) -> int:
+    """What the job's record says about its end (never what an event said); a completed job's
+    assets with their download links (the local stack's also with their S3 location)."""
     status = record.get("status")
     if status != "completed":
         output.line(f"job {record.get('job_id')} {status}: {record.get('reason')}: "
@@ -204,9 +232,20 @@ def report(record: dict[str, Any], where: Target, args: argparse.Namespace) -> i
         _trace(record, where)
         return REFUSED
     output.line(f"job {record.get('job_id')} completed{took(record)}")
+    urls = links.urls if links is not None else {}
     for asset in record.get("assets") or []:
-        output.line(f"  {asset.get('variant', ''):<11} s3://{asset.get('bucket')}/"
-                    f"{asset.get('key')} ({asset.get('size_bytes')} bytes)")  # fmt: skip
+        variant = str(asset.get("variant", ""))
+        stored = f"s3://{asset.get('bucket')}/{asset.get('key')}"
+        output.line(f"  {variant:<11} {urls.get(variant, '(no download link)')} "
+                    f"({asset.get('size_bytes')} bytes)")  # fmt: skip
+        if where.local is not None:
+            output.line(f"  {'':<11} stored at {stored}")
+    saves = f"`clipline download {record.get('job_id')}` saves the files, verified"
+    if urls:
+        until = f" until {links.expires_at}" if links and links.expires_at else ""
+        output.line(f"links valid{until} (credentials: share with care); {saves}")
+    elif record.get("assets"):
+        output.line(saves)
     output.line(f"cost: {dollars(record.get('cost_micros'))}")
     _trace(record, where)
     if getattr(args, "verify", False) and where.local is not None:
@@ -280,13 +319,30 @@ async def jobs_list(args: argparse.Namespace) -> int:
     if not jobs:
         output.line("no jobs")
         return OK
-    rows = [[str(j.get("job_id")), str(j.get("status")), str(_spec(j, "model")),
-             str(_spec(j, "size")), str(_spec(j, "seconds")),
+    rows = [[str(j.get("job_id")), _status_text(j), str(_spec(j, "kind") or "generate"),
+             str(_spec(j, "source_job_id") or "-"), str(_spec(j, "model")),
+             str(_spec(j, "size")), _seconds_text(j),
              str((j.get("history") or {}).get("accepted", ""))[:19],
              dollars(j.get("cost_micros")).split(" ")[0]] for j in jobs]  # fmt: skip
-    output.line(output.table(["JOB", "STATUS", "MODEL", "SIZE", "SECONDS", "ACCEPTED", "COST"],
-                             rows))  # fmt: skip
+    heads = ["JOB", "STATUS", "KIND", "SOURCE", "MODEL", "SIZE", "SECONDS", "ACCEPTED", "COST"]
+    output.line(output.table(heads, rows))
     return OK
+
+
+def _status_text(job: dict[str, Any]) -> str:
+    """The status; `completed(deleted)` for a job whose assets were deleted (DELETE
+    /v1/videos/{id}): its record stays, its download answers 410."""
+    status = str(job.get("status"))
+    return f"{status}(deleted)" if job.get("deleted_at") else status
+
+
+def _seconds_text(job: dict[str, Any]) -> str:
+    """The video's length; an extension's as `12(+4)`: the stitched total, and the seconds it
+    added (what it was priced by)."""
+    seconds, total = _spec(job, "seconds"), _spec(job, "total_seconds")
+    if _spec(job, "kind") == "extend" and total not in (None, ""):
+        return f"{total}(+{seconds})"
+    return str(seconds)
 
 
 def _spec(job: dict[str, Any], name: str) -> Any:
@@ -331,14 +387,24 @@ async def jobs_show(args: argparse.Namespace) -> int:
     progress = f" ({record['progress']}% upstream)" if record.get("progress") else ""
     output.line(f"status    {record.get('status')}{progress}")
     output.line(f"tenant    {record.get('tenant')}")
-    output.line(f"request   {spec.get('model')} {spec.get('size')} {spec.get('seconds')}s: "
+    kind = spec.get("kind") or "generate"
+    if kind != "generate":
+        chain = f" (extension {spec.get('extensions')} of the chain)" if kind == "extend" else ""
+        output.line(f"kind      {kind} of {spec.get('source_job_id')}{chain}")
+    length = f"{spec.get('seconds')}s"
+    if kind == "extend" and spec.get("total_seconds") is not None:
+        length = f"{spec.get('total_seconds')}s stitched (+{spec.get('seconds')}s added)"
+    output.line(f"request   {spec.get('model')} {spec.get('size')} {length}: "
                 f"{spec.get('prompt')!r}")  # fmt: skip
     output.line(f"cost      {dollars(record.get('cost_micros'))}")
     if record.get("reason"):
         output.line(f"reason    {record.get('reason')}: {record.get('detail')}")
     for kind, at in sorted((record.get("history") or {}).items(), key=lambda i: str(i[1])):
         output.line(f"  {str(at)[:23]:<23}  {kind}")
-    for asset in record.get("assets") or []:
+    deleted = record.get("deleted_at")
+    if deleted:
+        output.line(f"deleted   {str(deleted)[:23]}: its assets are removed (download: 410)")
+    for asset in [] if deleted else record.get("assets") or []:
         output.line(f"asset     {asset.get('variant'):<11} {asset.get('size_bytes')} bytes, "
                     f"sha256 {str(asset.get('sha256'))[:16]}...")  # fmt: skip
     output.line(f"trace id  {record.get('trace_id')}")
@@ -424,9 +490,40 @@ def _connection_options() -> argparse.ArgumentParser:
         "--profile", default=None, help=f"a profile of the profile file (else ${PROFILE_ENV})"
     )
     where.add_argument(
-        "--tenant", default="default", help="the local stack's tenant whose key is used"
+        "--tenant", default=None, help="the local stack's tenant whose key is used (default)"
     )
+    parent.set_defaults(connection=True)
     return parent
+
+
+CONNECTION = ("url", "api_key", "profile", "tenant")
+DEFAULT_TENANT = "default"
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """`clipline --url U --api-key K jobs list`: the job commands' connection options before
+    the command too (one given after it wins)."""
+    where = parser.add_argument_group("which clipline (the job commands; also after them)")
+    for name in CONNECTION:
+        where.add_argument(f"--{name.replace('_', '-')}", dest=f"global_{name}", default=None,
+                           help=argparse.SUPPRESS)  # fmt: skip
+
+
+def apply_global_options(args: argparse.Namespace) -> None:
+    """Fill a job command's connection options from those given before it; CliError(USAGE)
+    when they were given before a command that takes none."""
+    given = {name: getattr(args, f"global_{name}", None) for name in CONNECTION}
+    if not getattr(args, "connection", False):
+        named = [f"--{n.replace('_', '-')}" for n, v in given.items() if v is not None]
+        if named:
+            raise CliError(USAGE, f"{', '.join(named)}: only the job commands take it "
+                                  "(submit, jobs, events, cancel, download)")  # fmt: skip
+        return
+    for name, value in given.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    if args.tenant is None:
+        args.tenant = DEFAULT_TENANT
 
 
 def add_commands(sub: Any) -> None:
@@ -448,6 +545,8 @@ def add_commands(sub: Any) -> None:
                    help="under the upstream's rate limit, higher goes first")  # fmt: skip
     s.add_argument("--idempotency-key", default=None, help="(default: a new one)")
     s.add_argument("--image", type=Path, default=None, help="first frame (must match --size)")
+    s.add_argument("--callback-url", metavar="URL", default=None,
+                   help="POST the job's end here, signed (docs/webhooks.md)")  # fmt: skip
     s.add_argument("--wait", action="store_true", help="follow the job to its end")
     s.add_argument("--verify", action="store_true", help="with --wait: decode the stored MP4")
     s.add_argument("--timeout", type=float, default=600.0, help="--wait at most so long (600)")

@@ -37,6 +37,8 @@ INSTALL_PHOENIX = "run `make observe` to install Arize Phoenix (the trace UI) in
 PROMETHEUS = "prometheus"
 PHOENIX = "phoenix"
 OBSERVERS = (PHOENIX, PROMETHEUS)
+PHOENIX_PORTS = (PHOENIX, "phoenix-grpc")
+"""Names of Phoenix's ports (UI and OTLP/HTTP; OTLP/gRPC) in the stack's kept ports."""
 SCRAPE_SECONDS = 5
 """Scrape and rule-evaluation interval: a local stack's alerts and graphs move within seconds."""
 EXPORT_DELAY_MS = 1000

@@ -53,8 +53,23 @@ def free_port(avoid: set[int] | None = None) -> int:
     raise ServerError("no free loopback port found")
 
 
-def _is_free(port: int) -> bool:
+def kept_port(port: int | None, avoid: set[int]) -> int | None:
+    """`port` again, when it is free now and passes free_port's rules against `avoid` (it and
+    its offset are then added to `avoid`); None otherwise."""
+    if port is None or not 0 < port < 55000 or {port, port + 10000} & avoid:
+        return None
+    if not _is_free(port, reuse=True) or not _is_free(port + 10000):
+        return None
+    avoid.update({port, port + 10000})
+    return port
+
+
+def _is_free(port: int, *, reuse: bool = False) -> bool:
+    """Nothing listens on `port`; `reuse`: connections of a process just stopped, in
+    TIME_WAIT, do not count (the servers bind with SO_REUSEADDR, as this check then does)."""
     with socket.socket() as s:
+        if reuse:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((LOOPBACK, port))
         except OSError:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from clipline import admin_token, local_keys, observe, replicas, s3_key, webhook_secret
+from clipline import ports as stack_ports
 from clipline.auth import ADMIN, AuthDir
 from clipline.private import private_dir
 from clipline.replicas import parse_replica, plan, replica_name, scalable
@@ -147,6 +148,9 @@ class StackState:
     """Prometheus's UI and API when the stack was started with `--observe` ("" otherwise)."""
     phoenix_url: str = ""
     """Arize Phoenix's UI (and OTLP/HTTP receiver) when the stack observes with it."""
+    moved_ports: dict[str, int] = field(default_factory=dict)
+    """Processes whose port of the home's previous run was taken at this start: name -> that
+    port (they have new ones; clipline/ports.py)."""
 
     @property
     def auth(self) -> AuthDir:
@@ -374,10 +378,11 @@ def _start(
     key = s3_key.for_stack(home)
     s3 = start_seaweed(home / "s3", logs, *key, log_max_bytes=cap, log_backups=backups)
     started.append((s3.proc, s3.port, s3.health))
-    taken: set[int] = set()
-    sim_port = free_port(taken)
     # The services' ports are chosen now: the simulator is told where the poller will listen.
-    ports = {name: free_port(taken) for name in SERVICES}
+    # The previous run's are taken again where free (an exported CLIPLINE_URL keeps working).
+    taken: set[int] = set()
+    chosen = stack_ports.choose(["simulator", *SERVICES], stack_ports.previous(home), taken)
+    sim_port, ports = chosen.ports["simulator"], chosen.ports
     metrics_ports = {name: free_port(taken) for name in ("simulator", *SERVICES)}
     hook = None
     if options.webhooks:
@@ -413,8 +418,10 @@ def _start(
         simulator_url=sim_url,
         intake_url=f"http://{LOOPBACK}:{ports['intake']}",
         processes=[ProcInfo.of(proc, port, health) for proc, port, health in started],
+        moved_ports=chosen.moved,
     )
     state.save()
+    stack_ports.remember(home, chosen.ports)
     return state
 
 
@@ -427,10 +434,14 @@ def _start_observed(
     private_dir(home / "logs")
     observe.prometheus_binary()  # missing: said before anything starts
     binary = observe.phoenix_binary()
+    # Their previous ports too where free: a trace link printed before still opens.
+    before = stack_ports.previous(home)
+    kept: dict[str, int] = {}
     phoenix = None
     if binary is not None:
         taken: set[int] = set()
-        port, grpc_port = free_port(taken), free_port(taken)
+        kept = stack_ports.choose(observe.PHOENIX_PORTS, before, taken).ports
+        port, grpc_port = (kept[name] for name in observe.PHOENIX_PORTS)
         phoenix = (observe.spawn_phoenix(home, binary, port, grpc_port), port)
         started.append((*phoenix, observe.phoenix_health(port)))
         tracing = observe.tracing_env(observe.phoenix_url(port))
@@ -441,9 +452,9 @@ def _start_observed(
     finally:
         started.extend(inner)
     taken = {q for p in state.processes for q in (p.port, p.metrics_port) if q}
-    if phoenix is not None:
-        taken.add(phoenix[1])
-    port = free_port(taken)
+    taken.update(kept.values())
+    kept |= stack_ports.choose([observe.PROMETHEUS], before, taken).ports
+    port = kept[observe.PROMETHEUS]
     observe.write_config(home, observe.targets_of(state.processes))
     prometheus = observe.spawn_prometheus(home, port)
     health = observe.prometheus_health(port)
@@ -463,6 +474,7 @@ def _start_observed(
         state.processes.insert(0, ProcInfo.of(phoenix[0], phoenix[1], health))
         state.phoenix_url = observe.phoenix_url(phoenix[1])
     state.save()
+    stack_ports.remember(home, stack_ports.previous(home) | kept)  # `_start` wrote its own
     return state
 
 

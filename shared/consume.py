@@ -34,10 +34,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel
 
 from shared import pullfetch, telemetry
+from shared.contracts.events import parse_event_subject
 
 log = logging.getLogger("clipline.consume")
 
@@ -243,12 +244,13 @@ class ConsumeLoop:
                 failed(span, nack)
             except RejectMessage as reject:
                 answer, how = raw.term(), "term"
-                failed(span, reject)
+                failed(span, reject, "terminated")
             except AckMessage:
                 answer, how = raw.ack(), "ack"
             except Exception as exc:  # the policy lets nothing else out; a backstop all the same
                 log.exception("%s: unhandled error on %s", self.handling.durable, raw.subject)
                 span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 answer, how = raw.nak(), "nak"
             else:
                 answer, how = raw.ack(), "ack"
@@ -264,12 +266,7 @@ class ConsumeLoop:
             self._span_name,
             context=parent,
             kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": raw.subject,
-                "messaging.consumer.group.name": self.handling.durable,
-            },
+            attributes=consumer_attributes(self.handling, raw),
             record_exception=False,
             set_status_on_exception=False,
         )
@@ -279,7 +276,38 @@ class ConsumeLoop:
         return await self._call(body, msg)
 
 
-def failed(span: trace.Span, outcome: BaseException) -> None:
-    """Record on the span the error an outcome was decided from (a nak for a wait has none)."""
-    if isinstance(outcome.__cause__, Exception):
-        span.record_exception(outcome.__cause__)
+def consumer_attributes(handling: Handling, raw: Msg) -> dict[str, str | int]:
+    """The CONSUMER span's attributes (OpenTelemetry's messaging conventions): the concrete
+    subject as destination name and the subscription's as its template (the span's name, low
+    cardinality), the durable as consumer group, the stream sequence as message id; and the
+    job the subject names (event subjects: kind, tenant, job id)."""
+    found: dict[str, str | int] = {
+        "messaging.system": "nats",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": raw.subject,
+        "messaging.destination.template": handling.subject,
+        "messaging.consumer.group.name": handling.durable,
+    }
+    if raw.reply:
+        try:
+            metadata = raw.metadata
+        except nats.errors.NotJSMessageError:  # not a JetStream delivery: no sequence
+            metadata = None
+        if metadata is not None:
+            found["messaging.message.id"] = str(metadata.sequence.stream)
+            found["clipline.delivery.attempt"] = metadata.num_delivered
+    if (job := parse_event_subject(raw.subject)) is not None:
+        found["clipline.event.kind"], found["clipline.tenant"], found["clipline.job.id"] = job
+    return found
+
+
+def failed(span: trace.Span, outcome: BaseException, status: str | None = None) -> None:
+    """Record on the span the error an outcome was decided from (a nak for a wait has none),
+    and mark it failed; a message terminated (`status`) is a failure even without one."""
+    cause = outcome.__cause__
+    if isinstance(cause, Exception):
+        span.record_exception(cause)
+        span.set_status(Status(StatusCode.ERROR, status or type(cause).__name__))
+    elif status is not None:
+        span.set_status(Status(StatusCode.ERROR, status))

@@ -18,6 +18,7 @@ from shared.contracts.events import JobRef
 from shared.contracts.jobs import JobRecordV1, record_key
 from shared.contracts.lifecycle import IllegalTransition, check_move
 from shared.kvscan import scan
+from shared.moves import record_move, tag_current
 from shared.streams import JOBS_BUCKET
 
 Change = Callable[[JobRecordV1 | None], JobRecordV1 | None]
@@ -187,6 +188,7 @@ class KvJobStore:
     async def _get(self, key: str) -> JobRecordV1 | None:
         revision, record = await self._read(await self._kv(), key)
         self._remember(key, revision, record)
+        tag_current(record)
         return record
 
     async def _read(self, kv: KeyValue, key: str) -> tuple[int, JobRecordV1 | None]:
@@ -223,6 +225,7 @@ class KvJobStore:
                 if not read:
                     continue  # nothing to write, on a record not just read: read and decide
                 self._remember(key, revision, current)
+                tag_current(current)
                 return None
             check_move(current, new)
             try:
@@ -236,6 +239,7 @@ class KvJobStore:
                     await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
                 continue
             self._remember(key, written, new)
+            record_move(current, new)  # once: this write won its compare-and-set
             return new
         raise StoreConflictError(f"could not update {key} after {self._max_attempts} attempts")
 

@@ -26,9 +26,11 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import DeliverPolicy
 from nats.js.errors import InvalidKeyError
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
+from shared import metrics
 from shared.consume import Handling
 from shared.contracts.events import (
     Event,
@@ -257,6 +259,10 @@ class ServiceRouter(NatsRouter):
         self.consumers: dict[str, Consumer] = {}
         self.handlings: list[Handling] = []
         """Every handler as declared: what the house consume loop serves (shared/consume.py)."""
+        self.tracer: trace.Tracer | None = None
+        """Set with `direct` by a broker whose provider records spans: each emit is then a
+        PRODUCER span of it. Unset (nothing records): no span is built, the trace of the
+        emitter is carried on as it is."""
         self.direct: JetStreamContext | None = None
         """Set by a production broker once connected: emits go to JetStream straight, not
         through FastStream's publisher (an in-memory TestNatsBroker leaves it unset)."""
@@ -285,11 +291,14 @@ class ServiceRouter(NatsRouter):
             raise TypeError(f"{self.service} does not declare {type(event).__name__}")
         headers = {"Nats-Msg-Id": event.event_id}
         if self.direct is not None:
-            propagate.inject(headers)  # the job's trace goes on with the event
-            await self.direct.publish(
-                event.subject, event.model_dump_json().encode(), headers=headers,
-                stream=JOBS_STREAM_NAME,
-            )  # fmt: skip
+            if self.tracer is not None:
+                await self._send_traced(event, self.tracer, headers)
+            else:  # nothing records: the trace is carried on, no span built
+                propagate.inject(headers)  # the job's trace goes on with the event
+                await self.direct.publish(
+                    event.subject, event.model_dump_json().encode(), headers=headers,
+                    stream=JOBS_STREAM_NAME,
+                )  # fmt: skip
         else:
             await publisher.publish(
                 event.model_dump(mode="json"), subject=event.subject, headers=headers,
@@ -303,6 +312,26 @@ class ServiceRouter(NatsRouter):
                 level, "%s: job %s %s%s", self.service, event.job_id, event.kind,
                 f" ({why})" if why else "",
             )  # fmt: skip
+
+    async def _send_traced(
+        self, event: Event, tracer: trace.Tracer, headers: dict[str, str]
+    ) -> None:
+        """Publish `event` inside a PRODUCER span of OpenTelemetry's messaging conventions (a
+        child of the span that emits it, the consumer's parent), named by the subject's
+        template (low cardinality); its message id is the stream sequence JetStream gave it."""
+        assert self.direct is not None
+        with tracer.start_as_current_span(
+            f"{event.subject_filter()} send", kind=SpanKind.PRODUCER,
+            attributes=send_attributes(event),
+        ) as span:  # fmt: skip
+            propagate.inject(headers)
+            ack = await self.direct.publish(
+                event.subject, event.model_dump_json().encode(), headers=headers,
+                stream=JOBS_STREAM_NAME,
+            )  # fmt: skip
+            span.set_attribute("messaging.message.id", str(ack.seq))
+            if ack.duplicate:
+                span.set_attribute("clipline.publish.duplicate", True)
 
     def on(
         self,
@@ -404,6 +433,21 @@ class ServiceRouter(NatsRouter):
         return register
 
 
+def send_attributes(event: Event) -> dict[str, str]:
+    """The attributes of the PRODUCER span of an emit (messaging conventions, and the job)."""
+    return {
+        "messaging.system": "nats",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "publish",
+        "messaging.destination.name": event.subject,
+        "messaging.destination.template": event.subject_filter(),
+        "clipline.event.id": event.event_id,
+        "clipline.event.kind": event.kind,
+        "clipline.job.id": event.job_id,
+        "clipline.tenant": event.tenant,
+    }
+
+
 # -- the delivery middleware ----------------------------------------------------------------
 
 
@@ -425,6 +469,18 @@ def _job_of(delivery: Delivery, metadata: Msg.Metadata, subject: str) -> _Job | 
     return job_named(subject) if names_jobs else None
 
 
+def rejected(delivery: Delivery, msg: Incoming, reason: str) -> RejectMessage:
+    """The delivery policy gives a message up (it is terminated: a dead letter): counted in
+    clipline.messages.rejected by service, durable and reason (a bounded word: the reasons of
+    Unrecordable and Poison, retries_exhausted, unrecordable_failure)."""
+    metadata = _metadata(msg)
+    durable = (metadata.consumer or "") if metadata is not None else ""
+    metrics.MESSAGES_REJECTED.add(
+        1, {"service": delivery.service, "durable": durable, "reason": reason}
+    )
+    return RejectMessage()
+
+
 async def _decide(
     delivery: Delivery, msg: Incoming, exc: Exception, job: _Job | Unrecordable | None
 ) -> HandlerException:
@@ -433,12 +489,14 @@ async def _decide(
     if isinstance(exc, Unrecordable) or isinstance(job, Unrecordable):
         why = exc if isinstance(exc, Unrecordable) else f"{job} ({type(exc).__name__}: {exc})"
         log.warning("%s: terminated %s: %.300s", delivery.service, shown(subject), why)
-        return RejectMessage()
+        unrecordable = exc if isinstance(exc, Unrecordable) else job
+        assert isinstance(unrecordable, Unrecordable)
+        return rejected(delivery, msg, unrecordable.reason)
     if isinstance(exc, Poison):
         if job is not None:
             await delivery.give_up(job, exc.reason, exc.detail)
         log.warning("%s: poison message on %s: %s", delivery.service, shown(subject), exc.detail)
-        return RejectMessage()
+        return rejected(delivery, msg, exc.reason)
     counted = await delivery.count_error(job) if job else None
     attempt = counted if counted is not None else int(msg.raw_message.metadata.num_delivered)
     consumer = delivery.consumers.get(msg.raw_message.metadata.consumer or "")
@@ -449,7 +507,7 @@ async def _decide(
         log.error(
             "%s: gave up on %s after %d errors: %r", delivery.service, shown(subject), attempt, exc
         )
-        return RejectMessage()
+        return rejected(delivery, msg, "retries_exhausted")
     delay = retry_delay(attempt, consumer.retry_cap if consumer else RETRY_CAP_SECONDS)
     log.warning(
         "%s: error %d on %s (%s: %s); retry in %.1fs",
@@ -473,7 +531,7 @@ async def _settle(
             "%s: terminated %s: its failure (%s: %.200s) cannot be recorded: %s: %.200s",
             delivery.service, subject, type(exc).__name__, exc, type(inner).__name__, inner,
         )  # fmt: skip
-        return RejectMessage()
+        return rejected(delivery, msg, "unrecordable_failure")
     except TRANSIENT_ERRORS as inner:
         log.warning(
             "%s: could not record the failure on %s (%s: %.200s); retry in %.0fs",

@@ -72,7 +72,7 @@ STAGE_DURATION = _seconds(
 GENERATION_DURATION = _seconds(
     "clipline.generation.duration",
     "Upstream generation time of a finished job (created to completed/failed upstream). Labels: "
-    "provider, model, size, outcome.",
+    "provider, model, size, outcome (completed, failed, timed_out).",
 )  # clipline_generation_duration_seconds_{bucket,sum,count}
 MESSAGES_REJECTED = _counter(
     "clipline.messages.rejected", "{message}",
@@ -102,7 +102,8 @@ BUDGET_UTILISATION = _gauge(
     "clipline.budget.utilisation_ratio",
     "1",
     "Share of a budget used (reserved + settled + disputed over the limit), as last seen by "
-    "pricing_guard. Labels: scope (global|tenant|model), tenant ('' for global), window.",
+    "pricing_guard (each replica its own series: take the max). Labels: scope (global|tenant), "
+    "tenant ('' for global), window (daily|monthly|lifetime).",
 )  # clipline_budget_utilisation_ratio
 BUDGET_SOFT_THRESHOLD = _gauge(
     "clipline.budget.soft_threshold_ratio",
@@ -140,12 +141,13 @@ RATE_LIMIT_WAIT = _seconds(
 POLLS = _counter(
     "clipline.poller.polls", "{poll}",
     "Looks at an upstream job by the poller's timers. Labels: provider, outcome (pending, "
-    "progress, ended, error).",
+    "throttled, ended, elsewhere, error).",
 )  # clipline_poller_polls_total  # fmt: skip
 WEBHOOKS = _counter(
     "clipline.poller.webhooks", "{webhook}",
-    "Upstream webhooks received. Labels: provider, outcome (taken, duplicate, unknown_job, "
-    "bad_signature, bad_request).",
+    "Upstream webhooks received. Labels: provider, outcome (looked, not_followed, "
+    "unknown_job, duplicate, throttled, retry, bad_signature, stale, bad_request, too_large, "
+    "disabled).",
 )  # clipline_poller_webhooks_total  # fmt: skip
 JOBS_WAITING = _gauge(
     "clipline.poller.waiting",
@@ -162,11 +164,11 @@ JOBS_OVERDUE = _gauge(
 # --- storage ------------------------------------------------------------------------------------
 S3_TRANSFERRED = _counter(
     "clipline.s3.transferred", "By",
-    "Bytes written to (or read from) S3. Labels: operation (put, get).",
+    "Bytes written to S3. Labels: operation (put).",
 )  # clipline_s3_transferred_bytes_total  # fmt: skip
 S3_ERRORS = _counter(
     "clipline.s3.errors", "{error}",
-    "Failed S3 requests. Labels: operation, reason.",
+    "Failed S3 requests. Labels: operation (put), reason (S3's error code, or unavailable).",
 )  # clipline_s3_errors_total  # fmt: skip
 
 # --- JetStream consumers (every service, of its own durables) -----------------------------------
@@ -192,12 +194,62 @@ CONSUMER_REDELIVERED = _gauge(
 # --- simulator ----------------------------------------------------------------------------------
 SIMULATOR_REQUESTS = _counter(
     "clipline.simulator.requests", "{request}",
-    "Requests the Sora 2 simulator answered. Labels: endpoint, status.",
+    "Requests the Sora 2 simulator answered. Labels: endpoint (method and path template, "
+    "e.g. 'GET /v1/videos/{video_id}'; 'other' when unrouted), status.",
 )  # clipline_simulator_requests_total  # fmt: skip
 SIMULATOR_CREATES = _counter(
     "clipline.simulator.creates", "{video}",
     "Videos the simulator created (its accounting of paid creates). Labels: model.",
 )  # clipline_simulator_creates_total  # fmt: skip
+
+
+_UNIT_SUFFIX = {"s": "_seconds", "By": "_bytes", "1": "_ratio"}
+
+
+def series_names(instrument: metrics.Instrument) -> set[str]:
+    """The series names Prometheus sees for one instrument: `.` becomes `_`, the unit's suffix
+    (`{...}` annotations add none; `_ratio` is not repeated), `_total` for counters and
+    `_bucket/_sum/_count` for histograms."""
+    name: str = getattr(instrument, "_name", "").replace(".", "_")
+    unit: str = getattr(instrument, "_unit", "") or ""
+    if unit and not (unit.startswith("{") and unit.endswith("}")):
+        suffix = _UNIT_SUFFIX[unit]  # a new unit: teach this table its Prometheus suffix
+        if not name.endswith(suffix):
+            name += suffix
+    if isinstance(instrument, metrics.Counter):
+        return {f"{name}_total"}
+    if isinstance(instrument, metrics.Histogram):
+        return {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return {name}
+
+
+def instruments() -> dict[str, metrics.Instrument]:
+    """Every instrument of the catalogue, by its name in this module."""
+    return {k: v for k, v in globals().items() if isinstance(v, metrics.Instrument)}
+
+
+def catalogue_markdown() -> str:
+    """docs/metrics.md: every instrument, its Prometheus name, kind, unit and meaning."""
+    rows = [
+        "# Metrics",
+        "",
+        "Generated from shared/metrics.py by `make schemas` (a test fails when it drifts). Every",
+        "process serves these at `/metrics` on its own listener (`CLIPLINE_METRICS_HOST`,",
+        "`CLIPLINE_METRICS_PORT`), never on its API port. A series appears once something was",
+        "recorded under its labels. Labels never hold a job id, a URL, a key or a secret.",
+        "",
+        "| Prometheus name | kind | unit | what it counts |",
+        "|---|---|---|---|",
+    ]
+    for instrument in instruments().values():
+        kind = type(instrument).__name__.lstrip("_").removeprefix("Proxy").lower()
+        base = min(series_names(instrument), key=len)
+        if isinstance(instrument, metrics.Histogram):
+            base = base.removesuffix("_sum") + "_{bucket,sum,count}"
+        unit = getattr(instrument, "_unit", "")
+        text = " ".join(getattr(instrument, "_description", "").split()).replace("|", "\\|")
+        rows.append(f"| `{base}` | {kind} | `{unit}` | {text} |")
+    return "\n".join(rows) + "\n"
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,7 @@ class ServiceBroker(NatsBroker):
 
         for router in self.house_routers:
             router.direct = js
+            router.tracer = self._tracer if self._spans else None  # PRODUCER spans of emits
             for handling in router.handlings:
                 loop = ConsumeLoop(handling, policy, self._tracer, self.context, self._spans)
                 await loop.start(js)
@@ -122,7 +123,7 @@ class ServiceBroker(NatsBroker):
         loops, self._loops = self._loops, []
         await asyncio.gather(*(loop.stop() for loop in loops))
         for router in self.house_routers:
-            router.direct = None
+            router.direct, router.tracer = None, None
         await super().stop(*args, **kwargs)
 
 
@@ -289,7 +290,11 @@ async def service_runtime(service: str, settings: CommonSettings) -> AsyncIterat
     configure_logging(settings.log_level, settings.log_format)
     provider = telemetry.make_tracer_provider(service)
     telemetry.install(provider)
-    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    HTTPXClientInstrumentor().instrument(
+        tracer_provider=provider,
+        request_hook=telemetry.scrub_httpx_span,  # a span keeps no URL query (credentials)
+        async_request_hook=telemetry.scrub_httpx_span_async,
+    )
     where = load_settings(MetricsSettings)
     metrics.start(service, where.host, where.port)
     identity = SERVICES.get(service)

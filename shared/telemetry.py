@@ -7,6 +7,7 @@ import os
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -15,7 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
 log = logging.getLogger("clipline.telemetry")
 
@@ -92,23 +93,102 @@ def current_trace_id() -> str | None:
 
 
 @contextmanager
-def in_job_trace(trace_id: str | None, name: str) -> Iterator[None]:
+def in_job_trace(
+    trace_id: str | None,
+    name: str,
+    attributes: Mapping[str, str] | None = None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    parent: str | None = None,
+) -> Iterator[None]:
     """A span in a job's trace (its id is kept on the job record) for work on the job that no
     message of it started, such as a webhook: so one job stays one trace, and the events
-    emitted inside carry it on. The parent span is not known (only the trace id is kept), so
-    the span hangs under a placeholder parent of that trace."""
+    emitted inside carry it on. Its parent is `parent` (a W3C traceparent) when that names a
+    span of the same trace (e.g. the job's delivery held by this process); otherwise not known
+    (only the trace id is kept), so the span hangs under a placeholder parent of that trace."""
     context = None
+    known = remote_parent({"traceparent": parent}) if parent else None
+    if known is not None:
+        known_trace = trace.get_current_span(known).get_span_context().trace_id
+        if format(known_trace, "032x") == trace_id:
+            context = known  # a span of the job's trace (a delivery's): a real parent
     try:
         trace_number = int(trace_id or "", 16) if len(trace_id or "") == 32 else 0
     except ValueError:
         trace_number = 0
-    if trace_number:
-        parent = SpanContext(
+    if trace_number and context is None:
+        placeholder = SpanContext(
             trace_id=trace_number,
             span_id=secrets.randbits(64) or 1,
             is_remote=True,
             trace_flags=TraceFlags(TraceFlags.SAMPLED),
         )
-        context = trace.set_span_in_context(NonRecordingSpan(parent))
-    with trace.get_tracer("clipline").start_as_current_span(name, context=context):
+        context = trace.set_span_in_context(NonRecordingSpan(placeholder))
+    with trace.get_tracer("clipline").start_as_current_span(
+        name, context=context, kind=kind, attributes=attributes
+    ):
         yield
+
+
+def recording() -> bool:
+    """Does this process's (global) tracer provider record spans? Without an exporter the
+    short spans (upstream calls, polls, S3 transfers) are not built at all (`client_span`)."""
+    provider = trace.get_tracer_provider()
+    return isinstance(provider, TracerProvider) and records(provider)
+
+
+@contextmanager
+def short_span(
+    tracer: str,
+    name: str,
+    attributes: Mapping[str, str | int] | None = None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+) -> Iterator[trace.Span]:
+    """A short span (one upstream call, one poll, one S3 transfer) under the current
+    context, from the global provider's tracer named `tracer`; or, where nothing records
+    spans, none (the invalid span, whose methods do nothing): the trace is still carried on
+    by the current context. An exception ends it with `error.type` (the exception's class
+    name, never its message: that may quote a URL) and ERROR status."""
+    if not recording():
+        yield trace.INVALID_SPAN
+        return
+    with trace.get_tracer(tracer).start_as_current_span(
+        name, kind=kind, attributes=attributes,
+        record_exception=False, set_status_on_exception=False,
+    ) as span:  # fmt: skip
+        try:
+            yield span
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):
+                span.set_attribute("error.type", type(exc).__name__)
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+            raise
+
+
+def scrubbed_url(url: str) -> str:
+    """`url` without its query, fragment or user info: what a span may keep of it (a presigned
+    URL's query is a credential; a caller's URL may carry a token)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+URL_ATTRIBUTES = ("url.full", "http.url")
+
+
+def scrub_httpx_span(span: trace.Span, request: object) -> None:
+    """httpx instrumentation's request hook: the span keeps the URL without its query (the
+    instrumentation redacts AWS v2 signatures, not SigV4's X-Amz-*, nor a caller's tokens)."""
+    if not span.is_recording():
+        return
+    url = getattr(request, "url", None)
+    if url is not None:
+        for name in URL_ATTRIBUTES:
+            span.set_attribute(name, scrubbed_url(str(url)))
+
+
+async def scrub_httpx_span_async(span: trace.Span, request: object) -> None:
+    scrub_httpx_span(span, request)

@@ -60,6 +60,8 @@ class Fake:
     blobs: dict[str, bytes] = field(default_factory=dict)
     """Variant -> bytes behind the download links of GET /v1/jobs/{id}/assets."""
     """The one job this fake knows (any other is not found)."""
+    timeline: dict[str, Any] | None = None
+    """GET /v1/jobs/{id}/timeline answers it (None: the route is missing, an older intake)."""
 
     def reply(self, name: str) -> web.Response | None:
         if name not in self.fail:
@@ -150,6 +152,16 @@ def _app(fake: Fake) -> web.Application:
         links = [{"variant": v, "url": f"{base}/blob/{v}?X-Amz-Signature=s"} for v in fake.blobs]
         return web.json_response({"data": links})
 
+    async def timeline(request: web.Request) -> web.Response:
+        if fake.timeline is None:
+            return web.json_response({"detail": "Not Found"}, status=404)
+        if request.match_info["job_id"] != fake.job_id:
+            body = {"type": "about:blank", "title": "not_found", "status": 404,
+                    "detail": "no such job", "reason": "not_found"}  # fmt: skip
+            return web.Response(status=404, text=json.dumps(body),
+                                content_type="application/problem+json")  # fmt: skip
+        return web.json_response(fake.timeline)
+
     async def blob(request: web.Request) -> web.Response:
         return web.Response(body=fake.blobs[request.match_info["variant"]])
 
@@ -160,6 +172,7 @@ def _app(fake: Fake) -> web.Application:
     app.router.add_get("/v1/jobs", listing)
     app.router.add_get("/v1/jobs/{job_id}", show)
     app.router.add_get("/v1/jobs/{job_id}/events", events)
+    app.router.add_get("/v1/jobs/{job_id}/timeline", timeline)
     app.router.add_post("/v1/jobs/{job_id}/cancel", cancel)
     return app
 

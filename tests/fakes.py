@@ -29,6 +29,7 @@ from shared.contracts.lifecycle import check_move
 from shared.inputs import InputMissingError
 from shared.jobstore import Change, UpstreamOwnedError
 from shared.kvatomic import Decide, Entry, assign_guards
+from shared.moves import record_move
 from shared.provider import CreateVideo, UpstreamVideo
 from shared.provider.port import Download
 from shared.provider.wire import UpstreamError, Variant
@@ -69,6 +70,7 @@ class InMemoryJobStore:
         check_move(current, new)
         self._data[record_key(tenant, job_id)] = new.model_dump_json()
         self.writes.append(job_id)
+        record_move(current, new)  # as KvJobStore: once per write that moved the job
         return new
 
     async def list(self, tenant: str) -> list[JobRecordV1]:

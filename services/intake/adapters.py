@@ -103,7 +103,8 @@ class NatsJobEvents:
                     if msg.seq is None or msg.subject is None:
                         break
                     seq = msg.seq
-                    yield StoredEvent(seq, msg.subject, (msg.data or b"").decode())
+                    data = (msg.data or b"").decode()
+                    yield StoredEvent(seq, msg.subject, data, msg.headers, msg.time)
                 try:
                     await asyncio.wait_for(woken.wait(), timeout=idle_seconds)
                 except TimeoutError:

@@ -24,6 +24,16 @@ CLAIM_SECONDS = SEND_TIMEOUT_SECONDS + 15.0
 claim is taken to be lost (its process died) and the attempt is made again."""
 TIMELINE_MAX = 40
 """Attempts kept per target (hourly for a day is about 30)."""
+SETTLEMENT_WAIT_SECONDS = 30.0
+"""How long after a job's end its first attempt waits for pricing_guard's settlement (the
+record's `charged_micros`); past it the webhook goes with `charged_micros: null`."""
+SETTLEMENT_POLL_SECONDS = (0.25, 5.0)
+"""The bounds of the wait between two looks at an unsettled record (it doubles: the wait is
+the time already waited, within these)."""
+SETTLED_OUTCOMES = frozenset({"completed", "failed", "timed_out", "cancelled"})
+"""The ends pricing_guard settles (services/pricing_guard/handlers.py): each gets a
+`charged_micros` (0 for a job that ended before it was admitted); a rejection has nothing
+reserved, so none."""
 TENANT_KEY_PREFIX = "tenant"
 JOB_KEY_PREFIX = "job"
 
@@ -136,6 +146,24 @@ def public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_global and not ip.is_multicast
+
+
+def settlement_wait(
+    record: JobRecordV1, now: datetime, bound: float = SETTLEMENT_WAIT_SECONDS
+) -> float | None:
+    """Seconds to wait before the first attempt of a job's webhooks, for its charge to be
+    settled on the record; None: send now (settled, never settled, or waited `bound` seconds
+    since the job ended)."""
+    if record.charged_micros is not None or record.status.value not in SETTLED_OUTCOMES:
+        return None
+    ended = record.history.get(record.status.value)
+    if ended is None:
+        return None
+    waited = max((now - ended).total_seconds(), 0.0)
+    if waited >= bound:
+        return None
+    low, high = SETTLEMENT_POLL_SECONDS
+    return min(max(waited, low), high, bound - waited)
 
 
 def retry_wait(attempts: int, schedule: tuple[float, ...] = RETRY_SCHEDULE_SECONDS) -> float:

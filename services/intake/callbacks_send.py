@@ -23,6 +23,7 @@ from standardwebhooks import Webhook
 from services.intake.callbacks import (
     GIVE_UP_AFTER_SECONDS,
     SEND_TIMEOUT_SECONDS,
+    SETTLEMENT_WAIT_SECONDS,
     Deliveries,
     Endpoint,
     TargetDelivery,
@@ -33,6 +34,7 @@ from services.intake.callbacks import (
     public,
     retry_wait,
     settle,
+    settlement_wait,
     start,
     targets_of,
 )
@@ -65,6 +67,8 @@ ERROR_RETRY_SECONDS = 30.0
 MAX_WAITING = 100_000
 """Jobs whose webhooks may wait out a retry at once (each holds a delayed nak)."""
 USER_AGENT = "clipline-webhooks/1"
+MIN_NAK_SECONDS = 0.25
+"""The shortest delayed nak (a wait for the settlement starts at this)."""
 
 
 class CallbackStore(Protocol):
@@ -121,6 +125,8 @@ class Sender:
     allow_private: bool = False
     schedule: Callable[[int], float] = retry_wait
     give_up_after: float = GIVE_UP_AFTER_SECONDS
+    settle_within: float = SETTLEMENT_WAIT_SECONDS
+    """How long after a job's end its first attempt waits for the settled charge."""
     timeout: float = SEND_TIMEOUT_SECONDS
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     resolver: AbstractResolver | None = None
@@ -177,6 +183,10 @@ class Sender:
         state = await self.store.deliveries(tenant, job_id)
         if state is None and not targets:
             return None
+        if state is None:  # nothing attempted yet: the first carries the settled charge
+            settling = settlement_wait(record, self.clock(), self.settle_within)
+            if settling is not None:
+                return settling
         waits: list[float] = []
         names = list(state.targets) if state is not None else list(targets)
         for name in names:
@@ -262,7 +272,7 @@ async def on_job_ended(event: Event | None, deps: Annotated[HasCallbacks, Contex
         )  # fmt: skip
         raise NackMessage(delay=ERROR_RETRY_SECONDS) from None
     if wait is not None:
-        raise NackMessage(delay=max(wait, 0.5))
+        raise NackMessage(delay=max(wait, MIN_NAK_SECONDS))
 
 
 async def rejected_or_none(msg: Incoming) -> JobRejectedV1 | None:

@@ -47,10 +47,12 @@ from services.intake.facade_map import (
 )
 from services.intake.openapi import openai_errors
 from services.intake.ports import Deps
+from services.intake.spans import server_span
 from services.intake.usecases import Refused, find, take
 from shared.apikeys import Denied, authenticate
 from shared.contracts import JobRecordV1
 from shared.contracts.assets import AssetsReplyV1, AssetsRequestV1
+from shared.contracts.requests import CALLBACK_URL_MAX_CHARS
 from shared.streams import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger("clipline.intake.facade")
@@ -72,6 +74,14 @@ _CREATE_FIELDS: dict[str, Any] = {
     "size": {"type": "string", "default": DEFAULTS["size"], "description": "WIDTHxHEIGHT"},
     "seconds": {"type": "string", "default": DEFAULTS["seconds"], "description": 'e.g. "4"'},
 }
+_CALLBACK = {
+    "callback_url": {
+        "type": "string", "maxLength": CALLBACK_URL_MAX_CHARS,
+        "description": "clipline's extra (the SDK's extra_body): the job's webhook receiver, "
+        "an absolute public http(s) URL (docs/webhooks.md)",
+    }
+}  # fmt: skip
+_CREATE_FIELDS.update(_CALLBACK)
 CREATE_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -123,10 +133,11 @@ def _derived_doc(fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-REMIX_DOC = _derived_doc({"prompt": _PROMPT}, ["prompt"])
-EDIT_DOC = _derived_doc({"prompt": _PROMPT, "video": _VIDEO_REF}, ["prompt", "video"])
+REMIX_DOC = _derived_doc({"prompt": _PROMPT, **_CALLBACK}, ["prompt"])
+EDIT_DOC = _derived_doc({"prompt": _PROMPT, "video": _VIDEO_REF, **_CALLBACK}, ["prompt", "video"])
 EXTEND_DOC = _derived_doc(
-    {"prompt": _PROMPT, "seconds": _ADDED, "video": _VIDEO_REF}, ["prompt", "seconds", "video"]
+    {"prompt": _PROMPT, "seconds": _ADDED, "video": _VIDEO_REF, **_CALLBACK},
+    ["prompt", "seconds", "video"],
 )
 LIST_DOC: dict[str, Any] = {
     "parameters": [
@@ -303,7 +314,8 @@ async def _take(request: Request, deps: Deps, tenant: str, body: dict[str, Any])
     key = request.headers.get("idempotency-key") or f"openai:{uuid.uuid4().hex}"
     body["idempotency_key"] = key
     try:
-        outcome = await take(deps, body, tenant, f"http:{uuid.uuid4().hex}", announce=False)
+        with server_span(request, "POST"):
+            outcome = await take(deps, body, tenant, f"http:{uuid.uuid4().hex}", announce=False)
     except Exception:  # NATS or KV unreachable: the job may or may not be recorded
         log.exception("facade: could not take a create")
         answer = _unavailable("the video could not be queued (retry with the same Idempotency-Key)")
@@ -311,7 +323,10 @@ async def _take(request: Request, deps: Deps, tenant: str, body: dict[str, Any])
         return answer
     if isinstance(outcome, Refused):
         why = outcome.why
-        problem = refusal(why.reason, why.detail, why.field)
+        source = body.get("source_job_id")
+        problem = refusal(
+            why.reason, why.detail, why.field, source if isinstance(source, str) else None
+        )
         return _problem(problem, NO_RETRY if problem.status == 409 else None)
     return _json(video_object(outcome.record))
 

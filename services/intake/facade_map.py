@@ -16,7 +16,10 @@ from shared.contracts import JobRecordV1, JobStatus
 
 VIDEO_ID_RE = re.compile(r"^video_([0-9a-f]{32})$")
 VARIANTS = ("video", "thumbnail", "spritesheet")
-CREATE_FIELDS = frozenset({"prompt", "model", "seconds", "size", "input_reference"})
+CALLBACK_FIELD = "callback_url"
+"""clipline's own extra (the SDK's `extra_body={"callback_url": ...}`): the job's webhook
+receiver, checked by intake as on `POST /v1/jobs` (docs/webhooks.md)."""
+CREATE_FIELDS = frozenset({"prompt", "model", "seconds", "size", "input_reference", CALLBACK_FIELD})
 DEFAULTS = {"model": "sora-2", "seconds": "4", "size": "720x1280"}  # reference §6
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LIST_DEFAULT_LIMIT = 20
@@ -152,13 +155,20 @@ def create_request(
     }
     if image_data_url is not None:
         body["input_reference"] = image_data_url
+    return _with_callback(body, fields)
+
+
+def _with_callback(body: dict[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """`body` with the request's callback_url (any type: intake's validation judges it)."""
+    if fields.get(CALLBACK_FIELD) is not None:
+        body[CALLBACK_FIELD] = fields[CALLBACK_FIELD]
     return body
 
 
 DERIVED_FIELDS = {
-    "remix": frozenset({"prompt"}),
-    "edit": frozenset({"prompt", "video"}),
-    "extend": frozenset({"prompt", "seconds", "video"}),
+    "remix": frozenset({"prompt", CALLBACK_FIELD}),
+    "edit": frozenset({"prompt", "video", CALLBACK_FIELD}),
+    "extend": frozenset({"prompt", "seconds", "video", CALLBACK_FIELD}),
 }
 
 
@@ -224,7 +234,7 @@ def derived_request(
                 400, f"Invalid value: '{seconds}' for 'seconds'.", "seconds", "invalid_value"
             )
         body["seconds"] = int(seconds)
-    return body
+    return _with_callback(body, fields)
 
 
 def json_image(value: Any) -> str | Problem | None:
@@ -244,16 +254,24 @@ def json_image(value: Any) -> str | Problem | None:
     )
 
 
-def refusal(reason: str, detail: str, field: str | None) -> Problem:
-    """Intake's refusal of a create (its reason and field) in OpenAI's terms."""
+def refusal(
+    reason: str, detail: str, field: str | None, source_job_id: str | None = None
+) -> Problem:
+    """Intake's refusal of a create (its reason and field) in OpenAI's terms; a refused source
+    (of a remix, edit or extension) is named by its video id, never as a clipline job."""
+    source = video_id(source_job_id) if source_job_id else "the source video"
     if reason == "idempotency_conflict":
         return Problem(409, detail, "Idempotency-Key", reason)
     if reason == "invalid_tenant":
         return Problem(400, detail, None, reason)
     if reason == "source_not_found":  # another tenant's video, or none: never told apart
-        return Problem(404, detail, "video", "not_found")
+        return Problem(404, f"No video found with id '{source}'.", "video", "not_found")
     if reason == "source_not_completed":
-        return Problem(409, detail, "video", "video_not_ready")
+        message = (
+            f"Video '{source}' is not completed: only a completed video can be remixed, "
+            "edited or extended."
+        )
+        return Problem(409, message, "video", "video_not_ready")
     if reason == "extension_limit":
         return Problem(400, detail, field, "invalid_value")
     return Problem(400, detail, field, reason)

@@ -37,7 +37,7 @@ async def on_job_requested(msg: Message, deps: Annotated[Deps, Context("deps")])
     cause = f"{tenant or NO_TENANT}:{msg_id}"
     body = decode(msg.body)
     if isinstance(where, Invalid):
-        await refuse(deps, tenant, cause, where, asked_by(body, msg_id))
+        await refuse(deps, tenant, cause, where, asked_by(body, msg_id), body=body)
         return
     await take(deps, body, tenant, cause, request_id=msg_id)
 

@@ -24,6 +24,7 @@ from services.intake.listing import DEFAULT_LIMIT, KINDS, MAX_LIMIT, encode_curs
 from services.intake.openapi import JobList, JobTaken, answers, json_body, problems
 from services.intake.ports import Deps
 from services.intake.problems import Formatter, Problem, ProblemError, error_envelopes
+from services.intake.spans import server_span
 from services.intake.sse import resume_after
 from services.intake.usecases import AlreadyEnded, Refused, cancel, find, jobs_of, take
 from shared.apikeys import Denied, authenticate
@@ -126,10 +127,11 @@ async def create_job(
         body["idempotency_key"] = idempotency_key or f"http:{uuid.uuid4().hex}"
     key = body.get("idempotency_key") if isinstance(body, dict) else None
     try:
-        outcome = await take(
-            deps, body, tenant, f"http:{uuid.uuid4().hex}",
-            announce=False,  # answered here, with the reason
-        )  # fmt: skip
+        with server_span(request, "POST", "/v1/jobs"):
+            outcome = await take(
+                deps, body, tenant, f"http:{uuid.uuid4().hex}",
+                announce=False,  # answered here, with the reason
+            )  # fmt: skip
     except Exception:  # NATS or KV unreachable: the job may or may not be recorded
         log.exception("intake: could not take an HTTP request")
         raise problem(
@@ -296,9 +298,14 @@ def build_http(
     api.state.deps = deps
     api.state.heartbeat_seconds = heartbeat_seconds
     api.include_router(router)
-    from services.intake import facade, facade_assets  # noqa: PLC0415 (they import this module)
+    from services.intake import (  # noqa: PLC0415 (they import this module)
+        facade,
+        facade_assets,
+        timeline_http,
+    )
 
     api.include_router(facade_assets.router)
+    api.include_router(timeline_http.router)
     api.include_router(facade.router)  # the OpenAI-compatible /v1/videos
     formats = {facade.PREFIX: facade.openai_envelope, **(envelopes or {})}
     error_envelopes(api, formats)

@@ -3,8 +3,9 @@ API keys, storage's assets request, the jobs' event stream."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from services.intake.callbacks_send import Sender
@@ -42,6 +43,10 @@ class StoredEvent:
     """Its stream sequence: the SSE id a client resumes after."""
     subject: str
     data: str
+    headers: Mapping[str, str] | None = None
+    """Its NATS headers (`traceparent`: the trace the event was emitted in)."""
+    stored_at: datetime | None = None
+    """When the stream stored it (the server's clock)."""
 
 
 class JobEvents(Protocol):

@@ -9,8 +9,9 @@ formatter of the longest matching path prefix (problem details when none matches
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import field as member
 from http import HTTPStatus
 from typing import Any
@@ -37,6 +38,20 @@ FRAMEWORK_REASONS = {
 }
 """The reason of a framework error by status (our own errors name theirs)."""
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+REQUEST_ID = "x-request-id"
+"""The header naming an error answer (`req_<32 hex>`, as the OpenAI API's): quote it when
+reporting one; a 500's is in intake's log line."""
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+def with_request_id(problem: Problem, request_id: str | None = None) -> Problem:
+    """`problem` with an `x-request-id` header (the one it has, `request_id`, or a new one)."""
+    if any(name.lower() == REQUEST_ID for name in problem.headers):
+        return problem
+    return replace(problem, headers={**problem.headers, REQUEST_ID: request_id or new_request_id()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +181,7 @@ def error_envelopes(
     by_length = sorted((formats or {}).items(), key=lambda kv: len(kv[0]), reverse=True)
 
     def answer(request: Request, problem: Problem) -> Response:
+        problem = with_request_id(problem)
         path = request.scope.get("path", "")
         for prefix, formatter in by_length:
             if path == prefix.rstrip("/") or path.startswith(prefix):
@@ -188,10 +204,12 @@ def error_envelopes(
         return answer(request, validation_problem(exc.errors()))
 
     async def on_crash(request: Request, exc: Exception) -> Response:
-        # The traceback goes to the log, never to the caller.
-        log.error("intake: unhandled error on %s", request.scope.get("path"), exc_info=exc)
+        # The traceback goes to the log, never to the caller; the request id ties them.
+        request_id = new_request_id()
+        log.error("intake: unhandled error on %s (%s)", request.scope.get("path"), request_id,
+                  exc_info=exc)  # fmt: skip
         problem = Problem(500, "internal_error", "an internal error occurred; it was logged")
-        return answer(request, problem)
+        return answer(request, with_request_id(problem, request_id))
 
     api.add_exception_handler(ProblemError, on_problem)
     api.add_exception_handler(StarletteHTTPException, on_http)

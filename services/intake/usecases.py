@@ -25,6 +25,7 @@ from services.intake.domain import (
 )
 from services.intake.listing import GENERATE, NEVER, JobQuery, Position, Row, page
 from services.intake.ports import Deps
+from shared import metrics, moves
 from shared.contracts import (
     InputReference,
     JobAcceptedV1,
@@ -33,10 +34,12 @@ from shared.contracts import (
     JobRejectedV1,
     JobSpec,
 )
-from shared.contracts.ids import JOB_ID_RE, job_id_for
+from shared.contracts.events import JOB_KINDS
+from shared.contracts.ids import JOB_ID_RE, is_valid_tenant, job_id_for
 from shared.contracts.lifecycle import STEPS, JobStatus, request_cancel
 from shared.jobstore import request_hash
 from shared.messaging import NO_TENANT
+from shared.registry import ProviderSpec
 from shared.telemetry import current_trace_id
 
 SERVICE = "intake"
@@ -91,7 +94,7 @@ async def take(
     if isinstance(decision, Valid):
         decision = await check_callback(deps, decision) or decision
     if isinstance(decision, Invalid):
-        return await refuse(deps, tenant, cause, decision, asked, announce=announce)
+        return await refuse(deps, tenant, cause, decision, asked, announce=announce, body=body)
     key = decision.idempotency_key or f"auto:{cause}"
     job_id = job_id_for(tenant, key)
     spec = await _spec(deps, decision)
@@ -114,7 +117,7 @@ async def take(
     match dedupe(None if created else existing.request_hash, fingerprint):
         case Conflict(detail=detail):
             conflict = Invalid("idempotency_conflict", f"{detail} (job {job_id})")
-            return await refuse(deps, tenant, cause, conflict, asked, announce=announce)
+            return await refuse(deps, tenant, cause, conflict, asked, announce=announce, body=body)
         case New() | Repeat():
             # Announced again only while nothing downstream has taken it (the fact's id
             # deduplicates a repeat); later, the record tells its state.
@@ -206,6 +209,28 @@ def asked_by(body: object, request_id: str | None) -> Asked:
     return Asked(request_id, named if isinstance(named, str) and 0 < len(named) <= 255 else None)
 
 
+def refusal_labels(
+    provider: ProviderSpec, body: object, tenant: str, reason: str
+) -> dict[str, str]:
+    """A request refused at the edge is a job that went straight to `rejected` (from_state
+    '', as a new job): counted in clipline.job.transitions like every other move, with the
+    model and kind it asked for only when they are ones clipline knows (labels stay bounded:
+    a request can name anything)."""
+    asked = body if isinstance(body, dict) else {}
+    model = asked.get("model")
+    kind = asked.get("kind", "generate")
+    known = provider.model(model) if isinstance(model, str) else None
+    return {
+        "from_state": "",
+        "to_state": JobStatus.REJECTED.value,
+        "tenant": tenant if is_valid_tenant(tenant) else NO_TENANT,
+        "provider": moves.provider(),
+        "model": known.name if known is not None else "",
+        "kind": kind if isinstance(kind, str) and kind in JOB_KINDS else "",
+        "reason": reason,
+    }
+
+
 async def refuse(
     deps: Deps,
     tenant: str,
@@ -214,10 +239,12 @@ async def refuse(
     asked: Asked = Asked(),
     *,
     announce: bool = True,
+    body: object = None,
 ) -> Refused:
     """A rejected request, under a job id of its own message. Its event's id derives from that
     message (it is not a fact of any job), so a redelivered request is rejected once."""
     job = _Job(job_id_of(tenant or NO_TENANT, None, cause), tenant or NO_TENANT)
+    metrics.JOB_TRANSITIONS.add(1, refusal_labels(deps.provider, body, job.tenant, why.reason))
     if announce:
         await deps.emit(
             JobRejectedV1.caused_by(

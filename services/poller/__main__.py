@@ -8,6 +8,7 @@ import uvloop
 
 from services.poller.app import build_app, kv_expectations
 from services.poller.domain import PollPolicy, with_webhooks
+from services.poller.observe import PollerObserver
 from services.poller.settings import PollerSettings
 from shared.config import UpstreamSettings, load_settings
 from shared.provider import OpenAIVideosProvider
@@ -34,15 +35,16 @@ async def main() -> None:
     async with (
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
-        contextlib.aclosing(AiohttpCalls.for_upstream(upstream)) as calls,
+        contextlib.aclosing(AiohttpCalls.for_upstream(upstream, settings.provider)) as calls,
     ):
         expectations = kv_expectations(platform, registry)
         app = build_app(
             platform,
-            OpenAIVideosProvider(http, calls=calls),
+            OpenAIVideosProvider(http, calls=calls, provider=settings.provider),
             policy,
             verifier,
             expectations=expectations,
+            observer=PollerObserver(settings.provider, settings.poll_overdue_grace_seconds),
         )
         await serve_app(app, settings)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 from standardwebhooks import Webhook
 
 from services.poller import handlers
@@ -9,6 +11,7 @@ from services.poller.adapters import KvExpectations, KvSeenWebhooks, NatsTimerAc
 from services.poller.domain import PollPolicy
 from services.poller.follow import SERVICE
 from services.poller.held import HeldTimers
+from services.poller.observe import PollerObserver
 from services.poller.ports import Deps, Expectations, SeenWebhooks, WebhookDeps
 from services.poller.webhooks import build_webhooks
 from shared.contracts import (
@@ -60,16 +63,34 @@ def build_app(
     expectations: Expectations,
     seen: SeenWebhooks | None = None,
     held: HeldTimers | None = None,
+    observer: PollerObserver | None = None,
 ) -> Dispatch:
-    """`verifier` None: webhooks off (the endpoint answers 503), and no delivery held."""
+    """`verifier` None: webhooks off (the endpoint answers 503), and no delivery held.
+    `observer` keeps the poller's metrics (its gauges set every few seconds while it runs)."""
     router = build_router()
-    hooks, deps = None, Deps(platform.jobs, router.emit, provider, policy, expectations)
+    observer = observer or PollerObserver()
+    deps = Deps(platform.jobs, router.emit, provider, policy, expectations, observer=observer)
+    hooks = None
     if verifier is not None:
         kv = kv_seen(platform)
         broker = platform.broker
         if held is None:
             held = HeldTimers(NatsTimerAcks(lambda: broker.connection))
-        deps = Deps(platform.jobs, router.emit, provider, policy, expectations, early=kv, held=held)
+        deps = Deps(
+            platform.jobs, router.emit, provider, policy, expectations,
+            early=kv, held=held, observer=observer,
+        )  # fmt: skip
         hooks = WebhookDeps(deps, platform.upstream, seen or kv, verifier)
     wire(platform.broker, router, deps, platform.jobs)
-    return Dispatch("/webhooks/", build_webhooks(hooks), make_asgi(platform.broker))
+    app = make_asgi(platform.broker)
+    running = AsyncExitStack()
+
+    @app.after_startup
+    async def start_reporting() -> None:
+        await running.enter_async_context(observer.reporting())
+
+    @app.on_shutdown
+    async def stop_reporting() -> None:
+        await running.aclose()
+
+    return Dispatch("/webhooks/", build_webhooks(hooks), app)

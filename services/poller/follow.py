@@ -92,9 +92,15 @@ async def follow(
             if done is None:
                 return Elsewhere()
             await deps.emit(generated(done))
+            ran = running_for(record) if took is None else took
+            deps.observer.generation(record.spec.model, record.spec.size, "completed", ran)
             if took is not None:
                 await learn(deps, record, job.upstream_id, took)
         case Failed() | TimedOut() as why:
+            outcome = "timed_out" if isinstance(why, TimedOut) else "failed"
+            deps.observer.generation(
+                record.spec.model, record.spec.size, outcome, running_for(record)
+            )
             await end_job(
                 deps.jobs, deps.emit, job, reason=why.reason, detail=why.detail, stage=SERVICE,
                 upstream_id=job.upstream_id,

@@ -52,6 +52,8 @@ class Held:
     record: JobRecordV1 | None
     """The record the handling decided on; None when its own look may have changed it since
     (a webhook then reads the record, as when another replica holds the job)."""
+    traceparent: str | None = None
+    """The delivery's `traceparent`: a span of the job's trace a webhook's look hangs under."""
 
     @property
     def key(self) -> JobKey:
@@ -134,7 +136,7 @@ class HeldTimers:
             return
         del self._out[held.key]
         if not moved_on:
-            self._keep(Held(held.reply, held.job, record))
+            self._keep(Held(held.reply, held.job, record, held.traceparent))
             return
         await self._ack(held)
 
@@ -150,7 +152,7 @@ class HeldTimers:
             return
         if held.record is not None:
             if self._records >= self._record_limit:
-                held = Held(held.reply, held.job, None)
+                held = Held(held.reply, held.job, None, held.traceparent)
             else:
                 self._records += 1
         self._held[held.key] = held

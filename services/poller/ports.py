@@ -3,12 +3,13 @@ what its webhook endpoint adds: the upstream-id index and the ids of webhooks al
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from standardwebhooks import Webhook
 
 from services.poller.domain import PollPolicy
+from services.poller.observe import PollerObserver
 from shared.contracts import JobSpec
 from shared.jobstore import JobStore, UpstreamIndex
 from shared.outcomes import Emit
@@ -90,6 +91,8 @@ class Deps:
     held: HeldTimers | None = None
     """Webhooks on: the `submitted` deliveries this process holds in delayed naks (held.py),
     acked when a webhook moves their job on. None: nothing held (webhooks off)."""
+    observer: PollerObserver = field(default_factory=PollerObserver)
+    """The poller's metrics: jobs followed and overdue, looks, webhooks (observe.py)."""
 
 
 class SeenWebhooks(Protocol):

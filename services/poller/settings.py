@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from standardwebhooks import Webhook
 
+from services.poller.observe import OVERDUE_GRACE_SECONDS
 from services.poller.signing import RotatingWebhook
 from shared.config import CommonSettings
 
@@ -30,6 +31,10 @@ class PollerSettings(CommonSettings):
     poll_webhook_safety_seconds: float = Field(default=60.0, gt=0)
     """With webhooks on, polls are only their safety net: the first this long past a job's
     expected completion, then at this interval."""
+    poll_overdue_grace_seconds: float = Field(default=OVERDUE_GRACE_SECONDS, ge=0)
+    """CLIPLINE_POLL_OVERDUE_GRACE_SECONDS: a followed job counts as overdue (the gauge
+    clipline_poller_overdue, which the stuck-job alert watches) this long past its model's
+    expected generation time."""
 
     @field_validator("webhook_secret", mode="before")
     @classmethod

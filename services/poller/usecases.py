@@ -4,7 +4,10 @@ endpoint."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+
+from opentelemetry.trace import SpanKind
 
 from services.poller.domain import Pending, Throttled, VideoEvent
 from services.poller.follow import FOLLOWED, SERVICE, Elsewhere, Followed, follow, not_followed
@@ -68,6 +71,8 @@ async def on_video_event(
     finally:
         if deps.follow.held is not None:
             await _settle(deps.follow.held, held, seen)
+    if seen.moved_on and seen.job is not None:
+        deps.follow.observer.moved_on(seen.job)  # no longer waiting here
     return seen.outcome
 
 
@@ -102,7 +107,7 @@ async def _settle(timers: HeldTimers, held: Held | None, seen: Seen) -> None:
 async def _look(deps: WebhookDeps, event: VideoEvent, held: Held | None) -> Seen:
     if held is not None and held.record is not None:
         known = held.record
-        with in_job_trace(known.trace_id, "poller webhook"), job_context(held.job.job_id):
+        with webhook_span(known, held.traceparent), job_context(held.job.job_id):
             looked = await follow(deps.follow, held.job, known)
         if not isinstance(looked, Elsewhere):
             return _looked(held.job, looked, known)
@@ -134,11 +139,22 @@ async def _look(deps: WebhookDeps, event: VideoEvent, held: Held | None) -> Seen
             await announce_end(deps.follow.emit, record, SERVICE)
         status = record.status.value if record else "absent"
         return Seen(NotFollowed(owner[1], status), owner, moved_on=past)
-    with in_job_trace(record.trace_id, "poller webhook"), job_context(job.job_id):
+    parent = held.traceparent if held is not None and held.key == owner else None
+    with webhook_span(record, parent), job_context(job.job_id):
         looked = await follow(deps.follow, job, record)
     if isinstance(looked, Elsewhere):  # a cancel meanwhile: the poll's redelivery decides
         return Seen(Looked(job.job_id, still_running=False), owner)
     return _looked(job, looked, None)  # a held record is only ever the handling's own read
+
+
+def webhook_span(record: JobRecordV1, parent: str | None) -> AbstractContextManager[None]:
+    """The look a webhook asks for: a span in its job's trace (kept on the record), the
+    server side of the upstream's call; under `parent` (the held delivery's traceparent, a
+    span of that trace) when known."""
+    attributes = {"clipline.job.id": record.job_id, "clipline.tenant": record.tenant}
+    return in_job_trace(
+        record.trace_id, "poller webhook", attributes, kind=SpanKind.SERVER, parent=parent
+    )
 
 
 def _looked(job: Followed, looked: Pending | Throttled | None, known: JobRecordV1 | None) -> Seen:

@@ -27,6 +27,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from services.poller.domain import Malformed, Throttled, VideoEvent, video_event
+from services.poller.observe import PollerObserver
 from services.poller.ports import WebhookDeps
 from services.poller.usecases import (
     Looked,
@@ -47,6 +48,14 @@ log = logging.getLogger("clipline.poller.webhooks")
 PATH = "/webhooks/videos"
 MAX_BODY_BYTES = 64 * 1024
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+REFUSED_OUTCOMES = {
+    "invalid_signature": "bad_signature",
+    "malformed_event": "bad_request",
+    "invalid_video_id": "bad_request",
+}
+"""A refusal's reason as clipline.poller.webhooks names its outcome (others: the reason)."""
+_UNCONFIGURED = PollerObserver()
+"""Counts the webhooks refused while webhooks are off (no deps, so no configured labels)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,17 +151,22 @@ def build_webhooks(deps: WebhookDeps | None) -> WebhookEndpoint:
 async def receive_webhook(
     deps: WebhookDeps | None, body: bytes, headers: Mapping[str, str]
 ) -> Answer:
-    """One webhook delivery: verified, claimed (a replay refused), then its job looked at."""
+    """One webhook delivery: verified, claimed (a replay refused), then its job looked at;
+    counted by outcome (clipline.poller.webhooks)."""
     if deps is None:
+        _UNCONFIGURED.webhook("disabled")
         return _refuse(503, "webhooks_disabled", "CLIPLINE_WEBHOOK_SECRET is not set")
+    observer = deps.follow.observer
     verdict = verify(deps.verifier, body, headers)
     if isinstance(verdict, Refused):
         log.warning("webhook refused: %s (%s)", verdict.reason, verdict.detail)
+        observer.webhook(REFUSED_OUTCOMES.get(verdict.reason, verdict.reason))
         return _refuse(verdict.status, verdict.reason, verdict.detail)
     try:
         taken = await deps.seen.claim(verdict.webhook_id)
     except Exception as exc:  # NATS unreachable: nothing was taken, the retry will be
         log.warning("webhook %r: id not recorded: %r", verdict.event.event_id, exc)
+        observer.webhook("retry")
         return _refuse(503, "retry", "the webhook could not be recorded now; retry later")
     if not taken:
         try:
@@ -160,9 +174,12 @@ async def receive_webhook(
         except Exception as exc:  # best effort: the job's own poll is the safety net
             log.warning("webhook %r: recorded state not announced: %r", verdict.event.event_id, exc)
         log.warning("webhook refused: replayed (event %r)", verdict.event.event_id)
+        observer.webhook("duplicate")
         detail = f"webhook id {verdict.webhook_id!r:.80} was already taken"
         return _refuse(409, "replayed", detail)
-    return await _take(deps, verdict.webhook_id, verdict.event)
+    answer, outcome = await _take(deps, verdict.webhook_id, verdict.event)
+    observer.webhook(outcome)
+    return answer
 
 
 def _headers(scope: Any) -> dict[str, str]:
@@ -196,7 +213,8 @@ async def _send(send: Any, answer: Answer) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-async def _take(deps: WebhookDeps, webhook_id: str, event: VideoEvent) -> Answer:
+async def _take(deps: WebhookDeps, webhook_id: str, event: VideoEvent) -> tuple[Answer, str]:
+    """The look a verified, claimed webhook asks for: the answer, and its outcome's name."""
     try:
         async with periodically(CLAIM_RENEW_SECONDS, lambda: deps.seen.renew(webhook_id)):
             outcome = await on_video_event(deps, event)
@@ -206,12 +224,12 @@ async def _take(deps: WebhookDeps, webhook_id: str, event: VideoEvent) -> Answer
     except Exception as exc:  # the sender retries a 5xx; the poll stays the safety net
         await deps.seen.release(webhook_id)
         log.warning("webhook %r for %r: look failed: %r", event.event_id, event.video_id, exc)
-        return _refuse(503, "retry", "the job could not be looked at now; retry later")
+        return _refuse(503, "retry", "the job could not be looked at now; retry later"), "retry"
     if isinstance(outcome, Throttled):
         await deps.seen.release(webhook_id)
         retry = {"Retry-After": str(max(1, math.ceil(outcome.delay)))}
         detail = {"reason": "retry", "detail": "the upstream is rate limiting"}
-        return _answer(503, {"error": detail}, retry)
+        return _answer(503, {"error": detail}, retry), "throttled"
     try:
         await deps.seen.done(webhook_id)
     except Exception as exc:  # handled anyway; only a replay after the stale time gets in
@@ -221,12 +239,19 @@ async def _take(deps: WebhookDeps, webhook_id: str, event: VideoEvent) -> Answer
             log.info(
                 "webhook %r: video %r is no job of ours; ignored", event.event_id, event.video_id
             )
-            return _answer(202, {"accepted": "ignored", "detail": "unknown video"})
+            return _answer(202, {"accepted": "ignored", "detail": "unknown video"}), "unknown_job"
         case NotFollowed(job_id=job_id, status=status):
             with job_context(job_id):
                 log.info("webhook %r: job %s is %s, not followed", event.event_id, job_id, status)
-            return _answer(202, {"accepted": "not_followed", "job_id": job_id, "status": status})
+            body: dict[str, object] = {
+                "accepted": "not_followed",
+                "job_id": job_id,
+                "status": status,
+            }
+            return _answer(202, body), "not_followed"
         case Looked(job_id=job_id, still_running=running):
             with job_context(job_id):
                 log.info("webhook %r (%r): job %s looked at", event.event_id, event.type, job_id)
-            return _answer(202, {"accepted": "looked", "job_id": job_id, "running": running})
+            return _answer(
+                202, {"accepted": "looked", "job_id": job_id, "running": running}
+            ), "looked"

@@ -52,6 +52,7 @@ from services.pricing_guard.budgets import (
 from services.pricing_guard.budgets import (
     Counted as CountedSlot,
 )
+from services.pricing_guard.observe import show_usage
 from services.pricing_guard.ports import Claim, Reserved, Settled
 from services.pricing_guard.records import (
     CATALOG_KEY,
@@ -326,6 +327,7 @@ class KvBudgets:
             writes |= state.counter_writes(touched)
             expected |= state.expected(writes)
             if await _write_guarded(self._atomic, writes, expected, state.revision):
+                _show(state, touched)
                 return results
             await _backoff(attempt)
         raise AtomicConflictError(f"{len(claims)} admissions still contended after {attempt + 1}")
@@ -495,6 +497,7 @@ class KvBudgets:
             if await _write_guarded(
                 self._atomic, writes, expected | read.expected(writes), read.revision
             ):
+                _show(read, touched)
                 return results
             await _backoff(attempt)
         raise AtomicConflictError(f"{len(endings)} settlements still contended after {attempt + 1}")
@@ -822,6 +825,16 @@ def _ending_writes(
     elif e.state == "disputed":
         writes[dispute_key(e.tenant, e.job_id)] = None
     return writes, expected
+
+
+def _show(state: _State, scopes: Iterable[str]) -> None:
+    """The budget gauges of the limited windows just written (their counters as written)."""
+    for scope in scopes:
+        for period, kept in state.counters.get(scope, {}).items():
+            limit = state.catalog.active(scope, period)
+            if limit is not None:
+                for name, usage in kept.items():
+                    show_usage(Slot(scope, period, name), usage, limit)
 
 
 def _revision(entry: Entry | None) -> int:

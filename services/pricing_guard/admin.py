@@ -37,6 +37,7 @@ from services.pricing_guard.budgets import (
     usd,
     window,
 )
+from services.pricing_guard.observe import count_settled
 from services.pricing_guard.ports import BudgetStore
 from services.pricing_guard.records import LimitRecord, ReservationRecord, SpendEntry
 from services.pricing_guard.usecases import write_charge
@@ -228,6 +229,7 @@ async def resolve_dispute(
     if not settled.fresh:
         state = settled.reservation.state
         return _error(409, "not_disputed", f"{job_id} is {state}, not disputed")
+    count_settled(settled.reservation)
     charged = settled.reservation.charged_micros
     if jobs is not None and charged is not None:
         await write_charge(jobs, settled.reservation, charged)

@@ -8,8 +8,10 @@ from datetime import timedelta
 from services.pricing_guard import handlers
 from services.pricing_guard.adapters import KvBudgets
 from services.pricing_guard.admin import build_admin
+from services.pricing_guard.observe import REFRESH_SECONDS, Gauges
 from services.pricing_guard.ports import BudgetStore, Deps
 from services.pricing_guard.usecases import SERVICE, sweep
+from shared import metrics
 from shared.apikeys import ApiKeys, kv_api_keys
 from shared.contracts import (
     BudgetAlertV1,
@@ -79,6 +81,11 @@ def build_app(
         await running.enter_async_context(
             periodically(sweep_every, lambda: sweep(platform.jobs, store, SWEEP_GRACE))
         )
+        if metrics.enabled():  # read only for a /metrics that someone scrapes
+            gauges = Gauges(store)
+            await running.enter_async_context(
+                periodically(lambda run: 0.0 if run == 0 else REFRESH_SECONDS, gauges.refresh)
+            )
 
     @stream_app.on_shutdown
     async def stop_sweeper() -> None:

@@ -8,6 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 from services.pricing_guard.budgets import Alert, Exceeded, Settlement
 from services.pricing_guard.domain import Admitted, Ending, Refused, bill, price
+from services.pricing_guard.observe import (
+    count_reserved,
+    count_settled,
+    note_admitted,
+    note_refused,
+)
 from services.pricing_guard.ports import BudgetStore, Claim, Reserved
 from services.pricing_guard.records import ReservationRecord
 from shared.contracts import (
@@ -52,11 +58,15 @@ async def admit_job(
                 record.tenant, record.job_id, spec.model, spec.size, spec.seconds, cost, now
             )
             match await budgets.reserve(claim):
-                case Reserved(reservation=reservation):
+                case Reserved(reservation=reservation, fresh=fresh):
+                    if fresh:  # once per job: a redelivery finds it reserved, counts nothing
+                        count_reserved(reservation)
                     await carry_out(jobs, emit, record, event, reservation)
                 case Exceeded() as over:
+                    note_refused("budget_exceeded", over)
                     await refuse(jobs, emit, record, "budget_exceeded", over.detail)
         case Refused(reason=reason, detail=detail):
+            note_refused(reason)
             await refuse(jobs, emit, record, reason, detail)
 
 
@@ -72,11 +82,13 @@ async def carry_out(
     crossed. Repeated on a redelivery: the events' ids make the repeats droppable."""
     cost = reservation.estimate_micros
     if reservation.state == "reserved":
+        note_admitted(reservation)
         if admitted := await advance(jobs, record, admit, cost_micros=cost):
             await emit(JobAdmittedV1.fact(admitted, spec=admitted.spec, cost_micros=cost))
         elif cancelled_before_admission(await jobs.get(record.tenant, record.job_id)):
             await cancel_job(jobs, emit, record, detail=CANCELLED_BEFORE, stage=SERVICE)
     elif reservation.refused is not None:
+        note_refused(reservation.refused)
         await refuse(jobs, emit, record, reservation.refused, reservation.why or "")
     for alert in reservation.alerts:
         await emit(budget_alert(event, alert))
@@ -130,6 +142,8 @@ async def settle_record(jobs: JobStore, budgets: BudgetStore, record: JobRecordV
         log.warning("%s: %s was admitted without a reservation: not settled",
                     SERVICE, record.job_id)  # fmt: skip
         return
+    if settled.fresh:  # once per job: the write that settled it (a redelivery finds it so)
+        count_settled(settled.reservation)
     if settled.reservation.charged_micros is None:
         return  # disputed: no final charge until it is resolved
     await write_charge(jobs, record, settled.reservation.charged_micros)

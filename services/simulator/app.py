@@ -37,6 +37,7 @@ from services.simulator.journal import Journal, State
 from services.simulator.records import Attempt, Character, CreateRecord, Job
 from services.simulator.settings import SimulatorSettings
 from services.simulator.webhooks import EventType, WebhookDispatcher
+from shared import metrics
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,21 @@ JSON_OR_FORM = "'application/json' and 'multipart/form-data'"
 FORM_ONLY = "'multipart/form-data'"
 T = TypeVar("T")
 CREATE_OPERATIONS = frozenset({"create", "remix", "edit", "extend"})
+TEMPLATES: dict[str, str] = {
+    "create": "POST /v1/videos",
+    "list": "GET /v1/videos",
+    "retrieve": "GET /v1/videos/{video_id}",
+    "delete": "DELETE /v1/videos/{video_id}",
+    "content": "GET /v1/videos/{video_id}/content",
+    "remix": "POST /v1/videos/{video_id}/remix",
+    "edit": "POST /v1/videos/edits",
+    "extend": "POST /v1/videos/extensions",
+    "character_create": "POST /v1/videos/characters",
+    "character_get": "GET /v1/videos/characters/{character_id}",
+}
+"""Each API operation's endpoint template: the `endpoint` label of clipline.simulator.requests
+(health and control routes are their own fixed paths; anything unrouted is OTHER_ENDPOINT)."""
+OTHER_ENDPOINT = "other"
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
@@ -137,11 +153,12 @@ def envelope(error: Invalid) -> dict[str, object]:
 class Request:
     """The bits of an ASGI request the routes read."""
 
-    __slots__ = ("headers", "method", "path", "query", "receive", "scope")
+    __slots__ = ("headers", "method", "path", "query", "receive", "scope", "template")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
         self.receive = receive
+        self.template = OTHER_ENDPOINT  # the route's, once one matched
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         raw_query: bytes = scope.get("query_string", b"")
@@ -298,6 +315,8 @@ class Simulator:
             log.exception("unhandled error in %s %s", request.method, request.path)
             error = Invalid(SERVER_ERROR, type="server_error")
             response = json_response(500, envelope(error))
+        labels = {"endpoint": request.template, "status": str(response.status)}
+        metrics.SIMULATOR_REQUESTS.add(1, labels)
         try:
             await _send(send_started, response, request_id)
         except Exception:
@@ -324,6 +343,8 @@ class Simulator:
 
     async def _dispatch(self, request: Request) -> Response:
         route = self._route(request.method, request.path)
+        op = route.operation
+        request.template = TEMPLATES[op] if op is not None else f"{request.method} {request.path}"
         if route.operation is None:
             return await route.handler(request, *route.args)
         if route.operation == "retrieve" and route.args[0] in self._position:
@@ -667,6 +688,7 @@ class Simulator:
         self._position[job.id] = len(self._order)
         self._order.append(job.id)
         self.creates.append(record)
+        metrics.SIMULATOR_CREATES.add(1, {"model": spec.model})
         self._schedule_webhook(job)
         return job, fate.dropped
 

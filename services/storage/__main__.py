@@ -57,14 +57,16 @@ async def main() -> None:
     )
     async with (
         contextlib.aclosing(puts),
-        contextlib.aclosing(AiohttpDownloads.for_upstream(upstream)) as downloads,
-        contextlib.aclosing(AiohttpCalls.for_upstream(upstream)) as calls,
+        contextlib.aclosing(
+            AiohttpDownloads.for_upstream(upstream, settings.provider)
+        ) as downloads,
+        contextlib.aclosing(AiohttpCalls.for_upstream(upstream, settings.provider)) as calls,
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
     ):
         app = build_app(
             platform,
-            OpenAIVideosProvider(http, downloads, calls),
+            OpenAIVideosProvider(http, downloads, calls, provider=settings.provider),
             store,
             settings.max_attempts,
             delete_upstream=settings.delete_upstream_after_store,

@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import queue
+import re
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -21,6 +22,7 @@ from minio.commonconfig import ENABLED, Filter
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
+from opentelemetry.trace import SpanKind
 
 from services.storage.domain import (
     RETENTION_RULE_ID,
@@ -32,6 +34,8 @@ from services.storage.domain import (
 )
 from services.storage.ports import ObjectStat, RetentionMode, Stored, StoreUnavailable
 from services.storage.s3http import BUSY_CODES, S3Puts, S3RequestError
+from shared import metrics
+from shared.telemetry import short_span
 
 _END = b""
 _QUEUE_CHUNKS = 4  # chunks buffered between download and upload: memory stays bounded
@@ -50,6 +54,21 @@ key layout, under the rule (which covers the whole bucket)."""
 _DELETE_BATCH = 1000  # S3's DeleteObjects limit
 T = TypeVar("T")
 log = logging.getLogger("clipline.storage")
+_TRACER = "clipline.storage.s3"
+_S3_CODE = re.compile(r"[A-Za-z]{1,40}")
+
+
+def s3_error_reason(exc: BaseException) -> str | None:
+    """The reason label of an S3 request's failure (S3's error code, `unavailable` for an
+    outage); None when the failure was not S3's (the source stream broke)."""
+    if isinstance(exc, StoreUnavailable):
+        return "unavailable"
+    if isinstance(exc, S3RequestError | S3Error):
+        code = exc.code
+        if code and _S3_CODE.fullmatch(code):
+            return code
+        return f"http_{exc.status}" if isinstance(exc, S3RequestError) else "other"
+    return None
 
 
 def s3_http_client(
@@ -350,10 +369,24 @@ class S3AssetStore:
         *,
         length: int | None = None,
     ) -> Stored:
-        await self.ensure_bucket()
-        if self._puts is not None and length is not None and length <= self._part_size:
-            return await self._put_small(key, chunks, length, content_type, metadata)
-        return await self._put_multipart(key, chunks, content_type, metadata)
+        attributes: dict[str, str | int] = {
+            "rpc.system": "aws-api", "rpc.service": "S3", "rpc.method": "PutObject",
+            "http.request.method": "PUT", "aws.s3.bucket": self._bucket, "aws.s3.key": key,
+        }  # fmt: skip
+        with short_span(_TRACER, "S3.PutObject", attributes, kind=SpanKind.CLIENT) as span:
+            try:
+                await self.ensure_bucket()
+                if self._puts is not None and length is not None and length <= self._part_size:
+                    stored = await self._put_small(key, chunks, length, content_type, metadata)
+                else:
+                    stored = await self._put_multipart(key, chunks, content_type, metadata)
+            except Exception as exc:
+                if (reason := s3_error_reason(exc)) is not None:
+                    metrics.S3_ERRORS.add(1, {"operation": "put", "reason": reason})
+                raise
+            span.set_attribute("clipline.s3.bytes", stored.size_bytes)
+            metrics.S3_TRANSFERRED.add(stored.size_bytes, {"operation": "put"})
+            return stored
 
     async def _put_small(
         self,

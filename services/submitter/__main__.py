@@ -23,9 +23,14 @@ async def main() -> None:
     async with (
         service_runtime(SERVICE, settings) as platform,
         OpenAIVideosProvider.client_for(upstream) as http,
-        contextlib.aclosing(AiohttpCalls.for_upstream(upstream)) as calls,
+        contextlib.aclosing(AiohttpCalls.for_upstream(upstream, settings.provider)) as calls,
     ):
-        app = build_app(platform, OpenAIVideosProvider(http, calls=calls), registry, settings)
+        app = build_app(
+            platform,
+            OpenAIVideosProvider(http, calls=calls, provider=settings.provider),
+            registry,
+            settings,
+        )
         await serve_app(app, settings)
 
 

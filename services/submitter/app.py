@@ -79,6 +79,7 @@ def build_app(
         emit=router.emit,
         submit_deadline=settings.submit_deadline_seconds,
         rates=kv_rates(platform, registry, settings),
+        provider_name=registry.name,
     )
     wire(platform.broker, router, deps, platform.jobs)
     return make_asgi(platform.broker)

@@ -36,6 +36,7 @@ from services.submitter.domain import (
 )
 from services.submitter.ports import Deps
 from services.submitter.rates import Wait
+from shared import metrics
 from shared.contracts import (
     InputReference,
     JobAdmittedV1,
@@ -147,6 +148,7 @@ async def reconcile_then_submit(deps: Deps, record: JobRecordV1, *, answer_lost:
         verdict, listed = await upstream_match(deps, record, answer_lost=answer_lost)
     except ProviderRateLimited as exc:  # waiting for capacity is not an error
         delay = rate_limit_delay(exc.retry_after_seconds)
+        held_back(deps, record.spec.model, "upstream_429", delay)
         note_wait("list_429", delay, exc.retry_after_seconds)
         raise NackMessage(delay=delay) from exc
     match verdict:
@@ -229,12 +231,15 @@ async def submit(deps: Deps, job: JobRecordV1, seen: int) -> None:
         note_wait("rate_state", time.monotonic() - began)
     if isinstance(slot, Wait):
         # No slot near: the job waits in the stream (no error, no budget spent).
+        held_back(deps, spec.model, "shaping", slot.seconds)
         note_wait("rate_wait", slot.seconds)
         raise NackMessage(delay=slot.seconds)
     try:
         # A slot reserved for this job a few seconds ahead: keep the message (heartbeats run)
         # and go at its moment. A timer, not synchronisation.
         note_wait("slot_sleep", max(0.0, slot.at - time.time()))
+        if slot.at > time.time():
+            held_back(deps, spec.model, "shaping", slot.at - time.time())
         await asyncio.sleep(max(0.0, slot.at - time.time()))
         if not await claim_attempt(deps.jobs, job, seen):
             note_wait("claim_lost", ATTEMPT_LEASE_SECONDS)
@@ -289,6 +294,7 @@ async def create(
         except Exception:  # the lease runs out, and the next delivery reconciles instead
             log.warning("submitter: could not put %s back in line", job.job_id, exc_info=True)
         delay = rate_limit_delay(exc.retry_after_seconds)
+        held_back(deps, spec.model, "upstream_429", delay)
         note_wait("create_429", delay, exc.retry_after_seconds)
         raise NackMessage(delay=delay) from exc
     except (ProviderRejected, ProviderNotFound) as exc:
@@ -310,6 +316,14 @@ async def create(
         if outcome is CreateOutcome.NO_ANSWER and (found := await found_at_once(deps, job)):
             return found
         raise
+
+
+def held_back(deps: Deps, model: str, cause: str, seconds: float) -> None:
+    """A create held back `seconds` by the rate shaping (`shaping`) or an upstream 429
+    (`upstream_429`): clipline.rate_limit.waits and .wait."""
+    labels = {"provider": deps.provider_name, "model": model, "cause": cause}
+    metrics.RATE_LIMIT_WAITS.add(1, labels)
+    metrics.RATE_LIMIT_WAIT.record(max(0.0, seconds), labels)
 
 
 def attempt_outcome(exc: Exception) -> CreateOutcome:

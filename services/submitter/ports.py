@@ -52,3 +52,5 @@ class Deps:
     submit_deadline: float
     """Seconds after admission after which a job still not created upstream times out."""
     rates: RateShaper = field(default_factory=Unshaped)
+    provider_name: str = "openai"
+    """The registry's name of the provider: labels the rate-limit metrics."""

@@ -3,8 +3,9 @@
 The same contract, errors and meaning as OpenAIVideosProvider's own download over httpx, at a
 fraction of the CPU: aiohttp parses HTTP in C and streams without anyio's layers, and storage
 makes three downloads per job (bench.storage_cpu). Each download is one client span in the
-job's trace, its context sent upstream as `traceparent`; the API key is a header, never in a
-span or a log.
+job's trace (observe.py: `GET .../videos/{video_id}/content`), its context sent upstream as
+`traceparent`, and counted as endpoint `content`; the API key is a header, never in a span or
+a log.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry import propagate
 
 from shared.config import UpstreamSettings
 from shared.provider.errors import (
@@ -24,11 +24,11 @@ from shared.provider.errors import (
     ProviderUnavailable,
 )
 from shared.provider.ids import video_path
+from shared.provider.observe import DEFAULT_PROVIDER, Upstream, observed
 from shared.provider.openai_videos import CHUNK_BYTES, error_from
 from shared.provider.port import Download
 from shared.provider.wire import Variant
 
-_tracer = trace.get_tracer("clipline.provider.downloads")
 NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.InvalidURL)
 """Errors raised before any byte of the request left: no connection could be made."""
 
@@ -41,10 +41,19 @@ def no_answer(what: str, exc: BaseException) -> ProviderUnavailable:
 
 class AiohttpDownloads:
     """Downloads from `base_url` (e.g. http://host/v1) with `api_key`; one session, made on
-    first use (inside the running loop) and closed by `aclose`."""
+    first use (inside the running loop) and closed by `aclose`. `provider` (the registry's
+    name) labels its metrics."""
 
-    def __init__(self, base_url: str, api_key: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: float = 30.0,
+        *,
+        provider: str = DEFAULT_PROVIDER,
+    ) -> None:
         self._base = base_url.rstrip("/") + "/"
+        self.upstream = Upstream.of(base_url, provider)
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/binary",
@@ -55,8 +64,13 @@ class AiohttpDownloads:
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def for_upstream(cls, upstream: UpstreamSettings) -> AiohttpDownloads:
-        return cls(upstream.base_url, upstream.api_key.get_secret_value(), upstream.timeout_seconds)
+    def for_upstream(
+        cls, upstream: UpstreamSettings, provider: str = DEFAULT_PROVIDER
+    ) -> AiohttpDownloads:
+        return cls(
+            upstream.base_url, upstream.api_key.get_secret_value(), upstream.timeout_seconds,
+            provider=provider,
+        )  # fmt: skip
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -72,10 +86,8 @@ class AiohttpDownloads:
     @asynccontextmanager
     async def download(self, video_id: str, variant: Variant) -> AsyncIterator[Download]:
         what = f"download {variant}"
-        with _tracer.start_as_current_span(
-            "GET", kind=SpanKind.CLIENT,
-            attributes={"http.request.method": "GET", "clipline.variant": variant},
-        ) as span:  # fmt: skip
+        with observed(self.upstream, "content") as call:
+            call.span.set_attribute("clipline.variant", variant)
             headers: dict[str, str] = {}
             propagate.inject(headers)
             url = self._base + video_path(video_id, "content")
@@ -84,7 +96,7 @@ class AiohttpDownloads:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise no_answer(what, exc) from exc
             try:
-                span.set_attribute("http.response.status_code", response.status)
+                call.answered(response.status)
                 if not 200 <= response.status < 300:
                     try:
                         body = await response.read()

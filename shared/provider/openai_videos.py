@@ -30,6 +30,7 @@ from shared.provider.errors import (
     ProviderUnavailable,
 )
 from shared.provider.ids import checked_video_id, is_valid_video_id, video_path
+from shared.provider.observe import DEFAULT_PROVIDER, Upstream, observed
 from shared.provider.port import CreateVideo, Download, InputImage
 from shared.provider.wire import UpstreamVideo, UpstreamVideoPage, Variant
 
@@ -119,19 +120,20 @@ def _video(response: Answer, where: str) -> UpstreamVideo:
     return video
 
 
-def derived_call(request: CreateVideo) -> tuple[str, dict[str, object]]:
-    """The URL and JSON body of a remix, edit or extension (reference §7): the source video
+def derived_call(request: CreateVideo) -> tuple[str, str, dict[str, object]]:
+    """The endpoint (observe.ENDPOINTS), URL and JSON body of a remix, edit or extension
+    (reference §7): the source video
     by id, in the path (remix) or as `video: {"id": ...}`; `seconds` (an extension's added
     segment) a string on the wire. ProviderInvalidId for a source id off the pattern."""
     source = checked_video_id(request.source_video_id or "", f"{request.kind} source")
     match request.kind:
         case "remix":
-            return video_path(source, "remix"), {"prompt": request.prompt}
+            return "remix", video_path(source, "remix"), {"prompt": request.prompt}
         case "edit":
-            return "videos/edits", {"prompt": request.prompt, "video": {"id": source}}
+            return "edit", "videos/edits", {"prompt": request.prompt, "video": {"id": source}}
         case "extend":
             body = {"prompt": request.prompt, "seconds": str(request.seconds)}
-            return "videos/extensions", body | {"video": {"id": source}}
+            return "extend", "videos/extensions", body | {"video": {"id": source}}
     raise ValueError(f"no upstream call for kind {request.kind!r}")
 
 
@@ -146,17 +148,22 @@ class Downloads(Protocol):
 class OpenAIVideosProvider:
     """VideoProvider for the `/v1/videos` contract. The client carries base URL and API key.
     `downloads`, when given, serves `download` (storage's cheaper streaming client); `calls`,
-    when given, makes every other call (the same contract over aiohttp)."""
+    when given, makes every other call (the same contract over aiohttp). `provider` (the
+    registry's name) labels the metrics of the calls made over httpx (the aiohttp clients
+    carry their own)."""
 
     def __init__(
         self,
         client: httpx.AsyncClient,
         downloads: Downloads | None = None,
         calls: AiohttpCalls | None = None,
+        *,
+        provider: str = DEFAULT_PROVIDER,
     ) -> None:
         self._client = client
         self._downloads = downloads
         self._calls = calls
+        self._upstream = Upstream.of(str(client.base_url), provider)
 
     @classmethod
     def client_for(cls, upstream: UpstreamSettings) -> httpx.AsyncClient:
@@ -177,6 +184,7 @@ class OpenAIVideosProvider:
 
     async def _send(
         self,
+        endpoint: str,
         method: str,
         url: str,
         *,
@@ -187,12 +195,14 @@ class OpenAIVideosProvider:
     ) -> Answer:
         if self._calls is not None:
             answer = await self._calls.send(
-                method, url, params=params, json=json, form=form, headers=headers
+                endpoint, method, url, params=params, json=json, form=form, headers=headers
             )
         else:
-            answer = await self._send_httpx(
-                method, url, params=params, json=json, form=form, headers=headers
-            )
+            with observed(self._upstream, endpoint) as call:
+                answer = await self._send_httpx(
+                    method, url, params=params, json=json, form=form, headers=headers
+                )
+                call.answered(answer.status)
         if answer.is_success:
             return answer
         raise error_for(answer)
@@ -226,8 +236,8 @@ class OpenAIVideosProvider:
             "Idempotency-Key": request.client_request_id,
         }
         if request.kind != "generate":
-            url, body = derived_call(request)
-            response = await self._send("POST", url, json=body, headers=headers)
+            endpoint, url, body = derived_call(request)
+            response = await self._send(endpoint, "POST", url, json=body, headers=headers)
             return _video(response, f"{request.kind} answer")
         fields = {
             "prompt": request.prompt,
@@ -238,10 +248,12 @@ class OpenAIVideosProvider:
         image = request.input_reference
         if image is None:
             # JSON: accepted by every version of the contract.
-            response = await self._send("POST", "videos", json=fields, headers=headers)
+            response = await self._send("create", "POST", "videos", json=fields, headers=headers)
         else:
             # An image file can only travel as multipart (the file part `input_reference`).
-            response = await self._send("POST", "videos", form=(fields, image), headers=headers)
+            response = await self._send(
+                "create", "POST", "videos", form=(fields, image), headers=headers
+            )
         return _video(response, "create answer")
 
     async def recent(self, limit: int = 100, since: int | None = None) -> list[UpstreamVideo]:
@@ -269,7 +281,7 @@ class OpenAIVideosProvider:
         return await self._read_page(params)
 
     async def _read_page(self, params: dict[str, str]) -> UpstreamVideoPage:
-        response = await self._send("GET", "videos", params=params)
+        response = await self._send("list", "GET", "videos", params=params)
         try:
             return UpstreamVideoPage.model_validate_json(response.content)
         except ValidationError as exc:
@@ -279,7 +291,7 @@ class OpenAIVideosProvider:
             ) from exc
 
     async def retrieve(self, video_id: str) -> tuple[UpstreamVideo, float | None]:
-        response = await self._send("GET", video_path(video_id))
+        response = await self._send("retrieve", "GET", video_path(video_id))
         poll_after: float | None = None
         raw = response.headers.get("openai-poll-after-ms")
         if raw:
@@ -307,10 +319,12 @@ class OpenAIVideosProvider:
             params={"variant": variant},
             headers={"Accept": "application/binary"},
         )
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise transport_error(f"download {variant}", exc) from exc
+        with observed(self._upstream, "content") as call:
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise transport_error(f"download {variant}", exc) from exc
+            call.answered(response.status_code)
         try:
             if not response.is_success:
                 await response.aread()
@@ -333,4 +347,4 @@ class OpenAIVideosProvider:
             raise ProviderNoAnswer(f"download {variant} broke: {type(exc).__name__}") from exc
 
     async def delete(self, video_id: str) -> None:
-        await self._send("DELETE", video_path(video_id))
+        await self._send("delete", "DELETE", video_path(video_id))

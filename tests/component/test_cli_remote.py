@@ -98,6 +98,26 @@ def test_remix_edit_and_extend_name_the_source_and_inherit_the_rest(
     assert fake.submitted == [{"prompt": "again", **body}]
 
 
+def test_a_callback_url_is_sent_and_its_refusal_exits_1_naming_the_field(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hook = "https://hooks.example.com/clipline"
+    assert cli(capsys, "submit", "--prompt", "a harbour", "--callback-url", hook)[0] == 0
+    assert (
+        cli(capsys, "submit", "--prompt", "again", "--remix", JOB, "--callback-url", hook)[0] == 0
+    )
+    assert [b.get("callback_url") for b in fake.submitted] == [hook, hook]
+    fake.fail["submit"] = (422, {
+        "type": "about:blank", "title": "invalid_callback_url", "status": 422,
+        "detail": "callback_url names a private, loopback or link-local address (10.0.0.1)",
+        "reason": "invalid_callback_url", "field": "callback_url",
+    })  # fmt: skip
+    code, _, err = cli(capsys, "submit", "--prompt", "x", "--callback-url", "http://10.0.0.1/")
+    assert code == 1
+    assert "invalid_callback_url" in err
+    assert "callback_url" in err
+
+
 @pytest.mark.parametrize(
     ("argv", "said"),
     [
@@ -268,8 +288,69 @@ def test_jobs_list_accepts_the_older_answer_and_filters_it_here(
     assert f"job_{1:032x}" in out
     assert f"job_{3:032x}" not in out
     assert out.splitlines()[0].split() == [
-        "JOB", "STATUS", "MODEL", "SIZE", "SECONDS", "ACCEPTED", "COST"
+        "JOB", "STATUS", "KIND", "SOURCE", "MODEL", "SIZE", "SECONDS", "ACCEPTED", "COST"
     ]  # fmt: skip
+
+
+SOURCE = "job_" + "a" * 32
+EXTENSION = record(
+    "completed", job_id=f"job_{7:032x}", deleted_at="2026-12-07T12:05:00+00:00",
+    spec={"model": "sora-2", "size": "720x1280", "seconds": 4, "prompt": "on", "kind": "extend",
+          "source_job_id": SOURCE, "total_seconds": 12, "extensions": 1},
+    assets=[{"variant": "video", "bucket": "b", "key": "k", "size_bytes": 9, "sha256": "0" * 64,
+             "content_type": "video/mp4"}],
+)  # fmt: skip
+
+
+def test_jobs_list_shows_kind_source_stitched_seconds_and_deleted_jobs(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    remix = record("running", job_id=f"job_{8:032x}",
+                   spec={**record()["spec"], "kind": "remix", "source_job_id": SOURCE})  # fmt: skip
+    fake.pages = [{"data": [EXTENSION, remix, record()], "next_cursor": None}]
+    code, out, _ = cli(capsys, "jobs", "list")
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [[*r[1:4], r[6]] for r in rows] == [
+        ["completed(deleted)", "extend", SOURCE, "12(+4)"],
+        ["running", "remix", SOURCE, "4"],
+        ["completed", "generate", "-", "4"],
+    ]
+
+
+def test_jobs_show_names_the_source_the_stitched_length_and_a_deletion(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.job_id, fake.records = EXTENSION["job_id"], [EXTENSION]
+    code, out, _ = cli(capsys, "jobs", "show", EXTENSION["job_id"])
+    assert code == 0
+    assert f"kind      extend of {SOURCE} (extension 1 of the chain)" in out
+    assert "12s stitched (+4s added)" in out
+    assert "deleted   2026-12-07T12:05:00" in out
+    assert "asset " not in out  # removed: not offered as if it could be downloaded
+    fake.records = [record()]
+    fake.job_id = JOB
+    plain = cli(capsys, "jobs", "show", JOB)[1]
+    assert ("kind " not in plain, "deleted " not in plain) == (True, True)
+    assert "sora-2 720x1280 4s: 'a harbour'" in plain
+
+
+def test_connection_options_may_come_before_the_command(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(remote.URL_ENV)
+    monkeypatch.delenv(remote.KEY_ENV)
+    fake.pages = [{"data": [record()], "next_cursor": None}]
+    code, out, err = cli(capsys, "--url", url, "--api-key", API_KEY, "jobs", "list", "--json")
+    assert code == 0, err
+    assert json.loads(out)["job_id"] == JOB
+    # one after the command wins over one before it
+    code, _, err = cli(capsys, "--url", "http://127.0.0.1:9", "--api-key", API_KEY,
+                       "jobs", "show", JOB, "--url", url)  # fmt: skip
+    assert code == 0, err
+    code, _, err = cli(capsys, "--api-key", API_KEY, "status")
+    assert code == 3
+    assert "--api-key: only the job commands take it" in err
 
 
 def test_jobs_show_json_is_the_record_and_an_unknown_job_exits_1(
@@ -313,6 +394,32 @@ def test_wait_follows_the_stream_across_a_dropped_connection(
     assert [h.get("Last-Event-ID") for h in streams] == [None, "3"]
     assert all(h["Accept"] == "text/event-stream" for h in streams)
     assert " 40% generating (upstream, in_progress)" in err  # the bar showed upstream's figure
+
+
+STORED = [{"variant": "video", "bucket": "clipline-assets", "key": "acme/job/video.mp4",
+           "size_bytes": 9, "sha256": "0" * 64, "content_type": "video/mp4"}]  # fmt: skip
+
+
+def test_a_remote_wait_prints_download_links_not_s3_locations(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.events, fake.records, fake.blobs = ENDED, [record(assets=STORED)], {"video": b"x"}
+    code, out, err = cli(capsys, "submit", "--prompt", "x", "--wait")
+    assert code == 0, err
+    assert f"  video       {url}/blob/video?X-Amz-Signature=s (9 bytes)" in out
+    assert "s3://" not in out  # a remote user cannot open the stack's S3
+    assert f"`clipline download {JOB}` saves the files" in out
+    assert [p for _, p, _ in fake.asked][-1] == f"/v1/jobs/{JOB}/assets"
+
+
+def test_without_links_a_wait_still_succeeds_and_points_to_download(
+    url: str, fake: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.events, fake.records = ENDED, [record(assets=STORED)]  # the server gives no link
+    code, out, err = cli(capsys, "submit", "--prompt", "x", "--wait")
+    assert code == 0, err
+    assert "  video       (no download link) (9 bytes)" in out
+    assert f"`clipline download {JOB}` saves the files, verified" in out
 
 
 def test_events_json_resumes_without_losing_or_repeating_an_event(

@@ -4,11 +4,14 @@ shows the deliveries."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import httpx
+import openai
 import pytest
+from PIL import Image
 
 from services.intake.adapters import probe_image
 from services.intake.callbacks import Deliveries, Endpoint, TargetDelivery
@@ -149,3 +152,88 @@ async def test_without_a_sender_a_callback_url_is_refused_and_no_member_is_shown
         shown = (await client.get(f"/v1/jobs/{made.json()['job_id']}")).json()
     assert "callbacks_unavailable" in refused.text
     assert "callbacks" not in shown
+
+
+def png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (1280, 720), (200, 30, 30)).save(out, format="PNG")
+    return out.getvalue()
+
+
+VIDEO_BODY = {"prompt": "a paper boat", "model": "sora-2", "seconds": "4", "size": "1280x720"}
+
+
+async def test_the_openai_facade_takes_a_callback_url_as_the_sdks_extra_body(
+    configured: tuple[httpx.AsyncClient, MemoryCallbacks],
+) -> None:
+    client, _ = configured
+    made = await client.post("/v1/videos", json={**VIDEO_BODY, "callback_url": HOOK})
+    assert made.status_code == 200, made.text
+    job_id = "job_" + made.json()["id"].removeprefix("video_")
+    assert (await client.get(f"/v1/jobs/{job_id}")).json()["callback_url"] == HOOK
+    # multipart (the SDK with an input_reference file) sends extra_body as form fields
+    files = {"input_reference": ("frame.png", png(), "image/png")}
+    form = await client.post(
+        "/v1/videos", data={**VIDEO_BODY, "callback_url": HOOK + "&m=1"}, files=files
+    )
+    assert form.status_code == 200, form.text
+    job_id = "job_" + form.json()["id"].removeprefix("video_")
+    assert (await client.get(f"/v1/jobs/{job_id}")).json()["callback_url"] == HOOK + "&m=1"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [("http://127.0.0.1:9/x", "private, loopback or link-local"),
+     ("http://169.254.169.254/latest", "link-local"), ("ftp://hooks.example.com/x", "http(s)"),
+     (12, "string")],
+)  # fmt: skip
+async def test_the_facade_refuses_a_callback_url_as_the_native_route_does_in_openais_envelope(
+    configured: tuple[httpx.AsyncClient, MemoryCallbacks], url: object, says: str
+) -> None:
+    client, _ = configured
+    refused = await client.post("/v1/videos", json={**VIDEO_BODY, "callback_url": url})
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_callback_url", "callback_url")
+    assert says in error["message"]
+    native = await client.post("/v1/jobs", json={**BODY, "callback_url": url})
+    assert native.status_code == 422  # the same rule, in the native API's terms
+
+
+async def test_the_facade_tells_a_tenant_without_a_secret_how_to_get_one() -> None:
+    async with api(InMemoryJobStore(), MemoryCallbacks()) as client:
+        refused = await client.post("/v1/videos", json={**VIDEO_BODY, "callback_url": HOOK})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "callbacks_not_configured"
+    assert "clipline webhooks set" in refused.json()["error"]["message"]
+
+
+@pytest.mark.filterwarnings(
+    "ignore:The Sora API is scheduled to permanently shut down:DeprecationWarning"
+)  # openai 3.x's own warning on every videos call
+async def test_the_openai_sdks_extra_body_carries_a_callback_url_json_and_multipart() -> None:
+    store = MemoryCallbacks()
+    store.endpoints["acme"] = Endpoint(secret=SECRET, updated_at=datetime.now(UTC))
+    jobs = InMemoryJobStore()
+    async with api(jobs, store) as client:
+        sdk = openai.AsyncOpenAI(
+            api_key=client.headers["Authorization"].removeprefix("Bearer "),
+            base_url="http://intake/v1", max_retries=0,
+            http_client=client,  # type: ignore[arg-type]  # 3.x types it as its own httpx2's
+        )  # fmt: skip
+        made = await sdk.videos.create(
+            prompt="a paper boat", size="1280x720", extra_body={"callback_url": HOOK}
+        )
+        framed = await sdk.videos.create(
+            prompt="a paper boat", size="1280x720", input_reference=("f.png", png(), "image/png"),
+            extra_body={"callback_url": HOOK + "&f=1"},
+        )  # fmt: skip
+        with pytest.raises(openai.BadRequestError) as refused:
+            await sdk.videos.create(
+                prompt="x", size="1280x720", extra_body={"callback_url": "http://10.0.0.1/"}
+            )
+    assert refused.value.code == "invalid_callback_url"
+    for video, url in ((made, HOOK), (framed, HOOK + "&f=1")):
+        record = await jobs.get("acme", "job_" + video.id.removeprefix("video_"))
+        assert record is not None
+        assert record.callback_url == url

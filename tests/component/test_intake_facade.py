@@ -206,6 +206,12 @@ async def test_list_pages_in_order_without_deleted_videos() -> None:
             answer = await s.client.get("/v1/videos", params=params)
             assert answer.status_code == 400
             envelope(answer.json())
+        # limit=0 is OpenAI's (minimum 0): an empty page that says more exist. The native
+        # list, clipline's own contract, takes 1..100 (a 422 problem for 0): docs/api.md.
+        none = await s.client.get("/v1/videos", params={"limit": "0"})
+        assert (none.status_code, none.json()["data"], none.json()["has_more"]) == (200, [], True)
+        native = await s.client.get("/v1/jobs", params={"limit": "0"})
+        assert (native.status_code, native.json()["field"]) == (422, "limit")
 
 
 async def test_delete_removes_the_assets_and_hides_the_video_but_not_the_job() -> None:

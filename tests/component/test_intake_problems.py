@@ -4,6 +4,7 @@ envelope (the OpenAI facade's)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -43,6 +44,7 @@ def assert_problem(r: httpx.Response, status: int, reason: str) -> dict[str, Any
     assert body["detail"]
     assert "field" in body
     assert "error" not in body  # the old envelope is gone
+    assert re.fullmatch(r"req_[0-9a-f]{32}", r.headers["x-request-id"])  # as the facade's
     return body
 
 
@@ -149,11 +151,15 @@ async def test_a_framework_422_is_a_problem_naming_the_field(limit: str) -> None
     assert body["errors"][0]["field"] == "limit"
 
 
-async def test_an_unhandled_exception_is_a_500_problem_without_the_traceback() -> None:
+async def test_an_unhandled_exception_is_a_500_problem_without_the_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with await _client(_toy_api()) as http:
         r = await http.get("/v1/crash")
 
     assert_problem(r, 500, "internal_error")
+    [logged] = [rec for rec in caplog.records if rec.name == "clipline.intake.http"]
+    assert r.headers["x-request-id"] in logged.getMessage()  # the log line a caller can name
     assert SECRET not in r.text
     assert "Traceback" not in r.text
     assert "RuntimeError" not in r.text
@@ -181,6 +187,8 @@ async def test_a_path_prefix_answers_its_own_envelope() -> None:
         assert r.json()["error"]["param"] == param
         assert set(r.json()["error"]) == {"message", "type", "param", "code"}
     assert wrong.headers["allow"] == "GET"
+    for r in (missing, invalid, unknown, wrong):
+        assert re.fullmatch(r"req_[0-9a-f]{32}", r.headers["x-request-id"])
 
 
 async def test_intake_sends_every_path_but_healthz_to_the_api() -> None:

@@ -148,11 +148,16 @@ async def test_facade_refuses_another_tenants_or_an_unfinished_source_in_openais
             answer = await s.client.post(path, json=body)
             assert answer.status_code == 404, answer.text
             assert answer.json()["error"]["code"] == "not_found"
+            assert "job" not in answer.json()["error"]["message"]  # OpenAI's words, not ours
         unfinished = await s.client.post(
             f"/v1/videos/{video_id(running_one.job_id)}/remix", json={"prompt": "x"}
         )
         assert unfinished.status_code == 409
         assert unfinished.json()["error"]["code"] == "video_not_ready"
+        assert unfinished.json()["error"]["message"] == (
+            f"Video '{video_id(running_one.job_id)}' is not completed: only a completed video "
+            "can be remixed, edited or extended."
+        )
         assert unfinished.headers["x-should-retry"] == "false"
         missing = await s.client.post("/v1/videos/extensions", json={"prompt": "x"})
         assert missing.status_code == 400

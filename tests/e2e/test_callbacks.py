@@ -1,6 +1,7 @@
 """End to end: a job naming a callback_url is delivered to a receiver on this machine, signed
 with the secret `clipline webhooks set` printed; a failed attempt is retried by an intake
-restarted after SIGKILL (the wait is durable), and delivered once; the secret is in no log."""
+restarted after SIGKILL (the wait is durable), and delivered once, carrying the settled charge;
+the secret is in no log."""
 
 from __future__ import annotations
 
@@ -119,6 +120,13 @@ async def test_a_retry_survives_a_kill_9_of_intake_and_delivers_once(
     event = Webhook(secret).verify(receiver.got[-1][2], receiver.got[-1][1])
     assert (event["type"], event["data"]["job_id"]) == ("video.completed", job_id)
     assert "url" not in json.dumps(event["data"]["assets"])
+    # Both attempts carry the charge pricing_guard settled (the first waited for it).
+    charged = job["charged_micros"]
+    assert isinstance(charged, int)
+    assert charged > 0
+    assert [json.loads(body)["data"]["charged_micros"] for _, _, body in receiver.got] == [
+        charged, charged,
+    ]  # fmt: skip
     target = job["callbacks"]["targets"]["job"]
     assert (target["attempts"], target["last_status"]) == (2, 204)
     assert [a["status"] for a in target["timeline"]] == [503, 204]

@@ -4,13 +4,16 @@ jobs show and events, each with --json."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from clipline.stack import StackState
@@ -68,3 +71,23 @@ def test_a_remote_client_submits_follows_lists_and_shows(stack: StackState, tmp_
     code, _, err = remote(stack, other, tmp_path, "jobs", "show", job_id)
     assert code == 1
     assert f"no job {job_id} for this API key (CLIPLINE_URL)" in err
+
+
+def test_a_remote_wait_prints_links_that_download_the_stored_bytes(
+    stack: StackState, tmp_path: Path
+) -> None:
+    tenant = f"rl{uuid.uuid4().hex[:6]}"
+    key = as_tenant(stack, tenant)["Authorization"].removeprefix("Bearer ")
+    code, out, err = remote(stack, key, tmp_path, "submit", "--wait", "--prompt", "a kite",
+                            "--size", "1280x720", "--timeout", str(DEADLINE))  # fmt: skip
+    assert code == 0, err
+    assert "s3://" not in out
+    links = dict(re.findall(r"^  (video|thumbnail|spritesheet) +(https?://\S+) \(", out, re.M))
+    assert set(links) == {"video", "thumbnail", "spritesheet"}, out
+    job_id = out.split()[1]
+    code, shown, err = remote(stack, key, tmp_path, "jobs", "show", job_id, "--json")
+    assert code == 0, err
+    for asset in json.loads(shown)["assets"]:
+        got = httpx.get(links[asset["variant"]], timeout=10)  # the link is the credential
+        assert got.status_code == 200
+        assert hashlib.sha256(got.content).hexdigest() == asset["sha256"]

@@ -22,7 +22,9 @@ from tests.e2e.harness import as_tenant
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("intake", "pricing_guard", "submitter", "poller", "storage")
-IDLE_SECONDS = 60.0
+IDLE_SECONDS = 20.0
+"""Four expiries of every standing pull request (shared/pullfetch.py REQUEST_SECONDS): the idle
+path that once logged an ERROR per expiry (an empty fetch's TimeoutError)."""
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +113,7 @@ async def test_lifecycle_lines_are_json_with_trace_span_and_job(json_stack: Stac
         assert len(per_job) <= 2, (service, per_job)
 
 
-async def test_a_minute_of_idle_logs_has_no_error(json_stack: StackState) -> None:
+async def test_idle_logs_have_no_error(json_stack: StackState) -> None:
     """Every log of the services and the simulator, their raw output files included."""
     files = [f for name in (*SERVICES, "simulator") for f in json_stack.find(name).log_files()]
     sizes = {f: f.stat().st_size if f.exists() else 0 for f in files}

@@ -129,7 +129,10 @@ async def intake(provisioned: str, nats_auth: AuthDir) -> AsyncIterator[Intake]:
     await service.stop()
 
 
-def ended(tenant: str, status: JobStatus, callback_url: str | None) -> JobRecordV1:
+def ended(
+    tenant: str, status: JobStatus, callback_url: str | None, charged: int | None = 400_000
+) -> JobRecordV1:
+    """A job that ended, settled by pricing_guard (`charged`; None: not yet)."""
     at = datetime.now(UTC)
     return JobRecordV1(
         job_id=f"job_{uuid.uuid4().hex}", tenant=tenant, status=status,
@@ -139,6 +142,7 @@ def ended(tenant: str, status: JobStatus, callback_url: str | None) -> JobRecord
                          content_type="video/mp4")],
         reason=None if status == JobStatus.COMPLETED else "upstream_failed",
         history={"accepted": at, status.value: at}, callback_url=callback_url,
+        charged_micros=charged,
     )  # fmt: skip
 
 
@@ -208,6 +212,60 @@ async def test_the_job_url_and_the_tenant_endpoint_both_get_one_signed_post(
     assert (target.attempts, target.last_status, target.sending_since) == (1, 204, None)
     assert target.delivered_at is not None
     assert [a.status for a in target.timeline] == [204]
+
+
+async def test_the_first_attempt_waits_for_the_settled_charge_and_carries_it(
+    intake: Intake, nc: Client, receivers: list[Receiver]
+) -> None:
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    await intake.store.set_endpoint(tenant, Endpoint(secret=SECRET, updated_at=datetime.now(UTC)))
+    hook = await receiver(receivers)
+    record = ended(tenant, JobStatus.COMPLETED, hook.url, charged=None)
+    await seed_record(nc, record)
+    await publish(nc, event_of(record))
+
+    # Not settled yet: nothing is sent, nothing recorded, the event is looked at again soon.
+    wait = await intake.sender.deliver(tenant, record.job_id)
+    assert wait is not None
+    assert 0 < wait <= 5
+    assert hook.got == []
+    assert await intake.store.deliveries(tenant, record.job_id) is None
+    # pricing_guard settles: the charge is on the record; the consumer's next look sends it.
+    settled = record.model_copy(update={"charged_micros": 360_000})
+    await seed_record(nc, settled)
+    state = await until_state(intake.store, record, delivered("job"), "delivered")
+
+    assert len(hook.got) == 1
+    data = Webhook(SECRET).verify(hook.got[0][1], hook.got[0][0])["data"]
+    assert (data["charged_micros"], data["cost_micros"]) == (360_000, 400_000)
+    assert (
+        hook.got[0][0]["webhook-id"] == state.webhook_id == webhook_id(record.job_id, "completed")
+    )
+
+
+async def test_past_the_bound_an_unsettled_end_is_sent_with_a_null_charge_and_a_rejection_at_once(
+    intake: Intake, nc: Client, receivers: list[Receiver]
+) -> None:
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    await intake.store.set_endpoint(tenant, Endpoint(secret=SECRET, updated_at=datetime.now(UTC)))
+    hook = await receiver(receivers)
+    disputed = ended(tenant, JobStatus.FAILED, hook.url, charged=None)  # never settled
+    rejected = ended(tenant, JobStatus.REJECTED, hook.url, charged=None)
+    for r in (disputed, rejected):
+        await seed_record(nc, r)
+    later = datetime.now(UTC) + timedelta(seconds=31)
+    sender = Sender(intake.sender.jobs, intake.store, allow_private=True, schedule=fast,
+                    clock=lambda: later)  # fmt: skip
+    try:
+        assert await intake.sender.deliver(tenant, disputed.job_id) is not None  # waits
+        assert await sender.deliver(tenant, disputed.job_id) is None  # 31 s on: sent
+        assert await intake.sender.deliver(tenant, rejected.job_id) is None  # never waits
+    finally:
+        await sender.close()
+    bodies = [json.loads(body) for _, body in hook.got]
+    assert [(b["type"], b["data"]["charged_micros"]) for b in bodies] == [
+        ("video.failed", None), ("video.rejected", None),
+    ]  # fmt: skip
 
 
 async def test_a_receiver_down_then_up_gets_the_webhook_once(

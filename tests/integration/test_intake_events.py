@@ -25,6 +25,7 @@ from services.intake.adapters import NatsJobEvents, probe_image
 from services.intake.http import build_http
 from services.intake.ports import Deps
 from shared.contracts import Event, JobRecordV1, JobStatus
+from shared.contracts.events import JobAcceptedV1, JobAdmittedV1
 from shared.registry import load_registry
 from shared.runtime import make_platform
 from tests.component.harness import job_record, new_job_id
@@ -217,3 +218,34 @@ async def test_another_tenants_job_or_an_unknown_one_is_a_404(intake: Intake, nc
         assert r.status_code == 404
         assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["reason"] == "not_found"
+
+
+async def test_the_timeline_reads_the_stored_events_with_intakes_own_identity(
+    intake: Intake, nc: Client
+) -> None:
+    """GET /v1/jobs/{id}/timeline reads the same way (message by message, no consumer): each
+    event's trace from its `traceparent` header, an unreadable one at the stream's time."""
+    tenant = intake.tenants[0]
+    job = await record(nc, tenant, JobStatus.ADMITTED)
+    trace = uuid.uuid4().hex
+    accepted = JobAcceptedV1.fact(job, spec=job.spec, idempotency_key="k")
+    admitted = JobAdmittedV1.fact(job, spec=job.spec, cost_micros=400_000)
+    js = nc.jetstream()
+    for event in (accepted, admitted):
+        headers = {"traceparent": f"00-{trace}-{'cd' * 8}-01"}
+        await js.publish(event.subject, event.model_dump_json().encode(), headers=headers)
+    garbled = await publish(nc, "progress", job)  # no occurred_at: not a readable event
+
+    async with asyncio.timeout(DEADLINE):
+        r = await intake.http.get(f"/v1/jobs/{job.job_id}/timeline", headers=bearer(tenant))
+
+    assert r.status_code == 200, r.text
+    steps = r.json()["steps"]
+    events = [s for s in steps if s["source"] == "event"]
+    assert [(s["step"], s["service"], s["trace_id"]) for s in events[:2]] == [
+        ("accepted", "intake", trace), ("admitted", "pricing_guard", trace)
+    ]  # fmt: skip
+    assert events[1]["cost_micros"] == 400_000
+    assert (events[2]["step"], events[2]["seq"]) == ("progress", garbled)
+    assert "could not be read" in events[2]["detail"]
+    assert r.json()["events_read"] == 3

@@ -118,6 +118,7 @@ def endpoints(job_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("POST", f"/v1/jobs/{job_id}/cancel", None),
         ("GET", f"/v1/jobs/{job_id}/events", None),
         ("GET", f"/v1/jobs/{job_id}/assets", None),
+        ("GET", f"/v1/jobs/{job_id}/timeline", None),
     ]
 
 
@@ -197,6 +198,9 @@ async def test_one_tenants_key_never_reaches_another_tenants_jobs(stack: Stack) 
         # (assets: storage answers from the record, tests/security/test_assets_identities.py)
         events = await stack.intake.get(f"/v1/jobs/{job_id}/events", headers=headers)
         assert (events.status_code, events.json()["reason"]) == (404, "not_found")
+        timeline = await stack.intake.get(f"/v1/jobs/{job_id}/timeline", headers=headers)
+        assert (timeline.status_code, timeline.json()["reason"]) == (404, "not_found")
+        assert victim not in timeline.text
         # (a delete and a download are storage's to refuse, from the record: this stack runs
         # no storage; test_assets_identities.py and tests/sdk/test_facade.py cover them)
         for method, path, body in [v for v in videos(job_id)[2:] if "/content" not in v[1]

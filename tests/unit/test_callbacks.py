@@ -21,6 +21,7 @@ from services.intake.callbacks import (
     public,
     retry_wait,
     settle,
+    settlement_wait,
     start,
     targets_of,
     url_problem,
@@ -104,6 +105,27 @@ def test_the_payload_names_the_end_and_carries_no_presigned_url() -> None:
         "completed",
         5,
     )
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "timed_out", "cancelled"])
+def test_a_settled_end_waits_for_its_charge_doubling_and_bounded(status: str) -> None:
+    ended = record(status=JobStatus(status), history={status: NOW}, charged_micros=None)
+    waits = [settlement_wait(ended, NOW + timedelta(seconds=s), bound=30) for s in
+             (0, 0.1, 1, 3, 20, 27, 29.9)]  # fmt: skip
+    assert waits[:4] == [0.25, 0.25, 1, 3]
+    assert waits[4] == 5  # at most 5 s between two looks
+    assert waits[5] == pytest.approx(3)  # never past the bound
+    assert waits[6] == pytest.approx(0.1)
+    assert settlement_wait(ended, NOW + timedelta(seconds=30), bound=30) is None  # sent null
+    assert settlement_wait(ended, NOW - timedelta(seconds=5), bound=30) == 0.25  # a clock behind
+    settled = ended.model_copy(update={"charged_micros": 0})
+    assert settlement_wait(settled, NOW, bound=30) is None  # $0 is a charge too
+
+
+def test_a_rejection_or_an_end_without_its_time_is_sent_at_once() -> None:
+    rejected = record(status=JobStatus.REJECTED, history={"rejected": NOW}, reason="over_budget")
+    assert settlement_wait(rejected, NOW) is None  # nothing reserved: nothing to settle
+    assert settlement_wait(record(history={}), NOW) is None
 
 
 def test_both_receivers_one_webhook_id_per_job_end() -> None:

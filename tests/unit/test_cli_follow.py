@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from pathlib import Path
 
 import pytest
 
 from clipline.follow import Estimate, Message, Progress, SseParser, changes, estimated_share
-from clipline.jobs_cli import report
+from clipline.jobs_cli import Links, report
 from clipline.remote import Target, problem_line
 from tests.fake_intake import JOB, record
 
@@ -119,8 +120,16 @@ def test_the_report_says_what_the_record_says(capsys: pytest.CaptureFixture[str]
     assert report(done, Target("http://x", "k", "test"), argparse.Namespace(verify=False)) == 0
     out = capsys.readouterr().out
     assert f"job {JOB} completed in 7.0s" in out
-    assert str(asset["key"]) in out
+    assert "video       (no download link) (10 bytes)" in out
+    assert str(asset["key"]) not in out  # a remote target's S3 is not the user's to read
     assert "cost: $0.40 (400000 micro-dollars)" in out
+    links = Links({"video": "https://s3.example.com/v?X-Amz-Signature=s"}, "2026-12-07T13:00:00")
+    local = Target("http://x", "k", "test", local=Path("/tmp/stack"))
+    assert report(done, local, argparse.Namespace(verify=False), links) == 0
+    out = capsys.readouterr().out
+    assert "video       https://s3.example.com/v?X-Amz-Signature=s (10 bytes)" in out
+    assert f"stored at s3://b/{asset['key']}" in out  # the local stack's: both, each named
+    assert "links valid until 2026-12-07T13:00:00" in out
 
 
 def test_a_failed_record_is_reported_failed(capsys: pytest.CaptureFixture[str]) -> None:

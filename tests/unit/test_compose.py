@@ -1,5 +1,8 @@
-"""docker-compose.yml is valid (Debian's docker-compose validates it without a daemon)."""
+"""docker-compose.yml is valid (Debian's docker-compose validates it without a daemon), and its
+observability (Jaeger v2, Prometheus, the NATS exporter, Grafana) scrapes every process and
+publishes no UI without a login."""
 
+import functools
 import json
 import os
 import re
@@ -21,13 +24,20 @@ S3_SECRETS = {
     "CLIPLINE_S3_ACCESS_KEY": "compose-services",
     "CLIPLINE_S3_SECRET_KEY": "compose-services-secret",
 }
-SECRETS = ("CLIPLINE_ADMIN_TOKEN", "CLIPLINE_WEBHOOK_SECRET", *S3_SECRETS)
+GRAFANA_PASSWORD = "compose-grafana-password"
+SECRETS = ("CLIPLINE_ADMIN_TOKEN", "CLIPLINE_WEBHOOK_SECRET", "GRAFANA_ADMIN_PASSWORD", *S3_SECRETS)
+METRICS_PORT = "9464"
+PROCESSES = (*SERVICES, "simulator")  # every process serving /metrics
+UI_OVERRIDE = ROOT / "deploy" / "compose-ui.yml"
+SCRAPE = ROOT / "deploy" / "prometheus" / "compose-scrape.yml"
 
 
 def config(
     token: str | None,
     webhook_secret: str | None = WEBHOOK_SECRET,
     s3: dict[str, str] | None = None,
+    grafana_password: str | None = GRAFANA_PASSWORD,
+    files: tuple[Path, ...] = (ROOT / "docker-compose.yml",),
 ) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose not installed: `make install` installs it (apt docker-compose)"
@@ -37,27 +47,34 @@ def config(
         env["CLIPLINE_ADMIN_TOKEN"] = token
     if webhook_secret is not None:
         env["CLIPLINE_WEBHOOK_SECRET"] = webhook_secret
+    if grafana_password is not None:
+        env["GRAFANA_ADMIN_PASSWORD"] = grafana_password
     return subprocess.run(
-        [exe, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        [exe, *(arg for f in files for arg in ("-f", str(f))), "config"],
         capture_output=True, text=True, check=False, cwd=ROOT, env=env,
     )  # fmt: skip
 
 
-def rendered() -> dict[str, Any]:
-    out = config(TOKEN)
-    assert out.returncode == 0, out.stderr
-    data: dict[str, Any] = yaml.safe_load(out.stdout)
+def rendered(*overrides: Path) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(_rendered_text(overrides))
     return data
+
+
+@functools.cache
+def _rendered_text(overrides: tuple[Path, ...]) -> str:
+    """docker-compose config's output with every secret set (once per file set: ~1 s each)."""
+    out = config(TOKEN, files=(ROOT / "docker-compose.yml", *overrides))
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def test_compose_has_infrastructure_simulator_and_every_service() -> None:
     services = rendered()["services"]
     assert set(services) == {
-        "nats", "nats-auth", "nats-provision", "minio", "minio-init", "jaeger", "simulator",
-        *SERVICES,
+        "nats", "nats-auth", "nats-provision", "minio", "minio-init", "simulator", *SERVICES,
+        "jaeger", "prometheus", "nats-exporter", "grafana",
     }  # fmt: skip
     assert "-js" in services["nats"]["command"]
-    assert services["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
 
 
 def test_each_service_runs_its_module_healthy_and_configured_by_env() -> None:
@@ -222,3 +239,186 @@ def test_presigned_urls_name_minios_published_address() -> None:
         assert url == "http://127.0.0.1:9000", name
     if host is not None:
         assert url == f"http://{host[0]}:{host[1]}"
+
+
+# --- observability --------------------------------------------------------------------------
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(host address, host port, container port) of each published port ('' address: every
+    interface)."""
+    out = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            out.append((port.get("host_ip", ""), str(port["published"]), str(port["target"])))
+            continue
+        parts = str(port).split("/")[0].split(":")
+        if len(parts) == 3:
+            out.append((parts[0], parts[1], parts[2]))
+        elif len(parts) == 2:
+            out.append(("", parts[0], parts[1]))
+        else:
+            out.append(("", "", parts[0]))  # a random host port on every interface
+    return out
+
+
+def test_every_published_port_is_on_loopback_and_only_the_expected_ones() -> None:
+    services = rendered()["services"]
+    ports = {(name, target) for name, svc in services.items() for _, _, target in published(svc)}
+    assert ports == {
+        ("intake", "8080"), ("pricing_guard", "8080"), ("simulator", "8000"), ("nats", "4222"),
+        ("minio", "9000"), ("grafana", "3000"),
+    }  # fmt: skip
+    for name, svc in services.items():
+        for host, _, _ in published(svc):
+            assert host == "127.0.0.1", f"{name} published beyond loopback"
+
+
+def test_uis_without_a_login_and_metrics_listeners_are_not_published() -> None:
+    services = rendered()["services"]
+    for name in ("jaeger", "prometheus", "nats-exporter"):
+        assert not published(services[name]), name
+    assert all(target != "9001" for _, _, target in published(services["minio"]))  # console
+    for name in PROCESSES:
+        assert all(target != METRICS_PORT for _, _, target in published(services[name])), name
+
+
+def test_the_ui_override_publishes_jaeger_prometheus_and_minios_console_on_loopback_only() -> None:
+    services = rendered(UI_OVERRIDE)["services"]
+    assert [(h, t) for h, _, t in published(services["jaeger"])] == [("127.0.0.1", "16686")]
+    assert [(h, t) for h, _, t in published(services["prometheus"])] == [("127.0.0.1", "9090")]
+    assert ("127.0.0.1", "9001") in [(h, t) for h, _, t in published(services["minio"])]
+    for name, svc in services.items():
+        assert all(host == "127.0.0.1" for host, _, _ in published(svc)), name
+
+
+def test_grafana_needs_a_login_with_a_password_that_has_no_default() -> None:
+    grafana = rendered()["services"]["grafana"]
+    env = grafana["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == GRAFANA_PASSWORD
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert not any("ANONYMOUS" in k and v != "false" for k, v in env.items())
+    assert "GF_AUTH_DISABLE_LOGIN_FORM" not in env
+    services = rendered()["services"]
+    others = [n for n in services if n != "grafana"]
+    assert all(GRAFANA_PASSWORD not in str(services[n].get("environment")) for n in others)
+
+
+def test_without_a_grafana_password_compose_refuses_and_says_which_variable() -> None:
+    out = config(TOKEN, grafana_password=None)
+    assert out.returncode != 0
+    assert "set GRAFANA_ADMIN_PASSWORD" in out.stderr, out.stderr
+
+
+def test_grafana_is_provisioned_from_deploy_grafana() -> None:
+    grafana = rendered()["services"]["grafana"]
+    volumes = [str(v) for v in grafana["volumes"]]
+    assert any(
+        v.endswith("deploy/grafana/provisioning:/etc/grafana/provisioning:ro") for v in volumes
+    )
+    assert any(
+        v.endswith("deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro") for v in volumes
+    )
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (ROOT / "deploy" / "grafana" / "dashboards" / Path(home).name).is_file()
+
+
+def test_jaeger_is_v2_receiving_otlp_inside_the_network() -> None:
+    services = rendered()["services"]
+    jaeger = services["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/jaeger:2.")
+    assert "all-in-one" not in jaeger["image"]
+    assert jaeger["command"] == ["--config", "/etc/jaeger/config.yaml"]
+    assert any(str(v).endswith("deploy/jaeger/config.yaml:/etc/jaeger/config.yaml:ro")
+               for v in jaeger["volumes"])  # fmt: skip
+    cfg = yaml.safe_load((ROOT / "deploy" / "jaeger" / "config.yaml").read_text())
+    protocols = cfg["receivers"]["otlp"]["protocols"]
+    assert protocols["grpc"]["endpoint"] == "0.0.0.0:4317"
+    assert protocols["http"]["endpoint"] == "0.0.0.0:4318"
+    assert cfg["extensions"]["jaeger_query"]["http"]["endpoint"].endswith(":16686")
+    pipeline = cfg["service"]["pipelines"]["traces"]
+    assert pipeline["receivers"] == ["otlp"]
+    assert pipeline["exporters"] == ["jaeger_storage_exporter"]
+    storage = cfg["exporters"]["jaeger_storage_exporter"]["trace_storage"]
+    assert storage in cfg["extensions"]["jaeger_storage"]["backends"]
+    assert cfg["extensions"]["jaeger_query"]["storage"]["traces"] == storage
+    for name in SERVICES:  # the services export OTLP/HTTP to it
+        assert services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+
+
+def test_every_process_serves_metrics_inside_the_network_and_prometheus_scrapes_it() -> None:
+    services = rendered()["services"]
+    scrape = yaml.safe_load(SCRAPE.read_text())
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    targets = {t for cfg in jobs["clipline"]["static_configs"] for t in cfg["targets"]}
+    assert targets == {f"{name}:{METRICS_PORT}" for name in PROCESSES}
+    for cfg in jobs["clipline"]["static_configs"]:  # labelled as `clipline up --observe` does
+        assert cfg["targets"] == [f"{cfg['labels']['process']}:{METRICS_PORT}"]
+    for name in PROCESSES:
+        env = services[name]["environment"]
+        assert env["CLIPLINE_METRICS_HOST"] == "0.0.0.0", name
+        assert env["CLIPLINE_METRICS_PORT"] == METRICS_PORT, name
+    nats_targets = {t for cfg in jobs["nats"]["static_configs"] for t in cfg["targets"]}
+    assert nats_targets == {"nats-exporter:7777"}
+
+
+def test_the_nats_exporter_reads_the_monitoring_port_with_jetstream() -> None:
+    services = rendered()["services"]
+    command = services["nats-exporter"]["command"]
+    assert command[-1] == "http://nats:8222"
+    assert {"-varz", "-connz", "-jsz=all"} <= set(command)
+    assert command[command.index("-port") + 1] == "7777"
+    assert "-m" in services["nats"]["command"]
+    assert services["nats"]["command"][services["nats"]["command"].index("-m") + 1] == "8222"
+    assert services["nats-exporter"]["depends_on"]["nats"]["condition"] == "service_healthy"
+
+
+def test_prometheus_loads_the_scrape_config_and_the_shared_rules_side_by_side() -> None:
+    prometheus = rendered()["services"]["prometheus"]
+    mounts = {
+        Path(str(v).split(":")[0]).relative_to(ROOT).as_posix(): str(v).split(":")[1]
+        for v in prometheus["volumes"]
+        if str(v).startswith("/")
+    }
+    config_in = mounts["deploy/prometheus/compose-scrape.yml"]
+    rules_in = mounts["deploy/prometheus/clipline-rules.yml"]
+    assert f"--config.file={config_in}" in prometheus["command"]
+    scrape = yaml.safe_load(SCRAPE.read_text())
+    assert scrape["rule_files"] == [Path(rules_in).name]
+    assert Path(rules_in).parent == Path(config_in).parent  # relative to the config file
+
+
+def test_the_prometheus_config_passes_promtool() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian's prometheus package: make system-deps)")
+    out = subprocess.run(
+        [promtool, "check", "config", str(SCRAPE)], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 rule files found" in out.stdout + out.stderr
+
+
+def test_every_image_is_pinned_to_a_version_never_latest() -> None:
+    for name, svc in rendered(UI_OVERRIDE)["services"].items():
+        image = svc["image"]
+        if image == "clipline:local":  # built from deploy/Dockerfile
+            assert "build" in svc or name in ("nats-auth", "nats-provision"), name
+            continue
+        repository, _, tag = image.rpartition(":")
+        assert repository, f"{name}: {image} has no tag"
+        assert "/" not in tag, f"{name}: {image} has no tag"
+        assert tag != "latest", f"{name}: {image} is not pinned"
+        assert re.search(r"\d", tag), f"{name}: {image} is not pinned to a version"
+
+
+def test_docs_deploy_lists_every_published_port_and_every_pinned_observability_image() -> None:
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    services = rendered()["services"]
+    table = {
+        line.split("|")[1].strip() for line in text.splitlines() if re.match(r"\|\s*\d+\s*\|", line)
+    }
+    assert table == {port for svc in services.values() for _, port, _ in published(svc)}
+    for name in ("jaeger", "prometheus", "nats-exporter", "grafana"):
+        assert f"`{services[name]['image']}`" in text, name

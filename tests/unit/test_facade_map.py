@@ -12,6 +12,7 @@ from services.intake.facade_map import (
     Page,
     Problem,
     create_request,
+    derived_request,
     json_image,
     list_query,
     page,
@@ -55,6 +56,26 @@ def test_a_create_body_becomes_clipline_request_with_openais_defaults() -> None:
         "prompt": "x", "model": "sora-2", "size": "720x1280", "seconds": 12,
         "input_reference": "data:image/png;base64,AA==",
     }  # fmt: skip
+
+
+def test_a_callback_url_goes_through_to_intakes_checks_on_every_kind_of_create() -> None:
+    hook = "https://hooks.example.com/a"
+    made = create_request({"prompt": "x", "callback_url": hook}, None)
+    assert isinstance(made, dict)
+    assert made["callback_url"] == hook
+    unset = create_request({"prompt": "x", "callback_url": None}, None)
+    assert isinstance(unset, dict)
+    assert "callback_url" not in unset
+    source = video_id("job_" + "b" * 32)
+    for kind, fields in (("remix", {}), ("edit", {"video": {"id": source}}),
+                         ("extend", {"video": {"id": source}, "seconds": "4"})):  # fmt: skip
+        body = derived_request(
+            kind,
+            {"prompt": "y", "callback_url": hook, **fields},
+            source if kind == "remix" else None,
+        )
+        assert isinstance(body, dict), body
+        assert body["callback_url"] == hook
 
 
 @pytest.mark.parametrize(

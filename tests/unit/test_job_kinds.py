@@ -224,11 +224,16 @@ def call(kind: str, source_video: str | None = "video_src") -> CreateVideo:
 
 
 def test_each_kind_calls_its_endpoint_with_the_source_by_id() -> None:
-    assert derived_call(call("remix")) == ("videos/video_src/remix", {"prompt": "now at night"})
+    assert derived_call(call("remix")) == (
+        "remix",
+        "videos/video_src/remix",
+        {"prompt": "now at night"},
+    )
     assert derived_call(call("edit")) == (
-        "videos/edits", {"prompt": "now at night", "video": {"id": "video_src"}},
+        "edit", "videos/edits", {"prompt": "now at night", "video": {"id": "video_src"}},
     )  # fmt: skip
     assert derived_call(call("extend")) == (
+        "extend",
         "videos/extensions",
         {"prompt": "now at night", "seconds": "8", "video": {"id": "video_src"}},
     )

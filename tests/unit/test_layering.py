@@ -36,7 +36,8 @@ def test_shared_does_not_import_services_or_tooling() -> None:
             assert not name.startswith(("services", "clipline")), f"{path} imports {name}"
 
 
-PURE_MODULES = ("domain.py", "budgets.py")  # budgets.py: pricing_guard's budget arithmetic
+PURE_MODULES = ("domain.py", "budgets.py", "timeline.py")  # budgets: pricing_guard's arithmetic;
+# timeline: intake's job timeline
 
 
 @pytest.mark.parametrize("module", PURE_MODULES)
