@@ -1,6 +1,5 @@
-"""The metric names a PromQL expression reads, and the names of every query in the rules and the
-Grafana dashboards: a small tokenizer, no PromQL parser (strings, label matchers, ranges and
-grouping label lists are dropped; a name followed by `(` is a function)."""
+"""The metric names every query of the rules and the Grafana dashboards reads (the tokenizer is
+tests/support/promql.py), and the catalogue's names (shared/metrics.py) they are checked on."""
 
 from __future__ import annotations
 
@@ -12,32 +11,14 @@ from typing import Any
 
 import yaml
 
+from shared import metrics
 from tests.conftest import repo_root
+from tests.support.promql import metric_names
+
+__all__ = ["metric_names"]  # the tokenizer (tests/support/promql.py) used by the rule tests
 
 RULES = repo_root() / "deploy" / "prometheus" / "clipline-rules.yml"
 DASHBOARDS = repo_root() / "deploy" / "grafana" / "dashboards"
-KEYWORDS = frozenset(
-    {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
-     "unless", "offset", "inf", "nan", "atan2"}
-)  # fmt: skip
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
-_BRACES = re.compile(r"\{[^{}]*\}")
-_RANGE = re.compile(r"\[[^\[\]]*\]")
-_GROUPING = re.compile(
-    r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", re.IGNORECASE
-)
-_NAME = re.compile(r"(?<![\w$:.])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w:])(?!\s*\()")
-_NUMBER = re.compile(r"\b\d+(\.\d+)?(e[+-]?\d+)?\b", re.IGNORECASE)
-
-
-def metric_names(expr: str) -> set[str]:
-    """Every metric name `expr` reads (recording rules' names, with a colon, included)."""
-    text = _STRING.sub(" ", expr)
-    text = _BRACES.sub(" ", text)
-    text = _RANGE.sub(" ", text)
-    text = _GROUPING.sub(" ", text)
-    text = _NUMBER.sub(" ", text)
-    return {m for m in _NAME.findall(text) if m.lower() not in KEYWORDS}
 
 
 def rule_exprs(path: Path = RULES) -> Iterator[str]:
@@ -102,39 +83,18 @@ def exposed(name: str, scraped: set[str]) -> bool:
     return any(base + s in scraped for s in HISTOGRAM_SUFFIXES)
 
 
-CATALOGUE_NAME = re.compile(r"#\s*(clipline_[a-z0-9_]+?)(?:_\{([a-z,]+)\})?(?:\s|$)")
-
-
 def catalogue_names() -> set[str]:
-    """The Prometheus names shared/metrics.py documents beside its instruments."""
-    names: set[str] = set()
-    text = (repo_root() / "shared" / "metrics.py").read_text()
-    for match in CATALOGUE_NAME.finditer(text):
-        base, suffixes = match.group(1), match.group(2)
-        if suffixes:
-            names.update(f"{base}_{s}" for s in suffixes.split(","))
-        else:
-            names.add(base)
-    return names
-
-
-_INSTRUMENT = re.compile(r"^([A-Z][A-Z0-9_]+) = _(?:counter|seconds|gauge)\(", re.M)
+    """The Prometheus names of shared/metrics.py's instruments (every series of a histogram)."""
+    return set(instruments())
 
 
 def instruments() -> dict[str, str]:
     """Prometheus name (each series of a histogram) -> the constant of shared/metrics.py."""
-    text = (repo_root() / "shared" / "metrics.py").read_text()
-    starts = list(_INSTRUMENT.finditer(text))
-    out = {}
-    for i, start in enumerate(starts):
-        end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
-        match = CATALOGUE_NAME.search(text, start.end(), end)
-        if match is None:
-            continue
-        base, suffixes = match.group(1), match.group(2)
-        for name in [f"{base}_{s}" for s in suffixes.split(",")] if suffixes else [base]:
-            out[name] = start.group(1)
-    return out
+    return {
+        name: constant
+        for constant, instrument in metrics.instruments().items()
+        for name in metrics.series_names(instrument)
+    }
 
 
 def instrument_of(name: str) -> str | None:
