@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -41,7 +42,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
     options = StackOptions(
         generation_seconds=1.5,
         poll_after_ms=200,
-        env={"CLIPLINE_SIM_SMALL_ASSETS": "true"},
+        # A job is overdue 1 s past its expected time (not 300 s): the stuck-job alert can fire
+        # while the simulator is paused.
+        env={"CLIPLINE_SIM_SMALL_ASSETS": "true", "CLIPLINE_POLL_OVERDUE_GRACE_SECONDS": "1"},
         # The poller polls (the overview graphs its polls; with webhooks it would only as a
         # safety net, after the job's end); `job` sends it a webhook of its own.
         webhooks=False,
@@ -198,33 +201,47 @@ def test_every_metric_the_rules_and_dashboards_read_is_scraped(
     print(f"\nnot recorded by any code yet: {unrecorded}\nseen only after their event: {waiting}")
 
 
-def test_an_alert_fires_while_the_simulator_is_paused(stack: StackState) -> None:
-    """SIGSTOP: the simulator answers nothing (its scrape too) until SIGCONT."""
+def test_alerts_fire_while_the_simulator_is_paused(stack: StackState) -> None:
+    """A job is submitted, then the simulator is paused (SIGSTOP: it answers nothing, its scrape
+    neither): the poller follows the job past its expected time, so CliplineJobStuck fires, and
+    CliplineProcessDown names the simulator. After SIGCONT the job completes."""
     simulator = current(stack.home).find("simulator")
     prometheus = stack.prometheus_url
-    os.kill(simulator.pid, signal.SIGSTOP)
-    try:
-        alert: dict[str, Any] = {}
+    done = clipline(stack.home, "submit", "--json", "--prompt", "a stalled provider")
+    assert done.returncode == 0, done.stdout + done.stderr
+    job_id = json.loads(done.stdout.strip().splitlines()[-1])["job_id"]
 
-        def firing() -> bool:
+    def status() -> str:
+        shown = clipline(stack.home, "jobs", "show", job_id, "--json")
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        return str(json.loads(shown.stdout)["status"])
+
+    wait_for(lambda: status() == "submitted", "the job to be submitted upstream", 60)
+    os.kill(simulator.pid, signal.SIGSTOP)
+    firing: dict[str, dict[str, Any]] = {}
+    try:
+
+        def both_firing() -> bool:
             response = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10)
             for found in response.json()["data"]["alerts"]:
-                if (found["labels"]["alertname"], found["state"]) == (
-                    "CliplineProcessDown",
-                    "firing",
-                ):
-                    alert.update(found)
-                    return True
-            return False
+                if found["state"] == "firing":
+                    firing[found["labels"]["alertname"]] = found
+            return {"CliplineJobStuck", "CliplineProcessDown"} <= set(firing)
 
         started = time.monotonic()
-        # A scrape times out (4 s), then 15 s of `for`, evaluated every 5 s.
-        wait_for(firing, "CliplineProcessDown to fire", 60)
-        print(f"\nfiring after {time.monotonic() - started:.0f}s")
+        # Overdue after the registry's 6.5 s + 1 s of grace, then 15 s of `for`, evaluated
+        # every 5 s; a scrape times out after 4 s, then 15 s of `for`.
+        wait_for(both_firing, "CliplineJobStuck and CliplineProcessDown to fire", 90)
+        print(f"\nfiring after {time.monotonic() - started:.0f}s: {sorted(firing)}")
     finally:
         os.kill(simulator.pid, signal.SIGCONT)
-    assert alert["labels"]["process"] == "simulator"
-    assert "simulator" in alert["annotations"]["summary"]
+    down = firing["CliplineProcessDown"]
+    assert down["labels"]["process"] == "simulator"
+    assert "simulator" in down["annotations"]["summary"]
+    stuck = firing["CliplineJobStuck"]
+    assert stuck["labels"]["provider"] == "simulator"
+    assert float(stuck["value"]) >= 1
+    wait_for(lambda: status() == "completed", "the job to complete once the simulator runs", 90)
 
 
 def test_scaling_adds_the_replica_to_prometheus_targets(stack: StackState) -> None:
