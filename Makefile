@@ -94,10 +94,24 @@ down:
 status:
 	$(BIN)/clipline status
 
-# Everything under the latest SDK, then tests/sdk again under the 2.x one; both always run.
-# observe: tests/e2e/test_observe.py opens Phoenix's trace page.
-test: install observe lint typecheck
-	status=0; $(BIN)/pytest -q || status=$$?; \
+# Everything under the latest SDK, then tests/sdk again under the 2.x one; all always run.
+# The suite runs as two pytest processes at once (the machine has two cores): the stacks' tests
+# (e2e, security, sdk), which mostly wait on processes and timers, and beside them the in-process
+# ones (unit, component, integration), whose output follows once both are done
+# (.pytest-inprocess.log). Phoenix (`make observe`), which only tests/e2e/test_observe.py needs
+# (it opens a trace's page), installs meanwhile (.venv-observe.log); that test runs last.
+OBSERVE_TEST := tests/e2e/test_observe.py
+INPROCESS_TESTS := tests/unit tests/component tests/integration
+STACK_TESTS := tests/e2e tests/security tests/sdk
+test: install
+	@$(MAKE) -s observe > $(OBSERVE_VENV).log 2>&1 & observing=$$!; \
+	  status=0; $(MAKE) -s lint typecheck || status=$$?; \
+	  $(BIN)/pytest -q -p no:cacheprovider $(INPROCESS_TESTS) > .pytest-inprocess.log 2>&1 & \
+	  inprocess=$$!; \
+	  $(BIN)/pytest -q $(STACK_TESTS) --ignore=$(OBSERVE_TEST) || status=$$?; \
+	  wait $$inprocess || status=1; echo "--- $(INPROCESS_TESTS):"; cat .pytest-inprocess.log; \
+	  wait $$observing || { status=1; echo "make observe failed:"; tail -20 $(OBSERVE_VENV).log; }; \
+	  $(BIN)/pytest -q $(OBSERVE_TEST) || status=$$?; \
 	  $(SDK_LEGACY_PYTEST) || status=$$?; exit $$status
 
 unit: install
