@@ -389,7 +389,7 @@ def test_nats_values_a_3_node_jetstream_cluster_with_claplines_operator_mode_aut
     conf = (ROOT / "deploy" / "nats.conf").read_text()
     assert "include auth/nats-auth.conf" in conf
     merge = config["merge"]
-    assert merge["00$include"] == "auth/nats-auth.conf"
+    assert merge["00$include"] == "../nats-auth/nats-auth.conf"  # from /etc/nats-config
     assert "max_payload: 8388608" in conf
     assert merge["max_payload"] == "<< 8MB >>"
     assert f"max_control_line: {merge['max_control_line']}" in conf
@@ -397,7 +397,7 @@ def test_nats_values_a_3_node_jetstream_cluster_with_claplines_operator_mode_aut
     assert config["resolver"]["enabled"] is False
     (mount,) = (p["value"] for p in values["container"]["patch"])
     (volume,) = (p["value"] for p in values["podTemplate"]["patch"])
-    assert mount["mountPath"] == "/etc/nats-config/auth"
+    assert mount["mountPath"] == "/etc/nats-auth"
     assert mount["readOnly"] is True
     assert volume["name"] == mount["name"]
     assert "nats-auth.conf" in secret_keys()[volume["secret"]["secretName"]]
