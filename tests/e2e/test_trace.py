@@ -1,7 +1,7 @@
 """One job's trace on the shared e2e stack (issue 20), as its services exported it over OTLP:
 spans from all five services under one trace id, every parent in the trace, the upstream calls
 and the S3 upload as short client spans with their attributes; and no secret (the tenant's API
-key, the webhook secret, the S3 secret) in any span or log of the run."""
+key, the webhook secret, the S3 secret) in any span, log or metric of the run."""
 
 from __future__ import annotations
 
@@ -144,7 +144,14 @@ def secrets_of(home: Path, tenant_key: str) -> dict[str, str]:
     return found
 
 
-def test_no_secret_in_any_span_or_log_of_the_run(
+def scraped_metrics(stack: StackState) -> str:
+    """Every process's /metrics (the services' and the simulator's), as Prometheus reads them."""
+    urls = [p.metrics_url for p in stack.processes if p.metrics_url]
+    assert len(urls) == 6, urls  # the five services and the simulator
+    return "\n".join(httpx.get(url, timeout=10).text for url in urls)
+
+
+def test_no_secret_in_any_span_log_or_metric_of_the_run(
     surfaces_stack: StackState, otlp_receiver: OtlpReceiver, job_trace: Any
 ) -> None:
     home = Path(surfaces_stack.home)
@@ -158,7 +165,12 @@ def test_no_secret_in_any_span_or_log_of_the_run(
         p.read_text(errors="replace") for p in sorted((home / "logs").glob("*")) if p.is_file()
     )
     assert logs
+    metrics = scraped_metrics(surfaces_stack)
+    # the run is in them: the tenant's job moved and was paid for
+    assert "clipline_job_transitions_total{" in metrics
+    assert 'tenant="acme"' in metrics
     for what, secret in secrets_of(home, key).items():
         assert len(secret) >= 16, what
         assert secret not in exported, f"{what} in a span"
         assert secret not in logs, f"{what} in a log"
+        assert secret not in metrics, f"{what} in a metric"
