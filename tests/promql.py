@@ -4,7 +4,6 @@ tests/support/promql.py), and the catalogue's names (shared/metrics.py) they are
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,33 +102,3 @@ def instrument_of(name: str) -> str | None:
         return found[name]
     base = next((name[: -len(s)] for s in HISTOGRAM_SUFFIXES if name.endswith(s)), name)
     return next((found[base + s] for s in HISTOGRAM_SUFFIXES if base + s in found), None)
-
-
-def recorded_in_code() -> set[str]:
-    """The instruments some code of clipline records into (`metrics.NAME.` outside the
-    catalogue): an instrument nobody records yet has no series to scrape."""
-    used = set()
-    pattern = re.compile(r"\bmetrics\.([A-Z][A-Z0-9_]+)\b")
-    for folder in ("services", "shared", "clipline"):
-        for path in (repo_root() / folder).rglob("*.py"):
-            if path.name != "metrics.py" or path.parent.name != "shared":
-                used |= set(pattern.findall(path.read_text()))
-    return used
-
-
-AFTER_AN_EVENT = frozenset(
-    {
-        "clipline_messages_rejected_total",  # a poison message, an error budget spent
-        "clipline_cost_disputed_micros_total",  # an upstream outcome unknown
-        "clipline_cost_released_micros_total",  # a job failed or cancelled after admission
-        "clipline_s3_errors_total",  # S3 failed
-        "clipline_rate_limit_waits_total",  # creates held back
-        "clipline_rate_limit_wait_seconds_bucket",
-        "clipline_rate_limit_wait_seconds_sum",
-        "clipline_rate_limit_wait_seconds_count",
-        # pricing_guard gauges a tenant's disputed reservations once it has had one.
-        "clipline_reservations_disputed",
-    }
-)
-"""Counters a clean run never moves: an OpenTelemetry counter has no series before its first
-add, and the rules read them through increase()/rate(), where no series means no alert."""

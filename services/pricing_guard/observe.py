@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from opentelemetry import trace
@@ -28,10 +28,26 @@ def money_labels(record: ReservationRecord) -> dict[str, str]:
     return {"tenant": record.tenant, "provider": provider(), "model": record.model}
 
 
+_SEEN: set[str] = set()
+"""Tenants this process reserved for: each has a disputed-reservations series (0 when none)."""
+_DISPUTING: set[str] = set()
+"""Tenants with disputed reservations at the last reading (Gauges.refresh)."""
+
+
 def count_reserved(record: ReservationRecord) -> None:
-    """A reservation just written (not one an earlier delivery made)."""
+    """A reservation just written (not one an earlier delivery made). The money series of its
+    tenant and model start at 0 with it (settled, released, disputed; the disputed gauge too):
+    so the dashboards and alerts read a series from the first job on, and increase() counts the
+    first settlement whole."""
     if record.estimate_micros > 0 and record.refused is None:
-        metrics.COST_RESERVED.add(record.estimate_micros, money_labels(record))
+        labels = money_labels(record)
+        metrics.COST_RESERVED.add(record.estimate_micros, labels)
+        for zero in (metrics.COST_SETTLED, metrics.COST_RELEASED, metrics.COST_DISPUTED):
+            zero.add(0, labels)
+        if record.tenant not in _SEEN:
+            _SEEN.add(record.tenant)
+            if record.tenant not in _DISPUTING:
+                metrics.RESERVATIONS_DISPUTED.set(0, {"tenant": record.tenant})
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +167,6 @@ class Gauges:
     """The periodic reading of the budget gauges and of the disputed reservations."""
 
     budgets: BudgetStore
-    _disputing: set[str] = field(default_factory=set)
 
     async def refresh(self) -> None:
         now = datetime.now(UTC)
@@ -159,8 +174,9 @@ class Gauges:
             slot = Slot(record.scope, record.period, window(record.period, now))
             show_usage(slot, await self.budgets.usage(slot), record.limit)
         disputed = Counter(r.tenant for r in await self.budgets.disputes())
-        for tenant in self._disputing - set(disputed):
+        for tenant in (_DISPUTING | _SEEN) - set(disputed):
             metrics.RESERVATIONS_DISPUTED.set(0, {"tenant": tenant})
         for tenant, count in disputed.items():
             metrics.RESERVATIONS_DISPUTED.set(count, {"tenant": tenant})
-        self._disputing = set(disputed)
+        _DISPUTING.clear()
+        _DISPUTING.update(disputed)

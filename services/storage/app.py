@@ -12,6 +12,7 @@ from services.storage.domain import CONCURRENT_STORES
 from services.storage.gate import PriorityGate
 from services.storage.ports import AssetStore, Deps, RetentionStore
 from services.storage.retention import retention_task
+from shared import metrics
 from shared.contracts import JobCancelledV1, JobCompletedV1, JobGeneratedV1
 from shared.messaging import ServiceRouter
 from shared.provider import VideoProvider
@@ -45,6 +46,8 @@ def build_app(
         gate=PriorityGate(concurrent_stores), delete_upstream=delete_upstream,
     )  # fmt: skip
     wire(platform.broker, router, deps, platform.jobs)
+    # The S3 error series the dashboards and alerts read exist from the start, at 0.
+    metrics.S3_ERRORS.add(0, {"operation": "put", "reason": "unavailable"})
     # No bucket check at start: the store creates its bucket on first use, so storage starts
     # (and is healthy) while S3 is down.
     app = make_asgi(platform.broker)
