@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -55,14 +56,15 @@ class OtlpSink:
             self.changed.notify_all()
 
 
-def start_sink() -> tuple[OtlpSink, ThreadingHTTPServer]:
-    sink = OtlpSink()
+def serve_otlp(add: Callable[[bytes], None]) -> ThreadingHTTPServer:
+    """An OTLP/HTTP endpoint on a loopback port of its own, serving from a daemon thread: each
+    body POSTed to /v1/traces goes to `add`; every POST is answered as a collector answers."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             if self.path == "/v1/traces":
-                sink.add(body)
+                add(body)
             payload = ExportTraceServiceResponse().SerializeToString()
             self.send_response(200)
             self.send_header("content-type", "application/x-protobuf")
@@ -75,4 +77,9 @@ def start_sink() -> tuple[OtlpSink, ThreadingHTTPServer]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return sink, server
+    return server
+
+
+def start_sink() -> tuple[OtlpSink, ThreadingHTTPServer]:
+    sink = OtlpSink()
+    return sink, serve_otlp(sink.add)

@@ -7,15 +7,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
+
+from tests.otlp_sink import serve_otlp
 
 KINDS = {
     SpanProto.SPAN_KIND_INTERNAL: "internal",
@@ -106,29 +104,10 @@ def running_receiver() -> Iterator[OtlpReceiver]:
     """A receiver on a loopback port of its own (`url`: what OTEL_EXPORTER_OTLP_ENDPOINT
     names), stopped at the end."""
     receiver = OtlpReceiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            if self.path == "/v1/traces":
-                receiver.add(body)
-            payload = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200)
-            self.send_header("content-type", "application/x-protobuf")
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = serve_otlp(receiver.add)
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         yield receiver
     finally:
         server.shutdown()
         server.server_close()
-        thread.join(timeout=5)
