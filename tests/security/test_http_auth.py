@@ -26,6 +26,7 @@ from clipline.auth import AuthDir
 from clipline.servers import LOOPBACK, free_port
 from services.intake.app import build_app as build_intake
 from services.pricing_guard.app import build_app as build_guard
+from shared.config import MetricsSettings
 from shared.contracts import request_subject
 from shared.contracts.ids import job_id_for
 from shared.registry import load_registry
@@ -298,3 +299,16 @@ async def test_hostile_admin_bodies_are_a_4xx_never_a_500(
         assert r.json()["error"]["reason"], case
     alive = await stack.admin.get("/v1/admin/keys", headers=ADMIN)
     assert alive.status_code == 200
+
+
+async def test_metrics_are_never_served_on_the_api_ports(stack: Stack) -> None:
+    """The metrics name tenants and spend: they are on a listener of their own (operators'),
+    loopback and off unless a port is given; neither API port answers them to anyone."""
+    where = MetricsSettings()
+    assert (where.host, where.port) == ("127.0.0.1", None)
+    key = await stack.key(tenant())
+    for http in (stack.intake, stack.admin):
+        for headers in ({}, bearer(key), bearer(TOKEN)):
+            response = await http.get("/metrics", headers=headers)
+            assert response.status_code == 404, (http.base_url, response.text)
+            assert "clipline_" not in response.text
