@@ -23,6 +23,10 @@ BENCH_STORAGE_BYTES ?= 1073741824
 BENCH_STORAGE_JOBS ?= 300
 BENCH_E2E_JOBS ?= 1000
 BENCH_CONSUME_MESSAGES ?= 3000
+# `make chaos`: the chaos suite at full size (tests/chaos; `python -m tests.chaos --help`).
+CHAOS_JOBS ?= 500
+CHAOS_NATS_CLUSTER ?= 1
+CHAOS_ARGS ?=
 # tests/sdk runs twice: with the openai SDK pinned in pyproject (the latest, multipart create) and
 # with this 2.x release (JSON create), installed beside the venv and put first on PYTHONPATH.
 OPENAI_LEGACY := 2.14.0
@@ -35,7 +39,7 @@ SDK_LEGACY_PYTEST = PYTHONPATH=$(SDK_LEGACY) CLIPLINE_EXPECT_OPENAI=$(OPENAI_LEG
 OBSERVE_VENV := .venv-observe
 PHOENIX_VERSION := 20.26.1
 
-.PHONY: install system-deps observe run up down status test unit component integration e2e sdk bench lint typecheck format schemas clean
+.PHONY: install system-deps observe run up down status test unit component integration e2e sdk bench chaos lint typecheck format schemas clean
 
 install: $(VENV)/.installed $(SDK_LEGACY)/.installed system-deps
 
@@ -97,19 +101,23 @@ status:
 # Everything under the latest SDK, then tests/sdk again under the 2.x one; all always run.
 # The suite runs as two pytest processes at once (the machine has two cores): the stacks' tests
 # (e2e, security, sdk), which mostly wait on processes and timers, and beside them the in-process
-# ones (unit, component, integration), whose output follows once both are done
-# (.pytest-inprocess.log). Phoenix (`make observe`), which only tests/e2e/test_observe.py needs
-# (it opens a trace's page), installs meanwhile (.venv-observe.log); that test runs last.
+# ones (unit, component, integration) and then the chaos suite at its small size (CHAOS_TESTS,
+# a few minutes), whose output follows once both are done (.pytest-inprocess.log). Phoenix
+# (`make observe`), which only tests/e2e/test_observe.py needs (it opens a trace's page),
+# installs meanwhile (.venv-observe.log); that test runs last.
 OBSERVE_TEST := tests/e2e/test_observe.py
 INPROCESS_TESTS := tests/unit tests/component tests/integration
+CHAOS_TESTS := tests/chaos/test_chaos.py
 STACK_TESTS := tests/e2e tests/security tests/sdk
 test: install
 	@$(MAKE) -s observe > $(OBSERVE_VENV).log 2>&1 & observing=$$!; \
 	  status=0; $(MAKE) -s lint typecheck || status=$$?; \
-	  $(BIN)/pytest -q -p no:cacheprovider $(INPROCESS_TESTS) > .pytest-inprocess.log 2>&1 & \
+	  $(BIN)/pytest -q -p no:cacheprovider $(INPROCESS_TESTS) $(CHAOS_TESTS) \
+	    > .pytest-inprocess.log 2>&1 & \
 	  inprocess=$$!; \
 	  $(BIN)/pytest -q $(STACK_TESTS) --ignore=$(OBSERVE_TEST) || status=$$?; \
-	  wait $$inprocess || status=1; echo "--- $(INPROCESS_TESTS):"; cat .pytest-inprocess.log; \
+	  wait $$inprocess || status=1; echo "--- $(INPROCESS_TESTS) $(CHAOS_TESTS):"; \
+	  cat .pytest-inprocess.log; \
 	  wait $$observing || { status=1; echo "make observe failed:"; tail -20 $(OBSERVE_VENV).log; }; \
 	  $(BIN)/pytest -q $(OBSERVE_TEST) || status=$$?; \
 	  $(SDK_LEGACY_PYTEST) || status=$$?; exit $$status
@@ -143,6 +151,11 @@ bench: install
 	$(BIN)/python -m bench.faults $(BENCH_FAULT_JOBS) $(BENCH_FAULT_GENERATION_SECONDS)
 	$(BIN)/python -m bench.consume $(BENCH_CONSUME_MESSAGES)
 	$(BIN)/python -m bench.e2e $(BENCH_E2E_JOBS)
+
+# Faults together while 500 jobs a scenario run (tests/chaos): prints the per-scenario table;
+# fails on a lost job, a duplicate create or terminal event, a spend mismatch, an overshoot.
+chaos: install
+	$(BIN)/python -m tests.chaos --jobs $(CHAOS_JOBS) --nats-cluster $(CHAOS_NATS_CLUSTER) $(CHAOS_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,10 +2,11 @@
 
 Options (or environment variables): --jobs N (CHAOS_JOBS, 500) per scenario, --seed S
 (CHAOS_SEED, random and printed), --scenarios a,b (CHAOS_SCENARIOS, all), --s3-outage SECONDS
-(CHAOS_S3_OUTAGE, 90), --nats-cluster N (CHAOS_NATS_CLUSTER, 1), --kills N (CHAOS_KILLS, 6),
---markdown (the table as Markdown too), --keep (keep the stack's folder and logs). Exit status 1
-when any scenario lost a job, created one twice, ended one twice, mismatched its spend or
-overshot its budget, or a fault could not be undone.
+(CHAOS_S3_OUTAGE, 90), --nats-cluster N (CHAOS_NATS_CLUSTER, 1), --kills N (CHAOS_KILLS, 6)
+service kills at random moments while the jobs arrive, --rate R (CHAOS_RATE, 10) jobs published
+a second (so 500 jobs arrive over 50 s), --markdown (the table as Markdown too), --keep (keep
+the stack's folder and logs). Exit status 1 when any scenario lost a job, created one twice,
+ended one twice, mismatched its spend or overshot its budget, or a fault could not be undone.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def settings_from(argv: list[str]) -> tuple[Settings, bool]:
     parser.add_argument("--s3-outage", type=float, default=float(env("CHAOS_S3_OUTAGE") or 90))
     parser.add_argument("--nats-cluster", type=int, default=int(env("CHAOS_NATS_CLUSTER") or 1))
     parser.add_argument("--kills", type=int, default=int(env("CHAOS_KILLS") or 6))
+    parser.add_argument("--rate", type=float, default=float(env("CHAOS_RATE") or 10))
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
@@ -42,7 +44,7 @@ def settings_from(argv: list[str]) -> tuple[Settings, bool]:
         )
     settings = Settings(
         jobs=args.jobs, seed=args.seed, s3_outage=args.s3_outage, nats_cluster=args.nats_cluster,
-        scenarios=chosen, kills=args.kills, keep=args.keep,
+        scenarios=chosen, kills=args.kills, rate=args.rate, keep=args.keep,
     )  # fmt: skip
     return settings, args.markdown
 
@@ -52,7 +54,8 @@ def main(argv: list[str]) -> int:
     n = settings.nats_cluster
     nats_mode = f"a NATS cluster of {n}" if n > 1 else "one nats-server"
     print(f"chaos: seed {settings.seed}, {settings.jobs} jobs per scenario, {nats_mode}, "
-          f"S3 outage {settings.s3_outage:g}s, {settings.kills} service kills",
+          f"S3 outage {settings.s3_outage:g}s, {settings.kills} service kills, "
+          f"{settings.rate:g} jobs/s",
           flush=True)  # fmt: skip
     began = time.monotonic()
     verdicts = run(settings, lambda line: print(line, flush=True))

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,31 +100,54 @@ def nats_nodes(home: Path) -> list[str]:
     return [p.name for p in current(home).processes if p.name.startswith("nats-")]
 
 
-async def kill_services(
-    home: Path, rng: random.Random, stop: asyncio.Event, kills: int, log: Log
+def moments(rng: random.Random, n: int, window: float) -> list[float]:
+    """`n` random moments in the first `window` seconds, in order."""
+    return sorted(rng.uniform(0.0, window) for _ in range(n))
+
+
+async def at_moments(
+    rng: random.Random,
+    stop: asyncio.Event,
+    n: int,
+    window: float,
+    strike: Callable[[], Awaitable[None]],
 ) -> None:
-    """`kills` times, at a random moment (the first within 2 s of the start, then 0.5 to 4 s
-    after the last restart): kill -9 a random service replica, restart it 0 to 2 s later."""
-    for k in range(kills):
-        if await pause(stop, rng.uniform(0.2, 2.0) if k == 0 else rng.uniform(0.5, 4.0)):
-            return
+    """`strike` at `n` random moments of the window, each on its own (they may overlap)."""
+
+    async def at(moment: float) -> None:
+        if not await pause(stop, moment):
+            await strike()
+
+    await asyncio.gather(*(at(m) for m in moments(rng, n, window)))
+
+
+async def kill_services(
+    home: Path, rng: random.Random, stop: asyncio.Event, kills: int, window: float, log: Log
+) -> None:
+    """At `kills` random moments of the window: kill -9 a random service replica, restart it
+    0 to 2 s later."""
+
+    async def strike() -> None:
         name = rng.choice(service_processes(home))
         await kill_and_restart(home, name, rng.uniform(0.0, 2.0), log)
 
+    await at_moments(rng, stop, kills, window, strike)
+
 
 async def kill_nats_node(
-    home: Path, rng: random.Random, stop: asyncio.Event, kills: int, log: Log
+    home: Path, rng: random.Random, stop: asyncio.Event, kills: int, window: float, log: Log
 ) -> None:
-    """In cluster mode, `kills` times: kill -9 a random nats-server node 2 to 10 s after the
-    last, restart it 3 to 8 s later."""
+    """In cluster mode, at `kills` random moments of the window: kill -9 a random nats-server
+    node, restart it 3 to 8 s later."""
     nodes = nats_nodes(home)
     if not nodes:
         log.add("nats-node: single server, skipped")
         return
-    for _ in range(kills):
-        if await pause(stop, rng.uniform(2.0, 10.0)):
-            return
+
+    async def strike() -> None:
         await kill_and_restart(home, rng.choice(nodes), rng.uniform(3.0, 8.0), log)
+
+    await at_moments(rng, stop, kills, window, strike)
 
 
 async def s3_outage(

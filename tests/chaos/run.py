@@ -58,7 +58,6 @@ SCENARIOS = (
 )
 REPLICAS = {"pricing_guard": 2, "submitter": 2, "poller": 2, "storage": 2}
 MODEL, SIZE, SECONDS = "sora-2", "1280x720", 4  # what bench.pipeline.request asks for
-PUBLISH_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -69,13 +68,19 @@ class Settings:
     nats_cluster: int = 1
     scenarios: tuple[str, ...] = SCENARIOS
     kills: int = 6  # per scenario that kills services
+    rate: float = 10.0  # job requests published per second: the jobs arrive over a window
     keep: bool = False  # keep the stack's folder (logs) after the run
+
+    @property
+    def window(self) -> float:
+        """The seconds over which the jobs arrive, and in which the faults strike."""
+        return self.jobs / self.rate
 
     def within(self, scenario: str) -> float:
         """A scenario's deadline, from its first publish: generous, so a slow recovery is
         measured, not cut short."""
         outage = self.s3_outage if scenario in ("s3-outage", "all-together") else 0.0
-        return 180.0 + outage + 0.6 * self.jobs
+        return 180.0 + outage + self.window + 0.3 * self.jobs
 
 
 def stack_options(settings: Settings) -> StackOptions:
@@ -135,9 +140,11 @@ async def connect(url: str, creds: str) -> Client:
     )
 
 
-async def publish(js: JetStreamContext, tenant: str, keys: Sequence[str], deadline: float) -> None:
-    """Every job request, each retried until the stream has it (its Nats-Msg-Id makes a
-    retry harmless) or `deadline`."""
+async def publish(
+    js: JetStreamContext, tenant: str, keys: Sequence[str], rate: float, deadline: float
+) -> None:
+    """Every job request, `rate` a second, each retried until the stream has it (its
+    Nats-Msg-Id makes a retry harmless) or `deadline`."""
 
     async def one(key: str) -> None:
         while True:
@@ -151,8 +158,14 @@ async def publish(js: JetStreamContext, tenant: str, keys: Sequence[str], deadli
                     raise
                 await asyncio.sleep(0.5)  # a retry's back-off (a NATS node may be down)
 
-    for start in range(0, len(keys), PUBLISH_BATCH):
-        await asyncio.gather(*(one(k) for k in keys[start : start + PUBLISH_BATCH]))
+    began, tick = time.monotonic(), 0.2
+    sent: list[asyncio.Task[None]] = []
+    while len(sent) < len(keys):
+        due = min(len(keys), int((time.monotonic() - began + tick) * rate) + 1)
+        sent += [asyncio.ensure_future(one(k)) for k in keys[len(sent) : due]]
+        if len(sent) < len(keys):
+            await asyncio.sleep(tick)  # the arrival schedule, not a wait for an outcome
+    await asyncio.gather(*sent)
 
 
 async def stream_events(js: JetStreamContext, tenant: str) -> list[tuple[str, str, str]]:
@@ -247,12 +260,18 @@ async def evidence(home: Path, tenant: str, job_ids: list[str], js: JetStreamCon
     spend: dict[str, Any] = {}
 
     async def settled() -> bool:
+        """Every admitted job's reservation charged, released or disputed."""
         nonlocal spend
         spend = await admin(home, "GET", "/v1/admin/spend", time.monotonic() + 60,
                             params={"tenant": tenant})  # fmt: skip
-        return bool(spend["jobs"] >= admitted and spend["lifetime"]["reserved"]["micros"] == 0)
+        life = spend["lifetime"]
+        return bool(
+            life["reserved"]["micros"] == 0 and life["balanced"] and life["jobs"] >= admitted
+        )
 
     await poll(settled, time.monotonic() + 120)
+    disputes = await admin(home, "GET", "/v1/admin/disputes", time.monotonic() + 60)
+    disputed = [d for d in disputes["disputes"] if d["tenant"] == tenant]
     kv = await js.key_value(JOBS_BUCKET)
     records = 0
     for job_id in job_ids:
@@ -278,6 +297,8 @@ async def evidence(home: Path, tenant: str, job_ids: list[str], js: JetStreamCon
         ledger_micros=int(spend.get("total", {}).get("micros", 0)),
         records_micros=records,
         windows=windows,
+        disputed_micros=int(spend.get("lifetime", {}).get("disputed", {}).get("micros", 0)),
+        disputed_jobs=len(disputed),
     )
 
 
@@ -294,9 +315,9 @@ def fault_tasks(
     together = name == "all-together"
     out: list[Awaitable[None]] = []
     if name == "services-kill" or together:
-        out.append(faults.kill_services(home, rng, stop, settings.kills, log))
+        out.append(faults.kill_services(home, rng, stop, settings.kills, settings.window, log))
     if name == "nats-node" or together:
-        out.append(faults.kill_nats_node(home, rng, stop, 2, log))
+        out.append(faults.kill_nats_node(home, rng, stop, 2, settings.window, log))
     if name == "s3-outage" or together:
         out.append(
             faults.s3_outage(home, settings.s3_outage, lambda: bool(watch.generated), stop, log)
@@ -335,7 +356,7 @@ async def scenario(home: Path, options: StackOptions, settings: Settings, name: 
         began = time.monotonic()
         log.began = began
         deadline = began + settings.within(name)
-        await publish(js, tenant, keys, deadline)
+        await publish(js, tenant, keys, settings.rate, deadline)
         await wait_ended(watch, js, tenant, settings.jobs, deadline)
         seconds = (watch.last_end or time.monotonic()) - began
         stop.set()

@@ -42,6 +42,11 @@ class Evidence:
     records_micros: int
     """The sum of the jobs' records' charges (charged_micros)."""
     windows: Sequence[Window] = ()
+    disputed_micros: int = 0
+    """Held in dispute for the operator (pricing_guard's billing policy): a job that ended while
+    an upstream create of it may exist, e.g. a create whose answer was lost and never found.
+    Counted against the budget; upstream money is accounted when charged or disputed."""
+    disputed_jobs: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class Verdict:
     seconds: float = 0.0
     faults: list[str] = field(default_factory=list)
     money: tuple[int, int, int] = (0, 0, 0)  # ledger, records, upstream (micro-dollars)
+    disputed_micros: int = 0
+    disputed_jobs: int = 0
     errors: list[str] = field(default_factory=list)  # a fault that could not be done or undone
 
     def problems(self) -> list[str]:
@@ -80,7 +87,9 @@ def judge(scenario: str, evidence: Evidence, seconds: float = 0.0) -> Verdict:
     """The counts of one scenario. A job is lost when no terminal event of it is in the stream;
     a job created upstream n > 1 times adds n - 1 duplicate creates, and one with n > 1
     terminal events n - 1 duplicate terminals; the spend mismatch is |ledger - records| +
-    |records - upstream|; the overshoot sums what each budget window used over its limit."""
+    |records + disputed - upstream| (every settled charge is in the ledger and on its record,
+    and every upstream create is charged or held in dispute); the overshoot sums what each
+    budget window used over its limit."""
     jobs = list(dict.fromkeys(evidence.job_ids))
     ends = {j: list(evidence.terminal.get(j, ())) for j in jobs}
     first = {j: e[0] for j, e in ends.items() if e}
@@ -98,10 +107,13 @@ def judge(scenario: str, evidence: Evidence, seconds: float = 0.0) -> Verdict:
         lost=sum(1 for e in ends.values() if not e),
         duplicate_creates=sum(max(0, evidence.creates.get(j, 0) - 1) for j in jobs),
         duplicate_terminals=sum(max(0, len(e) - 1) for e in ends.values()),
-        spend_mismatch_micros=abs(ledger - records) + abs(records - upstream),
+        spend_mismatch_micros=abs(ledger - records)
+        + abs(records + evidence.disputed_micros - upstream),
         overshoot_micros=sum(max(0, w.used_micros - w.limit_micros) for w in evidence.windows),
         seconds=seconds,
         money=(ledger, records, upstream),
+        disputed_micros=evidence.disputed_micros,
+        disputed_jobs=evidence.disputed_jobs,
     )
 
 
@@ -129,7 +141,8 @@ def usd(micros: int) -> str:
 
 
 HEADERS = ("scenario", "jobs", "done", "failed by reason", "lost", "dup creates",
-           "dup terminal", "spend mismatch", "overshoot", "seconds")  # fmt: skip
+           "dup terminal", "spend mismatch", "overshoot", "charged", "disputed",
+           "seconds")  # fmt: skip
 
 
 def rows(verdicts: Sequence[Verdict]) -> list[list[str]]:
@@ -144,6 +157,8 @@ def rows(verdicts: Sequence[Verdict]) -> list[list[str]]:
             str(v.duplicate_terminals),
             usd(v.spend_mismatch_micros),
             usd(v.overshoot_micros),
+            usd(v.money[0]),
+            f"{usd(v.disputed_micros)} ({v.disputed_jobs})" if v.disputed_jobs else "-",
             f"{v.seconds:.0f}",
         ]
         for v in verdicts

@@ -1,0 +1,43 @@
+"""The chaos suite at CI size: every scenario on one stack with replicas, a few jobs each.
+
+40 jobs per scenario arriving over 10 s, 4 service kills at random moments, S3 down 15 s (the
+full size, `make chaos`, runs 500 jobs and 90 s). Fails on any lost job, duplicate create or
+terminal event, spend mismatch or budget overshoot, and when a scenario's faults did not
+strike (so a pass means the jobs met them). The seed is CHAOS_SEED, else random; printed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import pytest
+
+from tests.chaos.run import Settings, run
+from tests.chaos.verdict import table
+
+pytestmark = pytest.mark.e2e
+STRUCK = {
+    "services-kill": "kill -9 ",
+    "s3-outage": "kill -9 seaweedfs",
+    "upstream-faults": "429 storms",
+    "pricing-guard-kill": "kill -9 pricing_guard-2",
+    "all-together": "kill -9 seaweedfs",
+}
+
+
+@pytest.mark.timeout(480)
+def test_chaos_small(capsys: pytest.CaptureFixture[str]) -> None:
+    seed = int(os.environ.get("CHAOS_SEED") or secrets.randbelow(10**6))
+    settings = Settings(jobs=40, seed=seed, s3_outage=15.0, kills=4, rate=4.0)
+    with capsys.disabled():
+        print(f"\n[chaos] seed {seed}: {settings.jobs} jobs per scenario")
+        verdicts = run(settings, lambda line: print(f"[chaos] {line}", flush=True))
+        print(table(verdicts))
+    assert [v.scenario for v in verdicts] == [s for s in settings.scenarios if s != "nats-node"]
+    for v in verdicts:
+        assert v.ok, f"{v.scenario} (seed {seed}): {v.problems()}"
+        assert v.done > 0, v
+        assert any(STRUCK[v.scenario] in line for line in v.faults), (v.scenario, v.faults)
+        # The budget fits all but a tenth of the jobs: it was hit, and refused some.
+        assert v.failed.get("rejected budget_exceeded", 0) > 0, v.failed
