@@ -31,10 +31,12 @@ from clipline.servers import (
     ServerError,
     free_port,
     http_ok,
+    nats_url_of,
     pid_alive,
     s3_ready,
     spawn,
     start_nats,
+    start_nats_cluster,
     start_seaweed,
     stop_pid,
     wait_until,
@@ -124,6 +126,11 @@ class ProcInfo:
         return files
 
 
+def _is_nats_node(name: str) -> bool:
+    prefix, _, number = name.partition("-")
+    return prefix == "nats" and number.isdigit()
+
+
 def _metrics_port(env: Mapping[str, str]) -> int | None:
     value = env.get(METRICS_PORT)
     return int(value) if value else None
@@ -193,6 +200,10 @@ class StackState:
                 out[replica[1]] = proc
         return out
 
+    def nats_nodes(self) -> list[ProcInfo]:
+        """The nats-server processes: `nats`, or a cluster's `nats-1`, `nats-2`, ..."""
+        return [p for p in self.processes if p.name == "nats" or _is_nats_node(p.name)]
+
     def find(self, name: str) -> ProcInfo:
         wanted = ALIASES.get(name, name)
         for proc in self.processes:
@@ -219,6 +230,13 @@ class StackOptions:
     # Also Prometheus (scraping every process, with the rules) and, when installed, Arize
     # Phoenix (the processes export their spans to it): clipline/observe.py.
     observe: bool = False
+    # nats-server processes: 1, one server (its streams and buckets at one replica); 3 (or
+    # more), a cluster on loopback (`nats-1`, `nats-2`, ...) with every stream, KV bucket and
+    # object store at 3 replicas: a node may die with nothing lost (docs/reliability.md).
+    nats_cluster: int = 1
+    # nats-server's JetStream `sync_interval` (clipline.servers.sync_interval): None, the
+    # server's default (2 minutes); "always"; or a duration ("10s"). docs/reliability.md.
+    nats_sync: str | None = None
 
 
 def health_check(proc: ProcInfo) -> Callable[[], bool]:
@@ -290,6 +308,12 @@ def up(home: Path, options: StackOptions | None = None) -> StackState:
                 raise ServerError(
                     f"the stack under {home} runs without --observe: `clipline down`, then "
                     "`clipline up --observe`"
+                )
+            nodes = len(existing.nats_nodes())
+            if options.nats_cluster > 1 and nodes != options.nats_cluster:
+                raise ServerError(
+                    f"the stack under {home} runs {nodes} NATS server(s): `clipline down`, then "
+                    f"`clipline up --nats-cluster {options.nats_cluster}`"
                 )
             state = _heal(existing, options.startup_timeout)
         else:
@@ -367,14 +391,24 @@ def _start(
         private_dir(folder)  # 0700: records, prompts, assets and keys are the user's alone
     cap, backups = options.log_max_bytes, options.log_backups
     auth = AuthDir(home / "auth").init()
-    nats = start_nats(
-        home / "nats", logs, max_payload=MAX_PAYLOAD_BYTES, log_max_bytes=cap,
-        log_backups=backups, auth=auth.server_config, admin_creds=auth.creds_file(ADMIN),
-    )  # fmt: skip
-    started.append((nats.proc, nats.port, nats.health))
-    # Streams and buckets are the admin identity's to make (no service may), and the local
-    # CLI's tenant gets its NATS account.
-    asyncio.run(_provision(nats.url, auth))
+    if options.nats_cluster < 1:
+        raise ServerError("--nats-cluster takes 1 (one server) or more nodes")
+    nats_options = {
+        "max_payload": MAX_PAYLOAD_BYTES, "log_max_bytes": cap, "log_backups": backups,
+        "auth": auth.server_config, "admin_creds": auth.creds_file(ADMIN),
+        "sync": options.nats_sync,
+    }  # fmt: skip
+    if options.nats_cluster == 1:
+        nodes = [start_nats(home / "nats", logs, **nats_options)]  # type: ignore[arg-type]
+    else:
+        nodes = start_nats_cluster(
+            options.nats_cluster, home / "nats", logs, options.startup_timeout, **nats_options
+        )
+    started.extend((node.proc, node.port, node.health) for node in nodes)
+    nats_url = nats_url_of(nodes)
+    # Streams and buckets are the admin identity's to make (no service may), at 3 replicas on
+    # a cluster; the local CLI's tenant gets its NATS account.
+    asyncio.run(_provision(nats_url, auth, min(options.nats_cluster, 3)))
     key = s3_key.for_stack(home)
     s3 = start_seaweed(home / "s3", logs, *key, log_max_bytes=cap, log_backups=backups)
     started.append((s3.proc, s3.port, s3.health))
@@ -395,7 +429,7 @@ def _start(
     sim_url = f"http://{LOOPBACK}:{sim_port}"
     started.append((sim, sim_port, f"{sim_url}/healthz"))
     wait_until(http_ok(f"{sim_url}/healthz"), "simulator", options.startup_timeout, sim)
-    common = services_env(nats.url, s3, sim_url)
+    common = services_env(nats_url, s3, sim_url)
     token = {admin_token.ENV: admin_token.for_fresh_start(home, {**os.environ, **options.env})}
     for name in SERVICES:
         port = ports[name]
@@ -405,11 +439,11 @@ def _start(
         secret = {**token, **(webhook_secret.for_poller(hook) if hook and name == "poller" else {})}
         proc = _python_module(name, home, env, options, secret)
         started.append((proc, port, f"http://{LOOPBACK}:{port}/healthz"))
-    for proc, _, health in started[3:]:
+    for proc, _, health in started[len(nodes) + 2 :]:  # after nats, seaweedfs, the simulator
         wait_until(http_ok(health), proc.name, options.startup_timeout, proc)
     state = StackState(
         home=str(home),
-        nats_url=nats.url,
+        nats_url=nats_url,
         nats_creds=str(auth.creds_file(ADMIN)),
         s3_endpoint=s3.endpoint,
         s3_access_key=s3.access_key,
@@ -488,8 +522,8 @@ def _reobserve(state: StackState) -> None:
                 observe.reload(proc.pid)
 
 
-async def _provision(nats_url: str, auth: AuthDir) -> None:
-    await provision(nats_url, auth.creds_file(ADMIN))
+async def _provision(nats_url: str, auth: AuthDir, replicas: int) -> None:
+    await provision(nats_url, auth.creds_file(ADMIN), replicas)
     await auth.add_tenant(nats_url, DEFAULT_TENANT)
 
 
