@@ -6,7 +6,8 @@ kill takes both. 30 jobs (2 s generations) go in over NATS; when the first is su
 upstream that node is SIGKILLed. The other two elect new leaders and the services (connected
 to all three) fail over; the node is restarted (`clipline restart`). Then: every job completed,
 its record terminal, exactly one terminal event per job in the stream, and exactly one upstream
-create per job by the simulator's accounting.
+create per job by the simulator's accounting. Last, all three nodes are killed: `clipline up`
+starts them together (one alone has no quorum) and new jobs complete.
 """
 
 from __future__ import annotations
@@ -93,12 +94,13 @@ async def terminal_events(js: JetStreamContext, tenant: str) -> Counter[str]:
     counts: Counter[str] = Counter()
     sub = await js.subscribe(f"clipline.job.*.v1.{tenant}.*", ordered_consumer=True)
     try:
-        pending = (await sub.consumer_info()).num_pending or 0
-        for _ in range(pending):
+        while True:  # each message says how many of the tenant's follow it
             msg = await sub.next_msg(timeout=10)
             kind, job_id = msg.subject.split(".")[2], msg.subject.split(".")[-1]
             if kind in TERMINAL_KINDS:
                 counts[job_id] += 1
+            if msg.metadata.num_pending == 0:
+                break
     finally:
         await sub.unsubscribe()
     return counts
@@ -195,3 +197,29 @@ async def test_killing_the_leader_of_the_jobs_stream_and_kv_loses_no_job_and_cre
     assert set(states.values()) == {"completed"}, Counter(states.values())
     assert all(ends[j] == 1 for j in job_ids), {j: ends[j] for j in job_ids if ends[j] != 1}
     assert set(per_job.values()) == {1}, {j: n for j, n in per_job.items() if n != 1}
+
+
+async def test_every_node_killed_up_starts_them_together_and_jobs_go_on(
+    stack: StackState,
+) -> None:
+    nodes = current(stack.home).nats_nodes()
+    for node in nodes:
+        os.kill(node.pid, signal.SIGKILL)
+    for node in nodes:
+        await gone(node.pid)
+    # One node alone has no quorum to be healthy with: `up` starts the three, then waits.
+    healed = await asyncio.to_thread(clipline, stack.home, "up")
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    assert "started again: nats-1, nats-2, nats-3;" in healed.stdout, healed.stdout
+    tenant = f"quorum{uuid.uuid4().hex[:8]}"
+    nc = await connect(stack)
+    try:
+        js = nc.jetstream()
+        job_ids = await submit(js, tenant, 3, "a ferry at dawn")
+        deadline = time.monotonic() + 90
+        while set((states := await records(js, tenant, job_ids)).values()) != {"completed"}:
+            assert time.monotonic() < deadline, states
+            await asyncio.sleep(0.5)  # polling the records, not a fixed wait
+    finally:
+        await nc.close()
+    assert len(states) == 3
