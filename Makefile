@@ -25,7 +25,7 @@ BENCH_E2E_JOBS ?= 1000
 BENCH_CONSUME_MESSAGES ?= 3000
 # `make chaos`: the chaos suite at full size (tests/chaos; `python -m tests.chaos --help`).
 CHAOS_JOBS ?= 500
-CHAOS_NATS_CLUSTER ?= 1
+CHAOS_NATS_CLUSTER ?= 3
 CHAOS_ARGS ?=
 # tests/sdk runs twice: with the openai SDK pinned in pyproject (the latest, multipart create) and
 # with this 2.x release (JSON create), installed beside the venv and put first on PYTHONPATH.
@@ -101,12 +101,13 @@ status:
 # Everything under the latest SDK, then tests/sdk again under the 2.x one; all always run.
 # The suite runs as two pytest processes at once (the machine has two cores): the stacks' tests
 # (e2e, security, sdk), which mostly wait on processes and timers, and beside them the in-process
-# ones (unit, component, integration) and then the chaos suite at its small size (CHAOS_TESTS,
-# a few minutes), whose output follows once both are done (.pytest-inprocess.log). Phoenix
+# ones (unit, component, integration) followed by the NATS cluster's test (tests/cluster: its own
+# 3-node stack, about a minute) and the chaos suite at its small size (CHAOS_TESTS, a few
+# minutes), whose output follows once both are done (.pytest-inprocess.log). Phoenix
 # (`make observe`), which only tests/e2e/test_observe.py needs (it opens a trace's page),
 # installs meanwhile (.venv-observe.log); that test runs last.
 OBSERVE_TEST := tests/e2e/test_observe.py
-INPROCESS_TESTS := tests/unit tests/component tests/integration
+INPROCESS_TESTS := tests/unit tests/component tests/integration tests/cluster
 CHAOS_TESTS := tests/chaos/test_chaos.py
 STACK_TESTS := tests/e2e tests/security tests/sdk
 test: install

@@ -30,6 +30,7 @@ from typing import Any
 import nats
 
 from clipline.private import write_private
+from shared.config import nats_servers
 from shared.contracts.ids import is_valid_tenant
 from shared.identities import (
     CLIPLINE_ACCOUNT,
@@ -278,7 +279,8 @@ class AuthDir:
     async def _push(self, nats_url: str, account: str) -> None:
         """Send an account JWT to the server's resolver as the system user."""
         nc = await nats.connect(
-            nats_url, user_credentials=str(self.creds_file(SYSTEM)), connect_timeout=5,
+            nats_servers(nats_url), user_credentials=str(self.creds_file(SYSTEM)),
+            connect_timeout=5,
             max_reconnect_attempts=0, allow_reconnect=False,
         )  # fmt: skip
         try:

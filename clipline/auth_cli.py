@@ -116,10 +116,16 @@ def _nats_auth_init(args: argparse.Namespace) -> int:
 
 def _nats_provision(args: argparse.Namespace) -> int:
     auth, url = _where(args)
-    asyncio.run(provision(url, auth.creds_file(ADMIN)))
+    replicas = args.replicas
+    if replicas is None:  # the local stack's: 3 on its cluster; a deployment says
+        replicas = 1 if args.auth_dir is not None else min(len(require(args.home).nats_nodes()), 3)
+    asyncio.run(provision(url, auth.creds_file(ADMIN), replicas))
     for tenant in args.tenant or []:
         asyncio.run(auth.add_tenant(url, tenant))
-    print("streams and buckets are declared" + (f"; tenants {args.tenant}" if args.tenant else ""))
+    print(
+        f"streams and buckets are declared at {replicas} replica{'s' if replicas > 1 else ''}"
+        + (f"; tenants {args.tenant}" if args.tenant else "")
+    )
     return 0
 
 
@@ -173,6 +179,11 @@ def add_commands(sub: Any) -> None:
 
     pv = sub.add_parser("nats-provision", help="declare streams and buckets (admin identity)")
     pv.add_argument("--tenant", action="append", help="also add this tenant (repeatable)")
+    pv.add_argument(
+        "--replicas", type=int, choices=range(1, 6), default=None, metavar="R",
+        help="servers each stream and bucket is kept on: 3 on a 3-node cluster (an existing one "
+        "is moved); default 1 with --auth-dir, else the local stack's (3 with --nats-cluster)",
+    )  # fmt: skip
     _targets(pv)
     pv.set_defaults(func=_nats_provision)
 

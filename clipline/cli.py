@@ -18,7 +18,7 @@ from clipline import auth_cli, budget_cli, jobs_cli, keys_cli, observe, timeline
 from clipline.logs import Follower, last_lines
 from clipline.remote import OK, REFUSED, UNREACHABLE, USAGE, CliError
 from clipline.replicas import parse_replica, scalable
-from clipline.servers import ServerError
+from clipline.servers import SYNC_INTERVAL_ENV, ServerError, sync_interval
 from clipline.stack import (
     ALIASES,
     Scaled,
@@ -69,7 +69,10 @@ def _up(args: argparse.Namespace) -> int:
     if args.observe and observe.phoenix_binary() is None:
         print(f"{observe.describe_missing_phoenix(os.environ)}; observing with Prometheus alone",
               file=sys.stderr)  # fmt: skip
-    options = StackOptions(generation_seconds=args.generation_seconds, observe=args.observe)
+    options = StackOptions(
+        generation_seconds=args.generation_seconds, observe=args.observe,
+        nats_cluster=args.nats_cluster, nats_sync=args.nats_sync,
+    )  # fmt: skip
     state = up(args.home, options)
     started = [p.name for p in state.processes if pids.get(p.name) != p.pid]
     if not pids:
@@ -193,6 +196,23 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nodes_arg(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 5:
+        raise argparse.ArgumentTypeError(f"{text!r}: 1 (one server) to 5 nodes")
+    return n
+
+
+def _sync_arg(text: str) -> str | None:
+    try:
+        return sync_interval(text)
+    except ServerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="clipline", description=__doc__, epilog=EXIT_CODES,
                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -207,10 +227,21 @@ def parser() -> argparse.ArgumentParser:
         "--observe", action="store_true",
         help="also start Prometheus (metrics, alerts) and Arize Phoenix (traces; `make observe`)",
     )  # fmt: skip
+    u.add_argument(
+        "--nats-cluster", type=_nodes_arg, default=1, metavar="N",
+        help="run NATS as a cluster of N nodes on loopback (nats-1..nats-N), every stream and "
+        "bucket at 3 replicas (new stack; default 1: one server)",
+    )  # fmt: skip
+    u.add_argument(
+        "--nats-sync", type=_sync_arg, default=os.environ.get(SYNC_INTERVAL_ENV),
+        metavar="INTERVAL",
+        help="nats-server's sync_interval: `always` (fsync every write), a duration (10s) or "
+        f"`default` (2m); default ${SYNC_INTERVAL_ENV} or the server's (docs/reliability.md)",
+    )  # fmt: skip
     u.set_defaults(func=_up)
     sub.add_parser("down", help="stop everything `up` started").set_defaults(func=_down)
     sub.add_parser("status", help="show the stack's processes").set_defaults(func=_status)
-    names = "nats, s3, simulator, a service or a replica (pricing_guard-2)"
+    names = "nats (a cluster's nats-2), s3, simulator, a service or a replica (pricing_guard-2)"
     r = sub.add_parser("restart", help="restart one process of the stack")
     r.add_argument("name", help=names)
     r.set_defaults(func=_restart)

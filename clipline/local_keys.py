@@ -9,7 +9,9 @@ or recorded in stack.json. `--api-key` or CLIPLINE_API_KEY overrides them (any d
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -32,6 +34,21 @@ def chosen(explicit: str | None) -> str | None:
     return explicit or os.environ.get(ENV) or None
 
 
+RETRY_DELAYS = (0.25, 1.0, 2.0, 4.0)
+"""Pauses before each retry of a 503 (NATS between leaders: a cluster node went down)."""
+
+
+def _request(http: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One admin request, repeated after a pause while the answer is 502/503/504 (a POST of
+    a key too: a key stored before its answer failed is never handed out, so never used)."""
+    for delay in RETRY_DELAYS:
+        response = http.request(method, path, **kwargs)
+        if response.status_code not in (502, 503, 504):
+            return response
+        time.sleep(delay)  # a backoff, not a synchronisation
+    return http.request(method, path, **kwargs)
+
+
 def ensure(home: Path, tenant: str, admin_url: str, token: str) -> str:
     """`tenant`'s kept key when the admin API still lists it unrevoked, else a new one, kept."""
     kept = admin_token.read(home, file_for(tenant))
@@ -40,12 +57,12 @@ def ensure(home: Path, tenant: str, admin_url: str, token: str) -> str:
         with httpx.Client(base_url=admin_url, headers=headers, timeout=30) as http:
             parsed = parse(kept) if kept else None
             if parsed is not None:
-                listed = http.get("/v1/admin/keys", params={"tenant": tenant})
+                listed = _request(http, "GET", "/v1/admin/keys", params={"tenant": tenant})
                 listed.raise_for_status()
                 live = {k["id"] for k in listed.json()["keys"] if k["revoked_at"] is None}
                 if parsed[0] in live:
                     return str(kept)
-            made = http.post("/v1/admin/keys", json={"tenant": tenant, "name": NAME})
+            made = _request(http, "POST", "/v1/admin/keys", json={"tenant": tenant, "name": NAME})
             made.raise_for_status()
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         # never the response text: a created key would be in it

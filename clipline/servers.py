@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -241,6 +242,8 @@ class NatsServer:
     monitor_port: int
     creds: str | None = None
     """The admin identity's creds file (streams, buckets, everything), when auth is on."""
+    cluster: bool = False
+    """A node of a cluster: healthy only once its JetStream has caught up with the others."""
 
     @property
     def url(self) -> str:
@@ -248,7 +251,57 @@ class NatsServer:
 
     @property
     def health(self) -> str:
-        return f"http://{LOOPBACK}:{self.monitor_port}/healthz?js-enabled-only=true"
+        # A node of a cluster is healthy when JetStream has a meta leader and its streams and
+        # consumers are current (nats-server's full /healthz); one server when JetStream is on.
+        check = "" if self.cluster else "?js-enabled-only=true"
+        return f"http://{LOOPBACK}:{self.monitor_port}/healthz{check}"
+
+
+SYNC_ALWAYS = "always"
+SYNC_INTERVAL_ENV = "CLIPLINE_NATS_SYNC_INTERVAL"
+"""The embedded stack's nats-server `sync_interval` (docs/reliability.md): unset for the
+server's default (2 minutes), `always`, or a duration (`10s`, `500ms`, `1m`)."""
+_DURATION = re.compile(r"[1-9][0-9]*(ms|s|m|h)")
+
+
+def sync_interval(value: str | None) -> str | None:
+    """A valid `sync_interval` (None: the server's default), or a ServerError saying which are."""
+    if value is None or value.strip() == "" or value.strip().lower() == "default":
+        return None
+    value = value.strip().lower()
+    if value == SYNC_ALWAYS or _DURATION.fullmatch(value):
+        return value
+    raise ServerError(
+        f"invalid NATS sync interval {value!r}: `always`, `default`, or a duration such as "
+        "10s, 500ms, 2m"
+    )
+
+
+@dataclass(frozen=True)
+class Routes:
+    """How the nodes of a cluster reach each other: their route ports on loopback and the
+    secret a node needs to join (no other process on the machine may join as a route)."""
+
+    name: str
+    ports: list[int]
+    user: str = "route"
+    password: str = field(default="", repr=False)
+
+    def block(self, port: int) -> str:
+        peers = [
+            f"nats-route://{self.user}:{self.password}@{LOOPBACK}:{p}"
+            for p in self.ports
+            if p != port
+        ]
+        return (
+            "cluster {\n"
+            f"  name: {json.dumps(self.name)}\n"
+            f"  listen: {json.dumps(f'{LOOPBACK}:{port}')}\n"
+            f"  authorization {{ user: {json.dumps(self.user)}, "
+            f"password: {json.dumps(self.password)} }}\n"
+            f"  routes: {json.dumps(peers)}\n"
+            "}\n"
+        )
 
 
 def start_nats(
@@ -261,19 +314,27 @@ def start_nats(
     log_backups: int = LOG_BACKUPS,
     auth: Path | None = None,
     admin_creds: Path | None = None,
+    sync: str | None = None,
+    name: str = "nats",
+    route: tuple[Routes, int] | None = None,
+    wait: bool = True,
 ) -> NatsServer:
     """nats-server with JetStream on loopback; `max_payload` lets a request carry an image.
     `auth`: its operator-mode settings (clipline.auth's `nats-auth.conf`), so every client
-    needs an identity; `admin_creds` is then what the caller connects with.
+    needs an identity; `admin_creds` is then what the caller connects with. `sync`: its
+    JetStream `sync_interval` (None: the server's default). `route`: a node of a cluster
+    (`start_nats_cluster`), its routes and its own route port; `name` is then the node's.
+    `wait`: return once it is healthy.
 
-    It writes its own log to `<log_dir>/nats.log`, rotated by size (`logfile_size_limit`) with
-    `log_backups` older files kept; stdout/stderr (a crash) go to `nats.stderr`.
+    It writes its own log to `<log_dir>/<name>.log`, rotated by size (`logfile_size_limit`) with
+    `log_backups` older files kept; stdout/stderr (a crash) go to `<name>.stderr`.
     """
     port, monitor = free_port(), free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = log_dir / "nats.log"
-    config = data_dir.parent / f"nats-{port}.conf"
+    log_file = log_dir / f"{name}.log"
+    config = data_dir.parent / f"{name}-{port}.conf"
+    sync = sync_interval(sync)
     write_private(  # 0600 from the start: with auth it holds the accounts' settings
         config,
         f"max_payload: {max_payload}\n"
@@ -282,17 +343,56 @@ def start_nats(
         f"log_file: {json.dumps(str(log_file))}\n"
         f"logfile_size_limit: {max(log_max_bytes, 1024)}\n"
         f"logfile_max_num: {log_backups + 1}\n"  # the current file counts
+        + ("" if sync is None else f"jetstream {{ sync_interval: {json.dumps(sync)} }}\n")
+        + ("" if route is None else route[0].block(route[1]))
         + ("" if auth is None else auth.read_text()),
     )
+    server_name = f"clipline-{port}" if route is None else name
     argv = [
         binary("nats-server"), "-c", str(config),
         "-a", LOOPBACK, "-p", str(port), "-m", str(monitor),
-        "-js", "-sd", str(data_dir), "--server_name", f"clipline-{port}",
+        "-js", "-sd", str(data_dir), "--server_name", server_name,
     ]  # fmt: skip
-    proc = spawn("nats", argv, log_dir / "nats.stderr", log_file=log_file)
-    server = NatsServer(proc, port, monitor, None if admin_creds is None else str(admin_creds))
-    wait_until(http_ok(server.health), "nats-server", timeout, proc)
+    proc = spawn(name, argv, log_dir / f"{name}.stderr", log_file=log_file)
+    server = NatsServer(
+        proc, port, monitor, None if admin_creds is None else str(admin_creds), route is not None
+    )
+    if wait:
+        wait_until(http_ok(server.health), name, timeout, proc)
     return server
+
+
+def start_nats_cluster(
+    nodes: int, data_dir: Path, log_dir: Path, timeout: float = 60.0, **options: Any
+) -> list[NatsServer]:
+    """`nodes` nats-servers on loopback routed to each other as one JetStream cluster
+    (`nats-1`, `nats-2`, ...; data under `<data_dir>/<name>`), each started as `start_nats`
+    with `options`; returned once every node is healthy (a meta leader chosen). A client may
+    connect to any of them (`nats_servers` of the comma-joined URLs)."""
+    if nodes < 2:
+        raise ServerError("a NATS cluster has at least 2 nodes (3 for a quorum that survives one)")
+    routes = Routes("clipline", [free_port() for _ in range(nodes)], password=secrets.token_hex(16))
+    started: list[NatsServer] = []
+    try:
+        for i, port in enumerate(routes.ports, start=1):
+            name = f"nats-{i}"
+            node = start_nats(
+                data_dir / name, log_dir, timeout, name=name, route=(routes, port), wait=False,
+                **options,
+            )  # fmt: skip
+            started.append(node)
+        for node in started:
+            wait_until(http_ok(node.health), node.proc.name, timeout, node.proc)
+    except BaseException:
+        for node in started:
+            stop_pid(node.proc.pid)
+        raise
+    return started
+
+
+def nats_url_of(servers: Sequence[NatsServer]) -> str:
+    """One CLIPLINE_NATS_URL naming every server (shared.config.nats_servers splits it)."""
+    return ",".join(server.url for server in servers)
 
 
 def start_secured_nats(root: Path, **options: Any) -> tuple[NatsServer, AuthDir]:

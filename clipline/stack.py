@@ -31,10 +31,12 @@ from clipline.servers import (
     ServerError,
     free_port,
     http_ok,
+    nats_url_of,
     pid_alive,
     s3_ready,
     spawn,
     start_nats,
+    start_nats_cluster,
     start_seaweed,
     stop_pid,
     wait_until,
@@ -124,6 +126,11 @@ class ProcInfo:
         return files
 
 
+def _is_nats_node(name: str) -> bool:
+    prefix, _, number = name.partition("-")
+    return prefix == "nats" and number.isdigit()
+
+
 def _metrics_port(env: Mapping[str, str]) -> int | None:
     value = env.get(METRICS_PORT)
     return int(value) if value else None
@@ -193,6 +200,10 @@ class StackState:
                 out[replica[1]] = proc
         return out
 
+    def nats_nodes(self) -> list[ProcInfo]:
+        """The nats-server processes: `nats`, or a cluster's `nats-1`, `nats-2`, ..."""
+        return [p for p in self.processes if p.name == "nats" or _is_nats_node(p.name)]
+
     def find(self, name: str) -> ProcInfo:
         wanted = ALIASES.get(name, name)
         for proc in self.processes:
@@ -219,6 +230,13 @@ class StackOptions:
     # Also Prometheus (scraping every process, with the rules) and, when installed, Arize
     # Phoenix (the processes export their spans to it): clipline/observe.py.
     observe: bool = False
+    # nats-server processes: 1, one server (its streams and buckets at one replica); 3 (or
+    # more), a cluster on loopback (`nats-1`, `nats-2`, ...) with every stream, KV bucket and
+    # object store at 3 replicas: a node may die with nothing lost (docs/reliability.md).
+    nats_cluster: int = 1
+    # nats-server's JetStream `sync_interval` (clipline.servers.sync_interval): None, the
+    # server's default (2 minutes); "always"; or a duration ("10s"). docs/reliability.md.
+    nats_sync: str | None = None
 
 
 def health_check(proc: ProcInfo) -> Callable[[], bool]:
@@ -290,6 +308,12 @@ def up(home: Path, options: StackOptions | None = None) -> StackState:
                 raise ServerError(
                     f"the stack under {home} runs without --observe: `clipline down`, then "
                     "`clipline up --observe`"
+                )
+            nodes = len(existing.nats_nodes())
+            if options.nats_cluster > 1 and nodes != options.nats_cluster:
+                raise ServerError(
+                    f"the stack under {home} runs {nodes} NATS server(s): `clipline down`, then "
+                    f"`clipline up --nats-cluster {options.nats_cluster}`"
                 )
             state = _heal(existing, options.startup_timeout)
         else:
@@ -367,14 +391,24 @@ def _start(
         private_dir(folder)  # 0700: records, prompts, assets and keys are the user's alone
     cap, backups = options.log_max_bytes, options.log_backups
     auth = AuthDir(home / "auth").init()
-    nats = start_nats(
-        home / "nats", logs, max_payload=MAX_PAYLOAD_BYTES, log_max_bytes=cap,
-        log_backups=backups, auth=auth.server_config, admin_creds=auth.creds_file(ADMIN),
-    )  # fmt: skip
-    started.append((nats.proc, nats.port, nats.health))
-    # Streams and buckets are the admin identity's to make (no service may), and the local
-    # CLI's tenant gets its NATS account.
-    asyncio.run(_provision(nats.url, auth))
+    if options.nats_cluster < 1:
+        raise ServerError("--nats-cluster takes 1 (one server) or more nodes")
+    nats_options = {
+        "max_payload": MAX_PAYLOAD_BYTES, "log_max_bytes": cap, "log_backups": backups,
+        "auth": auth.server_config, "admin_creds": auth.creds_file(ADMIN),
+        "sync": options.nats_sync,
+    }  # fmt: skip
+    if options.nats_cluster == 1:
+        nodes = [start_nats(home / "nats", logs, **nats_options)]  # type: ignore[arg-type]
+    else:
+        nodes = start_nats_cluster(
+            options.nats_cluster, home / "nats", logs, options.startup_timeout, **nats_options
+        )
+    started.extend((node.proc, node.port, node.health) for node in nodes)
+    nats_url = nats_url_of(nodes)
+    # Streams and buckets are the admin identity's to make (no service may), at 3 replicas on
+    # a cluster; the local CLI's tenant gets its NATS account.
+    asyncio.run(_provision(nats_url, auth, min(options.nats_cluster, 3)))
     key = s3_key.for_stack(home)
     s3 = start_seaweed(home / "s3", logs, *key, log_max_bytes=cap, log_backups=backups)
     started.append((s3.proc, s3.port, s3.health))
@@ -395,7 +429,7 @@ def _start(
     sim_url = f"http://{LOOPBACK}:{sim_port}"
     started.append((sim, sim_port, f"{sim_url}/healthz"))
     wait_until(http_ok(f"{sim_url}/healthz"), "simulator", options.startup_timeout, sim)
-    common = services_env(nats.url, s3, sim_url)
+    common = services_env(nats_url, s3, sim_url)
     token = {admin_token.ENV: admin_token.for_fresh_start(home, {**os.environ, **options.env})}
     for name in SERVICES:
         port = ports[name]
@@ -405,11 +439,11 @@ def _start(
         secret = {**token, **(webhook_secret.for_poller(hook) if hook and name == "poller" else {})}
         proc = _python_module(name, home, env, options, secret)
         started.append((proc, port, f"http://{LOOPBACK}:{port}/healthz"))
-    for proc, _, health in started[3:]:
+    for proc, _, health in started[len(nodes) + 2 :]:  # after nats, seaweedfs, the simulator
         wait_until(http_ok(health), proc.name, options.startup_timeout, proc)
     state = StackState(
         home=str(home),
-        nats_url=nats.url,
+        nats_url=nats_url,
         nats_creds=str(auth.creds_file(ADMIN)),
         s3_endpoint=s3.endpoint,
         s3_access_key=s3.access_key,
@@ -488,13 +522,16 @@ def _reobserve(state: StackState) -> None:
                 observe.reload(proc.pid)
 
 
-async def _provision(nats_url: str, auth: AuthDir) -> None:
-    await provision(nats_url, auth.creds_file(ADMIN))
+async def _provision(nats_url: str, auth: AuthDir, replicas: int) -> None:
+    await provision(nats_url, auth.creds_file(ADMIN), replicas)
     await auth.add_tenant(nats_url, DEFAULT_TENANT)
 
 
 def _heal(state: StackState, timeout: float) -> StackState:
-    """Start the dead parts again (nats first, services last), then any that stay unhealthy."""
+    """Start the dead parts again (nats first, services last), then any that stay unhealthy.
+    A cluster's dead nodes start together: one alone may have no quorum to be healthy with."""
+    nodes = [p for p in state.nats_nodes() if not state.running(p)]
+    _respawn_together(state, nodes, timeout)
     for proc in state.processes:
         if not state.running(proc):
             _respawn(state, proc, timeout)
@@ -517,13 +554,23 @@ def _healthy_by(proc: ProcInfo, deadline: float) -> bool:
 
 def _respawn(state: StackState, info: ProcInfo, timeout: float) -> None:
     """Start a process again exactly as recorded (same ports, data and log files)."""
-    info.pid = _launch(state, info, timeout)
+    info.pid = _launch(state, info, timeout).pid
     state.save()
 
 
-def _launch(state: StackState, info: ProcInfo, timeout: float) -> int:
-    """Start `info`'s command as recorded (a service with the stack's admin token too); its
-    PID once it is healthy."""
+def _respawn_together(state: StackState, infos: list[ProcInfo], timeout: float) -> None:
+    """`_respawn` of several at once: all started, then each waited for."""
+    procs = [_launch(state, info, timeout, wait=False) for info in infos]
+    for info, proc in zip(infos, procs, strict=True):
+        info.pid = proc.pid
+        state.save()
+    for info, proc in zip(infos, procs, strict=True):
+        _await_healthy(info, proc, timeout)
+
+
+def _launch(state: StackState, info: ProcInfo, timeout: float, *, wait: bool = True) -> Proc:
+    """Start `info`'s command as recorded (a service with the stack's admin token too); the
+    process, once it is healthy (`wait`)."""
     if not info.argv:
         raise ServerError(
             f"{info.name} was started by an older clipline that did not record how: "
@@ -535,12 +582,17 @@ def _launch(state: StackState, info: ProcInfo, timeout: float) -> int:
         info.name, info.argv, Path(info.output), info.env, cwd, log_file=Path(info.log),
         replace_prefixes=INHERITED_PREFIXES, replace_names=INHERITED_NAMES, secret_env=secret,
     )  # fmt: skip
+    if wait:
+        _await_healthy(info, proc, timeout)
+    return proc
+
+
+def _await_healthy(info: ProcInfo, proc: Proc, timeout: float) -> None:
     try:
         wait_until(health_check(info), info.name, observe.start_timeout(info.name, timeout), proc)
     except BaseException:
         stop_pid(proc.pid)
         raise
-    return proc.pid
 
 
 def _secrets(state: StackState, info: ProcInfo) -> dict[str, str] | None:
@@ -643,7 +695,7 @@ def _add_replica(state: StackState, first: ProcInfo, k: int, timeout: float) -> 
         health=f"http://{LOOPBACK}:{port}/healthz",
         metrics_port=metrics_port,
     )  # fmt: skip
-    info.pid = _launch(state, info, timeout)
+    info.pid = _launch(state, info, timeout).pid
     last = max(state.processes.index(p) for p in state.replicas(first.name).values())
     state.processes.insert(last + 1, info)
     state.save()

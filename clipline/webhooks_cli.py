@@ -16,6 +16,7 @@ from clipline.stack import require
 from clipline.webhook_secret import new as new_secret
 from services.intake.callbacks import Endpoint, url_problem
 from services.intake.callbacks_kv import KvCallbacks
+from shared.config import nats_servers
 from shared.contracts.ids import is_valid_tenant
 from shared.streams import CALLBACKS_BUCKET
 
@@ -37,7 +38,7 @@ def nats_target(home: Path) -> tuple[str, str]:
 async def _with_store(home: Path, act: Any) -> Any:
     url, creds = nats_target(home)
     try:
-        nc = await nats.connect(url, user_credentials=creds, connect_timeout=5)
+        nc = await nats.connect(nats_servers(url), user_credentials=creds, connect_timeout=5)
     except Exception as exc:
         raise WebhooksError(f"NATS at {url} unreachable: {exc}") from None
     try:

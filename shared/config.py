@@ -18,6 +18,9 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLIPLINE_", extra="ignore")
 
     nats_url: str = "nats://127.0.0.1:4222"
+    """CLIPLINE_NATS_URL: one server, or a cluster's servers separated by commas
+    (`nats://a:4222,nats://b:4222,nats://c:4222`): the connection goes to any that answers and
+    fails over to the others (`nats_servers`)."""
     nats_creds: Path | None = None
     """CLIPLINE_NATS_CREDS: the service's own NATS credentials file (`.creds`: its user JWT and
     nkey seed, mode 0600). `clipline up` and compose's init give each service its own; without
@@ -37,6 +40,15 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+
+def nats_servers(url: str) -> list[str]:
+    """The servers of a CLIPLINE_NATS_URL: one URL, or several separated by commas (as the
+    `nats` CLI takes them). nats-py and FastStream want the list."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("no NATS server URL given")
+    return servers
 
 
 class MetricsSettings(BaseSettings):

@@ -21,7 +21,7 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
 from shared import metrics, pullfetch, telemetry
-from shared.config import CommonSettings, MetricsSettings, load_settings
+from shared.config import CommonSettings, MetricsSettings, load_settings, nats_servers
 from shared.consume import ConsumeLoop
 from shared.identities import SERVICES
 from shared.inputs import InputStore, ObjectInputStore
@@ -165,7 +165,7 @@ def make_broker(
     are DEBUG: a service logs lifecycle steps at INFO, not every delivery."""
     pullfetch.install()
     return ServiceBroker(
-        nats_url,
+        nats_servers(nats_url),
         tracer_provider=tracer_provider,
         security=NatsCredentials.from_file(creds) if creds is not None else None,
         inbox_prefix=inbox_prefix,
@@ -213,15 +213,16 @@ class NotProvisionedError(SystemExit):
     """The stream a service consumes does not exist: its admin has not provisioned NATS."""
 
 
-async def provision(nats_url: str, creds: Path | None = None) -> None:
-    """Declare the stream and buckets (idempotent): with the admin identity, from `clipline up`,
-    compose's init or a migration. No service identity may."""
+async def provision(nats_url: str, creds: Path | None = None, replicas: int = 1) -> None:
+    """Declare the streams and buckets (idempotent), each on `replicas` servers (3 on a NATS
+    cluster): with the admin identity, from `clipline up`, `clipline nats-provision` (compose's
+    init, a Kubernetes Job) or a migration. No service identity may."""
     nc = await nats.connect(
-        nats_url, connect_timeout=5, max_reconnect_attempts=3,
+        nats_servers(nats_url), connect_timeout=5, max_reconnect_attempts=3,
         user_credentials=None if creds is None else str(creds),
     )  # fmt: skip
     try:
-        await ensure_jetstream(nc.jetstream())
+        await ensure_jetstream(nc.jetstream(), replicas)
     finally:
         await nc.close()
 
@@ -231,7 +232,8 @@ async def require_provisioned(settings: CommonSettings, inbox_prefix: str) -> No
     streams or buckets; their identities may not)."""
     creds = settings.nats_creds
     nc = await nats.connect(
-        settings.nats_url, connect_timeout=5, max_reconnect_attempts=3, inbox_prefix=inbox_prefix,
+        nats_servers(settings.nats_url), connect_timeout=5, max_reconnect_attempts=3,
+        inbox_prefix=inbox_prefix,
         user_credentials=None if creds is None else str(creds),
     )  # fmt: skip
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 from faststream.nats import JStream
 from nats.js import JetStreamContext
@@ -156,24 +157,45 @@ KV_BUCKETS = (
 read is one request to `$JS.API.DIRECT.GET.KV_<bucket>.$KV.<bucket>.<key>` answered with the
 value and its revision (nats-py's KeyValue uses it when the stream allows it), never a
 `$JS.API.STREAM.MSG.GET` (a JetStream API call, which also publishes an advisory)."""
+MAX_REPLICAS = 5
+"""JetStream keeps a stream on at most 5 servers."""
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 """nats-server max_payload clipline runs with: a request may carry an input image (data URL)."""
 
 
-async def ensure_jetstream(js: JetStreamContext) -> None:
-    """Create the streams, KV buckets and object store if missing (idempotent; run on start).
-    The jobs stream first: one declared before requests had their own stream gives their
-    subjects up before the requests stream takes them."""
-    for config in (JOBS_STREAM_CONFIG, REQUESTS_STREAM_CONFIG):
+async def ensure_jetstream(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create the streams, KV buckets and object store if missing (idempotent; run on start),
+    each kept on `replicas` servers (1: one server; 3 on a 3-node cluster, where a node may go
+    down with nothing lost); one made before at another count is changed to it. The jobs stream
+    first: one declared before requests had their own stream gives their subjects up before the
+    requests stream takes them."""
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise ValueError(f"replicas must be 1 to {MAX_REPLICAS} (JetStream's), not {replicas}")
+    for declared in (JOBS_STREAM_CONFIG, REQUESTS_STREAM_CONFIG):
+        config = replace(declared, num_replicas=replicas)
         try:
             await js.add_stream(config)
         except BadRequestError:
             # Already exists with this name: update to the declared configuration.
             await js.update_stream(config)
     for bucket in KV_BUCKETS:
-        await ensure_bucket(js, bucket, atomic=bucket is BUDGETS_BUCKET_CONFIG)
+        await ensure_bucket(
+            js, replace(bucket, replicas=replicas), atomic=bucket is BUDGETS_BUCKET_CONFIG
+        )
     # nats-py overwrites config.bucket with the `bucket` argument, so pass both.
-    await js.create_object_store(INPUTS_BUCKET, config=INPUTS_BUCKET_CONFIG)
+    inputs = replace(INPUTS_BUCKET_CONFIG, replicas=replicas)
+    with contextlib.suppress(BadRequestError):  # exists at another replica count: below
+        await js.create_object_store(INPUTS_BUCKET, config=inputs)
+    await _ensure_replicas(js, f"OBJ_{INPUTS_BUCKET}", replicas)
+
+
+async def _ensure_replicas(js: JetStreamContext, stream: str, replicas: int) -> None:
+    """The stream kept on `replicas` servers: JetStream moves it (R1 -> R3 copies it to two
+    more servers; R3 -> R1 drops two copies) without stopping its readers and writers."""
+    info = await js.stream_info(stream)
+    if info.config.num_replicas != replicas:
+        info.config.num_replicas = replicas
+        await js.update_stream(info.config)
 
 
 async def ensure_bucket(
@@ -191,7 +213,9 @@ async def ensure_bucket(
         with contextlib.suppress(BadRequestError):  # another process created it meanwhile
             await js.create_key_value(config)
         info = await js.stream_info(stream)
+    await _ensure_replicas(js, stream, config.replicas)
     wanted = {"allow_direct": bool(config.direct), "allow_atomic": atomic}
+    info = await js.stream_info(stream)
     missing = {flag for flag, on in wanted.items() if on and not getattr(info.config, flag)}
     if not missing:
         return

@@ -16,6 +16,7 @@ from dataclasses import field as member
 from http import HTTPStatus
 from typing import Any
 
+import nats.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -203,6 +204,15 @@ def error_envelopes(
         assert isinstance(exc, RequestValidationError)
         return answer(request, validation_problem(exc.errors()))
 
+    async def on_nats(request: Request, exc: Exception) -> Response:
+        # NATS did not answer in time or the connection is between servers (a cluster node
+        # went down and its streams are choosing a new leader): nothing was decided, retry.
+        log.warning("intake: NATS unavailable on %s: %s", request.scope.get("path"),
+                    type(exc).__name__)  # fmt: skip
+        problem = Problem(503, "unavailable", "NATS is not answering now; retry shortly",
+                          headers={"Retry-After": "1"})  # fmt: skip
+        return answer(request, problem)
+
     async def on_crash(request: Request, exc: Exception) -> Response:
         # The traceback goes to the log, never to the caller; the request id ties them.
         request_id = new_request_id()
@@ -214,4 +224,5 @@ def error_envelopes(
     api.add_exception_handler(ProblemError, on_problem)
     api.add_exception_handler(StarletteHTTPException, on_http)
     api.add_exception_handler(RequestValidationError, on_invalid)
+    api.add_exception_handler(nats.errors.Error, on_nats)
     api.add_exception_handler(Exception, on_crash)

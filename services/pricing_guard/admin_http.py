@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import nats.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -65,6 +66,14 @@ def add_error_handlers(api: FastAPI) -> None:
         """FastAPI's own refusals (no such route, method not allowed) in the envelope too."""
         reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid")
         return error(exc.status_code, reason, str(exc.detail))
+
+    @api.exception_handler(nats.errors.Error)
+    async def nats_unavailable(_: Request, exc: nats.errors.Error) -> JSONResponse:
+        """NATS did not answer in time (a cluster node down, its streams choosing a leader):
+        nothing was decided; the caller retries."""
+        answer = error(503, "unavailable", "NATS is not answering now; retry shortly")
+        answer.headers["Retry-After"] = "1"
+        return answer
 
     @api.exception_handler(RequestValidationError)
     async def invalid_parameters(_: Request, exc: RequestValidationError) -> JSONResponse:

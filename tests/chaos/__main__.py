@@ -2,7 +2,7 @@
 
 Options (or environment variables): --jobs N (CHAOS_JOBS, 500) per scenario, --seed S
 (CHAOS_SEED, random and printed), --scenarios a,b (CHAOS_SCENARIOS, all), --s3-outage SECONDS
-(CHAOS_S3_OUTAGE, 90), --nats-cluster N (CHAOS_NATS_CLUSTER, 1), --kills N (CHAOS_KILLS, 6)
+(CHAOS_S3_OUTAGE, 90), --nats-cluster N (CHAOS_NATS_CLUSTER, 3), --kills N (CHAOS_KILLS, 6)
 service kills at random moments while the jobs arrive, --rate R (CHAOS_RATE, 10) jobs published
 a second (so 500 jobs arrive over 50 s), --markdown (the table as Markdown too), --keep (keep
 the stack's folder and logs). Exit status 1 when any scenario lost a job, created one twice,
@@ -30,7 +30,7 @@ def settings_from(argv: list[str]) -> tuple[Settings, bool]:
     )
     parser.add_argument("--scenarios", default=env("CHAOS_SCENARIOS") or ",".join(SCENARIOS))
     parser.add_argument("--s3-outage", type=float, default=float(env("CHAOS_S3_OUTAGE") or 90))
-    parser.add_argument("--nats-cluster", type=int, default=int(env("CHAOS_NATS_CLUSTER") or 1))
+    parser.add_argument("--nats-cluster", type=int, default=int(env("CHAOS_NATS_CLUSTER") or 3))
     parser.add_argument("--kills", type=int, default=int(env("CHAOS_KILLS") or 6))
     parser.add_argument("--rate", type=float, default=float(env("CHAOS_RATE") or 10))
     parser.add_argument("--markdown", action="store_true")

@@ -32,6 +32,7 @@ from nats.js.errors import KeyNotFoundError
 
 from bench.pipeline import NO_RATE_LIMITS, new_tenant, request
 from clipline.stack import StackOptions, admin_endpoint, down, scale, up
+from shared.config import nats_servers
 from shared.contracts.ids import job_id_for
 from shared.contracts.jobs import JobRecordV1, record_key
 from shared.registry import load_registry
@@ -65,7 +66,7 @@ class Settings:
     jobs: int = 500
     seed: int = 0
     s3_outage: float = 90.0
-    nats_cluster: int = 1
+    nats_cluster: int = 3
     scenarios: tuple[str, ...] = SCENARIOS
     kills: int = 6  # per scenario that kills services
     rate: float = 10.0  # job requests published per second: the jobs arrive over a window
@@ -136,7 +137,10 @@ class Watch:
 
 async def connect(url: str, creds: str) -> Client:
     return await nats.connect(
-        servers(url), user_credentials=creds, max_reconnect_attempts=-1, reconnect_time_wait=0.5
+        nats_servers(url),
+        user_credentials=creds,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
     )
 
 

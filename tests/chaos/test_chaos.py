@@ -1,7 +1,8 @@
-"""The chaos suite at CI size: every scenario on one stack with replicas, a few jobs each.
+"""The chaos suite at CI size: every scenario on one stack (a 3-node NATS cluster, replicas of
+the services), a few jobs each.
 
-40 jobs per scenario arriving over 10 s, 4 service kills at random moments, S3 down 15 s (the
-full size, `make chaos`, runs 500 jobs and 90 s). Fails on any lost job, duplicate create or
+40 jobs per scenario arriving over 10 s, 4 service kills and 2 NATS node kills at random
+moments, S3 down 15 s (the full size, `make chaos`, runs 500 jobs and 90 s). Fails on any lost job, duplicate create or
 terminal event, spend mismatch or budget overshoot, and when a scenario's faults did not
 strike (so a pass means the jobs met them). The seed is CHAOS_SEED, else random; printed.
 """
@@ -19,6 +20,7 @@ from tests.chaos.verdict import table
 pytestmark = pytest.mark.e2e
 STRUCK = {
     "services-kill": "kill -9 ",
+    "nats-node": "kill -9 nats-",
     "s3-outage": "kill -9 seaweedfs",
     "upstream-faults": "429 storms",
     "pricing-guard-kill": "kill -9 pricing_guard-2",
@@ -29,12 +31,12 @@ STRUCK = {
 @pytest.mark.timeout(480)
 def test_chaos_small(capsys: pytest.CaptureFixture[str]) -> None:
     seed = int(os.environ.get("CHAOS_SEED") or secrets.randbelow(10**6))
-    settings = Settings(jobs=40, seed=seed, s3_outage=15.0, kills=4, rate=4.0)
+    settings = Settings(jobs=40, seed=seed, s3_outage=15.0, kills=4, rate=4.0, nats_cluster=3)
     with capsys.disabled():
         print(f"\n[chaos] seed {seed}: {settings.jobs} jobs per scenario")
         verdicts = run(settings, lambda line: print(f"[chaos] {line}", flush=True))
         print(table(verdicts))
-    assert [v.scenario for v in verdicts] == [s for s in settings.scenarios if s != "nats-node"]
+    assert [v.scenario for v in verdicts] == list(settings.scenarios)
     for v in verdicts:
         assert v.ok, f"{v.scenario} (seed {seed}): {v.problems()}"
         assert v.done > 0, v
