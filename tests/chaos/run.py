@@ -136,12 +136,13 @@ class Watch:
 
 
 async def connect(url: str, creds: str) -> Client:
+    async def quiet(_: Exception) -> None:
+        """A node killed under the connection: it reconnects to another (no traceback)."""
+
     return await nats.connect(
-        nats_servers(url),
-        user_credentials=creds,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-    )
+        nats_servers(url), user_credentials=creds, max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5, error_cb=quiet,
+    )  # fmt: skip
 
 
 async def publish(

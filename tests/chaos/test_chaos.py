@@ -2,9 +2,10 @@
 the services), a few jobs each.
 
 40 jobs per scenario arriving over 10 s, 4 service kills and 2 NATS node kills at random
-moments, S3 down 15 s (the full size, `make chaos`, runs 500 jobs and 90 s). Fails on any lost job, duplicate create or
-terminal event, spend mismatch or budget overshoot, and when a scenario's faults did not
-strike (so a pass means the jobs met them). The seed is CHAOS_SEED, else random; printed.
+moments, S3 down 15 s (the full size, `make chaos`, runs 500 jobs and 90 s). Fails on any
+lost job, duplicate create or terminal event, spend mismatch or budget overshoot, and when a
+scenario's faults did not strike (so a pass means the jobs met them). The seed is CHAOS_SEED,
+else random; printed.
 """
 
 from __future__ import annotations
