@@ -81,7 +81,7 @@ class Settings:
         """A scenario's deadline, from its first publish: generous, so a slow recovery is
         measured, not cut short."""
         outage = self.s3_outage if scenario in ("s3-outage", "all-together") else 0.0
-        return 180.0 + outage + self.window + 0.3 * self.jobs
+        return 120.0 + outage + self.window + 0.2 * self.jobs
 
 
 def stack_options(settings: Settings) -> StackOptions:
@@ -274,7 +274,7 @@ async def evidence(home: Path, tenant: str, job_ids: list[str], js: JetStreamCon
             life["reserved"]["micros"] == 0 and life["balanced"] and life["jobs"] >= admitted
         )
 
-    await poll(settled, time.monotonic() + 120)
+    await poll(settled, time.monotonic() + 60)
     disputes = await admin(home, "GET", "/v1/admin/disputes", time.monotonic() + 60)
     disputed = [d for d in disputes["disputes"] if d["tenant"] == tenant]
     kv = await js.key_value(JOBS_BUCKET)
