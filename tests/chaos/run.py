@@ -257,10 +257,11 @@ async def evidence(home: Path, tenant: str, job_ids: list[str], js: JetStreamCon
     mine = set(job_ids)
     ours = [c for c in creates if c["client_request_id"] in mine]
     provider = load_registry().provider("simulator")
-    upstream = 0
+    upstream: dict[str, int] = {}
     for c in ours:
         price = provider.price_micros_per_second(c["model"], c["size"])
-        upstream += (price or 0) * int(c["seconds"])
+        job = c["client_request_id"]
+        upstream[job] = upstream.get(job, 0) + (price or 0) * int(c["seconds"])
     admitted = sum(1 for ends in terminal.values() if ends and not ends[0].startswith("rejected"))
     spend: dict[str, Any] = {}
 
@@ -278,14 +279,14 @@ async def evidence(home: Path, tenant: str, job_ids: list[str], js: JetStreamCon
     disputes = await admin(home, "GET", "/v1/admin/disputes", time.monotonic() + 60)
     disputed = [d for d in disputes["disputes"] if d["tenant"] == tenant]
     kv = await js.key_value(JOBS_BUCKET)
-    records = 0
+    charged: dict[str, int] = {}
     for job_id in job_ids:
         try:
             entry = await kv.get(record_key(tenant, job_id))
         except KeyNotFoundError:
             continue
         if entry.value:
-            records += JobRecordV1.model_validate_json(entry.value).charged_micros or 0
+            charged[job_id] = JobRecordV1.model_validate_json(entry.value).charged_micros or 0
     budgets = await admin(home, "GET", "/v1/admin/budgets", time.monotonic() + 60)
     windows = [
         Window(
@@ -298,12 +299,11 @@ async def evidence(home: Path, tenant: str, job_ids: list[str], js: JetStreamCon
         job_ids=job_ids,
         terminal=terminal,
         creates=creates_per_job([c["client_request_id"] for c in ours], job_ids),
-        upstream_micros=upstream,
+        upstream=upstream,
+        charged=charged,
         ledger_micros=int(spend.get("total", {}).get("micros", 0)),
-        records_micros=records,
         windows=windows,
-        disputed_micros=int(spend.get("lifetime", {}).get("disputed", {}).get("micros", 0)),
-        disputed_jobs=len(disputed),
+        disputed={d["job_id"]: int(d["estimate"]["micros"]) for d in disputed},
     )
 
 

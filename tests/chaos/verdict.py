@@ -35,18 +35,18 @@ class Evidence:
     """Job id -> its terminal events in the stream, in order, each "kind" or "kind reason"."""
     creates: Mapping[str, int]
     """Job id -> accepted upstream creates (the simulator's /control/creates)."""
-    upstream_micros: int
-    """The simulator's creates for these jobs at the registry's prices."""
+    upstream: Mapping[str, int]
+    """Job id -> its upstream creates at the registry's prices (the simulator's accounting)."""
+    charged: Mapping[str, int]
+    """Job id -> the charge on its record (charged_micros; 0 when none)."""
     ledger_micros: int
     """The spend ledger's total for the tenant (pricing_guard's admin API)."""
-    records_micros: int
-    """The sum of the jobs' records' charges (charged_micros)."""
     windows: Sequence[Window] = ()
-    disputed_micros: int = 0
-    """Held in dispute for the operator (pricing_guard's billing policy): a job that ended while
-    an upstream create of it may exist, e.g. a create whose answer was lost and never found.
-    Counted against the budget; upstream money is accounted when charged or disputed."""
-    disputed_jobs: int = 0
+    disputed: Mapping[str, int] = field(default_factory=dict)
+    """Job id -> its estimate, for the jobs held in dispute for the operator (pricing_guard's
+    billing policy): a job that ended while an upstream create of it may exist (an ambiguous
+    create never found again). Counted against the budget; their upstream money is the
+    operator's to settle, so they are left out of the per-job comparison and shown apart."""
 
 
 @dataclass(frozen=True)
@@ -86,18 +86,21 @@ class Verdict:
 def judge(scenario: str, evidence: Evidence, seconds: float = 0.0) -> Verdict:
     """The counts of one scenario. A job is lost when no terminal event of it is in the stream;
     a job created upstream n > 1 times adds n - 1 duplicate creates, and one with n > 1
-    terminal events n - 1 duplicate terminals; the spend mismatch is |ledger - records| +
-    |records + disputed - upstream| (every settled charge is in the ledger and on its record,
-    and every upstream create is charged or held in dispute); the overshoot sums what each
-    budget window used over its limit."""
+    terminal events n - 1 duplicate terminals; the spend mismatch is |ledger - records' total|
+    plus, for each job not in dispute, |its record's charge - its upstream cost| (so errors
+    cannot cancel out between jobs); the overshoot sums what each budget window used over its
+    limit."""
     jobs = list(dict.fromkeys(evidence.job_ids))
     ends = {j: list(evidence.terminal.get(j, ())) for j in jobs}
     first = {j: e[0] for j, e in ends.items() if e}
     failed = Counter(end for end in first.values() if end.split(" ", 1)[0] != "completed")
-    ledger, records, upstream = (
-        evidence.ledger_micros,
-        evidence.records_micros,
-        evidence.upstream_micros,
+    ledger = evidence.ledger_micros
+    records = sum(evidence.charged.get(j, 0) for j in jobs)
+    upstream = sum(evidence.upstream.get(j, 0) for j in jobs)
+    per_job = sum(
+        abs(evidence.charged.get(j, 0) - evidence.upstream.get(j, 0))
+        for j in jobs
+        if j not in evidence.disputed
     )
     return Verdict(
         scenario=scenario,
@@ -107,13 +110,12 @@ def judge(scenario: str, evidence: Evidence, seconds: float = 0.0) -> Verdict:
         lost=sum(1 for e in ends.values() if not e),
         duplicate_creates=sum(max(0, evidence.creates.get(j, 0) - 1) for j in jobs),
         duplicate_terminals=sum(max(0, len(e) - 1) for e in ends.values()),
-        spend_mismatch_micros=abs(ledger - records)
-        + abs(records + evidence.disputed_micros - upstream),
+        spend_mismatch_micros=abs(ledger - records) + per_job,
         overshoot_micros=sum(max(0, w.used_micros - w.limit_micros) for w in evidence.windows),
         seconds=seconds,
         money=(ledger, records, upstream),
-        disputed_micros=evidence.disputed_micros,
-        disputed_jobs=evidence.disputed_jobs,
+        disputed_micros=sum(evidence.disputed.values()),
+        disputed_jobs=len(evidence.disputed),
     )
 
 

@@ -27,9 +27,9 @@ def clean() -> Evidence:
             "job_c": ["rejected budget_exceeded"],
         },
         creates={"job_a": 1, "job_b": 1, "job_c": 0},
-        upstream_micros=2 * COST,
+        upstream={"job_a": COST, "job_b": COST},
+        charged={"job_a": COST, "job_b": COST, "job_c": 0},
         ledger_micros=2 * COST,
-        records_micros=2 * COST,
         windows=[Window("tenant:t lifetime lifetime", 2 * COST, 2 * COST)],
     )
 
@@ -67,12 +67,25 @@ def test_two_terminal_events_of_one_job_are_a_duplicate() -> None:
 def test_ledger_records_and_upstream_that_disagree_are_a_mismatch() -> None:
     ledger_off = judge("s", replace(clean(), ledger_micros=3 * COST))
     assert ledger_off.spend_mismatch_micros == COST
-    upstream_off = judge("s", replace(clean(), upstream_micros=3 * COST))  # a job paid, unbilled
+    paid_unbilled = {"job_a": COST, "job_b": COST, "job_c": COST}  # job_c was created upstream
+    upstream_off = judge("s", replace(clean(), upstream=paid_unbilled))
     assert upstream_off.spend_mismatch_micros == COST
-    records_off = judge("s", replace(clean(), records_micros=COST))
-    assert records_off.spend_mismatch_micros == 2 * COST
+    charged_twice = {"job_a": 2 * COST, "job_b": COST, "job_c": 0}  # ledger agrees: 3 jobs' worth
+    records_off = judge("s", replace(clean(), charged=charged_twice, ledger_micros=3 * COST))
+    assert records_off.spend_mismatch_micros == COST
     for verdict in (ledger_off, upstream_off, records_off):
         assert not verdict.ok
+
+
+def test_errors_of_two_jobs_do_not_cancel_out() -> None:
+    """One job charged without its create, another created but not charged: the totals agree,
+    the jobs do not."""
+    swapped = replace(
+        clean(),
+        upstream={"job_a": COST, "job_c": COST},
+        charged={"job_a": COST, "job_b": COST, "job_c": 0},
+    )
+    assert judge("s", swapped).spend_mismatch_micros == 2 * COST
 
 
 def test_a_window_used_beyond_its_limit_is_an_overshoot() -> None:
@@ -121,12 +134,13 @@ def test_the_table_has_a_row_per_scenario_with_every_count() -> None:
     assert markdown[3].startswith("| s3-outage | 3 | 2 |")
 
 
-def test_an_upstream_create_held_in_dispute_is_accounted_and_one_unaccounted_is_not() -> None:
-    """A job whose create was made upstream but never found again ends disputed (the billing
-    policy): the operator settles it. Its money is accounted; without the dispute, it is not."""
-    evidence = replace(clean(), upstream_micros=3 * COST)  # job_c's create went through
-    assert judge("s", evidence).spend_mismatch_micros == COST
-    disputed = replace(evidence, disputed_micros=COST, disputed_jobs=1)
-    verdict = judge("s", disputed)
-    assert verdict.ok, verdict.problems()
-    assert "$0.40 (1)" in table([verdict])
+def test_a_job_held_in_dispute_is_the_operators_and_shown_apart() -> None:
+    """A job whose create may exist upstream but was never found again ends disputed (the
+    billing policy): the operator settles it, whether the upstream made it or not."""
+    created = replace(clean(), upstream={"job_a": COST, "job_b": COST, "job_c": COST})
+    assert judge("s", created).spend_mismatch_micros == COST  # not disputed: unaccounted
+    for evidence in (created, clean()):  # the ambiguous create went through, or did not
+        verdict = judge("s", replace(evidence, disputed={"job_c": COST}))
+        assert verdict.ok, verdict.problems()
+        assert (verdict.disputed_jobs, verdict.disputed_micros) == (1, COST)
+        assert "$0.40 (1)" in table([verdict])
