@@ -367,7 +367,8 @@ async def scenario(home: Path, options: StackOptions, settings: Settings, name: 
         stop.set()
         for outcome in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(outcome, BaseException):
-                errors.append(f"fault failed: {outcome!r}")
+                first = (str(outcome).strip().splitlines() or [""])[0][:200]
+                errors.append(f"fault failed: {type(outcome).__name__}: {first}")
         await asyncio.to_thread(up, home, options)  # anything still down starts again
         found = await evidence(home, tenant, job_ids, js)
     finally:
