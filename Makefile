@@ -23,6 +23,7 @@ BENCH_STORAGE_BYTES ?= 1073741824
 BENCH_STORAGE_JOBS ?= 300
 BENCH_E2E_JOBS ?= 1000
 BENCH_CONSUME_MESSAGES ?= 3000
+BENCH_DURABILITY_JOBS ?= 500
 # tests/sdk runs twice: with the openai SDK pinned in pyproject (the latest, multipart create) and
 # with this 2.x release (JSON create), installed beside the venv and put first on PYTHONPATH.
 OPENAI_LEGACY := 2.14.0
@@ -143,6 +144,7 @@ bench: install
 	$(BIN)/python -m bench.faults $(BENCH_FAULT_JOBS) $(BENCH_FAULT_GENERATION_SECONDS)
 	$(BIN)/python -m bench.consume $(BENCH_CONSUME_MESSAGES)
 	$(BIN)/python -m bench.e2e $(BENCH_E2E_JOBS)
+	$(BIN)/python -m bench.durability $(BENCH_DURABILITY_JOBS)
 
 lint: install
 	$(BIN)/ruff check .
