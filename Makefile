@@ -98,11 +98,11 @@ status:
 # Everything under the latest SDK, then tests/sdk again under the 2.x one; all always run.
 # The suite runs as two pytest processes at once (the machine has two cores): the stacks' tests
 # (e2e, security, sdk), which mostly wait on processes and timers, and beside them the in-process
-# ones (unit, component, integration), whose output follows once both are done
-# (.pytest-inprocess.log). Phoenix (`make observe`), which only tests/e2e/test_observe.py needs
+# ones (unit, component, integration) followed by the NATS cluster's test (tests/cluster: its own
+# 3-node stack, about a minute), whose output follows once both are done (.pytest-inprocess.log). Phoenix (`make observe`), which only tests/e2e/test_observe.py needs
 # (it opens a trace's page), installs meanwhile (.venv-observe.log); that test runs last.
 OBSERVE_TEST := tests/e2e/test_observe.py
-INPROCESS_TESTS := tests/unit tests/component tests/integration
+INPROCESS_TESTS := tests/unit tests/component tests/integration tests/cluster
 STACK_TESTS := tests/e2e tests/security tests/sdk
 test: install
 	@$(MAKE) -s observe > $(OBSERVE_VENV).log 2>&1 & observing=$$!; \

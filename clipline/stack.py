@@ -528,7 +528,10 @@ async def _provision(nats_url: str, auth: AuthDir, replicas: int) -> None:
 
 
 def _heal(state: StackState, timeout: float) -> StackState:
-    """Start the dead parts again (nats first, services last), then any that stay unhealthy."""
+    """Start the dead parts again (nats first, services last), then any that stay unhealthy.
+    A cluster's dead nodes start together: one alone may have no quorum to be healthy with."""
+    nodes = [p for p in state.nats_nodes() if not state.running(p)]
+    _respawn_together(state, nodes, timeout)
     for proc in state.processes:
         if not state.running(proc):
             _respawn(state, proc, timeout)
@@ -551,13 +554,23 @@ def _healthy_by(proc: ProcInfo, deadline: float) -> bool:
 
 def _respawn(state: StackState, info: ProcInfo, timeout: float) -> None:
     """Start a process again exactly as recorded (same ports, data and log files)."""
-    info.pid = _launch(state, info, timeout)
+    info.pid = _launch(state, info, timeout).pid
     state.save()
 
 
-def _launch(state: StackState, info: ProcInfo, timeout: float) -> int:
-    """Start `info`'s command as recorded (a service with the stack's admin token too); its
-    PID once it is healthy."""
+def _respawn_together(state: StackState, infos: list[ProcInfo], timeout: float) -> None:
+    """`_respawn` of several at once: all started, then each waited for."""
+    procs = [_launch(state, info, timeout, wait=False) for info in infos]
+    for info, proc in zip(infos, procs, strict=True):
+        info.pid = proc.pid
+        state.save()
+    for info, proc in zip(infos, procs, strict=True):
+        _await_healthy(info, proc, timeout)
+
+
+def _launch(state: StackState, info: ProcInfo, timeout: float, *, wait: bool = True) -> Proc:
+    """Start `info`'s command as recorded (a service with the stack's admin token too); the
+    process, once it is healthy (`wait`)."""
     if not info.argv:
         raise ServerError(
             f"{info.name} was started by an older clipline that did not record how: "
@@ -569,12 +582,17 @@ def _launch(state: StackState, info: ProcInfo, timeout: float) -> int:
         info.name, info.argv, Path(info.output), info.env, cwd, log_file=Path(info.log),
         replace_prefixes=INHERITED_PREFIXES, replace_names=INHERITED_NAMES, secret_env=secret,
     )  # fmt: skip
+    if wait:
+        _await_healthy(info, proc, timeout)
+    return proc
+
+
+def _await_healthy(info: ProcInfo, proc: Proc, timeout: float) -> None:
     try:
         wait_until(health_check(info), info.name, observe.start_timeout(info.name, timeout), proc)
     except BaseException:
         stop_pid(proc.pid)
         raise
-    return proc.pid
 
 
 def _secrets(state: StackState, info: ProcInfo) -> dict[str, str] | None:
@@ -677,7 +695,7 @@ def _add_replica(state: StackState, first: ProcInfo, k: int, timeout: float) -> 
         health=f"http://{LOOPBACK}:{port}/healthz",
         metrics_port=metrics_port,
     )  # fmt: skip
-    info.pid = _launch(state, info, timeout)
+    info.pid = _launch(state, info, timeout).pid
     last = max(state.processes.index(p) for p in state.replicas(first.name).values())
     state.processes.insert(last + 1, info)
     state.save()
