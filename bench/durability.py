@@ -24,11 +24,10 @@ are compared with that round's default on one node. Per stack, in order:
    and the end-to-end rate (to the last `completed` event), every job completing (the run fails
    otherwise). The pipeline's later stages run alongside admission, as they do in production;
 5. in the first round only, kill -9: PROBE_DEPTH writes in flight to a scratch stream (at the
-   stack's replicas); once KILL_AFTER are acknowledged the nats-server is SIGKILLed (on the
-   cluster: the stream's leader and one more node, a majority), started again as recorded
-   (`clipline.stack.up`), and each acknowledged write read back: how many are lost. A process
-   crash; an OS crash or power loss, which also loses the page cache, cannot be staged here
-   (docs/reliability.md).
+   stack's replicas); once KILL_AFTER are acknowledged every nats-server is SIGKILLed at once,
+   started again as recorded (`clipline.stack.up`), and each acknowledged write read back: how
+   many are lost. A process crash; an OS crash or power loss, which also loses the page cache,
+   cannot be staged here (docs/reliability.md).
 The disk: FSYNC_SAMPLES appends of 4 KiB, each fsynced, in the stacks' folder before the first
 stack (p50/p99): the floor under `always`. The report: per setting, the median over the rounds
 of each figure and of each round's ratio against that round's one-node default; with several
@@ -56,7 +55,6 @@ import httpx
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import PubAck, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
@@ -307,29 +305,15 @@ async def burst(nc: Client, jobs: int, name: str) -> Burst:
     )
 
 
-async def majority(js: JetStreamContext, state: StackState) -> list[int]:
-    """The nats-servers to kill: the one server, or on a cluster the scratch stream's leader
-    and the next node (a majority: the stream's quorum is gone, and the one node left holds a
-    copy that is not a quorum's). Not every node: `clipline up` restarts dead nodes one at a
-    time, each waiting to be healthy, which a node cannot be before a quorum is back."""
-    nodes = {
-        p.name: p.pid for p in state.processes if p.name == "nats" or p.name.startswith("nats-")
-    }
-    if len(nodes) == 1:
-        return list(nodes.values())
-    info = await js.stream_info(KILL_STREAM)
-    leader = info.cluster.leader if info.cluster else None
-    names = sorted(nodes)
-    first = leader if leader in nodes else names[0]
-    second = next(n for n in names if n != first)
-    return [nodes[first], nodes[second]]
+def nats_pids(state: StackState) -> list[int]:
+    return [p.pid for p in state.processes if p.name == "nats" or p.name.startswith("nats-")]
 
 
 async def kill_check(state: StackState, options: StackOptions, replicas: int) -> Killed:
     """Writes PROBE_DEPTH in flight to a scratch stream; once KILL_AFTER are acknowledged,
-    SIGKILL a majority of the nats-servers (by their recorded PIDs) mid-write, start them again
-    as recorded (`clipline.stack.up` heals dead processes), and read back every acknowledged
-    sequence. A process crash, not an OS crash: the page cache survives it."""
+    SIGKILL every nats-server of the stack (by its recorded PID) mid-write, start them again as
+    recorded (`clipline.stack.up` heals dead processes, a cluster's together), and read back
+    every acknowledged sequence. A process crash, not an OS crash: the page cache survives it."""
 
     async def expected(_: Exception) -> None:
         pass  # the servers were killed on purpose: refused reconnects until they are back
@@ -362,10 +346,9 @@ async def kill_check(state: StackState, options: StackOptions, replicas: int) ->
                 if any(isinstance(a, BaseException) for a in answers):
                     return  # the servers are gone: what was acknowledged is what counts
 
-        victims = await majority(js, state)
         task = asyncio.create_task(writer())
         await asyncio.wait_for(enough.wait(), 60)
-        for pid in victims:
+        for pid in nats_pids(state):  # every node at once
             os.kill(pid, signal.SIGKILL)
         await asyncio.wait_for(task, 60)
         await asyncio.to_thread(up, Path(state.home), options)
