@@ -63,6 +63,8 @@ from bench.pipeline import FOLLOW_ENV, TERMINAL, env_number, new_tenant, stack, 
 from clipline.servers import sync_interval
 from clipline.stack import StackOptions, StackState, up
 from shared.config import nats_servers
+from shared.contracts import JobRecordV1, record_key
+from shared.streams import JOBS_BUCKET
 
 DEFAULT_JOBS = 500
 WARM_UP = 5
@@ -280,6 +282,17 @@ class Ends:
                 self.done.set()
 
 
+async def records(nc: Client, tenant: str, job_ids: list[str]) -> dict[str, str]:
+    """The recorded status of each of `job_ids` (a job whose terminal event never arrived:
+    stuck, or an event this subscriber missed?)."""
+    kv = await nc.jetstream().key_value(JOBS_BUCKET)
+    out = {}
+    for job_id in job_ids[:5]:
+        entry = await kv.get(record_key(tenant, job_id))
+        out[job_id] = JobRecordV1.model_validate_json(entry.value or b"{}").status.value
+    return out
+
+
 async def burst(nc: Client, jobs: int, name: str) -> Burst:
     """`jobs` requests at once; every job must complete."""
     tenant = new_tenant(name)
@@ -296,8 +309,10 @@ async def burst(nc: Client, jobs: int, name: str) -> Burst:
     completed = [t for kind, t in ends.ended.values() if kind == "completed"]
     if len(completed) != jobs or len(ends.admitted) != jobs:
         others = [f"{j}: {k}" for j, (k, _) in ends.ended.items() if k != "completed"][:5]
+        unended = await records(nc, tenant, [j for j in ends.admitted if j not in ends.ended])
         raise SystemExit(
-            f"{name}: {len(completed)}/{jobs} completed, {len(ends.admitted)} admitted; {others}"
+            f"{name}: {len(completed)}/{jobs} completed, {len(ends.admitted)} admitted; {others}; "
+            f"no terminal event seen, their records: {unended}"
         )
     admitted_at, completed_at = max(ends.admitted.values()), max(completed)
     return Burst(
