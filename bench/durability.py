@@ -19,6 +19,7 @@ are compared with that round's default on one node. Per stack, in order:
    `always`), then PROBE_DEPTH in flight for PROBE_SECONDS (writes per second);
 3. five warm-up jobs (not counted);
 4. `jobs` job requests published at once over NATS (as bench/e2e.py's clipline phase):
+   the jobs' events read from the jobs stream (an ordered consumer, so none is missed);
    the admission rate (jobs per second from the first request to the last job's `admitted`
    event: intake's acceptance and pricing_guard's budget decision, every job's first writes)
    and the end-to-end rate (to the last `completed` event), every job completing (the run fails
@@ -297,7 +298,11 @@ async def burst(nc: Client, jobs: int, name: str) -> Burst:
     """`jobs` requests at once; every job must complete."""
     tenant = new_tenant(name)
     ends = Ends(jobs)
-    sub = await nc.subscribe(f"clipline.job.*.v1.{tenant}.*", cb=ends.on_event)
+    # From the jobs stream (an ordered consumer), not a core subscription: an event a core
+    # subscriber misses would read as a job that never ended.
+    sub = await nc.jetstream().subscribe(
+        f"clipline.job.*.v1.{tenant}.*", cb=ends.on_event, ordered_consumer=True
+    )
     try:
         await nc.flush()
         start = time.monotonic()
