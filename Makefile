@@ -23,6 +23,7 @@ BENCH_STORAGE_BYTES ?= 1073741824
 BENCH_STORAGE_JOBS ?= 300
 BENCH_E2E_JOBS ?= 1000
 BENCH_CONSUME_MESSAGES ?= 3000
+BENCH_DURABILITY_JOBS ?= 500
 # `make chaos`: the chaos suite at full size (tests/chaos; `python -m tests.chaos --help`).
 CHAOS_JOBS ?= 500
 CHAOS_NATS_CLUSTER ?= 3
@@ -152,6 +153,7 @@ bench: install
 	$(BIN)/python -m bench.faults $(BENCH_FAULT_JOBS) $(BENCH_FAULT_GENERATION_SECONDS)
 	$(BIN)/python -m bench.consume $(BENCH_CONSUME_MESSAGES)
 	$(BIN)/python -m bench.e2e $(BENCH_E2E_JOBS)
+	$(BIN)/python -m bench.durability $(BENCH_DURABILITY_JOBS)
 
 # Faults together while 500 jobs a scenario run (tests/chaos): prints the per-scenario table;
 # fails on a lost job, a duplicate create or terminal event, a spend mismatch, an overshoot.

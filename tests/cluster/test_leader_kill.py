@@ -32,6 +32,7 @@ from nats.js.errors import KeyNotFoundError
 from clipline.stack import StackOptions, StackState
 from shared.config import nats_servers
 from shared.contracts.events import TERMINAL_KINDS
+from shared.contracts.ids import job_id_for
 from shared.contracts.jobs import JobRecordV1, record_key
 from shared.streams import JOBS_BUCKET, JOBS_STREAM_NAME, KV_BUCKETS, REQUESTS_STREAM_NAME
 from tests.e2e.harness import NO_RATE_LIMITS, clipline, current, running_stack
@@ -86,6 +87,29 @@ async def lead_together(nc: Client, js: JetStreamContext, deadline: float) -> st
             assert time.monotonic() < deadline, f"{JOBS_KV} elects no leader"
             await asyncio.sleep(0.1)  # polling the condition, not a fixed wait
     return wanted
+
+
+async def publish_retrying(js: JetStreamContext, tenant: str, count: int, prompt: str) -> list[str]:
+    """Requests as a careful client sends them to a cluster losing a node: a publish that gets
+    no stream ack (the requests stream electing a leader) is sent again, the same request (its
+    idempotency key makes it one job whatever reached the stream)."""
+    job_ids = []
+    for i in range(count):
+        key = f"{tenant}-{i}"
+        body = {
+            "model": "sora-2", "size": "1280x720", "seconds": "4", "idempotency_key": key,
+            "prompt": f"{prompt}, take {key}",
+        }  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await js.publish(f"clipline.job.requested.v1.{tenant}", json.dumps(body).encode())
+                break
+            except nats.errors.Error:
+                assert time.monotonic() < deadline, f"request {key} never acked"
+                await asyncio.sleep(0.2)  # a client's backoff, not a synchronisation
+        job_ids.append(job_id_for(tenant, key))
+    return job_ids
 
 
 async def terminal_events(js: JetStreamContext, tenant: str) -> Counter[str]:
@@ -158,15 +182,16 @@ async def test_killing_the_leader_of_the_jobs_stream_and_kv_loses_no_job_and_cre
 
         watch.on_kind["submitted"] = kill
         await nc.subscribe(f"clipline.job.*.v1.{tenant}.*", cb=watch.on_event)
-        job_ids = await submit(js, tenant, JOBS, "a lighthouse in fog")
+        job_ids = await publish_retrying(js, tenant, JOBS, "a lighthouse in fog")
         await event_or_fail(killed, "submitted event to kill the leader on", 60)
         killed_at = time.monotonic()
         await gone(pid)
-        # The other two take over: both now lead elsewhere (asked until they answer).
-        deadline = time.monotonic() + 30
+        # The other two take over: both now lead elsewhere (asked until they answer; a short
+        # timeout per question, so the figure is the election's, not a request's timeout).
+        deadline, ask = time.monotonic() + 30, nc.jetstream(timeout=0.5)
         while True:
             with contextlib.suppress(AssertionError, nats.errors.Error):
-                after = {await leader(js, JOBS_STREAM_NAME), await leader(js, JOBS_KV)}
+                after = {await leader(ask, JOBS_STREAM_NAME), await leader(ask, JOBS_KV)}
                 if node not in after:
                     break
             assert time.monotonic() < deadline, "no new leaders after the kill"
