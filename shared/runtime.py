@@ -16,7 +16,8 @@ from faststream.asgi import AsgiFastStream, make_ping_asgi
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.security import NatsCredentials
-from nats.js.errors import NotFoundError
+from nats.aio.client import Client as NatsClient
+from nats.js.errors import NoStreamResponseError, NotFoundError, ServiceUnavailableError
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -222,7 +223,18 @@ async def provision(nats_url: str, creds: Path | None = None, replicas: int = 1)
         user_credentials=None if creds is None else str(creds),
     )  # fmt: skip
     try:
-        await ensure_jetstream(nc.jetstream(), replicas)
+        # A cluster just started (or electing) may answer "JetStream not enabled" or nothing
+        # for a moment: the declarations are idempotent, so they are made again.
+        deadline = asyncio.get_running_loop().time() + ELECTION_SECONDS
+        while True:
+            try:
+                await ensure_jetstream(nc.jetstream(), replicas)
+                break
+            except ELECTION_ERRORS:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                log.warning("provisioning: JetStream not answering yet; asking again")
+                await asyncio.sleep(1.0)  # a backoff, not a synchronisation
     finally:
         await nc.close()
 
@@ -237,7 +249,7 @@ async def require_provisioned(settings: CommonSettings, inbox_prefix: str) -> No
         user_credentials=None if creds is None else str(creds),
     )  # fmt: skip
     try:
-        await nc.jetstream().stream_info(JOBS_STREAM_NAME)
+        await _stream_info_through_elections(nc, JOBS_STREAM_NAME)
     except NotFoundError:
         raise NotProvisionedError(
             f"NATS has no stream {JOBS_STREAM_NAME}: provision it with the admin identity "
@@ -246,6 +258,32 @@ async def require_provisioned(settings: CommonSettings, inbox_prefix: str) -> No
         ) from None
     finally:
         await nc.close()
+
+
+ELECTION_ERRORS = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+)
+"""What JetStream answers while a cluster's stream or meta leader is being elected (a node went
+down): nothing is decided, asking again shortly gets the answer."""
+ELECTION_SECONDS = 60.0
+
+
+async def _stream_info_through_elections(nc: NatsClient, stream: str) -> None:
+    """`stream_info`, asked again (1 s apart) while the cluster elects a leader, for up to
+    ELECTION_SECONDS: a service (re)started then waits instead of exiting."""
+    deadline = asyncio.get_running_loop().time() + ELECTION_SECONDS
+    while True:
+        try:
+            await nc.jetstream().stream_info(stream)
+            return
+        except ELECTION_ERRORS:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            log.warning("stream %s: no answer (a leader being elected?); asking again", stream)
+            await asyncio.sleep(1.0)  # a backoff, not a synchronisation
 
 
 def make_asgi(broker: NatsBroker, routes: Sequence[tuple[str, object]] = ()) -> AsgiFastStream:

@@ -156,7 +156,15 @@ KV_BUCKETS = (
 """Every KV bucket: each allows direct gets (`direct=True`, the stream's `allow_direct`), so a
 read is one request to `$JS.API.DIRECT.GET.KV_<bucket>.$KV.<bucket>.<key>` answered with the
 value and its revision (nats-py's KeyValue uses it when the stream allows it), never a
-`$JS.API.STREAM.MSG.GET` (a JetStream API call, which also publishes an advisory)."""
+`$JS.API.STREAM.MSG.GET` (a JetStream API call, which also publishes an advisory); except, on a
+cluster, the LEADER_READS buckets."""
+LEADER_READS = (JOBS_BUCKET, UPSTREAM_BUCKET)
+"""Buckets read from the stream's leader when replicated: no direct gets. A direct get on a
+replicated stream may be answered by a follower that has not yet applied the latest write, so a
+service reading a job's record right after the event of its newest step could find the record
+without that step (or no record at all) and drop the event as not borne out by the record: the
+chaos suite lost jobs so on a 3-node cluster. A `$JS.API.STREAM.MSG.GET` goes to the leader,
+which has every acknowledged write. On one server (R1) the leader is the only copy: direct."""
 MAX_REPLICAS = 5
 """JetStream keeps a stream on at most 5 servers."""
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
@@ -179,8 +187,11 @@ async def ensure_jetstream(js: JetStreamContext, replicas: int = 1) -> None:
             # Already exists with this name: update to the declared configuration.
             await js.update_stream(config)
     for bucket in KV_BUCKETS:
+        direct = bool(bucket.direct) and not (replicas > 1 and bucket.bucket in LEADER_READS)
         await ensure_bucket(
-            js, replace(bucket, replicas=replicas), atomic=bucket is BUDGETS_BUCKET_CONFIG
+            js,
+            replace(bucket, replicas=replicas, direct=direct),
+            atomic=bucket is BUDGETS_BUCKET_CONFIG,
         )
     # nats-py overwrites config.bucket with the `bucket` argument, so pass both.
     inputs = replace(INPUTS_BUCKET_CONFIG, replicas=replicas)
@@ -214,8 +225,12 @@ async def ensure_bucket(
             await js.create_key_value(config)
         info = await js.stream_info(stream)
     await _ensure_replicas(js, stream, config.replicas)
-    wanted = {"allow_direct": bool(config.direct), "allow_atomic": atomic}
     info = await js.stream_info(stream)
+    if bool(info.config.allow_direct) != bool(config.direct):  # LEADER_READS on a cluster
+        info.config.allow_direct = bool(config.direct)
+        await js.update_stream(info.config)
+        info = await js.stream_info(stream)
+    wanted = {"allow_direct": bool(config.direct), "allow_atomic": atomic}
     missing = {flag for flag, on in wanted.items() if on and not getattr(info.config, flag)}
     if not missing:
         return

@@ -34,7 +34,13 @@ from shared.config import nats_servers
 from shared.contracts.events import TERMINAL_KINDS
 from shared.contracts.ids import job_id_for
 from shared.contracts.jobs import JobRecordV1, record_key
-from shared.streams import JOBS_BUCKET, JOBS_STREAM_NAME, KV_BUCKETS, REQUESTS_STREAM_NAME
+from shared.streams import (
+    JOBS_BUCKET,
+    JOBS_STREAM_NAME,
+    KV_BUCKETS,
+    LEADER_READS,
+    REQUESTS_STREAM_NAME,
+)
 from tests.e2e.harness import NO_RATE_LIMITS, clipline, current, running_stack
 from tests.e2e.test_exactly_once import Watch, creates_per_job, event_or_fail, gone, submit
 
@@ -160,6 +166,8 @@ async def test_every_stream_bucket_and_object_store_has_three_replicas(
             assert info.cluster is not None, name
             assert info.cluster.leader, name
             assert len(info.cluster.replicas or []) == 2, name
+            if name.startswith("KV_"):  # records and the index from the leader: never stale
+                assert info.config.allow_direct == (name[3:] not in LEADER_READS), name
     finally:
         await nc.close()
 
