@@ -117,13 +117,15 @@ def _nats_auth_init(args: argparse.Namespace) -> int:
 def _nats_provision(args: argparse.Namespace) -> int:
     auth, url = _where(args)
     replicas = args.replicas
-    if replicas is None:  # the local stack's: 3 on its cluster; a deployment says
-        replicas = 1 if args.auth_dir is not None else min(len(require(args.home).nats_nodes()), 3)
+    if replicas is None and args.auth_dir is None:  # the local stack's: 3 on its cluster
+        replicas = min(len(require(args.home).nats_nodes()), 3)
+    # None (a deployment, no --replicas): each stream keeps its count; a new one is R1.
     asyncio.run(provision(url, auth.creds_file(ADMIN), replicas))
     for tenant in args.tenant or []:
         asyncio.run(auth.add_tenant(url, tenant))
+    kept = "their replica counts kept" if replicas is None else f"at {replicas} replica(s)"
     print(
-        f"streams and buckets are declared at {replicas} replica{'s' if replicas > 1 else ''}"
+        f"streams and buckets are declared, {kept}"
         + (f"; tenants {args.tenant}" if args.tenant else "")
     )
     return 0
@@ -182,7 +184,8 @@ def add_commands(sub: Any) -> None:
     pv.add_argument(
         "--replicas", type=int, choices=range(1, 6), default=None, metavar="R",
         help="servers each stream and bucket is kept on: 3 on a 3-node cluster (an existing one "
-        "is moved); default 1 with --auth-dir, else the local stack's (3 with --nats-cluster)",
+        "is moved); default with --auth-dir: each keeps its count (new: 1), else the local "
+        "stack's (3 with --nats-cluster)",
     )  # fmt: skip
     _targets(pv)
     pv.set_defaults(func=_nats_provision)

@@ -17,7 +17,7 @@ from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.security import NatsCredentials
 from nats.aio.client import Client as NatsClient
-from nats.js.errors import NoStreamResponseError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import NotFoundError
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -36,6 +36,7 @@ from shared.streams import (
     UPSTREAM_BUCKET,
     ensure_jetstream,
 )
+from shared.unavailable import ELECTION_ERRORS
 
 log = logging.getLogger("clipline.runtime")
 T = TypeVar("T")
@@ -214,7 +215,7 @@ class NotProvisionedError(SystemExit):
     """The stream a service consumes does not exist: its admin has not provisioned NATS."""
 
 
-async def provision(nats_url: str, creds: Path | None = None, replicas: int = 1) -> None:
+async def provision(nats_url: str, creds: Path | None = None, replicas: int | None = None) -> None:
     """Declare the streams and buckets (idempotent), each on `replicas` servers (3 on a NATS
     cluster): with the admin identity, from `clipline up`, `clipline nats-provision` (compose's
     init, a Kubernetes Job) or a migration. No service identity may."""
@@ -260,14 +261,6 @@ async def require_provisioned(settings: CommonSettings, inbox_prefix: str) -> No
         await nc.close()
 
 
-ELECTION_ERRORS = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    NoStreamResponseError,
-    ServiceUnavailableError,
-)
-"""What JetStream answers while a cluster's stream or meta leader is being elected (a node went
-down): nothing is decided, asking again shortly gets the answer."""
 ELECTION_SECONDS = 60.0
 
 

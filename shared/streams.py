@@ -171,33 +171,49 @@ MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 """nats-server max_payload clipline runs with: a request may carry an input image (data URL)."""
 
 
-async def ensure_jetstream(js: JetStreamContext, replicas: int = 1) -> None:
+async def ensure_jetstream(js: JetStreamContext, replicas: int | None = None) -> None:
     """Create the streams, KV buckets and object store if missing (idempotent; run on start),
     each kept on `replicas` servers (1: one server; 3 on a 3-node cluster, where a node may go
-    down with nothing lost); one made before at another count is changed to it. The jobs stream
-    first: one declared before requests had their own stream gives their subjects up before the
-    requests stream takes them."""
-    if not 1 <= replicas <= MAX_REPLICAS:
+    down with nothing lost); one made before at another count is moved to it. None: each keeps
+    the count it has (a new one: 1), so provisioning again without a count never shrinks a
+    cluster's. The jobs stream first: one declared before requests had their own stream gives
+    their subjects up before the requests stream takes them."""
+    if replicas is not None and not 1 <= replicas <= MAX_REPLICAS:
         raise ValueError(f"replicas must be 1 to {MAX_REPLICAS} (JetStream's), not {replicas}")
     for declared in (JOBS_STREAM_CONFIG, REQUESTS_STREAM_CONFIG):
-        config = replace(declared, num_replicas=replicas)
+        count = await _count(js, declared.name or "", replicas)
+        config = replace(declared, num_replicas=count)
         try:
             await js.add_stream(config)
         except BadRequestError:
             # Already exists with this name: update to the declared configuration.
             await js.update_stream(config)
     for bucket in KV_BUCKETS:
-        direct = bool(bucket.direct) and not (replicas > 1 and bucket.bucket in LEADER_READS)
+        count = await _count(js, f"KV_{bucket.bucket}", replicas)
+        direct = bool(bucket.direct) and not (count > 1 and bucket.bucket in LEADER_READS)
         await ensure_bucket(
             js,
-            replace(bucket, replicas=replicas, direct=direct),
+            replace(bucket, replicas=count, direct=direct),
             atomic=bucket is BUDGETS_BUCKET_CONFIG,
         )
-    # nats-py overwrites config.bucket with the `bucket` argument, so pass both.
-    inputs = replace(INPUTS_BUCKET_CONFIG, replicas=replicas)
-    with contextlib.suppress(BadRequestError):  # exists at another replica count: below
-        await js.create_object_store(INPUTS_BUCKET, config=inputs)
-    await _ensure_replicas(js, f"OBJ_{INPUTS_BUCKET}", replicas)
+    stream = f"OBJ_{INPUTS_BUCKET}"
+    count = await _count(js, stream, replicas)
+    with contextlib.suppress(NotFoundError):  # moved first, so the create below matches it
+        await _ensure_replicas(js, stream, count)
+    # nats-py overwrites config.bucket with the `bucket` argument, so pass both. An existing
+    # store whose other settings differ from the declared ones is refused here, loudly.
+    inputs = replace(INPUTS_BUCKET_CONFIG, replicas=count)
+    await js.create_object_store(INPUTS_BUCKET, config=inputs)
+
+
+async def _count(js: JetStreamContext, stream: str, replicas: int | None) -> int:
+    """The replica count to keep `stream` at: `replicas`, else the one it has (new: 1)."""
+    if replicas is not None:
+        return replicas
+    try:
+        return (await js.stream_info(stream)).config.num_replicas or 1
+    except NotFoundError:
+        return 1
 
 
 async def _ensure_replicas(js: JetStreamContext, stream: str, replicas: int) -> None:

@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from shared.unavailable import UNAVAILABLE
+
 log = logging.getLogger("clipline.intake.http")
 PROBLEM_TYPES = "https://clipline.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -206,7 +208,10 @@ def error_envelopes(
 
     async def on_nats(request: Request, exc: Exception) -> Response:
         # NATS did not answer in time or the connection is between servers (a cluster node
-        # went down and its streams are choosing a new leader): nothing was decided, retry.
+        # went down and its streams are choosing a new leader): the caller retries (a create
+        # with the same Idempotency-Key is the same job, whether or not this one got through).
+        if not isinstance(exc, UNAVAILABLE):
+            return await on_crash(request, exc)
         log.warning("intake: NATS unavailable on %s: %s", request.scope.get("path"),
                     type(exc).__name__)  # fmt: skip
         problem = Problem(503, "unavailable", "NATS is not answering now; retry shortly",

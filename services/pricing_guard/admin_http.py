@@ -4,6 +4,7 @@ without letting any malformed one become a 500, FastAPI's own refusals in the en
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import nats.errors
@@ -11,6 +12,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.unavailable import UNAVAILABLE
+
+log = logging.getLogger("clipline.pricing_guard.admin")
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -68,9 +73,13 @@ def add_error_handlers(api: FastAPI) -> None:
         return error(exc.status_code, reason, str(exc.detail))
 
     @api.exception_handler(nats.errors.Error)
-    async def nats_unavailable(_: Request, exc: nats.errors.Error) -> JSONResponse:
+    async def nats_unavailable(request: Request, exc: nats.errors.Error) -> JSONResponse:
         """NATS did not answer in time (a cluster node down, its streams choosing a leader):
-        nothing was decided; the caller retries."""
+        the caller retries. Any other NATS error is a fault: 500, logged with its traceback."""
+        if not isinstance(exc, UNAVAILABLE):
+            log.error("admin: NATS error on %s", request.url.path, exc_info=exc)
+            return error(500, "internal_error", "an internal error occurred; it was logged")
+        log.warning("admin: NATS unavailable on %s: %s", request.url.path, type(exc).__name__)
         answer = error(503, "unavailable", "NATS is not answering now; retry shortly")
         answer.headers["Retry-After"] = "1"
         return answer

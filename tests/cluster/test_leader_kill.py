@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import nats
@@ -34,6 +35,7 @@ from shared.config import nats_servers
 from shared.contracts.events import TERMINAL_KINDS
 from shared.contracts.ids import job_id_for
 from shared.contracts.jobs import JobRecordV1, record_key
+from shared.runtime import provision
 from shared.streams import (
     JOBS_BUCKET,
     JOBS_STREAM_NAME,
@@ -155,6 +157,9 @@ async def test_every_stream_bucket_and_object_store_has_three_replicas(
         varz = httpx.get(node.health.replace("/healthz", "/varz"), timeout=5).json()
         assert varz["jetstream"]["config"]["sync_interval"] == 1_000_000_000, node.name
         assert varz["cluster"]["name"] == "clipline", node.name
+    # Provisioning again without a count (a deployment's `nats-provision` run once more)
+    # keeps every stream at the count it has: it never shrinks a cluster's to one.
+    await provision(stack.nats_url, Path(stack.nats_creds))
     nc = await connect(stack)
     try:
         js = nc.jetstream()

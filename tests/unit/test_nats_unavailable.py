@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import nats.errors
+import nats.js.errors
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -55,3 +56,19 @@ def test_the_admin_api_answers_503_with_retry_after_when_nats_does_not_answer() 
     assert answer.json() == {
         "error": {"reason": "unavailable", "detail": "NATS is not answering now; retry shortly"}
     }
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [nats.js.errors.NotFoundError(), nats.errors.MaxPayloadError(), nats.errors.BadSubjectError()],
+)
+def test_a_nats_error_that_is_no_outage_is_a_logged_500_not_a_retry(
+    exc: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    for install in (error_envelopes, add_error_handlers):
+        api = _raising(exc)
+        install(api)
+        answer = TestClient(api, raise_server_exceptions=False).get("/v1/thing")
+        assert answer.status_code == 500, (install, answer.text)
+        assert "retry-after" not in answer.headers
+    assert any(r.exc_info for r in caplog.records), "no traceback logged"
