@@ -37,6 +37,7 @@ from shared.contracts.ids import job_id_for
 from shared.contracts.jobs import JobRecordV1, record_key
 from shared.registry import load_registry
 from shared.streams import JOBS_BUCKET, JOBS_STREAM_NAME
+from shared.unavailable import UNAVAILABLE
 from tests.chaos import faults
 from tests.chaos.verdict import (
     TERMINAL,
@@ -173,12 +174,25 @@ async def publish(
     await asyncio.gather(*sent)
 
 
+JS_TIMEOUT = 30.0
+"""Seconds a JetStream API request of the suite waits (5 by default): the machine is loaded while
+faults strike, and a cluster answers API requests through its meta leader."""
+
+
 async def stream_events(js: JetStreamContext, tenant: str) -> list[tuple[str, str, str]]:
     """(kind, job id, reason) of every event of `tenant` the CLIPLINE_JOBS stream holds, in
     stream order."""
-    sub = await js.subscribe(
-        f"clipline.job.*.v1.{tenant}.*", ordered_consumer=True, stream=JOBS_STREAM_NAME
-    )
+    deadline = time.monotonic() + 120
+    while True:  # a loaded cluster (or one electing) may not answer the consumer's create at once
+        try:
+            sub = await js.subscribe(
+                f"clipline.job.*.v1.{tenant}.*", ordered_consumer=True, stream=JOBS_STREAM_NAME
+            )
+            break
+        except UNAVAILABLE:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)  # a retry's back-off, not a synchronisation
     out: list[tuple[str, str, str]] = []
     try:
         while True:
@@ -347,7 +361,7 @@ async def scenario(home: Path, options: StackOptions, settings: Settings, name: 
                 json={"limit_micros": limit})  # fmt: skip
     watch = Watch()
     nc = await connect(state.nats_url, state.nats_creds)
-    js = nc.jetstream()
+    js = nc.jetstream(timeout=JS_TIMEOUT)
     stop = asyncio.Event()
     log = faults.Log()
     errors: list[str] = []

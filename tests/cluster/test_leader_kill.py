@@ -43,13 +43,15 @@ from shared.streams import (
     LEADER_READS,
     REQUESTS_STREAM_NAME,
 )
+from shared.unavailable import UNAVAILABLE
 from tests.e2e.harness import NO_RATE_LIMITS, clipline, current, running_stack
-from tests.e2e.test_exactly_once import Watch, creates_per_job, event_or_fail, gone, submit
+from tests.e2e.test_exactly_once import Watch, creates_per_job, event_or_fail, gone
 
 pytestmark = pytest.mark.e2e
 JOBS = 30
 WITHIN = 150.0
 JOBS_KV = f"KV_{JOBS_BUCKET}"
+JS_TIMEOUT = 30.0  # the test's JetStream requests on a loaded machine (5 s by default)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +126,14 @@ async def terminal_events(js: JetStreamContext, tenant: str) -> Counter[str]:
     """Terminal events per job id, read from the stream itself (not from a live subscription,
     which misses what is published while its server is down)."""
     counts: Counter[str] = Counter()
-    sub = await js.subscribe(f"clipline.job.*.v1.{tenant}.*", ordered_consumer=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            sub = await js.subscribe(f"clipline.job.*.v1.{tenant}.*", ordered_consumer=True)
+            break
+        except UNAVAILABLE:
+            assert time.monotonic() < deadline, "no consumer on the jobs stream in 60 s"
+            await asyncio.sleep(1.0)  # a retry's back-off, not a synchronisation
     try:
         while True:  # each message says how many of the tenant's follow it
             msg = await sub.next_msg(timeout=10)
@@ -184,7 +193,7 @@ async def test_killing_the_leader_of_the_jobs_stream_and_kv_loses_no_job_and_cre
     nc = await connect(stack)
     watch = Watch(JOBS)
     try:
-        js = nc.jetstream()
+        js = nc.jetstream(timeout=JS_TIMEOUT)
         node = await lead_together(nc, js, time.monotonic() + 60)
         pid = current(stack.home).find(node).pid
         killed = asyncio.Event()
@@ -215,7 +224,8 @@ async def test_killing_the_leader_of_the_jobs_stream_and_kv_loses_no_job_and_cre
         deadline = time.monotonic() + WITHIN
         states: dict[str, str] = {}
         while time.monotonic() < deadline:
-            states = await records(js, tenant, job_ids)
+            with contextlib.suppress(*UNAVAILABLE):  # a loaded cluster: asked again
+                states = await records(js, tenant, job_ids)
             if len(states) == JOBS and all(s in {"completed", "failed"} for s in states.values()):
                 break
             await asyncio.sleep(0.5)  # polling the records, not a fixed wait
@@ -251,13 +261,16 @@ async def test_every_node_killed_up_starts_them_together_and_jobs_go_on(
     assert "started again: nats-1, nats-2, nats-3;" in healed.stdout, healed.stdout
     tenant = f"quorum{uuid.uuid4().hex[:8]}"
     nc = await connect(stack)
+    states: dict[str, str] = {}
     try:
-        js = nc.jetstream()
-        job_ids = await submit(js, tenant, 3, "a ferry at dawn")
+        js = nc.jetstream(timeout=JS_TIMEOUT)
+        job_ids = await publish_retrying(js, tenant, 3, "a ferry at dawn")
         deadline = time.monotonic() + 90
-        while set((states := await records(js, tenant, job_ids)).values()) != {"completed"}:
+        while set(states.values()) != {"completed"} or len(states) < 3:
             assert time.monotonic() < deadline, states
             await asyncio.sleep(0.5)  # polling the records, not a fixed wait
+            with contextlib.suppress(*UNAVAILABLE):  # the cluster just healed: asked again
+                states = await records(js, tenant, job_ids)
     finally:
         await nc.close()
     assert len(states) == 3
