@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import replace
 
@@ -204,6 +205,8 @@ async def ensure_jetstream(js: JetStreamContext, replicas: int | None = None) ->
     # store whose other settings differ from the declared ones is refused here, loudly.
     inputs = replace(INPUTS_BUCKET_CONFIG, replicas=count)
     await js.create_object_store(INPUTS_BUCKET, config=inputs)
+    for made in (JOBS_STREAM_NAME, REQUESTS_STREAM_NAME, stream):  # a service's start asks
+        await _visible(js, made)
 
 
 async def _count(js: JetStreamContext, stream: str, replicas: int | None) -> int:
@@ -214,6 +217,24 @@ async def _count(js: JetStreamContext, stream: str, replicas: int | None) -> int
         return (await js.stream_info(stream)).config.num_replicas or 1
     except NotFoundError:
         return 1
+
+
+CREATED_VISIBLE_SECONDS = 30.0
+
+
+async def _visible(js: JetStreamContext, stream: str) -> None:
+    """Wait until a stream just created answers `stream_info`: on a cluster the create is
+    acknowledged by the meta leader before the stream's own group has a leader to answer (a
+    loaded 3-node stack answered "stream not found" right after the create)."""
+    deadline = asyncio.get_running_loop().time() + CREATED_VISIBLE_SECONDS
+    while True:
+        try:
+            await js.stream_info(stream)
+            return
+        except NotFoundError:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(0.2)  # polling the stream's appearance, with a deadline
 
 
 async def _ensure_replicas(js: JetStreamContext, stream: str, replicas: int) -> None:
@@ -239,7 +260,7 @@ async def ensure_bucket(
     except NotFoundError:
         with contextlib.suppress(BadRequestError):  # another process created it meanwhile
             await js.create_key_value(config)
-        info = await js.stream_info(stream)
+        await _visible(js, stream)
     await _ensure_replicas(js, stream, config.replicas)
     info = await js.stream_info(stream)
     if bool(info.config.allow_direct) != bool(config.direct):  # LEADER_READS on a cluster
